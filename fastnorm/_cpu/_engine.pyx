@@ -1,0 +1,621 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""OpenMP drivers around the C kernels in fn_kernels.h.
+
+Everything here assumes validated input (see fastnorm._validate): contiguous
+arrays of a supported dtype, consistent sizes, thread count >= 1.  The GIL is
+released for the whole computation.
+
+Work split.  Statistics are always computed per block of at most FN_BLOCK
+elements (channels-first: a slice of one plane; channels-last: a run of rows
+of one instance, all channels).  Block triples are merged with Chan's formula
+in block order.  The block boundaries and the merge order depend only on the
+shape, never on the thread count or on which plan runs, so every plan and
+every num_threads gives identical bits.
+
+Plans.  "fused": one thread owns a whole plane (or instance): statistics, then
+the normalize pass while the data are still in L2.  "split": statistics over
+all blocks in parallel, a merge, then the normalize pass over the same blocks
+with the same static schedule (each thread re-reads what it just read).
+"""
+from cython.parallel cimport prange, parallel, threadid
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from libc.math cimport sqrt
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "fn_kernels.h" nogil:
+    ctypedef struct fn_triple:
+        double n
+        double mean
+        double m2
+    int FN_BLOCK
+    int FN_HAVE_OPENMP
+    int omp_get_max_threads()
+    void fn_merge(fn_triple *a, const fn_triple *b)
+    void fn_stats_f32(const float *x, Py_ssize_t n, fn_triple *t)
+    void fn_stats_f64(const double *x, Py_ssize_t n, fn_triple *t)
+    void fn_stats_f16(const unsigned short *x, Py_ssize_t n, fn_triple *t)
+    void fn_stats_bf16(const unsigned short *x, Py_ssize_t n, fn_triple *t)
+    void fn_apply_f32(const float *x, float *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
+    void fn_apply_f64(const double *x, double *y, Py_ssize_t n, double hi, double lo, double sc, double sh, int act, double slope)
+    void fn_apply_f16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
+    void fn_apply_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
+    void fn_stats_cl_f32(const float *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
+    void fn_stats_cl_f64(const double *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
+    void fn_stats_cl_f16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
+    void fn_stats_cl_bf16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
+    void fn_apply_cl_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
+    void fn_apply_cl_f64(const double *x, double *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
+    void fn_apply_cl_f16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
+    void fn_apply_cl_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
+    void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
+    const char *fn_build_isa()
+    const char *fn_half_impl()
+    int fn_have_openmp()
+
+# storage codes (fastnorm._validate maps dtypes to these)
+cdef enum:
+    F16 = 0
+    F32 = 1
+    F64 = 2
+    BF16 = 3
+
+DT_F16 = F16
+DT_F32 = F32
+DT_F64 = F64
+DT_BF16 = BF16
+BLOCK = FN_BLOCK
+# Below this many elements one thread does it all: a parallel region costs
+# more than the work.
+SERIAL_BELOW = 1 << 15
+
+
+def have_openmp():
+    return bool(fn_have_openmp())
+
+def default_threads():
+    return omp_get_max_threads()
+
+def build_isa():
+    return fn_build_isa().decode()
+
+def half_impl():
+    return fn_half_impl().decode()
+
+
+# ---------------------------------------------------------------- helpers
+cdef inline void k_stats(int dt, const char *x, Py_ssize_t n, fn_triple *t) noexcept nogil:
+    if dt == F32:
+        fn_stats_f32(<const float *>x, n, t)
+    elif dt == F64:
+        fn_stats_f64(<const double *>x, n, t)
+    elif dt == F16:
+        fn_stats_f16(<const unsigned short *>x, n, t)
+    else:
+        fn_stats_bf16(<const unsigned short *>x, n, t)
+
+
+cdef inline void k_apply(int dt, const char *x, char *y, Py_ssize_t n, double mean,
+                         double sc, double sh, int act, double slope) noexcept nogil:
+    # mean split into a high part and a low correction in working precision
+    cdef float hf, lf
+    cdef double hd
+    if dt == F64:
+        hd = mean
+        fn_apply_f64(<const double *>x, <double *>y, n, hd, mean - hd, sc, sh, act, slope)
+        return
+    hf = <float>mean
+    lf = <float>(mean - <double>hf)
+    if dt == F32:
+        fn_apply_f32(<const float *>x, <float *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
+    elif dt == F16:
+        fn_apply_f16(<const unsigned short *>x, <unsigned short *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
+    else:
+        fn_apply_bf16(<const unsigned short *>x, <unsigned short *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
+
+
+cdef inline void k_stats_cl(int dt, const char *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
+                            double *acc, fn_triple *out) noexcept nogil:
+    if dt == F32:
+        fn_stats_cl_f32(<const float *>x, rows, C, m, acc, out)
+    elif dt == F64:
+        fn_stats_cl_f64(<const double *>x, rows, C, m, acc, out)
+    elif dt == F16:
+        fn_stats_cl_f16(<const unsigned short *>x, rows, C, m, acc, out)
+    else:
+        fn_stats_cl_bf16(<const unsigned short *>x, rows, C, m, acc, out)
+
+
+cdef inline void k_apply_cl(int dt, const char *x, char *y, Py_ssize_t rows, Py_ssize_t C,
+                            Py_ssize_t m, const char *coef, int act, double slope) noexcept nogil:
+    if dt == F32:
+        fn_apply_cl_f32(<const float *>x, <float *>y, rows, C, m, <const float *>coef, act, <float>slope)
+    elif dt == F64:
+        fn_apply_cl_f64(<const double *>x, <double *>y, rows, C, m, <const double *>coef, act, slope)
+    elif dt == F16:
+        fn_apply_cl_f16(<const unsigned short *>x, <unsigned short *>y, rows, C, m, <const float *>coef, act, <float>slope)
+    else:
+        fn_apply_cl_bf16(<const unsigned short *>x, <unsigned short *>y, rows, C, m, <const float *>coef, act, <float>slope)
+
+
+cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz,
+                             fn_triple *t) noexcept nogil:
+    """Triple of one contiguous plane: blocks merged in order."""
+    cdef fn_triple b
+    cdef Py_ssize_t s = 0, n
+    t.n = 0.0
+    t.mean = 0.0
+    t.m2 = 0.0
+    while s < L:
+        n = L - s
+        if n > FN_BLOCK:
+            n = FN_BLOCK
+        k_stats(dt, x + s * isz, n, &b)
+        fn_merge(t, &b)
+        s += n
+
+
+cdef inline double rstd_of(const fn_triple *t, double eps) noexcept nogil:
+    return 1.0 / sqrt(t.m2 / t.n + eps)
+
+
+cdef inline void seg_apply(int dt, const char *x, char *y, Py_ssize_t isz, Py_ssize_t start,
+                           Py_ssize_t stop, Py_ssize_t S, Py_ssize_t c0, const double *mean,
+                           const double *scale, const double *shift, int act,
+                           double slope) noexcept nogil:
+    """Apply over [start, stop) of a run of consecutive rows of length S whose
+    per-row coefficients are mean[c0 + r], scale[c0 + r], shift[c0 + r]."""
+    cdef Py_ssize_t r, a, e
+    while start < stop:
+        r = start // S
+        e = (r + 1) * S
+        if e > stop:
+            e = stop
+        k_apply(dt, x + start * isz, y + start * isz, e - start, mean[c0 + r],
+                scale[c0 + r], shift[c0 + r], act, slope)
+        start = e
+
+
+cdef inline void group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg,
+                             Py_ssize_t row0, const double *w, const double *b,
+                             double *mean, double *scale, double *shift) noexcept nogil:
+    """Per-channel coefficients of one (instance, group) from its triple."""
+    cdef double rs = rstd_of(t, eps)
+    cdef Py_ssize_t k, c
+    for k in range(Cg):
+        c = g * Cg + k
+        mean[row0 + k] = t.mean
+        scale[row0 + k] = rs * w[c] if w != NULL else rs
+        shift[row0 + k] = b[c] if b != NULL else 0.0
+
+
+cdef inline const double *dptr(object a):
+    if a is None:
+        return NULL
+    return <const double *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---------------------------------------------------------- channels-first
+def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg,
+            Py_ssize_t S, object weight, object bias, double eps, int act, double slope,
+            int nt, object stats_out=None):
+    """Instance / group norm, channels first: x viewed as (N, G, Cg*S).
+
+    weight, bias: None or float64 arrays of length G*Cg.  stats_out: None or a
+    float64 array (N*G, 3) that receives the (count, mean, M2) triples.
+    """
+    cdef Py_ssize_t P = N * G, L = Cg * S, R = N * G * Cg
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
+    cdef Py_ssize_t items = P * nb
+    cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+    cdef char *yp = <char *>cnp.PyArray_DATA(y)
+    cdef const double *w = dptr(weight)
+    cdef const double *b = dptr(bias)
+    cdef Py_ssize_t p, it, k, s0, s1
+    cdef bint par = nt > 1 and P * L >= SERIAL_BELOW
+    cdef bint fused
+    cdef fn_triple *tri
+    cdef fn_triple *btri = NULL
+    cdef double *coef
+    cdef double *mean
+    cdef double *scale
+    cdef double *shift
+    if not par:
+        nt = 1
+    # one thread per plane when that balances; else split planes into blocks
+    fused = nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt))
+    tri = <fn_triple *>malloc(P * sizeof(fn_triple))
+    coef = <double *>malloc(3 * R * sizeof(double))
+    if not fused:
+        btri = <fn_triple *>malloc(items * sizeof(fn_triple))
+    if tri == NULL or coef == NULL or (not fused and btri == NULL):
+        free(tri); free(coef); free(btri)
+        raise MemoryError()
+    mean = coef
+    scale = coef + R
+    shift = coef + 2 * R
+    with nogil:
+        if fused:
+            for p in prange(P, num_threads=nt, schedule='static', use_threads_if=par):
+                plane_stats(dt, xp + p * L * isz, L, isz, &tri[p])
+                group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
+                seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, 0, L, S, p * Cg,
+                          mean, scale, shift, act, slope)
+        else:
+            for it in prange(items, num_threads=nt, schedule='static'):
+                p = it // nb
+                k = it - p * nb
+                s0 = k * FN_BLOCK
+                s1 = s0 + FN_BLOCK
+                if s1 > L:
+                    s1 = L
+                k_stats(dt, xp + (p * L + s0) * isz, s1 - s0, &btri[it])
+            for p in prange(P, num_threads=nt, schedule='static'):
+                tri[p].n = 0.0
+                tri[p].mean = 0.0
+                tri[p].m2 = 0.0
+                for k in range(nb):
+                    fn_merge(&tri[p], &btri[p * nb + k])
+                group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
+            for it in prange(items, num_threads=nt, schedule='static'):
+                p = it // nb
+                k = it - p * nb
+                s0 = k * FN_BLOCK
+                s1 = s0 + FN_BLOCK
+                if s1 > L:
+                    s1 = L
+                seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
+                          mean, scale, shift, act, slope)
+    if stats_out is not None:
+        _store_triples(tri, P, stats_out)
+    free(tri); free(coef); free(btri)
+    return y
+
+
+cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
+    cdef double *o = <double *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[3 * i] = tri[i].n
+        o[3 * i + 1] = tri[i].mean
+        o[3 * i + 2] = tri[i].m2
+
+
+def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int nt, cnp.ndarray out):
+    """Triples of P contiguous planes of length L into out (P, 3) float64."""
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
+    cdef Py_ssize_t items = P * nb
+    cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+    cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
+    cdef fn_triple *btri
+    cdef Py_ssize_t p, it, k, s0, s1
+    cdef bint par = nt > 1 and P * L >= SERIAL_BELOW
+    if not par:
+        nt = 1
+    if nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt)) or L == 0:
+        with nogil:
+            for p in prange(P, num_threads=nt, schedule='static', use_threads_if=par):
+                plane_stats(dt, xp + p * L * isz, L, isz, &tri[p])
+        return out
+    btri = <fn_triple *>malloc(items * sizeof(fn_triple))
+    if btri == NULL:
+        raise MemoryError()
+    with nogil:
+        for it in prange(items, num_threads=nt, schedule='static'):
+            p = it // nb
+            k = it - p * nb
+            s0 = k * FN_BLOCK
+            s1 = s0 + FN_BLOCK
+            if s1 > L:
+                s1 = L
+            k_stats(dt, xp + (p * L + s0) * isz, s1 - s0, &btri[it])
+        for p in range(P):
+            tri[p].n = 0.0
+            tri[p].mean = 0.0
+            tri[p].m2 = 0.0
+            for k in range(nb):
+                fn_merge(&tri[p], &btri[p * nb + k])
+    free(btri)
+    return out
+
+
+def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
+             cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
+             int nt):
+    """y[r, :] = act((x[r, :] - mean[r]) * scale[r] + shift[r]) for R rows of S."""
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t nb = (S + FN_BLOCK - 1) // FN_BLOCK
+    cdef Py_ssize_t items = R * nb
+    cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+    cdef char *yp = <char *>cnp.PyArray_DATA(y)
+    cdef const double *mp = <const double *>cnp.PyArray_DATA(mean)
+    cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
+    cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
+    cdef Py_ssize_t it, r, k, s0, s1
+    cdef bint par = nt > 1 and R * S >= SERIAL_BELOW
+    if not par:
+        nt = 1
+    with nogil:
+        for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
+            r = it // nb
+            k = it - r * nb
+            s0 = k * FN_BLOCK
+            s1 = s0 + FN_BLOCK
+            if s1 > S:
+                s1 = S
+            k_apply(dt, xp + (r * S + s0) * isz, yp + (r * S + s0) * isz, s1 - s0,
+                    mp[r], sp[r], hp[r], act, slope)
+    return y
+
+
+# ----------------------------------------------------------- channels-last
+cdef inline Py_ssize_t cl_m(Py_ssize_t C) noexcept nogil:
+    # rows per virtual row so that the lane loop has >= 16 elements
+    return 1 if C >= 16 else (16 + C - 1) // C
+
+
+cdef inline Py_ssize_t cl_rows(Py_ssize_t C, Py_ssize_t m) noexcept nogil:
+    # rows per statistics block: a multiple of m, about FN_BLOCK elements
+    cdef Py_ssize_t v = FN_BLOCK // (C * m)
+    if v < 1:
+        v = 1
+    return v * m
+
+
+cdef inline void cl_tile_coefs(int dt, Py_ssize_t C, Py_ssize_t m, const double *mean,
+                               const double *scale, const double *shift,
+                               char *dst) noexcept nogil:
+    """Working-precision (hi, lo, scale, shift) arrays of W = C*m for one instance."""
+    cdef Py_ssize_t W = C * m, j, c
+    cdef float *f
+    cdef double *d
+    cdef float h
+    if dt == F64:
+        d = <double *>dst
+        for j in range(W):
+            c = j % C
+            d[j] = mean[c]
+            d[W + j] = 0.0
+            d[2 * W + j] = scale[c]
+            d[3 * W + j] = shift[c]
+    else:
+        f = <float *>dst
+        for j in range(W):
+            c = j % C
+            h = <float>mean[c]
+            f[j] = h
+            f[W + j] = <float>(mean[c] - <double>h)
+            f[2 * W + j] = <float>scale[c]
+            f[3 * W + j] = <float>shift[c]
+
+
+cdef inline void cl_instance_coefs(fn_triple *tri, Py_ssize_t C, Py_ssize_t G, double eps,
+                                   const double *w, const double *b, double *mean,
+                                   double *scale, double *shift) noexcept nogil:
+    """Per-channel coefficients of one instance from its C channel triples;
+    with G < C the channel triples of a group are first merged in order."""
+    cdef Py_ssize_t Cg = C // G, g, k
+    cdef fn_triple gt
+    for g in range(G):
+        if Cg == 1:
+            gt = tri[g]
+        else:
+            gt.n = 0.0
+            gt.mean = 0.0
+            gt.m2 = 0.0
+            for k in range(Cg):
+                fn_merge(&gt, &tri[g * Cg + k])
+        group_coefs(&gt, eps, g, Cg, g * Cg, w, b, mean, scale, shift)
+
+
+def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
+            Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
+            int nt, object stats_out=None):
+    """Instance / group norm, channels last: x viewed as (N, S, C).
+    stats_out: None or float64 (N, C, 3) for the per-channel triples."""
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t m = cl_m(C)
+    cdef Py_ssize_t W = C * m
+    cdef Py_ssize_t R = cl_rows(C, m)
+    cdef Py_ssize_t nb = (S + R - 1) // R
+    cdef Py_ssize_t items = N * nb
+    cdef Py_ssize_t wsz = 8 if dt == F64 else 4
+    cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+    cdef char *yp = <char *>cnp.PyArray_DATA(y)
+    cdef const double *w = dptr(weight)
+    cdef const double *b = dptr(bias)
+    cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
+    cdef bint fused
+    cdef Py_ssize_t n, it, k, r0, r1, tid
+    cdef fn_triple *tri
+    cdef fn_triple *btri
+    cdef double *acc
+    cdef double *coef
+    cdef char *tiles
+    if not par:
+        nt = 1
+    fused = nt == 1 or (N >= nt and (N % nt == 0 or N >= 4 * nt))
+    tri = <fn_triple *>malloc(N * C * sizeof(fn_triple))
+    coef = <double *>malloc(3 * N * C * sizeof(double))
+    tiles = <char *>malloc(N * 4 * W * wsz)
+    acc = <double *>malloc(nt * 3 * W * sizeof(double))
+    btri = <fn_triple *>malloc((nt * C if fused else items * C) * sizeof(fn_triple))
+    if tri == NULL or coef == NULL or tiles == NULL or acc == NULL or btri == NULL:
+        free(tri); free(coef); free(tiles); free(acc); free(btri)
+        raise MemoryError()
+    with nogil:
+        if fused:
+            for n in prange(N, num_threads=nt, schedule='static', use_threads_if=par):
+                tid = threadid()
+                cl_instance(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, m, R, nb,
+                            isz, wsz, acc + tid * 3 * W, btri + tid * C, tri + n * C, eps, w, b,
+                            coef + n * C, coef + N * C + n * C, coef + 2 * N * C + n * C,
+                            tiles + n * 4 * W * wsz, act, slope)
+        else:
+            with parallel(num_threads=nt):
+                tid = threadid()
+                for it in prange(items, schedule='static'):
+                    n = it // nb
+                    k = it - n * nb
+                    r0 = k * R
+                    r1 = r0 + R
+                    if r1 > S:
+                        r1 = S
+                    k_stats_cl(dt, xp + (n * S + r0) * C * isz, r1 - r0, C, m,
+                               acc + tid * 3 * W, btri + it * C)
+            for n in prange(N, num_threads=nt, schedule='static'):
+                cl_merge_blocks(btri + n * nb * C, nb, C, tri + n * C)
+                cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + n * C,
+                                  coef + N * C + n * C, coef + 2 * N * C + n * C)
+                cl_tile_coefs(dt, C, m, coef + n * C, coef + N * C + n * C,
+                              coef + 2 * N * C + n * C, tiles + n * 4 * W * wsz)
+            for it in prange(items, num_threads=nt, schedule='static'):
+                n = it // nb
+                k = it - n * nb
+                r0 = k * R
+                r1 = r0 + R
+                if r1 > S:
+                    r1 = S
+                k_apply_cl(dt, xp + (n * S + r0) * C * isz, yp + (n * S + r0) * C * isz,
+                           r1 - r0, C, m, tiles + n * 4 * W * wsz, act, slope)
+    if stats_out is not None:
+        _store_triples(tri, N * C, stats_out)
+    free(tri); free(coef); free(tiles); free(acc); free(btri)
+    return y
+
+
+cdef inline void cl_merge_blocks(const fn_triple *bt, Py_ssize_t nb, Py_ssize_t C,
+                                 fn_triple *tri) noexcept nogil:
+    cdef Py_ssize_t c, k
+    for c in range(C):
+        tri[c].n = 0.0
+        tri[c].mean = 0.0
+        tri[c].m2 = 0.0
+    for k in range(nb):
+        for c in range(C):
+            fn_merge(&tri[c], &bt[k * C + c])
+
+
+cdef void cl_instance(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C, Py_ssize_t G,
+                      Py_ssize_t m, Py_ssize_t R, Py_ssize_t nb, Py_ssize_t isz, Py_ssize_t wsz,
+                      double *acc, fn_triple *bt, fn_triple *tri, double eps, const double *w,
+                      const double *b, double *mean, double *scale, double *shift,
+                      char *tiles, int act, double slope) noexcept nogil:
+    """One whole instance on one thread: statistics block by block (merged in
+    the same order as the split plan), then the normalize pass."""
+    cdef Py_ssize_t k, c, r0, r1
+    for c in range(C):
+        tri[c].n = 0.0
+        tri[c].mean = 0.0
+        tri[c].m2 = 0.0
+    for k in range(nb):
+        r0 = k * R
+        r1 = r0 + R
+        if r1 > S:
+            r1 = S
+        k_stats_cl(dt, x + r0 * C * isz, r1 - r0, C, m, acc, bt)
+        for c in range(C):
+            fn_merge(&tri[c], &bt[c])
+    cl_instance_coefs(tri, C, G, eps, w, b, mean, scale, shift)
+    cl_tile_coefs(dt, C, m, mean, scale, shift, tiles)
+    for k in range(nb):
+        r0 = k * R
+        r1 = r0 + R
+        if r1 > S:
+            r1 = S
+        k_apply_cl(dt, x + r0 * C * isz, y + r0 * C * isz, r1 - r0, C, m, tiles, act, slope)
+
+
+def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int nt,
+             cnp.ndarray out):
+    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64."""
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t m = cl_m(C)
+    cdef Py_ssize_t W = C * m
+    cdef Py_ssize_t R = cl_rows(C, m)
+    cdef Py_ssize_t nb = (S + R - 1) // R
+    cdef Py_ssize_t items = N * nb
+    cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+    cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
+    cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
+    cdef Py_ssize_t n, it, k, r0, r1, tid
+    cdef double *acc
+    cdef fn_triple *btri
+    if not par:
+        nt = 1
+    acc = <double *>malloc(nt * 3 * W * sizeof(double))
+    btri = <fn_triple *>malloc(items * C * sizeof(fn_triple) + 1)
+    if acc == NULL or btri == NULL:
+        free(acc); free(btri)
+        raise MemoryError()
+    with nogil:
+        with parallel(num_threads=nt, use_threads_if=par):
+            tid = threadid()
+            for it in prange(items, schedule='static'):
+                n = it // nb
+                k = it - n * nb
+                r0 = k * R
+                r1 = r0 + R
+                if r1 > S:
+                    r1 = S
+                k_stats_cl(dt, xp + (n * S + r0) * C * isz, r1 - r0, C, m,
+                           acc + tid * 3 * W, btri + it * C)
+        for n in prange(N, num_threads=nt, schedule='static', use_threads_if=par):
+            cl_merge_blocks(btri + n * nb * C, nb, C, tri + n * C)
+    free(acc); free(btri)
+    return out
+
+
+def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
+             cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
+             int nt):
+    """y[n, s, c] = act((x[n, s, c] - mean[n, c]) * scale[n, c] + shift[n, c])."""
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t m = cl_m(C)
+    cdef Py_ssize_t W = C * m
+    cdef Py_ssize_t R = cl_rows(C, m)
+    cdef Py_ssize_t nb = (S + R - 1) // R
+    cdef Py_ssize_t items = N * nb
+    cdef Py_ssize_t wsz = 8 if dt == F64 else 4
+    cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
+    cdef char *yp = <char *>cnp.PyArray_DATA(y)
+    cdef const double *mp = <const double *>cnp.PyArray_DATA(mean)
+    cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
+    cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
+    cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
+    cdef Py_ssize_t n, it, k, r0, r1
+    cdef char *tiles = <char *>malloc(N * 4 * W * wsz + 1)
+    if tiles == NULL:
+        raise MemoryError()
+    if not par:
+        nt = 1
+    with nogil:
+        for n in range(N):
+            cl_tile_coefs(dt, C, m, mp + n * C, sp + n * C, hp + n * C, tiles + n * 4 * W * wsz)
+        for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
+            n = it // nb
+            k = it - n * nb
+            r0 = k * R
+            r1 = r0 + R
+            if r1 > S:
+                r1 = S
+            k_apply_cl(dt, xp + (n * S + r0) * C * isz, yp + (n * S + r0) * C * isz,
+                       r1 - r0, C, m, tiles + n * 4 * W * wsz, act, slope)
+    free(tiles)
+    return y
+
+
+# ------------------------------------------------------------- benchmarks
+def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int nt):
+    """memcpy of src into dst split over nt OpenMP threads: the bandwidth ceiling."""
+    cdef const char *s = <const char *>cnp.PyArray_DATA(src)
+    cdef char *d = <char *>cnp.PyArray_DATA(dst)
+    cdef Py_ssize_t nbytes = src.nbytes
+    with nogil:
+        fn_parallel_copy(s, d, nbytes, nt)
+    return dst

@@ -1,0 +1,307 @@
+/*
+ * fastnorm CPU kernels: the innermost loops, called from the Cython drivers
+ * in _engine.pyx (which own the OpenMP parallelism and the work split).
+ *
+ * Numerics
+ *   Statistics: each block of at most FN_BLOCK elements yields a Welford
+ *   triple (count, mean, M2).  Inside a block the sums are shifted by the
+ *   block's first element and accumulated in double over FN_LANES
+ *   independent lanes (no division per element, vectorizable).  Because the
+ *   shift is one of the block's own values, |mean - shift|^2 <= count * var,
+ *   so the shifted second moment never cancels more than log10(FN_BLOCK) ~ 4
+ *   of double's 16 digits.  Blocks are merged with Chan's formula in a fixed
+ *   order that depends only on the shape, so any thread count gives the
+ *   same bits.
+ *   Apply: y = ((x - hi) - lo) * scale + shift in the working precision,
+ *   with the double mean split into hi + lo so large offsets lose nothing.
+ *   Contraction is disabled at build time (-ffp-contract=off) so every ISA
+ *   clone produces the same bits.
+ */
+#ifndef FN_KERNELS_H
+#define FN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FN_HAVE_OPENMP 1
+#else
+#define FN_HAVE_OPENMP 0
+static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_thread_num(void) { return 0; }
+#endif
+
+#ifndef FN_BLOCK
+#define FN_BLOCK 16384   /* elements per statistics block (fixed by design) */
+#endif
+#define FN_LANES 16      /* independent accumulators per block */
+
+/* Runtime ISA dispatch (GCC/Clang ifunc on x86-64 Linux) so a portable wheel
+ * still runs AVX2/AVX-512 code where the CPU has it. */
+#if defined(FN_NATIVE)
+#define FN_MV
+#define FN_MV_NAME "native"
+#elif (defined(__GNUC__) && !defined(__INTEL_COMPILER)) && defined(__x86_64__) && defined(__linux__) && !defined(FN_NO_MULTIVERSION) && !defined(__SANITIZE_ADDRESS__)
+#define FN_MV __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FN_MV_NAME "x86-64 baseline + runtime dispatch to x86-64-v3 (AVX2/FMA/F16C) and x86-64-v4 (AVX-512)"
+#else
+#define FN_MV
+#define FN_MV_NAME "compiler default"
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FN_INLINE static inline __attribute__((always_inline))
+#else
+#define FN_INLINE static inline
+#endif
+
+#if defined(__clang__)
+#define FN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define FN_IVDEP _Pragma("GCC ivdep")
+#else
+#define FN_IVDEP
+#endif
+
+typedef struct { double n, mean, m2; } fn_triple;
+
+/* Chan et al. pairwise merge of b into a. */
+static inline void fn_merge(fn_triple *a, const fn_triple *b)
+{
+    if (b->n == 0.0) return;
+    if (a->n == 0.0) { *a = *b; return; }
+    double n = a->n + b->n;
+    double d = b->mean - a->mean;
+    double fb = b->n / n;
+    a->mean += d * fb;
+    a->m2 += b->m2 + d * d * (a->n * fb);
+    a->n = n;
+}
+
+/* Turn shifted sums into a triple; the finalizer owns the edge cases. */
+static inline void fn_finish(fn_triple *t, double cnt, double shift, double s1, double s2)
+{
+    t->n = cnt;
+    if (cnt == 0.0) { t->mean = 0.0; t->m2 = 0.0; return; }
+    double q = s1 / cnt;
+    double m2 = s2 - s1 * q;
+    t->mean = shift + q;
+    t->m2 = (m2 < 0.0) ? 0.0 : m2;   /* NaN stays NaN */
+}
+
+/* ---- half precision ---------------------------------------------------- */
+/* Branch-free IEEE binary16 <-> binary32 conversions (after F. Giesen): exact
+ * for every half, round-to-nearest-even on output, NaN stays NaN.  Written
+ * with selects only so that compilers vectorize them in any loop, on any ISA,
+ * with identical results (no dependence on F16C being present). */
+#define FN_HALF_IMPL "branch-free vectorized bit conversion (exact, round-to-nearest-even)"
+FN_INLINE float fn_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+FN_INLINE uint32_t fn_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+FN_INLINE float fn_h2f(uint16_t h)
+{
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
+    uint32_t e = o & 0x0f800000u;
+    float fn, fd;
+    o += 0x38000000u;                                    /* rebias exponent */
+    o += (e == 0x0f800000u) ? 0x38000000u : 0u;          /* inf / nan */
+    fn = fn_u2f(o);
+    fd = fn_u2f(o + 0x00800000u) - 6.103515625e-05f;     /* zero / subnormal */
+    fn = (e == 0u) ? fd : fn;
+    return fn_u2f(fn_f2u(fn) | ((uint32_t)(h & 0x8000u) << 16));
+}
+FN_INLINE uint16_t fn_f2h(float f)
+{
+    uint32_t u = fn_f2u(f);
+    uint32_t sign = u & 0x80000000u;
+    uint32_t a = u ^ sign;
+    uint32_t r_inf = (a > 0x7f800000u) ? 0x7e00u : 0x7c00u;
+    uint32_t r_sub = fn_f2u(fn_u2f(a) + 0.5f) - 0x3f000000u;
+    uint32_t r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+    uint32_t r = (a >= 0x47800000u) ? r_inf : ((a < 0x38800000u) ? r_sub : r_norm);
+    return (uint16_t)(r | (sign >> 16));
+}
+
+/* bfloat16: upper half of a float32; round to nearest even on output. */
+FN_INLINE float fn_b2f(uint16_t h) { uint32_t b = (uint32_t)h << 16; float f; memcpy(&f, &b, 4); return f; }
+FN_INLINE uint16_t fn_f2b(float f)
+{
+    uint32_t x; memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+/* ---- 8 x double vectors (GCC/Clang vector extensions) ----------------- */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FN_NO_VEC)
+#define FN_HAVE_VEC 1
+typedef double fn_v8d __attribute__((vector_size(64)));
+typedef float fn_v8f __attribute__((vector_size(32)));
+typedef uint32_t fn_v8u __attribute__((vector_size(32)));
+typedef uint16_t fn_v8s __attribute__((vector_size(16)));
+FN_INLINE fn_v8d fn_v8d_zero(void) { fn_v8d z = {0, 0, 0, 0, 0, 0, 0, 0}; return z; }
+/* pairwise: (0+4, 1+5, 2+6, 3+7) -> (02 + 46) + (13 + 57) */
+FN_INLINE double fn_v8d_hsum(fn_v8d v)
+{
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+FN_INLINE fn_v8d fn_load8d_f32(const float *p)
+{
+    fn_v8f f; memcpy(&f, p, sizeof f); return __builtin_convertvector(f, fn_v8d);
+}
+FN_INLINE fn_v8d fn_load8d_f64(const double *p)
+{
+    fn_v8d d; memcpy(&d, p, sizeof d); return d;
+}
+typedef int32_t fn_v8i __attribute__((vector_size(32)));
+/* the same conversions as fn_h2f / fn_f2h, 8 lanes at a time */
+FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
+{
+    fn_v8u h = __builtin_convertvector(h16, fn_v8u);
+    fn_v8u o = (h & 0x7fffu) << 13;
+    fn_v8u e = o & 0x0f800000u;
+    fn_v8u m, r;
+    fn_v8f fd;
+    o += (fn_v8u)(e == 0x0f800000u) & 0x38000000u;
+    o += 0x38000000u;
+    fd = (fn_v8f)(o + 0x00800000u) - 6.103515625e-05f;
+    m = (fn_v8u)(e == 0u);
+    r = ((fn_v8u)fd & m) | (o & ~m);
+    return (fn_v8f)(r | ((h & 0x8000u) << 16));
+}
+FN_INLINE fn_v8s fn_f2h_v8(fn_v8f f)
+{
+    fn_v8u u = (fn_v8u)f;
+    fn_v8u sign = u & 0x80000000u;
+    fn_v8u a = u ^ sign;
+    fn_v8u big = (fn_v8u)(a >= 0x47800000u), sub = (fn_v8u)(a < 0x38800000u);
+    fn_v8u r_inf = ((fn_v8u)(a > 0x7f800000u) & 0x0200u) | 0x7c00u;
+    fn_v8u r_sub = (fn_v8u)((fn_v8f)a + 0.5f) - 0x3f000000u;
+    fn_v8u r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+    fn_v8u r = (big & r_inf) | (~big & ((sub & r_sub) | (~sub & r_norm)));
+    return __builtin_convertvector(r | (sign >> 16), fn_v8s);
+}
+FN_INLINE fn_v8f fn_b2f_v8(fn_v8s h16)
+{
+    return (fn_v8f)(__builtin_convertvector(h16, fn_v8u) << 16);
+}
+FN_INLINE fn_v8s fn_f2b_v8(fn_v8f f)
+{
+    fn_v8u x = (fn_v8u)f;
+    fn_v8u nan = (fn_v8u)((x & 0x7fffffffu) > 0x7f800000u);
+    fn_v8u r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+    r = (nan & ((x >> 16) | 0x40u)) | (~nan & r);
+    return __builtin_convertvector(r, fn_v8s);
+}
+FN_INLINE fn_v8d fn_load8d_f16(const uint16_t *p)
+{
+    fn_v8s h; memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(fn_h2f_v8(h), fn_v8d);
+}
+FN_INLINE fn_v8d fn_load8d_bf16(const uint16_t *p)
+{
+    fn_v8s h; memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(fn_b2f_v8(h), fn_v8d);
+}
+#else
+#define FN_HAVE_VEC 0
+#endif
+
+/* Activations fused into the apply pass. */
+enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
+
+/* Bulk 16-bit <-> float conversion for the chunked 16-bit kernels. */
+#define FN_CHUNK 512
+#define FN_DEF_CONVERT(NAME, V8IN, V8OUT, SIN, SOUT)                              \
+    FN_MV static void fn_widen_##NAME(const uint16_t *src, float *dst, Py_ssize_t n) \
+    {                                                                           \
+        Py_ssize_t i = 0;                                                       \
+        FN_VEC_WIDEN(V8IN)                                                      \
+        for (; i < n; i++) dst[i] = SIN(src[i]);                                \
+    }                                                                           \
+    FN_MV static void fn_narrow_##NAME(const float *src, uint16_t *dst, Py_ssize_t n) \
+    {                                                                           \
+        Py_ssize_t i = 0;                                                       \
+        FN_VEC_NARROW(V8OUT)                                                    \
+        for (; i < n; i++) dst[i] = SOUT(src[i]);                               \
+    }
+#if FN_HAVE_VEC
+#define FN_VEC_WIDEN(V8IN)                                                      \
+    for (; i + 8 <= n; i += 8) {                                                \
+        fn_v8s h; fn_v8f f; memcpy(&h, src + i, sizeof h);                      \
+        f = V8IN(h); memcpy(dst + i, &f, sizeof f);                             \
+    }
+#define FN_VEC_NARROW(V8OUT)                                                    \
+    for (; i + 8 <= n; i += 8) {                                                \
+        fn_v8f f; fn_v8s h; memcpy(&f, src + i, sizeof f);                      \
+        h = V8OUT(f); memcpy(dst + i, &h, sizeof h);                            \
+    }
+#else
+#define FN_VEC_WIDEN(V8IN)
+#define FN_VEC_NARROW(V8OUT)
+#endif
+FN_DEF_CONVERT(f16, fn_h2f_v8, fn_f2h_v8, fn_h2f, fn_f2h)
+FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
+
+/* ---- instantiate the typed kernels ------------------------------------ */
+#define FN_T float
+#define FN_W float
+#define FN_SUF f32
+#define FN_LOAD(v) (v)
+#define FN_STORE(v) (v)
+#define FN_EXP expf
+#include "fn_kernels_tmpl.h"
+
+#define FN_T double
+#define FN_W double
+#define FN_SUF f64
+#define FN_LOAD(v) (v)
+#define FN_STORE(v) (v)
+#define FN_EXP exp
+#include "fn_kernels_tmpl.h"
+
+#define FN_T uint16_t
+#define FN_W float
+#define FN_SUF f16
+#define FN_IS16 1
+#define FN_WIDEN fn_widen_f16
+#define FN_NARROW fn_narrow_f16
+#define FN_LOAD(v) fn_h2f(v)
+#define FN_STORE(v) fn_f2h(v)
+#define FN_EXP expf
+#include "fn_kernels_tmpl.h"
+
+#define FN_T uint16_t
+#define FN_W float
+#define FN_SUF bf16
+#define FN_IS16 1
+#define FN_WIDEN fn_widen_bf16
+#define FN_NARROW fn_narrow_bf16
+#define FN_LOAD(v) fn_b2f(v)
+#define FN_STORE(v) fn_f2b(v)
+#define FN_EXP expf
+#include "fn_kernels_tmpl.h"
+
+/* ---- benchmark helper: the bandwidth ceiling --------------------------- */
+static void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
+{
+    Py_ssize_t chunk = 1 << 16;
+    Py_ssize_t nchunks = (nbytes + chunk - 1) / chunk;
+    Py_ssize_t i;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+#endif
+    for (i = 0; i < nchunks; i++) {
+        Py_ssize_t off = i * chunk;
+        Py_ssize_t len = nbytes - off < chunk ? nbytes - off : chunk;
+        memcpy(dst + off, src + off, (size_t)len);
+    }
+    (void)nthreads;
+}
+
+static const char *fn_build_isa(void) { return FN_MV_NAME; }
+static const char *fn_half_impl(void) { return FN_HALF_IMPL; }
+static int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
+
+#endif /* FN_KERNELS_H */

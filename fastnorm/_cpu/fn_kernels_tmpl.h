@@ -1,0 +1,183 @@
+/*
+ * Typed kernel template, included by fn_kernels.h once per storage type with
+ *   FN_T (storage), FN_W (working precision), FN_SUF (name suffix),
+ *   FN_LOAD / FN_STORE (widen / round once), FN_EXP.
+ * No include guard on purpose.
+ */
+#define FN_CAT2(a, b) a##_##b
+#define FN_CAT(a, b) FN_CAT2(a, b)
+#define FN(name) FN_CAT(fn_##name, FN_SUF)
+
+/* Welford triple of one contiguous block (n <= FN_BLOCK).  Lane j of the
+ * FN_LANES accumulators sees elements i with i % FN_LANES == j; the tail
+ * goes to a scalar pair.  The same arithmetic runs in the vector and in the
+ * portable form. */
+FN_MV static void FN(stats)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
+{
+    double t1 = 0.0, t2 = 0.0, r1, r2;
+    double sh = n > 0 ? (double)FN_LOAD(x[0]) : 0.0;
+    Py_ssize_t i, nv = n - n % FN_LANES;
+#if FN_HAVE_VEC
+    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
+    for (i = 0; i < nv; i += FN_LANES) {
+        fn_v8d d0 = FN(load8d)(x + i) - shv;
+        fn_v8d d1 = FN(load8d)(x + i + 8) - shv;
+        a0 += d0;
+        a1 += d1;
+        b0 += d0 * d0;
+        b1 += d1 * d1;
+    }
+    r1 = fn_v8d_hsum(a0 + a1);
+    r2 = fn_v8d_hsum(b0 + b1);
+#else
+    double s1[FN_LANES], s2[FN_LANES];
+    int j;
+    for (j = 0; j < FN_LANES; j++) { s1[j] = 0.0; s2[j] = 0.0; }
+    for (i = 0; i < nv; i += FN_LANES) {
+        for (j = 0; j < FN_LANES; j++) {
+            double d = (double)FN_LOAD(x[i + j]) - sh;
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    }
+    for (j = 0; j < 8; j++) { s1[j] += s1[j + 8]; s2[j] += s2[j + 8]; }
+    r1 = ((s1[0] + s1[4]) + (s1[2] + s1[6])) + ((s1[1] + s1[5]) + (s1[3] + s1[7]));
+    r2 = ((s2[0] + s2[4]) + (s2[2] + s2[6])) + ((s2[1] + s2[5]) + (s2[3] + s2[7]));
+#endif
+    for (i = nv; i < n; i++) {
+        double d = (double)FN_LOAD(x[i]) - sh;
+        t1 += d;
+        t2 += d * d;
+    }
+    fn_finish(t, (double)n, sh, r1 + t1, r2 + t2);
+}
+
+#define FN_ACT_SWITCH(LOOP)                                                   \
+    switch (act) {                                                           \
+    case FN_ACT_RELU:  LOOP(v = v > (FN_W)0 ? v : (FN_W)0); break;           \
+    case FN_ACT_LEAKY: LOOP(v = v >= (FN_W)0 ? v : v * slope); break;        \
+    case FN_ACT_SILU:  LOOP(v = v / ((FN_W)1 + FN_EXP(-v))); break;          \
+    default:           LOOP((void)0); break;                                 \
+    }
+
+/* y = act(((x - hi) - lo) * sc + sh) over a contiguous run; y may equal x. */
+#ifdef FN_IS16
+FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W lo,
+                            FN_W sc, FN_W sh, int act, FN_W slope)
+{
+    float buf[FN_CHUNK];
+    Py_ssize_t s, len;
+    for (s = 0; s < n; s += FN_CHUNK) {
+        len = n - s < FN_CHUNK ? n - s : FN_CHUNK;
+        FN_WIDEN(x + s, buf, len);
+        fn_apply_f32(buf, buf, len, hi, lo, sc, sh, act, slope);
+        FN_NARROW(buf, y + s, len);
+    }
+}
+#else
+FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W lo,
+                            FN_W sc, FN_W sh, int act, FN_W slope)
+{
+    Py_ssize_t i;
+#define FN_LOOP(ACT)                                                          \
+    FN_IVDEP for (i = 0; i < n; i++) {                                        \
+        FN_W v = (((FN_W)FN_LOAD(x[i]) - hi) - lo) * sc + sh;                 \
+        ACT;                                                                 \
+        y[i] = FN_STORE(v);                                                  \
+    }
+    FN_ACT_SWITCH(FN_LOOP)
+#undef FN_LOOP
+}
+#endif
+
+/* Channels-last block: rows x C, per-channel triples into out[0..C).
+ * The flat data are walked in virtual rows of W = C*m elements (m rows), so
+ * the lane loop is long enough to vectorize even for C = 3.  acc holds 3*W
+ * doubles of scratch. */
+FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
+                               Py_ssize_t m, double *restrict acc, fn_triple *out)
+{
+    Py_ssize_t W = C * m, vr = rows / m, r, j, c, k;
+    double *restrict sh = acc, *restrict s1 = acc + W, *restrict s2 = acc + 2 * W;
+    if (rows == 0) {
+        for (c = 0; c < C; c++) { out[c].n = 0.0; out[c].mean = 0.0; out[c].m2 = 0.0; }
+        return;
+    }
+    for (j = 0; j < W; j++) { sh[j] = (double)FN_LOAD(x[j % C]); s1[j] = 0.0; s2[j] = 0.0; }
+    for (r = 0; r < vr; r++) {
+        const FN_T *restrict p = x + r * W;
+        for (j = 0; j < W; j++) {
+            double d = (double)FN_LOAD(p[j]) - sh[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    }
+    for (r = vr * m; r < rows; r++) {
+        const FN_T *restrict p = x + r * C;
+        for (c = 0; c < C; c++) {
+            double d = (double)FN_LOAD(p[c]) - sh[c];
+            s1[c] += d;
+            s2[c] += d * d;
+        }
+    }
+    for (c = 0; c < C; c++) {
+        double a = s1[c], b = s2[c];
+        for (k = 1; k < m; k++) { a += s1[k * C + c]; b += s2[k * C + c]; }
+        fn_finish(&out[c], (double)rows, sh[c], a, b);
+    }
+}
+
+/* Channels-last apply over rows x C.  coef holds four arrays of W = C*m
+ * working-precision values (hi, lo, scale, shift), tiled m times. */
+FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
+                               Py_ssize_t m, const FN_W *coef, int act, FN_W slope)
+{
+    Py_ssize_t W = C * m, vr = rows / m, r, j;
+    const FN_W *hi = coef, *lo = coef + W, *sc = coef + 2 * W, *sf = coef + 3 * W;
+#define FN_LOOP(ACT)                                                          \
+    for (r = 0; r < vr; r++) {                                                \
+        const FN_T *p = x + r * W;                                            \
+        FN_T *q = y + r * W;                                                  \
+        FN_IVDEP for (j = 0; j < W; j++) {                                    \
+            FN_W v = (((FN_W)FN_LOAD(p[j]) - hi[j]) - lo[j]) * sc[j] + sf[j]; \
+            ACT;                                                             \
+            q[j] = FN_STORE(v);                                              \
+        }                                                                    \
+    }                                                                        \
+    for (r = vr * m; r < rows; r++) {                                         \
+        const FN_T *p = x + r * C;                                            \
+        FN_T *q = y + r * C;                                                  \
+        FN_IVDEP for (j = 0; j < C; j++) {                                    \
+            FN_W v = (((FN_W)FN_LOAD(p[j]) - hi[j]) - lo[j]) * sc[j] + sf[j]; \
+            ACT;                                                             \
+            q[j] = FN_STORE(v);                                              \
+        }                                                                    \
+    }
+    FN_ACT_SWITCH(FN_LOOP)
+#undef FN_LOOP
+}
+
+/* Working-precision coefficients from a double mean / scale / shift. */
+static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, FN_W *lo,
+                            FN_W *sc, FN_W *sf)
+{
+    FN_W h = (FN_W)mean;
+    *hi = h;
+    *lo = (FN_W)(mean - (double)h);
+    *sc = (FN_W)scale;
+    *sf = (FN_W)shift;
+}
+
+#undef FN_ACT_SWITCH
+#undef FN
+#undef FN_CAT
+#undef FN_CAT2
+#undef FN_T
+#undef FN_W
+#undef FN_SUF
+#undef FN_LOAD
+#undef FN_STORE
+#undef FN_EXP
+#undef FN_IS16
+#undef FN_WIDEN
+#undef FN_NARROW
