@@ -1,0 +1,42 @@
+"""fastnorm: fast, exact Instance Normalization for NumPy (CPU, OpenMP) and CuPy (GPU).
+
+Public API: instance_norm, instance_stats, group_norm, normalize, adain,
+instance_moments, merge_moments, Moments, InstanceNorm, show_config.
+Importing fastnorm imports none of its optional dependencies.
+"""
+__version__ = "0.1.0"
+
+from ._api import (  # noqa: E402
+    Moments,
+    adain,
+    group_norm,
+    instance_moments,
+    instance_norm,
+    instance_stats,
+    merge_moments,
+    normalize,
+)
+from ._config import show_config  # noqa: E402
+from ._layers import InstanceNorm  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "instance_norm",
+    "instance_stats",
+    "group_norm",
+    "normalize",
+    "adain",
+    "instance_moments",
+    "merge_moments",
+    "Moments",
+    "InstanceNorm",
+    "show_config",
+]
+
+
+def __getattr__(name):
+    if name == "torch":  # fastnorm.torch: imports torch only when used
+        import importlib
+
+        return importlib.import_module("fastnorm.torch")
+    raise AttributeError(f"module 'fastnorm' has no attribute {name!r}")

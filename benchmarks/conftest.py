@@ -1,0 +1,39 @@
+"""pytest-benchmark suite. Peers come in through a parametrized fixture and skip
+when not installed. Smoke run (CI): pytest benchmarks --benchmark-disable
+Full run: pytest benchmarks --benchmark-only --benchmark-group-by=group"""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastnorm import _bench as B  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fn-threads", type=int, default=None, help="OpenMP threads for every case")
+
+
+@pytest.fixture(scope="session")
+def nthreads(request):
+    from fastnorm._cpu import _engine as E
+
+    return request.config.getoption("--fn-threads") or E.default_threads()
+
+
+PEER_NAMES = [p.name for p in B.PEERS]
+
+
+@pytest.fixture(params=PEER_NAMES)
+def peer(request):
+    p = next(p for p in B.PEERS if p.name == request.param)
+    if not p.available():
+        pytest.skip(f"{p.name} is not installed")
+    return p
+
+
+def make_input(shape, layout, dtype):
+    full = shape if layout == "cf" else B._cl_shape(shape)
+    return (1.0 + np.random.default_rng(0).standard_normal(full)).astype(B.DTYPES[dtype])

@@ -1,0 +1,116 @@
+"""``python -m fastnorm bench | info`` (also the ``fastnorm`` console script)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="fastnorm", description="fastnorm command line")
+    sub = p.add_subparsers(dest="cmd")
+    b = sub.add_parser("bench", help="time fastnorm against a parallel copy and the installed peers")
+    b.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: OpenMP default)")
+    b.add_argument("--dtype", default="float32", help="comma list of float32,float64,float16 (default float32)")
+    b.add_argument("--layout", default="cf,cl", help="comma list of cf (channels first), cl (channels last)")
+    b.add_argument("--shapes", default="S1,S2,S3,S4,S5,S6",
+                   help="comma list of S1..S6 or explicit shapes like 1x64x256x256 (channels-first order)")
+    b.add_argument("--repeat", type=int, default=7, help="timed samples per case (median reported)")
+    b.add_argument("--peers", default=None, help="comma list of peers (numpy,torch_in,torch_gn,onnxruntime)")
+    b.add_argument("--op", default="instance_norm", choices=["instance_norm", "group_norm"])
+    b.add_argument("--groups", type=int, default=32, help="num_groups for --op group_norm")
+    b.add_argument("--activation", default=None, choices=["relu", "leaky_relu", "silu"])
+    b.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    b.add_argument("--json", metavar="FILE", help="write the raw numbers as JSON")
+    b.add_argument("--plot", metavar="FILE.png", help="draw GB/s per shape (needs matplotlib)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("info", help="print the build configuration (show_config)")
+    return p
+
+
+def _shapes(spec):
+    from ._bench import STANDARD
+
+    out = {}
+    for tok in spec.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        if tok.upper() in STANDARD:
+            out[tok.upper()] = STANDARD[tok.upper()]
+        else:
+            try:
+                dims = tuple(int(d) for d in tok.lower().split("x"))
+            except ValueError:
+                raise SystemExit(f"--shapes: cannot read {tok!r} (use S1..S6 or NxCxHxW)")
+            if len(dims) < 3:
+                raise SystemExit(f"--shapes: {tok!r} needs at least 3 dimensions")
+            out[tok] = dims
+    return out
+
+
+def bench(args):
+    from . import _bench as B
+    from ._cpu import _engine as E
+
+    if args.device == "gpu":
+        try:
+            from ._gpu import bench as gpu_bench
+        except ImportError as e:
+            raise SystemExit(f"--device gpu needs CuPy and a CUDA GPU: {e}")
+        return gpu_bench.main(args)
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    for d in dtypes:
+        if d not in B.DTYPES:
+            raise SystemExit(f"--dtype: {d!r} is not one of {sorted(B.DTYPES)}")
+    layouts = [d.strip() for d in args.layout.split(",") if d.strip()]
+    for lay in layouts:
+        if lay not in ("cf", "cl"):
+            raise SystemExit(f"--layout: {lay!r} is not cf or cl")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("--threads must be >= 1")
+    names = args.peers.split(",") if args.peers else None
+    peers = B.peers_available(names)
+    nt = args.threads or E.default_threads()
+    shapes = _shapes(args.shapes)
+    print(f"fastnorm bench: {nt} thread(s), op={args.op}"
+          + (f" (groups={args.groups})" if args.op == "group_norm" else "")
+          + (f", activation={args.activation}" if args.activation else "")
+          + f", peers: {', '.join(p.name for p in peers if p.name not in ('fastnorm', 'copy')) or 'none installed'}")
+    rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
+                       groups=args.groups, activation=args.activation, progress=not args.quiet)
+    print(B.table(rows))
+    tiny = B.tiny_call_us()
+    print(f"\ntiny input {B.TINY}: fastnorm {tiny['fastnorm']:.2f} us per call")
+    summ = B.summary(rows)
+    for lay, s in summ.items():
+        print(f"{lay}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": nt, "rows": rows, "tiny_us": tiny, "summary": summ}, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            B.plot(rows, args.plot)
+            print(f"wrote {args.plot}")
+        except ImportError:
+            print("--plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.cmd == "bench":
+        return bench(args)
+    if args.cmd == "info" or args.cmd is None:
+        from . import show_config
+
+        show_config()
+        if args.cmd is None:
+            print("\nusage: python -m fastnorm bench [--help] | info")
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

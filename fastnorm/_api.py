@@ -1,0 +1,442 @@
+"""Public functions: validate once, normalize the layout, dispatch by array type.
+
+Two kinds of backend:
+- compute backends (NumPy -> fastnorm._cpu, CuPy -> fastnorm._gpu) provide three
+  primitives, ``norm``, ``triples`` and ``apply``; every public function here is
+  written once on top of them;
+- interop backends (torch tensors, Dask arrays) re-enter these functions with
+  NumPy/CuPy data and wrap the result; they are imported only when such an
+  array arrives.
+Adding a backend is one module and one line in ``_BACKENDS``.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from . import _validate as V
+
+# top-level module of an array's type -> backend module (imported lazily)
+_BACKENDS = {
+    "numpy": "fastnorm._cpu._backend",
+    "cupy": "fastnorm._gpu",
+    "torch": "fastnorm._torch",
+    "dask": "fastnorm._dask",
+}
+_loaded = {}
+
+
+def _backend(x):
+    """The backend module for x (numpy for ndarrays and array-likes)."""
+    t = type(x)
+    if t is np.ndarray:
+        root = "numpy"
+    else:
+        root = t.__module__.partition(".")[0]
+        if root not in _BACKENDS:
+            root = "numpy"
+    be = _loaded.get(root)
+    if be is None:
+        be = _loaded[root] = importlib.import_module(_BACKENDS[root])
+    return be
+
+
+def _interop(x):
+    be = _backend(x)
+    return be if getattr(be, "INTEROP", False) else None
+
+
+def _prep(x, be, name="x"):
+    """Array in the backend's own type, its dtype code."""
+    x = be.asarray(x, name) if hasattr(be, "asarray") else V.as_numpy(x, name)
+    code = V.check_x(x.shape, x.dtype, name)
+    return x, code
+
+
+def _out(be, out, x):
+    if out is None:
+        return None
+    return be.check_out(out, x.shape, x.dtype) if hasattr(be, "check_out") else V.check_out(out, x.shape, x.dtype)
+
+
+def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
+                  negative_slope=0.01, out=None, num_threads=None):
+    """Instance normalization over the spatial axes of every (instance, channel).
+
+    ``y = act((x - mean) / sqrt(var + eps) * weight[c] + bias[c])`` with the mean and
+    the biased variance of each plane ``x[n, c, ...]`` (channels first) or
+    ``x[n, ..., c]`` (channels last).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C)
+        float16, float32 or float64 (bfloat16 via ml_dtypes); at least one spatial
+        axis.  Any strides are accepted; a non-C-contiguous input is copied once
+        into a contiguous buffer before the kernels run.  NumPy arrays run on the
+        CPU engine, CuPy arrays on the GPU, torch tensors and Dask arrays through
+        their interop layers.
+    weight, bias : array_like of shape (C,), optional
+        Per-channel affine, any real dtype (cast once to float64).
+    eps : float, default 1e-5
+        Added to the variance; finite and >= 0.  With ``eps=0`` a constant plane
+        gives NaN (0 / 0), as the formula says.
+    channel_axis : {1, -1}, default 1
+        1 for channels first (NCL, NCHW, NCDHW); -1 (or ``x.ndim - 1``) for
+        channels last (NLC, NHWC, NDHWC), computed natively without a transpose.
+    activation : {None, "relu", "leaky_relu", "silu"}
+        Applied in the same pass over memory.
+    negative_slope : float, default 0.01
+        Slope of "leaky_relu" for negative inputs.
+    out : ndarray, optional
+        C-contiguous, writeable, same shape and dtype as ``x``; may be ``x`` itself
+        (in place).  Returned.
+    num_threads : int, optional
+        OpenMP threads; None uses the OpenMP default (``OMP_NUM_THREADS``,
+        threadpoolctl limits).  Results are bit-identical for every value.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``x``, C-contiguous.
+
+    Notes
+    -----
+    Statistics are Welford triples per block of 16384 elements, merged with Chan's
+    formula in double precision; float16 is computed in float32 and rounded once.
+    The mean is applied as a float32 high part plus a low correction, so inputs
+    whose mean is 1e6 times their standard deviation keep full float32 accuracy.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    >>> y = fastnorm.instance_norm(x)
+    >>> bool(np.allclose(y.mean(axis=(2, 3)), 0, atol=1e-6))
+    True
+    >>> y.shape, y.dtype
+    ((1, 2, 3, 4), dtype('float32'))
+    """
+    io = _interop(x)
+    if io is not None:
+        return io.instance_norm(x, weight, bias, eps=eps, channel_axis=channel_axis,
+                                activation=activation, negative_slope=negative_slope,
+                                out=out, num_threads=num_threads)
+    be = _backend(x)
+    x, code = _prep(x, be)
+    cl = V.channels_last(channel_axis, x.ndim)
+    C = x.shape[-1] if cl else x.shape[1]
+    eps = V.check_eps(eps)
+    act, slope = V.check_activation(activation, negative_slope)
+    nt = V.check_threads(num_threads)
+    w = V.check_vector(weight, "weight", C)
+    b = V.check_vector(bias, "bias", C)
+    out = _out(be, out, x)
+    return be.norm(x, code, cl, C, w, b, eps, act, slope, out, nt)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
+               activation=None, negative_slope=0.01, out=None, num_threads=None):
+    """Group normalization (``torch.nn.functional.group_norm`` semantics).
+
+    Statistics per (instance, group of ``C // num_groups`` consecutive channels)
+    over the group's channels and all spatial axes; per-channel affine.
+    ``num_groups == C`` is instance norm; ``num_groups == 1`` normalizes each
+    instance over (C, *spatial).  Other arguments as in :func:`instance_norm`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.random.default_rng(0).standard_normal((2, 6, 4, 4)).astype(np.float32)
+    >>> y = fastnorm.group_norm(x, 3)
+    >>> g = y.reshape(2, 3, -1)
+    >>> bool(np.allclose(g.mean(-1), 0, atol=1e-5) and np.allclose(g.std(-1), 1, atol=1e-3))
+    True
+    """
+    io = _interop(x)
+    if io is not None:
+        return io.group_norm(x, num_groups, weight, bias, eps=eps, channel_axis=channel_axis,
+                             activation=activation, negative_slope=negative_slope, out=out,
+                             num_threads=num_threads)
+    be = _backend(x)
+    x, code = _prep(x, be)
+    cl = V.channels_last(channel_axis, x.ndim)
+    C = x.shape[-1] if cl else x.shape[1]
+    G = V.check_num_groups(num_groups, C)
+    eps = V.check_eps(eps)
+    act, slope = V.check_activation(activation, negative_slope)
+    nt = V.check_threads(num_threads)
+    w = V.check_vector(weight, "weight", C)
+    b = V.check_vector(bias, "bias", C)
+    out = _out(be, out, x)
+    return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+
+
+def _triples(x, channel_axis, num_threads, name="x"):
+    be = _backend(x)
+    x, code = _prep(x, be, name)
+    cl = V.channels_last(channel_axis, x.ndim)
+    nt = V.check_threads(num_threads)
+    return be, x, code, cl, nt
+
+
+def instance_stats(x, *, channel_axis=1, num_threads=None):
+    """Mean and biased variance of every (instance, channel) plane.
+
+    Returns
+    -------
+    mean, var : arrays of shape (N, C)
+        float64 for float64 input, float32 otherwise (computed in double).
+        Planes with no elements give NaN.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.arange(8, dtype=np.float64).reshape(1, 2, 4)
+    >>> mean, var = fastnorm.instance_stats(x)
+    >>> mean.tolist(), var.tolist()
+    ([[1.5, 5.5]], [[1.25, 1.25]])
+    """
+    io = _interop(x)
+    if io is not None:
+        return io.instance_stats(x, channel_axis=channel_axis, num_threads=num_threads)
+    be, x, code, cl, nt = _triples(x, channel_axis, num_threads)
+    t = be.triples(x, code, cl, nt)
+    rdt = np.float64 if code == V.F64 else np.float32
+    return be.stats_from_triples(t, rdt) if hasattr(be, "stats_from_triples") else _stats(t, rdt)
+
+
+def _stats(t, rdt):
+    n = t[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, t[..., 1], np.nan)
+        var = t[..., 2] / n
+    return mean.astype(rdt), var.astype(rdt)
+
+
+class Moments:
+    """Welford triple per (instance, channel): ``count``, ``mean``, ``m2``.
+
+    All three are float64 arrays of shape (N, C) (``count`` broadcasts, so a
+    scalar works too); ``var`` is the biased variance ``m2 / count``.  Moments of
+    disjoint pieces of the same planes combine with :meth:`merge` (Chan et al.),
+    exactly as if the pieces had been one array.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.random.default_rng(1).standard_normal((1, 3, 64, 64))
+    >>> top, bottom = x[:, :, :40], x[:, :, 40:]
+    >>> m = fastnorm.instance_moments(top).merge(fastnorm.instance_moments(bottom))
+    >>> bool(np.allclose(m.var, x.var(axis=(2, 3))))
+    True
+    """
+
+    __slots__ = ("count", "mean", "m2")
+
+    def __init__(self, count, mean, m2):
+        self.count = count
+        self.mean = mean
+        self.m2 = m2
+
+    @property
+    def var(self):
+        """Biased variance, m2 / count."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.m2 / self.count
+
+    @property
+    def shape(self):
+        return np.shape(self.mean)
+
+    def merge(self, other):
+        """Moments of the union of the two samples (Chan's pairwise formula)."""
+        return merge_moments(self, other)
+
+    def __repr__(self):
+        return f"Moments(shape={self.shape}, count={self.count!r})"
+
+
+def merge_moments(a, b):
+    """Merge two :class:`Moments` of disjoint samples of the same planes.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.arange(12.0).reshape(1, 1, 12)
+    >>> m = fastnorm.merge_moments(fastnorm.instance_moments(x[..., :5]),
+    ...                            fastnorm.instance_moments(x[..., 5:]))
+    >>> float(m.mean[0, 0]), float(m.var[0, 0])
+    (5.5, 11.916666666666666)
+    """
+    if not isinstance(a, Moments) or not isinstance(b, Moments):
+        raise TypeError(f"merge_moments takes two Moments, got {type(a).__name__} and {type(b).__name__}")
+    xp = _array_module(a.mean)
+    na, nb = a.count, b.count
+    if xp.shape(a.mean) != xp.shape(b.mean):
+        raise ValueError(f"cannot merge Moments of shapes {xp.shape(a.mean)} and {xp.shape(b.mean)}")
+    n = na + nb
+    d = b.mean - a.mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fb = xp.where(n > 0, nb / xp.where(n > 0, n, 1), 0.0)
+    mean = xp.where(na == 0, b.mean, xp.where(nb == 0, a.mean, a.mean + d * fb))
+    m2 = xp.where(na == 0, b.m2, xp.where(nb == 0, a.m2, a.m2 + b.m2 + d * d * (na * fb)))
+    return Moments(n * xp.ones_like(mean), mean, m2)
+
+
+def _array_module(a):
+    if type(a).__module__.partition(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def instance_moments(x, *, channel_axis=1, num_threads=None):
+    """Welford triples (count, mean, M2) of every (instance, channel) plane.
+
+    Use with :meth:`Moments.merge` to compute statistics of data too large to
+    hold at once, tile by tile, then :func:`normalize` each tile.
+
+    Returns
+    -------
+    Moments
+        ``count``, ``mean``, ``m2`` float64 arrays of shape (N, C).
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> m = fastnorm.instance_moments(np.ones((2, 3, 5, 5), np.float32))
+    >>> m.count[0, 0], m.mean[0, 0], m.m2[0, 0]
+    (np.float64(25.0), np.float64(1.0), np.float64(0.0))
+    """
+    io = _interop(x)
+    if io is not None:
+        return io.instance_moments(x, channel_axis=channel_axis, num_threads=num_threads)
+    be, x, code, cl, nt = _triples(x, channel_axis, num_threads)
+    t = be.triples(x, code, cl, nt)
+    return Moments(t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy())
+
+
+def _per_channel(a, name, N, C, xp=np):
+    """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
+    if hasattr(a, "detach") or (type(a).__module__.partition(".")[0] == "cupy" and xp is np):
+        a = V._to_host(a)
+    arr = xp.asarray(a)
+    if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
+        raise TypeError(f"{name} must have a real dtype, got dtype {arr.dtype}")
+    if arr.shape == (C,):
+        arr = xp.broadcast_to(arr, (N, C))
+    elif arr.shape != (N, C):
+        raise ValueError(f"{name} must have shape ({N}, {C}) or ({C},), got shape {V._shape_str(arr.shape)}")
+    return xp.ascontiguousarray(arr, dtype=xp.float64)
+
+
+def _coefs(xp, mean, var, eps, w, b, N, C):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = 1.0 / xp.sqrt(var + eps)
+    if w is not None:
+        scale = scale * xp.asarray(w)
+    shift = xp.broadcast_to(xp.asarray(b), (N, C)) if b is not None else xp.zeros((N, C))
+    return xp.ascontiguousarray(mean), xp.ascontiguousarray(scale), xp.ascontiguousarray(shift, dtype=xp.float64)
+
+
+def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
+              negative_slope=0.01, out=None, num_threads=None):
+    """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
+
+    ``mean`` and ``var`` have shape (N, C), or (C,) to broadcast over the batch
+    (running statistics).  With :func:`instance_moments` this normalizes an image
+    too large for memory tile by tile with the same result as one
+    :func:`instance_norm` call.  Other arguments as in :func:`instance_norm`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.random.default_rng(2).standard_normal((1, 2, 100, 10)).astype(np.float32)
+    >>> m = fastnorm.instance_moments(x[:, :, :50]).merge(fastnorm.instance_moments(x[:, :, 50:]))
+    >>> tiles = [fastnorm.normalize(x[:, :, i:i + 50], m.mean, m.var) for i in (0, 50)]
+    >>> bool(np.allclose(np.concatenate(tiles, axis=2), fastnorm.instance_norm(x), atol=1e-6))
+    True
+    """
+    io = _interop(x)
+    if io is not None:
+        return io.normalize(x, mean, var, weight, bias, eps=eps, channel_axis=channel_axis,
+                            activation=activation, negative_slope=negative_slope, out=out,
+                            num_threads=num_threads)
+    be = _backend(x)
+    x, code = _prep(x, be)
+    cl = V.channels_last(channel_axis, x.ndim)
+    N, C, _ = V.layout(x.shape, cl)
+    xp = getattr(be, "xp", np)
+    m = _per_channel(mean, "mean", N, C, xp)
+    v = _per_channel(var, "var", N, C, xp)
+    if bool((v < 0).any()):
+        raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    eps = V.check_eps(eps)
+    act, slope = V.check_activation(activation, negative_slope)
+    nt = V.check_threads(num_threads)
+    w = V.check_vector(weight, "weight", C)
+    b = V.check_vector(bias, "bias", C)
+    out = _out(be, out, x)
+    mean_, scale, shift = _coefs(xp, m, v, eps, w, b, N, C)
+    return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
+
+
+def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=None):
+    """Adaptive instance normalization (Huang and Belongie, 2017).
+
+    ``content`` normalized per (instance, channel), then scaled by the style's
+    ``sqrt(var + eps)`` and shifted by the style's mean (biased variances).
+    ``style`` has the same layout and channel count, a batch of N or 1
+    (broadcast) and any spatial size.  ``alpha`` in [0, 1] blends:
+    ``alpha * adain + (1 - alpha) * content``, in the same single pass.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> rng = np.random.default_rng(3)
+    >>> content = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    >>> style = (5 + 2 * rng.standard_normal((1, 3, 16, 16))).astype(np.float32)
+    >>> y = fastnorm.adain(content, style)
+    >>> smean, svar = fastnorm.instance_stats(style)
+    >>> ymean, yvar = fastnorm.instance_stats(y)
+    >>> bool(np.allclose(ymean, smean, atol=1e-4) and np.allclose(yvar, svar + 1e-5, rtol=1e-3))
+    True
+    """
+    io = _interop(content)
+    if io is not None:
+        return io.adain(content, style, eps=eps, channel_axis=channel_axis, alpha=alpha,
+                        num_threads=num_threads)
+    be = _backend(content)
+    x, code = _prep(content, be, "content")
+    cl = V.channels_last(channel_axis, x.ndim)
+    N, C, _ = V.layout(x.shape, cl)
+    sbe = _backend(style)
+    if sbe is not be:
+        raise TypeError(f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}")
+    s, scode = _prep(style, be, "style")
+    try:
+        scl = V.channels_last(channel_axis, s.ndim)
+    except ValueError:
+        raise ValueError(f"style must have the layout of content (channel_axis={channel_axis}), got shape {V._shape_str(s.shape)}") from None
+    Ns, Cs, _ = V.layout(s.shape, scl)
+    if Cs != C:
+        raise ValueError(f"style must have C={C} channels like content, got {Cs} (shape {V._shape_str(s.shape)})")
+    if Ns not in (1, N):
+        raise ValueError(f"style must have a batch of {N} or 1, got {Ns} (shape {V._shape_str(s.shape)})")
+    eps = V.check_eps(eps)
+    alpha = V.check_alpha(alpha)
+    nt = V.check_threads(num_threads)
+    xp = getattr(be, "xp", np)
+    tc = be.triples(x, code, cl, nt)
+    ts = be.triples(s, scode, scl, nt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rstd_c = 1.0 / xp.sqrt(tc[..., 2] / tc[..., 0] + eps)
+        std_s = xp.sqrt(ts[..., 2] / ts[..., 0] + eps)
+    mean_c = tc[..., 1]
+    mean_s = xp.broadcast_to(ts[..., 1], (N, C))
+    scale = alpha * (std_s * rstd_c) + (1.0 - alpha)
+    shift = alpha * mean_s + (1.0 - alpha) * mean_c
+    scale = xp.ascontiguousarray(xp.broadcast_to(scale, (N, C)))
+    return be.apply(x, code, cl, xp.ascontiguousarray(mean_c), scale, xp.ascontiguousarray(shift), 0, 0.0, None, nt)

@@ -1,0 +1,329 @@
+"""Benchmark harness behind ``python -m fastnorm bench`` and benchmarks/.
+
+Effective bandwidth = (bytes of x read once + bytes of y written once) / median
+time.  The ceiling is a parallel copy of the same bytes on the same number of
+OpenMP threads (fastnorm._cpu._engine.parallel_copy), measured in the same run,
+so ratios hold on any machine even when absolute times drift.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import time
+
+import numpy as np
+
+STANDARD = {
+    "S1": (1, 64, 256, 256),
+    "S2": (8, 128, 64, 64),
+    "S3": (32, 256, 16, 16),
+    "S4": (1, 3, 1080, 1920),
+    "S5": (2, 16, 64, 64, 64),
+    "S6": (1, 32, 512, 512),
+}
+TINY = (1, 4, 8, 8)
+DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
+
+
+def _cl_shape(shape):
+    return (shape[0],) + tuple(shape[2:]) + (shape[1],)
+
+
+def timeit(fn, repeat=7, min_time=0.02):
+    """Median seconds per call; calls are batched so one sample lasts >= min_time."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    k = max(1, int(min_time / max(one, 1e-9)))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        samples.append((time.perf_counter() - t0) / k)
+    return float(np.median(samples))
+
+
+# ------------------------------------------------------------------ peers
+class Peer:
+    """A competitor: ``make(x, layout, nt)`` returns a zero-argument callable
+    or None when the peer cannot run this case."""
+
+    name = "peer"
+
+    def available(self):
+        return True
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        raise NotImplementedError
+
+
+class Copy(Peer):
+    name = "copy"
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        from ._cpu import _engine as E
+
+        y = np.empty_like(x)
+        return lambda: E.parallel_copy(x, y, nt)
+
+
+class Fastnorm(Peer):
+    name = "fastnorm"
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        import fastnorm
+
+        ax = 1 if layout == "cf" else -1
+        y = np.empty_like(x)
+        if op == "group_norm":
+            return lambda: fastnorm.group_norm(x, groups, channel_axis=ax, activation=activation, out=y, num_threads=nt)
+        return lambda: fastnorm.instance_norm(x, channel_axis=ax, activation=activation, out=y, num_threads=nt)
+
+
+class NumpyPeer(Peer):
+    """The plain NumPy implementation a user would write."""
+
+    name = "numpy"
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        if op == "group_norm" or activation:
+            return None
+        ax = tuple(range(2, x.ndim)) if layout == "cf" else tuple(range(1, x.ndim - 1))
+
+        def run():
+            mean = x.mean(axis=ax, keepdims=True)
+            var = x.var(axis=ax, keepdims=True)
+            return (x - mean) / np.sqrt(var + 1e-5)
+
+        return run
+
+
+class TorchInstanceNorm(Peer):
+    name = "torch_in"
+
+    def available(self):
+        return importlib.util.find_spec("torch") is not None
+
+    def _tensor(self, x, layout):
+        import torch
+
+        t = torch.from_numpy(x)
+        return t if layout == "cf" else t.movedim(-1, 1)  # channels_last memory, NC... view
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        import torch
+        import torch.nn.functional as F
+
+        if x.dtype == np.float16 or op != "instance_norm":
+            return None  # torch CPU instance_norm has no float16 kernel
+        torch.set_num_threads(nt)
+        t = self._tensor(x, layout)
+        act = {None: None, "relu": torch.relu, "silu": F.silu, "leaky_relu": F.leaky_relu}[activation]
+
+        def run():
+            with torch.inference_mode():
+                y = F.instance_norm(t, eps=1e-5)
+                return act(y) if act else y
+
+        return run
+
+
+class TorchGroupNorm(TorchInstanceNorm):
+    """torch group_norm with num_groups = C (instance norm) or the given groups."""
+
+    name = "torch_gn"
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        import torch
+        import torch.nn.functional as F
+
+        if x.dtype == np.float16:
+            return None
+        torch.set_num_threads(nt)
+        t = self._tensor(x, layout)
+        G = t.shape[1] if op == "instance_norm" else groups
+        act = {None: None, "relu": torch.relu, "silu": F.silu, "leaky_relu": F.leaky_relu}[activation]
+
+        def run():
+            with torch.inference_mode():
+                y = F.group_norm(t, G, eps=1e-5)
+                return act(y) if act else y
+
+        return run
+
+
+class OnnxRuntime(Peer):
+    name = "onnxruntime"
+
+    def available(self):
+        return (importlib.util.find_spec("onnxruntime") is not None
+                and importlib.util.find_spec("onnx") is not None)
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        if layout != "cf" or op != "instance_norm" or activation or x.dtype == np.float16:
+            return None  # ONNX InstanceNormalization is channels-first only
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        C = x.shape[1]
+        et = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.DOUBLE
+        node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=1e-5)
+        graph = helper.make_graph(
+            [node], "in",
+            [helper.make_tensor_value_info("x", et, list(x.shape))],
+            [helper.make_tensor_value_info("y", et, list(x.shape))],
+            [helper.make_tensor("s", et, [C], np.ones(C, x.dtype).tolist()),
+             helper.make_tensor("b", et, [C], np.zeros(C, x.dtype).tolist())],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = nt
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feed = {"x": x}
+        return lambda: sess.run(None, feed)
+
+
+PEERS = [Copy(), Fastnorm(), NumpyPeer(), TorchInstanceNorm(), TorchGroupNorm(), OnnxRuntime()]
+
+
+def peers_available(names=None):
+    out = [p for p in PEERS if p.available()]
+    if names is not None:
+        out = [p for p in out if p.name in names or p.name in ("copy", "fastnorm")]
+    return out
+
+
+# -------------------------------------------------------------------- runs
+def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, repeat=7,
+              peers=None, op="instance_norm", groups=None, activation=None, progress=True,
+              min_time=0.02):
+    """Measure every (shape, layout, dtype) for fastnorm, the copy and each peer."""
+    from ._cpu import _engine as E
+
+    nt = threads or E.default_threads()
+    peers = peers or peers_available()
+    cases = [(sn, sh, lay, dt) for sn, sh in shapes.items() for lay in layouts for dt in dtypes]
+    rows = []
+    total = len(cases) * len(peers)
+    done = 0
+    rng = np.random.default_rng(0)
+    for sn, shape, lay, dt in cases:
+        full = shape if lay == "cf" else _cl_shape(shape)
+        x = (1.0 + rng.standard_normal(full)).astype(DTYPES[dt])
+        row = {"shape": sn, "dims": list(shape), "layout": lay, "dtype": dt, "threads": nt,
+               "bytes": 2 * x.nbytes, "op": op, "times": {}}
+        for p in peers:
+            if progress:
+                _progress(done, total, f"{sn} {lay} {dt} {p.name}")
+            fn = p.make(x, lay, nt, op=op, groups=groups, activation=activation)
+            if fn is not None:
+                try:
+                    row["times"][p.name] = timeit(fn, repeat=repeat, min_time=min_time)
+                except Exception as e:  # a peer that fails a case is reported, not fatal
+                    row["times"][p.name] = None
+                    row.setdefault("errors", {})[p.name] = f"{type(e).__name__}: {e}"
+            done += 1
+        rows.append(row)
+    if progress:
+        _progress(total, total, "done")
+        sys.stderr.write("\n")
+    return rows
+
+
+def _progress(i, n, label):
+    if not sys.stderr.isatty() and i not in (0, n) and i % 5:
+        return
+    w = 30
+    f = int(w * i / max(n, 1))
+    sys.stderr.write(f"\r[{'#' * f}{'.' * (w - f)}] {i}/{n} {label:<40.40}")
+    sys.stderr.flush()
+
+
+def tiny_call_us(repeat=7):
+    import fastnorm
+
+    x = np.random.default_rng(0).standard_normal(TINY).astype(np.float32)
+    out = {"fastnorm": timeit(lambda: fastnorm.instance_norm(x), repeat=repeat, min_time=0.05) * 1e6}
+    return out
+
+
+def table(rows, peers=None):
+    """Markdown table: time, GB/s, fraction of copy, speed-up over each peer."""
+    names = []
+    for r in rows:
+        for k in r["times"]:
+            if k not in ("fastnorm", "copy") and k not in names:
+                names.append(k)
+    if peers:
+        names = [n for n in names if n in peers]
+    head = ["shape", "layout", "dtype", "fastnorm ms", "GB/s", "copy GB/s", "of copy"]
+    head += [f"x {n}" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        t = r["times"]
+        tf = t.get("fastnorm")
+        tc = t.get("copy")
+        gbs = lambda s: r["bytes"] / s / 1e9 if s else float("nan")  # noqa: E731
+        cells = [r["shape"], r["layout"], r["dtype"],
+                 f"{tf * 1e3:.3f}" if tf else "-", f"{gbs(tf):.1f}" if tf else "-",
+                 f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-"]
+        for n in names:
+            tp = t.get(n)
+            cells.append(f"{tp / tf:.1f} ({gbs(tp):.1f})" if tp and tf else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); "
+                 "GB/s = (bytes in + bytes out) / median time.")
+    return "\n".join(lines)
+
+
+def summary(rows):
+    """Median speed-ups and worst copy fraction per layout."""
+    out = {}
+    for lay in ("cf", "cl"):
+        rs = [r for r in rows if r["layout"] == lay and r["times"].get("fastnorm")]
+        if not rs:
+            continue
+        fr = [r["times"]["copy"] / r["times"]["fastnorm"] for r in rs if r["times"].get("copy")]
+        out[lay] = {"min_copy_fraction": min(fr) if fr else math.nan}
+        for p in ("numpy", "torch_in", "torch_gn", "onnxruntime"):
+            sp = [r["times"][p] / r["times"]["fastnorm"] for r in rs if r["times"].get(p)]
+            if sp:
+                out[lay][f"median_x_{p}"] = float(np.median(sp))
+                out[lay][f"min_x_{p}"] = float(min(sp))
+    return out
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for r in rows:
+        for k in r["times"]:
+            if k not in names:
+                names.append(k)
+    labels = [f"{r['shape']}\n{r['layout']} {r['dtype']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(rows)), 4.5))
+    w = 0.8 / max(len(names), 1)
+    for i, n in enumerate(names):
+        vals = [r["bytes"] / r["times"][n] / 1e9 if r["times"].get(n) else 0 for r in rows]
+        ax.bar(np.arange(len(rows)) + (i - (len(names) - 1) / 2) * w, vals, w, label=n,
+               color="black" if n == "copy" else None, alpha=0.35 if n == "copy" else 1.0)
+    ax.set_xticks(np.arange(len(rows)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("effective GB/s (read x + write y)")
+    nt = rows[0]["threads"] if rows else "?"
+    ax.set_title(f"Instance norm on CPU, {nt} thread(s): fastnorm vs peers vs a parallel copy")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,159 @@
+"""A framework-free InstanceNorm layer with torch.nn.InstanceNorm semantics."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _api
+from . import _validate as V
+
+
+def _host(a, name):
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    elif type(a).__module__.partition(".")[0] == "cupy":
+        a = a.get()
+    return np.asarray(a)
+
+
+class InstanceNorm:
+    """Instance normalization layer, a drop-in for ``torch.nn.InstanceNorm{1,2,3}d``.
+
+    Parameters
+    ----------
+    num_features : int
+        Channel count C.
+    eps : float, default 1e-5
+    momentum : float or None, default 0.1
+        Running-statistics update factor; None means a cumulative average.
+    affine : bool, default False
+        Learnable-style per-channel ``weight`` (ones) and ``bias`` (zeros).
+    track_running_stats : bool, default False
+        Keep ``running_mean`` / ``running_var`` (zeros / ones) updated in
+        training with the unbiased variance, and use them in evaluation.
+    channel_axis : {1, -1}, default 1
+
+    Calling ``layer(x, training=False)`` follows torch exactly: input statistics
+    when training or when running statistics are not tracked; running
+    statistics in evaluation when they are.  ``state_dict()`` and
+    ``load_state_dict()`` use torch's key names and accept NumPy arrays or torch
+    tensors, so a trained torch InstanceNorm loads directly.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> layer = fastnorm.InstanceNorm(3, affine=True, track_running_stats=True)
+    >>> x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    >>> y = layer(x, training=True)
+    >>> int(layer.num_batches_tracked), layer.running_mean.shape
+    (1, (3,))
+    >>> sorted(layer.state_dict())
+    ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
+    """
+
+    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, channel_axis=1):
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 1:
+            raise ValueError(f"num_features must be an int >= 1, got {num_features!r}")
+        self.num_features = int(num_features)
+        self.eps = V.check_eps(eps)
+        if momentum is not None:
+            if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+                raise TypeError(f"momentum must be a real number or None, got {momentum!r}")
+            momentum = float(momentum)
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        if channel_axis not in (1, -1):
+            raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
+        self.channel_axis = channel_axis
+        C = self.num_features
+        self.weight = np.ones(C, np.float32) if self.affine else None
+        self.bias = np.zeros(C, np.float32) if self.affine else None
+        if self.track_running_stats:
+            self.running_mean = np.zeros(C, np.float32)
+            self.running_var = np.ones(C, np.float32)
+            self.num_batches_tracked = np.array(0, np.int64)
+        else:
+            self.running_mean = None
+            self.running_var = None
+            self.num_batches_tracked = None
+
+    def __repr__(self):
+        return (f"InstanceNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
+                f"channel_axis={self.channel_axis})")
+
+    def _check_channels(self, x):
+        C = x.shape[-1] if V.channels_last(self.channel_axis, x.ndim) else x.shape[1]
+        if C != self.num_features:
+            raise ValueError(f"x must have {self.num_features} channels (num_features), got shape {V._shape_str(x.shape)}")
+
+    def __call__(self, x, training=False, *, num_threads=None):
+        shape = getattr(x, "shape", None)
+        if shape is None:
+            x = V.as_numpy(x)
+            shape = x.shape
+        if len(shape) < 3:
+            V.check_x(shape, getattr(x, "dtype", np.dtype(np.float32)))
+        self._check_channels(x)
+        use_input_stats = training or not self.track_running_stats
+        if not use_input_stats:
+            return _api.normalize(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                  eps=self.eps, channel_axis=self.channel_axis,
+                                  num_threads=num_threads)
+        if not (training and self.track_running_stats):
+            return _api.instance_norm(x, self.weight, self.bias, eps=self.eps,
+                                      channel_axis=self.channel_axis, num_threads=num_threads)
+        m = _api.instance_moments(x, channel_axis=self.channel_axis, num_threads=num_threads)
+        mean = _host(m.mean, "mean")
+        n = _host(m.count, "count")
+        m2 = _host(m.m2, "m2")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unbiased = m2 / (n - 1)
+        self.num_batches_tracked = np.array(int(self.num_batches_tracked) + 1, np.int64)
+        f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        dt = self.running_mean.dtype
+        self.running_mean = ((1 - f) * self.running_mean + f * mean.mean(axis=0)).astype(dt)
+        self.running_var = ((1 - f) * self.running_var + f * unbiased.mean(axis=0)).astype(dt)
+        # normalize with the batch's own (biased) statistics, as torch does
+        return _api.normalize(x, m.mean, m.var, self.weight, self.bias, eps=self.eps,
+                              channel_axis=self.channel_axis, num_threads=num_threads)
+
+    forward = __call__
+
+    def state_dict(self):
+        """torch-compatible keys: weight, bias (affine); running_mean, running_var,
+        num_batches_tracked (tracked)."""
+        d = {}
+        if self.affine:
+            d["weight"] = self.weight.copy()
+            d["bias"] = self.bias.copy()
+        if self.track_running_stats:
+            d["running_mean"] = self.running_mean.copy()
+            d["running_var"] = self.running_var.copy()
+            d["num_batches_tracked"] = self.num_batches_tracked.copy()
+        return d
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load arrays (NumPy or torch tensors) saved under torch's key names."""
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        expected = set(self.state_dict())
+        # torch prefixes keys with the module path; accept a common prefix
+        keys = {k.rsplit(".", 1)[-1]: k for k in state_dict.keys()}
+        missing = expected - set(keys)
+        unexpected = set(keys) - expected
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict keys do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        C = self.num_features
+        for name in expected & set(keys):
+            val = _host(state_dict[keys[name]], name)
+            if name == "num_batches_tracked":
+                self.num_batches_tracked = np.array(int(val), np.int64)
+                continue
+            if val.shape != (C,):
+                raise ValueError(f"state_dict[{name!r}] must have shape ({C},), got shape {V._shape_str(val.shape)}")
+            setattr(self, name, np.array(val, dtype=np.float32))
+        return self

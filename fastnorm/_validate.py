@@ -1,0 +1,184 @@
+"""Argument checks shared by every backend: one place, one message style.
+
+Every message names the argument and shows the value received.  Nothing here
+writes to an output: callers validate everything first, then compute.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+#: storage codes understood by the CPU engine (and the GPU kernels)
+F16, F32, F64, BF16 = 0, 1, 2, 3
+_CODES = {np.dtype(np.float16): F16, np.dtype(np.float32): F32, np.dtype(np.float64): F64}
+
+#: fused activations, in the order of the kernels' enum
+ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3}
+
+SUPPORTED_DTYPES = "float16, float32, float64 (and ml_dtypes.bfloat16)"
+
+
+def _shape_str(shape):
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def dtype_code(dtype, name="x"):
+    """Engine code of a supported floating dtype, else TypeError."""
+    code = _CODES.get(dtype)
+    if code is not None:
+        return code
+    if getattr(dtype, "name", None) == "bfloat16":
+        return BF16
+    raise TypeError(
+        f"{name} must have a floating dtype ({SUPPORTED_DTYPES}), got dtype {dtype}"
+    )
+
+
+def as_numpy(x, name="x"):
+    """numpy.asarray with a clear error for things that are not numeric arrays."""
+    if type(x) is np.ndarray:
+        return x
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # ragged lists and friends
+        raise TypeError(f"{name} must be an array or array-like of floats, got {type(x).__name__}: {e}") from None
+    if a.dtype == object:
+        raise TypeError(f"{name} must be an array or array-like of floats, got an object array from {type(x).__name__}")
+    return a
+
+
+def check_x(shape, dtype, name="x"):
+    """ndim >= 3 and a supported dtype; returns the dtype code."""
+    code = dtype_code(dtype, name)
+    if len(shape) < 3:
+        raise ValueError(
+            f"{name} must have at least 3 dimensions (N, C, *spatial), got shape {_shape_str(shape)}"
+        )
+    return code
+
+
+def channels_last(channel_axis, ndim):
+    """True for channels-last (-1 or ndim-1), False for channels-first (1)."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+        raise TypeError(f"channel_axis must be an int (1 or -1), got {channel_axis!r}")
+    ax = int(channel_axis)
+    if ax == 1:
+        return False
+    if ax == -1 or ax == ndim - 1:
+        return True
+    raise ValueError(
+        f"channel_axis must be 1 (channels first) or -1 / {ndim - 1} (channels last) "
+        f"for a {ndim}-d input, got {channel_axis!r}"
+    )
+
+
+def check_eps(eps, name="eps"):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {eps!r}")
+    e = float(eps)
+    if not math.isfinite(e) or e < 0.0:
+        raise ValueError(f"{name} must be finite and >= 0, got {eps!r}")
+    return e
+
+
+def check_threads(num_threads):
+    """None (OpenMP default) or an int >= 1."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(f"num_threads must be None or an int >= 1, got {num_threads!r}")
+    n = int(num_threads)
+    if n < 1:
+        raise ValueError(f"num_threads must be None or an int >= 1, got {num_threads!r}")
+    return n
+
+
+def check_vector(a, name, C, *, allow_none=True):
+    """None or a 1-D real array of length C, returned as contiguous float64."""
+    if a is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{name} must be an array of length {C}, got None")
+    if hasattr(a, "__cuda_array_interface__") or type(a).__module__.split(".")[0] in ("torch", "cupy"):
+        a = _to_host(a)
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
+        raise TypeError(f"{name} must have a real (float or int) dtype, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D of length C={C}, got shape {_shape_str(arr.shape)}")
+    if arr.shape[0] != C:
+        raise ValueError(f"{name} must have length C={C} (the channel count), got length {arr.shape[0]}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def _to_host(a):
+    if hasattr(a, "detach"):  # torch tensor
+        return a.detach().cpu().numpy()
+    if hasattr(a, "get"):  # cupy array
+        return a.get()
+    return a
+
+
+def check_out(out, shape, dtype, name="out"):
+    """A writeable C-contiguous numpy array with x's shape and dtype."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be None or a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got dtype {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {_shape_str(shape)} (the shape of x), got shape {_shape_str(out.shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous, got an array with strides {out.strides}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable, got a read-only array")
+    return out
+
+
+def check_activation(activation, negative_slope):
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(
+            f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}"
+        )
+    code = ACTIVATIONS.get(activation)
+    if code is None and activation is not None:
+        raise ValueError(
+            f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}"
+        )
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
+    s = float(negative_slope)
+    if not math.isfinite(s):
+        raise ValueError(f"negative_slope must be finite, got {negative_slope!r}")
+    return code or 0, s
+
+
+def check_num_groups(num_groups, C):
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
+        raise TypeError(f"num_groups must be an int, got {num_groups!r}")
+    g = int(num_groups)
+    if g < 1:
+        raise ValueError(f"num_groups must be >= 1, got {num_groups!r}")
+    if C % g != 0:
+        raise ValueError(f"num_groups must divide the channel count C={C}, got num_groups={num_groups!r}")
+    return g
+
+
+def check_alpha(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number in [0, 1], got {alpha!r}")
+    a = float(alpha)
+    if not (0.0 <= a <= 1.0):
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    return a
+
+
+def layout(shape, cl):
+    """(N, C, S) of a validated shape."""
+    N = int(shape[0])
+    C = int(shape[-1] if cl else shape[1])
+    S = 1
+    for d in (shape[1:-1] if cl else shape[2:]):
+        S *= int(d)
+    return N, C, S

@@ -1,0 +1,233 @@
+"""instance_norm / instance_stats against the float64 oracle."""
+import numpy as np
+import pytest
+
+import fastnorm
+import _reference as R
+
+DTYPES = [np.float32, np.float64, np.float16]
+SHAPES = [(2, 3, 17), (2, 5, 6, 7), (1, 4, 3, 5, 6), (3, 2, 40, 50), (1, 3, 130, 129)]
+
+
+def make(rng, shape, dtype, loc=0.0, scale=1.0):
+    return (loc + scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def cl_shape(shape):
+    return (shape[0],) + shape[2:] + (shape[1],)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_matches_reference(rng, shape, dtype, channel_axis):
+    if channel_axis == -1:
+        shape = cl_shape(shape)
+    x = make(rng, shape, dtype, loc=0.5, scale=2.0)
+    y = fastnorm.instance_norm(x, channel_axis=channel_axis)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.flags.c_contiguous
+    R.assert_close(y, R.instance_norm(x, channel_axis=channel_axis))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channel_axis", [1, -1, 3])
+@pytest.mark.parametrize("eps", [1e-5, 1e-3, 0.5, 0.0])
+def test_affine_and_eps(rng, dtype, channel_axis, eps):
+    shape = (3, 4, 9, 11) if channel_axis == 1 else (3, 9, 11, 4)
+    x = make(rng, shape, dtype)
+    w = rng.uniform(0.5, 2.0, 4)
+    b = rng.standard_normal(4)
+    for wt, bt in ((w, b), (w.astype(np.float32), None), (None, b.astype(np.float16)), (list(w), list(b))):
+        y = fastnorm.instance_norm(x, wt, bt, eps=eps, channel_axis=channel_axis)
+        ref = R.instance_norm(x, None if wt is None else np.asarray(wt, np.float64),
+                              None if bt is None else np.asarray(bt, np.float64), eps, channel_axis)
+        R.assert_close(y, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_inputs(rng, dtype):
+    base = make(rng, (4, 6, 20, 22), dtype)
+    views = {
+        "slice": base[:, :, 2:18:2, 1:],
+        "negative": base[::-1, :, ::-1, ::-3],
+        "fortran": np.asfortranarray(base),
+        "transposed": np.ascontiguousarray(base.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+        "channels_last_memory": np.ascontiguousarray(np.moveaxis(base, 1, -1)).transpose(0, 3, 1, 2),
+    }
+    for name, v in views.items():
+        assert not v.flags.c_contiguous or name == "fortran" and v.ndim < 2
+        y = fastnorm.instance_norm(v)
+        assert y.flags.c_contiguous, name
+        R.assert_close(y, R.instance_norm(v))
+        # the same views, channels last
+        vl = np.moveaxis(v, 1, -1)
+        R.assert_close(fastnorm.instance_norm(vl, channel_axis=-1), R.instance_norm(vl, channel_axis=-1))
+
+
+def test_array_like_input():
+    x = [[[1.0, 2.0, 4.0], [3.0, 3.0, 3.0]]]
+    y = fastnorm.instance_norm(x)
+    assert y.dtype == np.float64
+    R.assert_close(y, R.instance_norm(np.array(x)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_out_and_in_place(rng, dtype, channel_axis):
+    x = make(rng, (2, 3, 33, 31), dtype)
+    ref = R.instance_norm(x, channel_axis=channel_axis)
+    out = np.full_like(x, np.nan)
+    r = fastnorm.instance_norm(x, out=out, channel_axis=channel_axis)
+    assert r is out
+    R.assert_close(out, ref)
+    xi = x.copy()
+    r = fastnorm.instance_norm(xi, out=xi, channel_axis=channel_axis)
+    assert r is xi
+    np.testing.assert_array_equal(xi, fastnorm.instance_norm(x, channel_axis=channel_axis))
+
+
+def test_out_overlapping_input_is_safe(rng):
+    buf = make(rng, (2, 2, 3, 20), np.float32)
+    x = buf[:, :, :, :15]
+    want = fastnorm.instance_norm(x)
+    outbuf = np.empty(2 * 2 * 3 * 20, np.float32)
+    # out shares memory with x but is not x
+    big = make(rng, (2 * 2 * 3 * 15 + 7,), np.float32)
+    x2 = big[7:].reshape(2, 2, 3, 15)
+    out2 = big[:-7].reshape(2, 2, 3, 15)
+    want2 = fastnorm.instance_norm(x2.copy())
+    fastnorm.instance_norm(x2, out=out2)
+    np.testing.assert_array_equal(out2, want2)
+    del outbuf, want
+
+
+@pytest.mark.parametrize("loc", [1e2, 1e4, 1e6])
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_float32_precision_large_offsets(rng, loc, channel_axis):
+    """max |error| <= 1e-6 against float64 on the same float32 input, mean/std up to 1e6."""
+    shape = (2, 3, 300, 301) if channel_axis == 1 else (2, 300, 301, 3)
+    x = make(rng, shape, np.float32, loc=loc, scale=1.0)
+    y = fastnorm.instance_norm(x, channel_axis=channel_axis).astype(np.float64)
+    err = np.abs(y - R.instance_norm(x, channel_axis=channel_axis)).max()
+    assert err <= 1e-6, err
+
+
+def test_float32_precision_1080p():
+    x = (1e4 + np.random.default_rng(7).standard_normal((1, 3, 1080, 1920))).astype(np.float32)
+    err = np.abs(fastnorm.instance_norm(x).astype(np.float64) - R.instance_norm(x)).max()
+    assert err <= 1e-6, err
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 3, 700, 500), (3, 2, 64, 64), (2, 40, 9, 10), (5, 17, 4099)])
+def test_bit_identical_across_threads(rng, shape, dtype, channel_axis):
+    if channel_axis == -1:
+        shape = cl_shape(shape)
+    x = make(rng, shape, dtype, loc=3.0)
+    w = rng.uniform(0.5, 2, x.shape[channel_axis])
+    ys = [fastnorm.instance_norm(x, w, eps=1e-3, channel_axis=channel_axis, num_threads=t) for t in (1, 2, 3, 8)]
+    ms = [fastnorm.instance_stats(x, channel_axis=channel_axis, num_threads=t) for t in (1, 2, 3, 8)]
+    for y, (m, v) in zip(ys[1:], ms[1:]):
+        assert np.array_equal(y, ys[0], equal_nan=True)
+        assert np.array_equal(m, ms[0][0]) and np.array_equal(v, ms[0][1])
+
+
+def test_threadpoolctl_limits_are_respected(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = make(rng, (1, 3, 512, 512), np.float32)
+    ref = fastnorm.instance_norm(x)
+    with threadpoolctl.threadpool_limits(1):
+        from fastnorm._cpu import _engine
+
+        assert _engine.default_threads() == 1
+        np.testing.assert_array_equal(fastnorm.instance_norm(x), ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_instance_stats(rng, dtype, channel_axis):
+    shape = (3, 4, 50, 70) if channel_axis == 1 else (3, 50, 70, 4)
+    x = make(rng, shape, dtype, loc=10.0, scale=3.0)
+    mean, var = fastnorm.instance_stats(x, channel_axis=channel_axis)
+    want_dt = np.float64 if dtype == np.float64 else np.float32
+    assert mean.dtype == want_dt and var.dtype == want_dt and mean.shape == (3, 4) == var.shape
+    rm, rv = R.stats(x, channel_axis)
+    rt = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(mean, rm, rtol=rt)
+    np.testing.assert_allclose(var, rv, rtol=rt * 10)
+
+
+def test_edge_cases():
+    # one-element planes: variance 0, output = bias
+    x = np.arange(6, dtype=np.float32).reshape(2, 3, 1)
+    b = np.array([1.0, -2.0, 3.0])
+    y = fastnorm.instance_norm(x, bias=b)
+    np.testing.assert_array_equal(y[..., 0], np.broadcast_to(b, (2, 3)).astype(np.float32))
+    # constant planes: bias, never NaN
+    c = np.full((2, 3, 5, 5), 7.25, np.float32)
+    y = fastnorm.instance_norm(c, bias=b)
+    assert not np.isnan(y).any()
+    np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 3, 1, 1), y.shape).astype(np.float32))
+    yl = fastnorm.instance_norm(np.moveaxis(c, 1, -1).copy(), bias=b, channel_axis=-1)
+    np.testing.assert_array_equal(yl, np.moveaxis(y, 1, -1))
+    # eps = 0 on a constant plane: 0/0 -> NaN (documented), no crash
+    assert np.isnan(fastnorm.instance_norm(c, eps=0.0)).all()
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_nan_inf_poison_only_their_plane(rng, channel_axis):
+    x = make(rng, (2, 3, 10, 10), np.float32)
+    x[0, 1, 3, 4] = np.nan
+    x[1, 2, 0, 0] = np.inf
+    xx = x if channel_axis == 1 else np.moveaxis(x, 1, -1).copy()
+    y = fastnorm.instance_norm(xx, channel_axis=channel_axis)
+    y = y if channel_axis == 1 else np.moveaxis(y, -1, 1)
+    bad = np.isnan(y).all(axis=(2, 3))
+    assert bad[0, 1] and bad[1, 2]
+    good = ~bad
+    assert np.isfinite(y[good]).all() and good.sum() == 4
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 0, 4), (2, 3, 0, 5), (2, 3, 4, 0)])
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_zero_size(shape, channel_axis):
+    x = np.zeros(shape, np.float32)
+    y = fastnorm.instance_norm(x, channel_axis=channel_axis)
+    assert y.shape == shape and y.dtype == np.float32
+    mean, var = fastnorm.instance_stats(x, channel_axis=channel_axis)
+    N = shape[0]
+    C = shape[channel_axis]
+    assert mean.shape == (N, C) == var.shape
+
+
+def test_1d_and_3d_spatial(rng):
+    for shape in [(4, 3, 1000), (2, 3, 5, 6, 7, 3)]:
+        x = make(rng, shape, np.float32)
+        R.assert_close(fastnorm.instance_norm(x), R.instance_norm(x))
+
+
+def test_show_config(capsys):
+    fastnorm.show_config()
+    out = capsys.readouterr().out
+    assert fastnorm.__version__ in out
+    for word in ("OpenMP", "threads", "compiler", "flags", "SIMD", "numpy"):
+        assert word in out
+    c = fastnorm._config.config()
+    assert isinstance(c["openmp"], bool) and c["default_threads"] >= 1
+
+
+# ---------------------------------------------------------------- vs torch
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_matches_torch_instancenorm(rng, nd):
+    torch = pytest.importorskip("torch")
+    C = 4
+    shape = (2, C) + (9, 8, 7)[:nd]
+    x = make(rng, shape, np.float32, loc=1.0, scale=2.0)
+    mod = {1: torch.nn.InstanceNorm1d, 2: torch.nn.InstanceNorm2d, 3: torch.nn.InstanceNorm3d}[nd](C, affine=True)
+    with torch.no_grad():
+        mod.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2, C).astype(np.float32)))
+        mod.bias.copy_(torch.from_numpy(rng.standard_normal(C).astype(np.float32)))
+        ref = mod(torch.from_numpy(x)).numpy()
+    y = fastnorm.instance_norm(x, mod.weight.detach().numpy(), mod.bias.detach().numpy(), eps=mod.eps)
+    np.testing.assert_allclose(y, ref, atol=1e-5, rtol=1e-5)
