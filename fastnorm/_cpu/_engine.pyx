@@ -43,10 +43,10 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_apply_f64(const double *x, double *y, Py_ssize_t n, double hi, double lo, double sc, double sh, int act, double slope)
     void fn_apply_f16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
     void fn_apply_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
-    void fn_stats_cl_f32(const float *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
-    void fn_stats_cl_f64(const double *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
-    void fn_stats_cl_f16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
-    void fn_stats_cl_bf16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, double *acc, fn_triple *out)
+    void fn_stats_cl_f32(const float *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
+    void fn_stats_cl_f64(const double *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
+    void fn_stats_cl_f16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
+    void fn_stats_cl_bf16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
     void fn_apply_cl_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
     void fn_apply_cl_f64(const double *x, double *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
     void fn_apply_cl_f16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
@@ -118,15 +118,15 @@ cdef inline void k_apply(int dt, const char *x, char *y, Py_ssize_t n, double me
 
 
 cdef inline void k_stats_cl(int dt, const char *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
-                            double *acc, fn_triple *out) noexcept nogil:
+                            Py_ssize_t R, double *acc, fn_triple *out) noexcept nogil:
     if dt == F32:
-        fn_stats_cl_f32(<const float *>x, rows, C, m, acc, out)
+        fn_stats_cl_f32(<const float *>x, rows, C, m, R, acc, out)
     elif dt == F64:
-        fn_stats_cl_f64(<const double *>x, rows, C, m, acc, out)
+        fn_stats_cl_f64(<const double *>x, rows, C, m, R, acc, out)
     elif dt == F16:
-        fn_stats_cl_f16(<const unsigned short *>x, rows, C, m, acc, out)
+        fn_stats_cl_f16(<const unsigned short *>x, rows, C, m, R, acc, out)
     else:
-        fn_stats_cl_bf16(<const unsigned short *>x, rows, C, m, acc, out)
+        fn_stats_cl_bf16(<const unsigned short *>x, rows, C, m, R, acc, out)
 
 
 cdef inline void k_apply_cl(int dt, const char *x, char *y, Py_ssize_t rows, Py_ssize_t C,
@@ -215,7 +215,7 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
-    cdef Py_ssize_t p, it, k, s0, s1
+    cdef Py_ssize_t p, it, k, s0, s1, wk
     cdef bint par = nt > 1 and P * L >= SERIAL_BELOW
     cdef bint fused
     cdef fn_triple *tri
@@ -240,11 +240,10 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     shift = coef + 2 * R
     with nogil:
         if fused:
-            for p in prange(P, num_threads=nt, schedule='static', use_threads_if=par):
-                plane_stats(dt, xp + p * L * isz, L, isz, &tri[p])
-                group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
-                seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, 0, L, S, p * Cg,
-                          mean, scale, shift, act, slope)
+            # one worker per thread, each a contiguous range of planes
+            for wk in prange(nt, num_threads=nt, schedule='static', chunksize=1, use_threads_if=par):
+                cf_range(dt, xp, yp, (P * wk) // nt, (P * (wk + 1)) // nt, L, S, G, Cg, isz, nb,
+                         eps, w, b, act, slope, tri, mean, scale, shift)
         else:
             for it in prange(items, num_threads=nt, schedule='static'):
                 p = it // nb
@@ -274,6 +273,41 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
         _store_triples(tri, P, stats_out)
     free(tri); free(coef); free(btri)
     return y
+
+
+cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L,
+                   Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz, Py_ssize_t nb,
+                   double eps, const double *w, const double *b, int act, double slope,
+                   fn_triple *tri, double *mean, double *scale, double *shift) noexcept nogil:
+    """Planes [p0, p1) on one thread, software-pipelined: the statistics of
+    plane p+1 are read block by block while plane p (still in L2) is
+    normalized, so the read and the write streams overlap like a copy's.
+    The merge order is the block order, as in every other plan."""
+    cdef Py_ssize_t p, k, s0, s1
+    cdef fn_triple bt
+    cdef bint nxt
+    if p0 >= p1:
+        return
+    plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
+    group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)
+    for p in range(p0, p1):
+        nxt = p + 1 < p1
+        if nxt:
+            tri[p + 1].n = 0.0
+            tri[p + 1].mean = 0.0
+            tri[p + 1].m2 = 0.0
+        for k in range(nb):
+            s0 = k * FN_BLOCK
+            s1 = s0 + FN_BLOCK
+            if s1 > L:
+                s1 = L
+            if nxt:
+                k_stats(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
+                fn_merge(&tri[p + 1], &bt)
+            seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
+                      mean, scale, shift, act, slope)
+        if nxt:
+            group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift)
 
 
 cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
@@ -354,17 +388,80 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
 
 
 # ----------------------------------------------------------- channels-last
+# Statistics tree, fixed by the shape: blocks of R rows (~CL_BLOCK elements,
+# L1-resident) merged in order into chunks of RC rows (~CL_CHUNK elements, the
+# unit of parallel work), chunks merged in order into the instance.
+cdef enum:
+    CL_BLOCK = 4096
+    CL_CHUNK = 65536
+
+
 cdef inline Py_ssize_t cl_m(Py_ssize_t C) noexcept nogil:
-    # rows per virtual row so that the lane loop has >= 16 elements
-    return 1 if C >= 16 else (16 + C - 1) // C
+    """Rows per virtual row: 16 / gcd(C, 16) for C < 16, so W = C*m % 16 == 0."""
+    cdef Py_ssize_t g = 16, a = C, t
+    if C >= 16:
+        return 1
+    while a:
+        t = g % a
+        g = a
+        a = t
+    return 16 // g
 
 
-cdef inline Py_ssize_t cl_rows(Py_ssize_t C, Py_ssize_t m) noexcept nogil:
-    # rows per statistics block: a multiple of m, about FN_BLOCK elements
-    cdef Py_ssize_t v = FN_BLOCK // (C * m)
-    if v < 1:
-        v = 1
+cdef inline Py_ssize_t cl_block_rows(Py_ssize_t C, Py_ssize_t m) noexcept nogil:
+    # ~CL_BLOCK elements (L1-resident for the tile passes), at least 16 rows
+    cdef Py_ssize_t v = CL_BLOCK // (C * m)
+    if v * m < 16:
+        v = (16 + m - 1) // m
     return v * m
+
+
+cdef inline Py_ssize_t cl_chunk_rows(Py_ssize_t C, Py_ssize_t R) noexcept nogil:
+    cdef Py_ssize_t k = CL_CHUNK // (R * C)
+    if k < 1:
+        k = 1
+    return k * R
+
+
+cdef struct cl_plan:
+    Py_ssize_t m, W, R, RC, nch, stride
+
+
+cdef inline cl_plan make_cl_plan(Py_ssize_t S, Py_ssize_t C) noexcept nogil:
+    cdef cl_plan q
+    q.m = cl_m(C)
+    q.W = C * q.m
+    q.R = cl_block_rows(C, q.m)
+    q.RC = cl_chunk_rows(C, q.R)
+    q.nch = (S + q.RC - 1) // q.RC
+    # per-thread scratch: 3*W + 2*C doubles, padded to whole cache lines
+    q.stride = (((3 * q.W + 2 * C) * 8) // 64 + 2) * 64
+    return q
+
+
+cdef char *aligned_scratch(Py_ssize_t nbytes, char **base) noexcept nogil:
+    base[0] = <char *>malloc(nbytes + 64)
+    if base[0] == NULL:
+        return NULL
+    return base[0] + (64 - (<size_t>base[0]) % 64)
+
+
+cdef inline void cl_chunk_stats(int dt, const char *x, Py_ssize_t S, Py_ssize_t C, Py_ssize_t isz,
+                                const cl_plan *q, Py_ssize_t k, char *scratch,
+                                fn_triple *out) noexcept nogil:
+    cdef Py_ssize_t r0 = k * q.RC, r1 = r0 + q.RC
+    if r1 > S:
+        r1 = S
+    k_stats_cl(dt, x + r0 * C * isz, r1 - r0, C, q.m, q.R, <double *>scratch, out)
+
+
+cdef inline void cl_chunk_apply(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C,
+                                Py_ssize_t isz, const cl_plan *q, Py_ssize_t k, const char *tiles,
+                                int act, double slope) noexcept nogil:
+    cdef Py_ssize_t r0 = k * q.RC, r1 = r0 + q.RC
+    if r1 > S:
+        r1 = S
+    k_apply_cl(dt, x + r0 * C * isz, y + r0 * C * isz, r1 - r0, C, q.m, tiles, act, slope)
 
 
 cdef inline void cl_tile_coefs(int dt, Py_ssize_t C, Py_ssize_t m, const double *mean,
@@ -413,161 +510,140 @@ cdef inline void cl_instance_coefs(fn_triple *tri, Py_ssize_t C, Py_ssize_t G, d
         group_coefs(&gt, eps, g, Cg, g * Cg, w, b, mean, scale, shift)
 
 
+cdef inline void zero_triples(fn_triple *t, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        t[i].n = 0.0
+        t[i].mean = 0.0
+        t[i].m2 = 0.0
+
+
+cdef inline void merge_triples(fn_triple *acc, const fn_triple *t, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        fn_merge(&acc[i], &t[i])
+
+
+cdef void cl_instance(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C, Py_ssize_t G,
+                      Py_ssize_t isz, const cl_plan *q, char *scratch, fn_triple *ct,
+                      fn_triple *tri, double eps, const double *w, const double *b,
+                      double *mean, double *scale, double *shift, char *tiles, int act,
+                      double slope) noexcept nogil:
+    """One whole instance on one thread: chunk statistics merged in chunk
+    order (as in the split plan), then the normalize pass."""
+    cdef Py_ssize_t k
+    zero_triples(tri, C)
+    for k in range(q.nch):
+        cl_chunk_stats(dt, x, S, C, isz, q, k, scratch, ct)
+        merge_triples(tri, ct, C)
+    cl_instance_coefs(tri, C, G, eps, w, b, mean, scale, shift)
+    cl_tile_coefs(dt, C, q.m, mean, scale, shift, tiles)
+    for k in range(q.nch):
+        cl_chunk_apply(dt, x, y, S, C, isz, q, k, tiles, act, slope)
+
+
 def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
             Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
             int nt, object stats_out=None):
     """Instance / group norm, channels last: x viewed as (N, S, C).
     stats_out: None or float64 (N, C, 3) for the per-channel triples."""
     cdef Py_ssize_t isz = x.itemsize
-    cdef Py_ssize_t m = cl_m(C)
-    cdef Py_ssize_t W = C * m
-    cdef Py_ssize_t R = cl_rows(C, m)
-    cdef Py_ssize_t nb = (S + R - 1) // R
-    cdef Py_ssize_t items = N * nb
+    cdef cl_plan q = make_cl_plan(S, C)
+    cdef Py_ssize_t items = N * q.nch
     cdef Py_ssize_t wsz = 8 if dt == F64 else 4
+    cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
     cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
     cdef bint fused
-    cdef Py_ssize_t n, it, k, r0, r1, tid
+    cdef Py_ssize_t n, it, k, tid
     cdef fn_triple *tri
-    cdef fn_triple *btri
-    cdef double *acc
+    cdef fn_triple *ct
     cdef double *coef
     cdef char *tiles
+    cdef char *sbase = NULL
+    cdef char *scratch
     if not par:
         nt = 1
     fused = nt == 1 or (N >= nt and (N % nt == 0 or N >= 4 * nt))
     tri = <fn_triple *>malloc(N * C * sizeof(fn_triple))
     coef = <double *>malloc(3 * N * C * sizeof(double))
-    tiles = <char *>malloc(N * 4 * W * wsz)
-    acc = <double *>malloc(nt * 3 * W * sizeof(double))
-    btri = <fn_triple *>malloc((nt * C if fused else items * C) * sizeof(fn_triple))
-    if tri == NULL or coef == NULL or tiles == NULL or acc == NULL or btri == NULL:
-        free(tri); free(coef); free(tiles); free(acc); free(btri)
+    tiles = <char *>malloc(N * tsz)
+    ct = <fn_triple *>malloc((nt if fused else items) * C * sizeof(fn_triple))
+    scratch = aligned_scratch(nt * q.stride, &sbase)
+    if tri == NULL or coef == NULL or tiles == NULL or ct == NULL or scratch == NULL:
+        free(tri); free(coef); free(tiles); free(ct); free(sbase)
         raise MemoryError()
     with nogil:
         if fused:
             for n in prange(N, num_threads=nt, schedule='static', use_threads_if=par):
                 tid = threadid()
-                cl_instance(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, m, R, nb,
-                            isz, wsz, acc + tid * 3 * W, btri + tid * C, tri + n * C, eps, w, b,
+                cl_instance(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, isz, &q,
+                            scratch + tid * q.stride, ct + tid * C, tri + n * C, eps, w, b,
                             coef + n * C, coef + N * C + n * C, coef + 2 * N * C + n * C,
-                            tiles + n * 4 * W * wsz, act, slope)
+                            tiles + n * tsz, act, slope)
         else:
             with parallel(num_threads=nt):
                 tid = threadid()
                 for it in prange(items, schedule='static'):
-                    n = it // nb
-                    k = it - n * nb
-                    r0 = k * R
-                    r1 = r0 + R
-                    if r1 > S:
-                        r1 = S
-                    k_stats_cl(dt, xp + (n * S + r0) * C * isz, r1 - r0, C, m,
-                               acc + tid * 3 * W, btri + it * C)
+                    n = it // q.nch
+                    k = it - n * q.nch
+                    cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, &q, k,
+                                   scratch + tid * q.stride, ct + it * C)
             for n in prange(N, num_threads=nt, schedule='static'):
-                cl_merge_blocks(btri + n * nb * C, nb, C, tri + n * C)
+                zero_triples(tri + n * C, C)
+                for k in range(q.nch):
+                    merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
                 cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + n * C,
                                   coef + N * C + n * C, coef + 2 * N * C + n * C)
-                cl_tile_coefs(dt, C, m, coef + n * C, coef + N * C + n * C,
-                              coef + 2 * N * C + n * C, tiles + n * 4 * W * wsz)
+                cl_tile_coefs(dt, C, q.m, coef + n * C, coef + N * C + n * C,
+                              coef + 2 * N * C + n * C, tiles + n * tsz)
             for it in prange(items, num_threads=nt, schedule='static'):
-                n = it // nb
-                k = it - n * nb
-                r0 = k * R
-                r1 = r0 + R
-                if r1 > S:
-                    r1 = S
-                k_apply_cl(dt, xp + (n * S + r0) * C * isz, yp + (n * S + r0) * C * isz,
-                           r1 - r0, C, m, tiles + n * 4 * W * wsz, act, slope)
+                n = it // q.nch
+                k = it - n * q.nch
+                cl_chunk_apply(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, &q, k,
+                               tiles + n * tsz, act, slope)
     if stats_out is not None:
         _store_triples(tri, N * C, stats_out)
-    free(tri); free(coef); free(tiles); free(acc); free(btri)
+    free(tri); free(coef); free(tiles); free(ct); free(sbase)
     return y
-
-
-cdef inline void cl_merge_blocks(const fn_triple *bt, Py_ssize_t nb, Py_ssize_t C,
-                                 fn_triple *tri) noexcept nogil:
-    cdef Py_ssize_t c, k
-    for c in range(C):
-        tri[c].n = 0.0
-        tri[c].mean = 0.0
-        tri[c].m2 = 0.0
-    for k in range(nb):
-        for c in range(C):
-            fn_merge(&tri[c], &bt[k * C + c])
-
-
-cdef void cl_instance(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C, Py_ssize_t G,
-                      Py_ssize_t m, Py_ssize_t R, Py_ssize_t nb, Py_ssize_t isz, Py_ssize_t wsz,
-                      double *acc, fn_triple *bt, fn_triple *tri, double eps, const double *w,
-                      const double *b, double *mean, double *scale, double *shift,
-                      char *tiles, int act, double slope) noexcept nogil:
-    """One whole instance on one thread: statistics block by block (merged in
-    the same order as the split plan), then the normalize pass."""
-    cdef Py_ssize_t k, c, r0, r1
-    for c in range(C):
-        tri[c].n = 0.0
-        tri[c].mean = 0.0
-        tri[c].m2 = 0.0
-    for k in range(nb):
-        r0 = k * R
-        r1 = r0 + R
-        if r1 > S:
-            r1 = S
-        k_stats_cl(dt, x + r0 * C * isz, r1 - r0, C, m, acc, bt)
-        for c in range(C):
-            fn_merge(&tri[c], &bt[c])
-    cl_instance_coefs(tri, C, G, eps, w, b, mean, scale, shift)
-    cl_tile_coefs(dt, C, m, mean, scale, shift, tiles)
-    for k in range(nb):
-        r0 = k * R
-        r1 = r0 + R
-        if r1 > S:
-            r1 = S
-        k_apply_cl(dt, x + r0 * C * isz, y + r0 * C * isz, r1 - r0, C, m, tiles, act, slope)
 
 
 def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int nt,
              cnp.ndarray out):
     """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64."""
     cdef Py_ssize_t isz = x.itemsize
-    cdef Py_ssize_t m = cl_m(C)
-    cdef Py_ssize_t W = C * m
-    cdef Py_ssize_t R = cl_rows(C, m)
-    cdef Py_ssize_t nb = (S + R - 1) // R
-    cdef Py_ssize_t items = N * nb
+    cdef cl_plan q = make_cl_plan(S, C)
+    cdef Py_ssize_t items = N * q.nch
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
     cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
-    cdef Py_ssize_t n, it, k, r0, r1, tid
-    cdef double *acc
-    cdef fn_triple *btri
+    cdef Py_ssize_t n, it, k, tid
+    cdef fn_triple *ct
+    cdef char *sbase = NULL
+    cdef char *scratch
     if not par:
         nt = 1
-    acc = <double *>malloc(nt * 3 * W * sizeof(double))
-    btri = <fn_triple *>malloc(items * C * sizeof(fn_triple) + 1)
-    if acc == NULL or btri == NULL:
-        free(acc); free(btri)
+    ct = <fn_triple *>malloc(items * C * sizeof(fn_triple) + 1)
+    scratch = aligned_scratch(nt * q.stride, &sbase)
+    if ct == NULL or scratch == NULL:
+        free(ct); free(sbase)
         raise MemoryError()
     with nogil:
         with parallel(num_threads=nt, use_threads_if=par):
             tid = threadid()
             for it in prange(items, schedule='static'):
-                n = it // nb
-                k = it - n * nb
-                r0 = k * R
-                r1 = r0 + R
-                if r1 > S:
-                    r1 = S
-                k_stats_cl(dt, xp + (n * S + r0) * C * isz, r1 - r0, C, m,
-                           acc + tid * 3 * W, btri + it * C)
+                n = it // q.nch
+                k = it - n * q.nch
+                cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, &q, k,
+                               scratch + tid * q.stride, ct + it * C)
         for n in prange(N, num_threads=nt, schedule='static', use_threads_if=par):
-            cl_merge_blocks(btri + n * nb * C, nb, C, tri + n * C)
-    free(acc); free(btri)
+            zero_triples(tri + n * C, C)
+            for k in range(q.nch):
+                merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
+    free(ct); free(sbase)
     return out
 
 
@@ -576,36 +652,30 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
              int nt):
     """y[n, s, c] = act((x[n, s, c] - mean[n, c]) * scale[n, c] + shift[n, c])."""
     cdef Py_ssize_t isz = x.itemsize
-    cdef Py_ssize_t m = cl_m(C)
-    cdef Py_ssize_t W = C * m
-    cdef Py_ssize_t R = cl_rows(C, m)
-    cdef Py_ssize_t nb = (S + R - 1) // R
-    cdef Py_ssize_t items = N * nb
+    cdef cl_plan q = make_cl_plan(S, C)
+    cdef Py_ssize_t items = N * q.nch
     cdef Py_ssize_t wsz = 8 if dt == F64 else 4
+    cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
     cdef const double *mp = <const double *>cnp.PyArray_DATA(mean)
     cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
     cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
     cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
-    cdef Py_ssize_t n, it, k, r0, r1
-    cdef char *tiles = <char *>malloc(N * 4 * W * wsz + 1)
+    cdef Py_ssize_t n, it, k
+    cdef char *tiles = <char *>malloc(N * tsz + 1)
     if tiles == NULL:
         raise MemoryError()
     if not par:
         nt = 1
     with nogil:
         for n in range(N):
-            cl_tile_coefs(dt, C, m, mp + n * C, sp + n * C, hp + n * C, tiles + n * 4 * W * wsz)
+            cl_tile_coefs(dt, C, q.m, mp + n * C, sp + n * C, hp + n * C, tiles + n * tsz)
         for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
-            n = it // nb
-            k = it - n * nb
-            r0 = k * R
-            r1 = r0 + R
-            if r1 > S:
-                r1 = S
-            k_apply_cl(dt, xp + (n * S + r0) * C * isz, yp + (n * S + r0) * C * isz,
-                       r1 - r0, C, m, tiles + n * 4 * W * wsz, act, slope)
+            n = it // q.nch
+            k = it - n * q.nch
+            cl_chunk_apply(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, &q, k,
+                           tiles + n * tsz, act, slope)
     free(tiles)
     return y
 
