@@ -12,10 +12,23 @@ Adding a backend is one module and one line in ``_BACKENDS``.
 from __future__ import annotations
 
 import importlib
+import math
 
 import numpy as np
 
 from . import _validate as V
+
+_ndarray = np.ndarray
+_FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float64): V.F64, np.dtype(np.float16): V.F16}
+_engine = None
+
+
+def _fast_engine():
+    global _engine
+    from ._cpu import _engine as E
+
+    _engine = E
+    return E
 
 # top-level module of an array's type -> backend module (imported lazily)
 _BACKENDS = {
@@ -117,6 +130,13 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     >>> y.shape, y.dtype
     ((1, 2, 3, 4), dtype('float32'))
     """
+    # fast path: the common call on a plain ndarray (same checks, cheaper form)
+    if (type(x) is _ndarray and weight is None and bias is None and out is None
+            and activation is None and num_threads is None and type(channel_axis) is int
+            and channel_axis == 1 and type(eps) is float and 0.0 <= eps < math.inf):
+        code = _FAST_CODES.get(x.dtype)
+        if code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size:
+            return (_engine or _fast_engine()).fast_norm_cf(x, code, eps)
     io = _interop(x)
     if io is not None:
         return io.instance_norm(x, weight, bias, eps=eps, channel_axis=channel_axis,

@@ -61,6 +61,11 @@ def check_x(shape, dtype, name="x"):
 
 def channels_last(channel_axis, ndim):
     """True for channels-last (-1 or ndim-1), False for channels-first (1)."""
+    if type(channel_axis) is int:
+        if channel_axis == 1:
+            return False
+        if channel_axis == -1:
+            return True
     if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
         raise TypeError(f"channel_axis must be an int (1 or -1), got {channel_axis!r}")
     ax = int(channel_axis)
@@ -75,6 +80,8 @@ def channels_last(channel_axis, ndim):
 
 
 def check_eps(eps, name="eps"):
+    if type(eps) is float and 0.0 <= eps < math.inf:
+        return eps
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {eps!r}")
     e = float(eps)
@@ -101,6 +108,8 @@ def check_vector(a, name, C, *, allow_none=True):
         if allow_none:
             return None
         raise TypeError(f"{name} must be an array of length {C}, got None")
+    if type(a) is np.ndarray and a.dtype == np.float64 and a.shape == (C,) and a.flags.c_contiguous:
+        return a
     if hasattr(a, "__cuda_array_interface__") or type(a).__module__.split(".")[0] in ("torch", "cupy"):
         a = _to_host(a)
     arr = np.asarray(a)
@@ -137,6 +146,8 @@ def check_out(out, shape, dtype, name="out"):
 
 
 def check_activation(activation, negative_slope):
+    if activation is None and type(negative_slope) is float and math.isfinite(negative_slope):
+        return 0, negative_slope
     if activation is not None and not isinstance(activation, str):
         raise TypeError(
             f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}"
