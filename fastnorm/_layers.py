@@ -36,7 +36,12 @@ class InstanceNorm:
 
     Calling ``layer(x, training=False)`` follows torch exactly: input statistics
     when training or when running statistics are not tracked; running
-    statistics in evaluation when they are.  ``state_dict()`` and
+    statistics in evaluation when they are.  Running statistics are updated in
+    training with the unbiased variance: ``r = (1 - momentum) * r + momentum * batch``.
+    ``momentum=None`` gives the cumulative average that torch documents (torch's
+    InstanceNorm implementation actually skips the update in that case); batches
+    are then counted in ``num_batches_tracked``, which, as in torch, is otherwise
+    left unchanged by InstanceNorm.  ``state_dict()`` and
     ``load_state_dict()`` use torch's key names and accept NumPy arrays or torch
     tensors, so a trained torch InstanceNorm loads directly.
 
@@ -46,8 +51,8 @@ class InstanceNorm:
     >>> layer = fastnorm.InstanceNorm(3, affine=True, track_running_stats=True)
     >>> x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     >>> y = layer(x, training=True)
-    >>> int(layer.num_batches_tracked), layer.running_mean.shape
-    (1, (3,))
+    >>> layer.running_mean.shape, bool((layer.running_var != 1).all())
+    ((3,), True)
     >>> sorted(layer.state_dict())
     ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
@@ -112,8 +117,13 @@ class InstanceNorm:
         m2 = _host(m.m2, "m2")
         with np.errstate(divide="ignore", invalid="ignore"):
             unbiased = m2 / (n - 1)
-        self.num_batches_tracked = np.array(int(self.num_batches_tracked) + 1, np.int64)
-        f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        if self.momentum is None:
+            # cumulative average, counted as BatchNorm counts batches
+            self.num_batches_tracked = np.array(int(self.num_batches_tracked) + 1, np.int64)
+            f = 1.0 / float(self.num_batches_tracked)
+        else:
+            # torch's InstanceNorm leaves num_batches_tracked alone here
+            f = self.momentum
         dt = self.running_mean.dtype
         self.running_mean = ((1 - f) * self.running_mean + f * mean.mean(axis=0)).astype(dt)
         self.running_var = ((1 - f) * self.running_var + f * unbiased.mean(axis=0)).astype(dt)
