@@ -267,7 +267,7 @@ class Moments:
 
     @property
     def shape(self):
-        return np.shape(self.mean)
+        return tuple(self.mean.shape)
 
     def merge(self, other):
         """Moments of the union of the two samples (Chan's pairwise formula)."""
@@ -293,22 +293,31 @@ def merge_moments(a, b):
         raise TypeError(f"merge_moments takes two Moments, got {type(a).__name__} and {type(b).__name__}")
     xp = _array_module(a.mean)
     na, nb = a.count, b.count
-    if xp.shape(a.mean) != xp.shape(b.mean):
-        raise ValueError(f"cannot merge Moments of shapes {xp.shape(a.mean)} and {xp.shape(b.mean)}")
+    if tuple(a.mean.shape) != tuple(b.mean.shape):
+        raise ValueError(f"cannot merge Moments of shapes {tuple(a.mean.shape)} and {tuple(b.mean.shape)}")
     n = na + nb
     d = b.mean - a.mean
     with np.errstate(invalid="ignore", divide="ignore"):
-        fb = xp.where(n > 0, nb / xp.where(n > 0, n, 1), 0.0)
-    mean = xp.where(na == 0, b.mean, xp.where(nb == 0, a.mean, a.mean + d * fb))
-    m2 = xp.where(na == 0, b.m2, xp.where(nb == 0, a.m2, a.m2 + b.m2 + d * d * (na * fb)))
-    return Moments(n * xp.ones_like(mean), mean, m2)
+        fb = nb / (n + (n == 0))
+        mean = xp.where(na == 0, b.mean, xp.where(nb == 0, a.mean, a.mean + d * fb))
+        m2 = xp.where(na == 0, b.m2, xp.where(nb == 0, a.m2, a.m2 + b.m2 + d * d * (na * fb)))
+    return Moments(n + 0 * mean, mean, m2)
 
 
 def _array_module(a):
-    if type(a).__module__.partition(".")[0] == "cupy":
+    root = type(a).__module__.partition(".")[0]
+    if root == "cupy":
         import cupy
 
         return cupy
+    if root == "torch":
+        import torch
+
+        return torch
+    if root == "dask":
+        import dask.array
+
+        return dask.array
     return np
 
 
@@ -460,3 +469,20 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     shift = alpha * mean_s + (1.0 - alpha) * mean_c
     scale = xp.ascontiguousarray(xp.broadcast_to(scale, (N, C)))
     return be.apply(x, code, cl, xp.ascontiguousarray(mean_c), scale, xp.ascontiguousarray(shift), 0, 0.0, None, nt)
+
+
+def _apply_coefs(x, mean, scale, shift, *, channel_axis=1, activation=None, negative_slope=0.01,
+                 num_threads=None):
+    """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
+    of shape (N, C).  The building block of the interop layers (Dask blocks)."""
+    be = _backend(x)
+    x, code = _prep(x, be)
+    cl = V.channels_last(channel_axis, x.ndim)
+    N, C, _ = V.layout(x.shape, cl)
+    xp = getattr(be, "xp", np)
+    m = _per_channel(mean, "mean", N, C, xp)
+    s = _per_channel(scale, "scale", N, C, xp)
+    h = _per_channel(shift, "shift", N, C, xp)
+    act, slope = V.check_activation(activation, negative_slope)
+    nt = V.check_threads(num_threads)
+    return be.apply(x, code, cl, m, s, h, act, slope, None, nt)

@@ -1,0 +1,102 @@
+"""Dask arrays: lazy results equal to one in-memory call, on a 2-process LocalCluster."""
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array", reason="dask is not installed (pip install 'dask[array]' distributed)")
+distributed = pytest.importorskip("distributed", reason="distributed is not installed")
+
+import fastnorm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, memory_limit="1GiB")
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+X = (np.random.default_rng(0).standard_normal((4, 6, 36, 40)) * 2 + 5).astype(np.float32)
+CHUNKS = [(4, 6, 36, 40), (2, 3, 36, 40), (1, 1, 36, 40), (4, 6, 9, 40), (3, 4, 11, 13), (1, 2, 7, 6)]
+
+
+@pytest.mark.parametrize("chunks", CHUNKS, ids=[str(c) for c in CHUNKS])
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_instance_norm_any_chunking(client, chunks, channel_axis):
+    x = X if channel_axis == 1 else np.ascontiguousarray(np.moveaxis(X, 1, -1))
+    ch = chunks if channel_axis == 1 else (chunks[0], chunks[2], chunks[3], chunks[1])
+    dx = da.from_array(x, chunks=ch)
+    w = np.linspace(0.5, 2, 6)
+    b = np.linspace(-1, 1, 6)
+    y = fastnorm.instance_norm(dx, w, b, channel_axis=channel_axis, activation="leaky_relu", negative_slope=0.2)
+    assert isinstance(y, da.Array)
+    want = fastnorm.instance_norm(x, w, b, channel_axis=channel_axis, activation="leaky_relu", negative_slope=0.2)
+    np.testing.assert_allclose(y.compute(), want, atol=2e-6, rtol=1e-6)
+    mean, var = fastnorm.instance_stats(dx, channel_axis=channel_axis)
+    assert isinstance(mean, da.Array)
+    m0, v0 = fastnorm.instance_stats(x, channel_axis=channel_axis)
+    np.testing.assert_allclose(mean.compute(), m0, rtol=1e-6)
+    np.testing.assert_allclose(var.compute(), v0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunks", CHUNKS[1:], ids=[str(c) for c in CHUNKS[1:]])
+def test_other_functions(client, chunks):
+    dx = da.from_array(X, chunks=chunks)
+    np.testing.assert_allclose(fastnorm.group_norm(dx, 3).compute(), fastnorm.group_norm(X, 3), atol=2e-6)
+    np.testing.assert_allclose(fastnorm.group_norm(dx, 1).compute(), fastnorm.group_norm(X, 1), atol=2e-6)
+    m = fastnorm.instance_moments(dx)
+    m0 = fastnorm.instance_moments(X)
+    np.testing.assert_allclose(m.mean.compute(), m0.mean, rtol=1e-12)
+    np.testing.assert_allclose(m.m2.compute(), m0.m2, rtol=1e-10)
+    mean, var = X.mean((2, 3)), X.var((2, 3))
+    np.testing.assert_allclose(fastnorm.normalize(dx, mean, var).compute(), fastnorm.normalize(X, mean, var), atol=1e-6)
+    style = X[:1] * 0.5 - 2
+    np.testing.assert_allclose(fastnorm.adain(dx, style, alpha=0.7).compute(),
+                               fastnorm.adain(X, style, alpha=0.7), atol=2e-6)
+    np.testing.assert_allclose(fastnorm.adain(dx, da.from_array(style, chunks=(1, 2, 9, 9))).compute(),
+                               fastnorm.adain(X, style), atol=2e-6)
+
+
+def _load(path, block_info=None):
+    loc = block_info[None]["array-location"]
+    return np.load(path, mmap_mode="r")[tuple(slice(a, b) for a, b in loc)]
+
+
+def npy_chunks(path, chunks):
+    """A lazy dask array over a .npy file: every task reads only its own chunk."""
+    head = np.load(path, mmap_mode="r")
+    return da.map_blocks(_load, path, chunks=da.core.normalize_chunks(chunks, head.shape),
+                         dtype=head.dtype, meta=np.empty((0,) * head.ndim, head.dtype))
+
+
+def test_larger_than_worker_memory(client, tmp_path):
+    """A 1.5 GiB array normalized on workers with a 1 GiB memory limit each, from a .npy file."""
+    if not hasattr(np.lib.format, "open_memmap"):
+        pytest.skip("no memmap")
+    path = tmp_path / "big.npy"
+    shape = (1, 3, 12288, 10240)  # 1.4 GiB float32
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    rng = np.random.default_rng(1)
+    for i in range(0, shape[2], 2048):
+        mm[:, :, i:i + 2048] = rng.standard_normal((1, 3, 2048, shape[3]), dtype=np.float32) + 7
+    mm.flush()
+    del mm
+    src = npy_chunks(str(path), chunks=(1, 3, 1024, 10240))
+    y = fastnorm.instance_norm(src)
+    stats = da.stack([y.mean(axis=(0, 2, 3)), y.std(axis=(0, 2, 3))]).compute()
+    np.testing.assert_allclose(stats[0], 0, atol=1e-4)
+    np.testing.assert_allclose(stats[1], 1, atol=1e-4)
+
+
+def test_dask_errors():
+    dx = da.from_array(X, chunks=(2, 3, 36, 40))
+    with pytest.raises(TypeError, match="out"):
+        fastnorm.instance_norm(dx, out=np.empty_like(X))
+    with pytest.raises(ValueError, match="channel_axis"):
+        fastnorm.instance_norm(dx, channel_axis=2)
+    with pytest.raises(TypeError, match="x"):
+        fastnorm.instance_norm(dx.astype(np.int32))
+    with pytest.raises(ValueError, match="num_groups"):
+        fastnorm.group_norm(dx, 4)

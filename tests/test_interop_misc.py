@@ -1,0 +1,49 @@
+"""bfloat16 NumPy arrays, threadpoolctl, import hygiene."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnorm
+import _reference as R
+
+
+def test_import_pulls_no_optional_dependency():
+    code = ("import sys, fastnorm, numpy as np\n"
+            "fastnorm.instance_norm(np.ones((1, 2, 3), np.float32))\n"
+            "bad = [m for m in ('torch', 'cupy', 'dask', 'onnxruntime', 'matplotlib', 'distributed') if m in sys.modules]\n"
+            "print(','.join(bad))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"import fastnorm imported {out}"
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_bfloat16_numpy(channel_axis):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = (np.random.default_rng(0).standard_normal((2, 3, 17, 19)) * 3 + 2).astype(ml_dtypes.bfloat16)
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    y = fastnorm.instance_norm(x, channel_axis=channel_axis)
+    assert y.dtype == x.dtype
+    R.assert_close(y, R.instance_norm(x.astype(np.float64), channel_axis=channel_axis), y.dtype)
+    g = fastnorm.group_norm(x, 3, channel_axis=channel_axis, activation="silu")
+    R.assert_close(g, R.group_norm(x.astype(np.float64), 3, channel_axis=channel_axis, activation="silu"), y.dtype)
+    mean, var = fastnorm.instance_stats(x, channel_axis=channel_axis)
+    assert mean.dtype == np.float32
+
+
+def test_threadpoolctl_sees_and_limits_fastnorm():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastnorm._cpu import _engine
+
+    if not _engine.have_openmp():
+        pytest.skip("serial build")
+    info = threadpoolctl.threadpool_info()
+    assert any(i["user_api"] == "openmp" for i in info), info
+    x = np.random.default_rng(0).standard_normal((1, 3, 600, 600)).astype(np.float32)
+    ref = fastnorm.instance_norm(x, num_threads=2)
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert _engine.default_threads() == 1
+        np.testing.assert_array_equal(fastnorm.instance_norm(x), ref)
+    assert _engine.default_threads() >= 1

@@ -1,0 +1,155 @@
+"""torch tensors through every public function, fastnorm.torch modules, convert()."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch)")
+
+import fastnorm  # noqa: E402
+import fastnorm.torch as fnt  # noqa: E402
+
+F = torch.nn.functional
+
+
+@pytest.fixture
+def x():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, 6, 12, 10, generator=g) * 2 + 1
+
+
+def test_returns_tensor_without_copy(x):
+    y = fastnorm.instance_norm(x)
+    assert isinstance(y, torch.Tensor) and y.dtype == x.dtype and y.device == x.device
+    torch.testing.assert_close(y, F.instance_norm(x), atol=1e-5, rtol=1e-5)
+    out = torch.empty_like(x)
+    r = fastnorm.instance_norm(x, out=out)
+    assert r is out
+    torch.testing.assert_close(out, y, atol=0, rtol=0)
+    xi = x.clone()
+    ptr = xi.data_ptr()
+    assert fastnorm.instance_norm(xi, out=xi) is xi and xi.data_ptr() == ptr
+    torch.testing.assert_close(xi, y, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("nd,fmt", [(4, torch.channels_last), (5, torch.channels_last_3d)])
+def test_channels_last_tensors(nd, fmt):
+    x = torch.randn((2, 5, 6, 7, 8)[:nd]).to(memory_format=fmt)
+    y = fastnorm.instance_norm(x)
+    assert y.is_contiguous(memory_format=fmt) and not y.is_contiguous()
+    torch.testing.assert_close(y, F.instance_norm(x.contiguous()), atol=1e-5, rtol=1e-5)
+    # the NHWC memory went to the kernels as is: the result shares no transpose copy
+    g = fastnorm.group_norm(x, 5, activation="relu")
+    assert g.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(g, F.relu(F.group_norm(x.contiguous(), 5)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_and_bfloat16_tensors(x, dtype):
+    if dtype == torch.bfloat16:
+        pytest.importorskip("ml_dtypes")
+    xt = x.to(dtype)
+    y = fastnorm.instance_norm(xt)
+    assert y.dtype == dtype
+    ref = F.instance_norm(xt.double()).to(dtype)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float64: 1e-12}[dtype]
+    torch.testing.assert_close(y.double(), ref.double(), atol=tol, rtol=tol)
+
+
+def test_every_function_accepts_tensors(x):
+    w = torch.rand(6) + 0.5
+    b = torch.randn(6)
+    torch.testing.assert_close(fastnorm.instance_norm(x, w, b), F.instance_norm(x, weight=w, bias=b), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fastnorm.group_norm(x, 3, w, b), F.group_norm(x, 3, w, b), atol=1e-5, rtol=1e-5)
+    mean, var = fastnorm.instance_stats(x)
+    assert isinstance(mean, torch.Tensor) and mean.shape == (2, 6)
+    torch.testing.assert_close(mean, x.mean((2, 3)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(var, x.var((2, 3), unbiased=False), atol=1e-5, rtol=1e-5)
+    m = fastnorm.instance_moments(x)
+    assert isinstance(m.mean, torch.Tensor)
+    m2 = fastnorm.instance_moments(x[..., :5]).merge(fastnorm.instance_moments(x[..., 5:]))
+    torch.testing.assert_close(m2.var, m.var, atol=1e-10, rtol=1e-10)
+    y = fastnorm.normalize(x, mean, var)
+    torch.testing.assert_close(y, F.instance_norm(x), atol=1e-4, rtol=1e-4)
+    a = fastnorm.adain(x, x[:1] * 3 + 2)
+    assert isinstance(a, torch.Tensor) and a.shape == x.shape
+
+
+def test_grad_raises_clearly(x):
+    xr = x.clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="backward"):
+        fastnorm.instance_norm(xr)
+    with torch.no_grad():
+        fastnorm.instance_norm(xr)
+    mod = fnt.InstanceNorm2d(6, affine=True)
+    with pytest.raises(RuntimeError, match="inference_mode"):
+        mod(x)
+
+
+@pytest.mark.parametrize("cls,fcls,args,shape", [
+    (torch.nn.InstanceNorm1d, fnt.InstanceNorm1d, (4,), (2, 4, 30)),
+    (torch.nn.InstanceNorm2d, fnt.InstanceNorm2d, (4,), (2, 4, 9, 10)),
+    (torch.nn.InstanceNorm3d, fnt.InstanceNorm3d, (4,), (2, 4, 5, 6, 7)),
+    (torch.nn.GroupNorm, fnt.GroupNorm, (2, 4), (2, 4, 9, 10)),
+])
+@pytest.mark.parametrize("affine", [True, False])
+def test_modules_drop_in(cls, fcls, args, shape, affine):
+    kw = {"affine": affine}
+    ref = cls(*args, **kw)
+    if affine:
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 2)
+            ref.bias.normal_()
+    mod = fcls(*args, **kw)
+    assert list(mod.state_dict()) == list(ref.state_dict())
+    mod.load_state_dict(ref.state_dict())
+    x = torch.randn(shape) * 3 + 1
+    with torch.inference_mode():
+        torch.testing.assert_close(mod(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_tracked_running_stats_module():
+    ref = torch.nn.InstanceNorm2d(3, affine=True, track_running_stats=True)
+    mod = fnt.InstanceNorm2d(3, affine=True, track_running_stats=True)
+    mod.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        for k in range(3):
+            x = torch.randn(4, 3, 8, 8) * (k + 1) + k
+            torch.testing.assert_close(mod(x), ref(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mod.running_mean, ref.running_mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(mod.running_var, ref.running_var, atol=1e-6, rtol=1e-5)
+        mod.eval()
+        ref.eval()
+        x = torch.randn(2, 3, 8, 8)
+        torch.testing.assert_close(mod(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_convert_in_place():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.InstanceNorm2d(8, affine=True), torch.nn.ReLU(),
+        torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), torch.nn.GroupNorm(4, 8), torch.nn.SiLU()),
+    )
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        ref = model(x)
+        got = fnt.convert(model)
+    assert got is model
+    assert isinstance(model[1], fnt.InstanceNorm2d) and isinstance(model[3][1], fnt.GroupNorm)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref, atol=1e-4, rtol=1e-4)
+        fnt.convert(model, fuse_activations=True)
+        assert isinstance(model[2], torch.nn.Identity) and model[1].activation == "relu"
+        torch.testing.assert_close(model(x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_style_transfer_network_matches():
+    from fastnorm._demo import style_network
+
+    torch.manual_seed(0)
+    net = style_network(channels=(8, 16, 32), res_blocks=2).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref = net(x)
+        fnt.convert(net, fuse_activations=True)
+        y = net(x)
+        ycl = net.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    assert (y - ref).abs().max().item() <= 1e-4
+    assert (ycl - ref).abs().max().item() <= 1e-4
