@@ -39,7 +39,7 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_stats_f64(const double *x, Py_ssize_t n, fn_triple *t)
     void fn_stats_f16(const unsigned short *x, Py_ssize_t n, fn_triple *t)
     void fn_stats_bf16(const unsigned short *x, Py_ssize_t n, fn_triple *t)
-    void fn_apply_f32(const float *x, float *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
+    void fn_apply_f32(const float *x, float *y, Py_ssize_t n, double hi, double lo, double sc, double sh, int act, double slope)
     void fn_apply_f64(const double *x, double *y, Py_ssize_t n, double hi, double lo, double sc, double sh, int act, double slope)
     void fn_apply_f16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
     void fn_apply_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
@@ -47,7 +47,7 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_stats_cl_f64(const double *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
     void fn_stats_cl_f16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
     void fn_stats_cl_bf16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
-    void fn_apply_cl_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
+    void fn_apply_cl_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
     void fn_apply_cl_f64(const double *x, double *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
     void fn_apply_cl_f16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
     void fn_apply_cl_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
@@ -107,11 +107,12 @@ cdef inline void k_apply(int dt, const char *x, char *y, Py_ssize_t n, double me
         hd = mean
         fn_apply_f64(<const double *>x, <double *>y, n, hd, mean - hd, sc, sh, act, slope)
         return
+    if dt == F32:  # computed in double, rounded once
+        fn_apply_f32(<const float *>x, <float *>y, n, mean, 0.0, sc, sh, act, slope)
+        return
     hf = <float>mean
     lf = <float>(mean - <double>hf)
-    if dt == F32:
-        fn_apply_f32(<const float *>x, <float *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
-    elif dt == F16:
+    if dt == F16:
         fn_apply_f16(<const unsigned short *>x, <unsigned short *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
     else:
         fn_apply_bf16(<const unsigned short *>x, <unsigned short *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
@@ -132,7 +133,7 @@ cdef inline void k_stats_cl(int dt, const char *x, Py_ssize_t rows, Py_ssize_t C
 cdef inline void k_apply_cl(int dt, const char *x, char *y, Py_ssize_t rows, Py_ssize_t C,
                             Py_ssize_t m, const char *coef, int act, double slope) noexcept nogil:
     if dt == F32:
-        fn_apply_cl_f32(<const float *>x, <float *>y, rows, C, m, <const float *>coef, act, <float>slope)
+        fn_apply_cl_f32(<const float *>x, <float *>y, rows, C, m, <const double *>coef, act, slope)
     elif dt == F64:
         fn_apply_cl_f64(<const double *>x, <double *>y, rows, C, m, <const double *>coef, act, slope)
     elif dt == F16:
@@ -472,7 +473,7 @@ cdef inline void cl_tile_coefs(int dt, Py_ssize_t C, Py_ssize_t m, const double 
     cdef float *f
     cdef double *d
     cdef float h
-    if dt == F64:
+    if dt == F64 or dt == F32:
         d = <double *>dst
         for j in range(W):
             c = j % C
@@ -550,7 +551,7 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
     cdef Py_ssize_t items = N * q.nch
-    cdef Py_ssize_t wsz = 8 if dt == F64 else 4
+    cdef Py_ssize_t wsz = 8 if dt == F64 or dt == F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
@@ -654,7 +655,7 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
     cdef Py_ssize_t items = N * q.nch
-    cdef Py_ssize_t wsz = 8 if dt == F64 else 4
+    cdef Py_ssize_t wsz = 8 if dt == F64 or dt == F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
