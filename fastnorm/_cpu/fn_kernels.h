@@ -214,8 +214,9 @@ FN_INLINE fn_v8d fn_load8d_bf16(const uint16_t *p)
  * silu, where v / (1 + exp(-v)) is then 0 or v to within rounding. */
 FN_INLINE float fn_expf(float x)
 {
-    float n, r, p;
+    float n, r, p, x0 = x;
     uint32_t bits;
+    x = (x == x) ? x : 0.0f;            /* NaN: keep the integer conversion defined */
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round to nearest */
@@ -229,7 +230,8 @@ FN_INLINE float fn_expf(float x)
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     bits = (uint32_t)((int32_t)n + 127) << 23;
-    return p * fn_u2f(bits);
+    p = p * fn_u2f(bits);
+    return (x0 == x0) ? p : x0;
 }
 
 /* Activations fused into the apply pass. */

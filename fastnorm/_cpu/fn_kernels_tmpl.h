@@ -54,7 +54,7 @@ FN_MV static void FN(stats)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
 
 #define FN_ACT_SWITCH(LOOP)                                                   \
     switch (act) {                                                           \
-    case FN_ACT_RELU:  LOOP(v = v > (FN_W)0 ? v : (FN_W)0); break;           \
+    case FN_ACT_RELU:  LOOP(v = v < (FN_W)0 ? (FN_W)0 : v); break; /* NaN stays */\
     case FN_ACT_LEAKY: LOOP(v = v >= (FN_W)0 ? v : v * slope); break;        \
     case FN_ACT_SILU:  LOOP(v = v / ((FN_W)1 + FN_EXP(-v))); break;          \
     default:           LOOP((void)0); break;                                 \

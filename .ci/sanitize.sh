@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Builds a sanitized copy of the extension in a scratch tree (so the normal
+# build is untouched) and runs the CPU tests against it with the ASan runtime
+# preloaded into the (uninstrumented) Python interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SAN="$(mktemp -d)"
+trap 'rm -rf "$SAN"' EXIT
+cp -r fastnorm tests setup.py pyproject.toml README.md "$SAN"/
+rm -f "$SAN"/fastnorm/_cpu/*.so "$SAN"/fastnorm/_cpu/_engine.c
+cd "$SAN"
+FASTNORM_SANITIZE=1 python setup.py -q build_ext --inplace 2>&1 | grep -vE "^(warning|  )" || true
+ASAN_LIB="$(${CC:-gcc} -print-file-name=libasan.so)"
+UBSAN_LIB="$(${CC:-gcc} -print-file-name=libubsan.so)"
+export LD_PRELOAD="$ASAN_LIB $UBSAN_LIB"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export PYTHONMALLOC=malloc
+export FASTNORM_UNDER_ASAN=1
+python -c "import fastnorm, sys; c = fastnorm._config.config(); assert 'sanitize' in c['cflags'] or 'fsanitize' in c['cflags'], c['cflags']; print('sanitized build:', c['cflags'])"
+# torch / dask bring their own runtimes and allocators; the engine is what is checked here
+python -m pytest tests -q -x -p no:cacheprovider -m "not bigmem" \
+    --ignore=tests/test_torch.py --ignore=tests/test_dask.py

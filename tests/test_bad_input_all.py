@@ -1,0 +1,102 @@
+"""One table of every invalid argument of every public function: exact exception
+type, a message naming the argument, and out left untouched."""
+import numpy as np
+import pytest
+
+import fastnorm
+
+X = np.random.default_rng(0).standard_normal((2, 4, 5, 6)).astype(np.float32)
+M = np.zeros((2, 4))
+V1 = np.ones((2, 4))
+
+
+def call(fn):
+    return fn
+
+
+# (function name, call(out) -> None, exception, argument named in the message)
+def cases():
+    F = fastnorm
+    t = []
+
+    def add(name, exc, word, f):
+        t.append((name, exc, word, f))
+
+    for fname, base in [
+        ("instance_norm", lambda out, **k: F.instance_norm(k.pop("x", X), out=out, **k)),
+        ("group_norm", lambda out, **k: F.group_norm(k.pop("x", X), k.pop("G", 2), out=out, **k)),
+        ("normalize", lambda out, **k: F.normalize(k.pop("x", X), k.pop("mean", M), k.pop("var", V1), out=out, **k)),
+    ]:
+        add(fname, TypeError, "x", lambda o, b=base: b(o, x=X.astype(np.int16)))
+        add(fname, TypeError, "x", lambda o, b=base: b(o, x=X.astype(np.complex64)))
+        add(fname, TypeError, "x", lambda o, b=base: b(o, x=X > 0))
+        add(fname, TypeError, "x", lambda o, b=base: b(o, x=X.astype(object)))
+        add(fname, ValueError, "x", lambda o, b=base: b(o, x=X[0, 0]))
+        add(fname, ValueError, "channel_axis", lambda o, b=base: b(o, channel_axis=2))
+        add(fname, ValueError, "channel_axis", lambda o, b=base: b(o, channel_axis=0))
+        add(fname, TypeError, "channel_axis", lambda o, b=base: b(o, channel_axis=None))
+        add(fname, ValueError, "eps", lambda o, b=base: b(o, eps=-1.0))
+        add(fname, ValueError, "eps", lambda o, b=base: b(o, eps=float("nan")))
+        add(fname, ValueError, "eps", lambda o, b=base: b(o, eps=float("inf")))
+        add(fname, TypeError, "eps", lambda o, b=base: b(o, eps="small"))
+        add(fname, ValueError, "num_threads", lambda o, b=base: b(o, num_threads=0))
+        add(fname, TypeError, "num_threads", lambda o, b=base: b(o, num_threads=1.5))
+        add(fname, ValueError, "weight", lambda o, b=base: b(o, weight=np.ones(3)))
+        add(fname, ValueError, "weight", lambda o, b=base: b(o, weight=np.ones((4, 1))))
+        add(fname, TypeError, "weight", lambda o, b=base: b(o, weight=np.ones(4, complex)))
+        add(fname, ValueError, "bias", lambda o, b=base: b(o, bias=np.ones(5)))
+        add(fname, TypeError, "bias", lambda o, b=base: b(o, bias=np.array(list("abcd"))))
+        add(fname, ValueError, "activation", lambda o, b=base: b(o, activation="gelu"))
+        add(fname, TypeError, "activation", lambda o, b=base: b(o, activation=1))
+        add(fname, TypeError, "negative_slope", lambda o, b=base: b(o, activation="leaky_relu", negative_slope="0.1"))
+        add(fname, ValueError, "negative_slope", lambda o, b=base: b(o, activation="leaky_relu", negative_slope=float("inf")))
+        add(fname, ValueError, "out", lambda o, b=base: b(np.empty((2, 4, 5, 7), np.float32)))
+        add(fname, TypeError, "out", lambda o, b=base: b(np.empty(X.shape, np.float64)))
+        add(fname, ValueError, "out", lambda o, b=base: b(np.empty((2, 4, 5, 12), np.float32)[..., ::2]))
+        add(fname, TypeError, "out", lambda o, b=base: b([0.0]))
+    add("group_norm", ValueError, "num_groups", lambda o: F.group_norm(X, 3, out=o))
+    add("group_norm", ValueError, "num_groups", lambda o: F.group_norm(X, 0, out=o))
+    add("group_norm", TypeError, "num_groups", lambda o: F.group_norm(X, "2", out=o))
+    add("normalize", ValueError, "mean", lambda o: F.normalize(X, np.zeros(3), V1, out=o))
+    add("normalize", ValueError, "var", lambda o: F.normalize(X, M, np.ones((4, 2)), out=o))
+    add("normalize", ValueError, "var", lambda o: F.normalize(X, M, -V1, out=o))
+    add("normalize", TypeError, "mean", lambda o: F.normalize(X, M.astype(complex), V1, out=o))
+    for fname, fn in [("instance_stats", F.instance_stats), ("instance_moments", F.instance_moments)]:
+        add(fname, TypeError, "x", lambda o, f=fn: f(X.astype(np.int8)))
+        add(fname, ValueError, "x", lambda o, f=fn: f(np.zeros((3, 4), np.float32)))
+        add(fname, ValueError, "channel_axis", lambda o, f=fn: f(X, channel_axis=-2))
+        add(fname, ValueError, "num_threads", lambda o, f=fn: f(X, num_threads=-1))
+        add(fname, TypeError, "num_threads", lambda o, f=fn: f(X, num_threads="4"))
+    add("adain", TypeError, "content", lambda o: F.adain(X.astype(np.int32), X))
+    add("adain", TypeError, "style", lambda o: F.adain(X, X.astype(np.int32)))
+    add("adain", ValueError, "content", lambda o: F.adain(X[0], X))
+    add("adain", ValueError, "style", lambda o: F.adain(X, X[:, :3]))
+    add("adain", ValueError, "style", lambda o: F.adain(np.concatenate([X, X, X]), X))
+    add("adain", ValueError, "alpha", lambda o: F.adain(X, X, alpha=-0.1))
+    add("adain", TypeError, "alpha", lambda o: F.adain(X, X, alpha=None))
+    add("adain", ValueError, "eps", lambda o: F.adain(X, X, eps=-1))
+    add("adain", ValueError, "channel_axis", lambda o: F.adain(X, X, channel_axis=3 - 1))
+    add("merge_moments", TypeError, "Moments", lambda o: F.merge_moments(F.instance_moments(X), (1, 2)))
+    add("InstanceNorm", ValueError, "num_features", lambda o: F.InstanceNorm(0))
+    add("InstanceNorm", ValueError, "eps", lambda o: F.InstanceNorm(4, eps=-1))
+    add("InstanceNorm", TypeError, "momentum", lambda o: F.InstanceNorm(4, momentum="0.1"))
+    add("InstanceNorm", ValueError, "channel_axis", lambda o: F.InstanceNorm(4, channel_axis=2))
+    add("InstanceNorm", ValueError, "channels", lambda o: F.InstanceNorm(5)(X))
+    return t
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("name,exc,word,fn", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_argument(name, exc, word, fn):
+    out = np.full(X.shape, 7.0, np.float32)
+    with pytest.raises(exc) as e:
+        fn(out)
+    assert word in str(e.value), f"message does not name {word!r}: {e.value}"
+    assert (out == 7.0).all(), "out was written before validation finished"
+
+
+def test_case_count():
+    # the closing note reports this number
+    assert len(CASES) >= 100

@@ -1,0 +1,270 @@
+"""Concurrency, GIL release, determinism, memory growth, size limits, edge numerics."""
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastnorm
+import _reference as R
+
+
+# ---------------------------------------------------------------- concurrency
+def _work(rng_seed):
+    rng = np.random.default_rng(rng_seed)
+    shape = [(1, 3, 300, 200), (4, 8, 32, 32), (2, 50, 40, 6)][rng_seed % 3]
+    return (rng.standard_normal(shape) + rng_seed).astype(np.float32)
+
+
+def test_eight_threads_match_serial():
+    inputs = [_work(i) for i in range(8)]
+    shared = _work(99)
+    serial = [(fastnorm.instance_norm(x), fastnorm.group_norm(x, 1, channel_axis=-1),
+               fastnorm.instance_stats(x)) for x in inputs]
+    serial_shared = fastnorm.instance_norm(shared)
+    results = [None] * 8
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def run(i):
+        try:
+            barrier.wait()
+            for rep in range(5):
+                nt = (i + rep) % 4 + 1
+                x = inputs[i]
+                r = (fastnorm.instance_norm(x, num_threads=nt),
+                     fastnorm.group_norm(x, 1, channel_axis=-1, num_threads=nt),
+                     fastnorm.instance_stats(x, num_threads=nt))
+                s = fastnorm.instance_norm(shared, num_threads=nt)
+                np.testing.assert_array_equal(s, serial_shared)
+            results[i] = r
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[2][0], want[2][0])
+        np.testing.assert_array_equal(got[2][1], want[2][1])
+
+
+def test_shared_out_buffers_separate_threads():
+    x = _work(3)
+    want = fastnorm.instance_norm(x)
+    outs = [np.empty_like(x) for _ in range(8)]
+    ts = [threading.Thread(target=fastnorm.instance_norm, args=(x,), kwargs={"out": o, "num_threads": 2})
+          for o in outs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for o in outs:
+        np.testing.assert_array_equal(o, want)
+
+
+def test_gil_is_released_during_compute():
+    x = np.random.default_rng(0).standard_normal((1, 8, 2048, 1024)).astype(np.float32)  # 64 MiB
+    y = np.empty_like(x)
+    fastnorm.instance_norm(x, out=y, num_threads=1)
+    t0 = time.perf_counter()
+    fastnorm.instance_norm(x, out=y, num_threads=1)
+    one = time.perf_counter() - t0
+    ticks = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks[0] += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    th = threading.Thread(target=spin)
+    th.start()
+    try:
+        time.sleep(0.01)
+        reps = max(3, int(0.3 / max(one, 1e-3)))
+        before = ticks[0]
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fastnorm.instance_norm(x, out=y, num_threads=1)
+        elapsed = time.perf_counter() - t0
+        during = ticks[0] - before
+    finally:
+        stop.set()
+        th.join()
+        sys.setswitchinterval(old)
+    # the spinning thread ran throughout: far more ticks than GIL hand-offs alone would allow
+    assert during > 1000 * elapsed, (during, elapsed)
+
+
+# ---------------------------------------------------------------- determinism
+SPLIT_SHAPES = [(1, 2, 1000, 700), (3, 5, 200, 130), (1, 1, 70001), (2, 3, 17, 18, 19)]
+
+
+@pytest.mark.parametrize("shape", SPLIT_SHAPES)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_every_function_bit_identical_1_to_8_threads(shape, channel_axis):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3 + 10).astype(np.float32)
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    C = x.shape[channel_axis]
+    G = 1
+    style = x[:1]
+    mean, var = np.full(C, 10.0), np.full(C, 9.0)
+
+    def all_funcs(nt):
+        return [fastnorm.instance_norm(x, channel_axis=channel_axis, activation="silu", num_threads=nt),
+                fastnorm.group_norm(x, G, channel_axis=channel_axis, num_threads=nt),
+                *fastnorm.instance_stats(x, channel_axis=channel_axis, num_threads=nt),
+                fastnorm.instance_moments(x, channel_axis=channel_axis, num_threads=nt).m2,
+                fastnorm.normalize(x, mean, var, channel_axis=channel_axis, num_threads=nt),
+                fastnorm.adain(x, style, channel_axis=channel_axis, alpha=0.7, num_threads=nt)]
+
+    ref = all_funcs(1)
+    for nt in range(2, 9):
+        for a, b in zip(all_funcs(nt), ref):
+            np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------- memory
+def _rss_mib():
+    if os.environ.get("FASTNORM_UNDER_ASAN"):
+        pytest.skip("AddressSanitizer's quarantine holds freed memory: RSS does not measure leaks there")
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        pytest.skip("RSS needs /proc (Linux)")
+
+
+def test_no_memory_growth_over_many_calls():
+    x = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    w = np.ones(4)
+    for _ in range(2000):
+        fastnorm.instance_norm(x)
+        fastnorm.instance_norm(xl, w, channel_axis=-1)
+        fastnorm.group_norm(x, 2)
+        fastnorm.instance_stats(x)
+    before = _rss_mib()
+    for _ in range(12500):  # 50,000 calls
+        fastnorm.instance_norm(x)
+        fastnorm.instance_norm(xl, w, channel_axis=-1)
+        fastnorm.group_norm(x, 2)
+        fastnorm.instance_stats(x)
+    grown = _rss_mib() - before
+    assert grown < 4, f"RSS grew {grown:.1f} MiB over 50,000 calls"
+
+
+def test_no_memory_growth_over_raising_calls():
+    x = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    out = np.empty_like(x)
+    bad = [lambda: fastnorm.instance_norm(x, eps=-1, out=out),
+           lambda: fastnorm.instance_norm(x.astype(np.int32)),
+           lambda: fastnorm.group_norm(x, 3),
+           lambda: fastnorm.normalize(x, np.zeros(3), np.ones(4)),
+           lambda: fastnorm.instance_norm(x, np.ones(5))]
+    for _ in range(200):
+        for f in bad:
+            with pytest.raises((TypeError, ValueError)):
+                f()
+    before = _rss_mib()
+    for _ in range(1000):  # 5,000 raising calls
+        for f in bad:
+            try:
+                f()
+            except (TypeError, ValueError):
+                pass
+    grown = _rss_mib() - before
+    assert grown < 4, f"RSS grew {grown:.1f} MiB over 5,000 raising calls"
+
+
+# ------------------------------------------------------------------------ size
+def _mem_available_gib():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+@pytest.mark.bigmem
+def test_plane_larger_than_2_31_elements():
+    """One float16 plane of 2**31 + 2**16 elements (4 GiB): statistics and a
+    normalized sample match the float64 values of the repeating pattern."""
+    if _mem_available_gib() < 14:
+        pytest.skip("needs ~14 GiB of free memory")
+    L = 2**31 + 2**16
+    pattern = (np.random.default_rng(5).standard_normal(2**16) * 2 + 3).astype(np.float16)
+    x = np.empty((1, 1, L), np.float16)
+    xv = x.reshape(-1, 2**16)
+    xv[...] = pattern
+    pm = pattern.astype(np.float64).mean()
+    pv = pattern.astype(np.float64).var()
+    m = fastnorm.instance_moments(x)
+    assert m.count[0, 0] == L
+    np.testing.assert_allclose(m.mean[0, 0], pm, rtol=1e-12)
+    np.testing.assert_allclose(m.var[0, 0], pv, rtol=1e-10)
+    # channels last: the same memory as (1, L, 1)
+    ml = fastnorm.instance_moments(x.reshape(1, L, 1), channel_axis=-1)
+    np.testing.assert_allclose(ml.mean[0, 0], pm, rtol=1e-12)
+    np.testing.assert_allclose(ml.var[0, 0], pv, rtol=1e-10)
+    fastnorm.instance_norm(x, out=x)  # in place: no second 4 GiB buffer
+    idx = np.array([0, 1, 2**31 - 1, 2**31, L - 1])
+    want = ((pattern[idx % 2**16].astype(np.float64) - pm) / np.sqrt(pv + 1e-5)).astype(np.float16)
+    np.testing.assert_allclose(x[0, 0, idx].astype(np.float64), want.astype(np.float64), rtol=2e-3, atol=2e-3)
+
+
+# -------------------------------------------------------------- edge numerics
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_near_float32_max(channel_axis):
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(-1, 1, (2, 3, 40, 30)) * 3.0e38).astype(np.float32)
+    x[0, 0] = np.float32(3.4e38)  # a constant plane at the limit
+    x[0, 0, 0, 0] = -3.4e38
+    xx = x if channel_axis == 1 else np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    y = fastnorm.instance_norm(xx, channel_axis=channel_axis)
+    assert np.isfinite(y).all(), "variance overflowing float32 must not give inf"
+    R.assert_close(y, R.instance_norm(xx, channel_axis=channel_axis))
+    m = fastnorm.instance_moments(xx, channel_axis=channel_axis)
+    assert np.isfinite(m.var).all() and (m.var > 1e76).any()
+    yg = fastnorm.group_norm(xx, 1, channel_axis=channel_axis)
+    assert np.isfinite(yg).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_inputs(dtype):
+    tiny = np.finfo(dtype).smallest_subnormal
+    rng = np.random.default_rng(2)
+    x = (rng.integers(-1000, 1000, (2, 3, 20, 20)) * tiny).astype(dtype)
+    # float32 subnormals: the double accumulator holds their variance, so even
+    # eps = 0 normalizes them exactly; float64 ones square to 0 in any float64 code
+    eps = 0.0 if dtype == np.float32 else 1e-300
+    y = fastnorm.instance_norm(x, eps=eps)
+    assert np.isfinite(y).all()
+    R.assert_close(y, R.instance_norm(x, eps=eps))
+    mean, var = fastnorm.instance_stats(x)
+    assert (var >= 0).all()
+
+
+def test_all_equal_planes_and_eps_zero():
+    x = np.full((2, 3, 16, 16), -2.5, np.float32)
+    b = np.array([0.5, -1.0, 2.0])
+    y = fastnorm.instance_norm(x, bias=b)
+    np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 3, 1, 1), x.shape).astype(np.float32))
+    # eps = 0 on a constant plane: 0 / 0 -> NaN, documented, never a crash
+    for f in (lambda a: fastnorm.instance_norm(a, eps=0.0), lambda a: fastnorm.group_norm(a, 3, eps=0.0),
+              lambda a: fastnorm.instance_norm(np.ascontiguousarray(np.moveaxis(a, 1, -1)), eps=0.0, channel_axis=-1)):
+        assert np.isnan(f(x)).all()
