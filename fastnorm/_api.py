@@ -33,7 +33,7 @@ def _fast_engine():
 # top-level module of an array's type -> backend module (imported lazily)
 _BACKENDS = {
     "numpy": "fastnorm._cpu._backend",
-    "cupy": "fastnorm._gpu",
+    "cupy": "fastnorm._gpu._backend",
     "torch": "fastnorm._torch",
     "dask": "fastnorm._dask",
 }

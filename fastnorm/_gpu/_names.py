@@ -1,0 +1,16 @@
+"""Every kernel instantiation: used by the NVRTC build (name_expressions) and
+by the offline nvcc compile check, so the two cannot drift apart."""
+
+TYPES = {"float16": "__half", "float32": "float", "float64": "double", "bfloat16": "__nv_bfloat16"}
+VEC = {"__half": 8, "float": 4, "double": 2, "__nv_bfloat16": 8}
+WARP_K = 8       # elements per lane: a warp holds planes up to 256 elements
+BLOCK_K = 16     # elements per thread with 512 threads: planes up to 8192
+BLOCK_THREADS = 512
+
+
+def names():
+    out = ["merge_chunks", "merge_groups", "coefs_from_triples"]
+    for t in TYPES.values():
+        out += [f"cf_fused_warp<{t}, {WARP_K}>", f"cf_fused_block<{t}, {BLOCK_K}>", f"cf_partial<{t}>",
+                f"cf_apply<{t}>", f"cl_partial<{t}>", f"cl_apply<{t}, {VEC[t]}>", f"cl_apply<{t}, 1>"]
+    return out

@@ -1,0 +1,44 @@
+"""Compile every CUDA kernel instantiation for sm_80 and sm_90 with nvcc, no GPU
+needed: no errors, no register spills, and register counts that allow the
+launch configurations the backend uses."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fastnorm._gpu import _names
+
+NVCC = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
+                                if os.environ.get("CUDA_HOME") else None)
+pytestmark = pytest.mark.skipif(not NVCC or not os.path.exists(NVCC),
+                                reason="no CUDA compiler (nvcc) found on this machine")
+KERNELS = os.path.join(os.path.dirname(_names.__file__), "kernels.cu")
+
+
+def compile_report(tmp_path, arch):
+    src = open(KERNELS).read()
+    refs = "\n".join(f"  (void *)&{n}," for n in _names.names())
+    unit = tmp_path / "all_kernels.cu"
+    unit.write_text(src + "\nstatic void *fn_all[] = {\n" + refs + "\n};\nvoid *fn_keep(int i) { return fn_all[i]; }\n")
+    r = subprocess.run([NVCC, "-c", "-std=c++17", f"-arch={arch}", "-Xptxas", "-v", str(unit),
+                        "-o", str(tmp_path / "all.o")], capture_output=True, text=True)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_kernels_compile_without_spills(tmp_path, arch):
+    rc, out = compile_report(tmp_path, arch)
+    assert rc == 0, out[-4000:]
+    assert "error" not in out.lower(), out[-4000:]
+    funcs = re.findall(r"Compiling entry function '(\w+)'", out)
+    assert len(set(funcs)) == len(_names.names()), (len(set(funcs)), len(_names.names()))
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", out)
+    assert spills and all(a == "0" and b == "0" for a, b in spills), out
+    # registers: each entry must fit the block size it is launched with
+    for block in re.split(r"Compiling entry function", out)[1:]:
+        name = re.match(r" '(\w+)'", block).group(1)
+        regs = int(re.search(r"Used (\d+) registers", block).group(1))
+        limit = 128 if "cf_fused_block" in name else 255
+        assert regs <= limit, (name, regs)
