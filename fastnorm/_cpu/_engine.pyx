@@ -71,6 +71,8 @@ BLOCK = FN_BLOCK
 # Below this many elements one thread does it all: a parallel region costs
 # more than the work.
 SERIAL_BELOW = 1 << 15
+# planes up to this size are software-pipelined (two in flight must fit in L2)
+cdef Py_ssize_t PIPELINE_MAX_BYTES = 1 << 19
 
 
 def have_openmp():
@@ -287,12 +289,21 @@ cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p
     cdef Py_ssize_t p, k, s0, s1
     cdef fn_triple bt
     cdef bint nxt
+    cdef bint pipe = L * isz <= PIPELINE_MAX_BYTES
     if p0 >= p1:
         return
     plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
     group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)
     for p in range(p0, p1):
         nxt = p + 1 < p1
+        if nxt and not pipe:
+            # large planes: two in flight would not fit L2; apply this plane
+            # while it is cached, then read the next one
+            seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, 0, L, S, p * Cg,
+                      mean, scale, shift, act, slope)
+            plane_stats(dt, xp + (p + 1) * L * isz, L, isz, &tri[p + 1])
+            group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift)
+            continue
         if nxt:
             tri[p + 1].n = 0.0
             tri[p + 1].mean = 0.0

@@ -194,6 +194,47 @@ FN_INLINE fn_v8s fn_f2b_v8(fn_v8f f)
     r = (nan & ((x >> 16) | 0x40u)) | (~nan & r);
     return __builtin_convertvector(r, fn_v8s);
 }
+typedef float fn_v16f __attribute__((vector_size(64)));
+typedef uint32_t fn_v16u __attribute__((vector_size(64)));
+typedef uint16_t fn_v16s __attribute__((vector_size(32)));
+FN_INLINE fn_v16f fn_h2f_v16(fn_v16s h16)
+{
+    fn_v16u h = __builtin_convertvector(h16, fn_v16u);
+    fn_v16u o = (h & 0x7fffu) << 13;
+    fn_v16u e = o & 0x0f800000u;
+    fn_v16u m, r;
+    fn_v16f fd;
+    o += (fn_v16u)(e == 0x0f800000u) & 0x38000000u;
+    o += 0x38000000u;
+    fd = (fn_v16f)(o + 0x00800000u) - 6.103515625e-05f;
+    m = (fn_v16u)(e == 0u);
+    r = ((fn_v16u)fd & m) | (o & ~m);
+    return (fn_v16f)(r | ((h & 0x8000u) << 16));
+}
+FN_INLINE fn_v16s fn_f2h_v16(fn_v16f f)
+{
+    fn_v16u u = (fn_v16u)f;
+    fn_v16u sign = u & 0x80000000u;
+    fn_v16u a = u ^ sign;
+    fn_v16u big = (fn_v16u)(a >= 0x47800000u), sub = (fn_v16u)(a < 0x38800000u);
+    fn_v16u r_inf = ((fn_v16u)(a > 0x7f800000u) & 0x0200u) | 0x7c00u;
+    fn_v16u r_sub = (fn_v16u)((fn_v16f)a + 0.5f) - 0x3f000000u;
+    fn_v16u r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+    fn_v16u r = (big & r_inf) | (~big & ((sub & r_sub) | (~sub & r_norm)));
+    return __builtin_convertvector(r | (sign >> 16), fn_v16s);
+}
+FN_INLINE fn_v16f fn_b2f_v16(fn_v16s h16)
+{
+    return (fn_v16f)(__builtin_convertvector(h16, fn_v16u) << 16);
+}
+FN_INLINE fn_v16s fn_f2b_v16(fn_v16f f)
+{
+    fn_v16u x = (fn_v16u)f;
+    fn_v16u nan = (fn_v16u)((x & 0x7fffffffu) > 0x7f800000u);
+    fn_v16u r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+    r = (nan & ((x >> 16) | 0x40u)) | (~nan & r);
+    return __builtin_convertvector(r, fn_v16s);
+}
 FN_INLINE fn_v8d fn_load8d_f16(const uint16_t *p)
 {
     fn_v8s h; memcpy(&h, p, sizeof h);
@@ -254,19 +295,23 @@ enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
     }
 #if FN_HAVE_VEC
 #define FN_VEC_WIDEN(V8IN)                                                      \
-    for (; i + 8 <= n; i += 8) {                                                \
-        fn_v8s h; fn_v8f f; memcpy(&h, src + i, sizeof h);                      \
-        f = V8IN(h); memcpy(dst + i, &f, sizeof f);                             \
+    for (; i + 16 <= n; i += 16) {                                              \
+        fn_v16s h; fn_v16f f; memcpy(&h, src + i, sizeof h);                    \
+        f = V8IN##_16(h); memcpy(dst + i, &f, sizeof f);                        \
     }
 #define FN_VEC_NARROW(V8OUT)                                                    \
-    for (; i + 8 <= n; i += 8) {                                                \
-        fn_v8f f; fn_v8s h; memcpy(&f, src + i, sizeof f);                      \
-        h = V8OUT(f); memcpy(dst + i, &h, sizeof h);                            \
+    for (; i + 16 <= n; i += 16) {                                              \
+        fn_v16f f; fn_v16s h; memcpy(&f, src + i, sizeof f);                    \
+        h = V8OUT##_16(f); memcpy(dst + i, &h, sizeof h);                       \
     }
 #else
 #define FN_VEC_WIDEN(V8IN)
 #define FN_VEC_NARROW(V8OUT)
 #endif
+#define fn_h2f_v8_16 fn_h2f_v16
+#define fn_f2h_v8_16 fn_f2h_v16
+#define fn_b2f_v8_16 fn_b2f_v16
+#define fn_f2b_v8_16 fn_f2b_v16
 FN_DEF_CONVERT(f16, fn_h2f_v8, fn_f2h_v8, fn_h2f, fn_f2h)
 FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 
@@ -294,6 +339,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 #define FN_SUF f16
 #define FN_IS16 1
 #define FN_WIDEN fn_widen_f16
+#define FN_LOAD16F fn_h2f_v16
 #define FN_NARROW fn_narrow_f16
 #define FN_LOAD(v) fn_h2f(v)
 #define FN_STORE(v) fn_f2h(v)
@@ -305,6 +351,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 #define FN_SUF bf16
 #define FN_IS16 1
 #define FN_WIDEN fn_widen_bf16
+#define FN_LOAD16F fn_b2f_v16
 #define FN_NARROW fn_narrow_bf16
 #define FN_LOAD(v) fn_b2f(v)
 #define FN_STORE(v) fn_f2b(v)

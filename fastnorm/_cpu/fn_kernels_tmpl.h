@@ -17,7 +17,29 @@ FN_MV static void FN(stats)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
     double t1 = 0.0, t2 = 0.0, r1, r2;
     double sh = n > 0 ? (double)FN_LOAD(x[0]) : 0.0;
     Py_ssize_t i, nv = n - n % FN_LANES;
-#if FN_HAVE_VEC
+#if FN_HAVE_VEC && defined(FN_IS16)
+    /* 16-bit input: 16 lanes widened at once (exact), then the same double
+     * accumulation as float32, so results keep float64 rounding. */
+    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
+    for (i = 0; i < nv; i += FN_LANES) {
+        fn_v16s h;
+        fn_v16f f;
+        fn_v8f lo, hi;
+        fn_v8d d0, d1;
+        memcpy(&h, x + i, sizeof h);
+        f = FN_LOAD16F(h);
+        memcpy(&lo, &f, sizeof lo);
+        memcpy(&hi, (char *)&f + 32, sizeof hi);
+        d0 = __builtin_convertvector(lo, fn_v8d) - shv;
+        d1 = __builtin_convertvector(hi, fn_v8d) - shv;
+        a0 += d0;
+        a1 += d1;
+        b0 += d0 * d0;
+        b1 += d1 * d1;
+    }
+    r1 = fn_v8d_hsum(a0 + a1);
+    r2 = fn_v8d_hsum(b0 + b1);
+#elif FN_HAVE_VEC
     fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
     for (i = 0; i < nv; i += FN_LANES) {
         fn_v8d d0 = FN(load8d)(x + i) - shv;
@@ -66,11 +88,18 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
                             FN_W sc, FN_W sh, int act, FN_W slope)
 {
     float buf[FN_CHUNK];
-    Py_ssize_t s, len;
+    Py_ssize_t s, len, i;
     for (s = 0; s < n; s += FN_CHUNK) {
         len = n - s < FN_CHUNK ? n - s : FN_CHUNK;
         FN_WIDEN(x + s, buf, len);
-        fn_apply_f32(buf, buf, len, hi, lo, sc, sh, act, slope);
+#define FN_LOOP(ACT)                                                          \
+        FN_IVDEP for (i = 0; i < len; i++) {                                  \
+            float v = ((buf[i] - hi) - lo) * sc + sh;                         \
+            ACT;                                                             \
+            buf[i] = v;                                                      \
+        }
+        FN_ACT_SWITCH(FN_LOOP)
+#undef FN_LOOP
         FN_NARROW(buf, y + s, len);
     }
 }
@@ -243,5 +272,6 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 #undef FN_STORE
 #undef FN_EXP
 #undef FN_IS16
+#undef FN_LOAD16F
 #undef FN_WIDEN
 #undef FN_NARROW
