@@ -324,6 +324,8 @@ FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 #define FN_LOAD(v) (v)
 #define FN_STORE(v) (v)
 #define FN_EXP fn_expf
+#define FN_SIGMOID(v) (double)fn_sigmoidf((float)(v))
+#define FN_SILU_IN_FLOAT 1
 #include "fn_kernels_tmpl.h"
 
 #define FN_T double
@@ -332,6 +334,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 #define FN_LOAD(v) (v)
 #define FN_STORE(v) (v)
 #define FN_EXP exp
+#define FN_SIGMOID(v) fn_sigmoidd(v)
 #include "fn_kernels_tmpl.h"
 
 #define FN_T uint16_t
@@ -344,6 +347,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 #define FN_LOAD(v) fn_h2f(v)
 #define FN_STORE(v) fn_f2h(v)
 #define FN_EXP fn_expf
+#define FN_SIGMOID(v) fn_sigmoidf(v)
 #include "fn_kernels_tmpl.h"
 
 #define FN_T uint16_t
@@ -356,6 +360,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
 #define FN_LOAD(v) fn_b2f(v)
 #define FN_STORE(v) fn_f2b(v)
 #define FN_EXP fn_expf
+#define FN_SIGMOID(v) fn_sigmoidf(v)
 #include "fn_kernels_tmpl.h"
 
 /* ---- benchmark helper: the bandwidth ceiling --------------------------- */
