@@ -10,7 +10,9 @@ trap 'rm -rf "$SAN"' EXIT
 cp -r fastnorm tests setup.py pyproject.toml README.md "$SAN"/
 rm -f "$SAN"/fastnorm/_cpu/*.so "$SAN"/fastnorm/_cpu/_engine.c
 cd "$SAN"
-FASTNORM_SANITIZE=1 python setup.py -q build_ext --inplace 2>&1 | grep -vE "^(warning|  )" || true
+# the build requirements (pip's build isolation kept them out of this venv)
+python -m pip install -q "setuptools>=68" "Cython>=3.1" "numpy>=2"
+FASTNORM_SANITIZE=1 python setup.py -q build_ext --inplace > build.log 2>&1 || { tail -40 build.log; exit 1; }
 ASAN_LIB="$(${CC:-gcc} -print-file-name=libasan.so)"
 UBSAN_LIB="$(${CC:-gcc} -print-file-name=libubsan.so)"
 export LD_PRELOAD="$ASAN_LIB $UBSAN_LIB"
