@@ -100,3 +100,16 @@ def test_dask_errors():
         fastnorm.instance_norm(dx.astype(np.int32))
     with pytest.raises(ValueError, match="num_groups"):
         fastnorm.group_norm(dx, 4)
+
+
+def test_cupy_chunks_use_gpu(client):
+    cp = pytest.importorskip("cupy", reason="CuPy is not installed")
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA GPU")
+    except Exception:
+        pytest.skip("no CUDA GPU")
+    dx = da.from_array(cp.asarray(X), chunks=(2, 3, 12, 40), asarray=False)
+    y = fastnorm.instance_norm(dx).compute(scheduler="threads")
+    assert isinstance(y, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(y), fastnorm.instance_norm(X), atol=2e-6)

@@ -153,3 +153,25 @@ def test_style_transfer_network_matches():
         ycl = net.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
     assert (y - ref).abs().max().item() <= 1e-4
     assert (ycl - ref).abs().max().item() <= 1e-4
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device for torch")
+
+
+@cuda
+def test_cuda_tensors_stay_on_device():
+    pytest.importorskip("cupy", reason="CUDA tensors run through CuPy")
+    x = (torch.randn(2, 6, 40, 30, device="cuda") * 2 + 1)
+    y = fastnorm.instance_norm(x)
+    assert y.is_cuda and y.device == x.device
+    torch.testing.assert_close(y, F.instance_norm(x), atol=1e-5, rtol=1e-5)
+    xc = x.to(memory_format=torch.channels_last)
+    yc = fastnorm.group_norm(xc, 3, activation="relu")
+    assert yc.is_cuda and yc.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(yc, F.relu(F.group_norm(x, 3)), atol=1e-5, rtol=1e-5)
+    h = fastnorm.instance_norm(x.half())
+    assert h.dtype == torch.float16 and h.is_cuda
+    mod = fnt.convert(torch.nn.Sequential(torch.nn.InstanceNorm2d(6, affine=True)).cuda())
+    with torch.inference_mode():
+        torch.testing.assert_close(mod(x), F.instance_norm(x, weight=mod[0].weight, bias=mod[0].bias),
+                                   atol=1e-5, rtol=1e-5)
