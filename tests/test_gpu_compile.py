@@ -22,8 +22,9 @@ def compile_report(tmp_path, arch):
     refs = "\n".join(f"  (void *)&{n}," for n in _names.names())
     unit = tmp_path / "all_kernels.cu"
     unit.write_text(src + "\nstatic void *fn_all[] = {\n" + refs + "\n};\nvoid *fn_keep(int i) { return fn_all[i]; }\n")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # e.g. a sanitizer run
     r = subprocess.run([NVCC, "-c", "-std=c++17", f"-arch={arch}", "-Xptxas", "-v", str(unit),
-                        "-o", str(tmp_path / "all.o")], capture_output=True, text=True)
+                        "-o", str(tmp_path / "all.o")], capture_output=True, text=True, env=env)
     return r.returncode, r.stdout + r.stderr
 
 
