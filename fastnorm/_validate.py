@@ -130,17 +130,17 @@ def _to_host(a):
     return a
 
 
-def check_out(out, shape, dtype, name="out"):
-    """A writeable C-contiguous numpy array with x's shape and dtype."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be None or a numpy.ndarray, got {type(out).__name__}")
+def check_out(out, shape, dtype, name="out", array_type=np.ndarray, type_name="numpy.ndarray"):
+    """A writeable C-contiguous array of the backend's type with x's shape and dtype."""
+    if not isinstance(out, array_type):
+        raise TypeError(f"{name} must be None or a {type_name}, got {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got dtype {out.dtype}")
     if out.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {_shape_str(shape)} (the shape of x), got shape {_shape_str(out.shape)}")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous, got an array with strides {out.strides}")
-    if not out.flags.writeable:
+    if not getattr(out.flags, "writeable", True):
         raise ValueError(f"{name} must be writeable, got a read-only array")
     return out
 

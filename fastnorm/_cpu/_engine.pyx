@@ -161,6 +161,28 @@ cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz
         s += n
 
 
+cdef inline Py_ssize_t block_end(Py_ssize_t s0, Py_ssize_t L) noexcept nogil:
+    return s0 + FN_BLOCK if s0 + FN_BLOCK < L else L
+
+
+cdef inline void cf_block_stats(int dt, const char *xp, Py_ssize_t it, Py_ssize_t nb, Py_ssize_t L,
+                                Py_ssize_t isz, fn_triple *out) noexcept nogil:
+    """Triple of block it = p * nb + k (block k of plane p) of planes of length L."""
+    cdef Py_ssize_t p = it // nb
+    cdef Py_ssize_t s0 = (it - p * nb) * FN_BLOCK
+    k_stats(dt, xp + (p * L + s0) * isz, block_end(s0, L) - s0, out)
+
+
+cdef inline void merge_blocks(fn_triple *t, const fn_triple *bt, Py_ssize_t nb) noexcept nogil:
+    """t = the nb block triples merged in order (the one merge order of every plan)."""
+    cdef Py_ssize_t k
+    t.n = 0.0
+    t.mean = 0.0
+    t.m2 = 0.0
+    for k in range(nb):
+        fn_merge(t, &bt[k])
+
+
 cdef inline double rstd_of(const fn_triple *t, double eps) noexcept nogil:
     return 1.0 / sqrt(t.m2 / t.n + eps)
 
@@ -249,27 +271,14 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
                          eps, w, b, act, slope, tri, mean, scale, shift)
         else:
             for it in prange(items, num_threads=nt, schedule='static'):
-                p = it // nb
-                k = it - p * nb
-                s0 = k * FN_BLOCK
-                s1 = s0 + FN_BLOCK
-                if s1 > L:
-                    s1 = L
-                k_stats(dt, xp + (p * L + s0) * isz, s1 - s0, &btri[it])
+                cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
             for p in prange(P, num_threads=nt, schedule='static'):
-                tri[p].n = 0.0
-                tri[p].mean = 0.0
-                tri[p].m2 = 0.0
-                for k in range(nb):
-                    fn_merge(&tri[p], &btri[p * nb + k])
+                merge_blocks(&tri[p], &btri[p * nb], nb)
                 group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
             for it in prange(items, num_threads=nt, schedule='static'):
                 p = it // nb
-                k = it - p * nb
-                s0 = k * FN_BLOCK
-                s1 = s0 + FN_BLOCK
-                if s1 > L:
-                    s1 = L
+                s0 = (it - p * nb) * FN_BLOCK
+                s1 = block_end(s0, L)
                 seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
                           mean, scale, shift, act, slope)
     if stats_out is not None:
@@ -310,9 +319,7 @@ cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p
             tri[p + 1].m2 = 0.0
         for k in range(nb):
             s0 = k * FN_BLOCK
-            s1 = s0 + FN_BLOCK
-            if s1 > L:
-                s1 = L
+            s1 = block_end(s0, L)
             if nxt:
                 k_stats(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
                 fn_merge(&tri[p + 1], &bt)
@@ -353,19 +360,9 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int nt, cnp.ndar
         raise MemoryError()
     with nogil:
         for it in prange(items, num_threads=nt, schedule='static'):
-            p = it // nb
-            k = it - p * nb
-            s0 = k * FN_BLOCK
-            s1 = s0 + FN_BLOCK
-            if s1 > L:
-                s1 = L
-            k_stats(dt, xp + (p * L + s0) * isz, s1 - s0, &btri[it])
+            cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
         for p in range(P):
-            tri[p].n = 0.0
-            tri[p].mean = 0.0
-            tri[p].m2 = 0.0
-            for k in range(nb):
-                fn_merge(&tri[p], &btri[p * nb + k])
+            merge_blocks(&tri[p], &btri[p * nb], nb)
     free(btri)
     return out
 
@@ -389,11 +386,8 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
     with nogil:
         for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
             r = it // nb
-            k = it - r * nb
-            s0 = k * FN_BLOCK
-            s1 = s0 + FN_BLOCK
-            if s1 > S:
-                s1 = S
+            s0 = (it - r * nb) * FN_BLOCK
+            s1 = block_end(s0, S)
             k_apply(dt, xp + (r * S + s0) * isz, yp + (r * S + s0) * isz, s1 - s0,
                     mp[r], sp[r], hp[r], act, slope)
     return y

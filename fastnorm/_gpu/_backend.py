@@ -52,15 +52,7 @@ def asarray(x, name="x"):
 
 
 def check_out(out, shape, dtype, name="out"):
-    if not isinstance(out, cp.ndarray):
-        raise TypeError(f"{name} must be None or a cupy.ndarray (x is a CuPy array), got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got dtype {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {V._shape_str(shape)} (the shape of x), got shape {V._shape_str(out.shape)}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous, got an array with strides {out.strides}")
-    return out
+    return V.check_out(out, shape, dtype, name, cp.ndarray, "cupy.ndarray (x is a CuPy array)")
 
 
 def _prepare(x, out):
