@@ -8,6 +8,8 @@ Inputs are validated by fastnorm._api; nothing here validates again.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from . import _engine as E
@@ -15,8 +17,13 @@ from . import _engine as E
 default_threads = E.default_threads
 
 
+_MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
 def _threads(nt):
-    return E.default_threads() if nt is None else nt
+    # results are identical for every count, so an absurd request (num_threads=10**6)
+    # is capped instead of asking OpenMP for a million threads
+    return E.default_threads() if nt is None else min(nt, _MAX_THREADS)
 
 
 def _prepare(x, out):
