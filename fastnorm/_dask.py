@@ -95,11 +95,9 @@ def triples(x, cl):
     xp_meta = np.empty((0,) * (ndim + 1), np.float64) if type(meta).__module__.split(".")[0] != "cupy" else \
         __import__("cupy").empty((0,) * (ndim + 1), np.float64)
     t = x.map_blocks(_block_triples, cl, ndim, new_axis=ndim, chunks=chunks, dtype=np.float64, meta=xp_meta)
-    r = da.reduction(t, _chunk, _agg, combine=_chunk, axis=sp, keepdims=False, dtype=np.float64,
-                     concatenate=True, meta=xp_meta[(0,) * len(sp)] if False else None)
-    if cl:  # (N, C, 3) already: spatial axes removed, channel axis next to N
-        return r
-    return r
+    # the spatial block axes reduce away: (N, C, 3) in either layout
+    return da.reduction(t, _chunk, _agg, combine=_chunk, axis=sp, keepdims=False, dtype=np.float64,
+                        concatenate=True)
 
 
 def _group_expand(t, Cg):

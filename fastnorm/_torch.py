@@ -145,11 +145,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
         raise TypeError(f"style must be a torch.Tensor like content, got {type(style).__name__}")
     _no_grad_check(style)
     a, ax, cl, _ = _prep(content, channel_axis)
-    scl = _is_cl(style, channel_axis)
-    s = to_array(style.detach().movedim(1, -1) if scl else style.detach(), "style")
-    if scl != cl:  # give both the same layout (style is usually small)
-        s = np.ascontiguousarray(np.moveaxis(s, -1, 1) if scl else np.moveaxis(s, 1, -1)) \
-            if type(s) is np.ndarray or s.dtype.name == "bfloat16" else \
-            (s.transpose(0, *range(2, s.ndim), 1) if cl else s.transpose(0, s.ndim - 1, *range(1, s.ndim - 1))).copy()
+    # style in the layout the content is handed over in (a view; style is usually small)
+    s = to_array(style.detach().movedim(1, -1) if cl else style.detach(), "style")
     y = _api.adain(a, s, eps=eps, channel_axis=ax, alpha=alpha, num_threads=num_threads)
     return _back(y, content, cl)

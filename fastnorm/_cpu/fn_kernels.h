@@ -155,7 +155,7 @@ FN_INLINE fn_v8d fn_load8d_f64(const double *p)
     fn_v8d d; memcpy(&d, p, sizeof d); return d;
 }
 typedef int32_t fn_v8i __attribute__((vector_size(32)));
-/* the same conversions as fn_h2f / fn_f2h, 8 lanes at a time */
+/* the same widening as fn_h2f / fn_b2f, 8 lanes at a time (channels-last tiles) */
 FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
 {
     fn_v8u h = __builtin_convertvector(h16, fn_v8u);
@@ -170,29 +170,9 @@ FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
     r = ((fn_v8u)fd & m) | (o & ~m);
     return (fn_v8f)(r | ((h & 0x8000u) << 16));
 }
-FN_INLINE fn_v8s fn_f2h_v8(fn_v8f f)
-{
-    fn_v8u u = (fn_v8u)f;
-    fn_v8u sign = u & 0x80000000u;
-    fn_v8u a = u ^ sign;
-    fn_v8u big = (fn_v8u)(a >= 0x47800000u), sub = (fn_v8u)(a < 0x38800000u);
-    fn_v8u r_inf = ((fn_v8u)(a > 0x7f800000u) & 0x0200u) | 0x7c00u;
-    fn_v8u r_sub = (fn_v8u)((fn_v8f)a + 0.5f) - 0x3f000000u;
-    fn_v8u r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
-    fn_v8u r = (big & r_inf) | (~big & ((sub & r_sub) | (~sub & r_norm)));
-    return __builtin_convertvector(r | (sign >> 16), fn_v8s);
-}
 FN_INLINE fn_v8f fn_b2f_v8(fn_v8s h16)
 {
     return (fn_v8f)(__builtin_convertvector(h16, fn_v8u) << 16);
-}
-FN_INLINE fn_v8s fn_f2b_v8(fn_v8f f)
-{
-    fn_v8u x = (fn_v8u)f;
-    fn_v8u nan = (fn_v8u)((x & 0x7fffffffu) > 0x7f800000u);
-    fn_v8u r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-    r = (nan & ((x >> 16) | 0x40u)) | (~nan & r);
-    return __builtin_convertvector(r, fn_v8s);
 }
 typedef float fn_v16f __attribute__((vector_size(64)));
 typedef uint32_t fn_v16u __attribute__((vector_size(64)));
@@ -280,40 +260,36 @@ enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
 
 /* Bulk 16-bit <-> float conversion for the chunked 16-bit kernels. */
 #define FN_CHUNK 512
-#define FN_DEF_CONVERT(NAME, V8IN, V8OUT, SIN, SOUT)                              \
+#define FN_DEF_CONVERT(NAME, VIN, VOUT, SIN, SOUT)                              \
     FN_MV static void fn_widen_##NAME(const uint16_t *src, float *dst, Py_ssize_t n) \
     {                                                                           \
         Py_ssize_t i = 0;                                                       \
-        FN_VEC_WIDEN(V8IN)                                                      \
+        FN_VEC_WIDEN(VIN)                                                       \
         for (; i < n; i++) dst[i] = SIN(src[i]);                                \
     }                                                                           \
     FN_MV static void fn_narrow_##NAME(const float *src, uint16_t *dst, Py_ssize_t n) \
     {                                                                           \
         Py_ssize_t i = 0;                                                       \
-        FN_VEC_NARROW(V8OUT)                                                    \
+        FN_VEC_NARROW(VOUT)                                                     \
         for (; i < n; i++) dst[i] = SOUT(src[i]);                               \
     }
 #if FN_HAVE_VEC
-#define FN_VEC_WIDEN(V8IN)                                                      \
+#define FN_VEC_WIDEN(VIN)                                                       \
     for (; i + 16 <= n; i += 16) {                                              \
         fn_v16s h; fn_v16f f; memcpy(&h, src + i, sizeof h);                    \
-        f = V8IN##_16(h); memcpy(dst + i, &f, sizeof f);                        \
+        f = VIN(h); memcpy(dst + i, &f, sizeof f);                              \
     }
-#define FN_VEC_NARROW(V8OUT)                                                    \
+#define FN_VEC_NARROW(VOUT)                                                    \
     for (; i + 16 <= n; i += 16) {                                              \
         fn_v16f f; fn_v16s h; memcpy(&f, src + i, sizeof f);                    \
-        h = V8OUT##_16(f); memcpy(dst + i, &h, sizeof h);                       \
+        h = VOUT(f); memcpy(dst + i, &h, sizeof h);                             \
     }
 #else
-#define FN_VEC_WIDEN(V8IN)
-#define FN_VEC_NARROW(V8OUT)
+#define FN_VEC_WIDEN(VIN)
+#define FN_VEC_NARROW(VOUT)
 #endif
-#define fn_h2f_v8_16 fn_h2f_v16
-#define fn_f2h_v8_16 fn_f2h_v16
-#define fn_b2f_v8_16 fn_b2f_v16
-#define fn_f2b_v8_16 fn_f2b_v16
-FN_DEF_CONVERT(f16, fn_h2f_v8, fn_f2h_v8, fn_h2f, fn_f2h)
-FN_DEF_CONVERT(bf16, fn_b2f_v8, fn_f2b_v8, fn_b2f, fn_f2b)
+FN_DEF_CONVERT(f16, fn_h2f_v16, fn_f2h_v16, fn_h2f, fn_f2h)
+FN_DEF_CONVERT(bf16, fn_b2f_v16, fn_f2b_v16, fn_b2f, fn_f2b)
 
 /* ---- instantiate the typed kernels ------------------------------------ */
 /* float32 is applied in double and rounded once: the output is the float64
