@@ -146,9 +146,12 @@ FN_INLINE double fn_v8d_hsum(fn_v8d v)
 {
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
+/* Written as an initializer, not __builtin_convertvector: GCC 12 splits the
+ * latter into 128-bit pieces (5 uops), the former is one vcvtps2pd zmm, m256. */
 FN_INLINE fn_v8d fn_load8d_f32(const float *p)
 {
-    fn_v8f f; memcpy(&f, p, sizeof f); return __builtin_convertvector(f, fn_v8d);
+    fn_v8d d = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
+    return d;
 }
 FN_INLINE fn_v8d fn_load8d_f64(const double *p)
 {
