@@ -148,6 +148,11 @@ FN_INLINE double fn_v8d_hsum(fn_v8d v)
 }
 /* Written as an initializer, not __builtin_convertvector: GCC 12 splits the
  * latter into 128-bit pieces (5 uops), the former is one vcvtps2pd zmm, m256. */
+FN_INLINE fn_v8d fn_v8f_to_v8d(fn_v8f f)
+{
+    fn_v8d d = {f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]};
+    return d;
+}
 FN_INLINE fn_v8d fn_load8d_f32(const float *p)
 {
     fn_v8d d = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
@@ -157,11 +162,19 @@ FN_INLINE fn_v8d fn_load8d_f64(const double *p)
 {
     fn_v8d d; memcpy(&d, p, sizeof d); return d;
 }
+/* Lane-wise widen / narrow written as initializers: GCC 12 lowers
+ * __builtin_convertvector between vector widths into 128-bit pieces, but
+ * an initializer becomes one vpmovzxwd / vpmovdw. */
+FN_INLINE fn_v8u fn_v8s_to_v8u(fn_v8s h)
+{
+    fn_v8u u = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]};
+    return u;
+}
 typedef int32_t fn_v8i __attribute__((vector_size(32)));
 /* the same widening as fn_h2f / fn_b2f, 8 lanes at a time (channels-last tiles) */
 FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
 {
-    fn_v8u h = __builtin_convertvector(h16, fn_v8u);
+    fn_v8u h = fn_v8s_to_v8u(h16);
     fn_v8u o = (h & 0x7fffu) << 13;
     fn_v8u e = o & 0x0f800000u;
     fn_v8u m, r;
@@ -175,14 +188,28 @@ FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
 }
 FN_INLINE fn_v8f fn_b2f_v8(fn_v8s h16)
 {
-    return (fn_v8f)(__builtin_convertvector(h16, fn_v8u) << 16);
+    return (fn_v8f)(fn_v8s_to_v8u(h16) << 16);
 }
 typedef float fn_v16f __attribute__((vector_size(64)));
 typedef uint32_t fn_v16u __attribute__((vector_size(64)));
 typedef uint16_t fn_v16s __attribute__((vector_size(32)));
+FN_INLINE fn_v16u fn_v16s_to_v16u(fn_v16s h)
+{
+    fn_v16u u = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
+                 h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]};
+    return u;
+}
+FN_INLINE fn_v16s fn_v16u_to_v16s(fn_v16u u)
+{
+    fn_v16s h = {(uint16_t)u[0], (uint16_t)u[1], (uint16_t)u[2], (uint16_t)u[3],
+                 (uint16_t)u[4], (uint16_t)u[5], (uint16_t)u[6], (uint16_t)u[7],
+                 (uint16_t)u[8], (uint16_t)u[9], (uint16_t)u[10], (uint16_t)u[11],
+                 (uint16_t)u[12], (uint16_t)u[13], (uint16_t)u[14], (uint16_t)u[15]};
+    return h;
+}
 FN_INLINE fn_v16f fn_h2f_v16(fn_v16s h16)
 {
-    fn_v16u h = __builtin_convertvector(h16, fn_v16u);
+    fn_v16u h = fn_v16s_to_v16u(h16);
     fn_v16u o = (h & 0x7fffu) << 13;
     fn_v16u e = o & 0x0f800000u;
     fn_v16u m, r;
@@ -204,11 +231,11 @@ FN_INLINE fn_v16s fn_f2h_v16(fn_v16f f)
     fn_v16u r_sub = (fn_v16u)((fn_v16f)a + 0.5f) - 0x3f000000u;
     fn_v16u r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
     fn_v16u r = (big & r_inf) | (~big & ((sub & r_sub) | (~sub & r_norm)));
-    return __builtin_convertvector(r | (sign >> 16), fn_v16s);
+    return fn_v16u_to_v16s(r | (sign >> 16));
 }
 FN_INLINE fn_v16f fn_b2f_v16(fn_v16s h16)
 {
-    return (fn_v16f)(__builtin_convertvector(h16, fn_v16u) << 16);
+    return (fn_v16f)(fn_v16s_to_v16u(h16) << 16);
 }
 FN_INLINE fn_v16s fn_f2b_v16(fn_v16f f)
 {
@@ -216,17 +243,17 @@ FN_INLINE fn_v16s fn_f2b_v16(fn_v16f f)
     fn_v16u nan = (fn_v16u)((x & 0x7fffffffu) > 0x7f800000u);
     fn_v16u r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
     r = (nan & ((x >> 16) | 0x40u)) | (~nan & r);
-    return __builtin_convertvector(r, fn_v16s);
+    return fn_v16u_to_v16s(r);
 }
 FN_INLINE fn_v8d fn_load8d_f16(const uint16_t *p)
 {
     fn_v8s h; memcpy(&h, p, sizeof h);
-    return __builtin_convertvector(fn_h2f_v8(h), fn_v8d);
+    return fn_v8f_to_v8d(fn_h2f_v8(h));
 }
 FN_INLINE fn_v8d fn_load8d_bf16(const uint16_t *p)
 {
     fn_v8s h; memcpy(&h, p, sizeof h);
-    return __builtin_convertvector(fn_b2f_v8(h), fn_v8d);
+    return fn_v8f_to_v8d(fn_b2f_v8(h));
 }
 #else
 #define FN_HAVE_VEC 0
@@ -299,6 +326,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v16, fn_f2b_v16, fn_b2f, fn_f2b)
  * formula correctly rounded, and no intermediate can overflow or go subnormal. */
 #define FN_T float
 #define FN_W double
+#define FN_W_DOUBLE 1
 #define FN_SUF f32
 #define FN_LOAD(v) (v)
 #define FN_STORE(v) (v)
@@ -309,6 +337,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v16, fn_f2b_v16, fn_b2f, fn_f2b)
 
 #define FN_T double
 #define FN_W double
+#define FN_W_DOUBLE 1
 #define FN_SUF f64
 #define FN_LOAD(v) (v)
 #define FN_STORE(v) (v)

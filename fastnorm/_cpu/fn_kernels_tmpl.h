@@ -12,6 +12,12 @@
 FN_INLINE float fn_sigmoidf(float v) { return 1.0f / (1.0f + fn_expf(-v)); }
 FN_INLINE double fn_sigmoidd(double v) { return 1.0 / (1.0 + exp(-v)); }
 #endif
+/* the low part of the mean is 0 when the working type is double */
+#ifdef FN_W_DOUBLE
+#define FN_SUBLO(v, l) (v)
+#else
+#define FN_SUBLO(v, l) ((v) - (l))
+#endif
 #define FN_CAT2(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT2(a, b)
 #define FN(name) FN_CAT(fn_##name, FN_SUF)
@@ -131,7 +137,7 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
 #endif
 #define FN_LOOP(ACT)                                                          \
     FN_IVDEP for (i = 0; i < n; i++) {                                        \
-        FN_W v = (((FN_W)FN_LOAD(x[i]) - hi) - lo) * sc + sh;                 \
+        FN_W v = FN_SUBLO((FN_W)FN_LOAD(x[i]) - hi, lo) * sc + sh;                     \
         ACT;                                                                 \
         y[i] = FN_STORE(v);                                                  \
     }
@@ -253,7 +259,7 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
         const FN_T *p = x + r * W;                                            \
         FN_T *q = y + r * W;                                                  \
         FN_IVDEP for (j = 0; j < W; j++) {                                    \
-            FN_W v = (((FN_W)FN_LOAD(p[j]) - hi[j]) - lo[j]) * sc[j] + sf[j]; \
+            FN_W v = FN_SUBLO((FN_W)FN_LOAD(p[j]) - hi[j], lo[j]) * sc[j] + sf[j]; \
             ACT;                                                             \
             q[j] = FN_STORE(v);                                              \
         }                                                                    \
@@ -262,7 +268,7 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
         const FN_T *p = x + r * C;                                            \
         FN_T *q = y + r * C;                                                  \
         FN_IVDEP for (j = 0; j < C; j++) {                                    \
-            FN_W v = (((FN_W)FN_LOAD(p[j]) - hi[j]) - lo[j]) * sc[j] + sf[j]; \
+            FN_W v = FN_SUBLO((FN_W)FN_LOAD(p[j]) - hi[j], lo[j]) * sc[j] + sf[j]; \
             ACT;                                                             \
             q[j] = FN_STORE(v);                                              \
         }                                                                    \
@@ -283,6 +289,8 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 }
 
 #undef FN_ACT_SWITCH
+#undef FN_SUBLO
+#undef FN_W_DOUBLE
 #undef FN
 #undef FN_CAT
 #undef FN_CAT2
