@@ -400,7 +400,7 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
 # L1-resident) merged in order into chunks of RC rows (~CL_CHUNK elements, the
 # unit of parallel work), chunks merged in order into the instance.
 cdef enum:
-    CL_BLOCK = 4096
+    CL_BLOCK = 8192
     CL_CHUNK = 65536
 
 

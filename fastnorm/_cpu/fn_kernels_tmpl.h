@@ -146,41 +146,60 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
 }
 #endif
 
-/* Channels-last block of `rows` rows x C: per-channel triples into out[0..C).
- * The flat data are walked in virtual rows of W = C*m elements (m rows, W a
- * multiple of 16 when C < 16) so lanes stay busy even for C = 3.  Lane j
- * accumulates rows in order, shifted by its channel's value in the first
- * row; lanes of one channel are summed in fixed order at the end.  The
- * vector form keeps 16 lanes in registers and walks the (L1-resident) block
- * once per tile of 16 lanes.  Leaves shifts and lane sums in acc (sh, s1, s2:
- * 3*W doubles). */
-FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
-                            Py_ssize_t m, double *restrict acc)
+/* Channels-last: add `vr` virtual rows of W = C*m elements (m rows, W a
+ * multiple of 16 when C < 16, so lanes stay busy even for C = 3) to the
+ * shifted lane sums s1, s2 (W doubles each; shifts sh).  Lane j accumulates
+ * its rows in order.  The vector form keeps a tile of up to 64 lanes in
+ * registers and walks the (L1-resident) block once per tile. */
+FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
+                            const double *restrict sh, double *restrict s1,
+                            double *restrict s2)
 {
-    Py_ssize_t W = C * m, vr = rows / m, r, j, c, j0 = 0;
-    double *restrict sh = acc, *restrict s1 = acc + W, *restrict s2 = acc + 2 * W;
-    for (c = 0; c < C; c++) sh[c] = (double)FN_LOAD(x[c]);
-    for (j = C; j < W; j++) sh[j] = sh[j - C];
+    Py_ssize_t r, j, j0 = 0;
 #if FN_HAVE_VEC
-    for (j0 = 0; j0 + 16 <= W; j0 += 16) {
-        fn_v8d h0, h1, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
-        memcpy(&h0, sh + j0, sizeof h0);
-        memcpy(&h1, sh + j0 + 8, sizeof h1);
-        for (r = 0; r < vr; r++) {
-            const FN_T *restrict p = x + r * W + j0;
-            fn_v8d d0 = FN(load8d)(p) - h0, d1 = FN(load8d)(p + 8) - h1;
-            a0 += d0;
-            a1 += d1;
-            b0 += d0 * d0;
-            b1 += d1 * d1;
-        }
-        memcpy(s1 + j0, &a0, sizeof a0);
-        memcpy(s1 + j0 + 8, &a1, sizeof a1);
-        memcpy(s2 + j0, &b0, sizeof b0);
-        memcpy(s2 + j0 + 8, &b1, sizeof b1);
+    /* tiles of K x 16 lanes: up to 64 lanes (24 of the 32 AVX-512
+     * registers) so a row of C <= 64 channels is consumed in one pass */
+#define FN_CL_TILE(K)                                                          \
+    {                                                                          \
+        fn_v8d h[2 * K], a[2 * K], b[2 * K];                                   \
+        int k;                                                                 \
+        for (k = 0; k < 2 * K; k++) {                                          \
+            memcpy(&h[k], sh + j0 + 8 * k, sizeof h[k]);                       \
+            memcpy(&a[k], s1 + j0 + 8 * k, sizeof a[k]);                       \
+            memcpy(&b[k], s2 + j0 + 8 * k, sizeof b[k]);                       \
+        }                                                                      \
+        for (r = 0; r < vr; r++) {                                             \
+            const FN_T *restrict p = x + r * W + j0;                           \
+            for (k = 0; k < 2 * K; k++) {                                      \
+                fn_v8d d = FN(load8d)(p + 8 * k) - h[k];                       \
+                a[k] += d;                                                     \
+                b[k] += d * d;                                                 \
+            }                                                                  \
+        }                                                                      \
+        for (k = 0; k < 2 * K; k++) {                                          \
+            memcpy(s1 + j0 + 8 * k, &a[k], sizeof a[k]);                       \
+            memcpy(s2 + j0 + 8 * k, &b[k], sizeof b[k]);                       \
+        }                                                                      \
+        j0 += 16 * K;                                                          \
     }
+    if (W > 64) {
+        /* wide rows: row by row, lane sums in L1 (the same per-lane order) */
+        for (r = 0; r < vr; r++) {
+            const FN_T *restrict p = x + r * W;
+            FN_IVDEP for (j = 0; j < W; j++) {
+                double d = (double)FN_LOAD(p[j]) - sh[j];
+                s1[j] += d;
+                s2[j] += d * d;
+            }
+        }
+        return;
+    }
+    while (j0 + 64 <= W) FN_CL_TILE(4)
+    if (j0 + 48 <= W) FN_CL_TILE(3)
+    else if (j0 + 32 <= W) FN_CL_TILE(2)
+    else if (j0 + 16 <= W) FN_CL_TILE(1)
+#undef FN_CL_TILE
 #endif
-    for (j = j0; j < W; j++) { s1[j] = 0.0; s2[j] = 0.0; }
     if (j0 < W) {
         for (r = 0; r < vr; r++) {
             const FN_T *restrict p = x + r * W;
@@ -191,6 +210,31 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t 
             }
         }
     }
+}
+
+/* Channels-last chunk of `rows` rows x C: one Welford triple per channel in
+ * out[0..C).  Every lane's sums run over the whole chunk, shifted by its
+ * channel's value in the chunk's first row (walked in blocks of R rows, R a
+ * multiple of m, so a block stays in L1 across its tiles); the m lanes of a
+ * channel are then summed in fixed order: one fn_finish per channel per chunk.
+ * acc: 3*W doubles of scratch. */
+FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
+                               Py_ssize_t m, Py_ssize_t R, double *restrict acc,
+                               fn_triple *restrict out)
+{
+    Py_ssize_t W = C * m, vr = rows / m, r0, r, c, k, j, nv;
+    double *restrict sh = acc, *restrict s1 = acc + W, *restrict s2 = acc + 2 * W;
+    if (rows <= 0) {
+        for (c = 0; c < C; c++) { out[c].n = 0.0; out[c].mean = 0.0; out[c].m2 = 0.0; }
+        return;
+    }
+    for (c = 0; c < C; c++) sh[c] = (double)FN_LOAD(x[c]);
+    for (j = C; j < W; j++) sh[j] = sh[j - C];
+    for (j = 0; j < W; j++) { s1[j] = 0.0; s2[j] = 0.0; }
+    for (r0 = 0; r0 < vr * m; r0 += R) {
+        nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;
+        FN(block_cl)(x + r0 * C, nv, W, sh, s1, s2);
+    }
     for (r = vr * m; r < rows; r++) {   /* rows that do not fill a virtual row */
         const FN_T *restrict p = x + r * C;
         for (c = 0; c < C; c++) {
@@ -199,51 +243,10 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t 
             s2[c] += d * d;
         }
     }
-}
-
-/* Channels-last chunk: blocks of R rows (R a multiple of m) merged in order
- * into out[0..C).  Every channel of a block has the same count, so the
- * finish and the Chan merge (the same operations as fn_finish / fn_merge)
- * vectorize across channels with scalar count ratios.
- * acc: 3*W + 2*C doubles of scratch. */
-FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
-                               Py_ssize_t m, Py_ssize_t R, double *restrict acc,
-                               fn_triple *restrict out)
-{
-    Py_ssize_t W = C * m, r0, c, k, nr;
-    const double *restrict sh = acc, *restrict s1 = acc + W, *restrict s2 = acc + 2 * W;
-    double *restrict rmean = acc + 3 * W, *restrict rm2 = rmean + C;
-    double rn = 0.0;
-    for (r0 = 0; r0 < rows; r0 += R) {
-        double cnt, n, fb, fa;
-        nr = rows - r0 < R ? rows - r0 : R;
-        FN(block_cl)(x + r0 * C, nr, C, m, acc);
-        cnt = (double)nr;
-        n = rn + cnt;
-        fb = cnt / n;
-        fa = rn * fb;
-        for (c = 0; c < C; c++) {
-            double a = s1[c], b = s2[c], q, m2, bmean, d;
-            for (k = 1; k < m; k++) { a += s1[k * C + c]; b += s2[k * C + c]; }
-            q = a / cnt;
-            m2 = b - a * q;
-            bmean = sh[c] + q;
-            m2 = (m2 < 0.0) ? 0.0 : m2;
-            if (rn == 0.0) {
-                rmean[c] = bmean;
-                rm2[c] = m2;
-            } else {
-                d = bmean - rmean[c];
-                rmean[c] += d * fb;
-                rm2[c] += m2 + d * d * fa;
-            }
-        }
-        rn = n;
-    }
     for (c = 0; c < C; c++) {
-        out[c].n = rn;
-        out[c].mean = rows > 0 ? rmean[c] : 0.0;
-        out[c].m2 = rows > 0 ? rm2[c] : 0.0;
+        double a = s1[c], b = s2[c];
+        for (k = 1; k < m; k++) { a += s1[k * C + c]; b += s2[k * C + c]; }
+        fn_finish(&out[c], (double)rows, sh[c], a, b);
     }
 }
 
@@ -254,6 +257,7 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
 {
     Py_ssize_t W = C * m, vr = rows / m, r, j;
     const FN_W *hi = coef, *lo = coef + W, *sc = coef + 2 * W, *sf = coef + 3 * W;
+    (void)lo;   /* unused when the working type is double */
 #define FN_LOOP(ACT)                                                          \
     for (r = 0; r < vr; r++) {                                                \
         const FN_T *p = x + r * W;                                            \
