@@ -34,6 +34,8 @@ cdef extern from "fn_kernels.h" nogil:
     int FN_BLOCK
     int FN_HAVE_OPENMP
     int omp_get_max_threads()
+    int fn_team_size()
+    void fn_barrier()
     void fn_merge(fn_triple *a, const fn_triple *b)
     void fn_stats_f32(const float *x, Py_ssize_t n, fn_triple *t)
     void fn_stats_f64(const double *x, Py_ssize_t n, fn_triple *t)
@@ -75,6 +77,9 @@ SERIAL_BELOW = 1 << 15
 # small planes); larger ones are read then applied while still in L2, which
 # measured faster for 256 KiB - 512 KiB planes
 cdef Py_ssize_t PIPELINE_MAX_BYTES = 1 << 17
+# Planes larger than this are normalized in waves shared by all threads, each
+# thread holding at most about this much of the wave in its L2.
+cdef Py_ssize_t WAVE_BYTES = 1 << 19
 
 
 def have_openmp():
@@ -253,8 +258,9 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     cdef double *shift
     if not par:
         nt = 1
-    # one thread per plane when that balances; else split planes into blocks
-    fused = nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt))
+    # one thread per plane when that balances and a plane fits L2 with its
+    # output; else waves of planes split into blocks across the threads
+    fused = nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt) and L * isz <= WAVE_BYTES)
     tri = <fn_triple *>malloc(P * sizeof(fn_triple))
     coef = <double *>malloc(3 * R * sizeof(double))
     if not fused:
@@ -272,21 +278,54 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
                 cf_range(dt, xp, yp, (P * wk) // nt, (P * (wk + 1)) // nt, L, S, G, Cg, isz, nb,
                          eps, w, b, act, slope, tri, mean, scale, shift)
         else:
-            for it in prange(items, num_threads=nt, schedule='static'):
-                cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
-            for p in prange(P, num_threads=nt, schedule='static'):
-                merge_blocks(&tri[p], &btri[p * nb], nb)
-                group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
-            for it in prange(items, num_threads=nt, schedule='static'):
-                p = it // nb
-                s0 = (it - p * nb) * FN_BLOCK
-                s1 = block_end(s0, L)
-                seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
-                          mean, scale, shift, act, slope)
+            with parallel(num_threads=nt):
+                cf_waves(dt, xp, yp, P, L, S, G, Cg, isz, nb, nt, eps, w, b, act, slope,
+                         btri, tri, mean, scale, shift)
     if stats_out is not None:
         _store_triples(tri, P, stats_out)
     free(tri); free(coef); free(btri)
     return y
+
+
+cdef void cf_waves(int dt, const char *xp, char *yp, Py_ssize_t P, Py_ssize_t L, Py_ssize_t S,
+                   Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz, Py_ssize_t nb, int nt,
+                   double eps, const double *w, const double *b, int act, double slope,
+                   fn_triple *btri, fn_triple *tri, double *mean, double *scale,
+                   double *shift) noexcept nogil:
+    """Run by every thread of a team: planes in waves of about nt * WAVE_BYTES.
+    Each thread takes the same contiguous share of a wave's blocks for the
+    statistics and for the normalize pass, so its second read hits its own
+    L2.  Blocks merge in block order, as in every other plan."""
+    cdef int tid = threadid()
+    cdef int team = fn_team_size()
+    cdef Py_ssize_t wp = (nt * WAVE_BYTES) // (L * isz) if L > 0 else P
+    cdef Py_ssize_t w0, w1, i0, cnt, a, e, it, p, s0
+    if wp < 1:
+        wp = 1
+    w0 = 0
+    while w0 < P:
+        w1 = w0 + wp
+        if w1 > P:
+            w1 = P
+        i0 = w0 * nb
+        cnt = (w1 - w0) * nb
+        a = i0 + (cnt * tid) // team
+        e = i0 + (cnt * (tid + 1)) // team
+        for it in range(a, e):
+            cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
+        fn_barrier()
+        p = w0 + tid
+        while p < w1:
+            merge_blocks(&tri[p], &btri[p * nb], nb)
+            group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
+            p += team
+        fn_barrier()
+        for it in range(a, e):
+            p = it // nb
+            s0 = (it - p * nb) * FN_BLOCK
+            seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, block_end(s0, L), S,
+                      p * Cg, mean, scale, shift, act, slope)
+        w0 = w1
 
 
 cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L,
@@ -396,9 +435,10 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
 
 
 # ----------------------------------------------------------- channels-last
-# Statistics tree, fixed by the shape: blocks of R rows (~CL_BLOCK elements,
-# L1-resident) merged in order into chunks of RC rows (~CL_CHUNK elements, the
-# unit of parallel work), chunks merged in order into the instance.
+# Statistics tree, fixed by the shape: one shifted sum per lane over a chunk
+# of RC rows (~CL_CHUNK elements, the unit of parallel work; walked in blocks
+# of R rows, ~CL_BLOCK elements, that stay in L1 across register tiles), one
+# triple per channel per chunk, chunks merged in order into the instance.
 cdef enum:
     CL_BLOCK = 8192
     CL_CHUNK = 65536

@@ -34,6 +34,24 @@ static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
 #endif
 
+/* Team size and barrier of the enclosing parallel region.  The barrier is an
+ * orphaned directive: it is called from a Cython `with parallel()` block that
+ * every thread of the team runs through (Cython has no barrier of its own). */
+static inline int fn_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+static inline void fn_barrier(void)
+{
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
 #ifndef FN_BLOCK
 #define FN_BLOCK 16384   /* elements per statistics block (fixed by design) */
 #endif
