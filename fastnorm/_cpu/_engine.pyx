@@ -590,6 +590,55 @@ cdef void cl_instance(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C
         cl_chunk_apply(dt, x, y, S, C, isz, q, k, tiles, act, slope)
 
 
+cdef void cl_waves(int dt, const char *xp, char *yp, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
+                   Py_ssize_t G, Py_ssize_t isz, const cl_plan *q, int nt, char *scratch,
+                   fn_triple *ct, fn_triple *tri, double eps, const double *w, const double *b,
+                   double *coef, char *tiles, Py_ssize_t tsz, int act,
+                   double slope) noexcept nogil:
+    """Run by every thread of a team: instances in waves of about
+    nt * WAVE_BYTES, chunks shared out so that each thread normalizes the
+    same chunks it read for the statistics (still in its L2).  Chunks merge
+    in chunk order, as in the one-thread plan."""
+    cdef int tid = threadid()
+    cdef int team = fn_team_size()
+    cdef Py_ssize_t ib = S * C * isz
+    cdef Py_ssize_t wp = (nt * WAVE_BYTES) // ib if ib > 0 else N
+    cdef Py_ssize_t n0, n1, i0, cnt, a, e, it, n, k
+    cdef char *scr = scratch + tid * q.stride
+    if wp < 1:
+        wp = 1
+    n0 = 0
+    while n0 < N:
+        n1 = n0 + wp
+        if n1 > N:
+            n1 = N
+        i0 = n0 * q.nch
+        cnt = (n1 - n0) * q.nch
+        a = i0 + (cnt * tid) // team
+        e = i0 + (cnt * (tid + 1)) // team
+        for it in range(a, e):
+            n = it // q.nch
+            cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
+                           ct + it * C)
+        fn_barrier()
+        n = n0 + tid
+        while n < n1:
+            zero_triples(tri + n * C, C)
+            for k in range(q.nch):
+                merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
+            cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + n * C,
+                              coef + N * C + n * C, coef + 2 * N * C + n * C)
+            cl_tile_coefs(dt, C, q.m, coef + n * C, coef + N * C + n * C,
+                          coef + 2 * N * C + n * C, tiles + n * tsz)
+            n += team
+        fn_barrier()
+        for it in range(a, e):
+            n = it // q.nch
+            cl_chunk_apply(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, q,
+                           it - n * q.nch, tiles + n * tsz, act, slope)
+        n0 = n1
+
+
 def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
             Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
             int nt, object stats_out=None):
@@ -615,7 +664,7 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
     cdef char *scratch
     if not par:
         nt = 1
-    fused = nt == 1 or (N >= nt and (N % nt == 0 or N >= 4 * nt))
+    fused = nt == 1 or (N >= nt and (N % nt == 0 or N >= 4 * nt) and S * C * isz <= WAVE_BYTES)
     tri = <fn_triple *>malloc(N * C * sizeof(fn_triple))
     coef = <double *>malloc(3 * N * C * sizeof(double))
     tiles = <char *>malloc(N * tsz)
@@ -634,25 +683,8 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
                             tiles + n * tsz, act, slope)
         else:
             with parallel(num_threads=nt):
-                tid = threadid()
-                for it in prange(items, schedule='static'):
-                    n = it // q.nch
-                    k = it - n * q.nch
-                    cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, &q, k,
-                                   scratch + tid * q.stride, ct + it * C)
-            for n in prange(N, num_threads=nt, schedule='static'):
-                zero_triples(tri + n * C, C)
-                for k in range(q.nch):
-                    merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
-                cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + n * C,
-                                  coef + N * C + n * C, coef + 2 * N * C + n * C)
-                cl_tile_coefs(dt, C, q.m, coef + n * C, coef + N * C + n * C,
-                              coef + 2 * N * C + n * C, tiles + n * tsz)
-            for it in prange(items, num_threads=nt, schedule='static'):
-                n = it // q.nch
-                k = it - n * q.nch
-                cl_chunk_apply(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, &q, k,
-                               tiles + n * tsz, act, slope)
+                cl_waves(dt, xp, yp, N, S, C, G, isz, &q, nt, scratch, ct, tri, eps, w, b, coef,
+                         tiles, tsz, act, slope)
     if stats_out is not None:
         _store_triples(tri, N * C, stats_out)
     free(tri); free(coef); free(tiles); free(ct); free(sbase)
