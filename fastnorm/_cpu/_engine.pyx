@@ -287,6 +287,20 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     return y
 
 
+cdef inline Py_ssize_t wave_units(int nt, Py_ssize_t unit_bytes, Py_ssize_t total) noexcept nogil:
+    """Planes / instances per wave: about nt * WAVE_BYTES, at least one."""
+    cdef Py_ssize_t w = (nt * WAVE_BYTES) // unit_bytes if unit_bytes > 0 else total
+    return w if w > 0 else 1
+
+
+cdef inline void team_share(Py_ssize_t i0, Py_ssize_t cnt, int tid, int team, Py_ssize_t *a,
+                            Py_ssize_t *e) noexcept nogil:
+    """Thread tid's contiguous share [a, e) of items [i0, i0 + cnt): the same
+    for the statistics and the normalize pass of a wave."""
+    a[0] = i0 + (cnt * tid) // team
+    e[0] = i0 + (cnt * (tid + 1)) // team
+
+
 cdef void cf_waves(int dt, const char *xp, char *yp, Py_ssize_t P, Py_ssize_t L, Py_ssize_t S,
                    Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz, Py_ssize_t nb, int nt,
                    double eps, const double *w, const double *b, int act, double slope,
@@ -298,19 +312,14 @@ cdef void cf_waves(int dt, const char *xp, char *yp, Py_ssize_t P, Py_ssize_t L,
     L2.  Blocks merge in block order, as in every other plan."""
     cdef int tid = threadid()
     cdef int team = fn_team_size()
-    cdef Py_ssize_t wp = (nt * WAVE_BYTES) // (L * isz) if L > 0 else P
-    cdef Py_ssize_t w0, w1, i0, cnt, a, e, it, p, s0
-    if wp < 1:
-        wp = 1
+    cdef Py_ssize_t wp = wave_units(nt, L * isz, P)
+    cdef Py_ssize_t w0, w1, a, e, it, p, s0
     w0 = 0
     while w0 < P:
         w1 = w0 + wp
         if w1 > P:
             w1 = P
-        i0 = w0 * nb
-        cnt = (w1 - w0) * nb
-        a = i0 + (cnt * tid) // team
-        e = i0 + (cnt * (tid + 1)) // team
+        team_share(w0 * nb, (w1 - w0) * nb, tid, team, &a, &e)
         for it in range(a, e):
             cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
         fn_barrier()
@@ -601,21 +610,15 @@ cdef void cl_waves(int dt, const char *xp, char *yp, Py_ssize_t N, Py_ssize_t S,
     in chunk order, as in the one-thread plan."""
     cdef int tid = threadid()
     cdef int team = fn_team_size()
-    cdef Py_ssize_t ib = S * C * isz
-    cdef Py_ssize_t wp = (nt * WAVE_BYTES) // ib if ib > 0 else N
-    cdef Py_ssize_t n0, n1, i0, cnt, a, e, it, n, k
+    cdef Py_ssize_t wp = wave_units(nt, S * C * isz, N)
+    cdef Py_ssize_t n0, n1, a, e, it, n, k
     cdef char *scr = scratch + tid * q.stride
-    if wp < 1:
-        wp = 1
     n0 = 0
     while n0 < N:
         n1 = n0 + wp
         if n1 > N:
             n1 = N
-        i0 = n0 * q.nch
-        cnt = (n1 - n0) * q.nch
-        a = i0 + (cnt * tid) // team
-        e = i0 + (cnt * (tid + 1)) // team
+        team_share(n0 * q.nch, (n1 - n0) * q.nch, tid, team, &a, &e)
         for it in range(a, e):
             n = it // q.nch
             cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
