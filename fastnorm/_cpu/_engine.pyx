@@ -56,6 +56,9 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
     const char *fn_build_isa()
     const char *fn_half_impl()
+    int fn_half_select(int want)
+    void fn_widen_f16(const unsigned short *src, float *dst, Py_ssize_t n)
+    void fn_narrow_f16(const float *src, unsigned short *dst, Py_ssize_t n)
     int fn_have_openmp()
 
 # storage codes (fastnorm._validate maps dtypes to these)
@@ -93,6 +96,33 @@ def build_isa():
 
 def half_impl():
     return fn_half_impl().decode()
+
+
+# float16 conversion: the best the CPU has (F16C / AVX-512F), else software;
+# both give the same bits (tests/test_half.py checks every half).
+_HALF_LEVEL = fn_half_select(-1)
+
+def select_half(int level=-1):
+    """Use float16 conversion level 0 (software), 1 (F16C+AVX2), 2 (AVX-512F),
+    capped at what the CPU supports; -1 = best.  Returns the level in use.
+    For tests and benchmarks: not thread-safe against running kernels."""
+    return fn_half_select(level)
+
+
+def half_to_float(cnp.ndarray src):
+    """Test hook: the engine's float16 -> float32 bulk conversion (uint16 bits in)."""
+    cdef cnp.ndarray a = np.ascontiguousarray(src, dtype=np.uint16)
+    cdef cnp.ndarray out = np.empty(a.shape[0], np.float32)
+    fn_widen_f16(<const unsigned short *>cnp.PyArray_DATA(a), <float *>cnp.PyArray_DATA(out), a.shape[0])
+    return out
+
+
+def float_to_half(cnp.ndarray src):
+    """Test hook: the engine's float32 -> float16 bulk conversion (uint16 bits out)."""
+    cdef cnp.ndarray a = np.ascontiguousarray(src, dtype=np.float32)
+    cdef cnp.ndarray out = np.empty(a.shape[0], np.uint16)
+    fn_narrow_f16(<const float *>cnp.PyArray_DATA(a), <unsigned short *>cnp.PyArray_DATA(out), a.shape[0])
+    return out
 
 
 # ---------------------------------------------------------------- helpers

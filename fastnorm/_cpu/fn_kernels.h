@@ -125,6 +125,7 @@ FN_INLINE float fn_h2f(uint16_t h)
     float fn, fd;
     o += 0x38000000u;                                    /* rebias exponent */
     o += (e == 0x0f800000u) ? 0x38000000u : 0u;          /* inf / nan */
+    o |= (e == 0x0f800000u && (o & 0x007fe000u)) ? 0x00400000u : 0u;  /* quiet a NaN */
     fn = fn_u2f(o);
     fd = fn_u2f(o + 0x00800000u) - 6.103515625e-05f;     /* zero / subnormal */
     fn = (e == 0u) ? fd : fn;
@@ -135,7 +136,7 @@ FN_INLINE uint16_t fn_f2h(float f)
     uint32_t u = fn_f2u(f);
     uint32_t sign = u & 0x80000000u;
     uint32_t a = u ^ sign;
-    uint32_t r_inf = (a > 0x7f800000u) ? 0x7e00u : 0x7c00u;
+    uint32_t r_inf = (a > 0x7f800000u) ? (0x7e00u | ((a >> 13) & 0x3ffu)) : 0x7c00u;
     uint32_t r_sub = fn_f2u(fn_u2f(a) + 0.5f) - 0x3f000000u;
     uint32_t r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
     uint32_t r = (a >= 0x47800000u) ? r_inf : ((a < 0x38800000u) ? r_sub : r_norm);
@@ -198,6 +199,7 @@ FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
     fn_v8u m, r;
     fn_v8f fd;
     o += (fn_v8u)(e == 0x0f800000u) & 0x38000000u;
+    o |= (fn_v8u)(e == 0x0f800000u) & (fn_v8u)((o & 0x007fe000u) != 0u) & 0x00400000u;
     o += 0x38000000u;
     fd = (fn_v8f)(o + 0x00800000u) - 6.103515625e-05f;
     m = (fn_v8u)(e == 0u);
@@ -233,6 +235,7 @@ FN_INLINE fn_v16f fn_h2f_v16(fn_v16s h16)
     fn_v16u m, r;
     fn_v16f fd;
     o += (fn_v16u)(e == 0x0f800000u) & 0x38000000u;
+    o |= (fn_v16u)(e == 0x0f800000u) & (fn_v16u)((o & 0x007fe000u) != 0u) & 0x00400000u;
     o += 0x38000000u;
     fd = (fn_v16f)(o + 0x00800000u) - 6.103515625e-05f;
     m = (fn_v16u)(e == 0u);
@@ -245,7 +248,7 @@ FN_INLINE fn_v16s fn_f2h_v16(fn_v16f f)
     fn_v16u sign = u & 0x80000000u;
     fn_v16u a = u ^ sign;
     fn_v16u big = (fn_v16u)(a >= 0x47800000u), sub = (fn_v16u)(a < 0x38800000u);
-    fn_v16u r_inf = ((fn_v16u)(a > 0x7f800000u) & 0x0200u) | 0x7c00u;
+    fn_v16u r_inf = ((fn_v16u)(a > 0x7f800000u) & (0x0200u | ((a >> 13) & 0x3ffu))) | 0x7c00u;
     fn_v16u r_sub = (fn_v16u)((fn_v16f)a + 0.5f) - 0x3f000000u;
     fn_v16u r_norm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
     fn_v16u r = (big & r_inf) | (~big & ((sub & r_sub) | (~sub & r_norm)));
@@ -308,6 +311,7 @@ enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
 
 /* Bulk 16-bit <-> float conversion for the chunked 16-bit kernels. */
 #define FN_CHUNK 512
+#define FN_CL_BUF 4096   /* floats: the channels-last float16 statistics buffer */
 #define FN_DEF_CONVERT(NAME, VIN, VOUT, SIN, SOUT)                              \
     FN_MV static void fn_widen_##NAME(const uint16_t *src, float *dst, Py_ssize_t n) \
     {                                                                           \
@@ -336,8 +340,88 @@ enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
 #define FN_VEC_WIDEN(VIN)
 #define FN_VEC_NARROW(VOUT)
 #endif
-FN_DEF_CONVERT(f16, fn_h2f_v16, fn_f2h_v16, fn_h2f, fn_f2h)
+FN_DEF_CONVERT(f16_sw, fn_h2f_v16, fn_f2h_v16, fn_h2f, fn_f2h)
 FN_DEF_CONVERT(bf16, fn_b2f_v16, fn_f2b_v16, fn_b2f, fn_f2b)
+
+/* Hardware float16 conversion (F16C: vcvtph2ps / vcvtps2ph, 16 lanes with
+ * AVX-512F), chosen once at run time by fn_half_select().  Bit-identical to
+ * the software conversion above for all 2^32 floats and 2^16 halves, NaN
+ * payloads included (the software form quiets and truncates NaNs exactly as
+ * the instructions do); tests/test_half.py checks it on every half and on
+ * float bit patterns around every rounding boundary. */
+static int fn_half_level = 0;   /* 0 software, 1 F16C + AVX2, 2 AVX-512F */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FN_NO_F16C)
+#define FN_HAVE_F16C 1
+#include <immintrin.h>
+__attribute__((target("avx512f,f16c"))) static void
+fn_widen_f16_x512(const uint16_t *src, float *dst, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    for (; i < n; i++) dst[i] = fn_h2f(src[i]);
+}
+__attribute__((target("avx512f,f16c"))) static void
+fn_narrow_f16_x512(const float *src, uint16_t *dst, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = fn_f2h(src[i]);
+}
+__attribute__((target("avx2,f16c"))) static void
+fn_widen_f16_f16c(const uint16_t *src, float *dst, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = fn_h2f(src[i]);
+}
+__attribute__((target("avx2,f16c"))) static void
+fn_narrow_f16_f16c(const float *src, uint16_t *dst, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = fn_f2h(src[i]);
+}
+#else
+#define FN_HAVE_F16C 0
+#endif
+
+/* Pick the float16 conversion: want < 0 means the best the CPU has, else at
+ * most level `want` (0 forces software; used by the tests).  Returns the level
+ * in use.  Called while no kernel runs (module import, tests). */
+static int fn_half_select(int want)
+{
+    int best = 0;
+#if FN_HAVE_F16C
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) best = 1;
+    if (best && __builtin_cpu_supports("avx512f")) best = 2;
+#endif
+    fn_half_level = (want < 0 || want > best) ? best : want;
+    return fn_half_level;
+}
+
+static inline void fn_widen_f16(const uint16_t *src, float *dst, Py_ssize_t n)
+{
+#if FN_HAVE_F16C
+    if (fn_half_level == 2) { fn_widen_f16_x512(src, dst, n); return; }
+    if (fn_half_level == 1) { fn_widen_f16_f16c(src, dst, n); return; }
+#endif
+    fn_widen_f16_sw(src, dst, n);
+}
+static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
+{
+#if FN_HAVE_F16C
+    if (fn_half_level == 2) { fn_narrow_f16_x512(src, dst, n); return; }
+    if (fn_half_level == 1) { fn_narrow_f16_f16c(src, dst, n); return; }
+#endif
+    fn_narrow_f16_sw(src, dst, n);
+}
 
 /* ---- instantiate the typed kernels ------------------------------------ */
 /* float32 is applied in double and rounded once: the output is the float64
@@ -367,6 +451,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v16, fn_f2b_v16, fn_b2f, fn_f2b)
 #define FN_W float
 #define FN_SUF f16
 #define FN_IS16 1
+#define FN_BUF16 1
 #define FN_WIDEN fn_widen_f16
 #define FN_LOAD16F fn_h2f_v16
 #define FN_NARROW fn_narrow_f16
@@ -407,7 +492,12 @@ static void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int 
 }
 
 static const char *fn_build_isa(void) { return FN_MV_NAME; }
-static const char *fn_half_impl(void) { return FN_HALF_IMPL; }
+static const char *fn_half_impl(void)
+{
+    if (fn_half_level == 2) return "F16C hardware conversion, 16 lanes (AVX-512F), bit-identical to the software path";
+    if (fn_half_level == 1) return "F16C hardware conversion, 8 lanes (AVX2), bit-identical to the software path";
+    return FN_HALF_IMPL;
+}
 static int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
 
 #endif /* FN_KERNELS_H */

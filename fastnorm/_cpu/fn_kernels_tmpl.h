@@ -31,7 +31,28 @@ FN_MV static void FN(stats)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
     double t1 = 0.0, t2 = 0.0, r1, r2;
     double sh = n > 0 ? (double)FN_LOAD(x[0]) : 0.0;
     Py_ssize_t i, nv = n - n % FN_LANES;
-#if FN_HAVE_VEC && defined(FN_IS16)
+#if FN_HAVE_VEC && defined(FN_BUF16)
+    /* float16: chunks widened into an L1 buffer by the (hardware when
+     * available) bulk conversion, then exactly the float32 arithmetic and
+     * lane order below, so the bits do not depend on the conversion used. */
+    float buf[FN_CHUNK];
+    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
+    Py_ssize_t s0, len;
+    for (s0 = 0; s0 < nv; s0 += FN_CHUNK) {
+        len = nv - s0 < FN_CHUNK ? nv - s0 : FN_CHUNK;
+        FN_WIDEN(x + s0, buf, len);
+        for (i = 0; i < len; i += FN_LANES) {
+            fn_v8d d0 = fn_load8d_f32(buf + i) - shv;
+            fn_v8d d1 = fn_load8d_f32(buf + i + 8) - shv;
+            a0 += d0;
+            a1 += d1;
+            b0 += d0 * d0;
+            b1 += d1 * d1;
+        }
+    }
+    r1 = fn_v8d_hsum(a0 + a1);
+    r2 = fn_v8d_hsum(b0 + b1);
+#elif FN_HAVE_VEC && defined(FN_IS16)
     /* 16-bit input: 16 lanes widened at once (exact), then the same double
      * accumulation as float32, so results keep float64 rounding. */
     fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
@@ -233,7 +254,32 @@ FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
     for (j = 0; j < W; j++) { s1[j] = 0.0; s2[j] = 0.0; }
     for (r0 = 0; r0 < vr * m; r0 += R) {
         nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;
+#if defined(FN_BUF16) && FN_HAVE_VEC
+        {
+            /* widen into an L1 buffer (hardware conversion when available)
+             * and run the float32 tiles on it: each lane still adds its rows
+             * in order, so splitting rows or columns changes no bits */
+            float buf[FN_CL_BUF];
+            const FN_T *xb = x + r0 * C;
+            Py_ssize_t per = FN_CL_BUF / W, done, cnt, s0, len;
+            if (per >= 1) {
+                for (done = 0; done < nv; done += cnt) {
+                    cnt = nv - done < per ? nv - done : per;
+                    FN_WIDEN(xb + done * W, buf, cnt * W);
+                    fn_block_cl_f32(buf, cnt, W, sh, s1, s2);
+                }
+            } else {
+                for (done = 0; done < nv; done++)
+                    for (s0 = 0; s0 < W; s0 += len) {
+                        len = W - s0 < FN_CL_BUF ? W - s0 : FN_CL_BUF;
+                        FN_WIDEN(xb + done * W + s0, buf, len);
+                        fn_block_cl_f32(buf, 1, len, sh + s0, s1 + s0, s2 + s0);
+                    }
+            }
+        }
+#else
         FN(block_cl)(x + r0 * C, nv, W, sh, s1, s2);
+#endif
     }
     for (r = vr * m; r < rows; r++) {   /* rows that do not fill a virtual row */
         const FN_T *restrict p = x + r * C;
@@ -252,6 +298,54 @@ FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
 
 /* Channels-last apply over rows x C.  coef holds four arrays of W = C*m
  * working-precision values (hi, lo, scale, shift), tiled m times. */
+#ifdef FN_BUF16
+/* float16: nr rows of W elements through an L1 float buffer (bulk hardware
+ * conversion when available), same per-element formula as below. */
+FN_INLINE void FN(apply_rows_buf)(const FN_T *x, FN_T *y, Py_ssize_t nr, Py_ssize_t W,
+                                  const FN_W *coef, Py_ssize_t cw, int act, FN_W slope)
+{
+    float buf[FN_CHUNK];
+    const FN_W *hi = coef, *lo = coef + cw, *sc = coef + 2 * cw, *sf = coef + 3 * cw;
+    Py_ssize_t per = FN_CHUNK / W, r, rr, cnt, j, s0, len;
+#define FN_LOOP(ACT)                                                          \
+    FN_IVDEP for (j = 0; j < len; j++) {                                      \
+        float v = ((b[j] - h[j]) - l[j]) * c[j] + f[j];                       \
+        ACT;                                                                 \
+        b[j] = v;                                                            \
+    }
+    if (per >= 1) {
+        for (r = 0; r < nr; r += cnt) {
+            cnt = nr - r < per ? nr - r : per;
+            FN_WIDEN(x + r * W, buf, cnt * W);
+            for (rr = 0; rr < cnt; rr++) {
+                float *restrict b = buf + rr * W;
+                const FN_W *h = hi, *l = lo, *c = sc, *f = sf;
+                len = W;
+                FN_ACT_SWITCH(FN_LOOP)
+            }
+            FN_NARROW(buf, y + r * W, cnt * W);
+        }
+    } else {
+        for (r = 0; r < nr; r++)
+            for (s0 = 0; s0 < W; s0 += len) {
+                float *restrict b = buf;
+                const FN_W *h = hi + s0, *l = lo + s0, *c = sc + s0, *f = sf + s0;
+                len = W - s0 < FN_CHUNK ? W - s0 : FN_CHUNK;
+                FN_WIDEN(x + r * W + s0, buf, len);
+                FN_ACT_SWITCH(FN_LOOP)
+                FN_NARROW(buf, y + r * W + s0, len);
+            }
+    }
+#undef FN_LOOP
+}
+FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
+                               Py_ssize_t m, const FN_W *coef, int act, FN_W slope)
+{
+    Py_ssize_t W = C * m, vr = rows / m;
+    FN(apply_rows_buf)(x, y, vr, W, coef, W, act, slope);
+    FN(apply_rows_buf)(x + vr * W, y + vr * W, rows - vr * m, C, coef, W, act, slope);
+}
+#else
 FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
                                Py_ssize_t m, const FN_W *coef, int act, FN_W slope)
 {
@@ -280,6 +374,7 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
     FN_ACT_SWITCH(FN_LOOP)
 #undef FN_LOOP
 }
+#endif
 
 /* Working-precision coefficients from a double mean / scale / shift. */
 static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, FN_W *lo,
@@ -307,6 +402,7 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 #undef FN_SIGMOID
 #undef FN_SILU_IN_FLOAT
 #undef FN_IS16
+#undef FN_BUF16
 #undef FN_LOAD16F
 #undef FN_WIDEN
 #undef FN_NARROW
