@@ -282,3 +282,29 @@ def test_wave_plan_matches_reference(dtype):
     ref = R.instance_norm(x.astype(np.float64), weight=w, bias=b)
     for nt in (2, 3):
         R.assert_close(fastnorm.instance_norm(x, weight=w, bias=b, num_threads=nt), ref, dtype)
+
+
+# ------------------------------------------------------- ISA-independent bits
+def test_no_contracted_fma_in_engine():
+    """The kernels are built with -ffp-contract=off so that the x86-64-v4, -v3
+    and baseline clones round identically: no fused multiply-add may appear in
+    the compiled engine unless written out (none is)."""
+    import platform
+    import shutil
+    import subprocess
+
+    from fastnorm._cpu import _engine as E
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or shutil.which("objdump") is None:
+        pytest.skip("needs objdump on x86-64")
+    try:
+        from fastnorm._build_info import BUILD_INFO
+    except ImportError:
+        BUILD_INFO = {}
+    if "msvc" in BUILD_INFO.get("compiler", ""):
+        pytest.skip("MSVC build")
+    asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", E.__file__],
+                         capture_output=True, text=True, check=True).stdout
+    import re
+    fused = re.findall(r"\bvfn?m(?:add|sub)(?:sub|add)?\d{3}[ps][sd]\b", asm)
+    assert not fused, f"{len(fused)} contracted FMA instructions, e.g. {fused[:3]}"
