@@ -189,23 +189,8 @@ FN_INLINE fn_v8u fn_v8s_to_v8u(fn_v8s h)
     fn_v8u u = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]};
     return u;
 }
-typedef int32_t fn_v8i __attribute__((vector_size(32)));
-/* the same widening as fn_h2f / fn_b2f, 8 lanes at a time (channels-last tiles) */
-FN_INLINE fn_v8f fn_h2f_v8(fn_v8s h16)
-{
-    fn_v8u h = fn_v8s_to_v8u(h16);
-    fn_v8u o = (h & 0x7fffu) << 13;
-    fn_v8u e = o & 0x0f800000u;
-    fn_v8u m, r;
-    fn_v8f fd;
-    o += (fn_v8u)(e == 0x0f800000u) & 0x38000000u;
-    o |= (fn_v8u)(e == 0x0f800000u) & (fn_v8u)((o & 0x007fe000u) != 0u) & 0x00400000u;
-    o += 0x38000000u;
-    fd = (fn_v8f)(o + 0x00800000u) - 6.103515625e-05f;
-    m = (fn_v8u)(e == 0u);
-    r = ((fn_v8u)fd & m) | (o & ~m);
-    return (fn_v8f)(r | ((h & 0x8000u) << 16));
-}
+/* the same widening as fn_b2f, 8 lanes at a time (bfloat16 channels-last tiles;
+ * float16 goes through the bulk conversion and float32 tiles instead) */
 FN_INLINE fn_v8f fn_b2f_v8(fn_v8s h16)
 {
     return (fn_v8f)(fn_v8s_to_v8u(h16) << 16);
@@ -265,11 +250,6 @@ FN_INLINE fn_v16s fn_f2b_v16(fn_v16f f)
     fn_v16u r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
     r = (nan & ((x >> 16) | 0x40u)) | (~nan & r);
     return fn_v16u_to_v16s(r);
-}
-FN_INLINE fn_v8d fn_load8d_f16(const uint16_t *p)
-{
-    fn_v8s h; memcpy(&h, p, sizeof h);
-    return fn_v8f_to_v8d(fn_h2f_v8(h));
 }
 FN_INLINE fn_v8d fn_load8d_bf16(const uint16_t *p)
 {

@@ -172,6 +172,7 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
  * shifted lane sums s1, s2 (W doubles each; shifts sh).  Lane j accumulates
  * its rows in order.  The vector form keeps a tile of up to 64 lanes in
  * registers and walks the (L1-resident) block once per tile. */
+#if !(defined(FN_BUF16) && FN_HAVE_VEC)   /* float16 uses the float32 tiles on a buffer */
 FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
                             const double *restrict sh, double *restrict s1,
                             double *restrict s2)
@@ -232,6 +233,7 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
         }
     }
 }
+#endif
 
 /* Channels-last chunk of `rows` rows x C: one Welford triple per channel in
  * out[0..C).  Every lane's sums run over the whole chunk, shifted by its
