@@ -272,6 +272,41 @@ def test_all_equal_planes_and_eps_zero():
         assert np.isnan(f(x)).all()
 
 
+PLAN_SETTINGS = [dict(small_planes=False), dict(pipeline_max_bytes=0),
+                 dict(pipeline_max_bytes=1 << 30), dict(wave_bytes=1 << 12),
+                 dict(small_planes=False, pipeline_max_bytes=0, wave_bytes=1 << 14)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(4, 6, 16, 16), (2, 4, 8, 8, 8), (3, 2, 130, 140), (1, 3, 50000)])
+def test_every_plan_gives_the_same_bits(dtype, shape):
+    """The engine chooses among plans by plane size (one C call for planes of
+    one block, pipelined planes, read-then-apply planes, waves across threads);
+    forcing each choice must not change a bit, with affine, groups and
+    activations."""
+    from fastnorm._cpu import _engine as E
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) * 4 + 300).astype(dtype)
+    C = shape[1]
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+
+    def run():
+        return [fastnorm.instance_norm(x, w, b, activation=act, num_threads=nt).tobytes()
+                for act in (None, "silu", "leaky_relu") for nt in (1, 2, 3)] + \
+               [fastnorm.group_norm(x, G, w, b, num_threads=nt).tobytes()
+                for G in (1, C // 2 if C % 2 == 0 else 1) for nt in (1, 3)]
+
+    ref = run()
+    for setting in PLAN_SETTINGS:
+        old = E._tuning(**setting)
+        try:
+            got = run()
+        finally:
+            E._tuning(*old)
+        assert got == ref, setting
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_wave_plan_matches_reference(dtype):
     """Planes bigger than a thread's L2 share go through the wave plan; check

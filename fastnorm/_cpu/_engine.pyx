@@ -53,6 +53,11 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_apply_cl_f64(const double *x, double *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
     void fn_apply_cl_f16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
     void fn_apply_cl_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
+    void fn_planes_f32(const float *x, float *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_planes_f64(const double *x, double *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_planes_f16(const unsigned short *x, unsigned short *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_planes_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
     const char *fn_build_isa()
     const char *fn_half_impl()
@@ -83,6 +88,23 @@ cdef Py_ssize_t PIPELINE_MAX_BYTES = 1 << 17
 # Planes larger than this are normalized in waves shared by all threads, each
 # thread holding at most about this much of the wave in its L2.
 cdef Py_ssize_t WAVE_BYTES = 1 << 19
+# planes of one statistics block run through one C call per thread (fn_planes)
+cdef bint SMALL_PLANES = True
+
+
+def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None):
+    """Read (and, for tests and experiments, set) the plan choices; returns the
+    old (pipeline_max_bytes, wave_bytes, small_planes).  Every setting gives
+    the same bits; only the speed changes."""
+    global PIPELINE_MAX_BYTES, WAVE_BYTES, SMALL_PLANES
+    old = (PIPELINE_MAX_BYTES, WAVE_BYTES, bool(SMALL_PLANES))
+    if pipeline_max_bytes is not None:
+        PIPELINE_MAX_BYTES = pipeline_max_bytes
+    if wave_bytes is not None:
+        WAVE_BYTES = max(1, wave_bytes)
+    if small_planes is not None:
+        SMALL_PLANES = small_planes
+    return old
 
 
 def have_openmp():
@@ -181,6 +203,25 @@ cdef inline void k_apply_cl(int dt, const char *x, char *y, Py_ssize_t rows, Py_
         fn_apply_cl_bf16(<const unsigned short *>x, <unsigned short *>y, rows, C, m, <const float *>coef, act, <float>slope)
 
 
+cdef inline void k_planes(int dt, const char *x, char *y, Py_ssize_t p0, Py_ssize_t p1,
+                          Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps,
+                          const double *w, const double *b, int act, double slope,
+                          fn_triple *tri, double *mean, double *scale,
+                          double *shift) noexcept nogil:
+    if dt == F32:
+        fn_planes_f32(<const float *>x, <float *>y, p0, p1, L, S, G, Cg, eps, w, b, act, slope,
+                      tri, mean, scale, shift)
+    elif dt == F64:
+        fn_planes_f64(<const double *>x, <double *>y, p0, p1, L, S, G, Cg, eps, w, b, act, slope,
+                      tri, mean, scale, shift)
+    elif dt == F16:
+        fn_planes_f16(<const unsigned short *>x, <unsigned short *>y, p0, p1, L, S, G, Cg, eps,
+                      w, b, act, slope, tri, mean, scale, shift)
+    else:
+        fn_planes_bf16(<const unsigned short *>x, <unsigned short *>y, p0, p1, L, S, G, Cg, eps,
+                       w, b, act, slope, tri, mean, scale, shift)
+
+
 cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz,
                              fn_triple *t) noexcept nogil:
     """Triple of one contiguous plane: blocks merged in order."""
@@ -220,10 +261,6 @@ cdef inline void merge_blocks(fn_triple *t, const fn_triple *bt, Py_ssize_t nb) 
         fn_merge(t, &bt[k])
 
 
-cdef inline double rstd_of(const fn_triple *t, double eps) noexcept nogil:
-    return 1.0 / sqrt(t.m2 / t.n + eps)
-
-
 cdef inline void seg_apply(int dt, const char *x, char *y, Py_ssize_t isz, Py_ssize_t start,
                            Py_ssize_t stop, Py_ssize_t S, Py_ssize_t c0, const double *mean,
                            const double *scale, const double *shift, int act,
@@ -245,13 +282,7 @@ cdef inline void group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ss
                              Py_ssize_t row0, const double *w, const double *b,
                              double *mean, double *scale, double *shift) noexcept nogil:
     """Per-channel coefficients of one (instance, group) from its triple."""
-    cdef double rs = rstd_of(t, eps)
-    cdef Py_ssize_t k, c
-    for k in range(Cg):
-        c = g * Cg + k
-        mean[row0 + k] = t.mean
-        scale[row0 + k] = rs * w[c] if w != NULL else rs
-        shift[row0 + k] = b[c] if b != NULL else 0.0
+    fn_group_coefs(t, eps, g, Cg, row0, w, b, mean, scale, shift)
 
 
 cdef inline const double *dptr(object a):
@@ -380,6 +411,10 @@ cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p
     cdef bint nxt
     cdef bint pipe = L * isz <= PIPELINE_MAX_BYTES
     if p0 >= p1:
+        return
+    if nb == 1 and SMALL_PLANES:
+        # planes of one block: the same order in one C call (no per-plane dispatch)
+        k_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, act, slope, tri, mean, scale, shift)
         return
     plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
     group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)

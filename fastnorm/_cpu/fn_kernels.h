@@ -110,6 +110,22 @@ static inline void fn_finish(fn_triple *t, double cnt, double shift, double s1, 
     t->m2 = (m2 < 0.0) ? 0.0 : m2;   /* NaN stays NaN */
 }
 
+/* Per-channel coefficients of one (instance, group) from its triple: the one
+ * formula of every plan (the engine's group_coefs is the same). */
+static inline void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg,
+                                  Py_ssize_t row0, const double *w, const double *b,
+                                  double *mean, double *scale, double *shift)
+{
+    double rs = 1.0 / sqrt(t->m2 / t->n + eps);
+    Py_ssize_t k, c;
+    for (k = 0; k < Cg; k++) {
+        c = g * Cg + k;
+        mean[row0 + k] = t->mean;
+        scale[row0 + k] = w != NULL ? rs * w[c] : rs;
+        shift[row0 + k] = b != NULL ? b[c] : 0.0;
+    }
+}
+
 /* ---- half precision ---------------------------------------------------- */
 /* Branch-free IEEE binary16 <-> binary32 conversions (after F. Giesen): exact
  * for every half, round-to-nearest-even on output, NaN stays NaN.  Written
