@@ -197,6 +197,31 @@ FN_INLINE fn_v8d fn_load8d_f64(const double *p)
 {
     fn_v8d d; memcpy(&d, p, sizeof d); return d;
 }
+/* 8 doubles rounded once to float and stored (one vcvtpd2ps, one 256-bit
+ * store: cheaper than the extract / insert GCC emits for a 16-float loop) */
+FN_INLINE void fn_store8d_f32(float *p, fn_v8d d)
+{
+    fn_v8f f = {(float)d[0], (float)d[1], (float)d[2], (float)d[3],
+                (float)d[4], (float)d[5], (float)d[6], (float)d[7]};
+    memcpy(p, &f, sizeof f);
+}
+/* One channels-last row of n float32: q[j] = (p[j] - hi[j]) * sc[j] + sf[j] in
+ * double, rounded once; the arithmetic of the generic apply_cl loop. */
+FN_INLINE void fn_apply_row_cl_f32(const float *p, float *q, Py_ssize_t n, const double *hi,
+                                   const double *sc, const double *sf)
+{
+    Py_ssize_t j;
+    for (j = 0; j + 16 <= n; j += 16) {
+        fn_v8d d0 = (fn_load8d_f32(p + j) - fn_load8d_f64(hi + j)) * fn_load8d_f64(sc + j)
+                    + fn_load8d_f64(sf + j);
+        fn_v8d d1 = (fn_load8d_f32(p + j + 8) - fn_load8d_f64(hi + j + 8))
+                    * fn_load8d_f64(sc + j + 8) + fn_load8d_f64(sf + j + 8);
+        fn_store8d_f32(q + j, d0);
+        fn_store8d_f32(q + j + 8, d1);
+    }
+    for (; j < n; j++)
+        q[j] = (float)(((double)p[j] - hi[j]) * sc[j] + sf[j]);
+}
 /* Lane-wise widen / narrow written as initializers: GCC 12 lowers
  * __builtin_convertvector between vector widths into 128-bit pieces, but
  * an initializer becomes one vpmovzxwd / vpmovdw. */
@@ -431,6 +456,7 @@ static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
 #define FN_EXP fn_expf
 #define FN_SIGMOID(v) (double)fn_sigmoidf((float)(v))
 #define FN_SILU_IN_FLOAT 1
+#define FN_APPLY_V16_F32 1
 #include "fn_kernels_tmpl.h"
 
 #define FN_T double
