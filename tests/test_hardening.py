@@ -343,3 +343,23 @@ def test_no_contracted_fma_in_engine():
     import re
     fused = re.findall(r"\bvfn?m(?:add|sub)(?:sub|add)?\d{3}[ps][sd]\b", asm)
     assert not fused, f"{len(fused)} contracted FMA instructions, e.g. {fused[:3]}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("C", [1, 3, 5, 15, 16, 17, 33, 48, 64, 65, 100, 130, 257])
+def test_channels_last_apply_bits_equal_channels_first(dtype, C):
+    """Channels-last normalizes with other kernels (register tiles of 16-64
+    channels, a scalar tail for the rest, virtual rows for C < 16) than
+    channels-first, with the same formula: given the same mean and variance
+    the two layouts must agree bit for bit, for every channel count.  (The
+    statistics themselves may differ in the last bit between layouts: the
+    accumulation order follows the memory order.)"""
+    rng = np.random.default_rng(C)
+    x = (rng.standard_normal((2, C, 37, 29)) * 5 - 20).astype(dtype)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    mean, var = rng.standard_normal((2, C)) - 20, rng.uniform(1, 30, (2, C))
+    for nt in (1, 2):
+        zf = fastnorm.normalize(x, mean, var, w, b, num_threads=nt)
+        zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, num_threads=nt)
+        np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1))

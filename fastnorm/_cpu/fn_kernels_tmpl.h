@@ -417,10 +417,8 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
     (void)lo;   /* unused when the working type is double */
 #if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
     if (act == FN_ACT_NONE) {
-        for (r = 0; r < vr; r++)
-            fn_apply_row_cl_f32(x + r * W, y + r * W, W, hi, sc, sf);
-        for (r = vr * m; r < rows; r++)
-            fn_apply_row_cl_f32(x + r * C, y + r * C, C, hi, sc, sf);
+        fn_apply_cl_tiles_f32(x, y, vr, W, hi, sc, sf);
+        fn_apply_cl_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf);
         return;
     }
 #endif
