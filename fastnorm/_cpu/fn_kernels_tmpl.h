@@ -77,7 +77,6 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
 #elif FN_HAVE_VEC
     fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
     for (i = 0; i < nv; i += FN_LANES) {
-        FN_PREFETCH(x + i);
         fn_v8d d0 = FN(load8d)(x + i) - shv;
         fn_v8d d1 = FN(load8d)(x + i + 8) - shv;
         a0 += d0;
@@ -168,11 +167,9 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
          * arithmetic as the loop below (lo is 0 for float32) */
         fn_v8d hv = fn_v8d_zero() + hi, scv = fn_v8d_zero() + sc, shv = fn_v8d_zero() + sh;
         for (i = 0; i + 16 <= n; i += 16) {
-            FN_PREFETCH(x + i);
             fn_v8d d0 = (fn_load8d_f32(x + i) - hv) * scv + shv;
             fn_v8d d1 = (fn_load8d_f32(x + i + 8) - hv) * scv + shv;
-            fn_store8d_f32(y + i, d0);
-            fn_store8d_f32(y + i + 8, d1);
+            fn_store16d_f32(y + i, d0, d1);
         }
         for (; i < n; i++)
             y[i] = (float)(((double)x[i] - hi) * sc + sh);
