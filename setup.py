@@ -68,19 +68,21 @@ def _openmp_flags(kind):
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def _probe_openmp(compiler, cflags, lflags):
-    """Compile and link a small OpenMP program with the build's own compiler."""
-    src = textwrap.dedent(
-        """
-        #include <omp.h>
-        int main(void) {
-            int n = 0;
-            #pragma omp parallel reduction(+:n)
-            n += 1;
-            return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
-        }
-        """
-    )
+_OMP_PROBE = """
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
+}
+"""
+
+
+def _probe_openmp(compiler, cflags, lflags, src=_OMP_PROBE):
+    """Compile and link a small program (by default an OpenMP one) with the
+    build's own compiler and these flags."""
+    src = textwrap.dedent(src)
     tmp = tempfile.mkdtemp(prefix="fastnorm-omp-")
     try:
         c = os.path.join(tmp, "probe.c")
@@ -142,6 +144,11 @@ class BuildExt(build_ext):
                     "engine. Install OpenMP (libgomp / libomp) for multi-threading."
                 )
                 print("WARNING: fastnorm built WITHOUT OpenMP (serial engine)", file=sys.stderr)
+        if not openmp and kind != "msvc" and _probe_openmp(
+                self.compiler, ["-fopenmp-simd"], [], "int main(void) { return 0; }"):
+            # the kernels' `omp simd` loops (the vector fused multiply-add)
+            # need no runtime, only this flag, to be vectorized
+            cflags += ["-fopenmp-simd"]
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + cflags
             ext.extra_link_args = list(ext.extra_link_args or []) + lflags

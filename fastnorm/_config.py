@@ -26,6 +26,7 @@ def config():
         "cflags": BUILD_INFO.get("cflags", "unknown"),
         "ldflags": BUILD_INFO.get("ldflags", "unknown"),
         "simd": E.build_isa(),
+        "fma": E.fused_multiply_add(),
         "half": E.half_impl(),
         "block": E.BLOCK,
         "backends": backends,
@@ -53,6 +54,8 @@ def show_config(file=None):
         f"  compile flags   : {c['cflags']}",
         f"  link flags      : {c['ldflags']}",
         f"  SIMD            : {c['simd']}",
+        "  multiply-add    : " + ("fused, the same bits on every CPU of this build" if c["fma"]
+                                  else "unfused (no FMA in this build's target)"),
         f"  float16         : {c['half']}",
         f"  stats block     : {c['block']} elements",
         "  array backends  : " + ", ".join(

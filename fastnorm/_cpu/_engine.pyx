@@ -60,6 +60,7 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
     const char *fn_build_isa()
+    int fn_fused()
     const char *fn_half_impl()
     int fn_half_select(int want)
     void fn_widen_f16(const unsigned short *src, float *dst, Py_ssize_t n)
@@ -115,6 +116,12 @@ def default_threads():
 
 def build_isa():
     return fn_build_isa().decode()
+
+def fused_multiply_add():
+    """True when the kernels' multiply-adds are fused (rounded once) on every
+    CPU this build runs on; False for a build whose only target lacks FMA."""
+    return bool(fn_fused())
+
 
 def half_impl():
     return fn_half_impl().decode()

@@ -14,8 +14,9 @@
  *   same bits.
  *   Apply: y = ((x - hi) - lo) * scale + shift in the working precision,
  *   with the double mean split into hi + lo so large offsets lose nothing.
- *   Contraction is disabled at build time (-ffp-contract=off) so every ISA
- *   clone produces the same bits.
+ *   Contraction is disabled at build time (-ffp-contract=off) and the two
+ *   fused multiply-adds that the kernels want (sum of squares, apply) are
+ *   written out (FN_FMA), so every ISA clone produces the same bits.
  */
 #ifndef FN_KERNELS_H
 #define FN_KERNELS_H
@@ -64,10 +65,30 @@ static inline void fn_barrier(void)
 #define FN_MV_NAME "native"
 #elif (defined(__GNUC__) && !defined(__INTEL_COMPILER)) && defined(__x86_64__) && defined(__linux__) && !defined(FN_NO_MULTIVERSION) && !defined(__SANITIZE_ADDRESS__)
 #define FN_MV __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FN_MV_CLONES 1
 #define FN_MV_NAME "x86-64 baseline + runtime dispatch to x86-64-v3 (AVX2/FMA/F16C) and x86-64-v4 (AVX-512)"
 #else
 #define FN_MV
 #define FN_MV_NAME "compiler default"
+#endif
+
+/* Fused multiply-add, rounded once: the statistics' sums of squares and the
+ * apply's (x - mean) * scale + shift.  Written out explicitly (the build has
+ * -ffp-contract=off, so the compiler fuses nothing on its own): the AVX2 and
+ * AVX-512 clones run vfmadd and the baseline clone calls libm's exact fma, so
+ * every clone of one build gives the same bits.  A build whose only target
+ * lacks FMA (no runtime dispatch, e.g. MSVC or macOS x86-64 without -mfma)
+ * keeps the unfused form: a libm call per element would cost more than the
+ * memory traffic, and such builds may differ from FMA machines in the last bit. */
+#if defined(FN_MV_CLONES) || defined(FN_FORCE_FUSED) || defined(__FMA__) || defined(__aarch64__) || \
+    defined(__ARM_FEATURE_FMA)
+#define FN_FUSED 1
+#define FN_FMA(a, b, c) __builtin_fma((a), (b), (c))
+#define FN_FMAF(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define FN_FUSED 0
+#define FN_FMA(a, b, c) ((a) * (b) + (c))
+#define FN_FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -194,6 +215,20 @@ FN_INLINE fn_v8d fn_load8d_f32(const float *p)
     fn_v8d d = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
     return d;
 }
+/* lane-wise FN_FMA; the simd loop is what makes GCC emit one vfmadd zmm (as
+ * elementwise calls on a vector it scalarizes them inside the kernels) */
+FN_INLINE fn_v8d fn_fma8d(fn_v8d a, fn_v8d b, fn_v8d c)
+{
+#if FN_FUSED
+    fn_v8d r;
+    int j;
+    _Pragma("omp simd")
+    for (j = 0; j < 8; j++) r[j] = FN_FMA(a[j], b[j], c[j]);
+    return r;
+#else
+    return a * b + c;
+#endif
+}
 FN_INLINE fn_v8d fn_load8d_f64(const double *p)
 {
     fn_v8d d; memcpy(&d, p, sizeof d); return d;
@@ -242,7 +277,7 @@ FN_INLINE void fn_store16d_f32(float *p, fn_v8d a, fn_v8d b)
             const float *p = x + r * W + j0;                                    \
             float *q = y + r * W + j0;                                          \
             FN_UNROLL8 for (k = 0; k < 2 * K; k++)                              \
-                fn_store8d_f32(q + 8 * k, (fn_load8d_f32(p + 8 * k) - h[k]) * s[k] + f[k]); \
+                fn_store8d_f32(q + 8 * k, fn_fma8d(fn_load8d_f32(p + 8 * k) - h[k], s[k], f[k])); \
         }                                                                       \
         j0 += 16 * K;                                                           \
     }
@@ -260,7 +295,7 @@ FN_INLINE void fn_apply_cl_tile_rows_f32(const float *x, float *y, Py_ssize_t vr
     if (j0 < W)
         for (r = 0; r < vr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (float)(((double)x[r * W + j] - hi[j]) * sc[j] + sf[j]);
+                y[r * W + j] = (float)FN_FMA((double)x[r * W + j] - hi[j], sc[j], sf[j]);
 }
 #undef FN_APPLY_CL_TILE_F32
 /* rows in groups of about FN_CL_APPLY_BYTES of input so that the column
@@ -576,5 +611,6 @@ static const char *fn_half_impl(void)
     return FN_HALF_IMPL;
 }
 static int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
+static int fn_fused(void) { return FN_FUSED; }
 
 #endif /* FN_KERNELS_H */

@@ -12,11 +12,16 @@
 FN_INLINE float fn_sigmoidf(float v) { return 1.0f / (1.0f + fn_expf(-v)); }
 FN_INLINE double fn_sigmoidd(double v) { return 1.0 / (1.0 + exp(-v)); }
 #endif
-/* the low part of the mean is 0 when the working type is double */
+/* the low part of the mean is 0 when the working type is double;
+ * FN_MADD is the fused multiply-add of the working type */
+#undef FN_SUBLO
+#undef FN_MADD
 #ifdef FN_W_DOUBLE
 #define FN_SUBLO(v, l) (v)
+#define FN_MADD(a, b, c) FN_FMA(a, b, c)
 #else
 #define FN_SUBLO(v, l) ((v) - (l))
+#define FN_MADD(a, b, c) FN_FMAF(a, b, c)
 #endif
 #define FN_CAT2(a, b) a##_##b
 #define FN_CAT(a, b) FN_CAT2(a, b)
@@ -46,8 +51,8 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
             fn_v8d d1 = fn_load8d_f32(buf + i + 8) - shv;
             a0 += d0;
             a1 += d1;
-            b0 += d0 * d0;
-            b1 += d1 * d1;
+            b0 = fn_fma8d(d0, d0, b0);
+            b1 = fn_fma8d(d1, d1, b1);
         }
     }
     r1 = fn_v8d_hsum(a0 + a1);
@@ -69,8 +74,8 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
         d1 = __builtin_convertvector(hi, fn_v8d) - shv;
         a0 += d0;
         a1 += d1;
-        b0 += d0 * d0;
-        b1 += d1 * d1;
+        b0 = fn_fma8d(d0, d0, b0);
+        b1 = fn_fma8d(d1, d1, b1);
     }
     r1 = fn_v8d_hsum(a0 + a1);
     r2 = fn_v8d_hsum(b0 + b1);
@@ -81,8 +86,8 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
         fn_v8d d1 = FN(load8d)(x + i + 8) - shv;
         a0 += d0;
         a1 += d1;
-        b0 += d0 * d0;
-        b1 += d1 * d1;
+        b0 = fn_fma8d(d0, d0, b0);
+        b1 = fn_fma8d(d1, d1, b1);
     }
     r1 = fn_v8d_hsum(a0 + a1);
     r2 = fn_v8d_hsum(b0 + b1);
@@ -94,7 +99,7 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
         for (j = 0; j < FN_LANES; j++) {
             double d = (double)FN_LOAD(x[i + j]) - sh;
             s1[j] += d;
-            s2[j] += d * d;
+            s2[j] = FN_FMA(d, d, s2[j]);
         }
     }
     for (j = 0; j < 8; j++) { s1[j] += s1[j + 8]; s2[j] += s2[j + 8]; }
@@ -104,7 +109,7 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
     for (i = nv; i < n; i++) {
         double d = (double)FN_LOAD(x[i]) - sh;
         t1 += d;
-        t2 += d * d;
+        t2 = FN_FMA(d, d, t2);
     }
     fn_finish(t, (double)n, sh, r1 + t1, r2 + t2);
 }
@@ -136,7 +141,7 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
         FN_WIDEN(x + s, buf, len);
 #define FN_LOOP(ACT)                                                          \
         FN_IVDEP for (i = 0; i < len; i++) {                                  \
-            float v = ((buf[i] - hi) - lo) * sc + sh;                         \
+            float v = FN_FMAF((buf[i] - hi) - lo, sc, sh);                    \
             ACT;                                                             \
             buf[i] = v;                                                      \
         }
@@ -155,7 +160,7 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
         /* silu is compute-bound: run it in float (mean as hi + lo) */
         float hf = (float)hi, lf = (float)((hi - (double)hf) + lo), scf = (float)sc, shf = (float)sh;
         FN_IVDEP for (i = 0; i < n; i++) {
-            float v = (((float)x[i] - hf) - lf) * scf + shf;
+            float v = FN_FMAF(((float)x[i] - hf) - lf, scf, shf);
             y[i] = v * fn_sigmoidf(v);
         }
         return;
@@ -167,18 +172,18 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
          * arithmetic as the loop below (lo is 0 for float32) */
         fn_v8d hv = fn_v8d_zero() + hi, scv = fn_v8d_zero() + sc, shv = fn_v8d_zero() + sh;
         for (i = 0; i + 16 <= n; i += 16) {
-            fn_v8d d0 = (fn_load8d_f32(x + i) - hv) * scv + shv;
-            fn_v8d d1 = (fn_load8d_f32(x + i + 8) - hv) * scv + shv;
+            fn_v8d d0 = fn_fma8d(fn_load8d_f32(x + i) - hv, scv, shv);
+            fn_v8d d1 = fn_fma8d(fn_load8d_f32(x + i + 8) - hv, scv, shv);
             fn_store16d_f32(y + i, d0, d1);
         }
         for (; i < n; i++)
-            y[i] = (float)(((double)x[i] - hi) * sc + sh);
+            y[i] = (float)FN_FMA((double)x[i] - hi, sc, sh);
         return;
     }
 #endif
 #define FN_LOOP(ACT)                                                          \
     FN_IVDEP for (i = 0; i < n; i++) {                                        \
-        FN_W v = FN_SUBLO((FN_W)FN_LOAD(x[i]) - hi, lo) * sc + sh;                     \
+        FN_W v = FN_MADD(FN_SUBLO((FN_W)FN_LOAD(x[i]) - hi, lo), sc, sh);               \
         ACT;                                                                 \
         y[i] = FN_STORE(v);                                                  \
     }
@@ -250,10 +255,10 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
         }                                                                      \
         for (r = 0; r < vr; r++) {                                             \
             const FN_T *restrict p = x + r * W + j0;                           \
-            for (k = 0; k < 2 * K; k++) {                                      \
+            FN_UNROLL8 for (k = 0; k < 2 * K; k++) {                           \
                 fn_v8d d = FN(load8d)(p + 8 * k) - h[k];                       \
                 a[k] += d;                                                     \
-                b[k] += d * d;                                                 \
+                b[k] = fn_fma8d(d, d, b[k]);                                   \
             }                                                                  \
         }                                                                      \
         for (k = 0; k < 2 * K; k++) {                                          \
@@ -269,7 +274,7 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
             FN_IVDEP for (j = 0; j < W; j++) {
                 double d = (double)FN_LOAD(p[j]) - sh[j];
                 s1[j] += d;
-                s2[j] += d * d;
+                s2[j] = FN_FMA(d, d, s2[j]);
             }
         }
         return;
@@ -286,7 +291,7 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
             for (j = j0; j < W; j++) {
                 double d = (double)FN_LOAD(p[j]) - sh[j];
                 s1[j] += d;
-                s2[j] += d * d;
+                s2[j] = FN_FMA(d, d, s2[j]);
             }
         }
     }
@@ -346,7 +351,7 @@ FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
         for (c = 0; c < C; c++) {
             double d = (double)FN_LOAD(p[c]) - sh[c];
             s1[c] += d;
-            s2[c] += d * d;
+            s2[c] = FN_FMA(d, d, s2[c]);
         }
     }
     for (c = 0; c < C; c++) {
@@ -369,7 +374,7 @@ FN_INLINE void FN(apply_rows_buf)(const FN_T *x, FN_T *y, Py_ssize_t nr, Py_ssiz
     Py_ssize_t per = FN_CHUNK / W, r, rr, cnt, j, s0, len;
 #define FN_LOOP(ACT)                                                          \
     FN_IVDEP for (j = 0; j < len; j++) {                                      \
-        float v = ((b[j] - h[j]) - l[j]) * c[j] + f[j];                       \
+        float v = FN_FMAF((b[j] - h[j]) - l[j], c[j], f[j]);                  \
         ACT;                                                                 \
         b[j] = v;                                                            \
     }
@@ -424,7 +429,7 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
         const FN_T *p = x + r * W;                                            \
         FN_T *q = y + r * W;                                                  \
         FN_IVDEP for (j = 0; j < W; j++) {                                    \
-            FN_W v = FN_SUBLO((FN_W)FN_LOAD(p[j]) - hi[j], lo[j]) * sc[j] + sf[j]; \
+            FN_W v = FN_MADD(FN_SUBLO((FN_W)FN_LOAD(p[j]) - hi[j], lo[j]), sc[j], sf[j]); \
             ACT;                                                             \
             q[j] = FN_STORE(v);                                              \
         }                                                                    \
@@ -433,7 +438,7 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
         const FN_T *p = x + r * C;                                            \
         FN_T *q = y + r * C;                                                  \
         FN_IVDEP for (j = 0; j < C; j++) {                                    \
-            FN_W v = FN_SUBLO((FN_W)FN_LOAD(p[j]) - hi[j], lo[j]) * sc[j] + sf[j]; \
+            FN_W v = FN_MADD(FN_SUBLO((FN_W)FN_LOAD(p[j]) - hi[j], lo[j]), sc[j], sf[j]); \
             ACT;                                                             \
             q[j] = FN_STORE(v);                                              \
         }                                                                    \
