@@ -274,16 +274,18 @@ def test_all_equal_planes_and_eps_zero():
 
 PLAN_SETTINGS = [dict(small_planes=False), dict(pipeline_max_bytes=0),
                  dict(pipeline_max_bytes=1 << 30), dict(wave_bytes=1 << 12),
-                 dict(small_planes=False, pipeline_max_bytes=0, wave_bytes=1 << 14)]
+                 dict(small_planes=False, pipeline_max_bytes=0, wave_bytes=1 << 14),
+                 dict(backward_min_bytes=0), dict(backward_min_bytes=0, wave_bytes=1 << 12),
+                 dict(backward_min_bytes=0, pipeline_max_bytes=0)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape", [(4, 6, 16, 16), (2, 4, 8, 8, 8), (3, 2, 130, 140), (1, 3, 50000)])
 def test_every_plan_gives_the_same_bits(dtype, shape):
     """The engine chooses among plans by plane size (one C call for planes of
-    one block, pipelined planes, read-then-apply planes, waves across threads);
-    forcing each choice must not change a bit, with affine, groups and
-    activations."""
+    one block, pipelined planes, read-then-apply planes, waves across threads,
+    the normalize pass forwards or backwards); forcing each choice must not
+    change a bit, with affine, groups and activations, in both layouts."""
     from fastnorm._cpu import _engine as E
 
     rng = np.random.default_rng(11)
@@ -291,11 +293,15 @@ def test_every_plan_gives_the_same_bits(dtype, shape):
     C = shape[1]
     w, b = rng.standard_normal(C), rng.standard_normal(C)
 
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
     def run():
         return [fastnorm.instance_norm(x, w, b, activation=act, num_threads=nt).tobytes()
                 for act in (None, "silu", "leaky_relu") for nt in (1, 2, 3)] + \
                [fastnorm.group_norm(x, G, w, b, num_threads=nt).tobytes()
-                for G in (1, C // 2 if C % 2 == 0 else 1) for nt in (1, 3)]
+                for G in (1, C // 2 if C % 2 == 0 else 1) for nt in (1, 3)] + \
+               [fastnorm.instance_norm(xl, w, b, channel_axis=-1, num_threads=nt).tobytes()
+                for nt in (1, 3)]
 
     ref = run()
     for setting in PLAN_SETTINGS:
