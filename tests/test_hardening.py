@@ -415,3 +415,24 @@ def test_channels_last_apply_bits_equal_channels_first(dtype, C):
         zf = fastnorm.normalize(x, mean, var, w, b, num_threads=nt)
         zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, num_threads=nt)
         np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_activations_on_infinities_and_nan(dtype, channel_axis):
+    """relu(-inf) is +0 (it was NaN when relu was computed as v * 0 + 0),
+    relu(NaN) and leaky_relu(NaN) stay NaN, leaky_relu(-inf) is -inf; through
+    normalize() with given statistics, so the infinities reach the apply."""
+    vals = np.array([-np.inf, -3.0, -0.0, 0.0, 2.5, np.inf, np.nan] * 5)
+    x = vals.reshape(1, 1, -1).astype(dtype)
+    m, v = np.zeros((1, 1)), np.ones((1, 1))
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    with np.errstate(invalid="ignore"):
+        relu = fastnorm.normalize(x, m, v, eps=0.0, activation="relu", channel_axis=channel_axis)
+        leaky = fastnorm.normalize(x, m, v, eps=0.0, activation="leaky_relu", negative_slope=0.5,
+                                   channel_axis=channel_axis)
+    want_relu = np.where(vals < 0, 0.0, vals).astype(dtype)
+    want_leaky = np.where(vals < 0, vals * 0.5, vals).astype(dtype)
+    np.testing.assert_array_equal(relu.ravel(), want_relu)
+    np.testing.assert_array_equal(leaky.ravel(), want_leaky)

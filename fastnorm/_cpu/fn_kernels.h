@@ -419,6 +419,8 @@ FN_INLINE float fn_expf(float x)
 
 /* Activations fused into the apply pass. */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
+/* +0.0, read once per call: see FN_ACT_SWITCH */
+static volatile double fn_relu_zero = 0.0;
 
 /* Bulk 16-bit <-> float conversion for the chunked 16-bit kernels. */
 #define FN_CHUNK 512
