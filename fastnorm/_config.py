@@ -54,8 +54,8 @@ def show_config(file=None):
         f"  compile flags   : {c['cflags']}",
         f"  link flags      : {c['ldflags']}",
         f"  SIMD            : {c['simd']}",
-        "  multiply-add    : " + ("fused, the same bits on every CPU of this build" if c["fma"]
-                                  else "unfused (no FMA in this build's target)"),
+        "  multiply-add    : " + ("fused (rounded once; the same bits on every FMA CPU)"
+                                  if c["fma"] else "unfused (no FMA on this CPU or in this build)"),
         f"  float16         : {c['half']}",
         f"  stats block     : {c['block']} elements",
         "  array backends  : " + ", ".join(

@@ -344,7 +344,7 @@ def _isa_bits(tmp_path, march, contract="off"):
     exe = str(tmp_path / f"isa_{march}_{contract}")
     # the build's flags (setup.py), with every clone's code compiled for one level
     flags = ["-O3", "-fno-math-errno", f"-ffp-contract={contract}", "-mprefer-vector-width=512",
-             "-fopenmp-simd", "-w", "-DFN_NO_MULTIVERSION", "-DFN_FORCE_FUSED", f"-march={march}"]
+             "-fopenmp-simd", "-w", "-Wno-psabi", "-DFN_NO_MULTIVERSION", "-DFN_FORCE_FUSED", f"-march={march}"]
     subprocess.run([cc, *flags, "-I", inc, src, "-o", exe, "-lm"], check=True,
                    capture_output=True, text=True)
     r = subprocess.run([exe], capture_output=True, text=True)
@@ -359,8 +359,9 @@ def test_every_isa_level_gives_the_same_bits(tmp_path):
     fma, AVX2/FMA, AVX-512) must give the same bits.  The kernels are built
     with -ffp-contract=off and write their fused multiply-adds out (FN_FMA), so
     the statistics and every apply path (both layouts, float32/64/16, all
-    activations) hash the same at every -march level this CPU can run.  A
-    build that lets the compiler contract must differ: the check can fail."""
+    activations) hash the same at every -march level this CPU can run, both
+    fused and as the unfused twin that CPUs without FMA run.  A build that
+    lets the compiler contract must differ: the check can fail."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -375,10 +376,12 @@ def test_every_isa_level_gives_the_same_bits(tmp_path):
     assert contracted != ran["x86-64"], "the hash does not see contraction"
 
 
-def test_engine_multiply_add_is_what_the_build_says():
+@pytest.mark.parametrize("unfused", [False, True])
+def test_engine_multiply_add_is_what_it_says(unfused):
     """fused_multiply_add() tells whether y = (x - mean) * scale + shift is
     rounded once; check it on float64 data against an exact oracle (where the
-    fused and unfused forms differ, which is about every other element)."""
+    fused and unfused forms differ, which is about every other element), for
+    the FMA kernels and for the unfused twin that CPUs without FMA run."""
     from fractions import Fraction
 
     from fastnorm._api import _apply_coefs
@@ -387,14 +390,50 @@ def test_engine_multiply_add_is_what_the_build_says():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 1, 4000)) * 3 + 1
     mean, scale, shift = 0.3141592653589793, 1.2345678901234567, 0.5772156649015329
-    y = _apply_coefs(x, np.full((1, 1), mean), np.full((1, 1), scale), np.full((1, 1), shift),
-                     num_threads=1).ravel()
+    old = E._unfused(unfused)
+    try:
+        fused_now = E.fused_multiply_add()
+        y = _apply_coefs(x, np.full((1, 1), mean), np.full((1, 1), scale),
+                         np.full((1, 1), shift), num_threads=1).ravel()
+        yl = _apply_coefs(x.reshape(1, -1, 1), np.full((1, 1), mean), np.full((1, 1), scale),
+                          np.full((1, 1), shift), channel_axis=-1, num_threads=1).ravel()
+    finally:
+        E._unfused(old)
+    if unfused:
+        assert not fused_now
     d = x.ravel() - mean
-    unfused = d * scale + shift
-    fused = np.array([float(Fraction(v) * Fraction(scale) + Fraction(shift)) for v in d])
-    assert (fused != unfused).sum() > 100      # the data tell the two apart
-    want = fused if E.fused_multiply_add() else unfused
+    plain = d * scale + shift
+    exact = np.array([float(Fraction(v) * Fraction(scale) + Fraction(shift)) for v in d])
+    assert (exact != plain).sum() > 100      # the data tell the two apart
+    want = exact if fused_now else plain
     np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(yl, want)
+
+
+def test_unfused_twin_gives_the_same_bits_in_every_plan():
+    """The unfused kernels (CPUs without FMA) are as deterministic as the fused
+    ones: every plan and thread count gives the same bits, and they differ from
+    the fused ones only in the last place."""
+    from fastnorm._cpu import _engine as E
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 4, 130, 140)) * 4 + 300).astype(np.float32)
+    fused = fastnorm.instance_norm(x, num_threads=2)
+    old = E._unfused(True)
+    try:
+        ref = fastnorm.instance_norm(x, num_threads=1).tobytes()
+        for setting in PLAN_SETTINGS:
+            told = E._tuning(**setting)
+            try:
+                for nt in (1, 2, 3):
+                    assert fastnorm.instance_norm(x, num_threads=nt).tobytes() == ref, setting
+            finally:
+                E._tuning(*told)
+    finally:
+        E._unfused(old)
+    unf = np.frombuffer(ref, np.float32).reshape(x.shape)
+    ulp = np.spacing(np.abs(fused))
+    assert (np.abs(unf - fused) <= ulp).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])

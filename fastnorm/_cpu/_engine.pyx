@@ -60,7 +60,8 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
     const char *fn_build_isa()
-    int fn_fused()
+    int fn_fused_now()
+    int fn_fma_off
     const char *fn_half_impl()
     int fn_half_select(int want)
     void fn_widen_f16(const unsigned short *src, float *dst, Py_ssize_t n)
@@ -125,9 +126,21 @@ def build_isa():
     return fn_build_isa().decode()
 
 def fused_multiply_add():
-    """True when the kernels' multiply-adds are fused (rounded once) on every
-    CPU this build runs on; False for a build whose only target lacks FMA."""
-    return bool(fn_fused())
+    """True when the kernels' multiply-adds are fused (rounded once) on this
+    CPU: a build with FMA code running on a CPU that has FMA.  False on a CPU
+    without FMA (the kernels' unfused twin) or for a build whose only target
+    lacks it."""
+    return bool(fn_fused_now())
+
+
+def _unfused(flag=None):
+    """Test hook: with True, run the kernels' unfused twin (what a CPU without
+    FMA runs) on this machine; returns the old setting."""
+    global fn_fma_off
+    old = bool(fn_fma_off)
+    if flag is not None:
+        fn_fma_off = 1 if flag else 0
+    return old
 
 
 def half_impl():

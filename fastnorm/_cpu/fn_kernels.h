@@ -16,7 +16,8 @@
  *   with the double mean split into hi + lo so large offsets lose nothing.
  *   Contraction is disabled at build time (-ffp-contract=off) and the two
  *   fused multiply-adds that the kernels want (sum of squares, apply) are
- *   written out (FN_FMA), so every ISA clone produces the same bits.
+ *   written out (FN_FMA), so every ISA clone produces the same bits on a CPU
+ *   with FMA; CPUs without it run an unfused twin of each kernel.
  */
 #ifndef FN_KERNELS_H
 #define FN_KERNELS_H
@@ -74,22 +75,43 @@ static inline void fn_barrier(void)
 
 /* Fused multiply-add, rounded once: the statistics' sums of squares and the
  * apply's (x - mean) * scale + shift.  Written out explicitly (the build has
- * -ffp-contract=off, so the compiler fuses nothing on its own): the AVX2 and
- * AVX-512 clones run vfmadd and the baseline clone calls libm's exact fma, so
- * every clone of one build gives the same bits.  A build whose only target
- * lacks FMA (no runtime dispatch, e.g. MSVC or macOS x86-64 without -mfma)
- * keeps the unfused form: a libm call per element would cost more than the
- * memory traffic, and such builds may differ from FMA machines in the last bit. */
+ * -ffp-contract=off, so the compiler fuses nothing on its own), so every
+ * clone of one build gives the same bits on every CPU with FMA: the AVX2 and
+ * AVX-512 clones run vfmadd, and the baseline clone, on the rare CPU that has
+ * FMA without AVX2, gets it from libm.  On a CPU without FMA the kernels take
+ * their unfused twin (chosen once per call, fn_fused_now): libm's software
+ * fma would cost far more than the memory traffic, so such CPUs may differ
+ * from FMA ones in the last bit.  A build whose only target lacks FMA (no
+ * runtime dispatch, e.g. MSVC or macOS x86-64 without -mfma) has only the
+ * unfused form.  Kernels see the choice as `fn_fz`, a constant after inlining. */
 #if defined(FN_MV_CLONES) || defined(FN_FORCE_FUSED) || defined(__FMA__) || defined(__aarch64__) || \
     defined(__ARM_FEATURE_FMA)
 #define FN_FUSED 1
-#define FN_FMA(a, b, c) __builtin_fma((a), (b), (c))
-#define FN_FMAF(a, b, c) __builtin_fmaf((a), (b), (c))
+#define FN_FMA(a, b, c) (fn_fz ? __builtin_fma((a), (b), (c)) : (a) * (b) + (c))
+#define FN_FMAF(a, b, c) (fn_fz ? __builtin_fmaf((a), (b), (c)) : (a) * (b) + (c))
 #else
 #define FN_FUSED 0
 #define FN_FMA(a, b, c) ((a) * (b) + (c))
 #define FN_FMAF(a, b, c) ((a) * (b) + (c))
 #endif
+/* tests set this to run the unfused twin on an FMA machine */
+static int fn_fma_off = 0;
+static inline int fn_fused_now(void)
+{
+#if FN_FUSED && defined(FN_MV_CLONES) && !defined(FN_FORCE_FUSED)
+    return !fn_fma_off && __builtin_cpu_supports("fma");
+#elif FN_FUSED
+    return !fn_fma_off;
+#else
+    return 0;
+#endif
+}
+/* run CALL (which passes fn_fz on) with fn_fz a compile-time constant */
+#define FN_WITH_FZ(CALL)                                                        \
+    do {                                                                        \
+        if (fn_fused_now()) { const int fn_fz = 1; CALL; }                      \
+        else { const int fn_fz = 0; CALL; }                                     \
+    } while (0)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FN_INLINE static inline __attribute__((always_inline))
@@ -217,18 +239,21 @@ FN_INLINE fn_v8d fn_load8d_f32(const float *p)
 }
 /* lane-wise FN_FMA; the simd loop is what makes GCC emit one vfmadd zmm (as
  * elementwise calls on a vector it scalarizes them inside the kernels) */
-FN_INLINE fn_v8d fn_fma8d(fn_v8d a, fn_v8d b, fn_v8d c)
+FN_INLINE fn_v8d fn_fma8d(fn_v8d a, fn_v8d b, fn_v8d c, const int fn_fz)
 {
 #if FN_FUSED
-    fn_v8d r;
-    int j;
-    _Pragma("omp simd")
-    for (j = 0; j < 8; j++) r[j] = FN_FMA(a[j], b[j], c[j]);
-    return r;
-#else
-    return a * b + c;
+    if (fn_fz) {
+        fn_v8d r;
+        int j;
+        _Pragma("omp simd")
+        for (j = 0; j < 8; j++) r[j] = __builtin_fma(a[j], b[j], c[j]);
+        return r;
+    }
 #endif
+    (void)fn_fz;
+    return a * b + c;
 }
+#define FN_FMA8D(a, b, c) fn_fma8d(a, b, c, fn_fz)
 FN_INLINE fn_v8d fn_load8d_f64(const double *p)
 {
     fn_v8d d; memcpy(&d, p, sizeof d); return d;
@@ -277,12 +302,13 @@ FN_INLINE void fn_store16d_f32(float *p, fn_v8d a, fn_v8d b)
             const float *p = x + r * W + j0;                                    \
             float *q = y + r * W + j0;                                          \
             FN_UNROLL8 for (k = 0; k < 2 * K; k++)                              \
-                fn_store8d_f32(q + 8 * k, fn_fma8d(fn_load8d_f32(p + 8 * k) - h[k], s[k], f[k])); \
+                fn_store8d_f32(q + 8 * k, FN_FMA8D(fn_load8d_f32(p + 8 * k) - h[k], s[k], f[k])); \
         }                                                                       \
         j0 += 16 * K;                                                           \
     }
 FN_INLINE void fn_apply_cl_tile_rows_f32(const float *x, float *y, Py_ssize_t vr, Py_ssize_t W,
-                                         const double *hi, const double *sc, const double *sf)
+                                         const double *hi, const double *sc, const double *sf,
+                                         const int fn_fz)
 {
     Py_ssize_t r, j, j0 = 0;
     while (W - j0 >= 64) FN_APPLY_CL_TILE_F32(4)
@@ -304,13 +330,14 @@ FN_INLINE void fn_apply_cl_tile_rows_f32(const float *x, float *y, Py_ssize_t vr
 #define FN_CL_APPLY_BYTES 8192
 #endif
 FN_INLINE void fn_apply_cl_tiles_f32(const float *x, float *y, Py_ssize_t vr, Py_ssize_t W,
-                                     const double *hi, const double *sc, const double *sf)
+                                     const double *hi, const double *sc, const double *sf,
+                                     const int fn_fz)
 {
     Py_ssize_t g = W > 0 ? FN_CL_APPLY_BYTES / (Py_ssize_t)(4 * W) : vr, r0, cnt;
     if (g < 1) g = 1;
     for (r0 = 0; r0 < vr; r0 += cnt) {
         cnt = vr - r0 < g ? vr - r0 : g;
-        fn_apply_cl_tile_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf);
+        fn_apply_cl_tile_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, fn_fz);
     }
 }
 /* Lane-wise widen / narrow written as initializers: GCC 12 lowers
@@ -613,6 +640,5 @@ static const char *fn_half_impl(void)
     return FN_HALF_IMPL;
 }
 static int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
-static int fn_fused(void) { return FN_FUSED; }
 
 #endif /* FN_KERNELS_H */

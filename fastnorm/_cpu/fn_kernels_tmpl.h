@@ -31,7 +31,7 @@ FN_INLINE double fn_sigmoidd(double v) { return 1.0 / (1.0 + exp(-v)); }
  * FN_LANES accumulators sees elements i with i % FN_LANES == j; the tail
  * goes to a scalar pair.  The same arithmetic runs in the vector and in the
  * portable form. */
-FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
+FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t, const int fn_fz)
 {
     double t1 = 0.0, t2 = 0.0, r1, r2;
     double sh = n > 0 ? (double)FN_LOAD(x[0]) : 0.0;
@@ -51,8 +51,8 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
             fn_v8d d1 = fn_load8d_f32(buf + i + 8) - shv;
             a0 += d0;
             a1 += d1;
-            b0 = fn_fma8d(d0, d0, b0);
-            b1 = fn_fma8d(d1, d1, b1);
+            b0 = FN_FMA8D(d0, d0, b0);
+            b1 = FN_FMA8D(d1, d1, b1);
         }
     }
     r1 = fn_v8d_hsum(a0 + a1);
@@ -74,8 +74,8 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
         d1 = __builtin_convertvector(hi, fn_v8d) - shv;
         a0 += d0;
         a1 += d1;
-        b0 = fn_fma8d(d0, d0, b0);
-        b1 = fn_fma8d(d1, d1, b1);
+        b0 = FN_FMA8D(d0, d0, b0);
+        b1 = FN_FMA8D(d1, d1, b1);
     }
     r1 = fn_v8d_hsum(a0 + a1);
     r2 = fn_v8d_hsum(b0 + b1);
@@ -86,8 +86,8 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
         fn_v8d d1 = FN(load8d)(x + i + 8) - shv;
         a0 += d0;
         a1 += d1;
-        b0 = fn_fma8d(d0, d0, b0);
-        b1 = fn_fma8d(d1, d1, b1);
+        b0 = FN_FMA8D(d0, d0, b0);
+        b1 = FN_FMA8D(d1, d1, b1);
     }
     r1 = fn_v8d_hsum(a0 + a1);
     r2 = fn_v8d_hsum(b0 + b1);
@@ -116,7 +116,7 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
 
 FN_MV static void FN(stats)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
 {
-    FN(stats_in)(x, n, t);
+    FN_WITH_FZ(FN(stats_in)(x, n, t, fn_fz));
 }
 
 /* relu: +0 for negatives (-inf included), NaN kept.  The zero arm is a value
@@ -137,7 +137,7 @@ FN_MV static void FN(stats)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t)
 /* y = act(((x - hi) - lo) * sc + sh) over a contiguous run; y may equal x. */
 #ifdef FN_IS16
 FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W lo,
-                             FN_W sc, FN_W sh, int act, FN_W slope)
+                             FN_W sc, FN_W sh, int act, FN_W slope, const int fn_fz)
 {
     float buf[FN_CHUNK];
     Py_ssize_t s, len, i;
@@ -157,7 +157,7 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
 }
 #else
 FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W lo,
-                             FN_W sc, FN_W sh, int act, FN_W slope)
+                             FN_W sc, FN_W sh, int act, FN_W slope, const int fn_fz)
 {
     Py_ssize_t i;
 #ifdef FN_SILU_IN_FLOAT
@@ -177,8 +177,8 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
          * arithmetic as the loop below (lo is 0 for float32) */
         fn_v8d hv = fn_v8d_zero() + hi, scv = fn_v8d_zero() + sc, shv = fn_v8d_zero() + sh;
         for (i = 0; i + 16 <= n; i += 16) {
-            fn_v8d d0 = fn_fma8d(fn_load8d_f32(x + i) - hv, scv, shv);
-            fn_v8d d1 = fn_fma8d(fn_load8d_f32(x + i + 8) - hv, scv, shv);
+            fn_v8d d0 = FN_FMA8D(fn_load8d_f32(x + i) - hv, scv, shv);
+            fn_v8d d1 = FN_FMA8D(fn_load8d_f32(x + i + 8) - hv, scv, shv);
             fn_store16d_f32(y + i, d0, d1);
         }
         for (; i < n; i++)
@@ -200,7 +200,7 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
 FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W lo,
                             FN_W sc, FN_W sh, int act, FN_W slope)
 {
-    FN(apply_in)(x, y, n, hi, lo, sc, sh, act, slope);
+    FN_WITH_FZ(FN(apply_in)(x, y, n, hi, lo, sc, sh, act, slope, fn_fz));
 }
 
 /* Channels-first planes [p0, p1) of L = Cg * S elements that fit one
@@ -211,28 +211,38 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
  * measured 5% faster on 256-element planes than before it).  Statistics,
  * coefficients and apply are the same code and formulas as the block-by-block
  * plans, so the bits are the same (tests/test_hardening.py forces each plan). */
+FN_INLINE void FN(planes_in)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p1,
+                              Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg,
+                              double eps, const double *w, const double *b, int act,
+                              double slope, fn_triple *tri, double *mean, double *scale,
+                              double *shift, const int fn_fz)
+{
+    Py_ssize_t p, r;
+    if (p0 >= p1) return;
+    FN(stats_in)(x + p0 * L, L, &tri[p0], fn_fz);
+    fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
+    for (p = p0; p < p1; p++) {
+        if (p + 1 < p1)
+            FN(stats_in)(x + (p + 1) * L, L, &tri[p + 1], fn_fz);
+        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+            FN_W hi = (FN_W)mean[r], lo = (FN_W)(mean[r] - (double)hi);
+            FN(apply_in)(x + r * S, y + r * S, S, hi, lo, (FN_W)scale[r], (FN_W)shift[r], act,
+                         (FN_W)slope, fn_fz);
+        }
+        if (p + 1 < p1)
+            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
+                           scale, shift);
+    }
+}
+
 FN_MV static void FN(planes)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p1,
                              Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg,
                              double eps, const double *w, const double *b, int act,
                              double slope, fn_triple *tri, double *mean, double *scale,
                              double *shift)
 {
-    Py_ssize_t p, r;
-    if (p0 >= p1) return;
-    FN(stats_in)(x + p0 * L, L, &tri[p0]);
-    fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
-    for (p = p0; p < p1; p++) {
-        if (p + 1 < p1)
-            FN(stats_in)(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
-            FN_W hi = (FN_W)mean[r], lo = (FN_W)(mean[r] - (double)hi);
-            FN(apply_in)(x + r * S, y + r * S, S, hi, lo, (FN_W)scale[r], (FN_W)shift[r], act,
-                         (FN_W)slope);
-        }
-        if (p + 1 < p1)
-            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
-                           scale, shift);
-    }
+    FN_WITH_FZ(FN(planes_in)(x, y, p0, p1, L, S, G, Cg, eps, w, b, act, slope, tri, mean,
+                             scale, shift, fn_fz));
 }
 
 /* Channels-last: add `vr` virtual rows of W = C*m elements (m rows, W a
@@ -243,7 +253,7 @@ FN_MV static void FN(planes)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p
 #if !(defined(FN_BUF16) && FN_HAVE_VEC)   /* float16 uses the float32 tiles on a buffer */
 FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
                             const double *restrict sh, double *restrict s1,
-                            double *restrict s2)
+                            double *restrict s2, const int fn_fz)
 {
     Py_ssize_t r, j, j0 = 0;
 #if FN_HAVE_VEC
@@ -263,7 +273,7 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
             FN_UNROLL8 for (k = 0; k < 2 * K; k++) {                           \
                 fn_v8d d = FN(load8d)(p + 8 * k) - h[k];                       \
                 a[k] += d;                                                     \
-                b[k] = fn_fma8d(d, d, b[k]);                                   \
+                b[k] = FN_FMA8D(d, d, b[k]);                                   \
             }                                                                  \
         }                                                                      \
         for (k = 0; k < 2 * K; k++) {                                          \
@@ -309,9 +319,9 @@ FN_INLINE void FN(block_cl)(const FN_T *restrict x, Py_ssize_t vr, Py_ssize_t W,
  * multiple of m, so a block stays in L1 across its tiles); the m lanes of a
  * channel are then summed in fixed order: one fn_finish per channel per chunk.
  * acc: 3*W doubles of scratch. */
-FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
-                               Py_ssize_t m, Py_ssize_t R, double *restrict acc,
-                               fn_triple *restrict out)
+FN_INLINE void FN(stats_cl_in)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
+                                Py_ssize_t m, Py_ssize_t R, double *restrict acc,
+                                fn_triple *restrict out, const int fn_fz)
 {
     Py_ssize_t W = C * m, vr = rows / m, r0, r, c, k, j, nv;
     double *restrict sh = acc, *restrict s1 = acc + W, *restrict s2 = acc + 2 * W;
@@ -336,19 +346,19 @@ FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
                 for (done = 0; done < nv; done += cnt) {
                     cnt = nv - done < per ? nv - done : per;
                     FN_WIDEN(xb + done * W, buf, cnt * W);
-                    fn_block_cl_f32(buf, cnt, W, sh, s1, s2);
+                    fn_block_cl_f32(buf, cnt, W, sh, s1, s2, fn_fz);
                 }
             } else {
                 for (done = 0; done < nv; done++)
                     for (s0 = 0; s0 < W; s0 += len) {
                         len = W - s0 < FN_CL_BUF ? W - s0 : FN_CL_BUF;
                         FN_WIDEN(xb + done * W + s0, buf, len);
-                        fn_block_cl_f32(buf, 1, len, sh + s0, s1 + s0, s2 + s0);
+                        fn_block_cl_f32(buf, 1, len, sh + s0, s1 + s0, s2 + s0, fn_fz);
                     }
             }
         }
 #else
-        FN(block_cl)(x + r0 * C, nv, W, sh, s1, s2);
+        FN(block_cl)(x + r0 * C, nv, W, sh, s1, s2, fn_fz);
 #endif
     }
     for (r = vr * m; r < rows; r++) {   /* rows that do not fill a virtual row */
@@ -366,13 +376,21 @@ FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
     }
 }
 
+FN_MV static void FN(stats_cl)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize_t C,
+                               Py_ssize_t m, Py_ssize_t R, double *restrict acc,
+                               fn_triple *restrict out)
+{
+    FN_WITH_FZ(FN(stats_cl_in)(x, rows, C, m, R, acc, out, fn_fz));
+}
+
 /* Channels-last apply over rows x C.  coef holds four arrays of W = C*m
  * working-precision values (hi, lo, scale, shift), tiled m times. */
 #ifdef FN_BUF16
 /* float16: nr rows of W elements through an L1 float buffer (bulk hardware
  * conversion when available), same per-element formula as below. */
 FN_INLINE void FN(apply_rows_buf)(const FN_T *x, FN_T *y, Py_ssize_t nr, Py_ssize_t W,
-                                  const FN_W *coef, Py_ssize_t cw, int act, FN_W slope)
+                                  const FN_W *coef, Py_ssize_t cw, int act, FN_W slope,
+                                  const int fn_fz)
 {
     float buf[FN_CHUNK];
     const FN_W *hi = coef, *lo = coef + cw, *sc = coef + 2 * cw, *sf = coef + 3 * cw;
@@ -408,24 +426,26 @@ FN_INLINE void FN(apply_rows_buf)(const FN_T *x, FN_T *y, Py_ssize_t nr, Py_ssiz
     }
 #undef FN_LOOP
 }
-FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
-                               Py_ssize_t m, const FN_W *coef, int act, FN_W slope)
+FN_INLINE void FN(apply_cl_in)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
+                                Py_ssize_t m, const FN_W *coef, int act, FN_W slope,
+                                const int fn_fz)
 {
     Py_ssize_t W = C * m, vr = rows / m;
-    FN(apply_rows_buf)(x, y, vr, W, coef, W, act, slope);
-    FN(apply_rows_buf)(x + vr * W, y + vr * W, rows - vr * m, C, coef, W, act, slope);
+    FN(apply_rows_buf)(x, y, vr, W, coef, W, act, slope, fn_fz);
+    FN(apply_rows_buf)(x + vr * W, y + vr * W, rows - vr * m, C, coef, W, act, slope, fn_fz);
 }
 #else
-FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
-                               Py_ssize_t m, const FN_W *coef, int act, FN_W slope)
+FN_INLINE void FN(apply_cl_in)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
+                                Py_ssize_t m, const FN_W *coef, int act, FN_W slope,
+                                const int fn_fz)
 {
     Py_ssize_t W = C * m, vr = rows / m, r, j;
     const FN_W *hi = coef, *lo = coef + W, *sc = coef + 2 * W, *sf = coef + 3 * W;
     (void)lo;   /* unused when the working type is double */
 #if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
     if (act == FN_ACT_NONE) {
-        fn_apply_cl_tiles_f32(x, y, vr, W, hi, sc, sf);
-        fn_apply_cl_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf);
+        fn_apply_cl_tiles_f32(x, y, vr, W, hi, sc, sf, fn_fz);
+        fn_apply_cl_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, fn_fz);
         return;
     }
 #endif
@@ -452,6 +472,12 @@ FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
 #undef FN_LOOP
 }
 #endif
+
+FN_MV static void FN(apply_cl)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize_t C,
+                               Py_ssize_t m, const FN_W *coef, int act, FN_W slope)
+{
+    FN_WITH_FZ(FN(apply_cl_in)(x, y, rows, C, m, coef, act, slope, fn_fz));
+}
 
 /* Working-precision coefficients from a double mean / scale / shift. */
 static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, FN_W *lo,
