@@ -422,23 +422,23 @@ FN_INLINE fn_v8d fn_load8d_bf16(const uint16_t *p)
  * expf: Cody-Waite reduction by ln 2, degree-6 polynomial, ~1 ulp).  Inputs
  * are clamped to [-87, 88] (exp(-87) ~ 1.6e-38, exp(88) ~ 1.7e38): enough for
  * silu, where v / (1 + exp(-v)) is then 0 or v to within rounding. */
-FN_INLINE float fn_expf(float x)
+FN_INLINE float fn_expf(float x, const int fn_fz)
 {
     float n, r, p, x0 = x;
     uint32_t bits;
     x = (x == x) ? x : 0.0f;            /* NaN: keep the integer conversion defined */
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round to nearest */
-    r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
+    n = FN_FMAF(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;   /* round to nearest */
+    r = FN_FMAF(n, -0.693359375f, x);
+    r = FN_FMAF(n, 2.12194440e-4f, r);
     p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = FN_FMAF(p, r, 1.3981999507e-3f);
+    p = FN_FMAF(p, r, 8.3334519073e-3f);
+    p = FN_FMAF(p, r, 4.1665795894e-2f);
+    p = FN_FMAF(p, r, 1.6666665459e-1f);
+    p = FN_FMAF(p, r, 5.0000001201e-1f);
+    p = FN_FMAF(p * r, r, r) + 1.0f;
     bits = (uint32_t)((int32_t)n + 127) << 23;
     p = p * fn_u2f(bits);
     return (x0 == x0) ? p : x0;
@@ -573,7 +573,7 @@ static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
 #define FN_LOAD(v) (v)
 #define FN_STORE(v) (v)
 #define FN_EXP fn_expf
-#define FN_SIGMOID(v) (double)fn_sigmoidf((float)(v))
+#define FN_SIGMOID(v) (double)fn_sigmoidf((float)(v), fn_fz)
 #define FN_SILU_IN_FLOAT 1
 #define FN_APPLY_V16_F32 1
 #include "fn_kernels_tmpl.h"
@@ -599,7 +599,7 @@ static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
 #define FN_LOAD(v) fn_h2f(v)
 #define FN_STORE(v) fn_f2h(v)
 #define FN_EXP fn_expf
-#define FN_SIGMOID(v) fn_sigmoidf(v)
+#define FN_SIGMOID(v) fn_sigmoidf(v, fn_fz)
 #include "fn_kernels_tmpl.h"
 
 #define FN_T uint16_t
@@ -612,7 +612,7 @@ static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
 #define FN_LOAD(v) fn_b2f(v)
 #define FN_STORE(v) fn_f2b(v)
 #define FN_EXP fn_expf
-#define FN_SIGMOID(v) fn_sigmoidf(v)
+#define FN_SIGMOID(v) fn_sigmoidf(v, fn_fz)
 #include "fn_kernels_tmpl.h"
 
 /* ---- benchmark helper: the bandwidth ceiling --------------------------- */

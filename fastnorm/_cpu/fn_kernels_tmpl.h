@@ -9,7 +9,7 @@
 /* sigmoid in float for float / half working types (float32 data are applied in
  * double, but a float sigmoid keeps silu within a few ulp at a quarter of the
  * cost of a double division); double data use the double formula. */
-FN_INLINE float fn_sigmoidf(float v) { return 1.0f / (1.0f + fn_expf(-v)); }
+FN_INLINE float fn_sigmoidf(float v, const int fn_fz) { return 1.0f / (1.0f + fn_expf(-v, fn_fz)); }
 FN_INLINE double fn_sigmoidd(double v) { return 1.0 / (1.0 + exp(-v)); }
 #endif
 /* the low part of the mean is 0 when the working type is double;
@@ -166,7 +166,7 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
         float hf = (float)hi, lf = (float)((hi - (double)hf) + lo), scf = (float)sc, shf = (float)sh;
         FN_IVDEP for (i = 0; i < n; i++) {
             float v = FN_FMAF(((float)x[i] - hf) - lf, scf, shf);
-            y[i] = v * fn_sigmoidf(v);
+            y[i] = v * fn_sigmoidf(v, fn_fz);
         }
         return;
     }
