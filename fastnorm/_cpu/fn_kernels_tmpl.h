@@ -36,12 +36,21 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t, 
     double t1 = 0.0, t2 = 0.0, r1, r2;
     double sh = n > 0 ? (double)FN_LOAD(x[0]) : 0.0;
     Py_ssize_t i, nv = n - n % FN_LANES;
-#if FN_HAVE_VEC && defined(FN_BUF16)
+#if FN_HAVE_VEC
+    /* two 8-lane halves per step: the same accumulation for every dtype */
+    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
+#define FN_ACC16(D0, D1)                                                       \
+    do {                                                                       \
+        a0 += D0;                                                              \
+        a1 += D1;                                                              \
+        b0 = FN_FMA8D(D0, D0, b0);                                             \
+        b1 = FN_FMA8D(D1, D1, b1);                                             \
+    } while (0)
+#if defined(FN_BUF16)
     /* float16: chunks widened into an L1 buffer by the (hardware when
      * available) bulk conversion, then exactly the float32 arithmetic and
      * lane order below, so the bits do not depend on the conversion used. */
     float buf[FN_CHUNK];
-    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
     Py_ssize_t s0, len;
     for (s0 = 0; s0 < nv; s0 += FN_CHUNK) {
         len = nv - s0 < FN_CHUNK ? nv - s0 : FN_CHUNK;
@@ -49,18 +58,12 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t, 
         for (i = 0; i < len; i += FN_LANES) {
             fn_v8d d0 = fn_load8d_f32(buf + i) - shv;
             fn_v8d d1 = fn_load8d_f32(buf + i + 8) - shv;
-            a0 += d0;
-            a1 += d1;
-            b0 = FN_FMA8D(d0, d0, b0);
-            b1 = FN_FMA8D(d1, d1, b1);
+            FN_ACC16(d0, d1);
         }
     }
-    r1 = fn_v8d_hsum(a0 + a1);
-    r2 = fn_v8d_hsum(b0 + b1);
-#elif FN_HAVE_VEC && defined(FN_IS16)
+#elif defined(FN_IS16)
     /* 16-bit input: 16 lanes widened at once (exact), then the same double
      * accumulation as float32, so results keep float64 rounding. */
-    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
     for (i = 0; i < nv; i += FN_LANES) {
         fn_v16s h;
         fn_v16f f;
@@ -72,23 +75,16 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t, 
         memcpy(&hi, (char *)&f + 32, sizeof hi);
         d0 = __builtin_convertvector(lo, fn_v8d) - shv;
         d1 = __builtin_convertvector(hi, fn_v8d) - shv;
-        a0 += d0;
-        a1 += d1;
-        b0 = FN_FMA8D(d0, d0, b0);
-        b1 = FN_FMA8D(d1, d1, b1);
+        FN_ACC16(d0, d1);
     }
-    r1 = fn_v8d_hsum(a0 + a1);
-    r2 = fn_v8d_hsum(b0 + b1);
-#elif FN_HAVE_VEC
-    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
+#else
     for (i = 0; i < nv; i += FN_LANES) {
         fn_v8d d0 = FN(load8d)(x + i) - shv;
         fn_v8d d1 = FN(load8d)(x + i + 8) - shv;
-        a0 += d0;
-        a1 += d1;
-        b0 = FN_FMA8D(d0, d0, b0);
-        b1 = FN_FMA8D(d1, d1, b1);
+        FN_ACC16(d0, d1);
     }
+#endif
+#undef FN_ACC16
     r1 = fn_v8d_hsum(a0 + a1);
     r2 = fn_v8d_hsum(b0 + b1);
 #else
