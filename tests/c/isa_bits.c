@@ -54,7 +54,8 @@ static void run(void)
         fn_apply_f16(xh, yh, N, 1.2345678f, 1e-8f, 1.3456789f, -0.25f, act, 0.01f);
         mix(yh, sizeof yh);
     }
-    /* channels last: C1 channels in tiles (m = 4, W = 64) and C2 row by row (m = 2) */
+    /* channels last: C1 channels in one tile (m = 4, W = 64) and C2 wider than a
+     * tile (m = 2, W > 64: several tile passes with the next-block prefetch) */
     for (k = 0; k < 2; k++) {
         Py_ssize_t C = k ? C2 : C1, m = k ? 2 : 4, W = C * m, rows = N / C, j;
         fn_stats_cl_f32(xf, rows, C, m, 8 * m, acc, tc); mix(tc, C * sizeof tc[0]);
