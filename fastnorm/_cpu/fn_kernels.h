@@ -469,6 +469,7 @@ static volatile double fn_relu_zero = 0.0;
 
 /* Bulk 16-bit <-> float conversion for the chunked 16-bit kernels. */
 #define FN_CHUNK 512
+#define FN_CL_WALK 16384   /* bytes: statistics block for rows wider than a tile */
 #define FN_CL_BUF 4096   /* floats: the channels-last float16 statistics buffer */
 #define FN_DEF_CONVERT(NAME, VIN, VOUT, SIN, SOUT)                              \
     FN_MV static void fn_widen_##NAME(const uint16_t *src, float *dst, Py_ssize_t n) \

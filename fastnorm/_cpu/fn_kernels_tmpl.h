@@ -323,6 +323,16 @@ FN_INLINE void FN(stats_cl_in)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
     for (c = 0; c < C; c++) sh[c] = (double)FN_LOAD(x[c]);
     for (j = C; j < W; j++) sh[j] = sh[j - C];
     for (j = 0; j < W; j++) { s1[j] = 0.0; s2[j] = 0.0; }
+    if (W > 64) {
+        /* rows wider than a tile: walk blocks of about FN_CL_WALK bytes so
+         * that a block and the next one, prefetched by the tile passes, fit
+         * L1 together (measured: S3 channels-last statistics from memory
+         * 1.50 -> 1.60 of a copy's time).  The lanes still add their rows
+         * in order: the same bits for any block size. */
+        Py_ssize_t rw = FN_CL_WALK / (Py_ssize_t)(W * sizeof(FN_T)) * m;
+        if (rw < m) rw = m;
+        if (rw < R) R = rw;
+    }
     for (r0 = 0; r0 < vr * m; r0 += R) {
         nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;
 #if defined(FN_BUF16) && FN_HAVE_VEC
