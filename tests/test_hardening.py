@@ -276,7 +276,10 @@ PLAN_SETTINGS = [dict(small_planes=False), dict(pipeline_max_bytes=0),
                  dict(pipeline_max_bytes=1 << 30), dict(wave_bytes=1 << 12),
                  dict(small_planes=False, pipeline_max_bytes=0, wave_bytes=1 << 14),
                  dict(backward_min_bytes=0), dict(backward_min_bytes=0, wave_bytes=1 << 12),
-                 dict(backward_min_bytes=0, pipeline_max_bytes=0)]
+                 dict(backward_min_bytes=0, pipeline_max_bytes=0),
+                 dict(stream_above_bytes=0), dict(stream_above_bytes=0, wave_bytes=1 << 12),
+                 dict(stream_above_bytes=0, small_planes=False, pipeline_max_bytes=0,
+                      backward_min_bytes=0)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
@@ -311,6 +314,79 @@ def test_every_plan_gives_the_same_bits(dtype, shape):
         finally:
             E._tuning(*old)
         assert got == ref, setting
+
+
+def _misaligned_like(a, shift):
+    """An empty C-contiguous array shaped like a whose data start `shift`
+    elements past a 64-byte boundary."""
+    buf = np.empty(a.size + 16, a.dtype)
+    k = (-(buf.ctypes.data // a.itemsize)) % (64 // a.itemsize) + shift
+    return buf[k:k + a.size].reshape(a.shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 5, 33, 37), (3, 37, 20, 9), (2, 100, 7, 11), (1, 16, 64, 64)])
+def test_streaming_stores_give_the_same_bits(dtype, shape):
+    """Large channels-first float32/float64 outputs are written with
+    non-temporal stores by separate AVX-512/AVX2 kernels (head and tail lanes
+    scalar up to the first aligned line); forced on for small arrays they must
+    give exactly the normal kernels' bits through every entry point, at any
+    output alignment (channels last keeps normal stores: checked too)."""
+    from fastnorm._cpu import _engine as E
+
+    level, _ = E.streaming_stores()
+    if level == 0:
+        pytest.skip("this CPU/build has no streaming-store kernels (no AVX2+FMA)")
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 200).astype(dtype)
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    w, b = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    mean, var = rng.standard_normal(shape[:2]) + 200, rng.random(shape[:2]) + 0.5
+
+    def run():
+        got = []
+        for shift in (0, 1, 3):
+            for nt in (1, 2, 3):
+                o = _misaligned_like(x, shift)
+                fastnorm.instance_norm(x, w, b, out=o, num_threads=nt)
+                ol = _misaligned_like(xl, shift)
+                fastnorm.instance_norm(xl, w, b, channel_axis=-1, out=ol, num_threads=nt)
+                got += [o.tobytes(), ol.tobytes()]
+            got.append(fastnorm.group_norm(x, 1, w, b, num_threads=2).tobytes())
+            got.append(fastnorm.normalize(x, mean, var, w, b, num_threads=2).tobytes())
+            got.append(fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1,
+                                          num_threads=2).tobytes())
+        return got
+
+    ref = run()
+    old = E._tuning(stream_above_bytes=0)
+    try:
+        for cap in range(level, 0, -1):       # the AVX-512 and the AVX2 kernels
+            ocap = E._stream_cap(cap)
+            try:
+                assert E.streaming_stores()[0] == cap
+                assert run() == ref, cap
+            finally:
+                E._stream_cap(ocap)
+    finally:
+        E._tuning(*old)
+
+
+def test_streaming_threshold_and_copy():
+    """The default threshold, and the streaming copy of the bench ceiling."""
+    from fastnorm._cpu import _engine as E
+
+    level, above = E.streaming_stores()
+    assert above == 32 << 20
+    src = np.random.default_rng(0).standard_normal(300001)
+    for above in (0, 1 << 40):
+        old = E._tuning(stream_above_bytes=above)
+        try:
+            dst = np.zeros_like(src[1:])
+            E.parallel_copy(src[1:], dst, 2)
+        finally:
+            E._tuning(*old)
+        np.testing.assert_array_equal(dst, src[1:])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])

@@ -58,7 +58,11 @@ cdef extern from "fn_kernels.h" nogil:
     void fn_planes_f16(const unsigned short *x, unsigned short *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
     void fn_planes_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
     void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
-    void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads)
+    void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads, int stream)
+    int fn_stream_level()
+    int fn_stream_cap
+    void fn_stream_apply(int lvl, int dt, const void *x, void *y, Py_ssize_t n, double hi,
+                         double sc, double sh)
     const char *fn_build_isa()
     int fn_fused_now()
     int fn_fma_off
@@ -96,15 +100,28 @@ cdef Py_ssize_t WAVE_BYTES = 1 << 19
 cdef Py_ssize_t BACKWARD_MIN_BYTES = 1 << 20
 # planes of one statistics block run through one C call per thread (fn_planes)
 cdef bint SMALL_PLANES = True
+# channels-first outputs larger than this (float32/float64, no activation)
+# are written with non-temporal stores when the CPU has them (fn_kernels.h,
+# "streaming"): past the last-level cache a normal store also reads the line
+# it writes.  32 MiB: measured on this VM, streaming won from 48 MiB arrays
+# and lost at 2 threads on 32 MiB ones (float32 S5/S6 0.80 -> 0.72).
+cdef Py_ssize_t STREAM_ABOVE_BYTES = 32 << 20
+# the activation code that stands for "none, streaming stores"; it never
+# reaches a C kernel's activation switch except as "none"
+cdef enum:
+    A_STREAM = 16
 
 
 def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
-            backward_min_bytes=None):
+            backward_min_bytes=None, stream_above_bytes=None):
     """Read (and, for tests and experiments, set) the plan choices; returns the
-    old (pipeline_max_bytes, wave_bytes, small_planes, backward_min_bytes).
-    Every setting gives the same bits; only the speed changes."""
-    global PIPELINE_MAX_BYTES, WAVE_BYTES, SMALL_PLANES, BACKWARD_MIN_BYTES
-    old = (PIPELINE_MAX_BYTES, WAVE_BYTES, bool(SMALL_PLANES), BACKWARD_MIN_BYTES)
+    old (pipeline_max_bytes, wave_bytes, small_planes, backward_min_bytes,
+    stream_above_bytes).  Every setting gives the same bits; only the speed changes."""
+    global PIPELINE_MAX_BYTES, WAVE_BYTES, SMALL_PLANES, BACKWARD_MIN_BYTES, STREAM_ABOVE_BYTES
+    old = (PIPELINE_MAX_BYTES, WAVE_BYTES, bool(SMALL_PLANES), BACKWARD_MIN_BYTES,
+           STREAM_ABOVE_BYTES)
+    if stream_above_bytes is not None:
+        STREAM_ABOVE_BYTES = max(0, stream_above_bytes)
     if backward_min_bytes is not None:
         BACKWARD_MIN_BYTES = backward_min_bytes
     if pipeline_max_bytes is not None:
@@ -114,6 +131,32 @@ def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
     if small_planes is not None:
         SMALL_PLANES = small_planes
     return old
+
+
+def streaming_stores():
+    """(level, above_bytes): the non-temporal output stores this CPU runs (2:
+    AVX-512F, 1: AVX2, 0: none) and the output size above which channels-first
+    normalizations use them."""
+    return fn_stream_level(), STREAM_ABOVE_BYTES
+
+
+def _stream_cap(cap=None):
+    """Test hook: the highest streaming-kernel level to use (2 AVX-512F,
+    1 AVX2, 0 none); returns the old cap."""
+    global fn_stream_cap
+    old = fn_stream_cap
+    if cap is not None:
+        fn_stream_cap = cap
+    return old
+
+
+cdef inline int stream_act(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
+    """act, or A_STREAM for a channels-first float32/float64 output without
+    activation large enough to be written past the caches."""
+    if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES \
+            and fn_stream_level() > 0:
+        return A_STREAM
+    return act
 
 
 def have_openmp():
@@ -191,6 +234,9 @@ cdef inline void k_apply(int dt, const char *x, char *y, Py_ssize_t n, double me
     # mean split into a high part and a low correction in working precision
     cdef float hf, lf
     cdef double hd
+    if act == A_STREAM:   # float32 / float64 only (stream_act)
+        fn_stream_apply(fn_stream_level(), dt, x, y, n, mean, sc, sh)
+        return
     if dt == F64:
         hd = mean
         fn_apply_f64(<const double *>x, <double *>y, n, hd, mean - hd, sc, sh, act, slope)
@@ -346,6 +392,7 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     cdef double *shift
     if not par:
         nt = 1
+    act = stream_act(dt, act, P * L * isz)
     # one thread per plane when that balances and a plane fits L2 with its
     # output; else waves of planes split into blocks across the threads
     fused = nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt) and L * isz <= WAVE_BYTES)
@@ -445,8 +492,10 @@ cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p
     if p0 >= p1:
         return
     if nb == 1 and SMALL_PLANES:
-        # planes of one block: the same order in one C call (no per-plane dispatch)
-        k_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, act, slope, tri, mean, scale, shift)
+        # planes of one block: the same order in one C call (no per-plane
+        # dispatch; normal stores: A_STREAM is passed on as no activation)
+        k_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, 0 if act == A_STREAM else act, slope,
+                 tri, mean, scale, shift)
         return
     plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
     group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)
@@ -550,6 +599,7 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
     cdef bint par = nt > 1 and R * S >= SERIAL_BELOW
     if not par:
         nt = 1
+    act = stream_act(dt, act, R * S * isz)
     with nogil:
         for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
             r = it // nb
@@ -889,12 +939,15 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
 
 # ------------------------------------------------------------- benchmarks
 def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int nt):
-    """memcpy of src into dst split over nt OpenMP threads: the bandwidth ceiling."""
+    """src copied into dst split over nt OpenMP threads: the bandwidth ceiling.
+    From the streaming threshold up (what the kernels write with non-temporal
+    stores), the copy streams too: glibc's memcpy does not there on this VM."""
     cdef const char *s = <const char *>cnp.PyArray_DATA(src)
     cdef char *d = <char *>cnp.PyArray_DATA(dst)
     cdef Py_ssize_t nbytes = src.nbytes
+    cdef int stream = nbytes > STREAM_ABOVE_BYTES
     with nogil:
-        fn_parallel_copy(s, d, nbytes, nt)
+        fn_parallel_copy(s, d, nbytes, nt, stream)
     return dst
 
 
