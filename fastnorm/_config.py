@@ -27,6 +27,7 @@ def config():
         "ldflags": BUILD_INFO.get("ldflags", "unknown"),
         "simd": E.build_isa(),
         "fma": E.fused_multiply_add(),
+        "streaming": E.streaming_stores(),
         "half": E.half_impl(),
         "block": E.BLOCK,
         "backends": backends,
@@ -56,6 +57,10 @@ def show_config(file=None):
         f"  SIMD            : {c['simd']}",
         "  multiply-add    : " + ("fused (rounded once; the same bits on every FMA CPU)"
                                   if c["fma"] else "unfused (no FMA on this CPU or in this build)"),
+        "  output stores   : " + (
+            f"non-temporal ({('AVX-512F', 'AVX2')[2 - c['streaming'][0]]}) for channels-first "
+            f"float32/float64 outputs over {c['streaming'][1] >> 20} MiB without activation"
+            if c["streaming"][0] else "normal (no streaming-store kernels for this CPU or build)"),
         f"  float16         : {c['half']}",
         f"  stats block     : {c['block']} elements",
         "  array backends  : " + ", ".join(

@@ -211,10 +211,11 @@ def test_show_config(capsys):
     fastnorm.show_config()
     out = capsys.readouterr().out
     assert fastnorm.__version__ in out
-    for word in ("OpenMP", "threads", "compiler", "flags", "SIMD", "numpy"):
+    for word in ("OpenMP", "threads", "compiler", "flags", "SIMD", "numpy", "output stores"):
         assert word in out
     c = fastnorm._config.config()
     assert isinstance(c["openmp"], bool) and c["default_threads"] >= 1
+    assert c["streaming"][0] in (0, 1, 2) and c["streaming"][1] == 32 << 20
 
 
 # ---------------------------------------------------------------- vs torch
