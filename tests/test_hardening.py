@@ -352,6 +352,9 @@ def test_streaming_stores_give_the_same_bits(dtype, shape):
                 ol = _misaligned_like(xl, shift)
                 fastnorm.instance_norm(xl, w, b, channel_axis=-1, out=ol, num_threads=nt)
                 got += [o.tobytes(), ol.tobytes()]
+            io = x.copy()                         # in place: y is x
+            fastnorm.instance_norm(io, w, b, out=io, num_threads=2)
+            got.append(io.tobytes())
             got.append(fastnorm.group_norm(x, 1, w, b, num_threads=2).tobytes())
             got.append(fastnorm.normalize(x, mean, var, w, b, num_threads=2).tobytes())
             got.append(fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1,
