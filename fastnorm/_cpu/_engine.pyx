@@ -106,8 +106,9 @@ cdef bint SMALL_PLANES = True
 # it writes.  32 MiB: measured on this VM, streaming won from 48 MiB arrays
 # and lost at 2 threads on 32 MiB ones (float32 S5/S6 0.80 -> 0.72).
 cdef Py_ssize_t STREAM_ABOVE_BYTES = 32 << 20
-# the activation code that stands for "none, streaming stores"; it never
-# reaches a C kernel's activation switch except as "none"
+# activation codes above A_STREAM stand for "none, streaming stores at level
+# act - A_STREAM" (1 AVX2, 2 AVX-512F); they never reach a C kernel's
+# activation switch except as "none"
 cdef enum:
     A_STREAM = 16
 
@@ -151,11 +152,14 @@ def _stream_cap(cap=None):
 
 
 cdef inline int stream_act(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    """act, or A_STREAM for a channels-first float32/float64 output without
-    activation large enough to be written past the caches."""
-    if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES \
-            and fn_stream_level() > 0:
-        return A_STREAM
+    """act, or A_STREAM + the streaming level for a channels-first
+    float32/float64 output without activation large enough to be written past
+    the caches (the level is found once per call, not per segment)."""
+    cdef int lvl
+    if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES:
+        lvl = fn_stream_level()
+        if lvl > 0:
+            return A_STREAM + lvl
     return act
 
 
@@ -234,8 +238,8 @@ cdef inline void k_apply(int dt, const char *x, char *y, Py_ssize_t n, double me
     # mean split into a high part and a low correction in working precision
     cdef float hf, lf
     cdef double hd
-    if act == A_STREAM:   # float32 / float64 only (stream_act)
-        fn_stream_apply(fn_stream_level(), dt, x, y, n, mean, sc, sh)
+    if act > A_STREAM:   # float32 / float64 only (stream_act)
+        fn_stream_apply(act - A_STREAM, dt, x, y, n, mean, sc, sh)
         return
     if dt == F64:
         hd = mean
@@ -494,7 +498,7 @@ cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p
     if nb == 1 and SMALL_PLANES:
         # planes of one block: the same order in one C call (no per-plane
         # dispatch; normal stores: A_STREAM is passed on as no activation)
-        k_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, 0 if act == A_STREAM else act, slope,
+        k_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, 0 if act > A_STREAM else act, slope,
                  tri, mean, scale, shift)
         return
     plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
