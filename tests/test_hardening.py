@@ -380,7 +380,7 @@ def test_streaming_threshold_and_copy():
     from fastnorm._cpu import _engine as E
 
     level, above = E.streaming_stores()
-    assert above == 32 << 20
+    assert above == 20 << 20
     src = np.random.default_rng(0).standard_normal(300001)
     for above in (0, 1 << 40):
         old = E._tuning(stream_above_bytes=above)
@@ -390,6 +390,12 @@ def test_streaming_threshold_and_copy():
         finally:
             E._tuning(*old)
         np.testing.assert_array_equal(dst, src[1:])
+    for mode in (0, 1):
+        dst = np.zeros_like(src[1:])
+        E.parallel_copy(src[1:], dst, 2, mode)
+        np.testing.assert_array_equal(dst, src[1:])
+    with pytest.raises(ValueError, match="stream must be -1, 0 or 1, got 2"):
+        E.parallel_copy(src, np.empty_like(src), 1, 2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])

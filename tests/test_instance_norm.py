@@ -215,7 +215,7 @@ def test_show_config(capsys):
         assert word in out
     c = fastnorm._config.config()
     assert isinstance(c["openmp"], bool) and c["default_threads"] >= 1
-    assert c["streaming"][0] in (0, 1, 2) and c["streaming"][1] == 32 << 20
+    assert c["streaming"][0] in (0, 1, 2) and c["streaming"][1] == 20 << 20
 
 
 # ---------------------------------------------------------------- vs torch

@@ -47,3 +47,28 @@ def test_threadpoolctl_sees_and_limits_fastnorm():
         assert _engine.default_threads() == 1
         np.testing.assert_array_equal(fastnorm.instance_norm(x), ref)
     assert _engine.default_threads() >= 1
+
+
+def test_bench_ceiling_is_the_faster_copy():
+    """The bench's "copy" is the faster of memcpy and the streaming copy,
+    both kept in the raw numbers; neither appears as a peer column."""
+    from fastnorm import _bench as B
+
+    t = {"copy": 2.0, "copy_nt": 1.5, "fastnorm": 3.0, "numpy": 6.0}
+    B._best_copy(t)
+    assert t["copy"] == 1.5 and t["copy_memcpy"] == 2.0 and t["copy_nt"] == 1.5
+    t2 = {"copy": 1.0, "copy_nt": 1.5, "fastnorm": 2.0}
+    B._best_copy(t2)
+    assert t2["copy"] == 1.0
+    row = {"shape": "T", "dims": [1, 4, 8, 8], "layout": "cf", "dtype": "float32",
+           "threads": 1, "bytes": 2048, "times": t}
+    text = B.table([row])
+    head = text.splitlines()[0]
+    assert "x numpy" in head and "x copy" not in head
+    assert "| 0.50 |" in text and "| 2.0 (" in text  # of copy 1.5/3.0; numpy 6/3
+    assert B.summary([row])["cf"]["min_copy_fraction"] == 0.5
+    rows = B.run_suite({"T": (1, 4, 8, 8)}, layouts=("cf",), threads=1, repeat=1,
+                       peers=B.peers_available(["none"]), progress=False, min_time=0.0)
+    times = rows[0]["times"]
+    assert set(times) == {"copy", "copy_nt", "copy_memcpy", "fastnorm"}
+    assert times["copy"] == min(times["copy_nt"], times["copy_memcpy"])

@@ -103,9 +103,13 @@ cdef bint SMALL_PLANES = True
 # channels-first outputs larger than this (float32/float64, no activation)
 # are written with non-temporal stores when the CPU has them (fn_kernels.h,
 # "streaming"): past the last-level cache a normal store also reads the line
-# it writes.  32 MiB: measured on this VM, streaming won from 48 MiB arrays
-# and lost at 2 threads on 32 MiB ones (float32 S5/S6 0.80 -> 0.72).
-cdef Py_ssize_t STREAM_ABOVE_BYTES = 32 << 20
+# it writes.  20 MiB, measured on this VM over two periods.  How much of its
+# (reported 480 MiB) L3 the VM really gives drifts with the neighbours: with
+# normal stores 32-MiB float32 outputs (S5, S6) ran at 0.80 of a copy at 2
+# threads in one period and at 0.57-0.64 in the next (0.41-0.62 at 1
+# thread), 24-MiB ones at 0.55-0.72; streaming held 0.71-0.82 in both.  At
+# 16 MiB normal stores still win (0.79-0.88 against 0.70-0.82).
+cdef Py_ssize_t STREAM_ABOVE_BYTES = 20 << 20
 # activation codes above A_STREAM stand for "none, streaming stores at level
 # act - A_STREAM" (1 AVX2, 2 AVX-512F); they never reach a C kernel's
 # activation switch except as "none"
@@ -942,14 +946,20 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
 
 
 # ------------------------------------------------------------- benchmarks
-def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int nt):
+def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int nt, int stream=-1):
     """src copied into dst split over nt OpenMP threads: the bandwidth ceiling.
-    From the streaming threshold up (what the kernels write with non-temporal
-    stores), the copy streams too: glibc's memcpy does not there on this VM."""
+    stream: 0 memcpy, 1 non-temporal stores (memcpy where the CPU has none),
+    -1 (default) non-temporal from the kernels' streaming threshold up.  The
+    bench times both and keeps the faster: which one wins depends on the size
+    and on how much last-level cache the machine gives (glibc's memcpy picks
+    its own non-temporal threshold from the reported L3, 480 MiB on this VM)."""
     cdef const char *s = <const char *>cnp.PyArray_DATA(src)
     cdef char *d = <char *>cnp.PyArray_DATA(dst)
     cdef Py_ssize_t nbytes = src.nbytes
-    cdef int stream = nbytes > STREAM_ABOVE_BYTES
+    if stream not in (-1, 0, 1):
+        raise ValueError(f"stream must be -1, 0 or 1, got {stream!r}")
+    if stream < 0:
+        stream = nbytes > STREAM_ABOVE_BYTES
     with nogil:
         fn_parallel_copy(s, d, nbytes, nt, stream)
     return dst
