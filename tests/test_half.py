@@ -80,7 +80,12 @@ def test_narrow_rounding_boundaries(level, n_extra, level_restore):
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("shape", [(2, 3, 37, 41), (1, 64, 64, 64), (2, 5, 300, 7), (1, 1000, 9, 9)])
 @pytest.mark.parametrize("activation", [None, "relu", "silu"])
-def test_norm_bits_independent_of_conversion(shape, channel_axis, activation, level_restore):
+@pytest.mark.parametrize("unfused", [False, True])
+def test_norm_bits_independent_of_conversion(shape, channel_axis, activation, unfused,
+                                             level_restore):
+    """Levels 1 and 2 run the float16 statistics and apply straight from
+    registers; level 0 widens into a buffer with the software conversion.
+    Same bits, fused and as the unfused twin (CPUs without FMA)."""
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(shape) * 4 + 100).astype(np.float16)
     x.flat[7::173] = np.float16(6e-8)   # subnormal inputs
@@ -92,10 +97,42 @@ def test_norm_bits_independent_of_conversion(shape, channel_axis, activation, le
     w = rng.standard_normal(C).astype(np.float32)
     b = rng.standard_normal(C).astype(np.float32)
     outs = []
-    for level in LEVELS:
-        E.select_half(level)
-        outs.append(fastnorm.instance_norm(x, w, b, channel_axis=channel_axis,
-                                           activation=activation))
+    old = E._unfused(unfused)
+    try:
+        for level in LEVELS:
+            E.select_half(level)
+            outs.append(fastnorm.instance_norm(x, w, b, channel_axis=channel_axis,
+                                               activation=activation))
+    finally:
+        E._unfused(old)
     assert np.isfinite(outs[0][1:]).all() and np.isnan(outs[0][0, 0] if channel_axis == 1 else outs[0][0, ..., 0]).all()
     for o in outs[1:]:
         np.testing.assert_array_equal(o.view(np.uint16), outs[0].view(np.uint16))
+
+
+@pytest.mark.skipif(BEST == 0, reason="this CPU has no F16C: only the software conversion exists")
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_stats_bits_independent_of_conversion(channel_axis, level_restore):
+    """The float16 statistics (double accumulators) at every conversion level,
+    fused and unfused, on halves spread over 11 binades so that d*d is inexact
+    in double and the fused and unfused sums really differ (checked: the test
+    can tell a fused accumulation from an unfused one)."""
+    rng = np.random.default_rng(3)
+    shape = (2, 3, 37, 41)
+    x = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-7, 4, shape)).astype(np.float16)
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    got = {}
+    for unfused in (False, True):
+        old = E._unfused(unfused)
+        try:
+            for level in LEVELS:
+                E.select_half(level)
+                m = fastnorm.instance_moments(x, channel_axis=channel_axis)
+                got[unfused, level] = m.mean.tobytes() + m.m2.tobytes()
+        finally:
+            E._unfused(old)
+    for unfused in (False, True):
+        assert len({got[unfused, lv] for lv in LEVELS}) == 1, unfused
+    if E.fused_multiply_add():
+        assert got[False, 0] != got[True, 0]

@@ -509,6 +509,7 @@ FN_DEF_CONVERT(bf16, fn_b2f_v16, fn_f2b_v16, fn_b2f, fn_f2b)
  * the instructions do); tests/test_half.py checks it on every half and on
  * float bit patterns around every rounding boundary. */
 static int fn_half_level = 0;   /* 0 software, 1 F16C + AVX2, 2 AVX-512F */
+static int fn_half_fma = 0;     /* FMA present: the register kernels may run */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FN_NO_F16C)
 #define FN_HAVE_F16C 1
 #include <immintrin.h>
@@ -546,6 +547,109 @@ fn_narrow_f16_f16c(const float *src, uint16_t *dst, Py_ssize_t n)
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = fn_f2h(src[i]);
 }
+/* float16 apply without activation straight from registers: widen 16 (8)
+ * halves, (v - hi) - lo, one multiply-add (fused or not, as fz says), round
+ * once: lane for lane the buffer path's operations (widen to an L1 buffer,
+ * the float loop, narrow), so the same bits, without its two extra passes
+ * over the buffer.  The tail goes through a zero-padded 16-lane buffer so it
+ * runs the same instructions. */
+#define FN_APPLY_F16_HW(V, SET1, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST, NL)        \
+    {                                                                                 \
+        const V h = SET1(hi), l = SET1(lo), s = SET1(sc), f = SET1(sh);               \
+        uint16_t tx[16], ty[16];                                                      \
+        Py_ssize_t i = 0;                                                             \
+        for (;;) {                                                                    \
+            const uint16_t *px = x + i;                                               \
+            uint16_t *py = y + i;                                                     \
+            Py_ssize_t m = n - i;                                                     \
+            if (m <= 0) break;                                                        \
+            if (m < NL) {                                                             \
+                memset(tx, 0, sizeof tx);                                             \
+                memcpy(tx, px, (size_t)m * 2);                                        \
+                px = tx;                                                              \
+                py = ty;                                                              \
+            }                                                                         \
+            V v = SUB(SUB(CVT_IN(LD(px)), h), l);                                     \
+            v = fz ? FMADD(v, s, f) : ADD(MUL(v, s), f);                              \
+            ST(py, CVT_OUT(v, _MM_FROUND_TO_NEAREST_INT));                            \
+            if (m < NL) { memcpy(y + i, ty, (size_t)m * 2); break; }                  \
+            i += NL;                                                                  \
+        }                                                                             \
+    }
+#define FN_LD256(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FN_ST256(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#define FN_LD128(p) _mm_loadu_si128((const __m128i *)(p))
+#define FN_ST128(p, v) _mm_storeu_si128((__m128i *)(p), v)
+__attribute__((target("avx512f,f16c,fma"))) static void
+fn_apply_f16_x512(const uint16_t *x, uint16_t *y, Py_ssize_t n, float hi, float lo, float sc,
+                  float sh, int fz)
+FN_APPLY_F16_HW(__m512, _mm512_set1_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_add_ps,
+                _mm512_fmadd_ps, _mm512_cvtph_ps, _mm512_cvtps_ph, FN_LD256, FN_ST256, 16)
+__attribute__((target("avx2,f16c,fma"))) static void
+fn_apply_f16_f16c(const uint16_t *x, uint16_t *y, Py_ssize_t n, float hi, float lo, float sc,
+                  float sh, int fz)
+FN_APPLY_F16_HW(__m256, _mm256_set1_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
+                _mm256_fmadd_ps, _mm256_cvtph_ps, _mm256_cvtps_ph, FN_LD128, FN_ST128, 8)
+#undef FN_APPLY_F16_HW
+/* float16 statistics of x[0, nv) (nv a multiple of 16) from registers: the
+ * buffer path's double accumulators lane for lane (lanes 0-7 of a step in
+ * a0/b0, 8-15 in a1/b1), written to acc[0..31] as a0, a1, b0, b1. */
+#define FN_ACC_PD(A, B, D)                                                    \
+    do {                                                                      \
+        A = ADD(A, D);                                                        \
+        B = fz ? FMADD(D, D, B) : ADD(MUL(D, D), B);                          \
+    } while (0)
+#define ADD _mm512_add_pd
+#define MUL _mm512_mul_pd
+#define FMADD _mm512_fmadd_pd
+__attribute__((target("avx512f,f16c,fma"))) static void
+fn_stats_f16_x512(const uint16_t *x, Py_ssize_t nv, double sh, double *acc, int fz)
+{
+    const __m512d shv = _mm512_set1_pd(sh);
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, b0 = a0, b1 = a0;
+    Py_ssize_t i;
+    for (i = 0; i < nv; i += 16) {
+        __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_cvtph_ps(FN_LD128(x + i))), shv);
+        __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_cvtph_ps(FN_LD128(x + i + 8))), shv);
+        FN_ACC_PD(a0, b0, d0);
+        FN_ACC_PD(a1, b1, d1);
+    }
+    _mm512_storeu_pd(acc, a0);
+    _mm512_storeu_pd(acc + 8, a1);
+    _mm512_storeu_pd(acc + 16, b0);
+    _mm512_storeu_pd(acc + 24, b1);
+}
+#undef ADD
+#undef MUL
+#undef FMADD
+#define ADD _mm256_add_pd
+#define MUL _mm256_mul_pd
+#define FMADD _mm256_fmadd_pd
+__attribute__((target("avx2,f16c,fma"))) static void
+fn_stats_f16_f16c(const uint16_t *x, Py_ssize_t nv, double sh, double *acc, int fz)
+{
+    const __m256d shv = _mm256_set1_pd(sh);
+    __m256d a0l = _mm256_setzero_pd(), a0h = a0l, a1l = a0l, a1h = a0l;
+    __m256d b0l = a0l, b0h = a0l, b1l = a0l, b1h = a0l;
+    Py_ssize_t i;
+    for (i = 0; i < nv; i += 16) {
+        __m256 f0 = _mm256_cvtph_ps(FN_LD128(x + i));
+        __m256 f1 = _mm256_cvtph_ps(FN_LD128(x + i + 8));
+        __m256d d;
+        d = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(f0)), shv); FN_ACC_PD(a0l, b0l, d);
+        d = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(f0, 1)), shv); FN_ACC_PD(a0h, b0h, d);
+        d = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(f1)), shv); FN_ACC_PD(a1l, b1l, d);
+        d = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(f1, 1)), shv); FN_ACC_PD(a1h, b1h, d);
+    }
+    _mm256_storeu_pd(acc, a0l);      _mm256_storeu_pd(acc + 4, a0h);
+    _mm256_storeu_pd(acc + 8, a1l);  _mm256_storeu_pd(acc + 12, a1h);
+    _mm256_storeu_pd(acc + 16, b0l); _mm256_storeu_pd(acc + 20, b0h);
+    _mm256_storeu_pd(acc + 24, b1l); _mm256_storeu_pd(acc + 28, b1h);
+}
+#undef ADD
+#undef MUL
+#undef FMADD
+#undef FN_ACC_PD
 #else
 #define FN_HAVE_F16C 0
 #endif
@@ -560,6 +664,8 @@ static int fn_half_select(int want)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) best = 1;
     if (best && __builtin_cpu_supports("avx512f")) best = 2;
+    /* the register kernels are compiled with FMA enabled */
+    fn_half_fma = __builtin_cpu_supports("fma") ? 1 : 0;
 #endif
     fn_half_level = (want < 0 || want > best) ? best : want;
     return fn_half_level;
@@ -580,6 +686,29 @@ static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
     if (fn_half_level == 1) { fn_narrow_f16_f16c(src, dst, n); return; }
 #endif
     fn_narrow_f16_sw(src, dst, n);
+}
+/* 1 when the hardware float16 statistics ran (F16C present) */
+static inline int fn_stats_f16_hw(const uint16_t *x, Py_ssize_t nv, double sh, double *acc, int fz)
+{
+#if FN_HAVE_F16C
+    if (!fn_half_fma) return 0;
+    if (fn_half_level == 2) { fn_stats_f16_x512(x, nv, sh, acc, fz); return 1; }
+    if (fn_half_level == 1) { fn_stats_f16_f16c(x, nv, sh, acc, fz); return 1; }
+#endif
+    (void)x; (void)nv; (void)sh; (void)acc; (void)fz;
+    return 0;
+}
+/* 1 when the hardware float16 apply ran (no activation, F16C present) */
+static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, float hi,
+                                  float lo, float sc, float sh, int fz)
+{
+#if FN_HAVE_F16C
+    if (!fn_half_fma) return 0;
+    if (fn_half_level == 2) { fn_apply_f16_x512(x, y, n, hi, lo, sc, sh, fz); return 1; }
+    if (fn_half_level == 1) { fn_apply_f16_f16c(x, y, n, hi, lo, sc, sh, fz); return 1; }
+#endif
+    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)sc; (void)sh; (void)fz;
+    return 0;
 }
 
 /* ---- instantiate the typed kernels ------------------------------------ */
@@ -612,6 +741,8 @@ static inline void fn_narrow_f16(const float *src, uint16_t *dst, Py_ssize_t n)
 #define FN_SUF f16
 #define FN_IS16 1
 #define FN_BUF16 1
+#define FN_APPLY_HW fn_apply_f16_hw
+#define FN_STATS_HW fn_stats_f16_hw
 #define FN_WIDEN fn_widen_f16
 #define FN_LOAD16F fn_h2f_v16
 #define FN_NARROW fn_narrow_f16

@@ -51,9 +51,19 @@ FN_INLINE void FN(stats_in)(const FN_T *restrict x, Py_ssize_t n, fn_triple *t, 
      * available) bulk conversion, then exactly the float32 arithmetic and
      * lane order below, so the bits do not depend on the conversion used. */
     float buf[FN_CHUNK];
-    Py_ssize_t s0, len;
-    for (s0 = 0; s0 < nv; s0 += FN_CHUNK) {
-        len = nv - s0 < FN_CHUNK ? nv - s0 : FN_CHUNK;
+    Py_ssize_t s0, len, nbuf = nv;
+#ifdef FN_STATS_HW
+    double acc[32];
+    if (FN_STATS_HW(x, nv, sh, acc, fn_fz)) {
+        memcpy(&a0, acc, sizeof a0);
+        memcpy(&a1, acc + 8, sizeof a1);
+        memcpy(&b0, acc + 16, sizeof b0);
+        memcpy(&b1, acc + 24, sizeof b1);
+        nbuf = 0;   /* the buffer loop has nothing left to do */
+    }
+#endif
+    for (s0 = 0; s0 < nbuf; s0 += FN_CHUNK) {
+        len = nbuf - s0 < FN_CHUNK ? nbuf - s0 : FN_CHUNK;
         FN_WIDEN(x + s0, buf, len);
         for (i = 0; i < len; i += FN_LANES) {
             fn_v8d d0 = fn_load8d_f32(buf + i) - shv;
@@ -137,6 +147,10 @@ FN_INLINE void FN(apply_in)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
 {
     float buf[FN_CHUNK];
     Py_ssize_t s, len, i;
+#ifdef FN_APPLY_HW
+    if (act == FN_ACT_NONE && FN_APPLY_HW(x, y, n, hi, lo, sc, sh, fn_fz))
+        return;
+#endif
     for (s = 0; s < n; s += FN_CHUNK) {
         len = n - s < FN_CHUNK ? n - s : FN_CHUNK;
         FN_WIDEN(x + s, buf, len);
@@ -508,6 +522,8 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 #undef FN_APPLY_V16_F32
 #undef FN_IS16
 #undef FN_BUF16
+#undef FN_APPLY_HW
+#undef FN_STATS_HW
 #undef FN_LOAD16F
 #undef FN_WIDEN
 #undef FN_NARROW
