@@ -591,6 +591,69 @@ fn_apply_f16_f16c(const uint16_t *x, uint16_t *y, Py_ssize_t n, float hi, float 
 FN_APPLY_F16_HW(__m256, _mm256_set1_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_add_ps,
                 _mm256_fmadd_ps, _mm256_cvtph_ps, _mm256_cvtps_ph, FN_LD128, FN_ST128, 8)
 #undef FN_APPLY_F16_HW
+/* Channels-last float16 apply without activation from registers: nr rows
+ * of W halves, column tiles of up to 4 x 16 (8) lanes whose coefficients
+ * (hi, lo, scale, shift as float) stay in registers for all the rows; lanes
+ * past the last full vector go through the scalar conversions, which give
+ * the instructions' bits.  Same per-element operations as the buffer path
+ * (apply_rows_buf). */
+#define FN_CL16_TILE(K, V, NL, SET1, LOADU, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST) \
+    {                                                                          \
+        V h_[K], l_[K], s_[K], f_[K];                                          \
+        int k_;                                                                \
+        for (k_ = 0; k_ < K; k_++) {                                           \
+            h_[k_] = LOADU(hi + j0 + NL * k_);                                 \
+            l_[k_] = LOADU(lo + j0 + NL * k_);                                 \
+            s_[k_] = LOADU(sc + j0 + NL * k_);                                 \
+            f_[k_] = LOADU(sf + j0 + NL * k_);                                 \
+        }                                                                      \
+        for (r = 0; r < nr; r++) {                                             \
+            const uint16_t *p_ = x + r * W + j0;                               \
+            uint16_t *q_ = y + r * W + j0;                                     \
+            if (pf) {                                                          \
+                FN_PREFETCH_LINES(p_ + nr * W, 2 * NL * K, 0);                 \
+                FN_PREFETCH_LINES(q_ + nr * W, 2 * NL * K, 1);                 \
+            }                                                                  \
+            for (k_ = 0; k_ < K; k_++) {                                       \
+                V v_ = SUB(SUB(CVT_IN(LD(p_ + NL * k_)), h_[k_]), l_[k_]);     \
+                v_ = fz ? FMADD(v_, s_[k_], f_[k_]) : ADD(MUL(v_, s_[k_]), f_[k_]); \
+                ST(q_ + NL * k_, CVT_OUT(v_, _MM_FROUND_TO_NEAREST_INT));      \
+            }                                                                  \
+        }                                                                      \
+        j0 += NL * K;                                                          \
+    }
+#define FN_CL16_BODY(V, NL, SET1, LOADU, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST)     \
+    {                                                                          \
+        Py_ssize_t r, j, j0 = 0;                                               \
+        const int pf = W > 4 * NL;                                             \
+        while (W - j0 >= 4 * NL)                                               \
+            FN_CL16_TILE(4, V, NL, SET1, LOADU, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST) \
+        switch ((W - j0) / NL) {                                               \
+        case 3: FN_CL16_TILE(3, V, NL, SET1, LOADU, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST) break; \
+        case 2: FN_CL16_TILE(2, V, NL, SET1, LOADU, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST) break; \
+        case 1: FN_CL16_TILE(1, V, NL, SET1, LOADU, SUB, MUL, ADD, FMADD, CVT_IN, CVT_OUT, LD, ST) break; \
+        default: break;                                                        \
+        }                                                                      \
+        if (j0 < W)                                                            \
+            for (r = 0; r < nr; r++)                                           \
+                for (j = j0; j < W; j++) {                                     \
+                    float v = (fn_h2f(x[r * W + j]) - hi[j]) - lo[j];          \
+                    v = fz ? fmaf(v, sc[j], sf[j]) : v * sc[j] + sf[j];        \
+                    y[r * W + j] = fn_f2h(v);                                  \
+                }                                                              \
+    }
+__attribute__((target("avx512f,f16c,fma"))) static void
+fn_apply_cl_f16_x512(const uint16_t *x, uint16_t *y, Py_ssize_t nr, Py_ssize_t W,
+                     const float *hi, const float *lo, const float *sc, const float *sf, int fz)
+FN_CL16_BODY(__m512, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_sub_ps, _mm512_mul_ps,
+             _mm512_add_ps, _mm512_fmadd_ps, _mm512_cvtph_ps, _mm512_cvtps_ph, FN_LD256, FN_ST256)
+__attribute__((target("avx2,f16c,fma"))) static void
+fn_apply_cl_f16_f16c(const uint16_t *x, uint16_t *y, Py_ssize_t nr, Py_ssize_t W,
+                     const float *hi, const float *lo, const float *sc, const float *sf, int fz)
+FN_CL16_BODY(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_sub_ps, _mm256_mul_ps,
+             _mm256_add_ps, _mm256_fmadd_ps, _mm256_cvtph_ps, _mm256_cvtps_ph, FN_LD128, FN_ST128)
+#undef FN_CL16_BODY
+#undef FN_CL16_TILE
 /* float16 statistics of x[0, nv) (nv a multiple of 16) from registers: the
  * buffer path's double accumulators lane for lane (lanes 0-7 of a step in
  * a0/b0, 8-15 in a1/b1), written to acc[0..31] as a0, a1, b0, b1. */
@@ -698,6 +761,31 @@ static inline int fn_stats_f16_hw(const uint16_t *x, Py_ssize_t nv, double sh, d
     (void)x; (void)nv; (void)sh; (void)acc; (void)fz;
     return 0;
 }
+/* 1 when the hardware channels-last float16 apply ran (rows in groups of
+ * about 8 KiB of input, so a group's column tiles walk an L1-sized piece) */
+static inline int fn_apply_cl_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t nr,
+                                     Py_ssize_t W, const float *coef, Py_ssize_t cw, int fz)
+{
+#if FN_HAVE_F16C
+    Py_ssize_t g, r0, cnt;
+    if (!fn_half_fma || fn_half_level == 0) return 0;
+    g = W > 0 ? 8192 / (2 * W) : nr;
+    if (g < 1) g = 1;
+    for (r0 = 0; r0 < nr; r0 += cnt) {
+        cnt = nr - r0 < g ? nr - r0 : g;
+        if (fn_half_level == 2)
+            fn_apply_cl_f16_x512(x + r0 * W, y + r0 * W, cnt, W, coef, coef + cw, coef + 2 * cw,
+                                 coef + 3 * cw, fz);
+        else
+            fn_apply_cl_f16_f16c(x + r0 * W, y + r0 * W, cnt, W, coef, coef + cw, coef + 2 * cw,
+                                 coef + 3 * cw, fz);
+    }
+    return 1;
+#else
+    (void)x; (void)y; (void)nr; (void)W; (void)coef; (void)cw; (void)fz;
+    return 0;
+#endif
+}
 /* 1 when the hardware float16 apply ran (no activation, F16C present) */
 static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, float hi,
                                   float lo, float sc, float sh, int fz)
@@ -743,6 +831,7 @@ static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, 
 #define FN_BUF16 1
 #define FN_APPLY_HW fn_apply_f16_hw
 #define FN_STATS_HW fn_stats_f16_hw
+#define FN_APPLY_CL_HW fn_apply_cl_f16_hw
 #define FN_WIDEN fn_widen_f16
 #define FN_LOAD16F fn_h2f_v16
 #define FN_NARROW fn_narrow_f16

@@ -410,6 +410,10 @@ FN_INLINE void FN(apply_rows_buf)(const FN_T *x, FN_T *y, Py_ssize_t nr, Py_ssiz
     float buf[FN_CHUNK];
     const FN_W *hi = coef, *lo = coef + cw, *sc = coef + 2 * cw, *sf = coef + 3 * cw;
     Py_ssize_t per = FN_CHUNK / W, r, rr, cnt, j, s0, len;
+#ifdef FN_APPLY_CL_HW
+    if (act == FN_ACT_NONE && FN_APPLY_CL_HW(x, y, nr, W, coef, cw, fn_fz))
+        return;
+#endif
 #define FN_LOOP(ACT)                                                          \
     FN_IVDEP for (j = 0; j < len; j++) {                                      \
         float v = FN_FMAF((b[j] - h[j]) - l[j], c[j], f[j]);                  \
@@ -524,6 +528,7 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 #undef FN_BUF16
 #undef FN_APPLY_HW
 #undef FN_STATS_HW
+#undef FN_APPLY_CL_HW
 #undef FN_LOAD16F
 #undef FN_WIDEN
 #undef FN_NARROW
