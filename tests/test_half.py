@@ -112,13 +112,14 @@ def test_norm_bits_independent_of_conversion(shape, channel_axis, activation, un
 
 @pytest.mark.skipif(BEST == 0, reason="this CPU has no F16C: only the software conversion exists")
 @pytest.mark.parametrize("channel_axis", [1, -1])
-def test_stats_bits_independent_of_conversion(channel_axis, level_restore):
+@pytest.mark.parametrize("shape", [(2, 3, 37, 41), (2, 21, 13, 11), (1, 100, 9, 10)])
+def test_stats_bits_independent_of_conversion(shape, channel_axis, level_restore):
     """The float16 statistics (double accumulators) at every conversion level,
-    fused and unfused, on halves spread over 11 binades so that d*d is inexact
+    fused and unfused (channels last: full 64-lane tiles, smaller ones and
+    scalar lanes), on halves spread over 11 binades so that d*d is inexact
     in double and the fused and unfused sums really differ (checked: the test
     can tell a fused accumulation from an unfused one)."""
     rng = np.random.default_rng(3)
-    shape = (2, 3, 37, 41)
     x = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-7, 4, shape)).astype(np.float16)
     if channel_axis == -1:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))

@@ -786,6 +786,74 @@ static inline int fn_apply_cl_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t 
     return 0;
 #endif
 }
+/* Channels-last float16 statistics from registers (AVX-512F): add nv rows
+ * of W halves to the shifted lane sums s1, s2 (shifts sh), column tiles of up
+ * to 64 lanes held in registers, the lanes past the last 16 in scalar form.
+ * Each lane adds its rows in order with the buffer path's operations, so the
+ * same bits.  pf: also prefetch each tile's lines of the next block. */
+#define FN_CL16S_TILE(K)                                                        \
+    {                                                                           \
+        __m512d h_[2 * K], a_[2 * K], b_[2 * K];                                \
+        int k_;                                                                 \
+        for (k_ = 0; k_ < 2 * K; k_++) {                                        \
+            h_[k_] = _mm512_loadu_pd(sh + j0 + 8 * k_);                         \
+            a_[k_] = _mm512_loadu_pd(s1 + j0 + 8 * k_);                         \
+            b_[k_] = _mm512_loadu_pd(s2 + j0 + 8 * k_);                         \
+        }                                                                       \
+        for (r = 0; r < nv; r++) {                                              \
+            const uint16_t *p_ = x + r * W + j0;                                \
+            if (pf)                                                             \
+                FN_PREFETCH_LINES(p_ + nv * W, 32 * K, 0);                      \
+            for (k_ = 0; k_ < 2 * K; k_++) {                                    \
+                __m512d d_ = _mm512_sub_pd(                                     \
+                    _mm512_cvtps_pd(_mm256_cvtph_ps(FN_LD128(p_ + 8 * k_))), h_[k_]); \
+                a_[k_] = _mm512_add_pd(a_[k_], d_);                             \
+                b_[k_] = fz ? _mm512_fmadd_pd(d_, d_, b_[k_])                   \
+                            : _mm512_add_pd(_mm512_mul_pd(d_, d_), b_[k_]);     \
+            }                                                                   \
+        }                                                                       \
+        for (k_ = 0; k_ < 2 * K; k_++) {                                        \
+            _mm512_storeu_pd(s1 + j0 + 8 * k_, a_[k_]);                         \
+            _mm512_storeu_pd(s2 + j0 + 8 * k_, b_[k_]);                         \
+        }                                                                       \
+        j0 += 16 * K;                                                           \
+    }
+#if FN_HAVE_F16C
+__attribute__((target("avx512f,f16c,fma"))) static void
+fn_block_cl_f16_x512(const uint16_t *x, Py_ssize_t nv, Py_ssize_t W, const double *sh,
+                     double *s1, double *s2, int pf, int fz)
+{
+    Py_ssize_t r, j, j0 = 0;
+    while (W - j0 >= 64) FN_CL16S_TILE(4)
+    switch ((W - j0) / 16) {
+    case 3: FN_CL16S_TILE(3) break;
+    case 2: FN_CL16S_TILE(2) break;
+    case 1: FN_CL16S_TILE(1) break;
+    default: break;
+    }
+    if (j0 < W)
+        for (r = 0; r < nv; r++)
+            for (j = j0; j < W; j++) {
+                double d = (double)fn_h2f(x[r * W + j]) - sh[j];
+                s1[j] += d;
+                s2[j] = fz ? fma(d, d, s2[j]) : d * d + s2[j];
+            }
+}
+#endif
+#undef FN_CL16S_TILE
+/* 1 when the hardware channels-last float16 statistics ran */
+static inline int fn_block_cl_f16_hw(const uint16_t *x, Py_ssize_t nv, Py_ssize_t W,
+                                     const double *sh, double *s1, double *s2, int pf, int fz)
+{
+#if FN_HAVE_F16C
+    if (fn_half_fma && fn_half_level == 2) {
+        fn_block_cl_f16_x512(x, nv, W, sh, s1, s2, pf, fz);
+        return 1;
+    }
+#endif
+    (void)x; (void)nv; (void)W; (void)sh; (void)s1; (void)s2; (void)pf; (void)fz;
+    return 0;
+}
 /* 1 when the hardware float16 apply ran (no activation, F16C present) */
 static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, float hi,
                                   float lo, float sc, float sh, int fz)
@@ -832,6 +900,7 @@ static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, 
 #define FN_APPLY_HW fn_apply_f16_hw
 #define FN_STATS_HW fn_stats_f16_hw
 #define FN_APPLY_CL_HW fn_apply_cl_f16_hw
+#define FN_STATS_CL_HW fn_block_cl_f16_hw
 #define FN_WIDEN fn_widen_f16
 #define FN_LOAD16F fn_h2f_v16
 #define FN_NARROW fn_narrow_f16

@@ -357,13 +357,18 @@ FN_INLINE void FN(stats_cl_in)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
             float buf[FN_CL_BUF];
             const FN_T *xb = x + r0 * C;
             Py_ssize_t per = FN_CL_BUF / W, done, cnt, s0, len;
+#ifdef FN_STATS_CL_HW
+            if (FN_STATS_CL_HW(xb, nv, W, sh, s1, s2, W > 64, fn_fz))
+                per = -1;   /* done from registers */
+            else
+#endif
             if (per >= 1) {
                 for (done = 0; done < nv; done += cnt) {
                     cnt = nv - done < per ? nv - done : per;
                     FN_WIDEN(xb + done * W, buf, cnt * W);
                     fn_block_cl_f32(buf, cnt, W, sh, s1, s2, 0, fn_fz);
                 }
-            } else {
+            } else if (per == 0) {
                 for (done = 0; done < nv; done++)
                     for (s0 = 0; s0 < W; s0 += len) {
                         len = W - s0 < FN_CL_BUF ? W - s0 : FN_CL_BUF;
@@ -529,6 +534,7 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 #undef FN_APPLY_HW
 #undef FN_STATS_HW
 #undef FN_APPLY_CL_HW
+#undef FN_STATS_CL_HW
 #undef FN_LOAD16F
 #undef FN_WIDEN
 #undef FN_NARROW
