@@ -325,13 +325,17 @@ def _misaligned_like(a, shift):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 5, 33, 37), (3, 37, 20, 9), (2, 100, 7, 11), (1, 16, 64, 64)])
+@pytest.mark.parametrize("shape", [(2, 5, 33, 37), (3, 37, 20, 9), (2, 100, 7, 11), (1, 16, 64, 64),
+                                   (2, 3, 20, 30), (1, 64, 12, 10), (3, 32, 7, 9)])
 def test_streaming_stores_give_the_same_bits(dtype, shape):
     """Large channels-first float32/float64 outputs are written with
     non-temporal stores by separate AVX-512/AVX2 kernels (head and tail lanes
-    scalar up to the first aligned line); forced on for small arrays they must
-    give exactly the normal kernels' bits through every entry point, at any
-    output alignment (channels last keeps normal stores: checked too)."""
+    scalar up to the first aligned line), channels-last float32 ones by the
+    tile kernel when rows hold at most 64 lanes (C = 16, 32, 64; C = 3 as 16
+    rows of 48) and the output is 16-byte aligned (shift 0: 64-byte aligned,
+    shift 4 float32 / 2 float64: 16-byte, shifts 1 and 3: neither).  Forced on
+    for small arrays they must give exactly the normal kernels' bits through
+    every entry point."""
     from fastnorm._cpu import _engine as E
 
     level, _ = E.streaming_stores()
@@ -345,7 +349,7 @@ def test_streaming_stores_give_the_same_bits(dtype, shape):
 
     def run():
         got = []
-        for shift in (0, 1, 3):
+        for shift in (0, 1, 3, 16 // x.itemsize):
             for nt in (1, 2, 3):
                 o = _misaligned_like(x, shift)
                 fastnorm.instance_norm(x, w, b, out=o, num_threads=nt)

@@ -302,7 +302,26 @@ FN_INLINE void fn_store16d_f32(float *p, fn_v8d a, fn_v8d b)
  * whose coefficients stay in registers for all the rows: the same
  * per-element arithmetic as the generic apply_cl loop, without its 6
  * coefficient loads per 16 elements (C = 64: 1.5x faster on cached data). */
-#define FN_APPLY_CL_TILE_F32(K)                                                 \
+/* Channels-last float32 outputs past the caches (the engine passes
+ * FN_ACT_NT_CL): 8 floats per two 16-byte non-temporal stores (SSE, every
+ * x86-64), p 16-byte aligned.  Rounded exactly as fn_store8d_f32. */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <xmmintrin.h>
+#define FN_HAVE_CL_NT 1
+FN_INLINE void fn_stream8d_f32(float *p, fn_v8d d)
+{
+    fn_v8f f = __builtin_convertvector(d, fn_v8f);
+    __m128 a, b;
+    memcpy(&a, &f, 16);
+    memcpy(&b, (char *)&f + 16, 16);
+    _mm_stream_ps(p, a);
+    _mm_stream_ps(p + 4, b);
+}
+#else
+#define FN_HAVE_CL_NT 0
+#define fn_stream8d_f32 fn_store8d_f32
+#endif
+#define FN_APPLY_CL_TILE_F32(K, STORE)                                          \
     {                                                                           \
         fn_v8d h[2 * K], s[2 * K], f[2 * K];                                    \
         int k;                                                                  \
@@ -319,21 +338,33 @@ FN_INLINE void fn_store16d_f32(float *p, fn_v8d a, fn_v8d b)
                 FN_PREFETCH_LINES(q + vr * W, 64 * K, 1);                       \
             }                                                                   \
             FN_UNROLL8 for (k = 0; k < 2 * K; k++)                              \
-                fn_store8d_f32(q + 8 * k, FN_FMA8D(fn_load8d_f32(p + 8 * k) - h[k], s[k], f[k])); \
+                STORE(q + 8 * k, FN_FMA8D(fn_load8d_f32(p + 8 * k) - h[k], s[k], f[k])); \
         }                                                                       \
         j0 += 16 * K;                                                           \
     }
 FN_INLINE void fn_apply_cl_tile_rows_f32(const float *x, float *y, Py_ssize_t vr, Py_ssize_t W,
                                          const double *hi, const double *sc, const double *sf,
-                                         const int fn_fz)
+                                         int nt, const int fn_fz)
 {
     Py_ssize_t r, j, j0 = 0;
     const int pf = W > 64;   /* see FN_PREFETCH_LINES */
-    while (W - j0 >= 64) FN_APPLY_CL_TILE_F32(4)
+    if (nt) {
+        /* only rows of one tile (W <= 64, a multiple of 16): a group of
+         * rows is then one contiguous run written front to back */
+        switch (W / 16) {
+        case 4: FN_APPLY_CL_TILE_F32(4, fn_stream8d_f32) break;
+        case 3: FN_APPLY_CL_TILE_F32(3, fn_stream8d_f32) break;
+        case 2: FN_APPLY_CL_TILE_F32(2, fn_stream8d_f32) break;
+        case 1: FN_APPLY_CL_TILE_F32(1, fn_stream8d_f32) break;
+        default: break;
+        }
+        return;
+    }
+    while (W - j0 >= 64) FN_APPLY_CL_TILE_F32(4, fn_store8d_f32)
     switch ((W - j0) / 16) {
-    case 3: FN_APPLY_CL_TILE_F32(3) break;
-    case 2: FN_APPLY_CL_TILE_F32(2) break;
-    case 1: FN_APPLY_CL_TILE_F32(1) break;
+    case 3: FN_APPLY_CL_TILE_F32(3, fn_store8d_f32) break;
+    case 2: FN_APPLY_CL_TILE_F32(2, fn_store8d_f32) break;
+    case 1: FN_APPLY_CL_TILE_F32(1, fn_store8d_f32) break;
     default: break;
     }
     if (j0 < W)
@@ -349,14 +380,19 @@ FN_INLINE void fn_apply_cl_tile_rows_f32(const float *x, float *y, Py_ssize_t vr
 #endif
 FN_INLINE void fn_apply_cl_tiles_f32(const float *x, float *y, Py_ssize_t vr, Py_ssize_t W,
                                      const double *hi, const double *sc, const double *sf,
-                                     const int fn_fz)
+                                     int nt, const int fn_fz)
 {
     Py_ssize_t g = W > 0 ? FN_CL_APPLY_BYTES / (Py_ssize_t)(4 * W) : vr, r0, cnt;
     if (g < 1) g = 1;
+    /* non-temporal stores need whole 16-byte pieces written in order */
+    nt = nt && FN_HAVE_CL_NT && W <= 64 && W % 16 == 0 && ((uintptr_t)y & 15) == 0;
     for (r0 = 0; r0 < vr; r0 += cnt) {
         cnt = vr - r0 < g ? vr - r0 : g;
-        fn_apply_cl_tile_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, fn_fz);
+        fn_apply_cl_tile_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, nt, fn_fz);
     }
+#if FN_HAVE_CL_NT
+    if (nt) _mm_sfence();   /* the streamed lines are visible before we return */
+#endif
 }
 /* Lane-wise widen / narrow written as initializers: GCC 12 lowers
  * __builtin_convertvector between vector widths into 128-bit pieces, but
@@ -464,6 +500,9 @@ FN_INLINE float fn_expf(float x, const int fn_fz)
 
 /* Activations fused into the apply pass. */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
+/* "no activation, non-temporal stores": only the engine passes it, only to
+ * the channels-last float32 apply; any other kernel treats it as none */
+enum { FN_ACT_NT_CL = 15 };
 /* +0.0, read once per call: see FN_ACT_SWITCH */
 static volatile double fn_relu_zero = 0.0;
 
@@ -933,9 +972,10 @@ static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, 
  * 16.7 GB/s (its own non-temporal threshold follows the 480 MiB L3 the VM
  * reports, not the ~64 MiB it can use); up to 32 MiB arrays all three run at
  * ~29.5 GB/s.  float64 S6 (64 MiB) channels first: 0.45 -> 0.88 of the better
- * copy at 2 threads, 0.39 -> 0.83 at 1.  Channels last does not use them: a
- * row-by-row streaming kernel measured 0.62 -> 0.30 on S6 (rows of 32-64
- * channels are too short for its per-row alignment work).
+ * copy at 2 threads, 0.39 -> 0.83 at 1.  Channels last does not use these
+ * kernels (a row-by-row version measured 0.62 -> 0.30 on S6: rows of 32-64
+ * channels are too short for its per-row alignment work); its float32 tile
+ * kernel streams whole rows of up to 64 lanes instead (fn_stream8d_f32).
  * The kernels are the float32/float64 applies without activation, fused
  * multiply-add only (the unfused twin keeps normal stores): per element the
  * same operations as the vector kernels, ((double)x - hi) * sc + sh with one

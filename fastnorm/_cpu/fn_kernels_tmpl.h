@@ -467,9 +467,9 @@ FN_INLINE void FN(apply_cl_in)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
     const FN_W *hi = coef, *lo = coef + W, *sc = coef + 2 * W, *sf = coef + 3 * W;
     (void)lo;   /* unused when the working type is double */
 #if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
-    if (act == FN_ACT_NONE) {
-        fn_apply_cl_tiles_f32(x, y, vr, W, hi, sc, sf, fn_fz);
-        fn_apply_cl_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, fn_fz);
+    if (act == FN_ACT_NONE || act == FN_ACT_NT_CL) {
+        fn_apply_cl_tiles_f32(x, y, vr, W, hi, sc, sf, act == FN_ACT_NT_CL, fn_fz);
+        fn_apply_cl_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, fn_fz);
         return;
     }
 #endif
