@@ -59,7 +59,7 @@ def show_config(file=None):
                                   if c["fma"] else "unfused (no FMA on this CPU or in this build)"),
         "  output stores   : " + (
             f"non-temporal ({('AVX-512F', 'AVX2')[2 - c['streaming'][0]]}) for channels-first "
-            f"float32/float64 and channels-last float32 (rows of <= 64 lanes) outputs over "
+            f"float32/float64 and channels-last float32/float64 (rows of <= 64 lanes) outputs over "
             f"{c['streaming'][1] >> 20} MiB without activation"
             if c["streaming"][0] else "normal (no streaming-store kernels for this CPU or build)"),
         f"  float16         : {c['half']}",

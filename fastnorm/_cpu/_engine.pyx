@@ -169,11 +169,11 @@ cdef inline int stream_act(int dt, int act, Py_ssize_t out_bytes) noexcept nogil
 
 
 cdef inline int stream_act_cl(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    """act, or FN_ACT_NT_CL for a channels-last float32 output without
+    """act, or FN_ACT_NT_CL for a channels-last float32/float64 output without
     activation past the streaming threshold (the tile kernel then writes rows
     of up to 64 channels with non-temporal stores; A/B in alternating runs,
     S5/S6 channels last at 1 thread 0.57-0.60 -> 0.65, at 2 threads 0.62 -> 0.65)."""
-    if act == 0 and dt == F32 and out_bytes > STREAM_ABOVE_BYTES and fn_stream_level() > 0:
+    if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES and fn_stream_level() > 0:
         return FN_ACT_NT_CL
     return act
 

@@ -298,15 +298,11 @@ FN_INLINE void fn_store16d_f32(float *p, fn_v8d a, fn_v8d b)
         for (pl_ = 0; pl_ < (int)(NBYTES); pl_ += 64)                           \
             __builtin_prefetch((const char *)(P) + pl_, RW, 3);                 \
     } while (0)
-/* vr channels-last rows of W float32, in column tiles of 16*K lanes (K <= 4)
- * whose coefficients stay in registers for all the rows: the same
- * per-element arithmetic as the generic apply_cl loop, without its 6
- * coefficient loads per 16 elements (C = 64: 1.5x faster on cached data). */
-/* Channels-last float32 outputs past the caches (the engine passes
- * FN_ACT_NT_CL): 8 floats per two 16-byte non-temporal stores (SSE, every
- * x86-64), p 16-byte aligned.  Rounded exactly as fn_store8d_f32. */
+/* Channels-last outputs past the caches (the engine passes FN_ACT_NT_CL):
+ * 8 values per 16-byte non-temporal stores (SSE/SSE2, every x86-64), p
+ * 16-byte aligned, rounded exactly as the normal stores. */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#include <xmmintrin.h>
+#include <emmintrin.h>
 #define FN_HAVE_CL_NT 1
 FN_INLINE void fn_stream8d_f32(float *p, fn_v8d d)
 {
@@ -317,11 +313,26 @@ FN_INLINE void fn_stream8d_f32(float *p, fn_v8d d)
     _mm_stream_ps(p, a);
     _mm_stream_ps(p + 4, b);
 }
+FN_INLINE void fn_stream8d_f64(double *p, fn_v8d d)
+{
+    __m128d v[4];
+    int i;
+    memcpy(v, &d, sizeof v);
+    for (i = 0; i < 4; i++) _mm_stream_pd(p + 2 * i, v[i]);
+}
 #else
 #define FN_HAVE_CL_NT 0
 #define fn_stream8d_f32 fn_store8d_f32
+#define fn_stream8d_f64 fn_store8d_f64
 #endif
-#define FN_APPLY_CL_TILE_F32(K, STORE)                                          \
+FN_INLINE void fn_store8d_f64(double *p, fn_v8d d) { memcpy(p, &d, sizeof d); }
+/* vr channels-last rows of W float32 / float64 values, in column tiles of
+ * 16*K lanes (K <= 4) whose coefficients stay in registers for all the rows:
+ * the same per-element arithmetic as the generic apply_cl loop, without its
+ * 6 coefficient loads per 16 elements (float32 C = 64: 1.5x faster on cached
+ * data).  With pf (rows wider than a tile) each row also prefetches its lines
+ * of the next group. */
+#define FN_APPLY_CL_TILE(T, LOAD, K, STORE)                                     \
     {                                                                           \
         fn_v8d h[2 * K], s[2 * K], f[2 * K];                                    \
         int k;                                                                  \
@@ -331,69 +342,76 @@ FN_INLINE void fn_stream8d_f32(float *p, fn_v8d d)
             f[k] = fn_load8d_f64(sf + j0 + 8 * k);                              \
         }                                                                       \
         for (r = 0; r < vr; r++) {                                              \
-            const float *p = x + r * W + j0;                                    \
-            float *q = y + r * W + j0;                                          \
+            const T *p = x + r * W + j0;                                        \
+            T *q = y + r * W + j0;                                              \
             if (pf) {                                                           \
-                FN_PREFETCH_LINES(p + vr * W, 64 * K, 0);                       \
-                FN_PREFETCH_LINES(q + vr * W, 64 * K, 1);                       \
+                FN_PREFETCH_LINES(p + vr * W, 16 * K * sizeof(T), 0);           \
+                FN_PREFETCH_LINES(q + vr * W, 16 * K * sizeof(T), 1);           \
             }                                                                   \
             FN_UNROLL8 for (k = 0; k < 2 * K; k++)                              \
-                STORE(q + 8 * k, FN_FMA8D(fn_load8d_f32(p + 8 * k) - h[k], s[k], f[k])); \
+                STORE(q + 8 * k, FN_FMA8D(LOAD(p + 8 * k) - h[k], s[k], f[k])); \
         }                                                                       \
         j0 += 16 * K;                                                           \
     }
-FN_INLINE void fn_apply_cl_tile_rows_f32(const float *x, float *y, Py_ssize_t vr, Py_ssize_t W,
-                                         const double *hi, const double *sc, const double *sf,
-                                         int nt, const int fn_fz)
-{
-    Py_ssize_t r, j, j0 = 0;
-    const int pf = W > 64;   /* see FN_PREFETCH_LINES */
-    if (nt) {
-        /* only rows of one tile (W <= 64, a multiple of 16): a group of
-         * rows is then one contiguous run written front to back */
-        switch (W / 16) {
-        case 4: FN_APPLY_CL_TILE_F32(4, fn_stream8d_f32) break;
-        case 3: FN_APPLY_CL_TILE_F32(3, fn_stream8d_f32) break;
-        case 2: FN_APPLY_CL_TILE_F32(2, fn_stream8d_f32) break;
-        case 1: FN_APPLY_CL_TILE_F32(1, fn_stream8d_f32) break;
-        default: break;
-        }
-        return;
-    }
-    while (W - j0 >= 64) FN_APPLY_CL_TILE_F32(4, fn_store8d_f32)
-    switch ((W - j0) / 16) {
-    case 3: FN_APPLY_CL_TILE_F32(3, fn_store8d_f32) break;
-    case 2: FN_APPLY_CL_TILE_F32(2, fn_store8d_f32) break;
-    case 1: FN_APPLY_CL_TILE_F32(1, fn_store8d_f32) break;
-    default: break;
-    }
-    if (j0 < W)
-        for (r = 0; r < vr; r++)
-            for (j = j0; j < W; j++)
-                y[r * W + j] = (float)FN_FMA((double)x[r * W + j] - hi[j], sc[j], sf[j]);
-}
-#undef FN_APPLY_CL_TILE_F32
 /* rows in groups of about FN_CL_APPLY_BYTES of input so that the column
  * tiles of a group walk an L1-sized piece */
 #ifndef FN_CL_APPLY_BYTES
 #define FN_CL_APPLY_BYTES 8192
 #endif
-FN_INLINE void fn_apply_cl_tiles_f32(const float *x, float *y, Py_ssize_t vr, Py_ssize_t W,
-                                     const double *hi, const double *sc, const double *sf,
-                                     int nt, const int fn_fz)
-{
-    Py_ssize_t g = W > 0 ? FN_CL_APPLY_BYTES / (Py_ssize_t)(4 * W) : vr, r0, cnt;
-    if (g < 1) g = 1;
-    /* non-temporal stores need whole 16-byte pieces written in order */
-    nt = nt && FN_HAVE_CL_NT && W <= 64 && W % 16 == 0 && ((uintptr_t)y & 15) == 0;
-    for (r0 = 0; r0 < vr; r0 += cnt) {
-        cnt = vr - r0 < g ? vr - r0 : g;
-        fn_apply_cl_tile_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, nt, fn_fz);
-    }
-#if FN_HAVE_CL_NT
-    if (nt) _mm_sfence();   /* the streamed lines are visible before we return */
-#endif
+#define FN_DEF_CL_TILES(SUF, T, LOAD, STORE, STREAM)                            \
+FN_INLINE void fn_apply_cl_tile_rows_##SUF(const T *x, T *y, Py_ssize_t vr, Py_ssize_t W,  \
+                                           const double *hi, const double *sc,  \
+                                           const double *sf, int nt, const int fn_fz) \
+{                                                                               \
+    Py_ssize_t r, j, j0 = 0;                                                    \
+    const int pf = W > 64;   /* see FN_PREFETCH_LINES */                        \
+    if (nt) {                                                                   \
+        /* only rows of one tile (W <= 64, a multiple of 16): a group of        \
+         * rows is then one contiguous run written front to back */             \
+        switch (W / 16) {                                                       \
+        case 4: FN_APPLY_CL_TILE(T, LOAD, 4, STREAM) break;                     \
+        case 3: FN_APPLY_CL_TILE(T, LOAD, 3, STREAM) break;                     \
+        case 2: FN_APPLY_CL_TILE(T, LOAD, 2, STREAM) break;                     \
+        case 1: FN_APPLY_CL_TILE(T, LOAD, 1, STREAM) break;                     \
+        default: break;                                                         \
+        }                                                                       \
+        return;                                                                 \
+    }                                                                           \
+    while (W - j0 >= 64) FN_APPLY_CL_TILE(T, LOAD, 4, STORE)                    \
+    switch ((W - j0) / 16) {                                                    \
+    case 3: FN_APPLY_CL_TILE(T, LOAD, 3, STORE) break;                          \
+    case 2: FN_APPLY_CL_TILE(T, LOAD, 2, STORE) break;                          \
+    case 1: FN_APPLY_CL_TILE(T, LOAD, 1, STORE) break;                          \
+    default: break;                                                             \
+    }                                                                           \
+    if (j0 < W)                                                                 \
+        for (r = 0; r < vr; r++)                                                \
+            for (j = j0; j < W; j++)                                            \
+                y[r * W + j] = (T)FN_FMA((double)x[r * W + j] - hi[j], sc[j], sf[j]); \
+}                                                                               \
+FN_INLINE void fn_apply_cl_tiles_##SUF(const T *x, T *y, Py_ssize_t vr, Py_ssize_t W, \
+                                       const double *hi, const double *sc,      \
+                                       const double *sf, int nt, const int fn_fz) \
+{                                                                               \
+    Py_ssize_t g = W > 0 ? FN_CL_APPLY_BYTES / (Py_ssize_t)(sizeof(T) * W) : vr, r0, cnt; \
+    if (g < 1) g = 1;                                                           \
+    /* non-temporal stores need whole 16-byte pieces written in order */        \
+    nt = nt && FN_HAVE_CL_NT && W <= 64 && W % 16 == 0 && ((uintptr_t)y & 15) == 0; \
+    for (r0 = 0; r0 < vr; r0 += cnt) {                                          \
+        cnt = vr - r0 < g ? vr - r0 : g;                                        \
+        fn_apply_cl_tile_rows_##SUF(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, nt, fn_fz); \
+    }                                                                           \
+    if (nt) FN_SFENCE();   /* the streamed lines are visible before we return */ \
 }
+#if FN_HAVE_CL_NT
+#define FN_SFENCE() _mm_sfence()
+#else
+#define FN_SFENCE() ((void)0)
+#endif
+FN_DEF_CL_TILES(f32, float, fn_load8d_f32, fn_store8d_f32, fn_stream8d_f32)
+FN_DEF_CL_TILES(f64, double, fn_load8d_f64, fn_store8d_f64, fn_stream8d_f64)
+#undef FN_DEF_CL_TILES
+#undef FN_APPLY_CL_TILE
 /* Lane-wise widen / narrow written as initializers: GCC 12 lowers
  * __builtin_convertvector between vector widths into 128-bit pieces, but
  * an initializer becomes one vpmovzxwd / vpmovdw. */
@@ -919,6 +937,7 @@ static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, 
 #define FN_SIGMOID(v) (double)fn_sigmoidf((float)(v), fn_fz)
 #define FN_SILU_IN_FLOAT 1
 #define FN_APPLY_V16_F32 1
+#define FN_CL_TILES fn_apply_cl_tiles_f32
 #include "fn_kernels_tmpl.h"
 
 #define FN_T double
@@ -929,6 +948,7 @@ static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, 
 #define FN_STORE(v) (v)
 #define FN_EXP exp
 #define FN_SIGMOID(v) fn_sigmoidd(v)
+#define FN_CL_TILES fn_apply_cl_tiles_f64
 #include "fn_kernels_tmpl.h"
 
 #define FN_T uint16_t
@@ -974,8 +994,8 @@ static inline int fn_apply_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t n, 
  * ~29.5 GB/s.  float64 S6 (64 MiB) channels first: 0.45 -> 0.88 of the better
  * copy at 2 threads, 0.39 -> 0.83 at 1.  Channels last does not use these
  * kernels (a row-by-row version measured 0.62 -> 0.30 on S6: rows of 32-64
- * channels are too short for its per-row alignment work); its float32 tile
- * kernel streams whole rows of up to 64 lanes instead (fn_stream8d_f32).
+ * channels are too short for its per-row alignment work); its tile kernels
+ * stream whole rows of up to 64 lanes instead (fn_stream8d_f32/_f64).
  * The kernels are the float32/float64 applies without activation, fused
  * multiply-add only (the unfused twin keeps normal stores): per element the
  * same operations as the vector kernels, ((double)x - hi) * sc + sh with one

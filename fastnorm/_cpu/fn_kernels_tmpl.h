@@ -466,10 +466,10 @@ FN_INLINE void FN(apply_cl_in)(const FN_T *x, FN_T *y, Py_ssize_t rows, Py_ssize
     Py_ssize_t W = C * m, vr = rows / m, r, j;
     const FN_W *hi = coef, *lo = coef + W, *sc = coef + 2 * W, *sf = coef + 3 * W;
     (void)lo;   /* unused when the working type is double */
-#if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
+#if FN_HAVE_VEC && defined(FN_CL_TILES)
     if (act == FN_ACT_NONE || act == FN_ACT_NT_CL) {
-        fn_apply_cl_tiles_f32(x, y, vr, W, hi, sc, sf, act == FN_ACT_NT_CL, fn_fz);
-        fn_apply_cl_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, fn_fz);
+        FN_CL_TILES(x, y, vr, W, hi, sc, sf, act == FN_ACT_NT_CL, fn_fz);
+        FN_CL_TILES(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, fn_fz);
         return;
     }
 #endif
@@ -529,6 +529,7 @@ static inline void FN(coef)(double mean, double scale, double shift, FN_W *hi, F
 #undef FN_SIGMOID
 #undef FN_SILU_IN_FLOAT
 #undef FN_APPLY_V16_F32
+#undef FN_CL_TILES
 #undef FN_IS16
 #undef FN_BUF16
 #undef FN_APPLY_HW
