@@ -213,6 +213,58 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
     FN_WITH_FZ(FN(apply_in)(x, y, n, hi, lo, sc, sh, act, slope, fn_fz));
 }
 
+#if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
+/* Small float32 planes (FN_KEEP_MAX elements): the statistics keep the
+ * widened values in an L1 buffer of doubles and the apply reads them back,
+ * so each element is converted float -> double once instead of twice (the
+ * conversions are 4 of the 11 port-0/5 micro-ops per 8 elements).  The same
+ * values feed the same operations in the same order: the same bits. */
+#define FN_KEEP_MAX 2048
+FN_INLINE void fn_stats_keep_f32(const float *restrict x, Py_ssize_t n, double *restrict buf,
+                                 fn_triple *t, const int fn_fz)
+{
+    double t1 = 0.0, t2 = 0.0, r1, r2;
+    double sh = n > 0 ? (double)x[0] : 0.0;
+    Py_ssize_t i, nv = n - n % FN_LANES;
+    fn_v8d shv = fn_v8d_zero() + sh, a0 = fn_v8d_zero(), a1 = a0, b0 = a0, b1 = a0;
+    for (i = 0; i < nv; i += FN_LANES) {
+        fn_v8d v0 = fn_load8d_f32(x + i), v1 = fn_load8d_f32(x + i + 8);
+        fn_v8d d0, d1;
+        memcpy(buf + i, &v0, sizeof v0);
+        memcpy(buf + i + 8, &v1, sizeof v1);
+        d0 = v0 - shv;
+        d1 = v1 - shv;
+        a0 += d0;
+        a1 += d1;
+        b0 = FN_FMA8D(d0, d0, b0);
+        b1 = FN_FMA8D(d1, d1, b1);
+    }
+    r1 = fn_v8d_hsum(a0 + a1);
+    r2 = fn_v8d_hsum(b0 + b1);
+    for (i = nv; i < n; i++) {
+        double v = (double)x[i], d = v - sh;
+        buf[i] = v;
+        t1 += d;
+        t2 = FN_FMA(d, d, t2);
+    }
+    fn_finish(t, (double)n, sh, r1 + t1, r2 + t2);
+}
+FN_INLINE void fn_apply_keep_f32(const double *restrict buf, float *y, Py_ssize_t n, double hi,
+                                 double sc, double sh, const int fn_fz)
+{
+    fn_v8d hv = fn_v8d_zero() + hi, scv = fn_v8d_zero() + sc, shv = fn_v8d_zero() + sh;
+    Py_ssize_t i;
+    for (i = 0; i + 16 <= n; i += 16) {
+        fn_v8d v0, v1;
+        memcpy(&v0, buf + i, sizeof v0);
+        memcpy(&v1, buf + i + 8, sizeof v1);
+        fn_store16d_f32(y + i, FN_FMA8D(v0 - hv, scv, shv), FN_FMA8D(v1 - hv, scv, shv));
+    }
+    for (; i < n; i++)
+        y[i] = (float)FN_FMA(buf[i] - hi, sc, sh);
+}
+#endif
+
 /* Channels-first planes [p0, p1) of L = Cg * S elements that fit one
  * statistics block (L <= FN_BLOCK), all on the calling thread, in one call so
  * that small planes pay no per-plane dispatch.  The order is cf_range's
@@ -229,6 +281,24 @@ FN_INLINE void FN(planes_in)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p
 {
     Py_ssize_t p, r;
     if (p0 >= p1) return;
+#if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
+    if (L <= FN_KEEP_MAX && act == FN_ACT_NONE) {
+        double kb[2][FN_KEEP_MAX];
+        fn_stats_keep_f32(x + p0 * L, L, kb[p0 & 1], &tri[p0], fn_fz);
+        fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
+        for (p = p0; p < p1; p++) {
+            if (p + 1 < p1)
+                fn_stats_keep_f32(x + (p + 1) * L, L, kb[(p + 1) & 1], &tri[p + 1], fn_fz);
+            for (r = p * Cg; r < (p + 1) * Cg; r++)
+                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r],
+                                  shift[r], fn_fz);
+            if (p + 1 < p1)
+                fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
+                               scale, shift);
+        }
+        return;
+    }
+#endif
     FN(stats_in)(x + p0 * L, L, &tri[p0], fn_fz);
     fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
