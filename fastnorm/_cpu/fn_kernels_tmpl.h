@@ -218,8 +218,11 @@ FN_MV static void FN(apply)(const FN_T *x, FN_T *y, Py_ssize_t n, FN_W hi, FN_W 
  * widened values in an L1 buffer of doubles and the apply reads them back,
  * so each element is converted float -> double once instead of twice (the
  * conversions are 4 of the 11 port-0/5 micro-ops per 8 elements).  The same
- * values feed the same operations in the same order: the same bits. */
-#define FN_KEEP_MAX 2048
+ * values feed the same operations in the same order: the same bits.
+ * Measured (2 threads, A/B): 1024-element planes 0.80-0.81 -> 0.81-0.82 of a
+ * copy, 2048-element ones 0.91 -> 0.87 (two 16 KiB buffers and the plane no
+ * longer share L1 well; 4096: S2 0.88 -> 0.75), hence at most 1024. */
+#define FN_KEEP_MAX 1024
 FN_INLINE void fn_stats_keep_f32(const float *restrict x, Py_ssize_t n, double *restrict buf,
                                  fn_triple *t, const int fn_fz)
 {
