@@ -112,8 +112,8 @@ cdef bint SMALL_PLANES = True
 # 16 MiB normal stores still win (0.79-0.88 against 0.70-0.82).
 cdef Py_ssize_t STREAM_ABOVE_BYTES = 20 << 20
 # activation codes above A_STREAM stand for "none, streaming stores at level
-# act - A_STREAM" (1 AVX2, 2 AVX-512F); they never reach a C kernel's
-# activation switch except as "none"
+# act - A_STREAM" (1 AVX2, 2 AVX-512F); k_apply and k_apply_cl translate them,
+# and a C kernel's activation switch sees them at most as "none"
 cdef enum:
     A_STREAM = 16
 
@@ -141,8 +141,9 @@ def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
 
 def streaming_stores():
     """(level, above_bytes): the non-temporal output stores this CPU runs (2:
-    AVX-512F, 1: AVX2, 0: none) and the output size above which channels-first
-    normalizations use them."""
+    AVX-512F, 1: AVX2, 0: none) and the output size above which float32/float64
+    normalizations without activation use them (channels first; channels last
+    for rows of up to 64 lanes)."""
     return fn_stream_level(), STREAM_ABOVE_BYTES
 
 
@@ -157,24 +158,18 @@ def _stream_cap(cap=None):
 
 
 cdef inline int stream_act(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    """act, or A_STREAM + the streaming level for a channels-first
-    float32/float64 output without activation large enough to be written past
-    the caches (the level is found once per call, not per segment)."""
+    """act, or A_STREAM + the streaming level for a float32/float64 output
+    without activation large enough to be written past the caches (the level
+    is found once per call, not per segment).  Channels first, k_apply runs
+    the streaming kernels of that level; channels last, k_apply_cl passes
+    FN_ACT_NT_CL to the tile kernel, which writes rows of up to 64 channels
+    with non-temporal stores (A/B: S5/S6 channels last at 1 thread
+    0.57-0.60 -> 0.65 of a copy, at 2 threads 0.62 -> 0.65)."""
     cdef int lvl
     if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES:
         lvl = fn_stream_level()
         if lvl > 0:
             return A_STREAM + lvl
-    return act
-
-
-cdef inline int stream_act_cl(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    """act, or FN_ACT_NT_CL for a channels-last float32/float64 output without
-    activation past the streaming threshold (the tile kernel then writes rows
-    of up to 64 channels with non-temporal stores; A/B in alternating runs,
-    S5/S6 channels last at 1 thread 0.57-0.60 -> 0.65, at 2 threads 0.62 -> 0.65)."""
-    if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES and fn_stream_level() > 0:
-        return FN_ACT_NT_CL
     return act
 
 
@@ -285,6 +280,8 @@ cdef inline void k_stats_cl(int dt, const char *x, Py_ssize_t rows, Py_ssize_t C
 
 cdef inline void k_apply_cl(int dt, const char *x, char *y, Py_ssize_t rows, Py_ssize_t C,
                             Py_ssize_t m, const char *coef, int act, double slope) noexcept nogil:
+    if act > A_STREAM:   # float32 / float64 only (stream_act)
+        act = FN_ACT_NT_CL
     if dt == F32:
         fn_apply_cl_f32(<const float *>x, <float *>y, rows, C, m, <const double *>coef, act, slope)
     elif dt == F64:
@@ -860,7 +857,7 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
     cdef char *scratch
     if not par:
         nt = 1
-    act = stream_act_cl(dt, act, N * S * C * isz)
+    act = stream_act(dt, act, N * S * C * isz)
     fused = nt == 1 or (N >= nt and (N % nt == 0 or N >= 4 * nt) and S * C * isz <= WAVE_BYTES)
     tri = <fn_triple *>malloc(N * C * sizeof(fn_triple))
     coef = <double *>malloc(3 * N * C * sizeof(double))
@@ -945,7 +942,7 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
         raise MemoryError()
     if not par:
         nt = 1
-    act = stream_act_cl(dt, act, N * S * C * isz)
+    act = stream_act(dt, act, N * S * C * isz)
     with nogil:
         for n in range(N):
             cl_tile_coefs(dt, C, q.m, mp + n * C, sp + n * C, hp + n * C, tiles + n * tsz)

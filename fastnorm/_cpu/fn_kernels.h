@@ -519,7 +519,7 @@ FN_INLINE float fn_expf(float x, const int fn_fz)
 /* Activations fused into the apply pass. */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
 /* "no activation, non-temporal stores": only the engine passes it, only to
- * the channels-last float32 apply; any other kernel treats it as none */
+ * the channels-last float32/float64 apply; any other kernel treats it as none */
 enum { FN_ACT_NT_CL = 15 };
 /* +0.0, read once per call: see FN_ACT_SWITCH */
 static volatile double fn_relu_zero = 0.0;
@@ -826,7 +826,7 @@ static inline int fn_apply_cl_f16_hw(const uint16_t *x, uint16_t *y, Py_ssize_t 
 #if FN_HAVE_F16C
     Py_ssize_t g, r0, cnt;
     if (!fn_half_fma || fn_half_level == 0) return 0;
-    g = W > 0 ? 8192 / (2 * W) : nr;
+    g = W > 0 ? FN_CL_APPLY_BYTES / (2 * W) : nr;
     if (g < 1) g = 1;
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;

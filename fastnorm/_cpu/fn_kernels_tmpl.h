@@ -283,32 +283,32 @@ FN_INLINE void FN(planes_in)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p
                               double *shift, const int fn_fz)
 {
     Py_ssize_t p, r;
-    if (p0 >= p1) return;
 #if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
-    if (L <= FN_KEEP_MAX && act == FN_ACT_NONE) {
-        double kb[2][FN_KEEP_MAX];
-        fn_stats_keep_f32(x + p0 * L, L, kb[p0 & 1], &tri[p0], fn_fz);
-        fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
-        for (p = p0; p < p1; p++) {
-            if (p + 1 < p1)
-                fn_stats_keep_f32(x + (p + 1) * L, L, kb[(p + 1) & 1], &tri[p + 1], fn_fz);
-            for (r = p * Cg; r < (p + 1) * Cg; r++)
-                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r],
-                                  shift[r], fn_fz);
-            if (p + 1 < p1)
-                fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
-                               scale, shift);
-        }
-        return;
-    }
+    /* small planes keep their widened values for the apply (fn_stats_keep_f32) */
+    const int keep = L <= FN_KEEP_MAX && act == FN_ACT_NONE;
+    double kb[2][FN_KEEP_MAX];
+#define FN_PLANE_STATS(q)                                                       \
+    (keep ? fn_stats_keep_f32(x + (q) * L, L, kb[(q) & 1], &tri[q], fn_fz)     \
+          : FN(stats_in)(x + (q) * L, L, &tri[q], fn_fz))
+#else
+    const int keep = 0;
+#define FN_PLANE_STATS(q) FN(stats_in)(x + (q) * L, L, &tri[q], fn_fz)
 #endif
-    FN(stats_in)(x + p0 * L, L, &tri[p0], fn_fz);
+    if (p0 >= p1) return;
+    FN_PLANE_STATS(p0);
     fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
         if (p + 1 < p1)
-            FN(stats_in)(x + (p + 1) * L, L, &tri[p + 1], fn_fz);
+            FN_PLANE_STATS(p + 1);
         for (r = p * Cg; r < (p + 1) * Cg; r++) {
             FN_W hi = (FN_W)mean[r], lo = (FN_W)(mean[r] - (double)hi);
+#if FN_HAVE_VEC && defined(FN_APPLY_V16_F32)
+            if (keep) {
+                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r],
+                                  shift[r], fn_fz);
+                continue;
+            }
+#endif
             FN(apply_in)(x + r * S, y + r * S, S, hi, lo, (FN_W)scale[r], (FN_W)shift[r], act,
                          (FN_W)slope, fn_fz);
         }
@@ -316,6 +316,8 @@ FN_INLINE void FN(planes_in)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p
             fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
                            scale, shift);
     }
+    (void)keep;
+#undef FN_PLANE_STATS
 }
 
 FN_MV static void FN(planes)(const FN_T *x, FN_T *y, Py_ssize_t p0, Py_ssize_t p1,
@@ -423,6 +425,10 @@ FN_INLINE void FN(stats_cl_in)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
     for (r0 = 0; r0 < vr * m; r0 += R) {
         nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;
 #if defined(FN_BUF16) && FN_HAVE_VEC
+#ifdef FN_STATS_CL_HW
+        if (FN_STATS_CL_HW(x + r0 * C, nv, W, sh, s1, s2, W > 64, fn_fz))
+            continue;   /* done from registers */
+#endif
         {
             /* widen into an L1 buffer (hardware conversion when available)
              * and run the float32 tiles on it: each lane still adds its rows
@@ -430,18 +436,13 @@ FN_INLINE void FN(stats_cl_in)(const FN_T *restrict x, Py_ssize_t rows, Py_ssize
             float buf[FN_CL_BUF];
             const FN_T *xb = x + r0 * C;
             Py_ssize_t per = FN_CL_BUF / W, done, cnt, s0, len;
-#ifdef FN_STATS_CL_HW
-            if (FN_STATS_CL_HW(xb, nv, W, sh, s1, s2, W > 64, fn_fz))
-                per = -1;   /* done from registers */
-            else
-#endif
             if (per >= 1) {
                 for (done = 0; done < nv; done += cnt) {
                     cnt = nv - done < per ? nv - done : per;
                     FN_WIDEN(xb + done * W, buf, cnt * W);
                     fn_block_cl_f32(buf, cnt, W, sh, s1, s2, 0, fn_fz);
                 }
-            } else if (per == 0) {
+            } else {
                 for (done = 0; done < nv; done++)
                     for (s0 = 0; s0 < W; s0 += len) {
                         len = W - s0 < FN_CL_BUF ? W - s0 : FN_CL_BUF;
