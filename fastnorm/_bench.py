@@ -3,7 +3,9 @@
 Effective bandwidth = (bytes of x read once + bytes of y written once) / median
 time.  The ceiling is a parallel copy of the same bytes on the same number of
 OpenMP threads (fastnorm._cpu._engine.parallel_copy), measured in the same run,
-so ratios hold on any machine even when absolute times drift.
+so ratios hold on any machine even when absolute times drift; within a case the
+copies, fastnorm and the peers are sampled in interleaved rounds, so a burst
+of noise slows all of them alike.
 """
 from __future__ import annotations
 
@@ -30,20 +32,62 @@ def _cl_shape(shape):
     return (shape[0],) + tuple(shape[2:]) + (shape[1],)
 
 
-def timeit(fn, repeat=7, min_time=0.02):
-    """Median seconds per call; calls are batched so one sample lasts >= min_time."""
+def _batch(fn, min_time):
+    """Calls per sample so that one sample lasts >= min_time (after two warm-up calls)."""
     fn()
     t0 = time.perf_counter()
     fn()
     one = time.perf_counter() - t0
-    k = max(1, int(min_time / max(one, 1e-9)))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(k):
-            fn()
-        samples.append((time.perf_counter() - t0) / k)
-    return float(np.median(samples))
+    return max(1, int(min_time / max(one, 1e-9)))
+
+
+def _sample(fn, k):
+    """Seconds per call over k calls, after min(k, 8) untimed ones: after
+    other callables ran, the caches take several calls, not one, to hold
+    this one's data again (measured: S1 channels first ran 2.1x, 2.0x, 1.4x,
+    1.3x, 1.1x its steady time in its first five calls after the copies)."""
+    for _ in range(min(k, 8)):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(k):
+        fn()
+    return (time.perf_counter() - t0) / k
+
+
+def timeit(fn, repeat=7, min_time=0.02):
+    """Median seconds per call; calls are batched so one sample lasts >= min_time."""
+    k = _batch(fn, min_time)
+    return float(np.median([_sample(fn, k) for _ in range(repeat)]))
+
+
+def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None):
+    """Median seconds per call of each callable in ``fns`` (name -> callable),
+    sampled in interleaved rounds: one sample of each callable per round.  On
+    a shared machine a burst from the neighbours then slows one round of
+    every callable alike, instead of every sample of one of them, so the
+    ratios between them (fraction of copy, speed-ups) stay fair.  A callable
+    that raises gets None and its error in the second returned dict."""
+    times, errors, ks, samples = {}, {}, {}, {}
+    for name, fn in fns.items():
+        try:
+            ks[name] = _batch(fn, min_time)
+            samples[name] = []
+        except Exception as e:  # a peer that fails a case is reported, not fatal
+            times[name] = None
+            errors[name] = f"{type(e).__name__}: {e}"
+    for r in range(repeat):
+        if on_round is not None:
+            on_round(r)
+        for name in list(samples):
+            try:
+                samples[name].append(_sample(fns[name], ks[name]))
+            except Exception as e:  # reported, not fatal
+                del samples[name]
+                times[name] = None
+                errors[name] = f"{type(e).__name__}: {e}"
+    for name, s in samples.items():
+        times[name] = float(np.median(s))
+    return {name: times[name] for name in fns}, errors
 
 
 # ------------------------------------------------------------------ peers
@@ -217,36 +261,42 @@ def peers_available(names=None):
 def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, repeat=7,
               peers=None, op="instance_norm", groups=None, activation=None, progress=True,
               min_time=0.02):
-    """Measure every (shape, layout, dtype) for fastnorm, the copy and each peer."""
+    """Measure every (shape, layout, dtype) for fastnorm, the copies and each
+    peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each."""
     from ._cpu import _engine as E
 
     nt = threads or E.default_threads()
     peers = peers or peers_available()
     cases = [(sn, sh, lay, dt) for sn, sh in shapes.items() for lay in layouts for dt in dtypes]
     rows = []
-    total = len(cases) * len(peers)
-    done = 0
+    total = len(cases) * repeat
     rng = np.random.default_rng(0)
-    for sn, shape, lay, dt in cases:
+    for ci, (sn, shape, lay, dt) in enumerate(cases):
         full = shape if lay == "cf" else _cl_shape(shape)
         x = (1.0 + rng.standard_normal(full)).astype(DTYPES[dt])
         row = {"shape": sn, "dims": list(shape), "layout": lay, "dtype": dt, "threads": nt,
                "bytes": 2 * x.nbytes, "op": op, "times": {}}
+        fns = {}
+        if progress:
+            _progress(ci * repeat, total, f"{sn} {lay} {dt} setting up")
         for p in peers:
-            if progress:
-                _progress(done, total, f"{sn} {lay} {dt} {p.name}")
             try:
                 fn = p.make(x, lay, nt, op=op, groups=groups, activation=activation)
             except Exception as e:  # a peer that cannot build this case is reported, not fatal
                 fn = None
                 row.setdefault("errors", {})[p.name] = f"{type(e).__name__}: {e}"
             if fn is not None:
-                try:
-                    row["times"][p.name] = timeit(fn, repeat=repeat, min_time=min_time)
-                except Exception as e:  # a peer that fails a case is reported, not fatal
-                    row["times"][p.name] = None
-                    row.setdefault("errors", {})[p.name] = f"{type(e).__name__}: {e}"
-            done += 1
+                fns[p.name] = fn
+
+        def on_round(r, ci=ci, label=f"{sn} {lay} {dt}"):
+            if progress:
+                _progress(ci * repeat + r, total, f"{label} round {r + 1}/{repeat}")
+
+        times, errors = timeit_rounds(fns, repeat=repeat, min_time=min_time, on_round=on_round)
+        row["times"].update(times)
+        if errors:
+            row.setdefault("errors", {}).update(errors)
+        del fns
         _best_copy(row["times"])
         rows.append(row)
     if progress:

@@ -72,3 +72,34 @@ def test_bench_ceiling_is_the_faster_copy():
     times = rows[0]["times"]
     assert set(times) == {"copy", "copy_nt", "copy_memcpy", "fastnorm"}
     assert times["copy"] == min(times["copy_nt"], times["copy_memcpy"])
+
+
+def test_bench_samples_in_interleaved_rounds():
+    """timeit_rounds takes one sample of every callable per round (so a burst
+    of noise hits a round of all of them, not all samples of one), warms each
+    up before its sample, and reports a callable that raises instead of
+    failing the run."""
+    from fastnorm import _bench as B
+
+    log = []
+
+    def rec(name):
+        return lambda: log.append(name)
+
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("peer broke")
+
+    times, errors = B.timeit_rounds({"a": rec("a"), "b": rec("b"), "bad": flaky},
+                                    repeat=3, min_time=0.0)
+    assert set(times) == {"a", "b", "bad"}
+    assert times["a"] > 0 and times["b"] > 0
+    assert times["bad"] is None and "peer broke" in errors["bad"]
+    # two calibration calls each, then per round: 1 warm-up + 1 timed call
+    # (k = 1 for min_time 0), a's before b's in every round
+    assert log[:4] == ["a", "a", "b", "b"]
+    rounds = log[4:]
+    assert rounds == ["a", "a", "b", "b"] * 3
