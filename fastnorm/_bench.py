@@ -32,8 +32,14 @@ def _cl_shape(shape):
     return (shape[0],) + tuple(shape[2:]) + (shape[1],)
 
 
+def _error_text(e):
+    """How a peer's failure is reported in a row's "errors"."""
+    return f"{type(e).__name__}: {e}"
+
+
 def _batch(fn, min_time):
-    """Calls per sample so that one sample lasts >= min_time (after two warm-up calls)."""
+    """Calls per sample so that one sample lasts >= min_time (from one timed
+    call, after one warm-up call)."""
     fn()
     t0 = time.perf_counter()
     fn()
@@ -74,7 +80,7 @@ def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None):
             samples[name] = []
         except Exception as e:  # a peer that fails a case is reported, not fatal
             times[name] = None
-            errors[name] = f"{type(e).__name__}: {e}"
+            errors[name] = _error_text(e)
     for r in range(repeat):
         if on_round is not None:
             on_round(r)
@@ -84,7 +90,7 @@ def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None):
             except Exception as e:  # reported, not fatal
                 del samples[name]
                 times[name] = None
-                errors[name] = f"{type(e).__name__}: {e}"
+                errors[name] = _error_text(e)
     for name, s in samples.items():
         times[name] = float(np.median(s))
     return {name: times[name] for name in fns}, errors
@@ -284,19 +290,19 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
                 fn = p.make(x, lay, nt, op=op, groups=groups, activation=activation)
             except Exception as e:  # a peer that cannot build this case is reported, not fatal
                 fn = None
-                row.setdefault("errors", {})[p.name] = f"{type(e).__name__}: {e}"
+                row.setdefault("errors", {})[p.name] = _error_text(e)
             if fn is not None:
                 fns[p.name] = fn
 
         def on_round(r, ci=ci, label=f"{sn} {lay} {dt}"):
-            if progress:
-                _progress(ci * repeat + r, total, f"{label} round {r + 1}/{repeat}")
+            _progress(ci * repeat + r, total, f"{label} round {r + 1}/{repeat}")
 
-        times, errors = timeit_rounds(fns, repeat=repeat, min_time=min_time, on_round=on_round)
+        times, errors = timeit_rounds(fns, repeat=repeat, min_time=min_time,
+                                      on_round=on_round if progress else None)
         row["times"].update(times)
         if errors:
             row.setdefault("errors", {}).update(errors)
-        del fns
+        del fns   # the peers' output buffers go before the next case allocates its own
         _best_copy(row["times"])
         rows.append(row)
     if progress:
