@@ -1,4 +1,4 @@
-"""show_config(): what this build of fastnorm is and what it can use."""
+"""show_config(): what this build of fastnorm is and what it runs on this CPU."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,6 +17,8 @@ def config():
     backends = {"numpy": True}
     for name in ("cupy", "torch", "dask", "onnxruntime", "matplotlib"):
         backends[name] = importlib.util.find_spec(name) is not None
+    k = E.config()
+    streaming, above = E.streaming_stores()
     return {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -25,28 +27,49 @@ def config():
         "compiler": BUILD_INFO.get("compiler", "unknown"),
         "cflags": BUILD_INFO.get("cflags", "unknown"),
         "ldflags": BUILD_INFO.get("ldflags", "unknown"),
+        "simd_level": k["isa"],
+        "simd_levels": E.simd_levels(),
+        "simd_levels_built": E.built_levels(),
         "simd": E.build_isa(),
         "fma": E.fused_multiply_add(),
-        "streaming": E.streaming_stores(),
+        "streaming": (streaming, above),
         "half": E.half_impl(),
         "block": E.BLOCK,
         "backends": backends,
     }
 
 
-def show_config(file=None):
-    """Print the version, OpenMP, threads, compiler and flags, SIMD baseline and
-    which array backends are importable.
+def show_config(mode="stdout", file=None):
+    """Print (or return) the version, OpenMP, threads, compiler and flags,
+    the SIMD level the kernels run at and the levels available, and which
+    array backends are importable.
+
+    Parameters
+    ----------
+    mode : {"stdout", "dicts"}
+        ``"stdout"`` prints the configuration; ``"dicts"`` returns it as a
+        dict instead (NumPy's convention), with at least ``simd_level`` (the
+        active level) and ``simd_levels`` (the levels this build has and this
+        CPU runs, best first; ``FASTNORM_ISA`` selects one at import).
+    file : file-like, optional
+        Where ``"stdout"`` prints (default ``sys.stdout``).
 
     Examples
     --------
     >>> import fastnorm
     >>> fastnorm.show_config()  # doctest: +ELLIPSIS
     fastnorm ...
+    >>> fastnorm.show_config(mode="dicts")["simd_level"] in fastnorm.show_config(mode="dicts")["simd_levels"]
+    True
     """
+    if mode not in ("stdout", "dicts"):
+        raise ValueError(f"mode must be 'stdout' or 'dicts', got {mode!r}")
     c = config()
+    if mode == "dicts":
+        return c
     out = file or sys.stdout
     omp = "yes" if c["openmp"] else "NO (serial build: one thread)"
+    streaming, above = c["streaming"]
     lines = [
         f"fastnorm {c['version']} (Python {c['python']})",
         f"  OpenMP          : {omp}",
@@ -54,14 +77,15 @@ def show_config(file=None):
         f"  compiler        : {c['compiler']}",
         f"  compile flags   : {c['cflags']}",
         f"  link flags      : {c['ldflags']}",
+        f"  SIMD level      : {c['simd_level']} (FASTNORM_ISA; available here: "
+        f"{', '.join(c['simd_levels'])})",
         f"  SIMD            : {c['simd']}",
-        "  multiply-add    : " + ("fused (rounded once; the same bits on every FMA CPU)"
-                                  if c["fma"] else "unfused (no FMA on this CPU or in this build)"),
+        "  multiply-add    : " + ("fused (rounded once; the same bits at every level)"
+                                  if c["fma"] else "unfused (no FMA on this CPU)"),
         "  output stores   : " + (
-            f"non-temporal ({('AVX-512F', 'AVX2')[2 - c['streaming'][0]]}) for channels-first "
-            f"float32/float64 and channels-last float32/float64 (rows of <= 64 lanes) outputs over "
-            f"{c['streaming'][1] >> 20} MiB without activation"
-            if c["streaming"][0] else "normal (no streaming-store kernels for this CPU or build)"),
+            f"non-temporal for float32/float64 outputs over {above >> 20} MiB without "
+            f"activation (channels last: rows of <= 64 lanes)"
+            if streaming else "normal (no streaming stores at this level)"),
         f"  float16         : {c['half']}",
         f"  stats block     : {c['block']} elements",
         "  array backends  : " + ", ".join(

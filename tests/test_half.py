@@ -1,19 +1,25 @@
-"""float16 conversion: the hardware (F16C / AVX-512F) and software paths give
-the same bits, and the normalization results do not depend on which ran."""
+"""float16 conversion: the hardware (F16C / NEON, at the levels that have it)
+and software paths give the same bits, and the normalization results do not
+depend on which ran."""
 import numpy as np
 import pytest
 
 import fastnorm
 from fastnorm._cpu import _engine as E
 
-BEST = E.select_half(-1)
-LEVELS = list(range(BEST + 1))
+from _isa import LEVELS, UNFUSED_LEVEL, kernels
 
 
-@pytest.fixture
-def level_restore():
-    yield
-    E.select_half(-1)
+def _software_level():
+    for level in reversed(LEVELS):
+        with kernels(isa=level):
+            if not E.config()["half_hw"]:
+                return level
+    return None
+
+
+SOFT = _software_level()
+HW = [lv for lv in LEVELS if lv != SOFT]
 
 
 def _boundary_floats():
@@ -36,17 +42,16 @@ def _boundary_floats():
 
 
 def test_levels_reported():
-    assert BEST in (0, 1, 2)
-    assert "bit-identical" in E.half_impl() or BEST == 0
+    assert LEVELS and "bit-identical" in E.half_impl()
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_widen_every_half(level, level_restore):
-    assert E.select_half(level) == level
+def test_widen_every_half(level):
     h = np.arange(2**16, dtype=np.uint16)
-    got = E.half_to_float(h)
-    E.select_half(0)
-    soft = E.half_to_float(h)
+    with kernels(isa=level):
+        got = E.half_to_float(h)
+    with kernels(isa=SOFT or level):
+        soft = E.half_to_float(h)
     np.testing.assert_array_equal(got.view(np.uint32), soft.view(np.uint32))
     ok = ~np.isnan(h.view(np.float16))
     np.testing.assert_array_equal(got[ok].view(np.uint32),
@@ -58,13 +63,13 @@ def test_widen_every_half(level, level_restore):
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("n_extra", [0, 5])   # vector body and scalar tail
-def test_narrow_rounding_boundaries(level, n_extra, level_restore):
+def test_narrow_rounding_boundaries(level, n_extra):
     f = _boundary_floats()
     f = f[: len(f) - (len(f) % 16) + n_extra] if n_extra else f[: len(f) - (len(f) % 16)]
-    assert E.select_half(level) == level
-    got = E.float_to_half(f)
-    E.select_half(0)
-    soft = E.float_to_half(f)
+    with kernels(isa=level):
+        got = E.float_to_half(f)
+    with kernels(isa=SOFT or level):
+        soft = E.float_to_half(f)
     np.testing.assert_array_equal(got, soft)
     ok = ~np.isnan(f)
     with np.errstate(over="ignore"):
@@ -76,16 +81,14 @@ def test_narrow_rounding_boundaries(level, n_extra, level_restore):
     np.testing.assert_array_equal(got[~ok], want.astype(np.uint16))
 
 
-@pytest.mark.skipif(BEST == 0, reason="this CPU has no F16C: only the software conversion exists")
+@pytest.mark.skipif(len(LEVELS) < 2, reason="one kernel level on this CPU: nothing to compare")
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("shape", [(2, 3, 37, 41), (1, 64, 64, 64), (2, 5, 300, 7), (1, 1000, 9, 9)])
 @pytest.mark.parametrize("activation", [None, "relu", "silu"])
-@pytest.mark.parametrize("unfused", [False, True])
-def test_norm_bits_independent_of_conversion(shape, channel_axis, activation, unfused,
-                                             level_restore):
-    """Levels 1 and 2 run the float16 statistics and apply straight from
-    registers; level 0 widens into a buffer with the software conversion.
-    Same bits, fused and as the unfused twin (CPUs without FMA)."""
+def test_norm_bits_independent_of_conversion(shape, channel_axis, activation):
+    """Every level converts float16 its own way (16 or 8 lanes of F16C, or the
+    software conversion at the x86-64 level) with its own vector width: the
+    same bits at every level."""
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(shape) * 4 + 100).astype(np.float16)
     x.flat[7::173] = np.float16(6e-8)   # subnormal inputs
@@ -97,43 +100,34 @@ def test_norm_bits_independent_of_conversion(shape, channel_axis, activation, un
     w = rng.standard_normal(C).astype(np.float32)
     b = rng.standard_normal(C).astype(np.float32)
     outs = []
-    old = E._unfused(unfused)
-    try:
-        for level in LEVELS:
-            E.select_half(level)
+    for level in LEVELS:
+        with kernels(isa=level):
             outs.append(fastnorm.instance_norm(x, w, b, channel_axis=channel_axis,
                                                activation=activation))
-    finally:
-        E._unfused(old)
     assert np.isfinite(outs[0][1:]).all() and np.isnan(outs[0][0, 0] if channel_axis == 1 else outs[0][0, ..., 0]).all()
     for o in outs[1:]:
         np.testing.assert_array_equal(o.view(np.uint16), outs[0].view(np.uint16))
 
 
-@pytest.mark.skipif(BEST == 0, reason="this CPU has no F16C: only the software conversion exists")
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("shape", [(2, 3, 37, 41), (2, 21, 13, 11), (1, 100, 9, 10)])
-def test_stats_bits_independent_of_conversion(shape, channel_axis, level_restore):
-    """The float16 statistics (double accumulators) at every conversion level,
-    fused and unfused (channels last: full 64-lane tiles, smaller ones and
-    scalar lanes), on halves spread over 11 binades so that d*d is inexact
-    in double and the fused and unfused sums really differ (checked: the test
-    can tell a fused accumulation from an unfused one)."""
+def test_stats_bits_independent_of_conversion(shape, channel_axis):
+    """The float16 statistics (double accumulators) at every level (channels
+    last: full register tiles, smaller ones and scalar lanes), on halves
+    spread over 11 binades so that d*d is inexact in double and a fused and an
+    unfused accumulation really differ: the unfused kernels (CPUs without
+    FMA) must differ from the fused ones, so the test can tell them apart."""
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-7, 4, shape)).astype(np.float16)
     if channel_axis == -1:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     got = {}
-    for unfused in (False, True):
-        old = E._unfused(unfused)
-        try:
-            for level in LEVELS:
-                E.select_half(level)
-                m = fastnorm.instance_moments(x, channel_axis=channel_axis)
-                got[unfused, level] = m.mean.tobytes() + m.m2.tobytes()
-        finally:
-            E._unfused(old)
-    for unfused in (False, True):
-        assert len({got[unfused, lv] for lv in LEVELS}) == 1, unfused
-    if E.fused_multiply_add():
-        assert got[False, 0] != got[True, 0]
+    for level in LEVELS:
+        with kernels(isa=level):
+            m = fastnorm.instance_moments(x, channel_axis=channel_axis)
+            got[level] = m.mean.tobytes() + m.m2.tobytes()
+    assert len(set(got.values())) == 1, got.keys()
+    if UNFUSED_LEVEL is not None and E.fused_multiply_add():
+        with kernels(isa=UNFUSED_LEVEL, fused=False):
+            m = fastnorm.instance_moments(x, channel_axis=channel_axis)
+        assert m.mean.tobytes() + m.m2.tobytes() != got[LEVELS[0]]

@@ -9,6 +9,8 @@ import pytest
 
 import fastnorm
 import _reference as R
+from _isa import LEVELS, UNFUSED_LEVEL, kernels
+from _isa import unfused as _isa_unfused
 
 
 # ---------------------------------------------------------------- concurrency
@@ -328,19 +330,18 @@ def _misaligned_like(a, shift):
 @pytest.mark.parametrize("shape", [(2, 5, 33, 37), (3, 37, 20, 9), (2, 100, 7, 11), (1, 16, 64, 64),
                                    (2, 3, 20, 30), (1, 64, 12, 10), (3, 32, 7, 9)])
 def test_streaming_stores_give_the_same_bits(dtype, shape):
-    """Large channels-first float32/float64 outputs are written with
-    non-temporal stores by separate AVX-512/AVX2 kernels (head and tail lanes
-    scalar up to the first aligned line), channels-last float32 ones by the
-    tile kernel when rows hold at most 64 lanes (C = 16, 32, 64; C = 3 as 16
-    rows of 48) and the output is 16-byte aligned (shift 0: 64-byte aligned,
-    shift 4 float32 / 2 float64: 16-byte, shifts 1 and 3: neither).  Forced on
-    for small arrays they must give exactly the normal kernels' bits through
-    every entry point."""
+    """Large float32/float64 outputs are written with non-temporal stores
+    (channels first: the lanes before the first aligned line and after the
+    last full vector stored normally; channels last: rows of whole vectors of
+    at most 64 lanes into an aligned output).  Forced on for small arrays, at
+    every level that has them, they must give exactly the normal stores' bits
+    through every entry point, at several output alignments (shift 0: 64-byte
+    aligned; 1, 3: unaligned; 16 bytes)."""
     from fastnorm._cpu import _engine as E
 
-    level, _ = E.streaming_stores()
-    if level == 0:
-        pytest.skip("this CPU/build has no streaming-store kernels (no AVX2+FMA)")
+    streaming = [lv for lv in LEVELS if _streams_at(lv)]
+    if not streaming:
+        pytest.skip("no level of this CPU/build has streaming stores")
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(shape) * 3 + 200).astype(dtype)
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
@@ -365,18 +366,23 @@ def test_streaming_stores_give_the_same_bits(dtype, shape):
                                           num_threads=2).tobytes())
         return got
 
-    ref = run()
+    with kernels(stream=False):
+        ref = run()
     old = E._tuning(stream_above_bytes=0)
     try:
-        for cap in range(level, 0, -1):       # the AVX-512 and the AVX2 kernels
-            ocap = E._stream_cap(cap)
-            try:
-                assert E.streaming_stores()[0] == cap
-                assert run() == ref, cap
-            finally:
-                E._stream_cap(ocap)
+        for level in streaming:
+            with kernels(isa=level):
+                assert fastnorm._cpu._engine.plan_for(x.shape, x.dtype)["stream"]
+                assert run() == ref, level
     finally:
         E._tuning(*old)
+
+
+def _streams_at(level):
+    from fastnorm._cpu import _engine as E
+
+    with kernels(isa=level):
+        return E.config()["streaming"]
 
 
 def test_streaming_threshold_and_copy():
@@ -415,9 +421,9 @@ def test_wave_plan_matches_reference(dtype):
 
 
 # ------------------------------------------------------- ISA-independent bits
-def _isa_bits(tmp_path, march, contract="off"):
-    """Build tests/c/isa_bits.c against the installed kernel headers for one
-    -march level and return the hash it prints (None if this CPU cannot run it)."""
+def _isa_bits(tmp_path, name, flags, cc=None, runner=()):
+    """Build tests/c/isa_bits.c against fastnorm/_cpu/fn_kernels.c compiled with
+    these flags and return the line it prints (None if this CPU cannot run it)."""
     import os
     import shutil
     import signal
@@ -427,50 +433,88 @@ def _isa_bits(tmp_path, march, contract="off"):
 
     inc = os.path.join(os.path.dirname(fnm.__file__), "_cpu")
     src = os.path.join(os.path.dirname(__file__), "c", "isa_bits.c")
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None or not os.path.exists(os.path.join(inc, "fn_kernels.h")):
-        pytest.skip("needs a C compiler and the kernel headers")
-    exe = str(tmp_path / f"isa_{march}_{contract}")
-    # the build's flags (setup.py), with every clone's code compiled for one level
-    flags = ["-O3", "-fno-math-errno", f"-ffp-contract={contract}", "-mprefer-vector-width=512",
-             "-fopenmp-simd", "-w", "-Wno-psabi", "-DFN_NO_MULTIVERSION", "-DFN_FORCE_FUSED", f"-march={march}"]
-    subprocess.run([cc, *flags, "-I", inc, src, "-o", exe, "-lm"], check=True,
-                   capture_output=True, text=True)
-    r = subprocess.run([exe], capture_output=True, text=True)
+    cc = cc or shutil.which("gcc") or shutil.which("cc")
+    if cc is None or not os.path.exists(os.path.join(inc, "fn_kernels.c")):
+        pytest.skip("needs a C compiler and the kernel sources")
+    exe = str(tmp_path / f"isa_{name}")
+    # the build's flags (setup.py) and one target's
+    base = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-w", f"-DFN_TARGET={name}"]
+    subprocess.run([cc, *base, *flags, "-I", inc, os.path.join(inc, "fn_kernels.c"), src,
+                    "-o", exe, "-lm"], check=True, capture_output=True, text=True)
+    r = subprocess.run([*runner, exe], capture_output=True, text=True)
     if r.returncode == -signal.SIGILL:
         return None
     assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
+    return r.stdout.split()[0]
+
+
+# x86-64 kernel builds: the setup.py targets, two more vector widths' worth of
+# flags, and the scalar layer; (name, flags, fused)
+X86_BUILDS = [
+    ("v4", ["-march=x86-64-v4", "-mprefer-vector-width=512"], True),
+    ("v3", ["-march=x86-64-v3"], True),
+    ("v2fma", ["-march=x86-64-v2", "-mfma"], True),
+    ("base_fma", ["-march=x86-64", "-mfma"], True),
+    ("scalar_fma", ["-DFN_SIMD_SCALAR", "-march=x86-64-v3"], True),
+    ("base", ["-march=x86-64", "-DFN_FUSED=0"], False),
+    ("scalar", ["-DFN_SIMD_SCALAR", "-DFN_FUSED=0"], False),
+]
 
 
 def test_every_isa_level_gives_the_same_bits(tmp_path):
-    """The runtime-dispatched clones of one build (x86-64 baseline with libm's
-    fma, AVX2/FMA, AVX-512) must give the same bits.  The kernels are built
-    with -ffp-contract=off and write their fused multiply-adds out (FN_FMA), so
-    the statistics and every apply path (both layouts, float32/64/16, all
-    activations) hash the same at every -march level this CPU can run, both
-    fused and as the unfused twin that CPUs without FMA run.  A build that
-    lets the compiler contract must differ: the check can fail."""
+    """One kernel source, every vector width: the AVX-512, AVX2, SSE2 and
+    scalar layers hash the same over every kernel (statistics, apply with
+    every activation and with streaming stores, small planes, channels-last
+    tiles of every width, float32/64/16 and bfloat16, the half conversions)
+    when fused, and the same (another hash) when unfused.  A build that lets
+    the compiler contract the unfused form must differ from it, so the hash
+    can see a stray fused multiply-add."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip("x86-64 ISA levels")
-    got = {m: _isa_bits(tmp_path, m) for m in ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")}
-    ran = {m: h for m, h in got.items() if h is not None}
-    assert len(set(ran.values())) == 1, ran
-    top = [m for m in ran if m in ("x86-64-v3", "x86-64-v4")]
-    if not top:
-        pytest.skip("this CPU has no FMA: only the baseline level ran")
-    contracted = _isa_bits(tmp_path, top[-1], contract="fast")
-    assert contracted != ran["x86-64"], "the hash does not see contraction"
+        pytest.skip("x86-64 builds")
+    got = {}
+    for name, flags, fused in X86_BUILDS:
+        got[name, fused] = _isa_bits(tmp_path, name, flags)
+    for fused in (True, False):
+        ran = {n: h for (n, f), h in got.items() if f == fused and h is not None}
+        assert len(set(ran.values())) == 1, ran
+    contracted = _isa_bits(tmp_path, "contract", ["-march=x86-64-v3", "-DFN_FUSED=0",
+                                                  "-ffp-contract=fast"])
+    if contracted is not None:
+        assert contracted != got["base", False], "the hash does not see contraction"
 
 
+def test_aarch64_neon_gives_the_same_bits(tmp_path):
+    """The NEON layer (aarch64), cross-compiled and run under qemu-user where
+    both are installed (CI installs them), hashes as the x86-64 builds."""
+    import platform
+    import shutil
+
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    qemu = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
+    if platform.machine().lower() == "aarch64":
+        cc, runner = shutil.which("gcc") or shutil.which("cc"), ()
+    elif cc is None or qemu is None:
+        pytest.skip("needs gcc-aarch64-linux-gnu and qemu-user")
+    else:
+        runner = (qemu, "-L", "/usr/aarch64-linux-gnu")
+    neon = _isa_bits(tmp_path, "neon", ["-static"] if runner else [], cc=cc, runner=runner)
+    neon_unfused = _isa_bits(tmp_path, "neon_unfused", ["-DFN_FUSED=0"] + (["-static"] if runner else []),
+                             cc=cc, runner=runner)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert neon == _isa_bits(tmp_path, "v3", ["-march=x86-64-v3"])
+        assert neon_unfused == _isa_bits(tmp_path, "base", ["-march=x86-64", "-DFN_FUSED=0"])
+    assert neon != neon_unfused
+
+
+@pytest.mark.skipif(UNFUSED_LEVEL is None, reason="this build has no unfused kernels")
 @pytest.mark.parametrize("unfused", [False, True])
 def test_engine_multiply_add_is_what_it_says(unfused):
     """fused_multiply_add() tells whether y = (x - mean) * scale + shift is
     rounded once; check it on float64 data against an exact oracle (where the
     fused and unfused forms differ, which is about every other element), for
-    the FMA kernels and for the unfused twin that CPUs without FMA run."""
+    the FMA kernels and for the unfused ones that CPUs without FMA run."""
     from fractions import Fraction
 
     from fastnorm._api import _apply_coefs
@@ -479,15 +523,12 @@ def test_engine_multiply_add_is_what_it_says(unfused):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 1, 4000)) * 3 + 1
     mean, scale, shift = 0.3141592653589793, 1.2345678901234567, 0.5772156649015329
-    old = E._unfused(unfused)
-    try:
+    with (_isa_unfused() if unfused else kernels()):
         fused_now = E.fused_multiply_add()
         y = _apply_coefs(x, np.full((1, 1), mean), np.full((1, 1), scale),
                          np.full((1, 1), shift), num_threads=1).ravel()
         yl = _apply_coefs(x.reshape(1, -1, 1), np.full((1, 1), mean), np.full((1, 1), scale),
                           np.full((1, 1), shift), channel_axis=-1, num_threads=1).ravel()
-    finally:
-        E._unfused(old)
     if unfused:
         assert not fused_now
     d = x.ravel() - mean
@@ -499,6 +540,7 @@ def test_engine_multiply_add_is_what_it_says(unfused):
     np.testing.assert_array_equal(yl, want)
 
 
+@pytest.mark.skipif(UNFUSED_LEVEL is None, reason="this build has no unfused kernels")
 def test_unfused_twin_gives_the_same_bits_in_every_plan():
     """The unfused kernels (CPUs without FMA) are as deterministic as the fused
     ones: every plan and thread count gives the same bits, and they differ from
@@ -508,8 +550,7 @@ def test_unfused_twin_gives_the_same_bits_in_every_plan():
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((3, 4, 130, 140)) * 4 + 300).astype(np.float32)
     fused = fastnorm.instance_norm(x, num_threads=2)
-    old = E._unfused(True)
-    try:
+    with _isa_unfused():
         ref = fastnorm.instance_norm(x, num_threads=1).tobytes()
         for setting in PLAN_SETTINGS:
             told = E._tuning(**setting)
@@ -518,8 +559,6 @@ def test_unfused_twin_gives_the_same_bits_in_every_plan():
                     assert fastnorm.instance_norm(x, num_threads=nt).tobytes() == ref, setting
             finally:
                 E._tuning(*told)
-    finally:
-        E._unfused(old)
     unf = np.frombuffer(ref, np.float32).reshape(x.shape)
     ulp = np.spacing(np.abs(fused))
     assert (np.abs(unf - fused) <= ulp).all()

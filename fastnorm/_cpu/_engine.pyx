@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OpenMP drivers around the C kernels in fn_kernels.h.
+"""OpenMP drivers around the C kernels (fn_dispatch.h: one target's table, chosen at import).
 
 Everything here assumes validated input (see fastnorm._validate): contiguous
 arrays of a supported dtype, consistent sizes, thread count >= 1.  The GIL is
@@ -26,8 +26,7 @@ import numpy as np
 
 cnp.import_array()
 
-cdef extern from "fn_kernels.h" nogil:
-    enum: FN_ACT_NT_CL
+cdef extern from "fn_dispatch.h" nogil:
     ctypedef struct fn_triple:
         double n
         double mean
@@ -38,90 +37,195 @@ cdef extern from "fn_kernels.h" nogil:
     int fn_team_size()
     void fn_barrier()
     void fn_merge(fn_triple *a, const fn_triple *b)
-    void fn_stats_f32(const float *x, Py_ssize_t n, fn_triple *t)
-    void fn_stats_f64(const double *x, Py_ssize_t n, fn_triple *t)
-    void fn_stats_f16(const unsigned short *x, Py_ssize_t n, fn_triple *t)
-    void fn_stats_bf16(const unsigned short *x, Py_ssize_t n, fn_triple *t)
-    void fn_apply_f32(const float *x, float *y, Py_ssize_t n, double hi, double lo, double sc, double sh, int act, double slope)
-    void fn_apply_f64(const double *x, double *y, Py_ssize_t n, double hi, double lo, double sc, double sh, int act, double slope)
-    void fn_apply_f16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
-    void fn_apply_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t n, float hi, float lo, float sc, float sh, int act, float slope)
-    void fn_stats_cl_f32(const float *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
-    void fn_stats_cl_f64(const double *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
-    void fn_stats_cl_f16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
-    void fn_stats_cl_bf16(const unsigned short *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
-    void fn_apply_cl_f32(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
-    void fn_apply_cl_f64(const double *x, double *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const double *coef, int act, double slope)
-    void fn_apply_cl_f16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
-    void fn_apply_cl_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const float *coef, int act, float slope)
-    void fn_planes_f32(const float *x, float *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
-    void fn_planes_f64(const double *x, double *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
-    void fn_planes_f16(const unsigned short *x, unsigned short *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
-    void fn_planes_bf16(const unsigned short *x, unsigned short *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
     void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
+    void fn_stats(int dt, const void *x, Py_ssize_t n, fn_triple *t)
+    void fn_apply(int dt, const void *x, void *y, Py_ssize_t n, double mean, double sc, double sh, int act, double slope, int stream)
+    void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_stats_cl(int dt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
+    void fn_apply_cl(int dt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const void *coef, int act, double slope, int stream)
+    int fn_can_stream()
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads, int stream)
-    int fn_stream_level()
-    int fn_stream_cap
-    void fn_stream_apply(int lvl, int dt, const void *x, void *y, Py_ssize_t n, double hi,
-                         double sc, double sh)
-    const char *fn_build_isa()
-    int fn_fused_now()
-    int fn_fma_off
-    const char *fn_half_impl()
-    int fn_half_select(int want)
     void fn_widen_f16(const unsigned short *src, float *dst, Py_ssize_t n)
     void fn_narrow_f16(const float *src, unsigned short *dst, Py_ssize_t n)
+    int fn_select(const char *name, int fused)
+    const char *fn_levels()
+    const char *fn_built_levels()
+    const char *fn_level()
+    const char *fn_vector()
+    int fn_fused()
+    int fn_half_hw()
     int fn_have_openmp()
+    ctypedef struct fn_config_t:
+        int stream
+    fn_config_t fn_config
 
-# storage codes (fastnorm._validate maps dtypes to these)
+# storage codes (fastnorm._validate maps dtypes to these; fn_base.h has the same)
 cdef enum:
     F16 = 0
     F32 = 1
     F64 = 2
     BF16 = 3
 
-DT_F16 = F16
-DT_F32 = F32
-DT_F64 = F64
-DT_BF16 = BF16
 BLOCK = FN_BLOCK
 # Below this many elements one thread does it all: a parallel region costs
 # more than the work.
-SERIAL_BELOW = 1 << 15
-# planes up to this size are software-pipelined (hides per-plane overhead of
-# small planes); larger ones are read then applied while still in L2, which
-# measured faster for 256 KiB - 512 KiB planes
+cdef Py_ssize_t SERIAL_BELOW_N = 1 << 15
+SERIAL_BELOW = SERIAL_BELOW_N
+# Planes up to this size are software-pipelined (the statistics of the next
+# plane are read while this one, still in L2, is normalized); larger ones are
+# read, then normalized while still in L2.
 cdef Py_ssize_t PIPELINE_MAX_BYTES = 1 << 17
 # Planes larger than this are normalized in waves shared by all threads, each
 # thread holding at most about this much of the wave in its L2.
 cdef Py_ssize_t WAVE_BYTES = 1 << 19
-# A plane (or a thread's share of one) larger than this is normalized from its
+# A plane, instance or thread's share larger than this is normalized from its
 # end: with LRU-like caches a forward second pass over more than L2 misses on
-# every line, a backward one hits on the part read last (S4: +3-6%).
+# every line, a backward one hits on the part the statistics read last.
 cdef Py_ssize_t BACKWARD_MIN_BYTES = 1 << 20
 # planes of one statistics block run through one C call per thread (fn_planes)
 cdef bint SMALL_PLANES = True
-# channels-first outputs larger than this (float32/float64, no activation)
-# are written with non-temporal stores when the CPU has them (fn_kernels.h,
-# "streaming"): past the last-level cache a normal store also reads the line
-# it writes.  20 MiB, measured on this VM over two periods.  How much of its
-# (reported 480 MiB) L3 the VM really gives drifts with the neighbours: with
-# normal stores 32-MiB float32 outputs (S5, S6) ran at 0.80 of a copy at 2
-# threads in one period and at 0.57-0.64 in the next (0.41-0.62 at 1
-# thread), 24-MiB ones at 0.55-0.72; streaming held 0.71-0.82 in both.  At
-# 16 MiB normal stores still win (0.79-0.88 against 0.70-0.82).
+# float32/float64 outputs without activation larger than this are written
+# with non-temporal stores where the target has them: past the last-level
+# cache a normal store first reads the line it writes.  (The threshold's
+# measurements: benchmarks/README.md, "Streaming stores".)
 cdef Py_ssize_t STREAM_ABOVE_BYTES = 20 << 20
-# activation codes above A_STREAM stand for "none, streaming stores at level
-# act - A_STREAM" (1 AVX2, 2 AVX-512F); k_apply and k_apply_cl translate them,
-# and a C kernel's activation switch sees them at most as "none"
-cdef enum:
-    A_STREAM = 16
+
+
+# ------------------------------------------------------------------ plans
+cdef struct plan_t:
+    int dt
+    int act
+    double slope
+    int n_threads        # threads of the team (1: serial, no parallel region)
+    bint parallel
+    bint fused           # one thread owns whole planes / instances; else waves
+    bint small_planes    # channels first, fused, planes of one block: one C call per thread
+    bint pipelined       # channels first, fused: plane p+1 read while plane p is normalized
+    bint backward        # the normalize pass of a large plane / instance / share runs from its end
+    bint stream          # non-temporal output stores
+    Py_ssize_t wave      # planes (instances) per wave when not fused
+
+
+cdef inline bint stream_for(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
+    return (act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES
+            and fn_can_stream())
+
+
+cdef inline bint owns_units(Py_ssize_t units, int n_threads, Py_ssize_t unit_bytes) noexcept nogil:
+    """One thread per plane (instance) when that balances and a unit fits L2
+    with its output."""
+    return n_threads == 1 or (units >= n_threads and (units % n_threads == 0 or units >= 4 * n_threads)
+                              and unit_bytes <= WAVE_BYTES)
+
+
+cdef inline Py_ssize_t wave_units(int n_threads, Py_ssize_t unit_bytes, Py_ssize_t total) noexcept nogil:
+    """Planes / instances per wave: about n_threads * WAVE_BYTES, at least one."""
+    cdef Py_ssize_t w = (n_threads * WAVE_BYTES) // unit_bytes if unit_bytes > 0 else total
+    return w if w > 0 else 1
+
+
+cdef plan_t plan_cf(int dt, Py_ssize_t P, Py_ssize_t L, Py_ssize_t isz, int n_threads, int act,
+                    double slope) noexcept nogil:
+    """The channels-first plan for P planes of L elements."""
+    cdef plan_t pl
+    cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK, share
+    pl.dt = dt
+    pl.act = act
+    pl.slope = slope
+    pl.parallel = n_threads > 1 and P * L >= SERIAL_BELOW_N
+    pl.n_threads = n_threads if pl.parallel else 1
+    pl.stream = stream_for(dt, act, P * L * isz)
+    pl.fused = owns_units(P, pl.n_threads, L * isz)
+    pl.small_planes = pl.fused and nb == 1 and SMALL_PLANES
+    pl.pipelined = pl.fused and not pl.small_planes and L * isz <= PIPELINE_MAX_BYTES
+    pl.wave = 0 if pl.fused else wave_units(pl.n_threads, L * isz, P)
+    if pl.fused:
+        pl.backward = not pl.small_planes and not pl.pipelined and L * isz > BACKWARD_MIN_BYTES
+    else:
+        share = (pl.wave * nb + pl.n_threads - 1) // pl.n_threads
+        pl.backward = share * FN_BLOCK * isz > BACKWARD_MIN_BYTES
+    return pl
+
+
+cdef struct cl_plan:
+    Py_ssize_t m, W, R, RC, nch, stride
+
+
+cdef plan_t plan_cl(int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, Py_ssize_t isz,
+                    const cl_plan *q, int n_threads, int act, double slope) noexcept nogil:
+    """The channels-last plan for N instances of S rows of C."""
+    cdef plan_t pl
+    cdef Py_ssize_t share
+    pl.dt = dt
+    pl.act = act
+    pl.slope = slope
+    pl.parallel = n_threads > 1 and N * S * C >= SERIAL_BELOW_N
+    pl.n_threads = n_threads if pl.parallel else 1
+    pl.stream = stream_for(dt, act, N * S * C * isz)
+    pl.fused = owns_units(N, pl.n_threads, S * C * isz)
+    pl.small_planes = False
+    pl.pipelined = False
+    pl.wave = 0 if pl.fused else wave_units(pl.n_threads, S * C * isz, N)
+    if pl.fused:
+        pl.backward = S * C * isz > BACKWARD_MIN_BYTES
+    else:
+        share = (pl.wave * q.nch + pl.n_threads - 1) // pl.n_threads
+        pl.backward = share * q.RC * C * isz > BACKWARD_MIN_BYTES
+    return pl
+
+
+_DTYPE_CODES = {"float16": F16, "float32": F32, "float64": F64, "bfloat16": BF16}
+
+
+def plan_for(shape, dtype, channel_axis=1, num_threads=None):
+    """The plan instance_norm runs for an array of this shape and dtype, as a
+    dict: layout, n_threads, parallel, fused (one thread per plane or
+    instance; else waves of `wave` planes or instances shared by the
+    threads), small_planes, pipelined, backward, stream.  Every plan gives the
+    same bits; this says which one runs (tests, and `python -m fastnorm
+    bench`)."""
+    cdef cl_plan q
+    cdef plan_t pl
+    cdef Py_ssize_t N, C, S, isz
+    shape = tuple(int(d) for d in shape)
+    if len(shape) < 3:
+        raise ValueError(f"shape must have at least 3 dimensions, got {shape!r}")
+    dt = np.dtype(dtype)
+    if dt.name not in _DTYPE_CODES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPE_CODES)}, got {dt.name!r}")
+    if channel_axis not in (1, -1, len(shape) - 1):
+        raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
+    cl = channel_axis != 1
+    n_threads = omp_get_max_threads() if num_threads is None else int(num_threads)
+    if n_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
+    N = shape[0]
+    C = shape[len(shape) - 1] if cl else shape[1]
+    S = int(np.prod(shape)) // (N * C) if N * C else 0
+    isz = dt.itemsize
+    if cl:
+        q = make_cl_plan(S, C)
+        pl = plan_cl(_DTYPE_CODES[dt.name], N, S, C, isz, &q, n_threads, 0, 0.0)
+    else:
+        pl = plan_cf(_DTYPE_CODES[dt.name], N * C, S, isz, n_threads, 0, 0.0)
+    return {
+        "layout": "channels_last" if cl else "channels_first",
+        "n_threads": pl.n_threads,
+        "parallel": bool(pl.parallel),
+        "fused": bool(pl.fused),
+        "wave": pl.wave,
+        "small_planes": bool(pl.small_planes),
+        "pipelined": bool(pl.pipelined),
+        "backward": bool(pl.backward),
+        "stream": bool(pl.stream),
+        "level": fn_level().decode(),
+    }
 
 
 def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
             backward_min_bytes=None, stream_above_bytes=None):
-    """Read (and, for tests and experiments, set) the plan choices; returns the
-    old (pipeline_max_bytes, wave_bytes, small_planes, backward_min_bytes,
+    """Read (and, for tests and experiments, set) the plan thresholds; returns
+    the old (pipeline_max_bytes, wave_bytes, small_planes, backward_min_bytes,
     stream_above_bytes).  Every setting gives the same bits; only the speed changes."""
     global PIPELINE_MAX_BYTES, WAVE_BYTES, SMALL_PLANES, BACKWARD_MIN_BYTES, STREAM_ABOVE_BYTES
     old = (PIPELINE_MAX_BYTES, WAVE_BYTES, bool(SMALL_PLANES), BACKWARD_MIN_BYTES,
@@ -139,38 +243,79 @@ def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
     return old
 
 
-def streaming_stores():
-    """(level, above_bytes): the non-temporal output stores this CPU runs (2:
-    AVX-512F, 1: AVX2, 0: none) and the output size above which float32/float64
-    normalizations without activation use them (channels first; channels last
-    for rows of up to 64 lanes)."""
-    return fn_stream_level(), STREAM_ABOVE_BYTES
+# ------------------------------------------------------- configuration
+def simd_levels():
+    """The kernel levels this build has and this CPU runs, best first."""
+    return [v for v in fn_levels().decode().split(",") if v]
 
 
-def _stream_cap(cap=None):
-    """Test hook: the highest streaming-kernel level to use (2 AVX-512F,
-    1 AVX2, 0 none); returns the old cap."""
-    global fn_stream_cap
-    old = fn_stream_cap
-    if cap is not None:
-        fn_stream_cap = cap
-    return old
+def built_levels():
+    """Every kernel level in this build (some may not run on this CPU)."""
+    return [v for v in fn_built_levels().decode().split(",") if v]
 
 
-cdef inline int stream_act(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    """act, or A_STREAM + the streaming level for a float32/float64 output
-    without activation large enough to be written past the caches (the level
-    is found once per call, not per segment).  Channels first, k_apply runs
-    the streaming kernels of that level; channels last, k_apply_cl passes
-    FN_ACT_NT_CL to the tile kernel, which writes rows of up to 64 channels
-    with non-temporal stores (A/B: S5/S6 channels last at 1 thread
-    0.57-0.60 -> 0.65 of a copy, at 2 threads 0.62 -> 0.65)."""
-    cdef int lvl
-    if act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES:
-        lvl = fn_stream_level()
-        if lvl > 0:
-            return A_STREAM + lvl
-    return act
+def configure(isa=None, fused=None, stream=None):
+    """Select the kernels: isa "auto" or a level of simd_levels(); fused False
+    runs the level's unfused form (what a CPU without FMA runs; the x86-64
+    level has one); stream False turns the non-temporal stores off.  Returns
+    the previous settings as a dict (pass it back as keywords to restore).
+    Raises ValueError for a level this build or CPU lacks.  For FASTNORM_ISA
+    at import, tests and benchmarks: not safe while kernels run."""
+    old = config()
+    cdef int rc
+    if isa is not None or fused is not None:
+        name = old["isa"] if isa is None else str(isa)
+        want = -1 if fused is None else (1 if fused else 0)
+        rc = fn_select(name.encode(), want)
+        if rc == -1:
+            raise ValueError(f"isa must be 'auto' or one of {simd_levels()}, got {name!r}")
+        if rc == -2:
+            raise ValueError(f"isa {name!r} is built but this CPU cannot run it; "
+                             f"levels here: {simd_levels()}")
+        if rc == -3:
+            raise ValueError(f"level {name!r} has no {'un' if want == 0 else ''}fused form "
+                             f"in this build")
+    if stream is not None:
+        fn_config.stream = 1 if stream else 0
+    return {k: old[k] for k in ("isa", "fused", "stream")}
+
+
+def config():
+    """The active kernel configuration: isa (the level), vector (the vector
+    layer), fused (multiply-adds rounded once), half_hw (float16 converted by
+    instructions), stream (non-temporal stores allowed and available),
+    stream_above_bytes."""
+    return {
+        "isa": fn_level().decode(),
+        "vector": fn_vector().decode(),
+        "fused": bool(fn_fused()),
+        "half_hw": bool(fn_half_hw()),
+        "stream": bool(fn_config.stream),
+        "streaming": bool(fn_can_stream()),
+        "stream_above_bytes": STREAM_ABOVE_BYTES,
+    }
+
+
+def _select_at_import():
+    """FASTNORM_ISA: "auto" (default) or a level of simd_levels(); anything
+    else warns (naming the variable, the value and the valid levels) and runs
+    auto."""
+    import os
+    import warnings
+
+    want = os.environ.get("FASTNORM_ISA", "auto").strip() or "auto"
+    fn_select(b"auto", -1)
+    if want == "auto":
+        return
+    if fn_select(want.encode(), -1) != 0:
+        fn_select(b"auto", -1)
+        warnings.warn(
+            f"FASTNORM_ISA={want!r} is not a level this CPU and build run; valid: "
+            f"'auto', {', '.join(repr(v) for v in simd_levels())}. Running 'auto' "
+            f"({fn_level().decode()}).", RuntimeWarning, stacklevel=2)
+
+
+_select_at_import()
 
 
 def have_openmp():
@@ -180,43 +325,29 @@ def default_threads():
     return omp_get_max_threads()
 
 def build_isa():
-    return fn_build_isa().decode()
+    """The active kernel level and its vector layer."""
+    return f"{fn_level().decode()}: {fn_vector().decode()}"
 
 def fused_multiply_add():
-    """True when the kernels' multiply-adds are fused (rounded once) on this
-    CPU: a build with FMA code running on a CPU that has FMA.  False on a CPU
-    without FMA (the kernels' unfused twin) or for a build whose only target
-    lacks it."""
-    return bool(fn_fused_now())
-
-
-def _unfused(flag=None):
-    """Test hook: with True, run the kernels' unfused twin (what a CPU without
-    FMA runs) on this machine; returns the old setting."""
-    global fn_fma_off
-    old = bool(fn_fma_off)
-    if flag is not None:
-        fn_fma_off = 1 if flag else 0
-    return old
+    """True when the active kernels' multiply-adds are fused (rounded once)."""
+    return bool(fn_fused())
 
 
 def half_impl():
-    return fn_half_impl().decode()
+    if fn_half_hw():
+        return "hardware conversion (" + fn_vector().decode() + "), bit-identical to the software path"
+    return "branch-free software conversion (exact, round-to-nearest-even), bit-identical to F16C"
 
 
-# float16 conversion: the best the CPU has (F16C / AVX-512F), else software;
-# both give the same bits (tests/test_half.py checks every half).
-_HALF_LEVEL = fn_half_select(-1)
-
-def select_half(int level=-1):
-    """Use float16 conversion level 0 (software), 1 (F16C+AVX2), 2 (AVX-512F),
-    capped at what the CPU supports; -1 = best.  Returns the level in use.
-    For tests and benchmarks: not thread-safe against running kernels."""
-    return fn_half_select(level)
+def streaming_stores():
+    """(available, above_bytes): whether the active kernels write large
+    float32/float64 outputs without activation with non-temporal stores, and
+    the output size above which they do."""
+    return bool(fn_can_stream()), STREAM_ABOVE_BYTES
 
 
 def half_to_float(cnp.ndarray src):
-    """Test hook: the engine's float16 -> float32 bulk conversion (uint16 bits in)."""
+    """Test hook: the active level's float16 -> float32 bulk conversion (uint16 bits in)."""
     cdef cnp.ndarray a = np.ascontiguousarray(src, dtype=np.uint16)
     cdef cnp.ndarray out = np.empty(a.shape[0], np.float32)
     fn_widen_f16(<const unsigned short *>cnp.PyArray_DATA(a), <float *>cnp.PyArray_DATA(out), a.shape[0])
@@ -224,7 +355,7 @@ def half_to_float(cnp.ndarray src):
 
 
 def float_to_half(cnp.ndarray src):
-    """Test hook: the engine's float32 -> float16 bulk conversion (uint16 bits out)."""
+    """Test hook: the active level's float32 -> float16 bulk conversion (uint16 bits out)."""
     cdef cnp.ndarray a = np.ascontiguousarray(src, dtype=np.float32)
     cdef cnp.ndarray out = np.empty(a.shape[0], np.uint16)
     fn_narrow_f16(<const float *>cnp.PyArray_DATA(a), <unsigned short *>cnp.PyArray_DATA(out), a.shape[0])
@@ -232,85 +363,6 @@ def float_to_half(cnp.ndarray src):
 
 
 # ---------------------------------------------------------------- helpers
-cdef inline void k_stats(int dt, const char *x, Py_ssize_t n, fn_triple *t) noexcept nogil:
-    if dt == F32:
-        fn_stats_f32(<const float *>x, n, t)
-    elif dt == F64:
-        fn_stats_f64(<const double *>x, n, t)
-    elif dt == F16:
-        fn_stats_f16(<const unsigned short *>x, n, t)
-    else:
-        fn_stats_bf16(<const unsigned short *>x, n, t)
-
-
-cdef inline void k_apply(int dt, const char *x, char *y, Py_ssize_t n, double mean,
-                         double sc, double sh, int act, double slope) noexcept nogil:
-    # mean split into a high part and a low correction in working precision
-    cdef float hf, lf
-    cdef double hd
-    if act > A_STREAM:   # float32 / float64 only (stream_act)
-        fn_stream_apply(act - A_STREAM, dt, x, y, n, mean, sc, sh)
-        return
-    if dt == F64:
-        hd = mean
-        fn_apply_f64(<const double *>x, <double *>y, n, hd, mean - hd, sc, sh, act, slope)
-        return
-    if dt == F32:  # computed in double, rounded once
-        fn_apply_f32(<const float *>x, <float *>y, n, mean, 0.0, sc, sh, act, slope)
-        return
-    hf = <float>mean
-    lf = <float>(mean - <double>hf)
-    if dt == F16:
-        fn_apply_f16(<const unsigned short *>x, <unsigned short *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
-    else:
-        fn_apply_bf16(<const unsigned short *>x, <unsigned short *>y, n, hf, lf, <float>sc, <float>sh, act, <float>slope)
-
-
-cdef inline void k_stats_cl(int dt, const char *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
-                            Py_ssize_t R, double *acc, fn_triple *out) noexcept nogil:
-    if dt == F32:
-        fn_stats_cl_f32(<const float *>x, rows, C, m, R, acc, out)
-    elif dt == F64:
-        fn_stats_cl_f64(<const double *>x, rows, C, m, R, acc, out)
-    elif dt == F16:
-        fn_stats_cl_f16(<const unsigned short *>x, rows, C, m, R, acc, out)
-    else:
-        fn_stats_cl_bf16(<const unsigned short *>x, rows, C, m, R, acc, out)
-
-
-cdef inline void k_apply_cl(int dt, const char *x, char *y, Py_ssize_t rows, Py_ssize_t C,
-                            Py_ssize_t m, const char *coef, int act, double slope) noexcept nogil:
-    if act > A_STREAM:   # float32 / float64 only (stream_act)
-        act = FN_ACT_NT_CL
-    if dt == F32:
-        fn_apply_cl_f32(<const float *>x, <float *>y, rows, C, m, <const double *>coef, act, slope)
-    elif dt == F64:
-        fn_apply_cl_f64(<const double *>x, <double *>y, rows, C, m, <const double *>coef, act, slope)
-    elif dt == F16:
-        fn_apply_cl_f16(<const unsigned short *>x, <unsigned short *>y, rows, C, m, <const float *>coef, act, <float>slope)
-    else:
-        fn_apply_cl_bf16(<const unsigned short *>x, <unsigned short *>y, rows, C, m, <const float *>coef, act, <float>slope)
-
-
-cdef inline void k_planes(int dt, const char *x, char *y, Py_ssize_t p0, Py_ssize_t p1,
-                          Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps,
-                          const double *w, const double *b, int act, double slope,
-                          fn_triple *tri, double *mean, double *scale,
-                          double *shift) noexcept nogil:
-    if dt == F32:
-        fn_planes_f32(<const float *>x, <float *>y, p0, p1, L, S, G, Cg, eps, w, b, act, slope,
-                      tri, mean, scale, shift)
-    elif dt == F64:
-        fn_planes_f64(<const double *>x, <double *>y, p0, p1, L, S, G, Cg, eps, w, b, act, slope,
-                      tri, mean, scale, shift)
-    elif dt == F16:
-        fn_planes_f16(<const unsigned short *>x, <unsigned short *>y, p0, p1, L, S, G, Cg, eps,
-                      w, b, act, slope, tri, mean, scale, shift)
-    else:
-        fn_planes_bf16(<const unsigned short *>x, <unsigned short *>y, p0, p1, L, S, G, Cg, eps,
-                       w, b, act, slope, tri, mean, scale, shift)
-
-
 cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz,
                              fn_triple *t) noexcept nogil:
     """Triple of one contiguous plane: blocks merged in order."""
@@ -323,7 +375,7 @@ cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz
         n = L - s
         if n > FN_BLOCK:
             n = FN_BLOCK
-        k_stats(dt, x + s * isz, n, &b)
+        fn_stats(dt, x + s * isz, n, &b)
         fn_merge(t, &b)
         s += n
 
@@ -337,7 +389,7 @@ cdef inline void cf_block_stats(int dt, const char *xp, Py_ssize_t it, Py_ssize_
     """Triple of block it = p * nb + k (block k of plane p) of planes of length L."""
     cdef Py_ssize_t p = it // nb
     cdef Py_ssize_t s0 = (it - p * nb) * FN_BLOCK
-    k_stats(dt, xp + (p * L + s0) * isz, block_end(s0, L) - s0, out)
+    fn_stats(dt, xp + (p * L + s0) * isz, block_end(s0, L) - s0, out)
 
 
 cdef inline void merge_blocks(fn_triple *t, const fn_triple *bt, Py_ssize_t nb) noexcept nogil:
@@ -350,28 +402,21 @@ cdef inline void merge_blocks(fn_triple *t, const fn_triple *bt, Py_ssize_t nb) 
         fn_merge(t, &bt[k])
 
 
-cdef inline void seg_apply(int dt, const char *x, char *y, Py_ssize_t isz, Py_ssize_t start,
-                           Py_ssize_t stop, Py_ssize_t S, Py_ssize_t c0, const double *mean,
-                           const double *scale, const double *shift, int act,
-                           double slope) noexcept nogil:
+cdef inline void seg_apply(const plan_t *pl, const char *x, char *y, Py_ssize_t isz,
+                           Py_ssize_t start, Py_ssize_t stop, Py_ssize_t S, Py_ssize_t c0,
+                           const double *mean, const double *scale,
+                           const double *shift) noexcept nogil:
     """Apply over [start, stop) of a run of consecutive rows of length S whose
     per-row coefficients are mean[c0 + r], scale[c0 + r], shift[c0 + r]."""
-    cdef Py_ssize_t r, a, e
+    cdef Py_ssize_t r, e
     while start < stop:
         r = start // S
         e = (r + 1) * S
         if e > stop:
             e = stop
-        k_apply(dt, x + start * isz, y + start * isz, e - start, mean[c0 + r],
-                scale[c0 + r], shift[c0 + r], act, slope)
+        fn_apply(pl.dt, x + start * isz, y + start * isz, e - start, mean[c0 + r],
+                 scale[c0 + r], shift[c0 + r], pl.act, pl.slope, pl.stream)
         start = e
-
-
-cdef inline void group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg,
-                             Py_ssize_t row0, const double *w, const double *b,
-                             double *mean, double *scale, double *shift) noexcept nogil:
-    """Per-channel coefficients of one (instance, group) from its triple."""
-    fn_group_coefs(t, eps, g, Cg, row0, w, b, mean, scale, shift)
 
 
 cdef inline const double *dptr(object a):
@@ -380,10 +425,17 @@ cdef inline const double *dptr(object a):
     return <const double *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef void *alloc_or_raise(Py_ssize_t nbytes, what) except NULL:
+    cdef void *p = malloc(nbytes if nbytes > 0 else 1)
+    if p == NULL:
+        raise MemoryError(f"fastnorm: could not allocate {nbytes} bytes for {what}")
+    return p
+
+
 # ---------------------------------------------------------- channels-first
 def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg,
             Py_ssize_t S, object weight, object bias, double eps, int act, double slope,
-            int nt, object stats_out=None):
+            int n_threads, object stats_out=None):
     """Instance / group norm, channels first: x viewed as (N, G, Cg*S).
 
     weight, bias: None or float64 arrays of length G*Cg.  stats_out: None or a
@@ -392,56 +444,37 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     cdef Py_ssize_t P = N * G, L = Cg * S, R = N * G * Cg
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
-    cdef Py_ssize_t items = P * nb
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
-    cdef Py_ssize_t p, it, k, s0, s1, wk
-    cdef bint par = nt > 1 and P * L >= SERIAL_BELOW
-    cdef bint fused
-    cdef fn_triple *tri
+    cdef Py_ssize_t wk
+    cdef plan_t pl = plan_cf(dt, P, L, isz, n_threads, act, slope)
+    cdef int nth = pl.n_threads
+    cdef fn_triple *tri = NULL
     cdef fn_triple *btri = NULL
-    cdef double *coef
-    cdef double *mean
-    cdef double *scale
-    cdef double *shift
-    if not par:
-        nt = 1
-    act = stream_act(dt, act, P * L * isz)
-    # one thread per plane when that balances and a plane fits L2 with its
-    # output; else waves of planes split into blocks across the threads
-    fused = nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt) and L * isz <= WAVE_BYTES)
-    tri = <fn_triple *>malloc(P * sizeof(fn_triple))
-    coef = <double *>malloc(3 * R * sizeof(double))
-    if not fused:
-        btri = <fn_triple *>malloc(items * sizeof(fn_triple))
-    if tri == NULL or coef == NULL or (not fused and btri == NULL):
+    cdef double *coef = NULL
+    try:
+        tri = <fn_triple *>alloc_or_raise(P * sizeof(fn_triple), "the plane statistics")
+        coef = <double *>alloc_or_raise(3 * R * sizeof(double), "the coefficients")
+        if not pl.fused:
+            btri = <fn_triple *>alloc_or_raise(P * nb * sizeof(fn_triple), "the block statistics")
+        with nogil:
+            if pl.fused:
+                # one worker per thread, each a contiguous range of planes
+                for wk in prange(nth, num_threads=nth, schedule='static', chunksize=1,
+                                 use_threads_if=pl.parallel):
+                    cf_range(&pl, xp, yp, (P * wk) // nth, (P * (wk + 1)) // nth, L, S, G, Cg,
+                             isz, nb, eps, w, b, tri, coef, coef + R, coef + 2 * R)
+            else:
+                with parallel(num_threads=nth):
+                    cf_waves(&pl, xp, yp, P, L, S, G, Cg, isz, nb, eps, w, b, btri, tri,
+                             coef, coef + R, coef + 2 * R)
+        if stats_out is not None:
+            _store_triples(tri, P, stats_out)
+    finally:
         free(tri); free(coef); free(btri)
-        raise MemoryError()
-    mean = coef
-    scale = coef + R
-    shift = coef + 2 * R
-    with nogil:
-        if fused:
-            # one worker per thread, each a contiguous range of planes
-            for wk in prange(nt, num_threads=nt, schedule='static', chunksize=1, use_threads_if=par):
-                cf_range(dt, xp, yp, (P * wk) // nt, (P * (wk + 1)) // nt, L, S, G, Cg, isz, nb,
-                         eps, w, b, act, slope, tri, mean, scale, shift)
-        else:
-            with parallel(num_threads=nt):
-                cf_waves(dt, xp, yp, P, L, S, G, Cg, isz, nb, nt, eps, w, b, act, slope,
-                         btri, tri, mean, scale, shift)
-    if stats_out is not None:
-        _store_triples(tri, P, stats_out)
-    free(tri); free(coef); free(btri)
     return y
-
-
-cdef inline Py_ssize_t wave_units(int nt, Py_ssize_t unit_bytes, Py_ssize_t total) noexcept nogil:
-    """Planes / instances per wave: about nt * WAVE_BYTES, at least one."""
-    cdef Py_ssize_t w = (nt * WAVE_BYTES) // unit_bytes if unit_bytes > 0 else total
-    return w if w > 0 else 1
 
 
 cdef inline void team_share(Py_ssize_t i0, Py_ssize_t cnt, int tid, int team, Py_ssize_t *a,
@@ -452,85 +485,79 @@ cdef inline void team_share(Py_ssize_t i0, Py_ssize_t cnt, int tid, int team, Py
     e[0] = i0 + (cnt * (tid + 1)) // team
 
 
-cdef void cf_waves(int dt, const char *xp, char *yp, Py_ssize_t P, Py_ssize_t L, Py_ssize_t S,
-                   Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz, Py_ssize_t nb, int nt,
-                   double eps, const double *w, const double *b, int act, double slope,
-                   fn_triple *btri, fn_triple *tri, double *mean, double *scale,
-                   double *shift) noexcept nogil:
-    """Run by every thread of a team: planes in waves of about nt * WAVE_BYTES.
-    Each thread takes the same contiguous share of a wave's blocks for the
-    statistics and for the normalize pass, so its second read hits its own
-    L2.  Blocks merge in block order, as in every other plan."""
+cdef void cf_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t P, Py_ssize_t L,
+                   Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz, Py_ssize_t nb,
+                   double eps, const double *w, const double *b, fn_triple *btri,
+                   fn_triple *tri, double *mean, double *scale, double *shift) noexcept nogil:
+    """Run by every thread of a team: planes in waves of pl.wave.  Each thread
+    takes the same contiguous share of a wave's blocks for the statistics and
+    for the normalize pass, so its second read hits its own L2.  Blocks merge
+    in block order, as in every other plan."""
     cdef int tid = threadid()
     cdef int team = fn_team_size()
-    cdef Py_ssize_t wp = wave_units(nt, L * isz, P)
     cdef Py_ssize_t w0, w1, a, e, it, p, s0, k
-    cdef bint back
     w0 = 0
     while w0 < P:
-        w1 = w0 + wp
+        w1 = w0 + pl.wave
         if w1 > P:
             w1 = P
         team_share(w0 * nb, (w1 - w0) * nb, tid, team, &a, &e)
         for it in range(a, e):
-            cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
+            cf_block_stats(pl.dt, xp, it, nb, L, isz, &btri[it])
         fn_barrier()
         p = w0 + tid
         while p < w1:
             merge_blocks(&tri[p], &btri[p * nb], nb)
-            group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
+            fn_group_coefs(&tri[p], eps, p % G, Cg, p * Cg, w, b, mean, scale, shift)
             p += team
         fn_barrier()
-        # a share larger than L2 is normalized backwards: its last blocks,
-        # read last by the statistics, are the ones still cached
-        back = (e - a) * FN_BLOCK * isz > BACKWARD_MIN_BYTES
         for k in range(e - a):
-            it = e - 1 - k if back else a + k
+            it = e - 1 - k if pl.backward else a + k
             p = it // nb
             s0 = (it - p * nb) * FN_BLOCK
-            seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, block_end(s0, L), S,
-                      p * Cg, mean, scale, shift, act, slope)
+            seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, block_end(s0, L), S,
+                      p * Cg, mean, scale, shift)
         w0 = w1
 
 
-cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L,
-                   Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz, Py_ssize_t nb,
-                   double eps, const double *w, const double *b, int act, double slope,
-                   fn_triple *tri, double *mean, double *scale, double *shift) noexcept nogil:
-    """Planes [p0, p1) on one thread, software-pipelined: the statistics of
-    plane p+1 are read block by block while plane p (still in L2) is
-    normalized, so the read and the write streams overlap like a copy's.
-    The merge order is the block order, as in every other plan."""
+cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p1,
+                   Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz,
+                   Py_ssize_t nb, double eps, const double *w, const double *b, fn_triple *tri,
+                   double *mean, double *scale, double *shift) noexcept nogil:
+    """Planes [p0, p1) on one thread.  Small planes: one C call.  Pipelined:
+    the statistics of plane p+1 are read block by block while plane p (still
+    in L2) is normalized, so the read and the write streams overlap like a
+    copy's.  Else each plane is read, then normalized (backwards when larger
+    than L2).  The merge order is the block order, as in every other plan."""
+    cdef int dt = pl.dt
     cdef Py_ssize_t p, k, s0, s1
     cdef fn_triple bt
     cdef bint nxt
-    cdef bint pipe = L * isz <= PIPELINE_MAX_BYTES
     if p0 >= p1:
         return
-    if nb == 1 and SMALL_PLANES:
-        # planes of one block: the same order in one C call (no per-plane
-        # dispatch; normal stores: A_STREAM is passed on as no activation)
-        k_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, 0 if act > A_STREAM else act, slope,
-                 tri, mean, scale, shift)
+    if pl.small_planes:
+        # normal stores: small planes are written while still cached
+        fn_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, pl.act, pl.slope, tri, mean,
+                  scale, shift)
         return
     plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
-    group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)
+    fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)
     for p in range(p0, p1):
         nxt = p + 1 < p1
-        if not pipe:
-            # large planes: two in flight would not fit L2; apply this plane
-            # while it is cached (from its end when larger than L2), then read
-            # the next
-            if L * isz > BACKWARD_MIN_BYTES:
-                plane_apply_back(dt, xp + p * L * isz, yp + p * L * isz, isz, L, S, p * Cg,
-                                 mean, scale, shift, act, slope)
+        if not pl.pipelined:
+            if pl.backward:
+                s0 = ((L - 1) // FN_BLOCK) * FN_BLOCK
+                while s0 >= 0 and L > 0:
+                    seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, block_end(s0, L),
+                              S, p * Cg, mean, scale, shift)
+                    s0 -= FN_BLOCK
             else:
-                seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, 0, L, S, p * Cg,
-                          mean, scale, shift, act, slope)
+                seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, 0, L, S, p * Cg,
+                          mean, scale, shift)
             if nxt:
                 plane_stats(dt, xp + (p + 1) * L * isz, L, isz, &tri[p + 1])
-                group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
-                            shift)
+                fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
+                               scale, shift)
             continue
         if nxt:
             tri[p + 1].n = 0.0
@@ -540,25 +567,13 @@ cdef void cf_range(int dt, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p
             s0 = k * FN_BLOCK
             s1 = block_end(s0, L)
             if nxt:
-                k_stats(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
+                fn_stats(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
                 fn_merge(&tri[p + 1], &bt)
-            seg_apply(dt, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
-                      mean, scale, shift, act, slope)
+            seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
+                      mean, scale, shift)
         if nxt:
-            group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift)
-
-
-cdef inline void plane_apply_back(int dt, const char *x, char *y, Py_ssize_t isz, Py_ssize_t L,
-                                 Py_ssize_t S, Py_ssize_t c0, const double *mean,
-                                 const double *scale, const double *shift, int act,
-                                 double slope) noexcept nogil:
-    """The apply of one plane block by block from its end: when the plane is
-    larger than L2, the blocks the statistics read last are the ones still
-    cached (elementwise, so the order changes no bit)."""
-    cdef Py_ssize_t s0 = ((L - 1) // FN_BLOCK) * FN_BLOCK
-    while s0 >= 0 and L > 0:
-        seg_apply(dt, x, y, isz, s0, block_end(s0, L), S, c0, mean, scale, shift, act, slope)
-        s0 -= FN_BLOCK
+            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
+                           shift)
 
 
 cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
@@ -570,7 +585,7 @@ cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
         o[3 * i + 2] = tri[i].m2
 
 
-def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int nt, cnp.ndarray out):
+def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out):
     """Triples of P contiguous planes of length L into out (P, 3) float64."""
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
@@ -578,20 +593,18 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int nt, cnp.ndar
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
     cdef fn_triple *btri
-    cdef Py_ssize_t p, it, k, s0, s1
-    cdef bint par = nt > 1 and P * L >= SERIAL_BELOW
+    cdef Py_ssize_t p, it
+    cdef bint par = n_threads > 1 and P * L >= SERIAL_BELOW_N
     if not par:
-        nt = 1
-    if nt == 1 or (P >= nt and (P % nt == 0 or P >= 4 * nt)) or L == 0:
+        n_threads = 1
+    if owns_units(P, n_threads, 0) or L == 0:
         with nogil:
-            for p in prange(P, num_threads=nt, schedule='static', use_threads_if=par):
+            for p in prange(P, num_threads=n_threads, schedule='static', use_threads_if=par):
                 plane_stats(dt, xp + p * L * isz, L, isz, &tri[p])
         return out
-    btri = <fn_triple *>malloc(items * sizeof(fn_triple))
-    if btri == NULL:
-        raise MemoryError()
+    btri = <fn_triple *>alloc_or_raise(items * sizeof(fn_triple), "the block statistics")
     with nogil:
-        for it in prange(items, num_threads=nt, schedule='static'):
+        for it in prange(items, num_threads=n_threads, schedule='static'):
             cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
         for p in range(P):
             merge_blocks(&tri[p], &btri[p * nb], nb)
@@ -601,7 +614,7 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int nt, cnp.ndar
 
 def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
              cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
-             int nt):
+             int n_threads):
     """y[r, :] = act((x[r, :] - mean[r]) * scale[r] + shift[r]) for R rows of S."""
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (S + FN_BLOCK - 1) // FN_BLOCK
@@ -611,18 +624,17 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
     cdef const double *mp = <const double *>cnp.PyArray_DATA(mean)
     cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
     cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
-    cdef Py_ssize_t it, r, k, s0, s1
-    cdef bint par = nt > 1 and R * S >= SERIAL_BELOW
+    cdef Py_ssize_t it, r, s0
+    cdef bint par = n_threads > 1 and R * S >= SERIAL_BELOW_N
+    cdef bint stream = stream_for(dt, act, R * S * isz)
     if not par:
-        nt = 1
-    act = stream_act(dt, act, R * S * isz)
+        n_threads = 1
     with nogil:
-        for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
+        for it in prange(items, num_threads=n_threads, schedule='static', use_threads_if=par):
             r = it // nb
             s0 = (it - r * nb) * FN_BLOCK
-            s1 = block_end(s0, S)
-            k_apply(dt, xp + (r * S + s0) * isz, yp + (r * S + s0) * isz, s1 - s0,
-                    mp[r], sp[r], hp[r], act, slope)
+            fn_apply(dt, xp + (r * S + s0) * isz, yp + (r * S + s0) * isz, block_end(s0, S) - s0,
+                     mp[r], sp[r], hp[r], act, slope, stream)
     return y
 
 
@@ -663,10 +675,6 @@ cdef inline Py_ssize_t cl_chunk_rows(Py_ssize_t C, Py_ssize_t R) noexcept nogil:
     return k * R
 
 
-cdef struct cl_plan:
-    Py_ssize_t m, W, R, RC, nch, stride
-
-
 cdef inline cl_plan make_cl_plan(Py_ssize_t S, Py_ssize_t C) noexcept nogil:
     cdef cl_plan q
     q.m = cl_m(C)
@@ -679,10 +687,8 @@ cdef inline cl_plan make_cl_plan(Py_ssize_t S, Py_ssize_t C) noexcept nogil:
     return q
 
 
-cdef char *aligned_scratch(Py_ssize_t nbytes, char **base) noexcept nogil:
-    base[0] = <char *>malloc(nbytes + 64)
-    if base[0] == NULL:
-        return NULL
+cdef char *aligned_scratch(Py_ssize_t nbytes, char **base) except NULL:
+    base[0] = <char *>alloc_or_raise(nbytes + 64, "the channels-last scratch")
     return base[0] + (64 - (<size_t>base[0]) % 64)
 
 
@@ -692,16 +698,17 @@ cdef inline void cl_chunk_stats(int dt, const char *x, Py_ssize_t S, Py_ssize_t 
     cdef Py_ssize_t r0 = k * q.RC, r1 = r0 + q.RC
     if r1 > S:
         r1 = S
-    k_stats_cl(dt, x + r0 * C * isz, r1 - r0, C, q.m, q.R, <double *>scratch, out)
+    fn_stats_cl(dt, x + r0 * C * isz, r1 - r0, C, q.m, q.R, <double *>scratch, out)
 
 
-cdef inline void cl_chunk_apply(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C,
-                                Py_ssize_t isz, const cl_plan *q, Py_ssize_t k, const char *tiles,
-                                int act, double slope) noexcept nogil:
+cdef inline void cl_chunk_apply(const plan_t *pl, const char *x, char *y, Py_ssize_t S,
+                                Py_ssize_t C, Py_ssize_t isz, const cl_plan *q, Py_ssize_t k,
+                                const char *tiles) noexcept nogil:
     cdef Py_ssize_t r0 = k * q.RC, r1 = r0 + q.RC
     if r1 > S:
         r1 = S
-    k_apply_cl(dt, x + r0 * C * isz, y + r0 * C * isz, r1 - r0, C, q.m, tiles, act, slope)
+    fn_apply_cl(pl.dt, x + r0 * C * isz, y + r0 * C * isz, r1 - r0, C, q.m, tiles, pl.act,
+                pl.slope, pl.stream)
 
 
 cdef inline void cl_tile_coefs(int dt, Py_ssize_t C, Py_ssize_t m, const double *mean,
@@ -747,7 +754,7 @@ cdef inline void cl_instance_coefs(fn_triple *tri, Py_ssize_t C, Py_ssize_t G, d
             gt.m2 = 0.0
             for k in range(Cg):
                 fn_merge(&gt, &tri[g * Cg + k])
-        group_coefs(&gt, eps, g, Cg, g * Cg, w, b, mean, scale, shift)
+        fn_group_coefs(&gt, eps, g, Cg, g * Cg, w, b, mean, scale, shift)
 
 
 cdef inline void zero_triples(fn_triple *t, Py_ssize_t n) noexcept nogil:
@@ -764,51 +771,45 @@ cdef inline void merge_triples(fn_triple *acc, const fn_triple *t, Py_ssize_t n)
         fn_merge(&acc[i], &t[i])
 
 
-cdef void cl_instance(int dt, const char *x, char *y, Py_ssize_t S, Py_ssize_t C, Py_ssize_t G,
-                      Py_ssize_t isz, const cl_plan *q, char *scratch, fn_triple *ct,
-                      fn_triple *tri, double eps, const double *w, const double *b,
-                      double *mean, double *scale, double *shift, char *tiles, int act,
-                      double slope) noexcept nogil:
+cdef void cl_instance(const plan_t *pl, const char *x, char *y, Py_ssize_t S, Py_ssize_t C,
+                      Py_ssize_t G, Py_ssize_t isz, const cl_plan *q, char *scratch,
+                      fn_triple *ct, fn_triple *tri, double eps, const double *w,
+                      const double *b, double *mean, double *scale, double *shift,
+                      char *tiles) noexcept nogil:
     """One whole instance on one thread: chunk statistics merged in chunk
-    order (as in the split plan), then the normalize pass."""
+    order (as in the wave plan), then the normalize pass."""
     cdef Py_ssize_t k
-    cdef bint back
     zero_triples(tri, C)
     for k in range(q.nch):
-        cl_chunk_stats(dt, x, S, C, isz, q, k, scratch, ct)
+        cl_chunk_stats(pl.dt, x, S, C, isz, q, k, scratch, ct)
         merge_triples(tri, ct, C)
     cl_instance_coefs(tri, C, G, eps, w, b, mean, scale, shift)
-    cl_tile_coefs(dt, C, q.m, mean, scale, shift, tiles)
-    # an instance larger than L2 is normalized backwards (see cf_waves)
-    back = S * C * isz > BACKWARD_MIN_BYTES
+    cl_tile_coefs(pl.dt, C, q.m, mean, scale, shift, tiles)
     for k in range(q.nch):
-        cl_chunk_apply(dt, x, y, S, C, isz, q, q.nch - 1 - k if back else k, tiles, act, slope)
+        cl_chunk_apply(pl, x, y, S, C, isz, q, q.nch - 1 - k if pl.backward else k, tiles)
 
 
-cdef void cl_waves(int dt, const char *xp, char *yp, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
-                   Py_ssize_t G, Py_ssize_t isz, const cl_plan *q, int nt, char *scratch,
+cdef void cl_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t N, Py_ssize_t S,
+                   Py_ssize_t C, Py_ssize_t G, Py_ssize_t isz, const cl_plan *q, char *scratch,
                    fn_triple *ct, fn_triple *tri, double eps, const double *w, const double *b,
-                   double *coef, char *tiles, Py_ssize_t tsz, int act,
-                   double slope) noexcept nogil:
-    """Run by every thread of a team: instances in waves of about
-    nt * WAVE_BYTES, chunks shared out so that each thread normalizes the
-    same chunks it read for the statistics (still in its L2).  Chunks merge
-    in chunk order, as in the one-thread plan."""
+                   double *coef, char *tiles, Py_ssize_t tsz) noexcept nogil:
+    """Run by every thread of a team: instances in waves of pl.wave, chunks
+    shared out so that each thread normalizes the same chunks it read for the
+    statistics (still in its L2).  Chunks merge in chunk order, as in the
+    one-thread plan."""
     cdef int tid = threadid()
     cdef int team = fn_team_size()
-    cdef Py_ssize_t wp = wave_units(nt, S * C * isz, N)
     cdef Py_ssize_t n0, n1, a, e, it, n, k
-    cdef bint back
     cdef char *scr = scratch + tid * q.stride
     n0 = 0
     while n0 < N:
-        n1 = n0 + wp
+        n1 = n0 + pl.wave
         if n1 > N:
             n1 = N
         team_share(n0 * q.nch, (n1 - n0) * q.nch, tid, team, &a, &e)
         for it in range(a, e):
             n = it // q.nch
-            cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
+            cl_chunk_stats(pl.dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
                            ct + it * C)
         fn_barrier()
         n = n0 + tid
@@ -818,27 +819,27 @@ cdef void cl_waves(int dt, const char *xp, char *yp, Py_ssize_t N, Py_ssize_t S,
                 merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
             cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + n * C,
                               coef + N * C + n * C, coef + 2 * N * C + n * C)
-            cl_tile_coefs(dt, C, q.m, coef + n * C, coef + N * C + n * C,
+            cl_tile_coefs(pl.dt, C, q.m, coef + n * C, coef + N * C + n * C,
                           coef + 2 * N * C + n * C, tiles + n * tsz)
             n += team
         fn_barrier()
-        # a share larger than L2 is normalized backwards (see cf_waves)
-        back = (e - a) * q.RC * C * isz > BACKWARD_MIN_BYTES
         for k in range(e - a):
-            it = e - 1 - k if back else a + k
+            it = e - 1 - k if pl.backward else a + k
             n = it // q.nch
-            cl_chunk_apply(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, q,
-                           it - n * q.nch, tiles + n * tsz, act, slope)
+            cl_chunk_apply(pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, q,
+                           it - n * q.nch, tiles + n * tsz)
         n0 = n1
 
 
 def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
             Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
-            int nt, object stats_out=None):
+            int n_threads, object stats_out=None):
     """Instance / group norm, channels last: x viewed as (N, S, C).
     stats_out: None or float64 (N, C, 3) for the per-channel triples."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
+    cdef plan_t pl = plan_cl(dt, N, S, C, isz, &q, n_threads, act, slope)
+    cdef int nth = pl.n_threads
     cdef Py_ssize_t items = N * q.nch
     cdef Py_ssize_t wsz = 8 if dt == F64 or dt == F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
@@ -846,46 +847,40 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
-    cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
-    cdef bint fused
-    cdef Py_ssize_t n, it, k, tid
-    cdef fn_triple *tri
-    cdef fn_triple *ct
-    cdef double *coef
-    cdef char *tiles
+    cdef Py_ssize_t n, tid
+    cdef fn_triple *tri = NULL
+    cdef fn_triple *ct = NULL
+    cdef double *coef = NULL
+    cdef char *tiles = NULL
     cdef char *sbase = NULL
     cdef char *scratch
-    if not par:
-        nt = 1
-    act = stream_act(dt, act, N * S * C * isz)
-    fused = nt == 1 or (N >= nt and (N % nt == 0 or N >= 4 * nt) and S * C * isz <= WAVE_BYTES)
-    tri = <fn_triple *>malloc(N * C * sizeof(fn_triple))
-    coef = <double *>malloc(3 * N * C * sizeof(double))
-    tiles = <char *>malloc(N * tsz)
-    ct = <fn_triple *>malloc((nt if fused else items) * C * sizeof(fn_triple))
-    scratch = aligned_scratch(nt * q.stride, &sbase)
-    if tri == NULL or coef == NULL or tiles == NULL or ct == NULL or scratch == NULL:
+    try:
+        tri = <fn_triple *>alloc_or_raise(N * C * sizeof(fn_triple), "the channel statistics")
+        coef = <double *>alloc_or_raise(3 * N * C * sizeof(double), "the coefficients")
+        tiles = <char *>alloc_or_raise(N * tsz, "the coefficient tiles")
+        ct = <fn_triple *>alloc_or_raise((nth if pl.fused else items) * C * sizeof(fn_triple),
+                                         "the chunk statistics")
+        scratch = aligned_scratch(nth * q.stride, &sbase)
+        with nogil:
+            if pl.fused:
+                for n in prange(N, num_threads=nth, schedule='static', use_threads_if=pl.parallel):
+                    tid = threadid()
+                    cl_instance(&pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, isz,
+                                &q, scratch + tid * q.stride, ct + tid * C, tri + n * C, eps, w,
+                                b, coef + n * C, coef + N * C + n * C, coef + 2 * N * C + n * C,
+                                tiles + n * tsz)
+            else:
+                with parallel(num_threads=nth):
+                    cl_waves(&pl, xp, yp, N, S, C, G, isz, &q, scratch, ct, tri, eps, w, b,
+                             coef, tiles, tsz)
+        if stats_out is not None:
+            _store_triples(tri, N * C, stats_out)
+    finally:
         free(tri); free(coef); free(tiles); free(ct); free(sbase)
-        raise MemoryError()
-    with nogil:
-        if fused:
-            for n in prange(N, num_threads=nt, schedule='static', use_threads_if=par):
-                tid = threadid()
-                cl_instance(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, isz, &q,
-                            scratch + tid * q.stride, ct + tid * C, tri + n * C, eps, w, b,
-                            coef + n * C, coef + N * C + n * C, coef + 2 * N * C + n * C,
-                            tiles + n * tsz, act, slope)
-        else:
-            with parallel(num_threads=nt):
-                cl_waves(dt, xp, yp, N, S, C, G, isz, &q, nt, scratch, ct, tri, eps, w, b, coef,
-                         tiles, tsz, act, slope)
-    if stats_out is not None:
-        _store_triples(tri, N * C, stats_out)
-    free(tri); free(coef); free(tiles); free(ct); free(sbase)
     return y
 
 
-def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int nt,
+def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int n_threads,
              cnp.ndarray out):
     """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64."""
     cdef Py_ssize_t isz = x.itemsize
@@ -893,40 +888,40 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
     cdef Py_ssize_t items = N * q.nch
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
-    cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
+    cdef bint par = n_threads > 1 and N * S * C >= SERIAL_BELOW_N
     cdef Py_ssize_t n, it, k, tid
-    cdef fn_triple *ct
+    cdef fn_triple *ct = NULL
     cdef char *sbase = NULL
     cdef char *scratch
     if not par:
-        nt = 1
-    ct = <fn_triple *>malloc(items * C * sizeof(fn_triple) + 1)
-    scratch = aligned_scratch(nt * q.stride, &sbase)
-    if ct == NULL or scratch == NULL:
+        n_threads = 1
+    try:
+        ct = <fn_triple *>alloc_or_raise(items * C * sizeof(fn_triple), "the chunk statistics")
+        scratch = aligned_scratch(n_threads * q.stride, &sbase)
+        with nogil:
+            with parallel(num_threads=n_threads, use_threads_if=par):
+                tid = threadid()
+                for it in prange(items, schedule='static'):
+                    n = it // q.nch
+                    k = it - n * q.nch
+                    cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, &q, k,
+                                   scratch + tid * q.stride, ct + it * C)
+            for n in prange(N, num_threads=n_threads, schedule='static', use_threads_if=par):
+                zero_triples(tri + n * C, C)
+                for k in range(q.nch):
+                    merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
+    finally:
         free(ct); free(sbase)
-        raise MemoryError()
-    with nogil:
-        with parallel(num_threads=nt, use_threads_if=par):
-            tid = threadid()
-            for it in prange(items, schedule='static'):
-                n = it // q.nch
-                k = it - n * q.nch
-                cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, &q, k,
-                               scratch + tid * q.stride, ct + it * C)
-        for n in prange(N, num_threads=nt, schedule='static', use_threads_if=par):
-            zero_triples(tri + n * C, C)
-            for k in range(q.nch):
-                merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
-    free(ct); free(sbase)
     return out
 
 
 def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
              cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
-             int nt):
+             int n_threads):
     """y[n, s, c] = act((x[n, s, c] - mean[n, c]) * scale[n, c] + shift[n, c])."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
+    cdef plan_t pl = plan_cl(dt, N, S, C, isz, &q, n_threads, act, slope)
     cdef Py_ssize_t items = N * q.nch
     cdef Py_ssize_t wsz = 8 if dt == F64 or dt == F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
@@ -935,29 +930,24 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
     cdef const double *mp = <const double *>cnp.PyArray_DATA(mean)
     cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
     cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
-    cdef bint par = nt > 1 and N * S * C >= SERIAL_BELOW
     cdef Py_ssize_t n, it, k
-    cdef char *tiles = <char *>malloc(N * tsz + 1)
-    if tiles == NULL:
-        raise MemoryError()
-    if not par:
-        nt = 1
-    act = stream_act(dt, act, N * S * C * isz)
+    cdef char *tiles = <char *>alloc_or_raise(N * tsz, "the coefficient tiles")
     with nogil:
         for n in range(N):
             cl_tile_coefs(dt, C, q.m, mp + n * C, sp + n * C, hp + n * C, tiles + n * tsz)
-        for it in prange(items, num_threads=nt, schedule='static', use_threads_if=par):
+        for it in prange(items, num_threads=pl.n_threads, schedule='static',
+                         use_threads_if=pl.parallel):
             n = it // q.nch
             k = it - n * q.nch
-            cl_chunk_apply(dt, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, &q, k,
-                           tiles + n * tsz, act, slope)
+            cl_chunk_apply(&pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, &q, k,
+                           tiles + n * tsz)
     free(tiles)
     return y
 
 
 # ------------------------------------------------------------- benchmarks
-def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int nt, int stream=-1):
-    """src copied into dst split over nt OpenMP threads: the bandwidth ceiling.
+def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads, int stream=-1):
+    """src copied into dst split over n_threads OpenMP threads: the bandwidth ceiling.
     stream: 0 memcpy, 1 non-temporal stores (memcpy where the CPU has none),
     -1 (default) non-temporal from the kernels' streaming threshold up.  The
     bench times both and keeps the faster: which one wins depends on the size
@@ -971,7 +961,7 @@ def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int nt, int stream=-1):
     if stream < 0:
         stream = nbytes > STREAM_ABOVE_BYTES
     with nogil:
-        fn_parallel_copy(s, d, nbytes, nt, stream)
+        fn_parallel_copy(s, d, nbytes, n_threads, stream)
     return dst
 
 

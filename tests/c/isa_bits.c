@@ -1,13 +1,23 @@
-/* Prints two hashes of the kernels' outputs (statistics and apply, channels
- * first and last, float32 / float64 / float16, every activation) on fixed
- * pseudo-random data: with the fused multiply-add and with the unfused twin
- * that CPUs without FMA run.  tests/test_hardening.py builds it for several
- * ISA levels and checks that every build prints the same line. */
-#include <stddef.h>
+/* Prints a hash of one kernel target's outputs (statistics and apply,
+ * channels first and last, small planes, float32 / float64 / float16 /
+ * bfloat16, every activation, normal and streaming stores) on fixed
+ * pseudo-random data.  tests/test_hardening.py links it against
+ * fastnorm/_cpu/fn_kernels.c compiled for several targets (x86-64 levels,
+ * the scalar layer, aarch64 under qemu in CI) and checks that every build
+ * with fused multiply-adds prints the same line, and every unfused build
+ * another one. */
 #include <stdio.h>
 #include <stdlib.h>
-typedef ptrdiff_t Py_ssize_t;
-#include "fn_kernels.h"
+#include "fn_base.h"
+#include "fn_half.h"
+
+#ifndef FN_TARGET
+#define FN_TARGET generic
+#endif
+#define FN_CAT2(a, b) a##_##b
+#define FN_CAT(a, b) FN_CAT2(a, b)
+extern const fn_target FN_CAT(fn_target, FN_TARGET);
+#define T (&FN_CAT(fn_target, FN_TARGET))
 
 static unsigned long long h = 1469598103934665603ULL;
 static void mix(const void *p, size_t n)
@@ -24,72 +34,88 @@ static double rnd(void)   /* xorshift64 -> [0, 1) */
 }
 
 #define N 20011
-#define C1 16
-#define C2 37
+static float xf[N], yf[N + 64];
+static double xd[N], yd[N + 64];
+static uint16_t xh[N], yh[N], xb[N], yb[N];
+static double acc[3 * 4 * 128];
+static double coefd[4 * 4 * 128];
+static float coeff[4 * 4 * 128];
 
-static void run(void)
+int main(void)
 {
-    static float xf[N], yf[N];
-    static double xd[N], yd[N];
-    static uint16_t xh[N], yh[N];
-    static double acc[3 * 4 * 64];
-    static double coefd[4 * 4 * 64];
-    static float coeff[4 * 4 * 64];
-    fn_triple t, tc[64];
-    int i, act, k;
+    fn_triple t, tc[128], tri[64];
+    double mean[256], scale[256], shift[256], w[64], b[64];
+    int i, act, k, st;
+    const void *xs[4];
+    void *ys[4];
     for (i = 0; i < N; i++) {
         double v = (rnd() - 0.3) * (i % 7 == 0 ? 1e3 : 3.0) + 1e4 * (i % 5 == 0);
         xf[i] = (float)v;
         xd[i] = v;
         xh[i] = fn_f2h((float)(v * 1e-3));
+        xb[i] = fn_f2b((float)v);
     }
-    fn_stats_f32(xf, N, &t); mix(&t, sizeof t);
-    fn_stats_f64(xd, N, &t); mix(&t, sizeof t);
-    fn_stats_f16(xh, N, &t); mix(&t, sizeof t);
-    for (act = 0; act < 4; act++) {
-        fn_apply_f32(xf, yf, N, 1234.5678901, 0.0, 0.0123456789, 0.987654321, act, 0.01);
-        mix(yf, sizeof yf);
-        fn_apply_f64(xd, yd, N, 1234.5678901, 0.0, 0.0123456789, 0.987654321, act, 0.01);
-        mix(yd, sizeof yd);
-        fn_apply_f16(xh, yh, N, 1.2345678f, 1e-8f, 1.3456789f, -0.25f, act, 0.01f);
-        mix(yh, sizeof yh);
-    }
-    /* channels last: C1 channels in one tile (m = 4, W = 64) and C2 wider than a
-     * tile (m = 2, W > 64: several tile passes with the next-block prefetch) */
-    for (k = 0; k < 2; k++) {
-        Py_ssize_t C = k ? C2 : C1, m = k ? 2 : 4, W = C * m, rows = N / C, j;
-        fn_stats_cl_f32(xf, rows, C, m, 8 * m, acc, tc); mix(tc, C * sizeof tc[0]);
-        fn_stats_cl_f64(xd, rows, C, m, 8 * m, acc, tc); mix(tc, C * sizeof tc[0]);
-        fn_stats_cl_f16(xh, rows, C, m, 8 * m, acc, tc); mix(tc, C * sizeof tc[0]);
-        for (j = 0; j < W; j++) {
-            double mean = 1e4 * (j % 5 == 0) + 0.1 * (double)(j % C), sc = 0.5 + 0.01 * (double)(j % C);
-            fn_coef_f32(mean, sc, 0.25, &coefd[j], &coefd[W + j], &coefd[2 * W + j], &coefd[3 * W + j]);
-        }
+    xs[FN_F32] = xf; xs[FN_F64] = xd; xs[FN_F16] = xh; xs[FN_BF16] = xb;
+    ys[FN_F32] = yf; ys[FN_F64] = yd; ys[FN_F16] = yh; ys[FN_BF16] = yb;
+    for (i = 0; i < 64; i++) { w[i] = 0.5 + 0.01 * i; b[i] = 0.1 * i - 2.0; }
+    for (k = 0; k < 4; k++) {
+        const fn_dtype_kernels *K = &T->k[k];
+        int isz = k == FN_F32 ? 4 : k == FN_F64 ? 8 : 2;
+        size_t ysz = (size_t)N * isz;
+        K->stats(xs[k], N, &t); mix(&t, sizeof t);
+        K->stats(xs[k], 37, &t); mix(&t, sizeof t);
+        for (act = 0; act < 4; act++)
+            for (st = 0; st < 2; st++) {
+                /* an output offset by one element: unaligned head and tail */
+                K->apply(xs[k], (char *)ys[k] + (st ? isz : 0), N - 1,
+                         k >= FN_F16 ? 1.2345678 : 1234.5678901, 0.0123456789, 0.987654321,
+                         act, 0.01, st);
+                mix(ys[k], ysz);
+            }
+        /* small planes: 37 planes of 3 channels x 89 (groups of 3), affine */
         for (act = 0; act < 4; act++) {
-            fn_apply_cl_f32(xf, yf, rows, C, m, coefd, act, 0.01);
-            mix(yf, rows * C * sizeof yf[0]);
-            fn_apply_cl_f64(xd, yd, rows, C, m, coefd, act, 0.01);
-            mix(yd, rows * C * sizeof yd[0]);
+            K->planes(xs[k], ys[k], 0, 37, 3 * 89, 89, 37, 3, 1e-5, w, b, act, 0.02, tri,
+                      mean, scale, shift);
+            mix(ys[k], (size_t)37 * 3 * 89 * isz);
+            mix(tri, 37 * sizeof tri[0]);
         }
-        for (j = 0; j < W; j++) {
-            double mean = 0.1 * (double)(j % C) - 0.3, sc = 0.5 + 0.01 * (double)(j % C);
-            fn_coef_f16(mean, sc, 0.25, &coeff[j], &coeff[W + j], &coeff[2 * W + j], &coeff[3 * W + j]);
-        }
-        for (act = 0; act < 4; act++) {
-            fn_apply_cl_f16(xh, yh, rows, C, m, coeff, act, 0.01f);
-            mix(yh, rows * C * sizeof yh[0]);
+        /* channels last: C = 16 (m = 1), C = 3 (m = 16, W = 48), C = 37 (m = 1,
+         * several tiles), C = 100 (wide rows: walked blocks and prefetch) */
+        {
+            const int Cs[4] = {16, 3, 37, 100}, ms[4] = {1, 16, 1, 1};
+            int q;
+            for (q = 0; q < 4; q++) {
+                fn_ssize C = Cs[q], m = ms[q], W = C * m, rows = N / C, j;
+                K->stats_cl(xs[k], rows, C, m, 8 * m, acc, tc);
+                mix(tc, C * sizeof tc[0]);
+                for (j = 0; j < W; j++) {
+                    double mu = (k >= FN_F16 ? 1.0 : 1e4) * (j % 5 == 0) + 0.1 * (double)(j % C);
+                    double sc = 0.5 + 0.01 * (double)(j % C);
+                    float hi = (float)mu;
+                    coefd[j] = mu; coefd[W + j] = 0.0; coefd[2 * W + j] = sc; coefd[3 * W + j] = 0.25;
+                    coeff[j] = hi; coeff[W + j] = (float)(mu - (double)hi);
+                    coeff[2 * W + j] = (float)sc; coeff[3 * W + j] = 0.25f;
+                }
+                for (act = 0; act < 4; act++)
+                    for (st = 0; st < 2; st++) {
+                        K->apply_cl(xs[k], ys[k], rows, C, m,
+                                    k >= FN_F16 ? (const void *)coeff : (const void *)coefd, act,
+                                    0.01, st);
+                        mix(ys[k], (size_t)rows * C * isz);
+                    }
+            }
         }
     }
-}
-
-int main(void)
-{
-    run();
-    printf("%016llx ", h);
-    fn_fma_off = 1;
-    s = 88172645463325252ULL;
-    h = 1469598103934665603ULL;
-    run();
-    printf("%016llx\n", h);
+    {
+        static float hf[1 << 16];
+        static uint16_t hb[1 << 16];
+        uint16_t all[1 << 16];
+        for (i = 0; i < (1 << 16); i++) all[i] = (uint16_t)i;
+        T->widen_f16(all, hf, 1 << 16);
+        T->narrow_f16(hf, hb, 1 << 16);
+        mix(hf, sizeof hf);
+        mix(hb, sizeof hb);
+    }
+    printf("%016llx %s fused=%d\n", h, T->level, T->fused);
     return 0;
 }

@@ -1,0 +1,132 @@
+/*
+ * fastnorm kernels: what every translation unit shares (the engine's
+ * dispatch and each per-target kernel object).
+ *
+ * Numerics
+ *   Statistics: each block of at most FN_BLOCK elements yields a Welford
+ *   triple (count, mean, M2).  Inside a block the sums are shifted by the
+ *   block's first element and accumulated in double over FN_LANES logical
+ *   lanes (element i goes to lane i % FN_LANES, whatever the vector width),
+ *   then reduced in one fixed order (fn_lanes_sum).  Because the shift is one
+ *   of the block's own values, |mean - shift|^2 <= count * var, so the shifted
+ *   second moment never cancels more than log10(FN_BLOCK) ~ 4 of double's 16
+ *   digits.  Blocks are merged with Chan's formula in an order that depends
+ *   only on the shape: every thread count and every target gives the same bits.
+ *   Apply: y = ((x - hi) - lo) * scale + shift with one fused multiply-add, in
+ *   double for float32/float64 (lo = 0) and in float for 16-bit storage (the
+ *   double mean split into hi + lo), rounded once to the storage type.
+ */
+#ifndef FN_BASE_H
+#define FN_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+typedef ptrdiff_t fn_ssize;   /* Py_ssize_t without Python.h */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FN_INLINE static inline __attribute__((always_inline))
+#else
+#define FN_INLINE static inline
+#endif
+
+#define FN_BLOCK 16384        /* elements per statistics block (fixed by design) */
+#define FN_LANES 16           /* logical accumulation lanes of a block */
+#define FN_CHUNK 512          /* floats: L1 buffer of the 16-bit activation paths */
+#define FN_CL_WALK 16384      /* bytes: channels-last statistics block for rows wider than a tile */
+#define FN_CL_APPLY_BYTES 8192   /* bytes of input per group of channels-last apply rows */
+#define FN_KEEP_MAX 1024      /* float32 planes up to this keep their widened doubles */
+
+/* activations fused into the apply pass */
+enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
+/* storage codes, shared with fastnorm._validate */
+enum { FN_F16 = 0, FN_F32 = 1, FN_F64 = 2, FN_BF16 = 3 };
+
+typedef struct { double n, mean, m2; } fn_triple;
+
+/* Chan et al. pairwise merge of b into a. */
+static inline void fn_merge(fn_triple *a, const fn_triple *b)
+{
+    if (b->n == 0.0) return;
+    if (a->n == 0.0) { *a = *b; return; }
+    double n = a->n + b->n;
+    double d = b->mean - a->mean;
+    double fb = b->n / n;
+    a->mean += d * fb;
+    a->m2 += b->m2 + d * d * (a->n * fb);
+    a->n = n;
+}
+
+/* Shifted sums to a triple; the finalizer owns the edge cases. */
+static inline void fn_finish(fn_triple *t, double cnt, double shift, double s1, double s2)
+{
+    t->n = cnt;
+    if (cnt == 0.0) { t->mean = 0.0; t->m2 = 0.0; return; }
+    double q = s1 / cnt;
+    double m2 = s2 - s1 * q;
+    t->mean = shift + q;
+    t->m2 = (m2 < 0.0) ? 0.0 : m2;   /* NaN stays NaN */
+}
+
+/* The one reduction of the FN_LANES lane sums: (j, j + 8) pairs, then a
+ * pairwise tree over the 8 results.  Every target stores its vector
+ * accumulators to s[0..15] and calls this, so the width never shows. */
+static inline double fn_lanes_sum(const double *s)
+{
+    double t[8];
+    int j;
+    for (j = 0; j < 8; j++) t[j] = s[j] + s[j + 8];
+    return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
+}
+
+/* Per-channel coefficients of one (instance, group) from its triple. */
+static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn_ssize Cg,
+                                  fn_ssize row0, const double *w, const double *b,
+                                  double *mean, double *scale, double *shift)
+{
+    double rs = 1.0 / sqrt(t->m2 / t->n + eps);
+    fn_ssize k, c;
+    for (k = 0; k < Cg; k++) {
+        c = g * Cg + k;
+        mean[row0 + k] = t->mean;
+        scale[row0 + k] = w != NULL ? rs * w[c] : rs;
+        shift[row0 + k] = b != NULL ? b[c] : 0.0;
+    }
+}
+
+/* ---- one target's kernels: the dispatch table ------------------------- */
+/* Channels-first: stats of one block; apply of a run with one (mean, scale,
+ * shift); planes: planes [p0, p1) of one block each, statistics and apply on
+ * the calling thread.  Channels-last: stats of a chunk of rows x C (acc:
+ * 3*W doubles of scratch), apply with per-lane coefficients (4 arrays of W:
+ * hi, lo, scale, shift; double for float32/float64, float for 16-bit).
+ * stream: non-temporal output stores (float32/float64, no activation). */
+typedef struct {
+    void (*stats)(const void *x, fn_ssize n, fn_triple *t);
+    void (*apply)(const void *x, void *y, fn_ssize n, double mean, double sc, double sh,
+                  int act, double slope, int stream);
+    void (*planes)(const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S,
+                   fn_ssize G, fn_ssize Cg, double eps, const double *w, const double *b,
+                   int act, double slope, fn_triple *tri, double *mean, double *scale,
+                   double *shift);
+    void (*stats_cl)(const void *x, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R,
+                     double *acc, fn_triple *out);
+    void (*apply_cl)(const void *x, void *y, fn_ssize rows, fn_ssize C, fn_ssize m,
+                     const void *coef, int act, double slope, int stream);
+} fn_dtype_kernels;
+
+typedef struct {
+    const char *level;        /* FASTNORM_ISA name: x86-64-v4, x86-64-v3, x86-64, neon, generic */
+    const char *vector;       /* the vector layer: "AVX-512 (8 doubles)", ... */
+    int fused;                /* multiply-adds rounded once */
+    int half_hw;              /* float16 converted by instructions (F16C / NEON) */
+    int stream;               /* non-temporal output stores */
+    fn_dtype_kernels k[4];    /* by storage code */
+    void (*widen_f16)(const uint16_t *src, float *dst, fn_ssize n);
+    void (*narrow_f16)(const float *src, uint16_t *dst, fn_ssize n);
+    void (*copy)(const char *src, char *dst, fn_ssize n, int stream);
+} fn_target;
+
+#endif /* FN_BASE_H */

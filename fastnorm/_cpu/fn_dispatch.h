@@ -1,0 +1,99 @@
+/*
+ * The engine's view of the kernels: one configuration, chosen once at import
+ * (fn_select, from FASTNORM_ISA), and thin calls through its table.
+ */
+#ifndef FN_DISPATCH_H
+#define FN_DISPATCH_H
+
+#include "fn_base.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FN_HAVE_OPENMP 1
+#else
+#define FN_HAVE_OPENMP 0
+static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_thread_num(void) { return 0; }
+#endif
+
+/* Team size and barrier of the enclosing parallel region.  The barrier is an
+ * orphaned directive called from a Cython `with parallel()` block that every
+ * thread of the team runs through (Cython has no barrier of its own). */
+static inline int fn_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+static inline void fn_barrier(void)
+{
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+/* What the kernels run: the table of one target, and whether its streaming
+ * stores may be used (tests turn them off; they change no bit). */
+typedef struct {
+    const fn_target *t;
+    int stream;
+} fn_config_t;
+extern fn_config_t fn_config;
+
+/* Select a level by name ("auto" or a level of fn_levels()); fused 0 asks
+ * for the unfused form of that level where the build has one (what a CPU
+ * without FMA runs).  Returns 0, -1 for a name this build does not know, -2
+ * for a level this CPU cannot run, -3 when no unfused form exists. */
+int fn_select(const char *name, int fused);
+/* Levels this build has and this CPU runs, best first, comma-separated. */
+const char *fn_levels(void);
+/* Every level this build has, runnable here or not, comma-separated. */
+const char *fn_built_levels(void);
+
+void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads, int stream);
+
+static inline void fn_stats(int dt, const void *x, fn_ssize n, fn_triple *t)
+{
+    fn_config.t->k[dt].stats(x, n, t);
+}
+static inline void fn_apply(int dt, const void *x, void *y, fn_ssize n, double mean, double sc,
+                            double sh, int act, double slope, int stream)
+{
+    fn_config.t->k[dt].apply(x, y, n, mean, sc, sh, act, slope, stream);
+}
+static inline void fn_planes(int dt, const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L,
+                             fn_ssize S, fn_ssize G, fn_ssize Cg, double eps, const double *w,
+                             const double *b, int act, double slope, fn_triple *tri,
+                             double *mean, double *scale, double *shift)
+{
+    fn_config.t->k[dt].planes(x, y, p0, p1, L, S, G, Cg, eps, w, b, act, slope, tri, mean,
+                              scale, shift);
+}
+static inline void fn_stats_cl(int dt, const void *x, fn_ssize rows, fn_ssize C, fn_ssize m,
+                               fn_ssize R, double *acc, fn_triple *out)
+{
+    fn_config.t->k[dt].stats_cl(x, rows, C, m, R, acc, out);
+}
+static inline void fn_apply_cl(int dt, const void *x, void *y, fn_ssize rows, fn_ssize C,
+                               fn_ssize m, const void *coef, int act, double slope, int stream)
+{
+    fn_config.t->k[dt].apply_cl(x, y, rows, C, m, coef, act, slope, stream);
+}
+static inline int fn_can_stream(void) { return fn_config.stream && fn_config.t->stream; }
+static inline void fn_widen_f16(const uint16_t *src, float *dst, fn_ssize n)
+{
+    fn_config.t->widen_f16(src, dst, n);
+}
+static inline void fn_narrow_f16(const float *src, uint16_t *dst, fn_ssize n)
+{
+    fn_config.t->narrow_f16(src, dst, n);
+}
+static inline const char *fn_level(void) { return fn_config.t->level; }
+static inline const char *fn_vector(void) { return fn_config.t->vector; }
+static inline int fn_fused(void) { return fn_config.t->fused; }
+static inline int fn_half_hw(void) { return fn_config.t->half_hw; }
+static inline int fn_have_openmp(void) { return FN_HAVE_OPENMP; }
+
+#endif /* FN_DISPATCH_H */
