@@ -34,6 +34,10 @@ cdef extern from "fn_dispatch.h" nogil:
     int FN_BLOCK
     int FN_HAVE_OPENMP
     int omp_get_max_threads()
+    int omp_get_num_procs()
+    int fn_threads_now(int want, int ncpu)
+    void fn_team_finished(int team)
+    int fn_set_dynamic(int on)
     int fn_team_size()
     void fn_barrier()
     void fn_merge(fn_triple *a, const fn_triple *b)
@@ -106,6 +110,21 @@ cdef struct plan_t:
     Py_ssize_t wave      # planes (instances) per wave when not fused
 
 
+cdef inline int team_for(int n_threads, Py_ssize_t work) noexcept nogil:
+    """Threads for a call of `work` elements: 1 below SERIAL_BELOW_N, else at
+    most n_threads and, when other processes keep cores busy, no more than
+    the cores left to us (fn_threads_now)."""
+    if n_threads <= 1 or work < SERIAL_BELOW_N:
+        return 1
+    return fn_threads_now(n_threads, omp_get_num_procs())
+
+
+def _dynamic(on):
+    """Test hook: the load-dependent team size on (True) or off (False);
+    returns the old setting (-1: FASTNORM_DYNAMIC not read yet)."""
+    return fn_set_dynamic(1 if on else 0)
+
+
 cdef inline bint stream_for(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
     return (act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES
             and fn_can_stream())
@@ -132,8 +151,8 @@ cdef plan_t plan_cf(int dt, Py_ssize_t P, Py_ssize_t L, Py_ssize_t isz, int n_th
     pl.dt = dt
     pl.act = act
     pl.slope = slope
-    pl.parallel = n_threads > 1 and P * L >= SERIAL_BELOW_N
-    pl.n_threads = n_threads if pl.parallel else 1
+    pl.n_threads = team_for(n_threads, P * L)
+    pl.parallel = pl.n_threads > 1
     pl.stream = stream_for(dt, act, P * L * isz)
     pl.fused = owns_units(P, pl.n_threads, L * isz)
     pl.small_planes = pl.fused and nb == 1 and SMALL_PLANES
@@ -159,8 +178,8 @@ cdef plan_t plan_cl(int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, Py_ssize_t
     pl.dt = dt
     pl.act = act
     pl.slope = slope
-    pl.parallel = n_threads > 1 and N * S * C >= SERIAL_BELOW_N
-    pl.n_threads = n_threads if pl.parallel else 1
+    pl.n_threads = team_for(n_threads, N * S * C)
+    pl.parallel = pl.n_threads > 1
     pl.stream = stream_for(dt, act, N * S * C * isz)
     pl.fused = owns_units(N, pl.n_threads, S * C * isz)
     pl.small_planes = False
@@ -470,6 +489,8 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
                 with parallel(num_threads=nth):
                     cf_waves(&pl, xp, yp, P, L, S, G, Cg, isz, nb, eps, w, b, btri, tri,
                              coef, coef + R, coef + 2 * R)
+        if pl.parallel:
+            fn_team_finished(nth)
         if stats_out is not None:
             _store_triples(tri, P, stats_out)
     finally:
@@ -594,9 +615,8 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, c
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
     cdef fn_triple *btri
     cdef Py_ssize_t p, it
-    cdef bint par = n_threads > 1 and P * L >= SERIAL_BELOW_N
-    if not par:
-        n_threads = 1
+    n_threads = team_for(n_threads, P * L)
+    cdef bint par = n_threads > 1
     if owns_units(P, n_threads, 0) or L == 0:
         with nogil:
             for p in prange(P, num_threads=n_threads, schedule='static', use_threads_if=par):
@@ -625,10 +645,9 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
     cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
     cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
     cdef Py_ssize_t it, r, s0
-    cdef bint par = n_threads > 1 and R * S >= SERIAL_BELOW_N
     cdef bint stream = stream_for(dt, act, R * S * isz)
-    if not par:
-        n_threads = 1
+    n_threads = team_for(n_threads, R * S)
+    cdef bint par = n_threads > 1
     with nogil:
         for it in prange(items, num_threads=n_threads, schedule='static', use_threads_if=par):
             r = it // nb
@@ -873,6 +892,8 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
                 with parallel(num_threads=nth):
                     cl_waves(&pl, xp, yp, N, S, C, G, isz, &q, scratch, ct, tri, eps, w, b,
                              coef, tiles, tsz)
+        if pl.parallel:
+            fn_team_finished(nth)
         if stats_out is not None:
             _store_triples(tri, N * C, stats_out)
     finally:
@@ -888,13 +909,12 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
     cdef Py_ssize_t items = N * q.nch
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
-    cdef bint par = n_threads > 1 and N * S * C >= SERIAL_BELOW_N
     cdef Py_ssize_t n, it, k, tid
     cdef fn_triple *ct = NULL
     cdef char *sbase = NULL
     cdef char *scratch
-    if not par:
-        n_threads = 1
+    n_threads = team_for(n_threads, N * S * C)
+    cdef bint par = n_threads > 1
     try:
         ct = <fn_triple *>alloc_or_raise(items * C * sizeof(fn_triple), "the chunk statistics")
         scratch = aligned_scratch(n_threads * q.stride, &sbase)

@@ -3,7 +3,12 @@
  * (setup.py passes -DFN_HAVE_<suffix> for each one it compiled), which of
  * them this CPU runs, and the one configuration the engine calls through.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <time.h>
+#endif
 #include "fn_dispatch.h"
 
 #define FN_DECL(suffix) extern const fn_target fn_target_##suffix;
@@ -179,4 +184,90 @@ void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads,
         copy(src + off, dst + off, len, stream);
     }
     (void)nthreads;
+}
+
+/* ---- threads under load ------------------------------------------------ */
+/* A team runs at the pace of its slowest thread (static schedule, barriers):
+ * a thread that shares its core with another busy process stalls all the
+ * others, so on a loaded machine a 2-thread call ran 35x slower than alone.
+ * Before a parallel region the engine asks how many cores are not busy with
+ * other processes' runnable threads (Linux: procs_running in /proc/loadavg,
+ * read at most every FN_LOAD_EVERY_NS) and starts no more threads than that.
+ * Our own workers spin for a while after a region and count as running: the
+ * ones of a region that ended less than FN_SPIN_NS ago are not "other"
+ * threads.  Results are bit-identical for any thread count. */
+#define FN_LOAD_EVERY_NS 20000000LL
+#define FN_SPIN_NS 20000000LL
+static int fn_dynamic = -1;          /* -1: read FASTNORM_DYNAMIC once */
+static long long fn_load_at = -1;    /* when procs_running was last read */
+static int fn_load_running = 0;
+static long long fn_team_end = -1;   /* when our last team finished */
+static int fn_team_last = 1;
+
+static long long fn_now_ns(void)
+{
+#if defined(__linux__)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#else
+    return 0;
+#endif
+}
+
+static int fn_read_running(void)
+{
+#if defined(__linux__)
+    char buf[128];
+    int running = 0, total = 0;
+    double a, b, c;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f == NULL) return 0;
+    if (fgets(buf, sizeof buf, f) == NULL ||
+        sscanf(buf, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5)
+        running = 0;
+    fclose(f);
+    return running;
+#else
+    return 0;
+#endif
+}
+
+int fn_set_dynamic(int on)
+{
+    int old = fn_dynamic;
+    fn_dynamic = on;
+    fn_load_at = -1;
+    return old;
+}
+
+int fn_threads_now(int want, int ncpu)
+{
+    long long now;
+    int others, free_cpus;
+    if (fn_dynamic < 0) {
+        const char *e = getenv("FASTNORM_DYNAMIC");
+        fn_dynamic = !(e != NULL && (strcmp(e, "0") == 0 || strcmp(e, "false") == 0 ||
+                                     strcmp(e, "no") == 0 || strcmp(e, "off") == 0));
+    }
+    if (want <= 1 || !fn_dynamic) return want;
+    now = fn_now_ns();
+    if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS || now < fn_load_at) {
+        fn_load_running = fn_read_running();
+        fn_load_at = now;
+    }
+    if (fn_load_running <= 0) return want;       /* unknown: trust the request */
+    others = fn_load_running - 1;                /* the caller is running */
+    if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
+        others -= fn_team_last - 1;              /* our own spinning workers */
+    if (others <= 0) return want;                /* a quiet machine: as asked */
+    free_cpus = ncpu - others;
+    if (free_cpus < 1) free_cpus = 1;
+    return want < free_cpus ? want : free_cpus;
+}
+
+void fn_team_finished(int team)
+{
+    fn_team_end = fn_now_ns();
+    fn_team_last = team;
 }

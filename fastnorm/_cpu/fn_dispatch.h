@@ -14,6 +14,7 @@
 #define FN_HAVE_OPENMP 0
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_procs(void) { return 1; }
 #endif
 
 /* Team size and barrier of the enclosing parallel region.  The barrier is an
@@ -51,6 +52,13 @@ int fn_select(const char *name, int fused);
 const char *fn_levels(void);
 /* Every level this build has, runnable here or not, comma-separated. */
 const char *fn_built_levels(void);
+
+/* Threads to start for a parallel region: at most want, no more than the
+ * ncpu cores minus those busy with other processes (FASTNORM_DYNAMIC=0, or
+ * fn_set_dynamic(0), turns this off); fn_team_finished records a region's end. */
+int fn_threads_now(int want, int ncpu);
+void fn_team_finished(int team);
+int fn_set_dynamic(int on);
 
 void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads, int stream);
 
