@@ -76,7 +76,7 @@ def bench(args):
     print(f"fastnorm bench: {nt} thread(s), op={args.op}"
           + (f" (groups={args.groups})" if args.op == "group_norm" else "")
           + (f", activation={args.activation}" if args.activation else "")
-          + f", peers: {', '.join(p.name for p in peers if p.name != 'fastnorm' and not p.name.startswith('copy')) or 'none installed'}")
+          + f", peers: {', '.join(p.name for p in peers if p.name not in B.OURS and not p.name.startswith('copy')) or 'none installed'}")
     rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
                        groups=args.groups, activation=args.activation, progress=not args.quiet)
     print(B.table(rows))
