@@ -32,6 +32,27 @@ def _cl_shape(shape):
     return (shape[0],) + tuple(shape[2:]) + (shape[1],)
 
 
+_SPATIAL = {1: "L", 2: "HW", 3: "DHW"}
+
+
+def layout_words(ndim, layout):
+    """The layout of an ndim array in letters: NCHW / NHWC for 4-D, NCL / NLC
+    for 3-D, NCDHW / NDHWC for 5-D; other ranks in words."""
+    sp = _SPATIAL.get(ndim - 2)
+    if sp is None:
+        return "channels first" if layout == "cf" else "channels last"
+    return "NC" + sp if layout == "cf" else "N" + sp + "C"
+
+
+def case_label(name, dims, layout):
+    """A table row's case in words, e.g. "S1 (1, 64, 256, 256) NCHW": the
+    array's own shape (channels last for cl) and its layout.  ``dims`` is the
+    channels-first shape; a shape given as NxCxHxW is not named twice."""
+    full = tuple(dims) if layout == "cf" else _cl_shape(tuple(dims))
+    words = f"{full} {layout_words(len(full), layout)}"
+    return words if name == "x".join(str(d) for d in dims) else f"{name} {words}"
+
+
 def _error_text(e):
     """How a peer's failure is reported in a row's "errors"."""
     return f"{type(e).__name__}: {e}"
@@ -368,7 +389,7 @@ def table(rows, peers=None):
                 names.append(k)
     if peers:
         names = [n for n in names if n in peers]
-    head = ["shape", "layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy"]
+    head = ["shape and layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy"]
     head += [f"x {n}" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -377,7 +398,7 @@ def table(rows, peers=None):
         to = t.get("fastnorm_out")
         tc = t.get("copy")
         gbs = lambda s: r["bytes"] / s / 1e9 if s else float("nan")  # noqa: E731
-        cells = [r["shape"], r["layout"], r["dtype"],
+        cells = [case_label(r["shape"], r["dims"], r["layout"]), r["dtype"],
                  f"{tf * 1e3:.3f}" if tf else "-", f"{to * 1e3:.3f}" if to else "-",
                  f"{gbs(tf):.1f}" if tf else "-",
                  f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-"]
