@@ -73,12 +73,16 @@ def bench(args):
     peers = B.peers_available(names)
     nt = args.threads or E.default_threads()
     shapes = _shapes(args.shapes)
-    print(f"fastnorm bench: {nt} thread(s), op={args.op}"
+    mach = B.machine()
+    print(f"fastnorm bench: op={args.op}"
           + (f" (groups={args.groups})" if args.op == "group_norm" else "")
           + (f", activation={args.activation}" if args.activation else "")
-          + f", peers: {', '.join(p.name for p in peers if p.name not in B.OURS and not p.name.startswith('copy')) or 'none installed'}")
+          + f", {nt} thread(s)")
+    print(B.machine_line(mach))
+    print(f"peers: {', '.join(p.name for p in peers if p.name not in B.OURS and not p.name.startswith('copy')) or 'none installed'}")
     rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
-                       groups=args.groups, activation=args.activation, progress=not args.quiet)
+                       groups=args.groups, activation=args.activation, progress=not args.quiet,
+                       l2_bytes=mach["l2_bytes"])
     print(B.table(rows))
     tiny = B.tiny_call_us()
     print(f"\ntiny input {B.TINY}: fastnorm {tiny['fastnorm']:.2f} us per call")
@@ -87,7 +91,8 @@ def bench(args):
         print(f"{lay}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": nt, "rows": rows, "tiny_us": tiny, "summary": summ}, f, indent=1)
+            json.dump({"threads": nt, "machine": mach, "rows": rows, "tiny_us": tiny, "summary": summ},
+                      f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:
         try:

@@ -9,8 +9,14 @@ of noise slows all of them alike.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import importlib.util
+import io
 import math
+import os
+import platform
+import re
 import sys
 import time
 
@@ -30,6 +36,116 @@ DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
 def _cl_shape(shape):
     return (shape[0],) + tuple(shape[2:]) + (shape[1],)
+
+
+DEFAULT_L2 = 1 << 20          # bytes per core when the cache size cannot be read
+L2_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+# ---------------------------------------------------------------- machine
+def _simd_info():
+    """(active SIMD level, levels this CPU and build can run), from
+    ``fastnorm.show_config(mode="dicts")``; ("unknown", []) from a build whose
+    show_config has no such mode."""
+    import fastnorm
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            d = fastnorm.show_config(mode="dicts")
+        return str(d["simd_level"]), [str(v) for v in d["simd_levels"]]
+    except Exception:  # an older show_config: TypeError (no mode), or no such keys
+        return "unknown", []
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name: /proc/cpuinfo's "model name" on Linux,
+    platform.processor() elsewhere (or the machine type when that is empty)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key.strip() == "model name" and val.strip():
+                    return val.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def parse_size(text):
+    """Bytes in a cache size as sysfs writes it ("1024K", "2M", "512 KiB",
+    "65536"); None when it is not a size."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:I?B)?\s*", text.upper())
+    if not m:
+        return None
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def l2_cache_bytes(cache_dir=L2_DIR):
+    """(bytes of one core's L2, where that came from): the level-2 data or
+    unified cache in cache_dir/index*/ (Linux sysfs), else DEFAULT_L2 and
+    "assumed"."""
+    for d in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
+        try:
+            with open(os.path.join(d, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(d, "size")) as f:
+                size = parse_size(f.read())
+            kind = ""
+            if os.path.exists(os.path.join(d, "type")):
+                with open(os.path.join(d, "type")) as f:
+                    kind = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and kind != "Instruction" and size:
+            return size, d
+    return DEFAULT_L2, "assumed"
+
+
+def unit_bytes(dims, layout, itemsize, op="instance_norm", groups=None):
+    """Bytes of one statistics unit, the data one mean and variance are taken
+    over: channels first, one plane (a group's C/G planes for group_norm);
+    channels last, one whole instance, whose channels' sums advance together
+    along it.  ``dims`` is the channels-first shape."""
+    spatial = math.prod(dims[2:])
+    if layout == "cl":
+        n = spatial * dims[1]
+    elif op == "group_norm":
+        n = spatial * (dims[1] // groups)
+    else:
+        n = spatial
+    return n * itemsize
+
+
+def limit_fraction(unit, l2):
+    """The most fastnorm can reach, as a fraction of a parallel copy of the
+    same bytes: a unit that fits in one core's L2 is read from memory once
+    (the second pass over it hits the cache), the copy's own traffic, so
+    1.0; a larger one is read twice and written once against the copy's one
+    read and one write, so 2/3."""
+    return 1.0 if unit <= l2 else 2.0 / 3.0
+
+
+def machine():
+    """What the header reports about this machine: CPU model, the active and
+    the available SIMD levels, one core's L2 and where that size came from."""
+    level, levels = _simd_info()
+    l2, src = l2_cache_bytes()
+    return {"cpu": cpu_model(), "simd_level": level, "simd_levels": levels,
+            "isa_env": os.environ.get("FASTNORM_ISA"), "l2_bytes": l2, "l2_source": src}
+
+
+def machine_line(m):
+    """One header line from machine(): CPU, SIMD level, L2 per core."""
+    simd = m["simd_level"]
+    if simd == "unknown":
+        from ._config import config
+
+        simd = f"unknown (this build reports: {config()['simd']})"
+    if m.get("isa_env"):
+        simd += f", FASTNORM_ISA={m['isa_env']}"
+    l2 = f"{m['l2_bytes'] >> 10} KiB per core"
+    l2 += " (assumed: no cache size found)" if m["l2_source"] == "assumed" else ""
+    return f"CPU: {m['cpu']}; SIMD level: {simd}; L2: {l2}"
 
 
 _SPATIAL = {1: "L", 2: "HW", 3: "DHW"}
@@ -308,10 +424,15 @@ def peers_available(names=None):
 # -------------------------------------------------------------------- runs
 def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, repeat=7,
               peers=None, op="instance_norm", groups=None, activation=None, progress=True,
-              min_time=0.02):
+              min_time=0.02, l2_bytes=None):
     """Measure every (shape, layout, dtype) for fastnorm, the copies and each
-    peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each."""
+    peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each.
+    Each row also carries its statistics unit's bytes and the limit_fraction
+    that follows from them and ``l2_bytes`` (default: l2_cache_bytes())."""
     from ._cpu import _engine as E
+
+    if l2_bytes is None:
+        l2_bytes = l2_cache_bytes()[0]
 
     nt = threads or E.default_threads()
     peers = peers or peers_available()
@@ -324,6 +445,8 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
         x = (1.0 + rng.standard_normal(full)).astype(DTYPES[dt])
         row = {"shape": sn, "dims": list(shape), "layout": lay, "dtype": dt, "threads": nt,
                "bytes": 2 * x.nbytes, "op": op, "times": {}}
+        row["unit_bytes"] = unit_bytes(shape, lay, x.itemsize, op, groups)
+        row["limit_fraction"] = limit_fraction(row["unit_bytes"], l2_bytes)
         fns = {}
         if progress:
             _progress(ci * repeat, total, f"{sn} {lay} {dt} setting up")
@@ -380,6 +503,19 @@ def tiny_call_us(repeat=7):
     return out
 
 
+def of_copy(row):
+    """fastnorm's effective bandwidth over the copy's (None when either is missing)."""
+    tf, tc = row["times"].get("fastnorm"), row["times"].get("copy")
+    return tc / tf if tf and tc else None
+
+
+def of_limit(row):
+    """fastnorm's effective bandwidth over the limit's: the copy's times the
+    row's limit_fraction (None when any of them is missing)."""
+    oc, lf = of_copy(row), row.get("limit_fraction")
+    return oc / lf if oc is not None and lf else None
+
+
 def table(rows, peers=None):
     """Markdown table: time, GB/s, fraction of copy, speed-up over each peer."""
     names = []
@@ -389,7 +525,8 @@ def table(rows, peers=None):
                 names.append(k)
     if peers:
         names = [n for n in names if n in peers]
-    head = ["shape and layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy"]
+    head = ["shape and layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy",
+            "of limit"]
     head += [f"x {n}" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -401,7 +538,8 @@ def table(rows, peers=None):
         cells = [case_label(r["shape"], r["dims"], r["layout"]), r["dtype"],
                  f"{tf * 1e3:.3f}" if tf else "-", f"{to * 1e3:.3f}" if to else "-",
                  f"{gbs(tf):.1f}" if tf else "-",
-                 f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-"]
+                 f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-",
+                 f"{of_limit(r):.2f}" if of_limit(r) is not None else "-"]
         for n in names:
             tp = t.get(n)
             cells.append(f"{tp / tf:.1f} ({gbs(tp):.1f})" if tp and tf else "-")
@@ -410,6 +548,9 @@ def table(rows, peers=None):
     op = rows[0].get("op", "instance_norm") if rows else "instance_norm"
     lines.append(f"fastnorm ms: y = fastnorm.{op}(x), allocating y as the peers do; "
                  "out= ms: the same call writing into a preallocated out=.")
+    lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes; of limit: over "
+                 "the copy's when a statistics unit (a plane channels first, an instance channels "
+                 "last) fits in one core's L2, else over 2/3 of it (x read twice, y written once).")
     lines.append("x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); "
                  "GB/s = (bytes in + bytes out) / median time.")
     return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""The bench command line (python -m fastnorm bench): its options, checks and
+output, from tiny runs and synthetic rows.  Nothing here asserts a timing."""
+import math
+
+import pytest
+
+from fastnorm import _bench as B
+from fastnorm.__main__ import main
+
+TINY_RUN = ["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy"]
+
+
+def _row(shape="S1", dims=(1, 64, 256, 256), layout="cf", times=None, limit=1.0):
+    return {"shape": shape, "dims": list(dims), "layout": layout, "dtype": "float32",
+            "threads": 2, "bytes": 2 * 4 * math.prod(dims), "op": "instance_norm",
+            "unit_bytes": 4 * math.prod(dims[2:]), "limit_fraction": limit,
+            "times": dict(times or {"copy": 1.0, "fastnorm": 2.0, "fastnorm_out": 1.5})}
+
+
+# ------------------------------------------------------------ table words
+@pytest.mark.parametrize("ndim,layout,words", [
+    (3, "cf", "NCL"), (3, "cl", "NLC"), (4, "cf", "NCHW"), (4, "cl", "NHWC"),
+    (5, "cf", "NCDHW"), (5, "cl", "NDHWC"), (6, "cf", "channels first"), (6, "cl", "channels last"),
+])
+def test_layout_words(ndim, layout, words):
+    assert B.layout_words(ndim, layout) == words
+
+
+def test_case_label_names_shape_and_layout():
+    assert B.case_label("S1", (1, 64, 256, 256), "cf") == "S1 (1, 64, 256, 256) NCHW"
+    # channels last: the channels-last array's own shape
+    assert B.case_label("S1", (1, 64, 256, 256), "cl") == "S1 (1, 256, 256, 64) NHWC"
+    assert B.case_label("S5", (2, 16, 64, 64, 64), "cl") == "S5 (2, 64, 64, 64, 16) NDHWC"
+    # a shape given as NxCxHxW is not named twice
+    assert B.case_label("2x8x32", (2, 8, 32), "cf") == "(2, 8, 32) NCL"
+
+
+def test_table_columns_and_ratios_use_the_allocating_call():
+    row = _row(times={"copy": 1.0, "fastnorm": 2.0, "fastnorm_out": 1.5, "numpy": 8.0}, limit=2 / 3)
+    text = B.table([row])
+    head = text.splitlines()[0]
+    for col in ("shape and layout", "fastnorm ms", "out= ms", "of copy", "of limit", "x numpy"):
+        assert f" {col} |" in head, col
+    assert "x fastnorm_out" not in head
+    line = text.splitlines()[2]
+    assert "S1 (1, 64, 256, 256) NCHW" in line
+    # fastnorm 2 ms, out= 1.5 ms; of copy 1/2; of limit (1/2) / (2/3); numpy 8/2
+    assert "| 2000.000 | 1500.000 |" in line
+    assert "| 0.50 | 0.75 |" in line and "| 4.0 (" in line
+
+
+# ------------------------------------------------------ L2 and the limit
+@pytest.mark.parametrize("text,size", [
+    ("1024K", 1 << 20), ("2048K\n", 2 << 20), ("2M", 2 << 20), ("512 KiB", 512 << 10),
+    ("65536", 65536), ("1 GB", 1 << 30), ("", None), ("big", None),
+])
+def test_parse_size(text, size):
+    assert B.parse_size(text) == size
+
+
+def _cache_index(root, i, level, kind, size):
+    d = root / f"index{i}"
+    d.mkdir()
+    (d / "level").write_text(f"{level}\n")
+    (d / "type").write_text(f"{kind}\n")
+    (d / "size").write_text(f"{size}\n")
+
+
+def test_l2_from_sysfs(tmp_path):
+    _cache_index(tmp_path, 0, 1, "Data", "48K")
+    _cache_index(tmp_path, 1, 1, "Instruction", "32K")
+    _cache_index(tmp_path, 2, 2, "Unified", "2048K")
+    _cache_index(tmp_path, 3, 3, "Unified", "32768K")
+    size, src = B.l2_cache_bytes(str(tmp_path))
+    assert size == 2 << 20 and src.endswith("index2")
+
+
+def test_l2_falls_back_to_one_mib(tmp_path):
+    assert B.l2_cache_bytes(str(tmp_path / "missing")) == (1 << 20, "assumed")
+    _cache_index(tmp_path, 0, 1, "Data", "48K")
+    assert B.l2_cache_bytes(str(tmp_path)) == (B.DEFAULT_L2, "assumed")
+
+
+def test_unit_bytes():
+    # channels first: one plane; group_norm: a group's C/G planes
+    assert B.unit_bytes((1, 64, 256, 256), "cf", 4) == 256 * 256 * 4
+    assert B.unit_bytes((8, 128, 64, 64), "cf", 2, op="group_norm", groups=32) == 4 * 64 * 64 * 2
+    # channels last: one instance, whatever the op
+    assert B.unit_bytes((1, 64, 256, 256), "cl", 4) == 64 * 256 * 256 * 4
+    assert B.unit_bytes((2, 16, 8, 8, 8), "cl", 8, op="group_norm", groups=4) == 16 * 512 * 8
+
+
+def test_limit_fraction():
+    l2 = 1 << 20
+    assert B.limit_fraction(l2, l2) == 1.0            # fits: the copy itself
+    assert B.limit_fraction(1024, l2) == 1.0
+    assert B.limit_fraction(l2 + 1, l2) == pytest.approx(2 / 3)   # two reads, one write
+    assert B.of_limit(_row(limit=2 / 3)) == pytest.approx(0.75)
+    assert B.of_limit(_row(times={"copy": 1.0})) is None
+
+
+def test_cpu_model(tmp_path):
+    p = tmp_path / "cpuinfo"
+    p.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000\n")
+    assert B.cpu_model(str(p)) == "Test CPU 9000"
+    assert B.cpu_model(str(tmp_path / "missing"))   # platform's answer, never empty
+
+
+def test_simd_info_falls_back(monkeypatch):
+    import fastnorm
+
+    def old_show_config(file=None):
+        print("would print")
+
+    monkeypatch.setattr(fastnorm, "show_config", old_show_config)
+    assert B._simd_info() == ("unknown", [])
+    monkeypatch.setattr(fastnorm, "show_config",
+                        lambda mode=None: {"simd_level": "x86-64-v3", "simd_levels": ["x86-64", "x86-64-v3"]})
+    assert B._simd_info() == ("x86-64-v3", ["x86-64", "x86-64-v3"])
+
+
+# ------------------------------------------------------------- end to end
+def test_tiny_run_header_and_columns(capsys):
+    assert main(TINY_RUN) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("fastnorm bench:") and "thread" in lines[0]
+    assert lines[1].startswith("CPU: ") and "SIMD level: " in lines[1] and "KiB per core" in lines[1]
+    head = next(ln for ln in lines if ln.startswith("| shape and layout"))
+    for col in ("fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy", "of limit", "x numpy"):
+        assert f" {col} |" in head, col
+    assert "| (2, 8, 32, 32) NCHW |" in out and "| (2, 32, 32, 8) NHWC |" in out
