@@ -87,8 +87,7 @@ def bench(args):
     tiny = B.tiny_call_us()
     print(f"\ntiny input {B.TINY}: fastnorm {tiny['fastnorm']:.2f} us per call")
     summ = B.summary(rows)
-    for lay, s in summ.items():
-        print(f"{lay}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    print("\n" + "\n".join(B.footer(summ)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": nt, "machine": mach, "rows": rows, "tiny_us": tiny, "summary": summ},

@@ -239,6 +239,7 @@ class Peer:
     or None when the peer cannot run this case."""
 
     name = "peer"
+    title = "a peer"          # how the footer's sentences name it
 
     def available(self):
         return True
@@ -306,6 +307,7 @@ class NumpyPeer(Peer):
     """The plain NumPy implementation a user would write."""
 
     name = "numpy"
+    title = "plain NumPy"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         if op == "group_norm" or activation:
@@ -322,6 +324,7 @@ class NumpyPeer(Peer):
 
 class TorchInstanceNorm(Peer):
     name = "torch_in"
+    title = "torch.nn.functional.instance_norm"
 
     def available(self):
         return importlib.util.find_spec("torch") is not None
@@ -354,6 +357,7 @@ class TorchGroupNorm(TorchInstanceNorm):
     """torch group_norm with num_groups = C (instance norm) or the given groups."""
 
     name = "torch_gn"
+    title = "torch.nn.functional.group_norm"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         import torch
@@ -376,6 +380,7 @@ class TorchGroupNorm(TorchInstanceNorm):
 
 class OnnxRuntime(Peer):
     name = "onnxruntime"
+    title = "ONNX Runtime's InstanceNormalization"
 
     def available(self):
         return (importlib.util.find_spec("onnxruntime") is not None
@@ -412,6 +417,10 @@ CEILING = ("copy", "copy_nt")
 OURS = ("fastnorm", "fastnorm_out")   # always measured, never a peer column
 PEERS = [Copy(), StreamCopy(), Fastnorm(), FastnormOut(), NumpyPeer(), TorchInstanceNorm(),
          TorchGroupNorm(), OnnxRuntime()]
+
+
+PEER_NAMES = tuple(p.name for p in PEERS if p.name not in CEILING + OURS)
+PEER_TITLES = {p.name: p.title for p in PEERS}
 
 
 def peers_available(names=None):
@@ -557,20 +566,61 @@ def table(rows, peers=None):
 
 
 def summary(rows):
-    """Median speed-ups and worst copy fraction per layout."""
+    """Per layout: the fraction of copy and of limit (min, median, max) and
+    each peer's speed-up x PEER (min, median, max, number of cases), all from
+    the allocating fastnorm call.  The numbers behind footer() and --json."""
     out = {}
     for lay in ("cf", "cl"):
         rs = [r for r in rows if r["layout"] == lay and r["times"].get("fastnorm")]
         if not rs:
             continue
-        fr = [r["times"]["copy"] / r["times"]["fastnorm"] for r in rs if r["times"].get("copy")]
-        out[lay] = {"min_copy_fraction": min(fr) if fr else math.nan}
-        for p in ("numpy", "torch_in", "torch_gn", "onnxruntime"):
+        fr = [v for v in map(of_copy, rs) if v is not None]
+        fl = [v for v in map(of_limit, rs) if v is not None]
+        s = out[lay] = {"cases": len(rs), "min_copy_fraction": min(fr) if fr else math.nan}
+        if fr:
+            s["median_copy_fraction"], s["max_copy_fraction"] = float(np.median(fr)), max(fr)
+        if fl:
+            s["min_of_limit"], s["median_of_limit"], s["max_of_limit"] = min(fl), float(np.median(fl)), max(fl)
+        for p in PEER_NAMES:
             sp = [r["times"][p] / r["times"]["fastnorm"] for r in rs if r["times"].get(p)]
             if sp:
-                out[lay][f"median_x_{p}"] = float(np.median(sp))
-                out[lay][f"min_x_{p}"] = float(min(sp))
+                s[f"median_x_{p}"] = float(np.median(sp))
+                s[f"min_x_{p}"] = float(min(sp))
+                s[f"max_x_{p}"] = float(max(sp))
+                s[f"cases_x_{p}"] = len(sp)
     return out
+
+
+def _times(v):
+    return f"{v:.1f}x" if v >= 0.95 else f"{v:.2f}x"
+
+
+def footer(summ):
+    """The summary in sentences: per layout, one per peer (median speed-up and
+    its range over the cases) and one for the fractions of copy and limit."""
+    lines = []
+    for lay, s in summ.items():
+        lines.append(("Channels first" if lay == "cf" else "Channels last") + ":")
+        for p in PEER_NAMES:
+            if f"median_x_{p}" not in s:
+                continue
+            med, lo, hi, n = (s[f"{k}_x_{p}"] for k in ("median", "min", "max", "cases"))
+            if med >= 1.05:
+                speed = f"{med:.1f}x faster than"
+            elif med <= 1 / 1.05:
+                speed = f"{1 / med:.1f}x slower than"
+            else:
+                speed = "as fast as"
+            span = f"median of {n} cases, x {p} from {_times(lo)} to {_times(hi)}" if n > 1 else "1 case"
+            lines.append(f"  fastnorm is {speed} {PEER_TITLES[p]} ({span}).")
+        if "median_copy_fraction" in s:
+            text = (f"  fastnorm reaches {s['min_copy_fraction']:.2f}-{s['max_copy_fraction']:.2f} of a "
+                    f"parallel copy (median {s['median_copy_fraction']:.2f})")
+            if "median_of_limit" in s:
+                text += (f" and {s['min_of_limit']:.2f}-{s['max_of_limit']:.2f} of its limit "
+                         f"(median {s['median_of_limit']:.2f})")
+            lines.append(text + ".")
+    return lines
 
 
 def plot(rows, path):

@@ -130,3 +130,28 @@ def test_tiny_run_header_and_columns(capsys):
     for col in ("fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy", "of limit", "x numpy"):
         assert f" {col} |" in head, col
     assert "| (2, 8, 32, 32) NCHW |" in out and "| (2, 32, 32, 8) NHWC |" in out
+
+
+# ------------------------------------------------------------------ footer
+def test_footer_sentences_from_synthetic_rows():
+    rows = [
+        _row("A", layout="cf", times={"copy": 1.0, "fastnorm": 2.0, "torch_in": 8.0, "torch_gn": 1.0}),
+        _row("B", layout="cf", times={"copy": 1.0, "fastnorm": 1.25, "torch_in": 5.0, "torch_gn": 3.0},
+             limit=2 / 3),
+        _row("C", layout="cf", times={"copy": 1.0, "fastnorm": 1.0, "torch_in": 2.0, "torch_gn": 1.5}),
+        _row("D", layout="cl", times={"copy": 1.0, "fastnorm": 4.0, "numpy": 2.0}),
+    ]
+    summ = B.summary(rows)
+    cf = summ["cf"]
+    assert cf["median_x_torch_in"] == 4.0 and cf["min_x_torch_in"] == 2.0 and cf["max_x_torch_in"] == 4.0
+    assert cf["min_copy_fraction"] == 0.5 and cf["max_copy_fraction"] == 1.0
+    assert cf["max_of_limit"] == pytest.approx(1.2)
+    text = "\n".join(B.footer(summ))
+    assert "Channels first:" in text and "Channels last:" in text
+    assert ("fastnorm is 4.0x faster than torch.nn.functional.instance_norm "
+            "(median of 3 cases, x torch_in from 2.0x to 4.0x).") in text
+    assert ("fastnorm is 1.5x faster than torch.nn.functional.group_norm "
+            "(median of 3 cases, x torch_gn from 0.50x to 2.4x).") in text
+    assert "fastnorm is 2.0x slower than plain NumPy (1 case)." in text
+    assert "fastnorm reaches 0.50-1.00 of a parallel copy (median 0.80) and 0.50-1.20 of its limit" in text
+    assert "onnxruntime" not in text      # a peer with no numbers gets no sentence
