@@ -16,7 +16,9 @@ def _parser():
     b.add_argument("--shapes", default="S1,S2,S3,S4,S5,S6",
                    help="comma list of S1..S6 or explicit shapes like 1x64x256x256 (channels-first order)")
     b.add_argument("--repeat", type=int, default=7, help="timed samples per case (median reported)")
-    b.add_argument("--peers", default=None, help="comma list of peers (numpy,torch_in,torch_gn,onnxruntime)")
+    b.add_argument("--peers", default=None,
+                   help="comma list of numpy, torch_in (torch instance_norm), torch_gn (torch group_norm), "
+                        "onnxruntime; or none (default: every installed one)")
     b.add_argument("--op", default="instance_norm", choices=["instance_norm", "group_norm"])
     b.add_argument("--groups", type=int, default=32, help="num_groups for --op group_norm")
     b.add_argument("--activation", default=None, choices=["relu", "leaky_relu", "silu"])
@@ -49,6 +51,31 @@ def _shapes(spec):
     return out
 
 
+def _peers(spec):
+    """(peers to run, notes for the header) from --peers.  Unknown names are
+    an error; a known peer that is not installed is named in a note, with how
+    to install it.  Without --peers every installed peer runs and the note
+    says how to add the missing ones; "none" runs fastnorm and the copies."""
+    from . import _bench as B
+
+    installed = {p.name for p in B.PEERS if p.available()}
+    if spec is None:
+        missing = [n for n in B.PEER_NAMES if n not in installed]
+        notes = ([f"not installed: {', '.join(missing)}; {B.install_hint(missing)} to compare against them"]
+                 if missing else [])
+        return B.peers_available(), notes
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["none"]:
+        names = []
+    for n in names:
+        if n not in B.PEER_NAMES:
+            raise SystemExit(f"--peers: unknown peer {n!r}; valid peers: {', '.join(B.PEER_NAMES)} "
+                             "(or none)")
+    notes = [f"{n} is not installed; {B.install_hint([n])} to compare against it"
+             for n in names if n not in installed]
+    return B.peers_available(names), notes
+
+
 def bench(args):
     from . import _bench as B
     from ._cpu import _engine as E
@@ -69,8 +96,7 @@ def bench(args):
             raise SystemExit(f"--layout: {lay!r} is not cf or cl")
     if args.threads is not None and args.threads < 1:
         raise SystemExit("--threads must be >= 1")
-    names = args.peers.split(",") if args.peers else None
-    peers = B.peers_available(names)
+    peers, peer_notes = _peers(args.peers)
     nt = args.threads or E.default_threads()
     shapes = _shapes(args.shapes)
     mach = B.machine()
@@ -79,7 +105,9 @@ def bench(args):
           + (f", activation={args.activation}" if args.activation else "")
           + f", {nt} thread(s)")
     print(B.machine_line(mach))
-    print(f"peers: {', '.join(p.name for p in peers if p.name not in B.OURS and not p.name.startswith('copy')) or 'none installed'}")
+    print(f"peers: {', '.join(p.name for p in peers if p.name in B.PEER_NAMES) or 'none'}")
+    for note in peer_notes:
+        print(f"  {note}")
     rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
                        groups=args.groups, activation=args.activation, progress=not args.quiet,
                        l2_bytes=mach["l2_bytes"])

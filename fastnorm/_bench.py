@@ -423,6 +423,25 @@ PEER_NAMES = tuple(p.name for p in PEERS if p.name not in CEILING + OURS)
 PEER_TITLES = {p.name: p.title for p in PEERS}
 
 
+# what a peer needs installed, and the pip arguments that install it
+PEER_NEEDS = {"torch_in": "torch", "torch_gn": "torch", "onnxruntime": "onnxruntime"}
+PIP_ARGS = {"torch": "torch", "onnxruntime": '".[bench]"'}
+
+
+def install_hint(missing):
+    """How to install the peers named in ``missing``: "install torch and
+    onnxruntime (pip install ".[bench]" torch)"; "" when nothing is missing."""
+    pkgs = []
+    for n in missing:
+        pkg = PEER_NEEDS.get(n)
+        if pkg and pkg not in pkgs:
+            pkgs.append(pkg)
+    if not pkgs:
+        return ""
+    pip = sorted(PIP_ARGS[p] for p in pkgs)
+    return f"install {' and '.join(pkgs)} (pip install {' '.join(pip)})"
+
+
 def peers_available(names=None):
     out = [p for p in PEERS if p.available()]
     if names is not None:

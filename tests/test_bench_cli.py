@@ -155,3 +155,46 @@ def test_footer_sentences_from_synthetic_rows():
     assert "fastnorm is 2.0x slower than plain NumPy (1 case)." in text
     assert "fastnorm reaches 0.50-1.00 of a parallel copy (median 0.80) and 0.50-1.20 of its limit" in text
     assert "onnxruntime" not in text      # a peer with no numbers gets no sentence
+
+
+# ------------------------------------------------------------------- peers
+def _uninstall(monkeypatch, *names):
+    for p in B.PEERS:
+        if p.name in names:
+            monkeypatch.setattr(p, "available", lambda: False)
+
+
+@pytest.mark.parametrize("bad", ["torch", "numpy,tensorflow", "copy", "fastnorm"])
+def test_unknown_peer_is_an_error(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", bad])
+    msg = str(e.value)
+    assert msg.startswith("--peers: unknown peer") and repr(bad.split(",")[-1]) in msg
+    assert "numpy, torch_in, torch_gn, onnxruntime" in msg
+    assert capsys.readouterr().out == ""        # rejected before anything ran
+
+
+def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
+    _uninstall(monkeypatch, "torch_in", "torch_gn", "onnxruntime")
+    monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
+    main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet"])
+    out = capsys.readouterr().out
+    assert "peers: numpy\n" in out
+    assert ("not installed: torch_in, torch_gn, onnxruntime; install torch and onnxruntime "
+            '(pip install ".[bench]" torch) to compare against them') in out
+
+
+def test_named_peer_not_installed(monkeypatch, capsys):
+    _uninstall(monkeypatch, "torch_in", "torch_gn")
+    monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
+    main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy,torch_in"])
+    out = capsys.readouterr().out
+    assert "peers: numpy\n" in out
+    assert "torch_in is not installed; install torch (pip install torch) to compare against it" in out
+    assert "torch_gn" not in out                # not asked for, not mentioned
+
+
+def test_install_hint():
+    assert B.install_hint([]) == ""
+    assert B.install_hint(["onnxruntime"]) == 'install onnxruntime (pip install ".[bench]")'
+    assert B.install_hint(["torch_gn", "torch_in"]) == "install torch (pip install torch)"
