@@ -51,6 +51,15 @@ def _shapes(spec):
     return out
 
 
+def _need_matplotlib():
+    """--plot draws after the whole run: fail before it, not after."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("--plot: needs matplotlib, which is not installed "
+                         "(pip install matplotlib); nothing was run") from None
+
+
 def _peers(spec):
     """(peers to run, notes for the header) from --peers.  Unknown names are
     an error; a known peer that is not installed is named in a note, with how
@@ -95,7 +104,9 @@ def bench(args):
         if lay not in ("cf", "cl"):
             raise SystemExit(f"--layout: {lay!r} is not cf or cl")
     if args.threads is not None and args.threads < 1:
-        raise SystemExit("--threads must be >= 1")
+        raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
+    if args.plot:
+        _need_matplotlib()
     peers, peer_notes = _peers(args.peers)
     nt = args.threads or E.default_threads()
     shapes = _shapes(args.shapes)
@@ -122,11 +133,8 @@ def bench(args):
                       f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:
-        try:
-            B.plot(rows, args.plot)
-            print(f"wrote {args.plot}")
-        except ImportError:
-            print("--plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+        B.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -456,11 +456,13 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
     """Measure every (shape, layout, dtype) for fastnorm, the copies and each
     peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each.
     Each row also carries its statistics unit's bytes and the limit_fraction
-    that follows from them and ``l2_bytes`` (default: l2_cache_bytes())."""
+    that follows from them and ``l2_bytes`` (default: l2_cache_bytes()).
+    ``progress`` draws a bar on stderr, only when stderr is a terminal."""
     from ._cpu import _engine as E
 
     if l2_bytes is None:
         l2_bytes = l2_cache_bytes()[0]
+    progress = progress and _isatty(sys.stderr)   # a bar in a log or a pipe is noise
 
     nt = threads or E.default_threads()
     peers = peers or peers_available()
@@ -514,9 +516,15 @@ def _best_copy(times):
         times["copy"] = min(tm, tn)
 
 
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
+
+
 def _progress(i, n, label):
-    if not sys.stderr.isatty() and i not in (0, n) and i % 5:
-        return
+    """Redraw the progress bar on stderr (run_suite calls it only on a terminal)."""
     w = 30
     f = int(w * i / max(n, 1))
     sys.stderr.write(f"\r[{'#' * f}{'.' * (w - f)}] {i}/{n} {label:<40.40}")

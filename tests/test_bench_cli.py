@@ -198,3 +198,55 @@ def test_install_hint():
     assert B.install_hint([]) == ""
     assert B.install_hint(["onnxruntime"]) == 'install onnxruntime (pip install ".[bench]")'
     assert B.install_hint(["torch_gn", "torch_in"]) == "install torch (pip install torch)"
+
+
+# ---------------------------------------------------------- plot, progress
+def test_plot_without_matplotlib_fails_before_running(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib -> ImportError
+    ran = []
+    monkeypatch.setattr(B, "run_suite", lambda *a, **k: ran.append(1) or [])
+    with pytest.raises(SystemExit) as e:
+        main(TINY_RUN + ["--plot", str(tmp_path / "b.png")])
+    assert "--plot" in str(e.value) and "matplotlib" in str(e.value)
+    assert ran == [] and capsys.readouterr().out == ""
+
+
+def test_plot_with_matplotlib(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "b.png"
+    assert main(TINY_RUN + ["--plot", str(png)]) == 0
+    assert png.stat().st_size > 0 and f"wrote {png}" in capsys.readouterr().out
+
+
+class _Stderr:
+    def __init__(self, tty):
+        self.tty, self.text = tty, []
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text.append(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar_only_on_a_terminal(monkeypatch, tty):
+    err = _Stderr(tty)
+    monkeypatch.setattr("sys.stderr", err)
+    B.run_suite({"T": (1, 4, 8, 8)}, layouts=("cf",), threads=1, repeat=2,
+                peers=B.peers_available(["none"]), progress=True, min_time=0.0)
+    drawn = "".join(err.text)
+    if tty:
+        assert "[" in drawn and "2/2" in drawn and drawn.endswith("\n")
+    else:
+        assert drawn == ""
+
+
+def test_cli_draws_no_bar_when_stderr_is_not_a_terminal(capsys):
+    main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--peers", "numpy"])   # no --quiet
+    assert capsys.readouterr().err == ""
