@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -26,6 +27,9 @@ def _parser():
     b.add_argument("--json", metavar="FILE", help="write the raw numbers as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw GB/s per shape (needs matplotlib)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--contention", action="store_true",
+                   help="measure with one busy process per core running (started and stopped "
+                        "by the bench; each also exits by itself within minutes)")
     sub.add_parser("info", help="print the build configuration (show_config)")
     return p
 
@@ -119,18 +123,27 @@ def bench(args):
     print(f"peers: {', '.join(p.name for p in peers if p.name in B.PEER_NAMES) or 'none'}")
     for note in peer_notes:
         print(f"  {note}")
-    rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
-                       groups=args.groups, activation=args.activation, progress=not args.quiet,
-                       l2_bytes=mach["l2_bytes"])
+    busy = (os.cpu_count() or 1) if args.contention else 0
+    if busy:
+        print(f"under contention: {busy} busy process{'es' if busy > 1 else ''} (one per core) "
+              "spinning while everything below is measured")
+    with B.busy_processes(busy) as procs:
+        rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
+                           groups=args.groups, activation=args.activation, progress=not args.quiet,
+                           l2_bytes=mach["l2_bytes"])
+        tiny = B.tiny_call_us()
+        ended = sum(p.poll() is not None for p in procs)
     print(B.table(rows))
-    tiny = B.tiny_call_us()
+    if ended:
+        print(f"\nwarning: {ended} of {busy} busy processes ended before the run did (each stops "
+              f"after {B.BUSY_SECONDS} s); the later cases ran under less contention")
     print(f"\ntiny input {B.TINY}: fastnorm {tiny['fastnorm']:.2f} us per call")
     summ = B.summary(rows)
     print("\n" + "\n".join(B.footer(summ)))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": nt, "machine": mach, "rows": rows, "tiny_us": tiny, "summary": summ},
-                      f, indent=1)
+            json.dump({"threads": nt, "machine": mach, "contention": busy, "rows": rows,
+                       "tiny_us": tiny, "summary": summ}, f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:
         B.plot(rows, args.plot)

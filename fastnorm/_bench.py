@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 
@@ -449,6 +450,53 @@ def peers_available(names=None):
     return out
 
 
+# -------------------------------------------------------------- contention
+BUSY_SECONDS = 300   # a busy process exits by itself after this, whatever its parent does
+
+# One core's worth of work for --contention: a Python loop that says "ready"
+# once it runs, then spins until its deadline passes or its parent is gone
+# (os.getppid() changes when the parent dies), checking both every 2**18 turns.
+_BUSY_CODE = """\
+import os, sys, time
+parent, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+n = 0
+while True:
+    n += 1
+    if not n & 0x3FFFF and (time.monotonic() > deadline or os.getppid() != parent):
+        break
+"""
+
+
+@contextlib.contextmanager
+def busy_processes(n, seconds=BUSY_SECONDS):
+    """Start ``n`` busy processes (a spinning Python loop each), wait until
+    every one runs, yield their Popen objects, and terminate and reap them on
+    the way out, however the block ends.  Each also exits by itself after
+    ``seconds`` or when this process dies."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-S", "-c", _BUSY_CODE, str(os.getpid()), str(seconds)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
+        for p in procs:
+            p.stdout.readline()   # "ready": the run starts under the full load
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+
+
 # -------------------------------------------------------------------- runs
 def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, repeat=7,
               peers=None, op="instance_norm", groups=None, activation=None, progress=True,
@@ -622,6 +670,12 @@ def _times(v):
     return f"{v:.1f}x" if v >= 0.95 else f"{v:.2f}x"
 
 
+def _span(s, key):
+    """"0.58-0.85 (median 0.74)" from summary keys min_/median_/max_KEY; one value if they agree."""
+    lo, med, hi = (s[f"{k}_{key}"] for k in ("min", "median", "max"))
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f} (median {med:.2f})"
+
+
 def footer(summ):
     """The summary in sentences: per layout, one per peer (median speed-up and
     its range over the cases) and one for the fractions of copy and limit."""
@@ -641,11 +695,9 @@ def footer(summ):
             span = f"median of {n} cases, x {p} from {_times(lo)} to {_times(hi)}" if n > 1 else "1 case"
             lines.append(f"  fastnorm is {speed} {PEER_TITLES[p]} ({span}).")
         if "median_copy_fraction" in s:
-            text = (f"  fastnorm reaches {s['min_copy_fraction']:.2f}-{s['max_copy_fraction']:.2f} of a "
-                    f"parallel copy (median {s['median_copy_fraction']:.2f})")
+            text = f"  fastnorm reaches {_span(s, 'copy_fraction')} of a parallel copy"
             if "median_of_limit" in s:
-                text += (f" and {s['min_of_limit']:.2f}-{s['max_of_limit']:.2f} of its limit "
-                         f"(median {s['median_of_limit']:.2f})")
+                text += f" and {_span(s, 'of_limit')} of its limit"
             lines.append(text + ".")
     return lines
 

@@ -153,7 +153,8 @@ def test_footer_sentences_from_synthetic_rows():
     assert ("fastnorm is 1.5x faster than torch.nn.functional.group_norm "
             "(median of 3 cases, x torch_gn from 0.50x to 2.4x).") in text
     assert "fastnorm is 2.0x slower than plain NumPy (1 case)." in text
-    assert "fastnorm reaches 0.50-1.00 of a parallel copy (median 0.80) and 0.50-1.20 of its limit" in text
+    assert ("fastnorm reaches 0.50-1.00 (median 0.80) of a parallel copy "
+            "and 0.50-1.20 (median 1.00) of its limit.") in text
     assert "onnxruntime" not in text      # a peer with no numbers gets no sentence
 
 
@@ -250,3 +251,95 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, tty):
 def test_cli_draws_no_bar_when_stderr_is_not_a_terminal(capsys):
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--peers", "numpy"])   # no --quiet
     assert capsys.readouterr().err == ""
+
+
+def test_footer_one_case_gives_one_fraction():
+    text = "\n".join(B.footer(B.summary([_row(times={"copy": 1.0, "fastnorm": 2.0})])))
+    assert "fastnorm reaches 0.50 of a parallel copy and 0.50 of its limit." in text
+
+
+# -------------------------------------------------------------- contention
+def _children():
+    """PIDs whose parent is this process (from /proc)."""
+    import glob
+    import os
+
+    me, out = os.getpid(), set()
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue        # ended while we looked
+        if int(fields[1]) == me and fields[0] != "Z":
+            out.add(int(stat.split("/")[2]))
+    return out
+
+
+needs_proc = pytest.mark.skipif(not __import__("os").path.exists("/proc/self/stat"), reason="needs /proc")
+
+
+@needs_proc
+def test_contention_starts_one_busy_process_per_core_and_stops_them(monkeypatch, capsys):
+    import os
+
+    before = _children()
+    seen = []
+    real = B.run_suite
+
+    def run_suite(*a, **k):
+        seen.append(_children() - before)
+        return real(*a, **k)
+
+    monkeypatch.setattr(B, "run_suite", run_suite)
+    assert main(TINY_RUN + ["--contention"]) == 0
+    n = os.cpu_count()
+    assert len(seen) == 1 and len(seen[0]) == n
+    assert _children() - before == set()          # all stopped and reaped
+    out = capsys.readouterr().out
+    assert f"under contention: {n} busy process" in out and "warning" not in out
+
+
+@needs_proc
+def test_busy_processes_stopped_when_the_run_fails():
+    before = _children()
+    with pytest.raises(RuntimeError):
+        with B.busy_processes(2) as procs:
+            assert len(_children() - before) == 2 and all(p.poll() is None for p in procs)
+            raise RuntimeError("the run broke")
+    assert all(p.returncode is not None for p in procs)
+    assert _children() - before == set()
+
+
+def test_busy_process_ends_by_itself():
+    with B.busy_processes(1, seconds=0.2) as procs:
+        procs[0].wait(timeout=30)                 # its own deadline, not the terminate
+        assert procs[0].returncode == 0
+
+
+@needs_proc
+def test_busy_process_ends_when_its_parent_dies():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os\nfrom fastnorm import _bench as B\n"
+            "procs = B.busy_processes(1, seconds=120).__enter__()\n"
+            "print(procs[0].pid, flush=True)\nos._exit(0)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(B.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True).stdout)
+
+    def alive():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    t0 = time.monotonic()
+    while alive() and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    assert not alive()
