@@ -343,3 +343,82 @@ def test_busy_process_ends_when_its_parent_dies():
     while alive() and time.monotonic() - t0 < 30:
         time.sleep(0.05)
     assert not alive()
+
+
+# --------------------------------------------------------------------- isa
+LEVELS = ("x86-64-v4", ["x86-64", "x86-64-v3", "x86-64-v4"])
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("x86-64-v5", "--isa: unknown level 'x86-64-v5'; valid levels on this machine: auto, x86-64, x86-64-v3, x86-64-v4"),
+    ("x86-64,avx9", "--isa: unknown level 'avx9'"),
+    ("x86-64,x86-64", "--isa: 'x86-64' is given twice"),
+    (",", "--isa: no level in ','"),
+])
+def test_isa_unknown_level_is_an_error(monkeypatch, capsys, spec, words):
+    monkeypatch.setattr(B, "_simd_info", lambda: LEVELS)
+    monkeypatch.setattr("subprocess.Popen", None)       # nothing may start
+    with pytest.raises(SystemExit) as e:
+        main(TINY_RUN + ["--isa", spec])
+    assert str(e.value).startswith(words)
+    assert capsys.readouterr().out == ""
+
+
+def test_isa_needs_the_level_list(monkeypatch):
+    monkeypatch.setattr(B, "_simd_info", lambda: ("unknown", []))
+    with pytest.raises(SystemExit) as e:
+        main(TINY_RUN + ["--isa", "x86-64-v3"])
+    assert "--isa: cannot run 'x86-64-v3'" in str(e.value) and "only auto" in str(e.value)
+
+
+def test_isa_and_contention_are_cpu_only():
+    for extra in (["--isa", "auto"], ["--contention"]):
+        with pytest.raises(SystemExit) as e:
+            main(TINY_RUN + ["--device", "gpu"] + extra)
+        assert str(e.value).startswith(f"{extra[0]}: applies to the CPU bench only")
+
+
+def test_child_argv_repeats_every_option_but_isa():
+    from fastnorm.__main__ import _child_argv, _parser
+
+    argv = ["bench", "--shapes", "S1,2x8x32x32", "--repeat", "3", "--quiet", "--peers", "numpy",
+            "--threads", "1", "--dtype", "float64", "--layout", "cl", "--op", "group_norm",
+            "--groups", "4", "--activation", "silu", "--contention", "--isa", "x86-64",
+            "--json", "a.json", "--plot", "a.png"]
+    args = _parser().parse_args(argv)
+    child = _child_argv(args, "c.json", "c-x86-64.png")
+    assert "--isa" not in child
+    again = vars(_parser().parse_args(child))
+    want = dict(vars(args), isa=None, json="c.json", plot="c-x86-64.png")
+    assert again == want
+    assert _child_argv(_parser().parse_args(TINY_RUN), None, None)[:1] == ["bench"]
+
+
+def _isa_run(tmp_path, levels, capsys):
+    out_json = tmp_path / "isa.json"
+    assert main(TINY_RUN + ["--layout", "cf", "--isa", ",".join(levels), "--json", str(out_json)]) == 0
+    import json
+
+    data = json.loads(out_json.read_text())
+    return capsys.readouterr().out, data
+
+
+def test_isa_auto_runs_in_a_child(tmp_path, capsys):
+    """auto is valid on every build: one child with FASTNORM_ISA=auto, its
+    output printed, its JSON under the key "auto"."""
+    out, data = _isa_run(tmp_path, ["auto"], capsys)
+    assert "=== FASTNORM_ISA=auto ===" in out and "FASTNORM_ISA=auto" in out.split("===")[2]
+    assert "| (2, 8, 32, 32) NCHW |" in out
+    assert list(data) == ["auto"] and data["auto"]["machine"]["isa_env"] == "auto"
+    assert data["auto"]["rows"][0]["layout"] == "cf"     # the options reached the child
+
+
+def test_isa_each_level(tmp_path, capsys):
+    active, levels = B._simd_info()
+    if not levels:
+        pytest.skip("this build does not list its SIMD levels (no show_config(mode='dicts'))")
+    out, data = _isa_run(tmp_path, levels, capsys)
+    assert list(data) == levels
+    for lev in levels:
+        assert f"=== FASTNORM_ISA={lev} ===" in out
+        assert data[lev]["machine"]["simd_level"] == lev
