@@ -83,7 +83,8 @@ def _peers(spec):
     installed = {p.name for p in B.PEERS if p.available()}
     if spec is None:
         missing = [n for n in B.PEER_NAMES if n not in installed]
-        notes = ([f"not installed: {', '.join(missing)}; {B.install_hint(missing)} to compare against them"]
+        them = "them" if len(missing) > 1 else "it"
+        notes = ([f"not installed: {', '.join(missing)}; {B.install_hint(missing)} to compare against {them}"]
                  if missing else [])
         return B.peers_available(), notes
     names = [n.strip() for n in spec.split(",") if n.strip()]

@@ -424,23 +424,29 @@ PEER_NAMES = tuple(p.name for p in PEERS if p.name not in CEILING + OURS)
 PEER_TITLES = {p.name: p.title for p in PEERS}
 
 
-# what a peer needs installed, and the pip arguments that install it
-PEER_NEEDS = {"torch_in": "torch", "torch_gn": "torch", "onnxruntime": "onnxruntime"}
-PIP_ARGS = {"torch": "torch", "onnxruntime": '".[bench]"'}
+# the modules a peer imports, and the pip argument that installs each
+PEER_NEEDS = {"torch_in": ("torch",), "torch_gn": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
+PIP_ARGS = {"torch": "torch", "onnxruntime": '".[bench]"', "onnx": '".[bench]"'}
 
 
-def install_hint(missing):
-    """How to install the peers named in ``missing``: "install torch and
-    onnxruntime (pip install ".[bench]" torch)"; "" when nothing is missing."""
-    pkgs = []
+def _have(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def install_hint(missing, have=None):
+    """How to install the peers named in ``missing``, naming only the modules
+    that are absent: "install torch and onnxruntime (pip install ".[bench]"
+    torch)"; "" when none is absent.  ``have(module)`` defaults to _have."""
+    have = have or _have
+    mods = []
     for n in missing:
-        pkg = PEER_NEEDS.get(n)
-        if pkg and pkg not in pkgs:
-            pkgs.append(pkg)
-    if not pkgs:
+        for m in PEER_NEEDS.get(n, ()):
+            if m not in mods and not have(m):
+                mods.append(m)
+    if not mods:
         return ""
-    pip = sorted(PIP_ARGS[p] for p in pkgs)
-    return f"install {' and '.join(pkgs)} (pip install {' '.join(pip)})"
+    pip = sorted({PIP_ARGS[m] for m in mods})
+    return f"install {' and '.join(mods)} (pip install {' '.join(pip)})"
 
 
 def peers_available(names=None):

@@ -177,6 +177,7 @@ def test_unknown_peer_is_an_error(bad, capsys):
 
 def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
     _uninstall(monkeypatch, "torch_in", "torch_gn", "onnxruntime")
+    monkeypatch.setattr(B, "_have", lambda m: m == "onnx")
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet"])
     out = capsys.readouterr().out
@@ -187,6 +188,7 @@ def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
 
 def test_named_peer_not_installed(monkeypatch, capsys):
     _uninstall(monkeypatch, "torch_in", "torch_gn")
+    monkeypatch.setattr(B, "_have", lambda m: m != "torch")
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy,torch_in"])
     out = capsys.readouterr().out
@@ -196,9 +198,13 @@ def test_named_peer_not_installed(monkeypatch, capsys):
 
 
 def test_install_hint():
-    assert B.install_hint([]) == ""
-    assert B.install_hint(["onnxruntime"]) == 'install onnxruntime (pip install ".[bench]")'
-    assert B.install_hint(["torch_gn", "torch_in"]) == "install torch (pip install torch)"
+    none = lambda m: False        # noqa: E731
+    assert B.install_hint([], have=none) == ""
+    assert B.install_hint(["onnxruntime"], have=none) == 'install onnxruntime and onnx (pip install ".[bench]")'
+    assert B.install_hint(["onnxruntime"], have=lambda m: m != "onnx") == 'install onnx (pip install ".[bench]")'
+    assert B.install_hint(["torch_gn", "torch_in"], have=none) == "install torch (pip install torch)"
+    assert (B.install_hint(["torch_in", "torch_gn", "onnxruntime"], have=lambda m: m == "onnx")
+            == 'install torch and onnxruntime (pip install ".[bench]" torch)')
 
 
 # ---------------------------------------------------------- plot, progress
