@@ -40,7 +40,8 @@ def _bench_options(b):
                         "by the bench; each also exits by itself within minutes)")
     b.add_argument("--isa", metavar="LEVEL[,LEVEL...]",
                    help="run the whole bench once per SIMD level, each in a child process with "
-                        "FASTNORM_ISA=LEVEL (auto, or a level show_config lists for this CPU)")
+                        "FASTNORM_ISA=LEVEL (auto, or a level show_config lists for this CPU); "
+                        "--json then holds one entry per level, --plot writes FILE-LEVEL.png")
 
 
 def _shapes(spec):
@@ -155,7 +156,9 @@ def _bench_per_isa(args, levels):
                 ppath = f"{stem}-{lev}{ext}"
             env = dict(os.environ, FASTNORM_ISA=lev,
                        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-            print(f"{'' if i == 0 else chr(10)}=== FASTNORM_ISA={lev} ===", flush=True)
+            if i:
+                print()
+            print(f"=== FASTNORM_ISA={lev} ===", flush=True)
             cmd = [sys.executable, "-m", "fastnorm"] + _child_argv(args, jpath, ppath)
             with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as child:
                 try:
