@@ -5,7 +5,10 @@ time.  The ceiling is a parallel copy of the same bytes on the same number of
 OpenMP threads (fastnorm._cpu._engine.parallel_copy), measured in the same run,
 so ratios hold on any machine even when absolute times drift; within a case the
 copies, fastnorm and the peers are sampled in interleaved rounds, so a burst
-of noise slows all of them alike.
+of noise slows all of them alike.  The limit is that copy when a statistics
+unit fits in one core's L2 and 2/3 of it when it does not (limit_fraction).
+fastnorm is timed as users call it, allocating its output like the peers;
+the call into a preallocated out= is timed beside it (fastnorm_out).
 """
 from __future__ import annotations
 
