@@ -428,3 +428,22 @@ def test_isa_each_level(tmp_path, capsys):
     for lev in levels:
         assert f"=== FASTNORM_ISA={lev} ===" in out
         assert data[lev]["machine"]["simd_level"] == lev
+
+
+# ------------------------------------------------------ the other options
+@pytest.mark.parametrize("opt,val,words", [
+    ("--dtype", "float8", "--dtype: 'float8' is not one of"),
+    ("--layout", "nchw", "--layout: 'nchw' is not cf or cl"),
+    ("--shapes", "2x8xQ", "--shapes: cannot read '2x8xQ'"),
+    ("--shapes", "8x32", "--shapes: '8x32' needs at least 3 dimensions"),
+    ("--threads", "0", "--threads: must be >= 1, got 0"),
+    ("--repeat", "0", "--repeat: must be >= 1, got 0"),
+])
+def test_bad_option_values_name_option_and_value(opt, val, words, capsys):
+    argv = ["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy"]
+    i = argv.index(opt) if opt in argv else len(argv)
+    argv[i:i + 2] = [opt, val]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert str(e.value).startswith(words)
+    assert capsys.readouterr().out == ""
