@@ -120,13 +120,13 @@ def unit_bytes(dims, layout, itemsize, op="instance_norm", groups=None):
     return n * itemsize
 
 
-def limit_fraction(unit, l2):
+def limit_fraction(unit_bytes, l2_bytes):
     """The most fastnorm can reach, as a fraction of a parallel copy of the
     same bytes: a unit that fits in one core's L2 is read from memory once
     (the second pass over it hits the cache), the copy's own traffic, so
     1.0; a larger one is read twice and written once against the copy's one
     read and one write, so 2/3."""
-    return 1.0 if unit <= l2 else 2.0 / 3.0
+    return 1.0 if unit_bytes <= l2_bytes else 2.0 / 3.0
 
 
 def machine():
