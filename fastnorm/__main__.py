@@ -3,20 +3,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 
 
 def _parser():
     p = argparse.ArgumentParser(prog="fastnorm", description="fastnorm command line")
     sub = p.add_subparsers(dest="cmd")
     b = sub.add_parser("bench", help="time fastnorm against a parallel copy and the installed peers")
+    _bench_options(b)
+    sub.add_parser("info", help="print the build configuration (show_config)")
+    return p
+
+
+def _bench_options(b):
     b.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: OpenMP default)")
     b.add_argument("--dtype", default="float32", help="comma list of float32,float64,float16 (default float32)")
     b.add_argument("--layout", default="cf,cl", help="comma list of cf (channels first), cl (channels last)")
     b.add_argument("--shapes", default="S1,S2,S3,S4,S5,S6",
                    help="comma list of S1..S6 or explicit shapes like 1x64x256x256 (channels-first order)")
     b.add_argument("--repeat", type=int, default=7, help="timed samples per case (median reported)")
-    b.add_argument("--peers", default=None, help="comma list of peers (numpy,torch_in,torch_gn,onnxruntime)")
+    b.add_argument("--peers", default=None,
+                   help="comma list of numpy, torch_in (torch instance_norm), torch_gn (torch group_norm), "
+                        "onnxruntime; or none (default: every installed one)")
     b.add_argument("--op", default="instance_norm", choices=["instance_norm", "group_norm"])
     b.add_argument("--groups", type=int, default=32, help="num_groups for --op group_norm")
     b.add_argument("--activation", default=None, choices=["relu", "leaky_relu", "silu"])
@@ -24,8 +35,13 @@ def _parser():
     b.add_argument("--json", metavar="FILE", help="write the raw numbers as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw GB/s per shape (needs matplotlib)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
-    sub.add_parser("info", help="print the build configuration (show_config)")
-    return p
+    b.add_argument("--contention", action="store_true",
+                   help="measure with one busy process per core running (started and stopped "
+                        "by the bench; each also exits by itself within minutes)")
+    b.add_argument("--isa", metavar="LEVEL[,LEVEL...]",
+                   help="run the whole bench once per SIMD level, each in a child process with "
+                        "FASTNORM_ISA=LEVEL (auto, or a level show_config lists for this CPU); "
+                        "--json then holds one entry per level, --plot writes FILE-LEVEL.png")
 
 
 def _shapes(spec):
@@ -49,11 +65,131 @@ def _shapes(spec):
     return out
 
 
+def _need_matplotlib():
+    """--plot draws after the whole run: fail before it, not after."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("--plot: needs matplotlib, which is not installed "
+                         "(pip install matplotlib); nothing was run") from None
+
+
+def _peers(spec):
+    """(peers to run, notes for the header) from --peers.  Unknown names are
+    an error; a known peer that is not installed is named in a note, with how
+    to install it.  Without --peers every installed peer runs and the note
+    says how to add the missing ones; "none" runs fastnorm and the copies."""
+    from . import _bench as B
+
+    installed = {p.name for p in B.PEERS if p.available()}
+    if spec is None:
+        missing = [n for n in B.PEER_NAMES if n not in installed]
+        them = "them" if len(missing) > 1 else "it"
+        notes = ([f"not installed: {', '.join(missing)}; {B.install_hint(missing)} to compare against {them}"]
+                 if missing else [])
+        return B.peers_available(), notes
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names == ["none"]:
+        names = []
+    for n in names:
+        if n not in B.PEER_NAMES:
+            raise SystemExit(f"--peers: unknown peer {n!r}; valid peers: {', '.join(B.PEER_NAMES)} "
+                             "(or none)")
+    notes = [f"{n} is not installed; {B.install_hint([n])} to compare against it"
+             for n in names if n not in installed]
+    return B.peers_available(names), notes
+
+
+def _isa_levels(spec):
+    """The levels of --isa, checked against the ones this CPU and build can
+    run (from _simd_info) before anything runs; "auto" is always valid."""
+    from . import _bench as B
+
+    levels = [s.strip() for s in spec.split(",") if s.strip()]
+    _, valid = B._simd_info()
+    if not levels:
+        raise SystemExit(f"--isa: no level in {spec!r}; valid levels: {', '.join(['auto'] + valid)}")
+    for lev in levels:
+        if levels.count(lev) > 1:
+            raise SystemExit(f"--isa: {lev!r} is given twice")
+        if lev == "auto" or lev in valid:
+            continue
+        if not valid:
+            raise SystemExit(f"--isa: cannot run {lev!r}: this build of fastnorm does not list its "
+                             "SIMD levels (show_config(mode=\"dicts\")), so only auto is valid")
+        raise SystemExit(f"--isa: unknown level {lev!r}; valid levels on this machine: "
+                         f"{', '.join(['auto'] + valid)}")
+    return levels
+
+
+def _child_argv(args, json_path, plot_path):
+    """The bench's arguments for one --isa child: every option as parsed,
+    without --isa, with the child's own --json and --plot files."""
+    b = argparse.ArgumentParser(add_help=False)
+    _bench_options(b)
+    argv = ["bench"]
+    for a in b._actions:
+        val = {"isa": None, "json": json_path, "plot": plot_path}.get(a.dest, getattr(args, a.dest))
+        if a.nargs == 0:                       # a flag
+            argv += [a.option_strings[0]] if val else []
+        elif val is not None:
+            argv += [a.option_strings[0], str(val)]
+    return argv
+
+
+def _bench_per_isa(args, levels):
+    """--isa: the engine picks its SIMD level once, at import, from
+    FASTNORM_ISA, so each level runs the whole bench in its own child process
+    (the same Python and the same fastnorm); their outputs are printed in
+    turn, and with --json their numbers are merged into one file keyed by
+    level.  --plot draws one file per level (FILE-LEVEL.png)."""
+    import fastnorm
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))
+    merged = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, lev in enumerate(levels):
+            jpath = os.path.join(tmp, f"{i}.json") if args.json else None
+            ppath = None
+            if args.plot:
+                stem, ext = os.path.splitext(args.plot)
+                ppath = f"{stem}-{lev}{ext}"
+            env = dict(os.environ, FASTNORM_ISA=lev,
+                       PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+            if i:
+                print()
+            print(f"=== FASTNORM_ISA={lev} ===", flush=True)
+            cmd = [sys.executable, "-m", "fastnorm"] + _child_argv(args, jpath, ppath)
+            with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as child:
+                try:
+                    for line in child.stdout:
+                        if jpath is None or line.rstrip("\n") != f"wrote {jpath}":
+                            sys.stdout.write(line)
+                    rc = child.wait()
+                except BaseException:          # Ctrl-C or a broken pipe: no orphaned run
+                    child.kill()
+                    raise
+            sys.stdout.flush()
+            if rc != 0:
+                raise SystemExit(f"--isa: the run with FASTNORM_ISA={lev} failed (exit status {rc})")
+            if jpath:
+                with open(jpath) as f:
+                    merged[lev] = json.load(f)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(merged, f, indent=1)
+        print(f"\nwrote {args.json} (one entry per level: {', '.join(levels)})")
+    return 0
+
+
 def bench(args):
     from . import _bench as B
     from ._cpu import _engine as E
 
     if args.device == "gpu":
+        for opt, val in (("--isa", args.isa), ("--contention", args.contention)):
+            if val:
+                raise SystemExit(f"{opt}: applies to the CPU bench only, not --device gpu")
         try:
             from ._gpu import bench as gpu_bench
         except ImportError as e:
@@ -68,33 +204,52 @@ def bench(args):
         if lay not in ("cf", "cl"):
             raise SystemExit(f"--layout: {lay!r} is not cf or cl")
     if args.threads is not None and args.threads < 1:
-        raise SystemExit("--threads must be >= 1")
-    names = args.peers.split(",") if args.peers else None
-    peers = B.peers_available(names)
-    nt = args.threads or E.default_threads()
+        raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat: must be >= 1, got {args.repeat}")
+    if args.plot:
+        _need_matplotlib()
+    peers, peer_notes = _peers(args.peers)
     shapes = _shapes(args.shapes)
-    print(f"fastnorm bench: {nt} thread(s), op={args.op}"
+    if args.isa is not None:
+        return _bench_per_isa(args, _isa_levels(args.isa))
+    nt = args.threads or E.default_threads()
+    mach = B.machine()
+    print(f"fastnorm bench: op={args.op}"
           + (f" (groups={args.groups})" if args.op == "group_norm" else "")
           + (f", activation={args.activation}" if args.activation else "")
-          + f", peers: {', '.join(p.name for p in peers if p.name != 'fastnorm' and not p.name.startswith('copy')) or 'none installed'}")
-    rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
-                       groups=args.groups, activation=args.activation, progress=not args.quiet)
+          + f", {nt} thread(s)")
+    print(B.machine_line(mach))
+    if mach["isa_env"] not in (None, "auto") and mach["simd_level"] not in ("unknown", mach["isa_env"]):
+        print(f"warning: FASTNORM_ISA={mach['isa_env']} but the engine runs {mach['simd_level']}")
+    print(f"peers: {', '.join(p.name for p in peers if p.name in B.PEER_NAMES) or 'none'}")
+    for note in peer_notes:
+        print(f"  {note}")
+    busy = (os.cpu_count() or 1) if args.contention else 0
+    if busy:
+        print(f"under contention: {busy} busy process{'es' if busy > 1 else ''} (one per core) "
+              "spinning while everything below is measured")
+    with B.busy_processes(busy) as procs:
+        rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
+                           groups=args.groups, activation=args.activation, progress=not args.quiet,
+                           l2_bytes=mach["l2_bytes"])
+        tiny = B.tiny_call_us()
+        ended = sum(p.poll() is not None for p in procs)
     print(B.table(rows))
-    tiny = B.tiny_call_us()
+    if ended:
+        print(f"\nwarning: {ended} of {busy} busy processes ended before the run did (each stops "
+              f"after {B.BUSY_SECONDS} s); the later cases ran under less contention")
     print(f"\ntiny input {B.TINY}: fastnorm {tiny['fastnorm']:.2f} us per call")
     summ = B.summary(rows)
-    for lay, s in summ.items():
-        print(f"{lay}: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    print("\n" + "\n".join(B.footer(summ)))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": nt, "rows": rows, "tiny_us": tiny, "summary": summ}, f, indent=1)
+            json.dump({"threads": nt, "machine": mach, "contention": busy, "rows": rows,
+                       "tiny_us": tiny, "summary": summ}, f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:
-        try:
-            B.plot(rows, args.plot)
-            print(f"wrote {args.plot}")
-        except ImportError:
-            print("--plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+        B.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

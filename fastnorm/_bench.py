@@ -5,12 +5,22 @@ time.  The ceiling is a parallel copy of the same bytes on the same number of
 OpenMP threads (fastnorm._cpu._engine.parallel_copy), measured in the same run,
 so ratios hold on any machine even when absolute times drift; within a case the
 copies, fastnorm and the peers are sampled in interleaved rounds, so a burst
-of noise slows all of them alike.
+of noise slows all of them alike.  The limit is that copy when a statistics
+unit fits in one core's L2 and 2/3 of it when it does not (limit_fraction).
+fastnorm is timed as users call it, allocating its output like the peers;
+the call into a preallocated out= is timed beside it (fastnorm_out).
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import importlib.util
+import io
 import math
+import os
+import platform
+import re
+import subprocess
 import sys
 import time
 
@@ -30,6 +40,137 @@ DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
 def _cl_shape(shape):
     return (shape[0],) + tuple(shape[2:]) + (shape[1],)
+
+
+DEFAULT_L2 = 1 << 20          # bytes per core when the cache size cannot be read
+L2_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+# ---------------------------------------------------------------- machine
+def _simd_info():
+    """(active SIMD level, levels this CPU and build can run), from
+    ``fastnorm.show_config(mode="dicts")``; ("unknown", []) from a build whose
+    show_config has no such mode."""
+    import fastnorm
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            d = fastnorm.show_config(mode="dicts")
+        return str(d["simd_level"]), [str(v) for v in d["simd_levels"]]
+    except Exception:  # an older show_config: TypeError (no mode), or no such keys
+        return "unknown", []
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name: /proc/cpuinfo's "model name" on Linux,
+    platform.processor() elsewhere (or the machine type when that is empty)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key.strip() == "model name" and val.strip():
+                    return val.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def parse_size(text):
+    """Bytes in a cache size as sysfs writes it ("1024K", "2M", "512 KiB",
+    "65536"); None when it is not a size."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:I?B)?\s*", text.upper())
+    if not m:
+        return None
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def l2_cache_bytes(cache_dir=L2_DIR):
+    """(bytes of one core's L2, where that came from): the level-2 data or
+    unified cache in cache_dir/index*/ (Linux sysfs), else DEFAULT_L2 and
+    "assumed"."""
+    for d in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
+        try:
+            with open(os.path.join(d, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(d, "size")) as f:
+                size = parse_size(f.read())
+            kind = ""
+            if os.path.exists(os.path.join(d, "type")):
+                with open(os.path.join(d, "type")) as f:
+                    kind = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and kind != "Instruction" and size:
+            return size, d
+    return DEFAULT_L2, "assumed"
+
+
+def unit_bytes(dims, layout, itemsize, op="instance_norm", groups=None):
+    """Bytes of one statistics unit, the data one mean and variance are taken
+    over: channels first, one plane (a group's C/G planes for group_norm);
+    channels last, one whole instance, whose channels' sums advance together
+    along it.  ``dims`` is the channels-first shape."""
+    spatial = math.prod(dims[2:])
+    if layout == "cl":
+        n = spatial * dims[1]
+    elif op == "group_norm":
+        n = spatial * (dims[1] // groups)
+    else:
+        n = spatial
+    return n * itemsize
+
+
+def limit_fraction(unit_bytes, l2_bytes):
+    """The most fastnorm can reach, as a fraction of a parallel copy of the
+    same bytes: a unit that fits in one core's L2 is read from memory once
+    (the second pass over it hits the cache), the copy's own traffic, so
+    1.0; a larger one is read twice and written once against the copy's one
+    read and one write, so 2/3."""
+    return 1.0 if unit_bytes <= l2_bytes else 2.0 / 3.0
+
+
+def machine():
+    """What the header reports about this machine: CPU model, the active and
+    the available SIMD levels, one core's L2 and where that size came from."""
+    level, levels = _simd_info()
+    l2, src = l2_cache_bytes()
+    return {"cpu": cpu_model(), "simd_level": level, "simd_levels": levels,
+            "isa_env": os.environ.get("FASTNORM_ISA"), "l2_bytes": l2, "l2_source": src}
+
+
+def machine_line(m):
+    """One header line from machine(): CPU, SIMD level, L2 per core."""
+    simd = m["simd_level"]
+    if simd == "unknown":
+        from ._config import config
+
+        simd = f"unknown (this build reports: {config()['simd']})"
+    if m.get("isa_env"):
+        simd += f", FASTNORM_ISA={m['isa_env']}"
+    l2 = f"{m['l2_bytes'] >> 10} KiB per core"
+    l2 += " (assumed: no cache size found)" if m["l2_source"] == "assumed" else ""
+    return f"CPU: {m['cpu']}; SIMD level: {simd}; L2: {l2}"
+
+
+_SPATIAL = {1: "L", 2: "HW", 3: "DHW"}
+
+
+def layout_words(ndim, layout):
+    """The layout of an ndim array in letters: NCHW / NHWC for 4-D, NCL / NLC
+    for 3-D, NCDHW / NDHWC for 5-D; other ranks in words."""
+    sp = _SPATIAL.get(ndim - 2)
+    if sp is None:
+        return "channels first" if layout == "cf" else "channels last"
+    return "NC" + sp if layout == "cf" else "N" + sp + "C"
+
+
+def case_label(name, dims, layout):
+    """A table row's case in words, e.g. "S1 (1, 64, 256, 256) NCHW": the
+    array's own shape (channels last for cl) and its layout.  ``dims`` is the
+    channels-first shape; a shape given as NxCxHxW is not named twice."""
+    full = tuple(dims) if layout == "cf" else _cl_shape(tuple(dims))
+    words = f"{full} {layout_words(len(full), layout)}"
+    return words if name == "x".join(str(d) for d in dims) else f"{name} {words}"
 
 
 def _error_text(e):
@@ -102,6 +243,7 @@ class Peer:
     or None when the peer cannot run this case."""
 
     name = "peer"
+    title = "a peer"          # how the footer's sentences name it
 
     def available(self):
         return True
@@ -134,7 +276,26 @@ class StreamCopy(Peer):
 
 
 class Fastnorm(Peer):
+    """fastnorm as users call it, ``y = fastnorm.instance_norm(x)``: the call
+    allocates its output, as the NumPy and torch peers do, so the ratios to
+    them compare like with like."""
+
     name = "fastnorm"
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        import fastnorm
+
+        ax = 1 if layout == "cf" else -1
+        if op == "group_norm":
+            return lambda: fastnorm.group_norm(x, groups, channel_axis=ax, activation=activation, num_threads=nt)
+        return lambda: fastnorm.instance_norm(x, channel_axis=ax, activation=activation, num_threads=nt)
+
+
+class FastnormOut(Peer):
+    """fastnorm writing into a preallocated ``out=``: the kernel's time
+    without the allocation and first touch of a fresh output."""
+
+    name = "fastnorm_out"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         import fastnorm
@@ -150,6 +311,7 @@ class NumpyPeer(Peer):
     """The plain NumPy implementation a user would write."""
 
     name = "numpy"
+    title = "plain NumPy"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         if op == "group_norm" or activation:
@@ -166,6 +328,7 @@ class NumpyPeer(Peer):
 
 class TorchInstanceNorm(Peer):
     name = "torch_in"
+    title = "torch.nn.functional.instance_norm"
 
     def available(self):
         return importlib.util.find_spec("torch") is not None
@@ -198,6 +361,7 @@ class TorchGroupNorm(TorchInstanceNorm):
     """torch group_norm with num_groups = C (instance norm) or the given groups."""
 
     name = "torch_gn"
+    title = "torch.nn.functional.group_norm"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         import torch
@@ -220,6 +384,7 @@ class TorchGroupNorm(TorchInstanceNorm):
 
 class OnnxRuntime(Peer):
     name = "onnxruntime"
+    title = "ONNX Runtime's InstanceNormalization"
 
     def available(self):
         return (importlib.util.find_spec("onnxruntime") is not None
@@ -253,23 +418,108 @@ class OnnxRuntime(Peer):
 
 
 CEILING = ("copy", "copy_nt")
-PEERS = [Copy(), StreamCopy(), Fastnorm(), NumpyPeer(), TorchInstanceNorm(), TorchGroupNorm(), OnnxRuntime()]
+OURS = ("fastnorm", "fastnorm_out")   # always measured, never a peer column
+PEERS = [Copy(), StreamCopy(), Fastnorm(), FastnormOut(), NumpyPeer(), TorchInstanceNorm(),
+         TorchGroupNorm(), OnnxRuntime()]
+
+
+PEER_NAMES = tuple(p.name for p in PEERS if p.name not in CEILING + OURS)
+PEER_TITLES = {p.name: p.title for p in PEERS}
+
+
+# the modules a peer imports, and the pip argument that installs each
+PEER_NEEDS = {"torch_in": ("torch",), "torch_gn": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
+PIP_ARGS = {"torch": "torch", "onnxruntime": '".[bench]"', "onnx": '".[bench]"'}
+
+
+def _have(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def install_hint(missing, have=None):
+    """How to install the peers named in ``missing``, naming only the modules
+    that are absent: "install torch and onnxruntime (pip install ".[bench]"
+    torch)"; "" when none is absent.  ``have(module)`` defaults to _have."""
+    have = have or _have
+    mods = []
+    for n in missing:
+        for m in PEER_NEEDS.get(n, ()):
+            if m not in mods and not have(m):
+                mods.append(m)
+    if not mods:
+        return ""
+    pip = sorted({PIP_ARGS[m] for m in mods})
+    return f"install {' and '.join(mods)} (pip install {' '.join(pip)})"
 
 
 def peers_available(names=None):
     out = [p for p in PEERS if p.available()]
     if names is not None:
-        out = [p for p in out if p.name in names or p.name in CEILING + ("fastnorm",)]
+        out = [p for p in out if p.name in names or p.name in CEILING + OURS]
     return out
+
+
+# -------------------------------------------------------------- contention
+BUSY_SECONDS = 300   # a busy process exits by itself after this, whatever its parent does
+
+# One core's worth of work for --contention: a Python loop that says "ready"
+# once it runs, then spins until its deadline passes or its parent is gone
+# (os.getppid() changes when the parent dies), checking both every 2**18 turns.
+_BUSY_CODE = """\
+import os, sys, time
+parent, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+n = 0
+while True:
+    n += 1
+    if not n & 0x3FFFF and (time.monotonic() > deadline or os.getppid() != parent):
+        break
+"""
+
+
+@contextlib.contextmanager
+def busy_processes(n, seconds=BUSY_SECONDS):
+    """Start ``n`` busy processes (a spinning Python loop each), wait until
+    every one runs, yield their Popen objects, and terminate and reap them on
+    the way out, however the block ends.  Each also exits by itself after
+    ``seconds`` or when this process dies."""
+    procs = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-S", "-c", _BUSY_CODE, str(os.getpid()), str(seconds)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
+        for p in procs:
+            p.stdout.readline()   # "ready": the run starts under the full load
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
 
 
 # -------------------------------------------------------------------- runs
 def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, repeat=7,
               peers=None, op="instance_norm", groups=None, activation=None, progress=True,
-              min_time=0.02):
+              min_time=0.02, l2_bytes=None):
     """Measure every (shape, layout, dtype) for fastnorm, the copies and each
-    peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each."""
+    peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each.
+    Each row also carries its statistics unit's bytes and the limit_fraction
+    that follows from them and ``l2_bytes`` (default: l2_cache_bytes()).
+    ``progress`` draws a bar on stderr, only when stderr is a terminal."""
     from ._cpu import _engine as E
+
+    if l2_bytes is None:
+        l2_bytes = l2_cache_bytes()[0]
+    progress = progress and _isatty(sys.stderr)   # a bar in a log or a pipe is noise
 
     nt = threads or E.default_threads()
     peers = peers or peers_available()
@@ -282,6 +532,8 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
         x = (1.0 + rng.standard_normal(full)).astype(DTYPES[dt])
         row = {"shape": sn, "dims": list(shape), "layout": lay, "dtype": dt, "threads": nt,
                "bytes": 2 * x.nbytes, "op": op, "times": {}}
+        row["unit_bytes"] = unit_bytes(shape, lay, x.itemsize, op, groups)
+        row["limit_fraction"] = limit_fraction(row["unit_bytes"], l2_bytes)
         fns = {}
         if progress:
             _progress(ci * repeat, total, f"{sn} {lay} {dt} setting up")
@@ -321,9 +573,15 @@ def _best_copy(times):
         times["copy"] = min(tm, tn)
 
 
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
+
+
 def _progress(i, n, label):
-    if not sys.stderr.isatty() and i not in (0, n) and i % 5:
-        return
+    """Redraw the progress bar on stderr (run_suite calls it only on a terminal)."""
     w = 30
     f = int(w * i / max(n, 1))
     sys.stderr.write(f"\r[{'#' * f}{'.' * (w - f)}] {i}/{n} {label:<40.40}")
@@ -338,51 +596,119 @@ def tiny_call_us(repeat=7):
     return out
 
 
+def of_copy(row):
+    """fastnorm's effective bandwidth over the copy's (None when either is missing)."""
+    tf, tc = row["times"].get("fastnorm"), row["times"].get("copy")
+    return tc / tf if tf and tc else None
+
+
+def of_limit(row):
+    """fastnorm's effective bandwidth over the limit's: the copy's times the
+    row's limit_fraction (None when any of them is missing)."""
+    oc, lf = of_copy(row), row.get("limit_fraction")
+    return oc / lf if oc is not None and lf else None
+
+
 def table(rows, peers=None):
     """Markdown table: time, GB/s, fraction of copy, speed-up over each peer."""
     names = []
     for r in rows:
         for k in r["times"]:
-            if k != "fastnorm" and not k.startswith("copy") and k not in names:
+            if k not in OURS and not k.startswith("copy") and k not in names:
                 names.append(k)
     if peers:
         names = [n for n in names if n in peers]
-    head = ["shape", "layout", "dtype", "fastnorm ms", "GB/s", "copy GB/s", "of copy"]
+    head = ["shape and layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy",
+            "of limit"]
     head += [f"x {n}" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         t = r["times"]
         tf = t.get("fastnorm")
+        to = t.get("fastnorm_out")
         tc = t.get("copy")
         gbs = lambda s: r["bytes"] / s / 1e9 if s else float("nan")  # noqa: E731
-        cells = [r["shape"], r["layout"], r["dtype"],
-                 f"{tf * 1e3:.3f}" if tf else "-", f"{gbs(tf):.1f}" if tf else "-",
-                 f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-"]
+        cells = [case_label(r["shape"], r["dims"], r["layout"]), r["dtype"],
+                 f"{tf * 1e3:.3f}" if tf else "-", f"{to * 1e3:.3f}" if to else "-",
+                 f"{gbs(tf):.1f}" if tf else "-",
+                 f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-",
+                 f"{of_limit(r):.2f}" if of_limit(r) is not None else "-"]
         for n in names:
             tp = t.get(n)
             cells.append(f"{tp / tf:.1f} ({gbs(tp):.1f})" if tp and tf else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    op = rows[0].get("op", "instance_norm") if rows else "instance_norm"
+    lines.append(f"fastnorm ms: y = fastnorm.{op}(x), allocating y as the peers do; "
+                 "out= ms: the same call writing into a preallocated out=.")
+    lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes; of limit: over "
+                 "the copy's when a statistics unit (a plane channels first, an instance channels "
+                 "last) fits in one core's L2, else over 2/3 of it (x read twice, y written once).")
     lines.append("x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); "
                  "GB/s = (bytes in + bytes out) / median time.")
     return "\n".join(lines)
 
 
 def summary(rows):
-    """Median speed-ups and worst copy fraction per layout."""
+    """Per layout: the fraction of copy and of limit (min, median, max) and
+    each peer's speed-up x PEER (min, median, max, number of cases), all from
+    the allocating fastnorm call.  The numbers behind footer() and --json."""
     out = {}
     for lay in ("cf", "cl"):
         rs = [r for r in rows if r["layout"] == lay and r["times"].get("fastnorm")]
         if not rs:
             continue
-        fr = [r["times"]["copy"] / r["times"]["fastnorm"] for r in rs if r["times"].get("copy")]
-        out[lay] = {"min_copy_fraction": min(fr) if fr else math.nan}
-        for p in ("numpy", "torch_in", "torch_gn", "onnxruntime"):
+        fr = [v for v in map(of_copy, rs) if v is not None]
+        fl = [v for v in map(of_limit, rs) if v is not None]
+        s = out[lay] = {"cases": len(rs), "min_copy_fraction": min(fr) if fr else math.nan}
+        if fr:
+            s["median_copy_fraction"], s["max_copy_fraction"] = float(np.median(fr)), max(fr)
+        if fl:
+            s["min_of_limit"], s["median_of_limit"], s["max_of_limit"] = min(fl), float(np.median(fl)), max(fl)
+        for p in PEER_NAMES:
             sp = [r["times"][p] / r["times"]["fastnorm"] for r in rs if r["times"].get(p)]
             if sp:
-                out[lay][f"median_x_{p}"] = float(np.median(sp))
-                out[lay][f"min_x_{p}"] = float(min(sp))
+                s[f"median_x_{p}"] = float(np.median(sp))
+                s[f"min_x_{p}"] = float(min(sp))
+                s[f"max_x_{p}"] = float(max(sp))
+                s[f"cases_x_{p}"] = len(sp)
     return out
+
+
+def _times(v):
+    return f"{v:.1f}x" if v >= 0.95 else f"{v:.2f}x"
+
+
+def _span(s, key):
+    """"0.58-0.85 (median 0.74)" from summary keys min_/median_/max_KEY; one value if they agree."""
+    lo, med, hi = (s[f"{k}_{key}"] for k in ("min", "median", "max"))
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f} (median {med:.2f})"
+
+
+def footer(summ):
+    """The summary in sentences: per layout, one per peer (median speed-up and
+    its range over the cases) and one for the fractions of copy and limit."""
+    lines = []
+    for lay, s in summ.items():
+        lines.append(("Channels first" if lay == "cf" else "Channels last") + ":")
+        for p in PEER_NAMES:
+            if f"median_x_{p}" not in s:
+                continue
+            med, lo, hi, n = (s[f"{k}_x_{p}"] for k in ("median", "min", "max", "cases"))
+            if med >= 1.05:
+                speed = f"{med:.1f}x faster than"
+            elif med <= 1 / 1.05:
+                speed = f"{1 / med:.1f}x slower than"
+            else:
+                speed = "as fast as"
+            span = f"median of {n} cases, x {p} from {_times(lo)} to {_times(hi)}" if n > 1 else "1 case"
+            lines.append(f"  fastnorm is {speed} {PEER_TITLES[p]} ({span}).")
+        if "median_copy_fraction" in s:
+            text = f"  fastnorm reaches {_span(s, 'copy_fraction')} of a parallel copy"
+            if "median_of_limit" in s:
+                text += f" and {_span(s, 'of_limit')} of its limit"
+            lines.append(text + ".")
+    return lines
 
 
 def plot(rows, path):
@@ -394,7 +720,7 @@ def plot(rows, path):
     names = []
     for r in rows:
         for k in r["times"]:
-            if k not in names and k not in ("copy_memcpy", "copy_nt"):
+            if k not in names and k not in ("copy_memcpy", "copy_nt", "fastnorm_out"):
                 names.append(k)
     labels = [f"{r['shape']}\n{r['layout']} {r['dtype']}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(rows)), 4.5))
