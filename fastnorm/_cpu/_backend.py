@@ -31,7 +31,7 @@ def _prepare(x, out):
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     if out is None:
-        return x, np.empty(x.shape, x.dtype)
+        return x, E.empty(x.shape, x.dtype)
     if out is not x and np.may_share_memory(out, x):
         # same buffer is fine (elementwise in place); any other overlap is not
         if not (out.__array_interface__["data"][0] == x.__array_interface__["data"][0]

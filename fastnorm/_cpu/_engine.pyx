@@ -63,6 +63,17 @@ cdef extern from "fn_dispatch.h" nogil:
         int stream
     fn_config_t fn_config
 
+cdef extern from "fn_pool.h":
+    object fn_pool_capsule()
+    size_t fn_pool_clear()
+    size_t fn_pool_set_cap(size_t cap)
+    size_t fn_pool_held()
+    size_t fn_pool_get_cap()
+    size_t FN_POOL_MIN
+
+cdef extern from "numpy/arrayobject.h":
+    object PyDataMem_SetHandler(object handler)
+
 # storage codes (fastnorm._validate maps dtypes to these; fn_base.h has the same)
 cdef enum:
     F16 = 0
@@ -985,6 +996,65 @@ def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads, int stream=-1
     return dst
 
 
+# ------------------------------------------------------------- outputs
+_POOL_HANDLER = fn_pool_capsule()
+
+
+def empty(shape, dtype):
+    """np.empty for an output fastnorm allocates: one of at least FN_POOL_MIN
+    bytes comes from the output pool (fn_pool.h), so a repeated call of the
+    same size reuses the pages of a freed output instead of faulting in (and
+    zeroing) fresh ones."""
+    cdef object old
+    dt = np.dtype(dtype)
+    n = dt.itemsize
+    for d in shape:
+        n *= d
+    if n < FN_POOL_MIN:
+        return np.empty(shape, dt)
+    old = PyDataMem_SetHandler(_POOL_HANDLER)
+    try:
+        return np.empty(shape, dt)
+    finally:
+        PyDataMem_SetHandler(old)
+
+
+def output_pool(cap_bytes=None):
+    """(bytes held, cap): the freed outputs kept for reuse; with cap_bytes,
+    set the cap (0 turns the pool off; FASTNORM_CACHE_BYTES at import)."""
+    if cap_bytes is not None:
+        if cap_bytes < 0:
+            raise ValueError(f"cap_bytes must be >= 0, got {cap_bytes!r}")
+        fn_pool_set_cap(cap_bytes)
+    return fn_pool_held(), fn_pool_get_cap()
+
+
+def empty_cache():
+    """Release the freed outputs kept for reuse; returns the bytes released."""
+    return fn_pool_clear()
+
+
+def _pool_from_env():
+    import os
+    import warnings
+
+    v = os.environ.get("FASTNORM_CACHE_BYTES")
+    if v is None or not v.strip():
+        return
+    try:
+        cap = int(v)
+        if cap < 0:
+            raise ValueError
+    except ValueError:
+        warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count >= 0; keeping "
+                      f"{fn_pool_get_cap()} bytes", RuntimeWarning, stacklevel=2)
+        return
+    fn_pool_set_cap(cap)
+
+
+_pool_from_env()
+
+
 # ------------------------------------------------------------- fast path
 def fast_norm_cf(cnp.ndarray x, int dt, double eps):
     """instance_norm of a validated C-contiguous channels-first array with no
@@ -992,7 +1062,11 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps):
     floor for small inputs."""
     cdef int nd = cnp.PyArray_NDIM(x)
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, dims, cnp.PyArray_TYPE(x), 0)
+    cdef cnp.ndarray y
     cdef Py_ssize_t N = dims[0], C = dims[1]
+    if x.nbytes < FN_POOL_MIN:
+        y = cnp.PyArray_EMPTY(nd, dims, cnp.PyArray_TYPE(x), 0)
+    else:
+        y = empty((<object>x).shape, x.dtype)
     cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C)
     return norm_cf(x, y, dt, N, C, 1, S, None, None, eps, 0, 0.0, omp_get_max_threads())

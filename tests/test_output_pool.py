@@ -1,0 +1,71 @@
+"""Large outputs fastnorm allocates come from a small pool of freed outputs
+(fn_pool.h): a repeated call reuses mapped pages instead of faulting in fresh
+ones.  Bounded, releasable, invisible to the results."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnorm
+from fastnorm._cpu import _engine as E
+
+
+@pytest.fixture
+def pool():
+    old_cap = E.output_pool()[1]
+    E.empty_cache()
+    yield
+    E.output_pool(old_cap)
+    E.empty_cache()
+
+
+def test_freed_output_is_reused_and_results_unchanged(pool):
+    x = np.random.default_rng(0).standard_normal((1, 8, 256, 256)).astype(np.float32)   # 2 MiB
+    ref = fastnorm.instance_norm(x).copy()
+    E.empty_cache()
+    y = fastnorm.instance_norm(x)
+    addr = y.ctypes.data
+    assert y.flags.owndata and y.flags.c_contiguous
+    assert E.output_pool()[0] == 0
+    del y
+    assert E.output_pool()[0] == x.nbytes            # kept
+    y2 = fastnorm.instance_norm(x)
+    assert y2.ctypes.data == addr                     # the same block, reused
+    assert E.output_pool()[0] == 0
+    np.testing.assert_array_equal(y2, ref)
+    # a reused block's old contents never show: every element is written
+    z = fastnorm.instance_norm(x * 0 + 1.0, activation="relu")
+    del z
+    np.testing.assert_array_equal(fastnorm.instance_norm(x), ref)
+
+
+def test_pool_is_bounded_and_releasable(pool):
+    E.output_pool(3 << 20)                            # room for one 2 MiB block
+    x = np.ones((1, 8, 256, 256), np.float32)
+    ys = [fastnorm.instance_norm(x) for _ in range(4)]
+    del ys
+    assert E.output_pool()[0] == x.nbytes
+    assert E.empty_cache() == x.nbytes and E.output_pool()[0] == 0
+    E.output_pool(0)                                  # off
+    del x
+    x = np.ones((1, 8, 256, 256), np.float32)
+    y = fastnorm.instance_norm(x)
+    del y
+    assert E.output_pool()[0] == 0
+    small = fastnorm.instance_norm(np.ones((1, 2, 8, 8), np.float32))   # below the pool's minimum
+    del small
+    assert E.output_pool()[0] == 0
+    with pytest.raises(ValueError, match="cap_bytes must be >= 0, got -1"):
+        E.output_pool(-1)
+
+
+def test_pool_size_from_environment():
+    code = "from fastnorm._cpu import _engine as E; print(E.output_pool()[1])"
+    env = dict(os.environ, FASTNORM_CACHE_BYTES="12345")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "12345", r.stderr
+    env["FASTNORM_CACHE_BYTES"] = "lots"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "RuntimeWarning" in r.stderr and "FASTNORM_CACHE_BYTES" in r.stderr
