@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 
 import numpy as np
 
@@ -21,6 +22,28 @@ from . import _validate as V
 _ndarray = np.ndarray
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float64): V.F64, np.dtype(np.float16): V.F16}
 _engine = None
+
+#: True in a child process created by fork() from a process that imported fastnorm
+_forked_child = False
+
+
+def _after_fork_in_child():
+    """Run the CPU engine serial in a forked child.
+
+    GNU libgomp's thread pool does not survive fork(): the child inherits the
+    parent's pool bookkeeping but not its threads, and its first parallel region
+    waits for them forever.  A call with one thread never enters the pool, so in
+    the child every call runs on one thread (an explicit ``num_threads`` too:
+    the CPU backend's ``_threads`` returns 1), and the fast path, which asks
+    OpenMP for its default count, is switched off.
+    """
+    global _forked_child, _FAST_CODES
+    _forked_child = True
+    _FAST_CODES = {}
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _fast_engine():

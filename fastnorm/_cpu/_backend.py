@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from .. import _api
 from . import _engine as E
 
 default_threads = E.default_threads
@@ -21,6 +22,10 @@ _MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 
 
 def _threads(nt):
+    """The thread count a call runs with (nt: validated num_threads or None)."""
+    if _api._forked_child:
+        # OpenMP's pool did not survive fork(); one thread never enters it
+        return 1
     # results are identical for every count, so an absurd request (num_threads=10**6)
     # is capped instead of asking OpenMP for a million threads
     return E.default_threads() if nt is None else min(nt, _MAX_THREADS)
