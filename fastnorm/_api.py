@@ -96,6 +96,14 @@ def _out(be, out, x):
     return be.check_out(out, x.shape, x.dtype) if hasattr(be, "check_out") else V.check_out(out, x.shape, x.dtype)
 
 
+def _unshared(a, out, xp=np):
+    """a, or a copy of it where it may share memory with out: the kernels read
+    the coefficients while (other threads) write out."""
+    if a is None or out is None or not xp.may_share_memory(a, out):
+        return a
+    return a.copy()
+
+
 def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
                   negative_slope=0.01, out=None, num_threads=None):
     """Instance normalization over the spatial axes of every (instance, channel).
@@ -209,6 +217,8 @@ def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_s
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
     out = _out(be, out, x)
+    if type(out) is np.ndarray:  # weight and bias are host arrays (copied to a GPU)
+        w, b = _unshared(w, out), _unshared(b, out)
     return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
 
 
@@ -428,7 +438,7 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
     out = _out(be, out, x)
-    mean_, scale, shift = _coefs(xp, m, v, eps, w, b, N, C)
+    mean_, scale, shift = (_unshared(a, out, xp) for a in _coefs(xp, m, v, eps, w, b, N, C))
     return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
 
 
