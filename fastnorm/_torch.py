@@ -17,6 +17,10 @@ from . import _validate as V
 
 INTEROP = True
 
+# tells autograd that a tensor was written in place (torch >= 2.1 has the public name)
+_increment_version = getattr(torch.autograd.graph, "increment_version", None) or \
+    torch._C._autograd._increment_version
+
 
 def _no_grad_check(*tensors):
     if torch.is_grad_enabled():
@@ -76,6 +80,14 @@ def _prep(x, channel_axis, out=None):
     if out is not None:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"out must be None or a torch.Tensor like x, got {type(out).__name__}")
+        if torch.is_grad_enabled() and out.requires_grad:
+            # torch's own in-place ops refuse a leaf that requires grad; a non-leaf
+            # would get a write autograd cannot differentiate (fastnorm has no backward)
+            raise RuntimeError(
+                "out requires grad while autograd is enabled: fastnorm writes out in place and has "
+                "no backward pass. Pass an out that does not require grad, or call under "
+                "torch.no_grad() / torch.inference_mode()."
+            )
         if out.device != x.device:
             raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
         ot = out.movedim(1, -1) if cl else out
@@ -86,7 +98,12 @@ def _prep(x, channel_axis, out=None):
     return to_array(xt), ax, cl, oa
 
 
-def _back(y, x, cl):
+def _back(y, x, cl, out=None):
+    """The result tensor: out (written in place, its version bumped so that
+    autograd sees the write) or a tensor sharing y's memory."""
+    if out is not None:
+        _increment_version(out)
+        return out
     t = from_array(y, x)
     return t.movedim(-1, 1) if cl else t
 
@@ -107,7 +124,7 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     y = _api.instance_norm(a, _host_or_same(weight, x), _host_or_same(bias, x), eps=eps,
                            channel_axis=ax, activation=activation, negative_slope=negative_slope,
                            out=oa, num_threads=num_threads)
-    return out if out is not None else _back(y, x, cl)
+    return _back(y, x, cl, out)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
@@ -116,7 +133,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     y = _api.group_norm(a, num_groups, _host_or_same(weight, x), _host_or_same(bias, x), eps=eps,
                         channel_axis=ax, activation=activation, negative_slope=negative_slope,
                         out=oa, num_threads=num_threads)
-    return out if out is not None else _back(y, x, cl)
+    return _back(y, x, cl, out)
 
 
 def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
@@ -125,7 +142,7 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     y = _api.normalize(a, _host_or_same(mean, x), _host_or_same(var, x), _host_or_same(weight, x),
                        _host_or_same(bias, x), eps=eps, channel_axis=ax, activation=activation,
                        negative_slope=negative_slope, out=oa, num_threads=num_threads)
-    return out if out is not None else _back(y, x, cl)
+    return _back(y, x, cl, out)
 
 
 def instance_stats(x, *, channel_axis=1, num_threads=None):

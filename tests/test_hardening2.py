@@ -151,3 +151,45 @@ def test_item2_torch_weight_sharing_memory_with_out(rng):
     y = fastnorm.instance_norm(x, w, b, out=out, num_threads=2)
     assert y is out
     assert torch.equal(y, want)
+
+
+# ------------------------------------------------- item 3: torch out= and autograd
+def test_item3_torch_out_requiring_grad_is_refused(rng):
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    a = torch.randn(2, 3, 8, 8, requires_grad=True)
+    b = a.exp()
+    before = b.detach().clone()
+    leaf = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    calls = [lambda o: fastnorm.instance_norm(t, out=o), lambda o: fastnorm.group_norm(t, 3, out=o),
+             lambda o: fastnorm.normalize(t, torch.zeros(3), torch.ones(3), out=o)]
+    for call in calls:
+        for o in (b, leaf):
+            with pytest.raises(RuntimeError, match=r"out requires grad"):
+                call(o)
+    assert torch.equal(b.detach(), before) and not leaf.detach().any()
+    # without grad mode it is a plain write, as torch's own copy_ allows
+    with torch.no_grad():
+        fastnorm.instance_norm(t, out=leaf)
+    assert torch.equal(leaf.detach(), fastnorm.instance_norm(t))
+
+
+def test_item3_torch_out_write_is_seen_by_autograd(rng):
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    out = torch.empty_like(t)
+    v = out._version
+    fastnorm.instance_norm(t, out=out)
+    assert out._version > v
+    a = torch.randn(2, 3, 8, 8, requires_grad=True)
+    b = a.exp()  # exp's backward uses its output b
+    with torch.no_grad():
+        fastnorm.instance_norm(t, out=b)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        b.sum().backward()
+    # channels_last out too
+    x = t.contiguous(memory_format=torch.channels_last)
+    o = torch.empty_like(x)
+    v = o._version
+    fastnorm.group_norm(x, 3, out=o)
+    assert o._version > v
