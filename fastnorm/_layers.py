@@ -104,6 +104,11 @@ class InstanceNorm:
             V.check_x(shape, getattr(x, "dtype", np.dtype(np.float32)))
         self._check_channels(x)
         use_input_stats = training or not self.track_running_stats
+        if use_input_stats and V.layout(shape, V.channels_last(self.channel_axis, len(shape)))[2] == 1:
+            # torch's check: the variance of one element is 0 and its unbiased
+            # variance (the running_var update) 0 / 0
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                             f"{V._shape_str(shape)}")
         if not use_input_stats:
             return _api.normalize(x, self.running_mean, self.running_var, self.weight, self.bias,
                                   eps=self.eps, channel_axis=self.channel_axis,

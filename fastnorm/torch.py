@@ -58,6 +58,13 @@ class _FastInstanceNorm:
         if C != self.num_features and self.affine:
             raise ValueError(f"expected input's size at dim=1 to match num_features ({self.num_features}), "
                              f"but got: {C}.")
+        if self.training or not self.track_running_stats:
+            spatial = 1
+            for s in input.shape[2:]:
+                spatial *= s
+            if spatial == 1:  # torch's check (the unbiased running_var would be 0 / 0)
+                raise ValueError(f"Expected more than 1 spatial element when training, got input "
+                                 f"size {input.size()}")
         w, b = _param(self.weight), _param(self.bias)
         kw = dict(eps=self.eps, activation=self.activation, negative_slope=self.negative_slope)
         if self.track_running_stats and not self.training:

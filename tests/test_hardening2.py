@@ -193,3 +193,44 @@ def test_item3_torch_out_write_is_seen_by_autograd(rng):
     v = o._version
     fastnorm.group_norm(x, 3, out=o)
     assert o._version > v
+
+
+# ------------------------------------------- item 5: one spatial element in training
+@pytest.mark.parametrize("shape, axis", [((2, 3, 1), 1), ((2, 3, 1, 1), 1), ((2, 1, 1, 3), -1)])
+def test_item5_instancenorm_one_spatial_element_training_raises(rng, shape, axis):
+    x = rng.random(shape).astype(np.float32)
+    layer = fastnorm.InstanceNorm(3, track_running_stats=True, affine=True, channel_axis=axis)
+    with pytest.raises(ValueError, match=r"Expected more than 1 spatial element when training, "
+                                         r"got input size \(" + ", ".join(map(str, shape)) + r"\)"):
+        layer(x, training=True)
+    np.testing.assert_array_equal(layer.running_var, np.ones(3, np.float32))
+    np.testing.assert_array_equal(layer.running_mean, np.zeros(3, np.float32))
+    # evaluation with running statistics is well defined on one element
+    y = layer(x, training=False)
+    assert np.isfinite(y).all()
+    # torch also refuses batch statistics of one element when nothing is tracked
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        fastnorm.InstanceNorm(3, channel_axis=axis)(x)
+
+
+def test_item5_torch_instancenorm_one_spatial_element_training_raises():
+    torch = pytest.importorskip("torch")
+    import fastnorm.torch as fnt
+
+    x = torch.rand(2, 3, 1)
+    for tracked in (True, False):
+        ref = torch.nn.InstanceNorm1d(3, track_running_stats=tracked)
+        mod = fnt.InstanceNorm1d(3, track_running_stats=tracked)
+        with torch.no_grad():
+            with pytest.raises(ValueError) as want:
+                ref(x)
+            with pytest.raises(ValueError) as got:
+                mod(x)
+            assert str(got.value) == str(want.value)
+            with pytest.raises(ValueError, match="more than 1 spatial element"):
+                mod(x[0])  # no batch dimension
+        if tracked:
+            assert torch.equal(mod.running_var, torch.ones(3))
+            mod.eval()
+            with torch.no_grad():
+                assert torch.isfinite(mod(x)).all()
