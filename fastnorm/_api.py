@@ -391,6 +391,13 @@ def _per_channel(a, name, N, C, xp=np):
     return xp.ascontiguousarray(arr, dtype=xp.float64)
 
 
+def _check_var(v):
+    """v itself; ValueError where a variance is negative (NaN passes, as in the formula)."""
+    if bool((v < 0).any()):
+        raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    return v
+
+
 def _coefs(xp, mean, var, eps, w, b, N, C):
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = 1.0 / xp.sqrt(var + eps)
@@ -429,9 +436,7 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     N, C, _ = V.layout(x.shape, cl)
     xp = getattr(be, "xp", np)
     m = _per_channel(mean, "mean", N, C, xp)
-    v = _per_channel(var, "var", N, C, xp)
-    if bool((v < 0).any()):
-        raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    v = _check_var(_per_channel(var, "var", N, C, xp))
     eps = V.check_eps(eps)
     act, slope = V.check_activation(activation, negative_slope)
     nt = V.check_threads(num_threads)

@@ -225,7 +225,11 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     cl = _check(x, channel_axis, out)
     N, C, _ = V.layout(x.shape, cl)
     m = _as_nc(mean, "mean", N, C)
-    v = _as_nc(var, "var", N, C)
+    if isinstance(var, da.Array):
+        # checked where it is known: in the graph, failing the compute
+        v = _as_nc(var, "var", N, C).map_blocks(_api._check_var, dtype=np.float64)
+    else:
+        v = da.from_array(_api._check_var(_api._per_channel(var, "var", N, C)), chunks=-1)
     eps = V.check_eps(eps)
     V.check_activation(activation, negative_slope)
     V.check_threads(num_threads)

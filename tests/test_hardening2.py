@@ -234,3 +234,28 @@ def test_item5_torch_instancenorm_one_spatial_element_training_raises():
             mod.eval()
             with torch.no_grad():
                 assert torch.isfinite(mod(x)).all()
+
+
+# ------------------------------------------- item 6: Dask normalize with a negative var
+def test_item6_dask_normalize_negative_var(rng):
+    da = pytest.importorskip("dask.array")
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    dx = da.from_array(x, chunks=(1, 3, 8, 16))
+    mean = np.zeros((2, 3))
+    var = np.ones((2, 3))
+    var[1, 2] = -0.5
+    with pytest.raises(ValueError, match="var must be >= 0"):
+        fastnorm.normalize(x, mean, var)  # NumPy, the reference behaviour
+    with pytest.raises(ValueError, match="var must be >= 0"):
+        fastnorm.normalize(dx, mean, var)
+    with pytest.raises(ValueError, match="var must be >= 0"):
+        fastnorm.normalize(dx, mean, var[1])  # (C,) broadcast
+    # a lazy var is checked in the graph: the compute fails with the same message
+    y = fastnorm.normalize(dx, da.from_array(mean), da.from_array(var, chunks=(1, 3)))
+    with pytest.raises(ValueError, match="var must be >= 0"):
+        y.compute(scheduler="sync")
+    # a valid lazy var still gives NumPy's answer
+    ok = np.abs(var)
+    np.testing.assert_array_equal(
+        fastnorm.normalize(dx, da.from_array(mean), da.from_array(ok, chunks=(1, 3))).compute(scheduler="sync"),
+        fastnorm.normalize(x, mean, ok))
