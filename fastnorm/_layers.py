@@ -1,6 +1,7 @@
 """A framework-free InstanceNorm layer with torch.nn.InstanceNorm semantics."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -11,7 +12,8 @@ from . import _validate as V
 
 def _host(a, name):
     if hasattr(a, "detach"):  # torch tensor
-        a = a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        a = (a.float() if a.dtype.is_floating_point and a.element_size() < 4 else a).numpy()
     elif type(a).__module__.partition(".")[0] == "cupy":
         a = a.get()
     return np.asarray(a)
@@ -152,23 +154,51 @@ class InstanceNorm:
         return d
 
     def load_state_dict(self, state_dict, strict=True):
-        """Load arrays (NumPy or torch tensors) saved under torch's key names."""
+        """Load arrays (NumPy or torch tensors) saved under torch's key names.
+
+        Every value is checked before any is applied: on an error (which names
+        the key) the layer is left as it was.
+        """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         expected = set(self.state_dict())
         # torch prefixes keys with the module path; accept a common prefix
-        keys = {k.rsplit(".", 1)[-1]: k for k in state_dict.keys()}
+        keys = {}
+        for k in state_dict.keys():
+            if not isinstance(k, str):
+                raise TypeError(f"state_dict keys must be strings, got {k!r}")
+            name = k.rsplit(".", 1)[-1]
+            if name in keys and name in expected:
+                raise ValueError(f"state_dict has two keys for {name!r}: {keys[name]!r} and {k!r}")
+            keys[name] = k
         missing = expected - set(keys)
         unexpected = set(keys) - expected
         if strict and (missing or unexpected):
             raise KeyError(f"state_dict keys do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        C = self.num_features
-        for name in expected & set(keys):
-            val = _host(state_dict[keys[name]], name)
-            if name == "num_batches_tracked":
-                self.num_batches_tracked = np.array(int(val), np.int64)
-                continue
-            if val.shape != (C,):
-                raise ValueError(f"state_dict[{name!r}] must have shape ({C},), got shape {V._shape_str(val.shape)}")
-            setattr(self, name, np.array(val, dtype=np.float32))
+        new = {name: self._checked(name, keys[name], state_dict[keys[name]])
+               for name in sorted(expected & set(keys))}
+        for name, val in new.items():
+            setattr(self, name, val)
         return self
+
+    def _checked(self, name, key, value):
+        """The attribute value for state_dict[key] (attribute name), or a
+        TypeError / ValueError naming the key."""
+        where = f"state_dict[{key!r}]"
+        try:
+            val = _host(value, where)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{where} must be an array of numbers, got {type(value).__name__}: {e}") from None
+        if val.dtype.kind not in "biuf" and val.dtype.name != "bfloat16":
+            raise TypeError(f"{where} must hold real numbers, got dtype {val.dtype}")
+        if name == "num_batches_tracked":
+            v = float(val.reshape(-1)[0]) if val.size == 1 else None
+            if val.ndim > 1 or v is None or not (math.isfinite(v) and v >= 0 and v == int(v)):
+                raise ValueError(f"{where} must be one integer >= 0, got {value!r}")
+            return np.array(int(v), np.int64)
+        C = self.num_features
+        if val.shape != (C,):
+            raise ValueError(f"{where} must have shape ({C},), got shape {V._shape_str(val.shape)}")
+        if name == "running_var" and bool((val < 0).any()):
+            raise ValueError(f"{where} must be >= 0 everywhere, got a negative variance")
+        return np.array(val, dtype=np.float32)

@@ -259,3 +259,49 @@ def test_item6_dask_normalize_negative_var(rng):
     np.testing.assert_array_equal(
         fastnorm.normalize(dx, da.from_array(mean), da.from_array(ok, chunks=(1, 3))).compute(scheduler="sync"),
         fastnorm.normalize(x, mean, ok))
+
+
+# ------------------------------------------- item 9: load_state_dict is all or nothing
+def _layer_state(layer):
+    return {k: np.array(v, copy=True) for k, v in layer.state_dict().items()}
+
+
+_GOOD_STATE = {"weight": np.full(3, 2.0), "bias": np.full(3, 0.5), "running_mean": np.full(3, 0.25),
+               "running_var": np.full(3, 4.0), "num_batches_tracked": np.array(7)}
+_BAD_VALUES = {
+    "weight": [np.ones(4), np.array(["a", "b", "c"]), [[1.0, 2.0], [3.0]], np.ones(3, complex)],
+    "bias": [np.ones((1, 3)), None, "abc"],
+    "running_mean": [np.zeros(2), np.array([object(), 1, 2], dtype=object)],
+    "running_var": [np.ones(5), np.array([1.0, -1.0, 1.0])],
+    "num_batches_tracked": [np.array([1, 2]), np.array(1.5), np.array(-1), "seven", np.array(np.nan),
+                            np.array(np.inf)],
+}
+
+
+@pytest.mark.parametrize("bad_key", sorted(_BAD_VALUES))
+def test_item9_load_state_dict_applies_nothing_on_error(bad_key):
+    for bad in _BAD_VALUES[bad_key]:
+        layer = fastnorm.InstanceNorm(3, affine=True, track_running_stats=True)
+        before = _layer_state(layer)
+        sd = dict(_GOOD_STATE)
+        sd[bad_key] = bad
+        with pytest.raises((TypeError, ValueError), match=rf"state_dict\['{bad_key}'\]"):
+            layer.load_state_dict(sd)
+        after = _layer_state(layer)
+        assert after.keys() == before.keys()
+        for k in before:
+            np.testing.assert_array_equal(after[k], before[k], err_msg=f"{k} changed ({bad_key}={bad!r})")
+    # and the good one loads completely
+    layer.load_state_dict(_GOOD_STATE)
+    for k, v in _GOOD_STATE.items():
+        np.testing.assert_array_equal(layer.state_dict()[k], v)
+
+
+def test_item9_load_state_dict_ambiguous_prefixed_keys():
+    layer = fastnorm.InstanceNorm(3, affine=True)
+    sd = {"a.weight": np.full(3, 2.0), "b.weight": np.full(3, 3.0), "a.bias": np.zeros(3)}
+    with pytest.raises(ValueError, match=r"'a.weight' and 'b.weight'"):
+        layer.load_state_dict(sd)
+    np.testing.assert_array_equal(layer.weight, np.ones(3, np.float32))
+    layer.load_state_dict({"net.0.weight": np.full(3, 2.0), "net.0.bias": np.zeros(3)})
+    np.testing.assert_array_equal(layer.weight, np.full(3, 2.0, np.float32))
