@@ -173,7 +173,8 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
         return io.instance_norm(x, weight, bias, eps=eps, channel_axis=channel_axis,
                                 activation=activation, negative_slope=negative_slope,
                                 out=out, num_threads=num_threads)
-    return _norm(x, None, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads)
+    return _norm(x, _PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, out,
+                 num_threads)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
@@ -203,14 +204,17 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
                  num_threads)
 
 
+_PER_CHANNEL = object()  # _norm's num_groups for instance norm (None is a bad num_groups)
+
+
 def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads):
     """Validate once (in the order of the signature) and run a backend's norm;
-    num_groups None means instance norm (one group per channel)."""
+    num_groups _PER_CHANNEL means instance norm (one group per channel)."""
     be = _backend(x)
     x, code = _prep(x, be)
     cl = V.channels_last(channel_axis, x.ndim)
     C = x.shape[-1] if cl else x.shape[1]
-    G = C if num_groups is None else V.check_num_groups(num_groups, C)
+    G = C if num_groups is _PER_CHANNEL else V.check_num_groups(num_groups, C)
     eps = V.check_eps(eps)
     act, slope = V.check_activation(activation, negative_slope)
     nt = V.check_threads(num_threads)

@@ -305,3 +305,20 @@ def test_item9_load_state_dict_ambiguous_prefixed_keys():
     np.testing.assert_array_equal(layer.weight, np.ones(3, np.float32))
     layer.load_state_dict({"net.0.weight": np.full(3, 2.0), "net.0.bias": np.zeros(3)})
     np.testing.assert_array_equal(layer.weight, np.full(3, 2.0, np.float32))
+
+
+# ------------------------------------------- item 10: group_norm(x, None)
+def test_item10_group_norm_num_groups_none(rng):
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    out = np.full_like(x, 7.0)
+    with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
+        fastnorm.group_norm(x, None)
+    with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
+        fastnorm.group_norm(x, None, out=out)
+    assert (out == 7.0).all()
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
+        fastnorm.group_norm(torch.from_numpy(x), None)
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
+        fastnorm.group_norm(da.from_array(x), None)
