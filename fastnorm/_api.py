@@ -383,6 +383,7 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
 
 def _per_channel(a, name, N, C, xp=np):
     """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
+    V.refuse_mask(a, name)
     if hasattr(a, "detach") or (type(a).__module__.partition(".")[0] == "cupy" and xp is np):
         a = V._to_host(a)
     arr = xp.asarray(a)

@@ -25,6 +25,7 @@ INTEROP = True
 def _check(x, channel_axis, out=None, name="x"):
     if out is not None:
         raise TypeError("out= is not supported for dask arrays (results are lazy); got an out array")
+    V.refuse_mask(x._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
     V.check_x(x.shape, x.dtype, name)
     cl = V.channels_last(channel_axis, x.ndim)
     return cl
@@ -212,6 +213,7 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
 
 def _as_nc(a, name, N, C):
     if isinstance(a, da.Array):
+        V.refuse_mask(a._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
         if a.shape == (C,):
             a = da.broadcast_to(a, (N, C))
         elif a.shape != (N, C):
@@ -248,6 +250,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     V.check_threads(num_threads)
     if not isinstance(style, da.Array):
         style = da.from_array(V.as_numpy(style, "style"), chunks=-1)
+    V.refuse_mask(style._meta, "style", "is a Dask array of numpy.ma.MaskedArray chunks")
     V.check_x(style.shape, style.dtype, "style")
     scl = V.channels_last(channel_axis, style.ndim)
     Ns, Cs, _ = V.layout(style.shape, scl)

@@ -185,6 +185,7 @@ class InstanceNorm:
         """The attribute value for state_dict[key] (attribute name), or a
         TypeError / ValueError naming the key."""
         where = f"state_dict[{key!r}]"
+        V.refuse_mask(value, where)
         try:
             val = _host(value, where)
         except (TypeError, ValueError) as e:

@@ -322,3 +322,49 @@ def test_item10_group_norm_num_groups_none(rng):
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
         fastnorm.group_norm(da.from_array(x), None)
+
+
+# ------------------------------------------- item 11: numpy.ma.MaskedArray
+def test_item11_masked_arrays_are_refused(rng):
+    x = rng.random((2, 3, 8, 8))
+    mx = np.ma.masked_greater(x, 0.9)
+    m, v = fastnorm.instance_stats(x)
+    msg = r"is a numpy\.ma\.MaskedArray: masks are not supported"
+    for call, name in [
+        (lambda: fastnorm.instance_stats(mx), "x"),
+        (lambda: fastnorm.instance_norm(mx), "x"),
+        (lambda: fastnorm.instance_moments(mx), "x"),
+        (lambda: fastnorm.group_norm(mx, 3), "x"),
+        (lambda: fastnorm.adain(mx, x), "content"),
+        (lambda: fastnorm.adain(x, mx), "style"),
+        (lambda: fastnorm.instance_norm(x, np.ma.masked_less(np.ones(3), 0)), "weight"),
+        (lambda: fastnorm.instance_norm(x, None, np.ma.masked_equal(np.zeros(3), 0)), "bias"),
+        (lambda: fastnorm.normalize(x, np.ma.masked_greater(m, 0.5), v), "mean"),
+        (lambda: fastnorm.normalize(x, m, np.ma.masked_greater(v, 0.05)), "var"),
+        (lambda: fastnorm.InstanceNorm(3)(mx), "x"),
+    ]:
+        with pytest.raises(TypeError, match=rf"^{name} {msg}"):
+            call()
+    out = np.ma.masked_array(np.zeros_like(x), mask=np.zeros(x.shape, bool))
+    with pytest.raises(TypeError, match=rf"^out {msg}"):
+        fastnorm.instance_norm(x, out=out)
+    assert (out.data == 0).all()
+    layer = fastnorm.InstanceNorm(3, affine=True)
+    with pytest.raises(TypeError, match=rf"state_dict\['weight'\] {msg}"):
+        layer.load_state_dict({"weight": np.ma.masked_greater(np.ones(3), 2), "bias": np.zeros(3)})
+
+
+def test_item11_dask_masked_arrays_are_refused(rng):
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(rng.random((2, 3, 8, 8)), chunks=(1, 3, 4, 8))
+    mx = da.ma.masked_greater(x, 0.9)
+    msg = r"is a Dask array of numpy\.ma\.MaskedArray chunks: masks are not supported"
+    with pytest.raises(TypeError, match=rf"^x {msg}"):
+        fastnorm.instance_stats(mx)
+    with pytest.raises(TypeError, match=rf"^x {msg}"):
+        fastnorm.instance_norm(mx)
+    with pytest.raises(TypeError, match=rf"^style {msg}"):
+        fastnorm.adain(x, mx)
+    m, v = fastnorm.instance_stats(x)
+    with pytest.raises(TypeError, match=rf"^var {msg}"):
+        fastnorm.normalize(x, m, da.ma.masked_greater(v, 0.05))
