@@ -83,10 +83,10 @@ def _interop(x):
     return be if getattr(be, "INTEROP", False) else None
 
 
-def _prep(x, be, name="x"):
+def _prep(x, be, name="x", min_ndim=3):
     """Array in the backend's own type, its dtype code."""
     x = be.asarray(x, name) if hasattr(be, "asarray") else V.as_numpy(x, name)
-    code = V.check_x(x.shape, x.dtype, name)
+    code = V.check_x(x.shape, x.dtype, name, min_ndim)
     return x, code
 
 
@@ -182,7 +182,8 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
-    over the group's channels and all spatial axes; per-channel affine.
+    over the group's channels and all spatial axes; per-channel affine.  ``x``
+    may also be (N, C), a spatial size of one, as in torch.
     ``num_groups == C`` is instance norm; ``num_groups == 1`` normalizes each
     instance over (C, *spatial).  Other arguments as in :func:`instance_norm`.
 
@@ -209,9 +210,10 @@ _PER_CHANNEL = object()  # _norm's num_groups for instance norm (None is a bad n
 
 def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads):
     """Validate once (in the order of the signature) and run a backend's norm;
-    num_groups _PER_CHANNEL means instance norm (one group per channel)."""
+    num_groups _PER_CHANNEL means instance norm (one group per channel); group
+    norm also takes (N, C) inputs (a spatial size of one), as torch does."""
     be = _backend(x)
-    x, code = _prep(x, be)
+    x, code = _prep(x, be, min_ndim=3 if num_groups is _PER_CHANNEL else 2)
     cl = V.channels_last(channel_axis, x.ndim)
     C = x.shape[-1] if cl else x.shape[1]
     G = C if num_groups is _PER_CHANNEL else V.check_num_groups(num_groups, C)

@@ -22,11 +22,11 @@ from . import _validate as V
 INTEROP = True
 
 
-def _check(x, channel_axis, out=None, name="x"):
+def _check(x, channel_axis, out=None, name="x", min_ndim=3):
     if out is not None:
         raise TypeError("out= is not supported for dask arrays (results are lazy); got an out array")
     V.refuse_mask(x._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
-    V.check_x(x.shape, x.dtype, name)
+    V.check_x(x.shape, x.dtype, name, min_ndim)
     cl = V.channels_last(channel_axis, x.ndim)
     return cl
 
@@ -171,7 +171,7 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
                negative_slope=0.01, out=None, num_threads=None):
-    cl = _check(x, channel_axis, out)
+    cl = _check(x, channel_axis, out, min_ndim=2)
     cax = _caxis(x.ndim, cl)
     C = x.shape[cax]
     G = V.check_num_groups(num_groups, C)

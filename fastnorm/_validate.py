@@ -59,12 +59,13 @@ def as_numpy(x, name="x"):
     return a
 
 
-def check_x(shape, dtype, name="x"):
-    """ndim >= 3 and a supported dtype; returns the dtype code."""
+def check_x(shape, dtype, name="x", min_ndim=3):
+    """ndim >= min_ndim (3; 2 for group norm, as torch) and a supported dtype;
+    returns the dtype code."""
     code = dtype_code(dtype, name)
-    if len(shape) < 3:
+    if len(shape) < min_ndim:
         raise ValueError(
-            f"{name} must have at least 3 dimensions (N, C, *spatial), got shape {_shape_str(shape)}"
+            f"{name} must have at least {min_ndim} dimensions (N, C, *spatial), got shape {_shape_str(shape)}"
         )
     return code
 

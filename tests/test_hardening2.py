@@ -368,3 +368,113 @@ def test_item11_dask_masked_arrays_are_refused(rng):
     m, v = fastnorm.instance_stats(x)
     with pytest.raises(TypeError, match=rf"^var {msg}"):
         fastnorm.normalize(x, m, da.ma.masked_greater(v, 0.05))
+
+
+# ------------------------------------------- item 12: torch parity
+def test_item12_group_norm_2d_inputs(rng):
+    x = rng.standard_normal((4, 12)).astype(np.float32)
+    w, b = np.linspace(0.5, 2, 12), np.linspace(-1, 1, 12)
+    # a spatial size of one: the same as a trailing axis of length 1, in either layout
+    want = fastnorm.group_norm(x[:, :, None], 3, w, b, eps=1e-3)[:, :, 0]
+    np.testing.assert_array_equal(fastnorm.group_norm(x, 3, w, b, eps=1e-3), want)
+    np.testing.assert_array_equal(fastnorm.group_norm(x, 3, w, b, eps=1e-3, channel_axis=-1), want)
+    out = np.empty_like(x)
+    assert fastnorm.group_norm(x, 3, w, b, eps=1e-3, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match=r"x must have at least 2 dimensions \(N, C, \*spatial\), got shape \(12,\)"):
+        fastnorm.group_norm(x[0], 3)
+    # instance norm still needs a spatial axis
+    with pytest.raises(ValueError, match="at least 3 dimensions"):
+        fastnorm.instance_norm(x)
+    da = pytest.importorskip("dask.array")
+    np.testing.assert_array_equal(
+        fastnorm.group_norm(da.from_array(x, chunks=(2, 6)), 3, w, b, eps=1e-3).compute(scheduler="sync"), want)
+
+
+def test_item12_torch_group_norm_module_2d_inputs():
+    torch = pytest.importorskip("torch")
+    import fastnorm.torch as fnt
+
+    torch.manual_seed(0)
+    ref = torch.nn.GroupNorm(3, 12, 1e-3)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2)
+        ref.bias.uniform_(-1, 1)
+    mod = fnt.convert(ref)
+    x = torch.randn(4, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x), ref(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fastnorm.group_norm(x, 3, ref.weight, ref.bias, eps=1e-3),
+                                   torch.nn.functional.group_norm(x, 3, ref.weight, ref.bias, 1e-3),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda nn: nn.GroupNorm(3, 6, 1e-3, bias=False),
+                                  lambda nn: nn.InstanceNorm2d(6, affine=True, bias=False),
+                                  lambda nn: nn.InstanceNorm1d(6, affine=True, bias=False,
+                                                               track_running_stats=True)])
+def test_item12_convert_bias_false(make):
+    torch = pytest.importorskip("torch")
+    import fastnorm.torch as fnt
+
+    ref = make(torch.nn)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2)
+    model = torch.nn.Sequential(ref).eval()
+    x = torch.randn(2, 6, 5, 7) if not isinstance(ref, torch.nn.InstanceNorm1d) else torch.randn(2, 6, 9)
+    with torch.no_grad():
+        want = model(x)
+        fnt.convert(model)
+        assert type(model[0]).__module__ == "fastnorm.torch"
+        assert model[0].bias is None and model[0].state_dict().keys() == ref.state_dict().keys()
+        torch.testing.assert_close(model[0](x), want, rtol=1e-5, atol=1e-5)
+
+
+def _ulps16(a, b):
+    """Distance in units of the last place of a's float16 / bfloat16 grid."""
+    import torch
+
+    mag = a.abs()  # the ulp away from zero (the larger one at a power of two)
+    ulp = torch.nextafter(mag, torch.full_like(mag, float("inf"))).double() - mag.double()
+    return ((a.double() - b.double()).abs() / ulp).max().item()
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_item12_running_stats_update_rounds_once(dtype_name):
+    torch = pytest.importorskip("torch")
+    import fastnorm.torch as fnt
+
+    if dtype_name == "bfloat16":
+        pytest.importorskip("ml_dtypes")
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(1)
+    mod = fnt.InstanceNorm1d(64, momentum=-1.2, track_running_stats=True).to(dtype).train()
+    worst = 0.0
+    with torch.no_grad():
+        for step in range(4):
+            x = (torch.randn(3, 64, 50) * 3 + torch.linspace(-20, 20, 64)[:, None]).to(dtype)
+            rm, rv = mod.running_mean.double(), mod.running_var.double()
+            xd = x.double()
+            bm = xd.mean(2).mean(0)
+            bv = xd.var(2, unbiased=True).mean(0)
+            mod(x)
+            exact_m = (1 + 1.2) * rm - 1.2 * bm
+            exact_v = (1 + 1.2) * rv - 1.2 * bv
+            worst = max(worst, _ulps16(mod.running_mean, exact_m), _ulps16(mod.running_var, exact_v))
+    # one rounding of the float64 update: at most half an ulp (plus the mean's own rounding)
+    assert worst <= 0.51, worst
+
+
+def test_item12_numpy_layer_running_stats_update_rounds_once(rng):
+    layer = fastnorm.InstanceNorm(64, momentum=0.7, track_running_stats=True)
+    worst = 0.0
+    for step in range(6):
+        x = (rng.standard_normal((3, 64, 50)) * 3 + np.linspace(-20, 20, 64)[:, None]).astype(np.float32)
+        rm, rv = layer.running_mean.astype(np.float64), layer.running_var.astype(np.float64)
+        xd = x.astype(np.float64)
+        layer(x, training=True)
+        exact_m = 0.3 * rm + 0.7 * xd.mean(2).mean(0)
+        exact_v = 0.3 * rv + 0.7 * xd.var(2, ddof=1).mean(0)
+        for got, exact in ((layer.running_mean, exact_m), (layer.running_var, exact_v)):
+            worst = max(worst, float((np.abs(got - exact) / np.spacing(np.abs(got))).max()))
+    assert worst <= 0.51, worst
