@@ -47,9 +47,16 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 
 
 def _fast_engine():
-    global _engine
+    """The engine for instance_norm's fast path, or None where it must not run:
+    it takes OpenMP's default count as it is, so a default above the CPU
+    backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good."""
+    global _engine, _FAST_CODES
     from ._cpu import _engine as E
+    from ._cpu._backend import _MAX_THREADS
 
+    if E.default_threads() > _MAX_THREADS:
+        _FAST_CODES = {}
+        return None
     _engine = E
     return E
 
@@ -63,7 +70,7 @@ _BACKENDS = {
 _loaded = {}
 
 
-def _backend(x):
+def _backend(x, name="x"):
     """The backend module for x (numpy for ndarrays and array-likes)."""
     t = type(x)
     if t is np.ndarray:
@@ -75,18 +82,30 @@ def _backend(x):
     be = _loaded.get(root)
     if be is None:
         be = _loaded[root] = importlib.import_module(_BACKENDS[root])
+    array_type = getattr(be, "ARRAY_TYPE", None)
+    if array_type is not None and not isinstance(x, array_type):
+        # torch.Size, a module, a dtype, a Dask Bag: from an array library, not an array
+        raise TypeError(f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
+                        f"got {t.__module__}.{t.__qualname__}")
     return be
 
 
-def _interop(x):
-    be = _backend(x)
+def _interop(x, name="x"):
+    be = _backend(x, name)
     return be if getattr(be, "INTEROP", False) else None
 
 
 def _prep(x, be, name="x", min_ndim=3):
     """Array in the backend's own type, its dtype code."""
     x = be.asarray(x, name) if hasattr(be, "asarray") else V.as_numpy(x, name)
-    code = V.check_x(x.shape, x.dtype, name, min_ndim)
+    try:
+        code = V.check_x(x.shape, x.dtype, name, min_ndim)
+    except TypeError:
+        if x.dtype.isnative:
+            raise
+        # big-endian data ('>f4'): converted once to native byte order
+        x = x.astype(x.dtype.newbyteorder("="))
+        code = V.check_x(x.shape, x.dtype, name, min_ndim)
     return x, code
 
 
@@ -117,7 +136,8 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     x : array_like, shape (N, C, *spatial) or (N, *spatial, C)
         float16, float32 or float64 (bfloat16 via ml_dtypes); at least one spatial
         axis.  Any strides are accepted; a non-C-contiguous input is copied once
-        into a contiguous buffer before the kernels run.  NumPy arrays run on the
+        into a contiguous buffer before the kernels run, and big-endian data
+        (``'>f4'``) is converted once to native byte order (so is the result).  NumPy arrays run on the
         CPU engine, CuPy arrays on the GPU, torch tensors and Dask arrays through
         their interop layers.
     weight, bias : array_like of shape (C,), optional
@@ -137,7 +157,8 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
         (in place).  Returned.
     num_threads : int, optional
         OpenMP threads; None uses the OpenMP default (``OMP_NUM_THREADS``,
-        threadpoolctl limits).  Results are bit-identical for every value.
+        threadpoolctl limits).  Either is capped at max(64, 4 x the CPU count).
+        Results are bit-identical for every value.
 
     Returns
     -------
@@ -167,7 +188,9 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
             and channel_axis == 1 and type(eps) is float and 0.0 <= eps < math.inf):
         code = _FAST_CODES.get(x.dtype)
         if code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size:
-            return (_engine or _fast_engine()).fast_norm_cf(x, code, eps)
+            E = _engine or _fast_engine()
+            if E is not None:
+                return E.fast_norm_cf(x, code, eps)
     io = _interop(x)
     if io is not None:
         return io.instance_norm(x, weight, bias, eps=eps, channel_axis=channel_axis,
@@ -388,7 +411,10 @@ def _per_channel(a, name, N, C, xp=np):
     V.refuse_mask(a, name)
     if hasattr(a, "detach") or (type(a).__module__.partition(".")[0] == "cupy" and xp is np):
         a = V._to_host(a)
-    arr = xp.asarray(a)
+    try:
+        arr = xp.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}: {e}") from None
     if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{name} must have a real dtype, got dtype {arr.dtype}")
     if arr.shape == (C,):
@@ -475,7 +501,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     >>> bool(np.allclose(ymean, smean, atol=1e-4) and np.allclose(yvar, svar + 1e-5, rtol=1e-3))
     True
     """
-    io = _interop(content)
+    io = _interop(content, "content")
     if io is not None:
         return io.adain(content, style, eps=eps, channel_axis=channel_axis, alpha=alpha,
                         num_threads=num_threads)
@@ -483,7 +509,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     x, code = _prep(content, be, "content")
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
-    sbe = _backend(style)
+    sbe = _backend(style, "style")
     if sbe is not be:
         raise TypeError(f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}")
     s, scode = _prep(style, be, "style")

@@ -27,7 +27,7 @@ class InstanceNorm:
     num_features : int
         Channel count C.
     eps : float, default 1e-5
-    momentum : float or None, default 0.1
+    momentum : float in [0, 1] or None, default 0.1
         Running-statistics update factor; None means a cumulative average.
     affine : bool, default False
         Learnable-style per-channel ``weight`` (ones) and ``bias`` (zeros).
@@ -68,13 +68,17 @@ class InstanceNorm:
         if momentum is not None:
             if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
                 raise TypeError(f"momentum must be a real number or None, got {momentum!r}")
+            if not 0.0 <= float(momentum) <= 1.0:  # NaN fails too
+                raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
             momentum = float(momentum)
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+            raise TypeError(f"channel_axis must be an int (1 or -1), got {channel_axis!r}")
         if channel_axis not in (1, -1):
             raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
-        self.channel_axis = channel_axis
+        self.channel_axis = int(channel_axis)
         C = self.num_features
         self.weight = np.ones(C, np.float32) if self.affine else None
         self.bias = np.zeros(C, np.float32) if self.affine else None

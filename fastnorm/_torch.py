@@ -16,6 +16,7 @@ from . import _api
 from . import _validate as V
 
 INTEROP = True
+ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
 # tells autograd that a tensor was written in place (torch >= 2.1 has the public name)
 _increment_version = getattr(torch.autograd.graph, "increment_version", None) or \
@@ -70,9 +71,10 @@ def from_array(a, like):
     return torch.from_numpy(a)
 
 
-def _prep(x, channel_axis, out=None):
+def _prep(x, channel_axis, out=None, name="x"):
     """(array, channel_axis for the array, was_mapped, out array)."""
     _no_grad_check(x)
+    V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
     cl = _is_cl(x, channel_axis)
     xt = x.detach().movedim(1, -1) if cl else x.detach()
     ax = -1 if cl else channel_axis
@@ -95,7 +97,7 @@ def _prep(x, channel_axis, out=None):
             fmt = "channels_last like x" if cl else "contiguous"
             raise ValueError(f"out must be {fmt}, got a tensor with strides {tuple(out.stride())}")
         oa = to_array(ot, "out")
-    return to_array(xt), ax, cl, oa
+    return to_array(xt, name), ax, cl, oa
 
 
 def _back(y, x, cl, out=None):
@@ -161,7 +163,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     if not isinstance(style, torch.Tensor):
         raise TypeError(f"style must be a torch.Tensor like content, got {type(style).__name__}")
     _no_grad_check(style)
-    a, ax, cl, _ = _prep(content, channel_axis)
+    a, ax, cl, _ = _prep(content, channel_axis, name="content")
     # style in the layout the content is handed over in (a view; style is usually small)
     s = to_array(style.detach().movedim(1, -1) if cl else style.detach(), "style")
     y = _api.adain(a, s, eps=eps, channel_axis=ax, alpha=alpha, num_threads=num_threads)

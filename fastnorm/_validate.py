@@ -124,7 +124,10 @@ def check_vector(a, name, C, *, allow_none=True):
     refuse_mask(a, name)
     if hasattr(a, "__cuda_array_interface__") or type(a).__module__.split(".")[0] in ("torch", "cupy"):
         a = _to_host(a)
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise TypeError(f"{name} must be an array of {C} numbers, got {type(a).__name__}: {e}") from None
     if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{name} must have a real (float or int) dtype, got dtype {arr.dtype}")
     if arr.ndim != 1:

@@ -478,3 +478,147 @@ def test_item12_numpy_layer_running_stats_update_rounds_once(rng):
         for got, exact in ((layer.running_mean, exact_m), (layer.running_var, exact_v)):
             worst = max(worst, float((np.abs(got - exact) / np.spacing(np.abs(got))).max()))
     assert worst <= 0.51, worst
+
+
+# ------------------------------------------- item 13: errors that miss the contract
+def test_item13_big_endian_input_is_converted_once(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    xb = x.astype(">f4")
+    assert not xb.dtype.isnative
+    w = np.linspace(0.5, 2, 3).astype(">f8")
+    want = fastnorm.instance_norm(x, w.astype(np.float64))
+    got = fastnorm.instance_norm(xb, w)
+    assert got.dtype == np.float32 and got.dtype.isnative
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fastnorm.group_norm(xb, 3), fastnorm.group_norm(x, 3))
+    for a, b in zip(fastnorm.instance_stats(xb.astype(">f8")), fastnorm.instance_stats(x.astype(np.float64))):
+        np.testing.assert_array_equal(a, b)
+    m, v = fastnorm.instance_stats(x)
+    np.testing.assert_array_equal(fastnorm.normalize(xb, m.astype(">f4"), v.astype(">f4")),
+                                  fastnorm.normalize(x, m, v))
+    np.testing.assert_array_equal(fastnorm.adain(xb, xb[:1]), fastnorm.adain(x, x[:1]))
+    np.testing.assert_array_equal(fastnorm.instance_moments(xb).m2, fastnorm.instance_moments(x).m2)
+    da = pytest.importorskip("dask.array")
+    np.testing.assert_array_equal(fastnorm.instance_norm(da.from_array(xb, chunks=(1, 3, 4, 8))).compute(),
+                                  fastnorm.instance_norm(x))
+
+
+def test_item13_ragged_coefficients_name_the_argument(rng):
+    x = rng.standard_normal((2, 3, 8, 8))
+    out = np.full_like(x, 5.0)
+    for kw, name in [(dict(weight=[[1.0, 2.0], [3.0], [4.0]]), "weight"),
+                     (dict(bias=[1.0, [2.0, 3.0], 4.0]), "bias")]:
+        with pytest.raises(TypeError, match=rf"^{name} must be an array of 3 numbers, got list"):
+            fastnorm.instance_norm(x, out=out, **kw)
+    with pytest.raises(TypeError, match=r"^mean must be an array of numbers, got list"):
+        fastnorm.normalize(x, [[1.0, 2.0], [3.0]], np.ones(3), out=out)
+    with pytest.raises(TypeError, match=r"^var must be an array of numbers, got list"):
+        fastnorm.normalize(x, np.zeros(3), [[1.0, 2.0], [3.0]], out=out)
+    assert (out == 5.0).all()
+
+
+def test_item13_torch_adain_names_content():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"^content must have a floating dtype"):
+        fastnorm.adain(torch.zeros(2, 3, 4, 4, dtype=torch.int32), torch.zeros(2, 3, 4, 4))
+    with pytest.raises(TypeError, match=r"^style must have a floating dtype"):
+        fastnorm.adain(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4, dtype=torch.int32))
+
+
+def test_item13_non_array_objects_from_torch_and_dask():
+    torch = pytest.importorskip("torch")
+    things = [torch.Size([2, 3, 4, 4]), torch.nn.Conv2d(3, 3, 1), torch.float32, torch.device("cpu")]
+    try:
+        import dask.bag as db
+    except ImportError:
+        db = None
+    if db is not None:
+        things.append(db.from_sequence([1.0, 2.0, 3.0]))
+    calls = [lambda a: fastnorm.instance_norm(a), lambda a: fastnorm.group_norm(a, 1),
+             lambda a: fastnorm.instance_stats(a), lambda a: fastnorm.instance_moments(a),
+             lambda a: fastnorm.normalize(a, np.zeros(3), np.ones(3))]
+    for thing in things:
+        qual = f"{type(thing).__module__}.{type(thing).__qualname__}"
+        for call in calls:
+            with pytest.raises(TypeError, match=r"^x must be an array of floats .* got " + qual.replace(".", r"\.")):
+                call(thing)
+        with pytest.raises(TypeError, match=r"^content must be an array of floats"):
+            fastnorm.adain(thing, np.zeros((1, 3, 4, 4)))
+
+
+def test_item13_dask_unknown_chunk_sizes(rng):
+    da = pytest.importorskip("dask.array")
+    x = rng.standard_normal((4, 3, 4, 4))
+    dx = da.from_array(x, chunks=(2, 3, 2, 4))
+    u = dx[da.from_array(np.array([True, False, True, True]), chunks=2)]
+    msg = r"x has unknown chunk sizes \(shape \(nan, 3, 4, 4\)\); call x\.compute_chunk_sizes\(\) first"
+    for call in [lambda: fastnorm.instance_norm(u), lambda: fastnorm.group_norm(u, 3),
+                 lambda: fastnorm.normalize(u, np.zeros(3), np.ones(3))]:
+        with pytest.raises(ValueError, match=msg):
+            call()
+    with pytest.raises(ValueError, match=msg.replace("x", "content")):
+        fastnorm.adain(u, x)
+    with pytest.raises(ValueError, match=msg.replace("x", "style")):
+        fastnorm.adain(dx, u)
+    uc = dx[:, da.from_array(np.array([True, False, True]))]
+    for call in [lambda: fastnorm.instance_norm(uc), lambda: fastnorm.instance_stats(uc),
+                 lambda: fastnorm.group_norm(uc, 1)]:
+        with pytest.raises(ValueError, match=msg.replace("nan, 3", "4, nan")):
+            call()
+    # what works on unknown batch sizes keeps working
+    ref = x[[0, 2, 3]]
+    # (the same spatial chunks merged in the same order: the same bits)
+    np.testing.assert_array_equal(fastnorm.instance_stats(u)[1].compute(),
+                                  fastnorm.instance_stats(dx)[1].compute()[[0, 2, 3]])
+    np.testing.assert_array_equal(fastnorm.instance_norm(u.rechunk({2: -1})).compute(), fastnorm.instance_norm(ref))
+
+
+def test_item13_torch_channel_axis_bool_or_float():
+    torch = pytest.importorskip("torch")
+    x = torch.rand(2, 3, 4, 4)
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        for ax in (True, 1.0, np.float64(1)):
+            with pytest.raises(TypeError, match=r"channel_axis must be an int \(1 or -1\), got"):
+                fastnorm.instance_norm(t, channel_axis=ax)
+            with pytest.raises(TypeError, match=r"channel_axis must be an int"):
+                fastnorm.instance_stats(t, channel_axis=ax)
+        torch.testing.assert_close(fastnorm.instance_norm(t, channel_axis=np.int64(1)), fastnorm.instance_norm(x))
+
+
+def test_item13_instancenorm_momentum_and_channel_axis():
+    for m in (float("nan"), float("inf"), -5, -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"momentum must be None or a number in \[0, 1\], got"):
+            fastnorm.InstanceNorm(3, momentum=m)
+    for m in (0, 0.0, 1, 0.5, None):
+        assert fastnorm.InstanceNorm(3, momentum=m).momentum == m
+    for ax in (True, 1.0):
+        with pytest.raises(TypeError, match=r"channel_axis must be an int \(1 or -1\), got"):
+            fastnorm.InstanceNorm(3, channel_axis=ax)
+    with pytest.raises(ValueError, match=r"channel_axis must be 1 or -1, got 2"):
+        fastnorm.InstanceNorm(3, channel_axis=2)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts threads in /proc")
+def test_item13_omp_num_threads_is_capped():
+    from fastnorm._cpu import _backend
+
+    cap = _backend._MAX_THREADS
+    code = """
+    import numpy as np, fastnorm
+    from fastnorm._cpu import _backend
+
+    def threads():
+        with open("/proc/self/status") as f:
+            return int(next(l for l in f if l.startswith("Threads:")).split()[1])
+
+    x = np.random.default_rng(0).random((1, 4, 256, 256)).astype(np.float32)
+    fastnorm.instance_norm(x)                          # the fast path
+    fastnorm.instance_norm(x, np.ones(4))              # the general path
+    fastnorm.instance_stats(x)
+    print(_backend.default_threads(), _backend._threads(None), threads())
+    """
+    out = _run_script(code, env={"OMP_NUM_THREADS": str(cap + 64)})
+    omp, used, threads = map(int, out.split())
+    assert omp == cap + 64
+    assert used == cap
+    assert threads <= cap + 4, threads

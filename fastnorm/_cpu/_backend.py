@@ -26,9 +26,9 @@ def _threads(nt):
     if _api._forked_child:
         # OpenMP's pool did not survive fork(); one thread never enters it
         return 1
-    # results are identical for every count, so an absurd request (num_threads=10**6)
-    # is capped instead of asking OpenMP for a million threads
-    return E.default_threads() if nt is None else min(nt, _MAX_THREADS)
+    # results are identical for every count, so an absurd request (num_threads=10**6,
+    # OMP_NUM_THREADS=30000) is capped instead of asking OpenMP for that many threads
+    return min(E.default_threads() if nt is None else nt, _MAX_THREADS)
 
 
 def _prepare(x, out):
