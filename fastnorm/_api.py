@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import sys
+import threading
 
 import numpy as np
 
@@ -44,6 +46,55 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_modules = sys.modules
+
+
+def _in_dask_task():
+    """True in a task that Dask's threaded scheduler or a distributed worker runs.
+
+    Such tasks run several at a time, one per core: each starting OpenMP's
+    default team would oversubscribe the CPUs, so the CPU backend runs them on
+    one thread (as BLAS libraries are limited under Dask).  Nothing is imported:
+    without Dask loaded this is one dictionary lookup.  The synchronous
+    scheduler runs one task at a time in the calling thread, which keeps the
+    default.
+    """
+    if "dask" not in _modules:
+        return False
+    th = threading.current_thread()
+    if th is threading.main_thread():  # both schedulers run tasks in pool threads
+        return False
+    worker = _modules.get("distributed.worker")
+    if worker is not None:
+        try:
+            worker.get_worker()  # set for the duration of a task (a context variable)
+            return True
+        except ValueError:
+            pass
+    threaded = _modules.get("dask.threaded")
+    if threaded is None:
+        return False
+    # the threaded scheduler's pools: its default, one per (thread, num_workers),
+    # and a pool given through dask.config.set(pool=...)
+    pools = [threaded.default_pool]
+    for by_workers in list(threaded.pools.values()):
+        pools.extend(list(by_workers.values()))
+    config = _modules.get("dask.config")
+    if config is not None:
+        pools.append(config.get("pool", None))
+    return any(_pool_thread(th, p) for p in pools if p is not None)
+
+
+def _pool_thread(th, pool):
+    """Whether thread th belongs to a concurrent.futures.ThreadPoolExecutor: by the
+    name the executor gives its threads (set before a thread starts) or, where the
+    executor has no such prefix, by its set of threads (a new thread joins that
+    set only after it has started, and may already be running a task)."""
+    prefix = getattr(pool, "_thread_name_prefix", None)
+    if prefix:
+        return th.name.startswith(prefix + "_")
+    return th in getattr(pool, "_threads", ())
 
 
 def _fast_engine():
@@ -82,8 +133,7 @@ def _backend(x, name="x"):
     be = _loaded.get(root)
     if be is None:
         be = _loaded[root] = importlib.import_module(_BACKENDS[root])
-    array_type = getattr(be, "ARRAY_TYPE", None)
-    if array_type is not None and not isinstance(x, array_type):
+    if root != "numpy" and not isinstance(x, getattr(be, "ARRAY_TYPE", object)):
         # torch.Size, a module, a dtype, a Dask Bag: from an array library, not an array
         raise TypeError(f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
                         f"got {t.__module__}.{t.__qualname__}")
@@ -158,7 +208,10 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     num_threads : int, optional
         OpenMP threads; None uses the OpenMP default (``OMP_NUM_THREADS``,
         threadpoolctl limits).  Either is capped at max(64, 4 x the CPU count).
-        Results are bit-identical for every value.
+        None means one thread inside a task run by Dask's threaded scheduler
+        or a distributed worker (Dask already runs a task per core), and every
+        call in a child process created by fork() runs on one thread (OpenMP's
+        pool does not survive fork).  Results are bit-identical for every value.
 
     Returns
     -------
@@ -187,7 +240,8 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
             and activation is None and num_threads is None and type(channel_axis) is int
             and channel_axis == 1 and type(eps) is float and 0.0 <= eps < math.inf):
         code = _FAST_CODES.get(x.dtype)
-        if code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size:
+        if (code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size
+                and ("dask" not in _modules or not _in_dask_task())):
             E = _engine or _fast_engine()
             if E is not None:
                 return E.fast_norm_cf(x, code, eps)

@@ -622,3 +622,90 @@ def test_item13_omp_num_threads_is_capped():
     assert omp == cap + 64
     assert used == cap
     assert threads <= cap + 4, threads
+
+
+# ------------------------------------------- item 15: one thread inside Dask tasks
+@pytest.fixture
+def thread_log(monkeypatch):
+    """Every thread count a CPU engine call gets ("fast" for instance_norm's fast
+    path, which takes OpenMP's default)."""
+    from fastnorm import _api
+    from fastnorm._cpu import _backend, _engine
+
+    log = []
+    threads = _backend._threads
+
+    def logged(nt):
+        log.append(threads(nt))
+        return log[-1]
+
+    class Fast:
+        def fast_norm_cf(self, *a):
+            log.append("fast")
+            return _engine.fast_norm_cf(*a)
+
+    monkeypatch.setattr(_backend, "_threads", logged)
+    monkeypatch.setattr(_api, "_engine", Fast())
+    return log
+
+
+def test_item15_one_thread_inside_dask_threaded_tasks(rng, thread_log):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastnorm._cpu import _backend
+
+    default = min(_backend.default_threads(), _backend._MAX_THREADS)
+    x = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)
+    dx = da.from_array(x, chunks=(1, 3, 64, 64))
+    ds = da.from_array(x, chunks=(2, 3, 32, 64))
+    want, want_g = fastnorm.instance_norm(x), fastnorm.group_norm(x, 3)
+    for graph, exact, ref in [(fastnorm.instance_norm(dx), True, want),  # whole planes
+                              (dx.map_blocks(fastnorm.instance_norm), True, want),  # a user's blocks
+                              (fastnorm.instance_norm(ds), False, want),  # spatial chunks
+                              (fastnorm.group_norm(ds, 3), False, want_g)]:
+        thread_log.clear()
+        y = graph.compute(scheduler="threads")
+        assert thread_log and set(thread_log) == {1}, thread_log
+        if exact:
+            np.testing.assert_array_equal(y, ref)
+        else:  # merged statistics: equal to rounding
+            np.testing.assert_allclose(y, ref, atol=2e-6, rtol=1e-6)
+    # an explicit num_threads is honoured
+    thread_log.clear()
+    fastnorm.instance_norm(dx, num_threads=2).compute(scheduler="threads")
+    assert set(thread_log) == {2}, thread_log
+    # a pool given through dask.config
+    thread_log.clear()
+    with ThreadPoolExecutor(2) as pool, dask.config.set(pool=pool):
+        fastnorm.instance_norm(ds).compute(scheduler="threads")
+    assert set(thread_log) == {1}, thread_log
+    # the synchronous scheduler runs one task at a time: the default count
+    thread_log.clear()
+    fastnorm.instance_norm(ds).compute(scheduler="sync")
+    assert set(thread_log) == {default}, thread_log
+    # and outside Dask nothing changes
+    thread_log.clear()
+    fastnorm.instance_norm(x, np.ones(3))
+    assert thread_log == [default]
+
+
+def test_item15_one_thread_inside_distributed_tasks(rng, thread_log):
+    pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+    import dask.array as da
+
+    x = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)
+    dx = da.from_array(x, chunks=(1, 3, 32, 64))
+    # (spatial chunks: fastnorm's graph merges statistics; the user's normalizes each block)
+    graphs = [fastnorm.instance_norm(dx), dx.map_blocks(fastnorm.instance_norm)]
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
+        results = []
+        for graph in graphs:
+            thread_log.clear()
+            results.append(client.compute(graph).result())
+            assert thread_log and set(thread_log) == {1}, thread_log
+    np.testing.assert_allclose(results[0], fastnorm.instance_norm(x), atol=2e-6, rtol=1e-6)
+    np.testing.assert_array_equal(results[1][:, :, :32], fastnorm.instance_norm(x[:, :, :32]))

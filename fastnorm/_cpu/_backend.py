@@ -9,6 +9,7 @@ Inputs are validated by fastnorm._api; nothing here validates again.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -19,6 +20,7 @@ default_threads = E.default_threads
 
 
 _MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+_modules = sys.modules
 
 
 def _threads(nt):
@@ -26,9 +28,13 @@ def _threads(nt):
     if _api._forked_child:
         # OpenMP's pool did not survive fork(); one thread never enters it
         return 1
+    if nt is None:
+        if "dask" in _modules and _api._in_dask_task():
+            return 1  # Dask runs a task per core already
+        nt = E.default_threads()
     # results are identical for every count, so an absurd request (num_threads=10**6,
     # OMP_NUM_THREADS=30000) is capped instead of asking OpenMP for that many threads
-    return min(E.default_threads() if nt is None else nt, _MAX_THREADS)
+    return min(nt, _MAX_THREADS)
 
 
 def _prepare(x, out):
