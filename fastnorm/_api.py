@@ -187,9 +187,9 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
         float16, float32 or float64 (bfloat16 via ml_dtypes); at least one spatial
         axis.  Any strides are accepted; a non-C-contiguous input is copied once
         into a contiguous buffer before the kernels run, and big-endian data
-        (``'>f4'``) is converted once to native byte order (so is the result).  NumPy arrays run on the
-        CPU engine, CuPy arrays on the GPU, torch tensors and Dask arrays through
-        their interop layers.
+        (``'>f4'``) is converted once to native byte order (so is the result).
+        NumPy arrays run on the CPU engine, CuPy arrays on the GPU, torch
+        tensors and Dask arrays through their interop layers.
     weight, bias : array_like of shape (C,), optional
         Per-channel affine, any real dtype (cast once to float64).
     eps : float, default 1e-5
@@ -300,7 +300,7 @@ def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_s
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
     out = _out(be, out, x)
-    if type(out) is np.ndarray:  # weight and bias are host arrays (copied to a GPU)
+    if isinstance(out, np.ndarray):  # weight and bias are host arrays (copied to a GPU)
         w, b = _unshared(w, out), _unshared(b, out)
     return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
 

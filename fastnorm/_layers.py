@@ -137,8 +137,9 @@ class InstanceNorm:
             f = self.momentum
         # in float64, rounded once to the buffers' float32
         dt = self.running_mean.dtype
-        self.running_mean = ((1 - f) * self.running_mean.astype(np.float64) + f * mean.mean(axis=0)).astype(dt)
-        self.running_var = ((1 - f) * self.running_var.astype(np.float64) + f * unbiased.mean(axis=0)).astype(dt)
+        rm, rv = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
+        self.running_mean = ((1 - f) * rm + f * mean.mean(axis=0)).astype(dt)
+        self.running_var = ((1 - f) * rv + f * unbiased.mean(axis=0)).astype(dt)
         # normalize with the batch's own (biased) statistics, as torch does
         return _api.normalize(x, m.mean, m.var, self.weight, self.bias, eps=self.eps,
                               channel_axis=self.channel_axis, num_threads=num_threads)
