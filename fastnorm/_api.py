@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
+import threading
 
 import numpy as np
 
@@ -22,11 +25,89 @@ _ndarray = np.ndarray
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float64): V.F64, np.dtype(np.float16): V.F16}
 _engine = None
 
+#: True in a child process created by fork() from a process that imported fastnorm
+_forked_child = False
+
+
+def _after_fork_in_child():
+    """Run the CPU engine serial in a forked child.
+
+    GNU libgomp's thread pool does not survive fork(): the child inherits the
+    parent's pool bookkeeping but not its threads, and its first parallel region
+    waits for them forever.  A call with one thread never enters the pool, so in
+    the child every call runs on one thread (an explicit ``num_threads`` too:
+    the CPU backend's ``_threads`` returns 1), and the fast path, which asks
+    OpenMP for its default count, is switched off.
+    """
+    global _forked_child, _FAST_CODES
+    _forked_child = True
+    _FAST_CODES = {}
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_modules = sys.modules
+
+
+def _in_dask_task():
+    """True in a task that Dask's threaded scheduler or a distributed worker runs.
+
+    Such tasks run several at a time, one per core: each starting OpenMP's
+    default team would oversubscribe the CPUs, so the CPU backend runs them on
+    one thread (as BLAS libraries are limited under Dask).  Nothing is imported:
+    without Dask loaded this is one dictionary lookup.  The synchronous
+    scheduler runs one task at a time in the calling thread, which keeps the
+    default.
+    """
+    if "dask" not in _modules:
+        return False
+    th = threading.current_thread()
+    if th is threading.main_thread():  # both schedulers run tasks in pool threads
+        return False
+    worker = _modules.get("distributed.worker")
+    if worker is not None:
+        try:
+            worker.get_worker()  # set for the duration of a task (a context variable)
+            return True
+        except ValueError:
+            pass
+    threaded = _modules.get("dask.threaded")
+    if threaded is None:
+        return False
+    # the threaded scheduler's pools: its default, one per (thread, num_workers),
+    # and a pool given through dask.config.set(pool=...)
+    pools = [threaded.default_pool]
+    for by_workers in list(threaded.pools.values()):
+        pools.extend(list(by_workers.values()))
+    config = _modules.get("dask.config")
+    if config is not None:
+        pools.append(config.get("pool", None))
+    return any(_pool_thread(th, p) for p in pools if p is not None)
+
+
+def _pool_thread(th, pool):
+    """Whether thread th belongs to a concurrent.futures.ThreadPoolExecutor: by the
+    name the executor gives its threads (set before a thread starts) or, where the
+    executor has no such prefix, by its set of threads (a new thread joins that
+    set only after it has started, and may already be running a task)."""
+    prefix = getattr(pool, "_thread_name_prefix", None)
+    if prefix:
+        return th.name.startswith(prefix + "_")
+    return th in getattr(pool, "_threads", ())
+
 
 def _fast_engine():
-    global _engine
+    """The engine for instance_norm's fast path, or None where it must not run:
+    it takes OpenMP's default count as it is, so a default above the CPU
+    backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good."""
+    global _engine, _FAST_CODES
     from ._cpu import _engine as E
+    from ._cpu._backend import _MAX_THREADS
 
+    if E.default_threads() > _MAX_THREADS:
+        _FAST_CODES = {}
+        return None
     _engine = E
     return E
 
@@ -40,7 +121,7 @@ _BACKENDS = {
 _loaded = {}
 
 
-def _backend(x):
+def _backend(x, name="x"):
     """The backend module for x (numpy for ndarrays and array-likes)."""
     t = type(x)
     if t is np.ndarray:
@@ -52,18 +133,29 @@ def _backend(x):
     be = _loaded.get(root)
     if be is None:
         be = _loaded[root] = importlib.import_module(_BACKENDS[root])
+    if root != "numpy" and not isinstance(x, getattr(be, "ARRAY_TYPE", object)):
+        # torch.Size, a module, a dtype, a Dask Bag: from an array library, not an array
+        raise TypeError(f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
+                        f"got {t.__module__}.{t.__qualname__}")
     return be
 
 
-def _interop(x):
-    be = _backend(x)
+def _interop(x, name="x"):
+    be = _backend(x, name)
     return be if getattr(be, "INTEROP", False) else None
 
 
-def _prep(x, be, name="x"):
+def _prep(x, be, name="x", min_ndim=3):
     """Array in the backend's own type, its dtype code."""
     x = be.asarray(x, name) if hasattr(be, "asarray") else V.as_numpy(x, name)
-    code = V.check_x(x.shape, x.dtype, name)
+    try:
+        code = V.check_x(x.shape, x.dtype, name, min_ndim)
+    except TypeError:
+        if x.dtype.isnative:
+            raise
+        # big-endian data ('>f4'): converted once to native byte order
+        x = x.astype(x.dtype.newbyteorder("="))
+        code = V.check_x(x.shape, x.dtype, name, min_ndim)
     return x, code
 
 
@@ -71,6 +163,14 @@ def _out(be, out, x):
     if out is None:
         return None
     return be.check_out(out, x.shape, x.dtype) if hasattr(be, "check_out") else V.check_out(out, x.shape, x.dtype)
+
+
+def _unshared(a, out, xp=np):
+    """a, or a copy of it where it may share memory with out: the kernels read
+    the coefficients while (other threads) write out."""
+    if a is None or out is None or not xp.may_share_memory(a, out):
+        return a
+    return a.copy()
 
 
 def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
@@ -86,9 +186,10 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     x : array_like, shape (N, C, *spatial) or (N, *spatial, C)
         float16, float32 or float64 (bfloat16 via ml_dtypes); at least one spatial
         axis.  Any strides are accepted; a non-C-contiguous input is copied once
-        into a contiguous buffer before the kernels run.  NumPy arrays run on the
-        CPU engine, CuPy arrays on the GPU, torch tensors and Dask arrays through
-        their interop layers.
+        into a contiguous buffer before the kernels run, and big-endian data
+        (``'>f4'``) is converted once to native byte order (so is the result).
+        NumPy arrays run on the CPU engine, CuPy arrays on the GPU, torch
+        tensors and Dask arrays through their interop layers.
     weight, bias : array_like of shape (C,), optional
         Per-channel affine, any real dtype (cast once to float64).
     eps : float, default 1e-5
@@ -106,7 +207,11 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
         (in place).  Returned.
     num_threads : int, optional
         OpenMP threads; None uses the OpenMP default (``OMP_NUM_THREADS``,
-        threadpoolctl limits).  Results are bit-identical for every value.
+        threadpoolctl limits).  Either is capped at max(64, 4 x the CPU count).
+        None means one thread inside a task run by Dask's threaded scheduler
+        or a distributed worker (Dask already runs a task per core), and every
+        call in a child process created by fork() runs on one thread (OpenMP's
+        pool does not survive fork).  Results are bit-identical for every value.
 
     Returns
     -------
@@ -135,14 +240,18 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
             and activation is None and num_threads is None and type(channel_axis) is int
             and channel_axis == 1 and type(eps) is float and 0.0 <= eps < math.inf):
         code = _FAST_CODES.get(x.dtype)
-        if code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size:
-            return (_engine or _fast_engine()).fast_norm_cf(x, code, eps)
+        if (code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size
+                and ("dask" not in _modules or not _in_dask_task())):
+            E = _engine or _fast_engine()
+            if E is not None:
+                return E.fast_norm_cf(x, code, eps)
     io = _interop(x)
     if io is not None:
         return io.instance_norm(x, weight, bias, eps=eps, channel_axis=channel_axis,
                                 activation=activation, negative_slope=negative_slope,
                                 out=out, num_threads=num_threads)
-    return _norm(x, None, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads)
+    return _norm(x, _PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, out,
+                 num_threads)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
@@ -150,7 +259,8 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
-    over the group's channels and all spatial axes; per-channel affine.
+    over the group's channels and all spatial axes; per-channel affine.  ``x``
+    may also be (N, C), a spatial size of one, as in torch.
     ``num_groups == C`` is instance norm; ``num_groups == 1`` normalizes each
     instance over (C, *spatial).  Other arguments as in :func:`instance_norm`.
 
@@ -172,20 +282,26 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
                  num_threads)
 
 
+_PER_CHANNEL = object()  # _norm's num_groups for instance norm (None is a bad num_groups)
+
+
 def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads):
     """Validate once (in the order of the signature) and run a backend's norm;
-    num_groups None means instance norm (one group per channel)."""
+    num_groups _PER_CHANNEL means instance norm (one group per channel); group
+    norm also takes (N, C) inputs (a spatial size of one), as torch does."""
     be = _backend(x)
-    x, code = _prep(x, be)
+    x, code = _prep(x, be, min_ndim=3 if num_groups is _PER_CHANNEL else 2)
     cl = V.channels_last(channel_axis, x.ndim)
     C = x.shape[-1] if cl else x.shape[1]
-    G = C if num_groups is None else V.check_num_groups(num_groups, C)
+    G = C if num_groups is _PER_CHANNEL else V.check_num_groups(num_groups, C)
     eps = V.check_eps(eps)
     act, slope = V.check_activation(activation, negative_slope)
     nt = V.check_threads(num_threads)
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
     out = _out(be, out, x)
+    if isinstance(out, np.ndarray):  # weight and bias are host arrays (copied to a GPU)
+        w, b = _unshared(w, out), _unshared(b, out)
     return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
 
 
@@ -236,8 +352,11 @@ class Moments:
 
     All three are float64 arrays of shape (N, C) (``count`` broadcasts, so a
     scalar works too); ``var`` is the biased variance ``m2 / count``.  Moments of
-    disjoint pieces of the same planes combine with :meth:`merge` (Chan et al.),
-    exactly as if the pieces had been one array.
+    disjoint pieces of the same planes combine with :meth:`merge` (Chan et al.)
+    into those of the whole array up to double-precision rounding, not bit for
+    bit (the sums are grouped differently): the mean within
+    2e-15 * (|mean| + std), ``m2`` within a relative 1e-13 + 3e-16 * |mean| / std
+    (about 1e-10 at a mean of 10**6 standard deviations).  ``count`` is exact.
 
     Examples
     --------
@@ -276,6 +395,8 @@ class Moments:
 
 def merge_moments(a, b):
     """Merge two :class:`Moments` of disjoint samples of the same planes.
+
+    Equal to the moments of the union up to rounding (see :class:`Moments`).
 
     Examples
     --------
@@ -346,9 +467,13 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
 
 def _per_channel(a, name, N, C, xp=np):
     """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
+    V.refuse_mask(a, name)
     if hasattr(a, "detach") or (type(a).__module__.partition(".")[0] == "cupy" and xp is np):
         a = V._to_host(a)
-    arr = xp.asarray(a)
+    try:
+        arr = xp.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}: {e}") from None
     if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{name} must have a real dtype, got dtype {arr.dtype}")
     if arr.shape == (C,):
@@ -356,6 +481,13 @@ def _per_channel(a, name, N, C, xp=np):
     elif arr.shape != (N, C):
         raise ValueError(f"{name} must have shape ({N}, {C}) or ({C},), got shape {V._shape_str(arr.shape)}")
     return xp.ascontiguousarray(arr, dtype=xp.float64)
+
+
+def _check_var(v):
+    """v itself; ValueError where a variance is negative (NaN passes, as in the formula)."""
+    if bool((v < 0).any()):
+        raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    return v
 
 
 def _coefs(xp, mean, var, eps, w, b, N, C):
@@ -373,8 +505,9 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
 
     ``mean`` and ``var`` have shape (N, C), or (C,) to broadcast over the batch
     (running statistics).  With :func:`instance_moments` this normalizes an image
-    too large for memory tile by tile with the same result as one
-    :func:`instance_norm` call.  Other arguments as in :func:`instance_norm`.
+    too large for memory tile by tile with the result of one
+    :func:`instance_norm` call, to rounding (the merged statistics are not bit
+    for bit those of the whole image).  Other arguments as in :func:`instance_norm`.
 
     Examples
     --------
@@ -396,16 +529,14 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     N, C, _ = V.layout(x.shape, cl)
     xp = getattr(be, "xp", np)
     m = _per_channel(mean, "mean", N, C, xp)
-    v = _per_channel(var, "var", N, C, xp)
-    if bool((v < 0).any()):
-        raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    v = _check_var(_per_channel(var, "var", N, C, xp))
     eps = V.check_eps(eps)
     act, slope = V.check_activation(activation, negative_slope)
     nt = V.check_threads(num_threads)
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
     out = _out(be, out, x)
-    mean_, scale, shift = _coefs(xp, m, v, eps, w, b, N, C)
+    mean_, scale, shift = (_unshared(a, out, xp) for a in _coefs(xp, m, v, eps, w, b, N, C))
     return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
 
 
@@ -430,7 +561,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     >>> bool(np.allclose(ymean, smean, atol=1e-4) and np.allclose(yvar, svar + 1e-5, rtol=1e-3))
     True
     """
-    io = _interop(content)
+    io = _interop(content, "content")
     if io is not None:
         return io.adain(content, style, eps=eps, channel_axis=channel_axis, alpha=alpha,
                         num_threads=num_threads)
@@ -438,7 +569,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     x, code = _prep(content, be, "content")
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
-    sbe = _backend(style)
+    sbe = _backend(style, "style")
     if sbe is not be:
         raise TypeError(f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}")
     s, scode = _prep(style, be, "style")

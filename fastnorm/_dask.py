@@ -20,14 +20,33 @@ from . import _api
 from . import _validate as V
 
 INTEROP = True
+ARRAY_TYPE = da.Array  # other Dask collections (Bag, DataFrame) are refused by _api
 
 
-def _check(x, channel_axis, out=None, name="x"):
+def _check(x, channel_axis, out=None, name="x", min_ndim=3):
+    """(x with native byte order, channels_last)."""
     if out is not None:
         raise TypeError("out= is not supported for dask arrays (results are lazy); got an out array")
-    V.check_x(x.shape, x.dtype, name)
+    V.refuse_mask(x._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
+    x = _native(x)
+    V.check_x(x.shape, x.dtype, name, min_ndim)
     cl = V.channels_last(channel_axis, x.ndim)
-    return cl
+    if x.shape[_caxis(x.ndim, cl)] != x.shape[_caxis(x.ndim, cl)]:
+        _known(x, name)  # the channel count is always needed
+    return x, cl
+
+
+def _native(x):
+    """Big-endian data ('>f4') converted once (lazily) to native byte order."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
+def _known(x, name="x"):
+    """ValueError for unknown chunk sizes (after boolean indexing), which the
+    normalize pass needs."""
+    if any(s != s for s in x.shape):
+        raise ValueError(f"{name} has unknown chunk sizes (shape {tuple(x.shape)}); "
+                         f"call {name}.compute_chunk_sizes() first")
 
 
 def _spatial_axes(ndim, cl):
@@ -128,6 +147,7 @@ def _apply_block(block, mean, scale, shift, cl, activation, slope):
 
 def _apply(x, cl, mean, scale, shift, activation, slope):
     """Lazy act((x - mean) * scale + shift); mean/scale/shift: (N, C) dask arrays."""
+    _known(x)
     return da.map_blocks(_apply_block, x, _kd(mean, x, cl), _kd(scale, x, cl), _kd(shift, x, cl),
                          cl, activation, slope, dtype=x.dtype, meta=x._meta)
 
@@ -152,7 +172,7 @@ def _sliced_block(block, block_info, fn, cl, weight, bias, kw):
 # --------------------------------------------------------------- functions
 def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
                   negative_slope=0.01, out=None, num_threads=None):
-    cl = _check(x, channel_axis, out)
+    x, cl = _check(x, channel_axis, out)
     C = x.shape[_caxis(x.ndim, cl)]
     eps = V.check_eps(eps)
     V.check_activation(activation, negative_slope)
@@ -170,7 +190,7 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
                negative_slope=0.01, out=None, num_threads=None):
-    cl = _check(x, channel_axis, out)
+    x, cl = _check(x, channel_axis, out, min_ndim=2)
     cax = _caxis(x.ndim, cl)
     C = x.shape[cax]
     G = V.check_num_groups(num_groups, C)
@@ -196,7 +216,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
 
 
 def instance_stats(x, *, channel_axis=1, num_threads=None):
-    cl = _check(x, channel_axis)
+    x, cl = _check(x, channel_axis)
     V.check_threads(num_threads)
     t = triples(x, cl)
     rdt = np.float64 if x.dtype == np.float64 else np.float32
@@ -204,7 +224,7 @@ def instance_stats(x, *, channel_axis=1, num_threads=None):
 
 
 def instance_moments(x, *, channel_axis=1, num_threads=None):
-    cl = _check(x, channel_axis)
+    x, cl = _check(x, channel_axis)
     V.check_threads(num_threads)
     t = triples(x, cl)
     return _api.Moments(t[..., 0], t[..., 1], t[..., 2])
@@ -212,6 +232,7 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
 
 def _as_nc(a, name, N, C):
     if isinstance(a, da.Array):
+        V.refuse_mask(a._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
         if a.shape == (C,):
             a = da.broadcast_to(a, (N, C))
         elif a.shape != (N, C):
@@ -222,10 +243,15 @@ def _as_nc(a, name, N, C):
 
 def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
               negative_slope=0.01, out=None, num_threads=None):
-    cl = _check(x, channel_axis, out)
+    x, cl = _check(x, channel_axis, out)
+    _known(x)
     N, C, _ = V.layout(x.shape, cl)
     m = _as_nc(mean, "mean", N, C)
-    v = _as_nc(var, "var", N, C)
+    if isinstance(var, da.Array):
+        # checked where it is known: in the graph, failing the compute
+        v = _as_nc(var, "var", N, C).map_blocks(_api._check_var, dtype=np.float64)
+    else:
+        v = da.from_array(_api._check_var(_api._per_channel(var, "var", N, C)), chunks=-1)
     eps = V.check_eps(eps)
     V.check_activation(activation, negative_slope)
     V.check_threads(num_threads)
@@ -237,14 +263,18 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
 
 
 def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=None):
-    cl = _check(content, channel_axis, name="content")
+    content, cl = _check(content, channel_axis, name="content")
+    _known(content, "content")
     N, C, _ = V.layout(content.shape, cl)
     eps = V.check_eps(eps)
     alpha = V.check_alpha(alpha)
     V.check_threads(num_threads)
     if not isinstance(style, da.Array):
         style = da.from_array(V.as_numpy(style, "style"), chunks=-1)
+    V.refuse_mask(style._meta, "style", "is a Dask array of numpy.ma.MaskedArray chunks")
+    style = _native(style)
     V.check_x(style.shape, style.dtype, "style")
+    _known(style, "style")
     scl = V.channels_last(channel_axis, style.ndim)
     Ns, Cs, _ = V.layout(style.shape, scl)
     if Cs != C:

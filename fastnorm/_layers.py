@@ -1,6 +1,7 @@
 """A framework-free InstanceNorm layer with torch.nn.InstanceNorm semantics."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -11,7 +12,8 @@ from . import _validate as V
 
 def _host(a, name):
     if hasattr(a, "detach"):  # torch tensor
-        a = a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        a = (a.float() if a.dtype.is_floating_point and a.element_size() < 4 else a).numpy()
     elif type(a).__module__.partition(".")[0] == "cupy":
         a = a.get()
     return np.asarray(a)
@@ -25,7 +27,7 @@ class InstanceNorm:
     num_features : int
         Channel count C.
     eps : float, default 1e-5
-    momentum : float or None, default 0.1
+    momentum : float in [0, 1] or None, default 0.1
         Running-statistics update factor; None means a cumulative average.
     affine : bool, default False
         Learnable-style per-channel ``weight`` (ones) and ``bias`` (zeros).
@@ -66,13 +68,17 @@ class InstanceNorm:
         if momentum is not None:
             if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
                 raise TypeError(f"momentum must be a real number or None, got {momentum!r}")
+            if not 0.0 <= float(momentum) <= 1.0:  # NaN fails too
+                raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
             momentum = float(momentum)
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+            raise TypeError(f"channel_axis must be an int (1 or -1), got {channel_axis!r}")
         if channel_axis not in (1, -1):
             raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
-        self.channel_axis = channel_axis
+        self.channel_axis = int(channel_axis)
         C = self.num_features
         self.weight = np.ones(C, np.float32) if self.affine else None
         self.bias = np.zeros(C, np.float32) if self.affine else None
@@ -104,6 +110,11 @@ class InstanceNorm:
             V.check_x(shape, getattr(x, "dtype", np.dtype(np.float32)))
         self._check_channels(x)
         use_input_stats = training or not self.track_running_stats
+        if use_input_stats and V.layout(shape, V.channels_last(self.channel_axis, len(shape)))[2] == 1:
+            # torch's check: the variance of one element is 0 and its unbiased
+            # variance (the running_var update) 0 / 0
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                             f"{V._shape_str(shape)}")
         if not use_input_stats:
             return _api.normalize(x, self.running_mean, self.running_var, self.weight, self.bias,
                                   eps=self.eps, channel_axis=self.channel_axis,
@@ -124,9 +135,11 @@ class InstanceNorm:
         else:
             # torch's InstanceNorm leaves num_batches_tracked alone here
             f = self.momentum
+        # in float64, rounded once to the buffers' float32
         dt = self.running_mean.dtype
-        self.running_mean = ((1 - f) * self.running_mean + f * mean.mean(axis=0)).astype(dt)
-        self.running_var = ((1 - f) * self.running_var + f * unbiased.mean(axis=0)).astype(dt)
+        rm, rv = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
+        self.running_mean = ((1 - f) * rm + f * mean.mean(axis=0)).astype(dt)
+        self.running_var = ((1 - f) * rv + f * unbiased.mean(axis=0)).astype(dt)
         # normalize with the batch's own (biased) statistics, as torch does
         return _api.normalize(x, m.mean, m.var, self.weight, self.bias, eps=self.eps,
                               channel_axis=self.channel_axis, num_threads=num_threads)
@@ -147,23 +160,52 @@ class InstanceNorm:
         return d
 
     def load_state_dict(self, state_dict, strict=True):
-        """Load arrays (NumPy or torch tensors) saved under torch's key names."""
+        """Load arrays (NumPy or torch tensors) saved under torch's key names.
+
+        Every value is checked before any is applied: on an error (which names
+        the key) the layer is left as it was.
+        """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         expected = set(self.state_dict())
         # torch prefixes keys with the module path; accept a common prefix
-        keys = {k.rsplit(".", 1)[-1]: k for k in state_dict.keys()}
+        keys = {}
+        for k in state_dict.keys():
+            if not isinstance(k, str):
+                raise TypeError(f"state_dict keys must be strings, got {k!r}")
+            name = k.rsplit(".", 1)[-1]
+            if name in keys and name in expected:
+                raise ValueError(f"state_dict has two keys for {name!r}: {keys[name]!r} and {k!r}")
+            keys[name] = k
         missing = expected - set(keys)
         unexpected = set(keys) - expected
         if strict and (missing or unexpected):
             raise KeyError(f"state_dict keys do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        C = self.num_features
-        for name in expected & set(keys):
-            val = _host(state_dict[keys[name]], name)
-            if name == "num_batches_tracked":
-                self.num_batches_tracked = np.array(int(val), np.int64)
-                continue
-            if val.shape != (C,):
-                raise ValueError(f"state_dict[{name!r}] must have shape ({C},), got shape {V._shape_str(val.shape)}")
-            setattr(self, name, np.array(val, dtype=np.float32))
+        new = {name: self._checked(name, keys[name], state_dict[keys[name]])
+               for name in sorted(expected & set(keys))}
+        for name, val in new.items():
+            setattr(self, name, val)
         return self
+
+    def _checked(self, name, key, value):
+        """The attribute value for state_dict[key] (attribute name), or a
+        TypeError / ValueError naming the key."""
+        where = f"state_dict[{key!r}]"
+        V.refuse_mask(value, where)
+        try:
+            val = _host(value, where)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{where} must be an array of numbers, got {type(value).__name__}: {e}") from None
+        if val.dtype.kind not in "biuf" and val.dtype.name != "bfloat16":
+            raise TypeError(f"{where} must hold real numbers, got dtype {val.dtype}")
+        if name == "num_batches_tracked":
+            v = float(val.reshape(-1)[0]) if val.size == 1 else None
+            if val.ndim > 1 or v is None or not (math.isfinite(v) and v >= 0 and v == int(v)):
+                raise ValueError(f"{where} must be one integer >= 0, got {value!r}")
+            return np.array(int(v), np.int64)
+        C = self.num_features
+        if val.shape != (C,):
+            raise ValueError(f"{where} must have shape ({C},), got shape {V._shape_str(val.shape)}")
+        if name == "running_var" and bool((val < 0).any()):
+            raise ValueError(f"{where} must be >= 0 everywhere, got a negative variance")
+        return np.array(val, dtype=np.float32)

@@ -16,6 +16,11 @@ from . import _api
 from . import _validate as V
 
 INTEROP = True
+ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
+
+# tells autograd that a tensor was written in place (torch >= 2.1 has the public name)
+_increment_version = getattr(torch.autograd.graph, "increment_version", None) or \
+    torch._C._autograd._increment_version
 
 
 def _no_grad_check(*tensors):
@@ -66,9 +71,10 @@ def from_array(a, like):
     return torch.from_numpy(a)
 
 
-def _prep(x, channel_axis, out=None):
+def _prep(x, channel_axis, out=None, name="x"):
     """(array, channel_axis for the array, was_mapped, out array)."""
     _no_grad_check(x)
+    V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
     cl = _is_cl(x, channel_axis)
     xt = x.detach().movedim(1, -1) if cl else x.detach()
     ax = -1 if cl else channel_axis
@@ -76,6 +82,14 @@ def _prep(x, channel_axis, out=None):
     if out is not None:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"out must be None or a torch.Tensor like x, got {type(out).__name__}")
+        if torch.is_grad_enabled() and out.requires_grad:
+            # torch's own in-place ops refuse a leaf that requires grad; a non-leaf
+            # would get a write autograd cannot differentiate (fastnorm has no backward)
+            raise RuntimeError(
+                "out requires grad while autograd is enabled: fastnorm writes out in place and has "
+                "no backward pass. Pass an out that does not require grad, or call under "
+                "torch.no_grad() / torch.inference_mode()."
+            )
         if out.device != x.device:
             raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
         ot = out.movedim(1, -1) if cl else out
@@ -83,10 +97,15 @@ def _prep(x, channel_axis, out=None):
             fmt = "channels_last like x" if cl else "contiguous"
             raise ValueError(f"out must be {fmt}, got a tensor with strides {tuple(out.stride())}")
         oa = to_array(ot, "out")
-    return to_array(xt), ax, cl, oa
+    return to_array(xt, name), ax, cl, oa
 
 
-def _back(y, x, cl):
+def _back(y, x, cl, out=None):
+    """The result tensor: out (written in place, its version bumped so that
+    autograd sees the write) or a tensor sharing y's memory."""
+    if out is not None:
+        _increment_version(out)
+        return out
     t = from_array(y, x)
     return t.movedim(-1, 1) if cl else t
 
@@ -107,7 +126,7 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     y = _api.instance_norm(a, _host_or_same(weight, x), _host_or_same(bias, x), eps=eps,
                            channel_axis=ax, activation=activation, negative_slope=negative_slope,
                            out=oa, num_threads=num_threads)
-    return out if out is not None else _back(y, x, cl)
+    return _back(y, x, cl, out)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
@@ -116,7 +135,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     y = _api.group_norm(a, num_groups, _host_or_same(weight, x), _host_or_same(bias, x), eps=eps,
                         channel_axis=ax, activation=activation, negative_slope=negative_slope,
                         out=oa, num_threads=num_threads)
-    return out if out is not None else _back(y, x, cl)
+    return _back(y, x, cl, out)
 
 
 def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
@@ -125,7 +144,7 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     y = _api.normalize(a, _host_or_same(mean, x), _host_or_same(var, x), _host_or_same(weight, x),
                        _host_or_same(bias, x), eps=eps, channel_axis=ax, activation=activation,
                        negative_slope=negative_slope, out=oa, num_threads=num_threads)
-    return out if out is not None else _back(y, x, cl)
+    return _back(y, x, cl, out)
 
 
 def instance_stats(x, *, channel_axis=1, num_threads=None):
@@ -144,7 +163,7 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     if not isinstance(style, torch.Tensor):
         raise TypeError(f"style must be a torch.Tensor like content, got {type(style).__name__}")
     _no_grad_check(style)
-    a, ax, cl, _ = _prep(content, channel_axis)
+    a, ax, cl, _ = _prep(content, channel_axis, name="content")
     # style in the layout the content is handed over in (a view; style is usually small)
     s = to_array(style.detach().movedim(1, -1) if cl else style.detach(), "style")
     y = _api.adain(a, s, eps=eps, channel_axis=ax, alpha=alpha, num_threads=num_threads)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -36,10 +37,19 @@ def dtype_code(dtype, name="x"):
     )
 
 
+def refuse_mask(a, name, what="is a numpy.ma.MaskedArray"):
+    """TypeError for a numpy.ma.MaskedArray, whose mask the kernels would ignore."""
+    ma = sys.modules.get("numpy.ma")  # not loaded: no masked array exists
+    if ma is not None and isinstance(a, ma.MaskedArray):
+        raise TypeError(f"{name} {what}: masks are not supported (the masked values would be "
+                        f"used); pass {name}.filled(value) or {name}.data")
+
+
 def as_numpy(x, name="x"):
     """numpy.asarray with a clear error for things that are not numeric arrays."""
     if type(x) is np.ndarray:
         return x
+    refuse_mask(x, name)
     try:
         a = np.asarray(x)
     except Exception as e:  # ragged lists and friends
@@ -49,12 +59,13 @@ def as_numpy(x, name="x"):
     return a
 
 
-def check_x(shape, dtype, name="x"):
-    """ndim >= 3 and a supported dtype; returns the dtype code."""
+def check_x(shape, dtype, name="x", min_ndim=3):
+    """ndim >= min_ndim (3; 2 for group norm, as torch) and a supported dtype;
+    returns the dtype code."""
     code = dtype_code(dtype, name)
-    if len(shape) < 3:
+    if len(shape) < min_ndim:
         raise ValueError(
-            f"{name} must have at least 3 dimensions (N, C, *spatial), got shape {_shape_str(shape)}"
+            f"{name} must have at least {min_ndim} dimensions (N, C, *spatial), got shape {_shape_str(shape)}"
         )
     return code
 
@@ -110,9 +121,13 @@ def check_vector(a, name, C, *, allow_none=True):
         raise TypeError(f"{name} must be an array of length {C}, got None")
     if type(a) is np.ndarray and a.dtype == np.float64 and a.shape == (C,) and a.flags.c_contiguous:
         return a
+    refuse_mask(a, name)
     if hasattr(a, "__cuda_array_interface__") or type(a).__module__.split(".")[0] in ("torch", "cupy"):
         a = _to_host(a)
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise TypeError(f"{name} must be an array of {C} numbers, got {type(a).__name__}: {e}") from None
     if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{name} must have a real (float or int) dtype, got dtype {arr.dtype}")
     if arr.ndim != 1:
@@ -132,6 +147,7 @@ def _to_host(a):
 
 def check_out(out, shape, dtype, name="out", array_type=np.ndarray, type_name="numpy.ndarray"):
     """A writeable C-contiguous array of the backend's type with x's shape and dtype."""
+    refuse_mask(out, name)
     if not isinstance(out, array_type):
         raise TypeError(f"{name} must be None or a {type_name}, got {type(out).__name__}")
     if out.dtype != dtype:

@@ -58,6 +58,13 @@ class _FastInstanceNorm:
         if C != self.num_features and self.affine:
             raise ValueError(f"expected input's size at dim=1 to match num_features ({self.num_features}), "
                              f"but got: {C}.")
+        if self.training or not self.track_running_stats:
+            spatial = 1
+            for s in input.shape[2:]:
+                spatial *= s
+            if spatial == 1:  # torch's check (the unbiased running_var would be 0 / 0)
+                raise ValueError(f"Expected more than 1 spatial element when training, got input "
+                                 f"size {input.size()}")
         w, b = _param(self.weight), _param(self.bias)
         kw = dict(eps=self.eps, activation=self.activation, negative_slope=self.negative_slope)
         if self.track_running_stats and not self.training:
@@ -66,11 +73,12 @@ class _FastInstanceNorm:
             m = _T.instance_moments(input)
             n = m.count
             with torch.no_grad():
+                # in float64 (the moments' dtype), rounded once into the buffers:
+                # in a float16 / bfloat16 buffer each step would round (and cancel)
                 mom = self.momentum
-                bm = m.mean.mean(0).to(self.running_mean.dtype)
-                bv = (m.m2 / (n - 1)).mean(0).to(self.running_var.dtype)
-                self.running_mean.mul_(1 - mom).add_(bm.to(self.running_mean.device), alpha=mom)
-                self.running_var.mul_(1 - mom).add_(bv.to(self.running_var.device), alpha=mom)
+                for buf, batch in ((self.running_mean, m.mean.mean(0)),
+                                   (self.running_var, (m.m2 / (n - 1)).mean(0))):
+                    buf.copy_((1 - mom) * buf.double() + mom * batch.to(buf.device))
             return _T.normalize(input, m.mean, m.m2 / n, w, b, **kw)
         return _T.instance_norm(input, w, b, **kw)
 
@@ -112,11 +120,13 @@ def _replacement(mod):
     new_cls = _SWAP.get(type(mod))
     if new_cls is None:
         return None
+    # bias=False (torch >= 2.1) is passed only when used, so older torch works too
+    kw = {"bias": False} if mod.affine and getattr(mod, "bias", None) is None else {}
     if new_cls is GroupNorm:
-        new = GroupNorm(mod.num_groups, mod.num_channels, eps=mod.eps, affine=mod.affine)
+        new = GroupNorm(mod.num_groups, mod.num_channels, eps=mod.eps, affine=mod.affine, **kw)
     else:
         new = new_cls(mod.num_features, eps=mod.eps, momentum=mod.momentum, affine=mod.affine,
-                      track_running_stats=mod.track_running_stats)
+                      track_running_stats=mod.track_running_stats, **kw)
     p = next(iter(mod.parameters()), None)
     if p is None:
         p = next((b for b in mod.buffers() if b.is_floating_point()), None)

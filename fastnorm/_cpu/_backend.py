@@ -9,21 +9,32 @@ Inputs are validated by fastnorm._api; nothing here validates again.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
+from .. import _api
 from . import _engine as E
 
 default_threads = E.default_threads
 
 
 _MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+_modules = sys.modules
 
 
 def _threads(nt):
-    # results are identical for every count, so an absurd request (num_threads=10**6)
-    # is capped instead of asking OpenMP for a million threads
-    return E.default_threads() if nt is None else min(nt, _MAX_THREADS)
+    """The thread count a call runs with (nt: validated num_threads or None)."""
+    if _api._forked_child:
+        # OpenMP's pool did not survive fork(); one thread never enters it
+        return 1
+    if nt is None:
+        if "dask" in _modules and _api._in_dask_task():
+            return 1  # Dask runs a task per core already
+        nt = E.default_threads()
+    # results are identical for every count, so an absurd request (num_threads=10**6,
+    # OMP_NUM_THREADS=30000) is capped instead of asking OpenMP for that many threads
+    return min(nt, _MAX_THREADS)
 
 
 def _prepare(x, out):
