@@ -195,12 +195,17 @@ void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads,
  * read at most every FN_LOAD_EVERY_NS) and starts no more threads than that.
  * Our own workers spin for a while after a region and count as running: the
  * ones of a region that ended less than FN_SPIN_NS ago are not "other"
- * threads.  Results are bit-identical for any thread count. */
+ * threads.  A reading is one instant: the busy count is the least of the last
+ * three, so a task that was runnable for a moment (a kernel worker, a
+ * shell) does not cost a quiet machine a thread, while a busy process,
+ * runnable in every reading, does.  Results are bit-identical for any
+ * thread count. */
 #define FN_LOAD_EVERY_NS 20000000LL
 #define FN_SPIN_NS 20000000LL
 static int fn_dynamic = -1;          /* -1: read FASTNORM_DYNAMIC once */
 static long long fn_load_at = -1;    /* when procs_running was last read */
-static int fn_load_running = 0;
+static int fn_busy[3] = {-1, -1, -1};   /* other runnable threads, last 3 readings */
+static int fn_busy_next = 0;
 static long long fn_team_end = -1;   /* when our last team finished */
 static int fn_team_last = 1;
 
@@ -238,6 +243,7 @@ int fn_set_dynamic(int on)
     int old = fn_dynamic;
     fn_dynamic = on;
     fn_load_at = -1;
+    fn_busy[0] = fn_busy[1] = fn_busy[2] = -1;
     return old;
 }
 
@@ -253,13 +259,18 @@ int fn_threads_now(int want, int ncpu)
     if (want <= 1 || !fn_dynamic) return want;
     now = fn_now_ns();
     if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS || now < fn_load_at) {
-        fn_load_running = fn_read_running();
+        int running = fn_read_running(), busy;
         fn_load_at = now;
+        if (running <= 0) return want;           /* unknown: trust the request */
+        busy = running - 1;                      /* the caller is running */
+        if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
+            busy -= fn_team_last - 1;            /* our own spinning workers */
+        fn_busy[fn_busy_next] = busy < 0 ? 0 : busy;
+        fn_busy_next = (fn_busy_next + 1) % 3;
     }
-    if (fn_load_running <= 0) return want;       /* unknown: trust the request */
-    others = fn_load_running - 1;                /* the caller is running */
-    if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
-        others -= fn_team_last - 1;              /* our own spinning workers */
+    others = fn_busy[0];
+    if (fn_busy[1] >= 0 && (others < 0 || fn_busy[1] < others)) others = fn_busy[1];
+    if (fn_busy[2] >= 0 && (others < 0 || fn_busy[2] < others)) others = fn_busy[2];
     if (others <= 0) return want;                /* a quiet machine: as asked */
     free_cpus = ncpu - others;
     if (free_cpus < 1) free_cpus = 1;
