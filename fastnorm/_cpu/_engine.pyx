@@ -45,6 +45,7 @@ cdef extern from "fn_dispatch.h" nogil:
     void fn_stats(int dt, const void *x, Py_ssize_t n, fn_triple *t)
     void fn_apply(int dt, const void *x, void *y, Py_ssize_t n, double mean, double sc, double sh, int act, double slope, int stream)
     void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_stats_apply(int dt, const void *xs, Py_ssize_t ns, fn_triple *t, const void *xa, void *ya, Py_ssize_t na, double mean, double sc, double sh)
     void fn_stats_cl(int dt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
     void fn_apply_cl(int dt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const void *coef, int act, double slope, int stream)
     int fn_can_stream()
@@ -565,6 +566,7 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
     cdef Py_ssize_t p, k, s0, s1
     cdef fn_triple bt
     cdef bint nxt
+    cdef bint interleave = Cg == 1 and pl.act == 0 and not pl.stream
     if p0 >= p1:
         return
     if pl.small_planes:
@@ -598,6 +600,14 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
         for k in range(nb):
             s0 = k * FN_BLOCK
             s1 = block_end(s0, L)
+            if nxt and interleave:
+                # one row per plane: the next plane's block statistics
+                # interleaved with this block's apply (fn_stats_apply)
+                fn_stats_apply(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt,
+                               xp + (p * L + s0) * isz, yp + (p * L + s0) * isz, s1 - s0,
+                               mean[p], scale[p], shift[p])
+                fn_merge(&tri[p + 1], &bt)
+                continue
             if nxt:
                 fn_stats(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
                 fn_merge(&tri[p + 1], &bt)

@@ -89,6 +89,12 @@ static inline void fn_apply_cl(int dt, const void *x, void *y, fn_ssize rows, fn
 {
     fn_config.t->k[dt].apply_cl(x, y, rows, C, m, coef, act, slope, stream);
 }
+static inline void fn_stats_apply(int dt, const void *xs, fn_ssize ns, fn_triple *t,
+                                  const void *xa, void *ya, fn_ssize na, double mean, double sc,
+                                  double sh)
+{
+    fn_config.t->k[dt].stats_apply(xs, ns, t, xa, ya, na, mean, sc, sh);
+}
 static inline int fn_can_stream(void) { return fn_config.stream && fn_config.t->stream; }
 static inline void fn_widen_f16(const uint16_t *src, float *dst, fn_ssize n)
 {

@@ -212,7 +212,7 @@ static void copy_run(const char *s, char *d, fn_ssize n, int stream)
 
 #define FN_KSET(SUF)                                                            \
     { FN_CAT(stats, SUF), FN_CAT(apply, SUF), FN_CAT(planes, SUF),              \
-      FN_CAT(stats_cl, SUF), FN_CAT(apply_cl, SUF) }
+      FN_CAT(stats_cl, SUF), FN_CAT(apply_cl, SUF), FN_CAT(stats_apply, SUF) }
 
 const fn_target FN_CAT(fn_target, FN_TARGET) = {
     FN_LEVEL_NAME,

@@ -157,6 +157,71 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
 }
 #endif
 
+/* ------------------------------------- statistics and apply, interleaved */
+#if FN_WD
+/* The statistics of block xs (ns elements, its triple into t) and the apply
+ * without activation of a run xa -> ya (na elements, one mean / scale /
+ * shift) in one loop.  The statistics are bound by the latency of their lane
+ * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
+ * the apply by throughput: interleaved, the apply's independent work fills
+ * the chains' latency.  Each half does exactly what FN(stats_in) and
+ * FN(apply) do, in the same order, so the same bits. */
+static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav,
+                            void *yav, fn_ssize na, double mean, double sc, double sh)
+{
+    enum { NV = FN_LANES / FN_VL };
+    const FN_T *xs = (const FN_T *)xsv, *xa = (const FN_T *)xav;
+    FN_T *ya = (FN_T *)yav;
+    double sft = ns > 0 ? FN_LDS(xs) : 0.0, t1 = 0.0, t2 = 0.0, s1[FN_LANES], s2[FN_LANES];
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    fn_vd a[NV], b[NV];
+    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    int k;
+    for (k = 0; k < NV; k++) { a[k] = vd_set1(0.0); b[k] = a[k]; }
+    /* steps of FN_LANES elements of each while both have whole steps left */
+    both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
+    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+        FN_UNROLL for (k = 0; k < NV; k++) {
+            fn_vd d = vd_sub(FN_LDV(xs + i + k * FN_VL), shv);
+            a[k] = vd_add(a[k], d);
+            b[k] = vd_fma(d, d, b[k]);
+        }
+        FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
+            FN_STORE2(ya + j + k, vd_fma(vd_sub(FN_LDV(xa + j + k), hv), scv, fv),
+                      vd_fma(vd_sub(FN_LDV(xa + j + k + FN_VL), hv), scv, fv));
+    }
+    for (; i < nv; i += FN_LANES) {
+        FN_UNROLL for (k = 0; k < NV; k++) {
+            fn_vd d = vd_sub(FN_LDV(xs + i + k * FN_VL), shv);
+            a[k] = vd_add(a[k], d);
+            b[k] = vd_fma(d, d, b[k]);
+        }
+    }
+    for (k = 0; k < NV; k++) {
+        vd_store(s1 + k * FN_VL, a[k]);
+        vd_store(s2 + k * FN_VL, b[k]);
+    }
+    for (i = nv; i < ns; i++) {
+        double d = FN_LDS(xs + i) - sft;
+        t1 += d;
+        t2 = FN_FMA(d, d, t2);
+    }
+    fn_finish(t, (double)ns, sft, fn_lanes_sum(s1) + t1, fn_lanes_sum(s2) + t2);
+    for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
+        FN_STORE2(ya + j, vd_fma(vd_sub(FN_LDV(xa + j), hv), scv, fv),
+                  vd_fma(vd_sub(FN_LDV(xa + j + FN_VL), hv), scv, fv));
+    for (; j < na; j++)
+        ya[j] = (FN_T)FN_FMA(FN_LDS(xa + j) - mean, sc, sh);
+}
+#else
+static void FN(stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya,
+                            fn_ssize na, double mean, double sc, double sh)
+{
+    FN(stats_in)((const FN_T *)xs, ns, t);
+    FN(apply)(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
+}
+#endif
+
 /* ------------------------------------------------ small planes, one call */
 #if defined(FN_F32)
 /* Small float32 planes (FN_KEEP_MAX elements): the statistics keep the
@@ -222,13 +287,23 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
 #define FN_PLANE_STATS(q)                                                       \
     (keep ? fn_stats_keep_f32(x + (q) * L, L, kb[(q) & 1], &tri[q])            \
           : FN(stats_in)(x + (q) * L, L, &tri[q]))
+#define FN_KEEPING keep
 #else
 #define FN_PLANE_STATS(q) FN(stats_in)(x + (q) * L, L, &tri[q])
+#define FN_KEEPING 0
 #endif
     if (p0 >= p1) return;
     FN_PLANE_STATS(p0);
     fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
+        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE && !FN_KEEPING) {
+            /* the next plane's statistics interleaved with this plane's apply */
+            FN(stats_apply)(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p],
+                            scale[p], shift[p]);
+            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
+                           shift);
+            continue;
+        }
         if (p + 1 < p1)
             FN_PLANE_STATS(p + 1);
         for (r = p * Cg; r < (p + 1) * Cg; r++) {
@@ -246,6 +321,7 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
                            shift);
     }
 #undef FN_PLANE_STATS
+#undef FN_KEEPING
 }
 
 /* ------------------------------------------------ channels-last statistics */
