@@ -58,13 +58,13 @@ static void FN(stats)(const void *x, fn_ssize n, fn_triple *t)
 #define FN_STORE2(p, a, b) vd2_store_f32(p, a, b)
 #define FN_STREAM2(p, a, b) vd2_stream_f32(p, a, b)
 #define FN_STORE1(p, a) vd_store_f32(p, a)
-#define FN_STREAM1(p, a) vd_stream_f32(p, a)
+#define FN_STREAM1(p, a) vd_stream16_f32(p, a)
 #define FN_SIGMOID FN_SIGMOID_F32
 #else
 #define FN_STORE2(p, a, b) (vd_store(p, a), vd_store((p) + FN_VL, b))
 #define FN_STREAM2(p, a, b) (vd_stream(p, a), vd_stream((p) + FN_VL, b))
 #define FN_STORE1(p, a) vd_store(p, a)
-#define FN_STREAM1(p, a) vd_stream(p, a)
+#define FN_STREAM1(p, a) vd_stream16(p, a)
 #define FN_SIGMOID fn_sigmoidd
 #endif
 
@@ -444,7 +444,9 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
         FN_T *q = y + r * W + j0;
         if (pf) {
             fn_prefetch_lines(p + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_T), 0);
-            fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_T), 1);
+            /* never the lines stream stores write: they would be fetched
+             * into the cache only to be evicted by the stores */
+            if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_T), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
             fn_vd v = vd_fma(vd_sub(FN_LDV(p + k * FN_VL), h[k]), s[k], f[k]);
@@ -475,17 +477,29 @@ FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
  * input so that a group's tiles walk an L1-sized piece.  Streaming only for
  * rows of whole vectors of at most 64 lanes (a group of rows is then one
- * contiguous run written front to back) into an aligned output. */
+ * contiguous run written front to back, in 16-byte pieces) into a 16-byte
+ * aligned output. */
 FN_INLINE void FN(cl_apply_tiles)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W,
                                   const double *hi, const double *sc, const double *sf,
                                   int stream)
 {
-    const fn_ssize align = FN_VL * (fn_ssize)sizeof(FN_T);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / (fn_ssize)(sizeof(FN_T) * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
     stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 &&
-             ((uintptr_t)y % (uintptr_t)align) == 0;
+             ((uintptr_t)y & 15) == 0;
+    if (stream && W > FN_TILE_LANES) {
+        /* rows of several tiles: streamed row by row, front to back (tile by
+         * tile, the stream stores of neighbouring lines interleave and ran
+         * 1.6x slower), the coefficients read from L1 */
+        fn_ssize r, j;
+        for (r = 0; r < nr; r++)
+            for (j = 0; j < W; j += FN_VL)
+                FN_STREAM1(y + r * W + j, vd_fma(vd_sub(FN_LDV(x + r * W + j), vd_load(hi + j)),
+                                                 vd_load(sc + j), vd_load(sf + j)));
+        fn_sfence();
+        return;
+    }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) FN(cl_apply_rows)(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);

@@ -12,9 +12,11 @@
  *     (-ffp-contract=off).
  *   - loads widen exactly (float -> double, half / bfloat16 -> float), stores
  *     narrow with one rounding to nearest even.
- *   - stream stores need their address aligned to the store's size
- *     (FN_STREAM_ALIGN bytes for a vd or a vd pair); FN_HAVE_STREAM is 0 where
- *     the target has none, and the kernels then use normal stores.
+ *   - vd_stream / vd2_stream_f32 need their address aligned to the store's
+ *     size (FN_STREAM_ALIGN bytes); vd_stream16 / vd_stream16_f32 store in
+ *     16-byte pieces and need 16-byte alignment only (NumPy's large arrays
+ *     are 16-byte aligned).  FN_HAVE_STREAM is 0 where the target has no
+ *     stream stores, and the kernels then use normal stores.
  *
  * FN_TILE_V / FN_TILE_VS: vectors per register tile of the channels-last
  * kernels, sized so that a tile's three (four) coefficient rows and the
@@ -69,7 +71,21 @@ FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return _mm512_sub_pd(a, b); }
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return _mm512_fmadd_pd(a, b, c); }
 FN_INLINE fn_vd vd_load_f32(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { _mm256_storeu_ps(p, _mm512_cvtpd_ps(v)); }
-FN_INLINE void vd_stream_f32(float *p, fn_vd v) { _mm256_stream_ps(p, _mm512_cvtpd_ps(v)); }
+/* stream stores in 16-byte pieces (p 16-byte aligned): the channels-last rows */
+FN_INLINE void vd_stream16(double *p, fn_vd v)
+{
+    __m256d lo = _mm512_castpd512_pd256(v), hi = _mm512_extractf64x4_pd(v, 1);
+    _mm_stream_pd(p, _mm256_castpd256_pd128(lo));
+    _mm_stream_pd(p + 2, _mm256_extractf128_pd(lo, 1));
+    _mm_stream_pd(p + 4, _mm256_castpd256_pd128(hi));
+    _mm_stream_pd(p + 6, _mm256_extractf128_pd(hi, 1));
+}
+FN_INLINE void vd_stream16_f32(float *p, fn_vd v)
+{
+    __m256 f = _mm512_cvtpd_ps(v);
+    _mm_stream_ps(p, _mm256_castps256_ps128(f));
+    _mm_stream_ps(p + 4, _mm256_extractf128_ps(f, 1));
+}
 /* two vectors narrowed into one 64-byte store: a whole cache line in one
  * store lets the CPU skip the read-for-ownership of a line it overwrites */
 FN_INLINE __m512 fn_pair_f32(fn_vd a, fn_vd b)
@@ -131,7 +147,13 @@ FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return _mm256_sub_pd(a, b); }
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return _mm256_fmadd_pd(a, b, c); }
 FN_INLINE fn_vd vd_load_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { _mm_storeu_ps(p, _mm256_cvtpd_ps(v)); }
-FN_INLINE void vd_stream_f32(float *p, fn_vd v) { _mm_stream_ps(p, _mm256_cvtpd_ps(v)); }
+/* stream stores in 16-byte pieces (p 16-byte aligned): the channels-last rows */
+FN_INLINE void vd_stream16(double *p, fn_vd v)
+{
+    _mm_stream_pd(p, _mm256_castpd256_pd128(v));
+    _mm_stream_pd(p + 2, _mm256_extractf128_pd(v, 1));
+}
+FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { _mm_stream_ps(p, _mm256_cvtpd_ps(v)); }
 FN_INLINE __m256 fn_pair_f32(fn_vd a, fn_vd b)
 {
     return _mm256_set_m128(_mm256_cvtpd_ps(b), _mm256_cvtpd_ps(a));
@@ -209,7 +231,8 @@ FN_INLINE void vd_store_f32(float *p, fn_vd v)
 FN_INLINE __m128 fn_pair_f32(fn_vd a, fn_vd b) { return _mm_movelh_ps(_mm_cvtpd_ps(a), _mm_cvtpd_ps(b)); }
 FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b) { _mm_storeu_ps(p, fn_pair_f32(a, b)); }
 FN_INLINE void vd2_stream_f32(float *p, fn_vd a, fn_vd b) { _mm_stream_ps(p, fn_pair_f32(a, b)); }
-FN_INLINE void vd_stream_f32(float *p, fn_vd v) { vd_store_f32(p, v); }   /* no 8-byte stream */
+FN_INLINE void vd_stream16(double *p, fn_vd v) { _mm_stream_pd(p, v); }
+FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { vd_store_f32(p, v); }   /* 8 bytes: no stream */
 FN_INLINE fn_vd vd_load_f16(const uint16_t *p) { return _mm_set_pd(fn_h2f(p[1]), fn_h2f(p[0])); }
 FN_INLINE fn_vd vd_load_bf16(const uint16_t *p) { return _mm_set_pd(fn_b2f(p[1]), fn_b2f(p[0])); }
 FN_INLINE fn_vs vs_set1(float a) { return _mm_set1_ps(a); }
@@ -262,7 +285,8 @@ FN_INLINE fn_vs vs_fma(fn_vs a, fn_vs b, fn_vs c) { return vaddq_f32(vmulq_f32(a
 #endif
 FN_INLINE fn_vd vd_load_f32(const float *p) { return vcvt_f64_f32(vld1_f32(p)); }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { vst1_f32(p, vcvt_f32_f64(v)); }
-FN_INLINE void vd_stream_f32(float *p, fn_vd v) { vd_store_f32(p, v); }
+FN_INLINE void vd_stream16(double *p, fn_vd v) { vst1q_f64(p, v); }
+FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { vd_store_f32(p, v); }
 FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b)
 {
     vst1q_f32(p, vcombine_f32(vcvt_f32_f64(a), vcvt_f32_f64(b)));
@@ -314,7 +338,8 @@ FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return a - b; }
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return FN_FMA(a, b, c); }
 FN_INLINE fn_vd vd_load_f32(const float *p) { return (double)*p; }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { *p = (float)v; }
-FN_INLINE void vd_stream_f32(float *p, fn_vd v) { *p = (float)v; }
+FN_INLINE void vd_stream16(double *p, fn_vd v) { *p = v; }
+FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { *p = (float)v; }
 FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b) { p[0] = (float)a; p[1] = (float)b; }
 FN_INLINE void vd2_stream_f32(float *p, fn_vd a, fn_vd b) { vd2_store_f32(p, a, b); }
 FN_INLINE fn_vd vd_load_f16(const uint16_t *p) { return (double)fn_h2f(*p); }
