@@ -120,7 +120,9 @@ def test_plan_for_describes_the_plan():
     assert p["layout"] == "channels_first" and p["n_threads"] == 2 and p["fused"]
     assert p["small_planes"] and not p["stream"] and not p["backward"]
     p = E.plan_for((1, 64, 256, 256), np.float32, 1, 2)           # S1: 256 KiB planes
-    assert p["fused"] and not p["small_planes"] and not p["pipelined"]
+    assert p["fused"] and not p["small_planes"] and p["pipelined"]
+    p = E.plan_for((1, 16, 512, 256), np.float32, 1, 2)           # 512 KiB planes
+    assert p["fused"] and not p["pipelined"] and not p["backward"]
     p = E.plan_for((2, 16, 150, 150), np.float32, 1, 2)           # 88 KiB planes, 2 blocks
     assert p["pipelined"] and not p["small_planes"]
     p = E.plan_for((1, 3, 1080, 1920), np.float32, 1, 2)          # S4: 3 planes of 8 MiB

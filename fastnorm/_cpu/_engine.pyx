@@ -88,9 +88,10 @@ BLOCK = FN_BLOCK
 cdef Py_ssize_t SERIAL_BELOW_N = 1 << 15
 SERIAL_BELOW = SERIAL_BELOW_N
 # Planes up to this size are software-pipelined (the statistics of the next
-# plane are read while this one, still in L2, is normalized); larger ones are
-# read, then normalized while still in L2.
-cdef Py_ssize_t PIPELINE_MAX_BYTES = 1 << 17
+# plane are read while this one, still in L2, is normalized, interleaved in
+# one loop); larger ones are read, then normalized while still in L2.  The
+# two planes in flight and the output must fit a 1 MiB L2.
+cdef Py_ssize_t PIPELINE_MAX_BYTES = 1 << 18
 # Planes larger than this are normalized in waves shared by all threads, each
 # thread holding at most about this much of the wave in its L2.
 cdef Py_ssize_t WAVE_BYTES = 1 << 19
