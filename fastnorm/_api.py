@@ -22,7 +22,8 @@ import numpy as np
 from . import _validate as V
 
 _ndarray = np.ndarray
-_FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float64): V.F64, np.dtype(np.float16): V.F16}
+# the dtypes of the fast path (float64 goes through _norm's range check)
+_FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float16): V.F16}
 _engine = None
 
 #: True in a child process created by fork() from a process that imported fastnorm
@@ -302,7 +303,62 @@ def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_s
     out = _out(be, out, x)
     if isinstance(out, np.ndarray):  # weight and bias are host arrays (copied to a GPU)
         w, b = _unshared(w, out), _unshared(b, out)
-    return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+    if be.__name__ != _BACKENDS["numpy"] or code not in (V.F64, V.F16, V.BF16):
+        return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+    return _norm_checked(be, x, code, cl, G, w, b, eps, act, slope, out, nt)
+
+
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _norm_checked(be, x, code, cl, G, w, b, eps, act, slope, out, nt):
+    """be.norm on a NumPy array whose result can leave the kernels' range:
+    float64 units whose squared deviations overflow or underflow double
+    (fastnorm._range), and 16-bit data whose scale or shift overflow float,
+    the type the 16-bit kernels apply in (a weight of 1e300 gave NaN where
+    x == mean).  Ordinary data pay one look at the (N, G) statistics; in
+    place, the statistics come first (x must be read before it is written)."""
+    from . import _range
+
+    C = x.shape[-1] if cl else x.shape[1]
+    if x.size == 0:
+        return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+    if code != V.F64:
+        wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
+        bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
+        if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
+            return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)   # cannot overflow
+        tg = _range.group_triples(be.triples(x, code, cl, nt), G)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            rs = 1.0 / np.sqrt(tg[..., 2] / tg[..., 0] + eps)
+            big = bmax > _FLT_MAX or float(np.nanmax(rs, initial=0.0)) * wmax > _FLT_MAX
+        if not big:
+            return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+        # in float64, rounded once to the 16-bit type
+        y64 = be.norm(x.astype(np.float64), V.F64, cl, G, w, b, eps, act, slope, None, nt)
+        y = out if out is not None else np.empty(x.shape, x.dtype)
+        with np.errstate(over="ignore"):
+            y[...] = y64.astype(x.dtype)
+        return y
+    if out is not None and np.may_share_memory(out, x):
+        tg = _range.group_triples(be.triples(x, code, cl, nt), G)
+        bad = _range.out_of_range(tg, eps)
+        if not bad.any():
+            return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+        y = None
+    else:
+        y, tri = be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt, stats=True)
+        tg = _range.group_triples(tri, G) if cl else tri
+        bad = _range.out_of_range(tg, eps)
+        if not bad.any():
+            return y
+    k = _range.unit_exponents(x, cl, G, bad)
+    if not (k != 0).any():
+        return y if y is not None else be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+    xs = _range.scaled(x, cl, G, k)
+    ts = _range.group_triples(be.triples(xs, code, cl, nt), G)
+    mean, scale, shift = _range.norm_coefs(ts, k, eps, w, b, G, C)
+    return be.apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt)
 
 
 def _triples(x, channel_axis, num_threads, name="x"):
@@ -336,6 +392,13 @@ def instance_stats(x, *, channel_axis=1, num_threads=None):
     be, x, code, cl, nt = _triples(x, channel_axis, num_threads)
     t = be.triples(x, code, cl, nt)
     rdt = np.float64 if code == V.F64 else np.float32
+    if code == V.F64 and be.__name__ == _BACKENDS["numpy"]:
+        from . import _range
+
+        if _range.out_of_range(t, None).any():
+            count, mean, _, var = _range.rescaled_triples(be, x, code, cl, nt, t)
+            with np.errstate(invalid="ignore"):
+                return np.where(count > 0, mean, np.nan), var
     return be.stats_from_triples(t, rdt) if hasattr(be, "stats_from_triples") else _stats(t, rdt)
 
 
@@ -344,7 +407,8 @@ def _stats(t, rdt):
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, t[..., 1], np.nan)
         var = t[..., 2] / n
-    return mean.astype(rdt), var.astype(rdt)
+    with np.errstate(over="ignore"):   # a float32 variance above 3.4e38 is inf
+        return mean.astype(rdt), var.astype(rdt)
 
 
 class Moments:
@@ -462,6 +526,12 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
         return io.instance_moments(x, channel_axis=channel_axis, num_threads=num_threads)
     be, x, code, cl, nt = _triples(x, channel_axis, num_threads)
     t = be.triples(x, code, cl, nt)
+    if code == V.F64 and be.__name__ == _BACKENDS["numpy"]:
+        from . import _range
+
+        if _range.out_of_range(t, None).any():
+            count, mean, m2, _ = _range.rescaled_triples(be, x, code, cl, nt, t)
+            return Moments(count, mean, m2)
     return Moments(t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy())
 
 
@@ -484,9 +554,13 @@ def _per_channel(a, name, N, C, xp=np):
 
 
 def _check_var(v):
-    """v itself; ValueError where a variance is negative (NaN passes, as in the formula)."""
+    """v itself; ValueError where a variance is negative or +inf (NaN passes,
+    as in the formula): an infinite variance would silently give zeros."""
     if bool((v < 0).any()):
         raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    if bool((v == np.inf).any()):
+        raise ValueError("var must be finite, got inf (a float32 variance overflows for data "
+                         "above ~1.8e19: compute the statistics of x.astype(np.float64))")
     return v
 
 

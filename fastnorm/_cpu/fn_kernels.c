@@ -45,46 +45,56 @@ FN_INLINE void fn_prefetch_lines(const void *p, fn_ssize nbytes, int write)
     }
 }
 
-/* exp for float, branch-free so the apply loops stay vectorized (Cephes
- * expf: Cody-Waite reduction by ln 2, degree-6 polynomial, ~1 ulp).  Inputs
- * are clamped to [-87, 88]: enough for silu, where v / (1 + exp(-v)) is then
- * 0 or v to within rounding. */
-FN_INLINE float fn_expf(float x)
+/* silu(v) = v / (1 + exp(-v)) in double, branch-free so the apply loops stay
+ * vectorized.  exp: Cody-Waite reduction by ln 2 (n = round(x / ln 2) read
+ * from the low bits of x / ln 2 + 1.5 * 2^52, so no float -> int64
+ * conversion, which AVX2 lacks), a degree-9 Taylor polynomial on
+ * |r| <= ln 2 / 2 (relative error < 1e-11), 2^n built from its bits; the
+ * argument is clamped to [-708, 709] and the result set to +inf above
+ * 709.78 and 0 below -745.2.  float32 and 16-bit results, rounded once from
+ * this double, are within 1 ulp of the exact silu (float exp and sigmoid
+ * were 2.2 ulp off); float64 uses libm's exp (fn_silu_libm).  The limits are
+ * exact: silu(-inf) = -0, silu(+inf) = +inf, silu(NaN) = that NaN (one NaN
+ * operand only, so its sign cannot depend on the operand order a given
+ * vector width compiles to). */
+FN_INLINE double fn_u2d(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
+FN_INLINE uint64_t fn_d2u(double d) { uint64_t u; memcpy(&u, &d, 8); return u; }
+FN_INLINE double fn_exp_d(double x)
 {
-    float n, r, p, x0 = x;
-    uint32_t bits;
-    x = (x == x) ? x : 0.0f;            /* NaN: keep the integer conversion defined */
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    n = FN_FMAF(x, 1.44269504088896341f, 12582912.0f) - 12582912.0f;   /* round to nearest */
-    r = FN_FMAF(n, -0.693359375f, x);
-    r = FN_FMAF(n, 2.12194440e-4f, r);
-    p = 1.9875691500e-4f;
-    p = FN_FMAF(p, r, 1.3981999507e-3f);
-    p = FN_FMAF(p, r, 8.3334519073e-3f);
-    p = FN_FMAF(p, r, 4.1665795894e-2f);
-    p = FN_FMAF(p, r, 1.6666665459e-1f);
-    p = FN_FMAF(p, r, 5.0000001201e-1f);
-    p = FN_FMAF(p * r, r, r) + 1.0f;
-    bits = (uint32_t)((int32_t)n + 127) << 23;
-    p = p * fn_u2f(bits);
-    return (x0 == x0) ? p : x0;
+    const double big = 6755399441055744.0;        /* 1.5 * 2^52 */
+    double xc = x == x ? x : 0.0, t, n, r, p;
+    xc = xc < -708.0 ? -708.0 : xc;
+    xc = xc > 709.0 ? 709.0 : xc;
+    t = FN_FMA(xc, 1.4426950408889634, big);
+    n = t - big;
+    r = FN_FMA(n, -6.93147180369123816490e-01, xc);
+    r = FN_FMA(n, -1.90821492927058770002e-10, r);
+    p = 2.7557319223985893e-06;
+    p = FN_FMA(p, r, 2.4801587301587302e-05);
+    p = FN_FMA(p, r, 1.9841269841269841e-04);
+    p = FN_FMA(p, r, 1.3888888888888889e-03);
+    p = FN_FMA(p, r, 8.3333333333333333e-03);
+    p = FN_FMA(p, r, 4.1666666666666667e-02);
+    p = FN_FMA(p, r, 1.6666666666666667e-01);
+    p = FN_FMA(p, r, 0.5);
+    p = FN_FMA(p, r, 1.0);
+    p = FN_FMA(p, r, 1.0);
+    p = p * fn_u2d((fn_d2u(t) + 1023u) << 52);   /* 2^n: n in [-1022, 1023] */
+    p = x > 709.782712893384 ? (double)INFINITY : p;
+    p = x < -745.2 ? 0.0 : p;
+    return p;
 }
-/* sigmoid in float for float32 / 16-bit data (a float sigmoid keeps silu
- * within a few ulp at a quarter of the cost of a double division); float64
- * data use the double formula.  sigmoid(NaN) is that same NaN, so that silu's
- * v * sigmoid(v) multiplies one NaN by itself: with two different NaNs the
- * result would be whichever operand the compiler put first, which differs
- * between vector widths. */
-FN_INLINE float fn_sigmoidf(float v)
+FN_INLINE double fn_silu_d(double v)
 {
-    float s = 1.0f / (1.0f + fn_expf(-v));
-    return v == v ? s : v;
+    double q = v / (1.0 + fn_exp_d(-v));
+    q = v < -745.2 ? -0.0 : q;                     /* v / inf: -0, also for -inf */
+    return v == v ? q : v;
 }
-FN_INLINE double fn_sigmoidd(double v)
+FN_INLINE double fn_silu_libm(double v)
 {
-    double s = 1.0 / (1.0 + exp(-v));
-    return v == v ? s : v;
+    double q = v / (1.0 + exp(-v));
+    q = v < -745.2 ? -0.0 : q;
+    return v == v ? q : v;
 }
 
 /* relu's zero arm is read from a value the compiler cannot see: with the
@@ -93,18 +103,18 @@ FN_INLINE double fn_sigmoidd(double v)
 static volatile double fn_relu_zero = 0.0;
 
 /* Run LOOP(ACT) with the activation statement for act; v is the working
- * value, slope leaky_relu's negative slope. */
-#define FN_ACT_SWITCH(W, SIGMOID, LOOP)                                         \
+ * value (type W), slope leaky_relu's negative slope, SILU(v) silu in W. */
+#define FN_ACT_SWITCH(W, SILU, LOOP)                                            \
     switch (act) {                                                              \
     case FN_ACT_RELU: {                                                         \
         const W zr = (W)fn_relu_zero;                                           \
         LOOP(v = v < (W)0 ? zr : v); break;                                     \
     }                                                                           \
     case FN_ACT_LEAKY: LOOP(v = v >= (W)0 ? v : v * (W)slope); break;           \
-    case FN_ACT_SILU:  LOOP(v = v * SIGMOID(v)); break;                         \
+    case FN_ACT_SILU:  LOOP(v = SILU(v)); break;                                \
     default:           LOOP((void)0); break;                                    \
     }
-#define FN_SIGMOID_F32(v) (double)fn_sigmoidf((float)(v))
+#define FN_SILU_F(v) ((float)fn_silu_d((double)(v)))
 
 /* Calls CALL(K) with K a compile-time constant 1 .. FN_TILE_V - 1 equal to kk
  * (the vector count of a channels-last remainder tile). */

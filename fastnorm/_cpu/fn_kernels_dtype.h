@@ -59,13 +59,13 @@ static void FN(stats)(const void *x, fn_ssize n, fn_triple *t)
 #define FN_STREAM2(p, a, b) vd2_stream_f32(p, a, b)
 #define FN_STORE1(p, a) vd_store_f32(p, a)
 #define FN_STREAM1(p, a) vd_stream16_f32(p, a)
-#define FN_SIGMOID FN_SIGMOID_F32
+#define FN_SILU fn_silu_d
 #else
 #define FN_STORE2(p, a, b) (vd_store(p, a), vd_store((p) + FN_VL, b))
 #define FN_STREAM2(p, a, b) (vd_stream(p, a), vd_stream((p) + FN_VL, b))
 #define FN_STORE1(p, a) vd_store(p, a)
 #define FN_STREAM1(p, a) vd_stream16(p, a)
-#define FN_SIGMOID fn_sigmoidd
+#define FN_SILU fn_silu_libm
 #endif
 
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
@@ -94,26 +94,13 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
         if (stream) fn_sfence();   /* the streamed lines are visible before we return */
         return;
     }
-#if defined(FN_F32)
-    if (act == FN_ACT_SILU) {
-        /* silu is compute-bound: in float, with the mean as hi + lo */
-        const double lo = 0.0;
-        float hf = (float)mean, lf = (float)((mean - (double)hf) + lo), scf = (float)sc,
-              shf = (float)sh;
-        FN_IVDEP for (i = 0; i < n; i++) {
-            float v = FN_FMAF(((float)x[i] - hf) - lf, scf, shf);
-            y[i] = v * fn_sigmoidf(v);
-        }
-        return;
-    }
-#endif
 #define FN_LOOP(ACT)                                                            \
     FN_IVDEP for (i = 0; i < n; i++) {                                          \
         double v = FN_FMA(FN_LDS(x + i) - mean, sc, sh);                        \
         ACT;                                                                    \
         y[i] = (FN_T)v;                                                         \
     }
-    FN_ACT_SWITCH(double, FN_SIGMOID, FN_LOOP)
+    FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
 }
 
@@ -149,7 +136,7 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
             ACT;                                                                \
             buf[i] = v;                                                         \
         }
-        FN_ACT_SWITCH(float, fn_sigmoidf, FN_LOOP)
+        FN_ACT_SWITCH(float, FN_SILU_F, FN_LOOP)
 #undef FN_LOOP
         for (i = 0; i + FN_FL <= len; i += FN_FL) FN_STH(y + s0 + i, vs_load(buf + i));
         for (; i < len; i++) y[s0 + i] = FN_F2H(buf[i]);
@@ -542,7 +529,7 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
             q[j] = (FN_T)v;                                                     \
         }                                                                       \
     }
-    FN_ACT_SWITCH(double, FN_SIGMOID, FN_LOOP)
+    FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
 }
 
@@ -628,7 +615,7 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
                     ACT;                                                        \
                     buf[j] = v;                                                 \
                 }
-                FN_ACT_SWITCH(float, fn_sigmoidf, FN_LOOP)
+                FN_ACT_SWITCH(float, FN_SILU_F, FN_LOOP)
 #undef FN_LOOP
                 for (j = 0; j < len; j++) q[j] = FN_F2H(buf[j]);
             }
@@ -640,7 +627,7 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
 #undef FN_STREAM2
 #undef FN_STORE1
 #undef FN_STREAM1
-#undef FN_SIGMOID
+#undef FN_SILU
 #undef FN_UNROLL
 #undef FN
 #undef FN_T

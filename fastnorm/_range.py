@@ -1,0 +1,135 @@
+"""float64 data at the ends of the exponent range (NumPy backend).
+
+The kernels sum squared deviations in double: deviations above ~1.3e154
+overflow (m2 = inf, and the output comes back NaN or 0), deviations below
+~1e-154 lose their bits or underflow (with eps = 0 the output comes back
+inf).  Whenever the exact result is finite it must be, so the units (planes,
+or groups of planes) whose statistics left the safe range are computed again
+from a copy scaled by a power of two per unit (exact: a power of two changes
+only the exponent), and their output from the scaled statistics:
+
+    (x - mean) / sqrt(var + eps) = (xs - ms) / sqrt(vs + eps * 2**-2k)
+    with xs = x * 2**-k, ms = mean * 2**-k, vs = var * 2**-2k.
+
+Only float64 can get there (float32 and 16-bit values squared stay within
+double's range), and only NaN-free units are redone: a NaN or an infinity
+in the data keeps its NaN result.  The check costs nothing on ordinary data
+(it reads the (N, C) statistics); the redo costs two more passes over x.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# m2 / n below this, with eps too small to dominate it, has lost bits
+_TINY_VAR = 2.0 ** -900
+_SMALL_EPS = 1e-250
+
+
+def out_of_range(t, eps):
+    """Bool (N, U): the units of triples t (N, U, 3) whose statistics left the
+    range where the double sums are exact enough: m2 or the mean not finite,
+    or a variance so small (and eps smaller still) that its squares lost bits."""
+    n, mean, m2 = t[..., 0], t[..., 1], t[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        bad = ~np.isfinite(m2) | ~np.isfinite(mean)
+        if eps is None or eps < _SMALL_EPS:
+            bad |= (n > 1) & (m2 < _TINY_VAR * n)
+    return bad & (n > 0)        # an empty unit has nothing to redo
+
+
+def _unit_view(x, cl, G):
+    """x as (N, G, elements of the unit) for channels first, (N, rows, G, Cg)
+    for channels last: a view or a copy, for reductions only."""
+    N = x.shape[0]
+    if cl:
+        C = x.shape[-1]
+        return x.reshape(N, -1, G, C // G)
+    return x.reshape(N, G, -1)
+
+
+def unit_exponents(x, cl, G, bad):
+    """(N, G) int: k with max|x| of the unit in [2**(k-1), 2**k) for the bad
+    units whose data are finite and not all zero; 0 elsewhere."""
+    v = _unit_view(np.abs(x), cl, G)
+    amax = v.max(axis=(1, 3)) if cl else v.max(axis=2)
+    with np.errstate(invalid="ignore"):
+        ok = bad & np.isfinite(amax) & (amax > 0)
+    _, k = np.frexp(np.where(ok, amax, 1.0))
+    return np.where(ok, k, 0).astype(np.int64)
+
+
+def scaled(x, cl, G, k):
+    """x * 2**-k per unit (exact; ldexp, as 2**-k alone can overflow), C-contiguous."""
+    N = x.shape[0]
+    if cl:
+        C = x.shape[-1]
+        s = np.ldexp(x.reshape(N, -1, G, C // G), -k[:, None, :, None])
+    else:
+        s = np.ldexp(x.reshape(N, G, -1), -k[:, :, None])
+    return np.ascontiguousarray(s.reshape(x.shape))
+
+
+def group_triples(t, G):
+    """(N, C, 3) channel triples merged in order into (N, G, 3) group triples."""
+    N, C, _ = t.shape
+    if G == C:
+        return t
+    Cg = C // G
+    out = t[:, ::Cg, :].copy()
+    for j in range(1, Cg):
+        b = t[:, j::Cg, :]
+        na, ma, qa = out[..., 0], out[..., 1], out[..., 2]
+        nb, mb, qb = b[..., 0], b[..., 1], b[..., 2]
+        n = na + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = mb - ma
+            fb = np.where(n > 0, nb / n, 0.0)
+            out[..., 1] = ma + d * fb
+            out[..., 2] = qa + qb + d * d * (na * fb)
+        out[..., 0] = n
+    return out
+
+
+def norm_coefs(ts, k, eps, w, b, G, C):
+    """Per-channel (mean, scale, shift) (N, C) for the scaled data from the
+    scaled group triples ts (N, G, 3) and exponents k (N, G)."""
+    N = ts.shape[0]
+    Cg = C // G
+    n, ms, m2s = ts[..., 0], ts[..., 1], ts[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        vs = m2s / n
+        eps_s = np.ldexp(float(eps), -2 * k)
+        # eps scaled past 2**600 dominates the variance: then 1 / sqrt(var + eps)
+        # is safe unscaled (var underflowed to about 0 beside it), times 2**k
+        rs = np.where(eps_s <= 2.0 ** 600, 1.0 / np.sqrt(vs + eps_s),
+                      np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + float(eps)), k))
+    mean = np.repeat(ms, Cg, axis=1)
+    scale = np.repeat(rs, Cg, axis=1)
+    if w is not None:
+        scale = scale * np.asarray(w, dtype=np.float64)[None, :]
+    shift = np.broadcast_to(np.asarray(b, dtype=np.float64) if b is not None else 0.0, (N, C))
+    return (np.ascontiguousarray(mean), np.ascontiguousarray(scale),
+            np.ascontiguousarray(shift, dtype=np.float64))
+
+
+def rescaled_triples(be, x, code, cl, nt, t):
+    """t with its out-of-range units (per channel) recomputed from scaled
+    data: (count, mean, m2, var) float64 (N, C) arrays, m2 and var scaled
+    back (so they overflow to inf only where the exact value does)."""
+    C = x.shape[-1] if cl else x.shape[1]
+    bad = out_of_range(t, None)
+    count, mean, m2 = t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = m2 / count
+    if not bad.any():
+        return count, mean, m2, var
+    k = unit_exponents(x, cl, C, bad)
+    redo = k != 0
+    if not redo.any():
+        return count, mean, m2, var
+    ts = be.triples(scaled(x, cl, C, k), code, cl, nt)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        mean = np.where(redo, np.ldexp(ts[..., 1], k), mean)
+        m2 = np.where(redo, np.ldexp(ts[..., 2], 2 * k), m2)
+        var = np.where(redo, np.ldexp(ts[..., 2] / ts[..., 0], 2 * k), var)
+    return count, mean, m2, var
