@@ -274,7 +274,10 @@ def test_all_equal_planes_and_eps_zero():
         assert np.isnan(f(x)).all()
 
 
-PLAN_SETTINGS = [dict(small_planes=False), dict(pipeline_max_bytes=0),
+PLAN_SETTINGS = [dict(plane_batch=3), dict(plane_batch=1, small_planes=False),
+                 dict(wave_bytes=1 << 12, ct_round_bytes=1),
+                 dict(wave_bytes=1 << 12, ct_round_bytes=1 << 10, backward_min_bytes=0),
+                 dict(small_planes=False), dict(pipeline_max_bytes=0),
                  dict(pipeline_max_bytes=1 << 30), dict(wave_bytes=1 << 12),
                  dict(small_planes=False, pipeline_max_bytes=0, wave_bytes=1 << 14),
                  dict(backward_min_bytes=0), dict(backward_min_bytes=0, wave_bytes=1 << 12),

@@ -44,7 +44,7 @@ cdef extern from "fn_dispatch.h" nogil:
     void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
     void fn_stats(int dt, const void *x, Py_ssize_t n, fn_triple *t)
     void fn_apply(int dt, const void *x, void *y, Py_ssize_t n, double mean, double sc, double sh, int act, double slope, int stream)
-    void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
+    void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t goff, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
     void fn_stats_apply(int dt, const void *xs, Py_ssize_t ns, fn_triple *t, const void *xa, void *ya, Py_ssize_t na, double mean, double sc, double sh)
     void fn_stats_cl(int dt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
     void fn_apply_cl(int dt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const void *coef, int act, double slope, int stream)
@@ -101,6 +101,12 @@ cdef Py_ssize_t WAVE_BYTES = 1 << 19
 cdef Py_ssize_t BACKWARD_MIN_BYTES = 1 << 20
 # planes of one statistics block run through one C call per thread (fn_planes)
 cdef bint SMALL_PLANES = True
+# a thread normalizes its planes this many at a time, through working arrays
+# of this size (the pipeline restarts once per batch)
+cdef Py_ssize_t PLANE_BATCH = 4096
+# the channels-last wave plan holds the triples of at most about this many
+# bytes of chunks at once (cl_round_chunks)
+cdef Py_ssize_t CT_ROUND_BYTES = 16 << 20
 # float32/float64 outputs without activation larger than this are written
 # with non-temporal stores where the target has them: past the last-level
 # cache a normal store first reads the line it writes.  (The threshold's
@@ -255,13 +261,16 @@ def plan_for(shape, dtype, channel_axis=1, num_threads=None):
 
 
 def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
-            backward_min_bytes=None, stream_above_bytes=None):
+            backward_min_bytes=None, stream_above_bytes=None, plane_batch=None,
+            ct_round_bytes=None):
     """Read (and, for tests and experiments, set) the plan thresholds; returns
     the old (pipeline_max_bytes, wave_bytes, small_planes, backward_min_bytes,
-    stream_above_bytes).  Every setting gives the same bits; only the speed changes."""
+    stream_above_bytes, plane_batch, ct_round_bytes).  Every setting gives the
+    same bits; only the speed and the working memory change."""
     global PIPELINE_MAX_BYTES, WAVE_BYTES, SMALL_PLANES, BACKWARD_MIN_BYTES, STREAM_ABOVE_BYTES
+    global PLANE_BATCH, CT_ROUND_BYTES
     old = (PIPELINE_MAX_BYTES, WAVE_BYTES, bool(SMALL_PLANES), BACKWARD_MIN_BYTES,
-           STREAM_ABOVE_BYTES)
+           STREAM_ABOVE_BYTES, PLANE_BATCH, CT_ROUND_BYTES)
     if stream_above_bytes is not None:
         STREAM_ABOVE_BYTES = max(0, stream_above_bytes)
     if backward_min_bytes is not None:
@@ -272,6 +281,10 @@ def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
         WAVE_BYTES = max(1, wave_bytes)
     if small_planes is not None:
         SMALL_PLANES = small_planes
+    if plane_batch is not None:
+        PLANE_BATCH = max(1, plane_batch)
+    if ct_round_bytes is not None:
+        CT_ROUND_BYTES = max(1, ct_round_bytes)
     return old
 
 
@@ -486,18 +499,29 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     cdef fn_triple *tri = NULL
     cdef fn_triple *btri = NULL
     cdef double *coef = NULL
+    cdef Py_ssize_t batch = PLANE_BATCH if PLANE_BATCH < P else P
+    cdef bint keep_tri = stats_out is not None
     try:
-        tri = <fn_triple *>alloc_or_raise(P * sizeof(fn_triple), "the plane statistics")
-        coef = <double *>alloc_or_raise(3 * R * sizeof(double), "the coefficients")
-        if not pl.fused:
+        if pl.fused:
+            # per-thread working arrays for `batch` planes at a time (the
+            # triples of all planes only when they are returned)
+            tri = <fn_triple *>alloc_or_raise((P if keep_tri else nth * batch) * sizeof(fn_triple),
+                                              "the plane statistics")
+            coef = <double *>alloc_or_raise(nth * 3 * batch * Cg * sizeof(double),
+                                            "the coefficients")
+        else:
+            tri = <fn_triple *>alloc_or_raise(P * sizeof(fn_triple), "the plane statistics")
+            coef = <double *>alloc_or_raise(3 * R * sizeof(double), "the coefficients")
             btri = <fn_triple *>alloc_or_raise(P * nb * sizeof(fn_triple), "the block statistics")
         with nogil:
             if pl.fused:
                 # one worker per thread, each a contiguous range of planes
                 for wk in prange(nth, num_threads=nth, schedule='static', chunksize=1,
                                  use_threads_if=pl.parallel):
-                    cf_range(&pl, xp, yp, (P * wk) // nth, (P * (wk + 1)) // nth, L, S, G, Cg,
-                             isz, nb, eps, w, b, tri, coef, coef + R, coef + 2 * R)
+                    cf_batches(&pl, xp, yp, (P * wk) // nth, (P * (wk + 1)) // nth, L, S, G, Cg,
+                               isz, nb, eps, w, b, tri if keep_tri else NULL,
+                               tri if keep_tri else tri + wk * batch,
+                               coef + wk * 3 * batch * Cg, batch)
             else:
                 with parallel(num_threads=nth):
                     cf_waves(&pl, xp, yp, P, L, S, G, Cg, isz, nb, eps, w, b, btri, tri,
@@ -509,6 +533,24 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     finally:
         free(tri); free(coef); free(btri)
     return y
+
+
+cdef void cf_batches(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p1,
+                     Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz,
+                     Py_ssize_t nb, double eps, const double *w, const double *b,
+                     fn_triple *tri_all, fn_triple *tri_buf, double *coef_buf,
+                     Py_ssize_t batch) noexcept nogil:
+    """Planes [p0, p1) on one thread, `batch` planes at a time through this
+    thread's working arrays (tri_all: the triples of every plane, kept for
+    the caller, or NULL), so the working memory does not grow with N x C."""
+    cdef Py_ssize_t q = p0, q1
+    cdef fn_triple *t
+    while q < p1:
+        q1 = q + batch if q + batch < p1 else p1
+        t = tri_all + q if tri_all != NULL else tri_buf
+        cf_range(pl, xp + q * L * isz, yp + q * L * isz, 0, q1 - q, L, S, G, q % G, Cg, isz, nb,
+                 eps, w, b, t, coef_buf, coef_buf + batch * Cg, coef_buf + 2 * batch * Cg)
+        q = q1
 
 
 cdef inline void team_share(Py_ssize_t i0, Py_ssize_t cnt, int tid, int team, Py_ssize_t *a,
@@ -555,14 +597,15 @@ cdef void cf_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t P, Py_
 
 
 cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py_ssize_t p1,
-                   Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t isz,
-                   Py_ssize_t nb, double eps, const double *w, const double *b, fn_triple *tri,
-                   double *mean, double *scale, double *shift) noexcept nogil:
+                   Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t goff, Py_ssize_t Cg,
+                   Py_ssize_t isz, Py_ssize_t nb, double eps, const double *w, const double *b,
+                   fn_triple *tri, double *mean, double *scale, double *shift) noexcept nogil:
     """Planes [p0, p1) on one thread.  Small planes: one C call.  Pipelined:
     the statistics of plane p+1 are read block by block while plane p (still
     in L2) is normalized, so the read and the write streams overlap like a
     copy's.  Else each plane is read, then normalized (backwards when larger
-    than L2).  The merge order is the block order, as in every other plan."""
+    than L2).  Plane p is in group (goff + p) % G.  The merge order is the
+    block order, as in every other plan."""
     cdef int dt = pl.dt
     cdef Py_ssize_t p, k, s0, s1
     cdef fn_triple bt
@@ -572,11 +615,11 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
         return
     if pl.small_planes:
         # normal stores: small planes are written while still cached
-        fn_planes(dt, xp, yp, p0, p1, L, S, G, Cg, eps, w, b, pl.act, pl.slope, tri, mean,
+        fn_planes(dt, xp, yp, p0, p1, L, S, G, goff, Cg, eps, w, b, pl.act, pl.slope, tri, mean,
                   scale, shift)
         return
     plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
-    fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift)
+    fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift)
     for p in range(p0, p1):
         nxt = p + 1 < p1
         if not pl.pipelined:
@@ -591,7 +634,7 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
                           mean, scale, shift)
             if nxt:
                 plane_stats(dt, xp + (p + 1) * L * isz, L, isz, &tri[p + 1])
-                fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
+                fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
                                scale, shift)
             continue
         if nxt:
@@ -615,7 +658,7 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
             seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
                       mean, scale, shift)
         if nxt:
-            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
+            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
                            shift)
 
 
@@ -830,45 +873,81 @@ cdef void cl_instance(const plan_t *pl, const char *x, char *y, Py_ssize_t S, Py
         cl_chunk_apply(pl, x, y, S, C, isz, q, q.nch - 1 - k if pl.backward else k, tiles)
 
 
+cdef inline Py_ssize_t cl_round_chunks(const cl_plan *q, Py_ssize_t C, int nth,
+                                       Py_ssize_t items) noexcept nogil:
+    """Chunks whose statistics are held at once by the wave plan: enough for
+    every thread, at most about CT_ROUND_BYTES of triples (a wave of many
+    chunks of many channels held them all: 805 MB for a float16 (1, 65536,
+    8192) input)."""
+    cdef Py_ssize_t r = CT_ROUND_BYTES // (C * <Py_ssize_t>sizeof(fn_triple))
+    if r < nth:
+        r = nth
+    return r if r < items else (items if items > 0 else 1)
+
+
 cdef void cl_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t N, Py_ssize_t S,
                    Py_ssize_t C, Py_ssize_t G, Py_ssize_t isz, const cl_plan *q, char *scratch,
-                   fn_triple *ct, fn_triple *tri, double eps, const double *w, const double *b,
-                   double *coef, char *tiles, Py_ssize_t tsz) noexcept nogil:
-    """Run by every thread of a team: instances in waves of pl.wave, chunks
-    shared out so that each thread normalizes the same chunks it read for the
-    statistics (still in its L2).  Chunks merge in chunk order, as in the
-    one-thread plan."""
+                   fn_triple *ct, Py_ssize_t rnd, fn_triple *tri_all, fn_triple *tri_w,
+                   double eps, const double *w, const double *b, double *coef, char *tiles,
+                   Py_ssize_t tsz) noexcept nogil:
+    """Run by every thread of a team: instances in waves of pl.wave.  The
+    statistics of a wave's chunks are read in rounds of at most rnd chunks
+    shared out among the threads, and merged in chunk order (each thread a
+    share of the channels) into the instances' triples after each round, so
+    the merge order is the one-thread plan's.  The normalize pass shares the
+    wave's chunks out contiguously; with one round (the usual case) each
+    thread normalizes the chunks it read for the statistics (still in its L2).
+    The triples (tri_all: every instance's, kept for the caller, or NULL),
+    coefficients and tiles are the wave's own (tri_w, coef, tiles: pl.wave
+    instances), so the memory does not grow with N x C."""
     cdef int tid = threadid()
     cdef int team = fn_team_size()
-    cdef Py_ssize_t n0, n1, a, e, it, n, k
+    cdef Py_ssize_t n0, n1, a, e, it, n, k, base, cnt, r0, r1, c0, c1
     cdef char *scr = scratch + tid * q.stride
+    cdef fn_triple *tri
+    cdef Py_ssize_t W3 = pl.wave * C
+    team_share(0, C, tid, team, &c0, &c1)
     n0 = 0
     while n0 < N:
         n1 = n0 + pl.wave
         if n1 > N:
             n1 = N
-        team_share(n0 * q.nch, (n1 - n0) * q.nch, tid, team, &a, &e)
-        for it in range(a, e):
-            n = it // q.nch
-            cl_chunk_stats(pl.dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
-                           ct + it * C)
-        fn_barrier()
+        base = n0 * q.nch
+        cnt = (n1 - n0) * q.nch
+        # tri + n * C is instance n's triples, for n in [n0, n1)
+        tri = (tri_all if tri_all != NULL else tri_w - n0 * C)
+        for n in range(n0, n1):
+            zero_triples(tri + n * C + c0, c1 - c0)
+        r0 = 0
+        while r0 < cnt:
+            r1 = r0 + rnd if r0 + rnd < cnt else cnt
+            team_share(base + r0, r1 - r0, tid, team, &a, &e)
+            for it in range(a, e):
+                n = it // q.nch
+                cl_chunk_stats(pl.dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
+                               ct + (it - base - r0) * C)
+            fn_barrier()
+            for it in range(base + r0, base + r1):
+                n = it // q.nch
+                merge_triples(tri + n * C + c0, ct + (it - base - r0) * C + c0, c1 - c0)
+            fn_barrier()
+            r0 = r1
         n = n0 + tid
         while n < n1:
-            zero_triples(tri + n * C, C)
-            for k in range(q.nch):
-                merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
-            cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + n * C,
-                              coef + N * C + n * C, coef + 2 * N * C + n * C)
-            cl_tile_coefs(pl.dt, C, q.m, coef + n * C, coef + N * C + n * C,
-                          coef + 2 * N * C + n * C, tiles + n * tsz)
+            k = n - n0
+            cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + k * C,
+                              coef + W3 + k * C, coef + 2 * W3 + k * C)
+            cl_tile_coefs(pl.dt, C, q.m, coef + k * C, coef + W3 + k * C,
+                          coef + 2 * W3 + k * C, tiles + k * tsz)
             n += team
         fn_barrier()
+        team_share(base, cnt, tid, team, &a, &e)
         for k in range(e - a):
             it = e - 1 - k if pl.backward else a + k
             n = it // q.nch
             cl_chunk_apply(pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, q,
-                           it - n * q.nch, tiles + n * tsz)
+                           it - n * q.nch, tiles + (n - n0) * tsz)
+        fn_barrier()   # the wave's tiles are rewritten by the next wave
         n0 = n1
 
 
@@ -895,25 +974,39 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
     cdef char *tiles = NULL
     cdef char *sbase = NULL
     cdef char *scratch
+    cdef bint keep_tri = stats_out is not None
     try:
-        tri = <fn_triple *>alloc_or_raise(N * C * sizeof(fn_triple), "the channel statistics")
-        coef = <double *>alloc_or_raise(3 * N * C * sizeof(double), "the coefficients")
-        tiles = <char *>alloc_or_raise(N * tsz, "the coefficient tiles")
-        ct = <fn_triple *>alloc_or_raise((nth if pl.fused else items) * C * sizeof(fn_triple),
-                                         "the chunk statistics")
+        if pl.fused:
+            # per-thread working arrays (the triples of every instance only
+            # when they are returned), so the memory does not grow with N x C
+            tri = <fn_triple *>alloc_or_raise((N if keep_tri else nth) * C * sizeof(fn_triple),
+                                              "the channel statistics")
+            coef = <double *>alloc_or_raise(nth * 3 * C * sizeof(double), "the coefficients")
+            tiles = <char *>alloc_or_raise(nth * tsz, "the coefficient tiles")
+            ct = <fn_triple *>alloc_or_raise(nth * C * sizeof(fn_triple), "the chunk statistics")
+        else:
+            # the wave's own triples, coefficients and tiles (cl_waves)
+            tri = <fn_triple *>alloc_or_raise((N if keep_tri else pl.wave) * C * sizeof(fn_triple),
+                                              "the channel statistics")
+            coef = <double *>alloc_or_raise(3 * pl.wave * C * sizeof(double), "the coefficients")
+            tiles = <char *>alloc_or_raise(pl.wave * tsz, "the coefficient tiles")
+            ct = <fn_triple *>alloc_or_raise(cl_round_chunks(&q, C, nth, items) * C * sizeof(fn_triple),
+                                             "the chunk statistics")
         scratch = aligned_scratch(nth * q.stride, &sbase)
         with nogil:
             if pl.fused:
                 for n in prange(N, num_threads=nth, schedule='static', use_threads_if=pl.parallel):
                     tid = threadid()
                     cl_instance(&pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, isz,
-                                &q, scratch + tid * q.stride, ct + tid * C, tri + n * C, eps, w,
-                                b, coef + n * C, coef + N * C + n * C, coef + 2 * N * C + n * C,
-                                tiles + n * tsz)
+                                &q, scratch + tid * q.stride, ct + tid * C,
+                                tri + (n if keep_tri else tid) * C, eps, w, b,
+                                coef + tid * 3 * C, coef + tid * 3 * C + C,
+                                coef + tid * 3 * C + 2 * C, tiles + tid * tsz)
             else:
                 with parallel(num_threads=nth):
-                    cl_waves(&pl, xp, yp, N, S, C, G, isz, &q, scratch, ct, tri, eps, w, b,
-                             coef, tiles, tsz)
+                    cl_waves(&pl, xp, yp, N, S, C, G, isz, &q, scratch, ct,
+                             cl_round_chunks(&q, C, nth, items), tri if keep_tri else NULL, tri,
+                             eps, w, b, coef, tiles, tsz)
         if pl.parallel:
             fn_team_finished(nth)
         if stats_out is not None:

@@ -99,7 +99,7 @@ static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn
 /* ---- one target's kernels: the dispatch table ------------------------- */
 /* Channels-first: stats of one block; apply of a run with one (mean, scale,
  * shift); planes: planes [p0, p1) of one block each, statistics and apply on
- * the calling thread.  Channels-last: stats of a chunk of rows x C (acc:
+ * the calling thread (plane p in group (goff + p) % G).  Channels-last: stats of a chunk of rows x C (acc:
  * 3*W doubles of scratch), apply with per-lane coefficients (4 arrays of W:
  * hi, lo, scale, shift; double for float32/float64, float for 16-bit).
  * stream: non-temporal output stores (float32/float64, no activation). */
@@ -108,7 +108,7 @@ typedef struct {
     void (*apply)(const void *x, void *y, fn_ssize n, double mean, double sc, double sh,
                   int act, double slope, int stream);
     void (*planes)(const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S,
-                   fn_ssize G, fn_ssize Cg, double eps, const double *w, const double *b,
+                   fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps, const double *w, const double *b,
                    int act, double slope, fn_triple *tri, double *mean, double *scale,
                    double *shift);
     void (*stats_cl)(const void *x, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R,

@@ -72,11 +72,11 @@ static inline void fn_apply(int dt, const void *x, void *y, fn_ssize n, double m
     fn_config.t->k[dt].apply(x, y, n, mean, sc, sh, act, slope, stream);
 }
 static inline void fn_planes(int dt, const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L,
-                             fn_ssize S, fn_ssize G, fn_ssize Cg, double eps, const double *w,
-                             const double *b, int act, double slope, fn_triple *tri,
-                             double *mean, double *scale, double *shift)
+                             fn_ssize S, fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps,
+                             const double *w, const double *b, int act, double slope,
+                             fn_triple *tri, double *mean, double *scale, double *shift)
 {
-    fn_config.t->k[dt].planes(x, y, p0, p1, L, S, G, Cg, eps, w, b, act, slope, tri, mean,
+    fn_config.t->k[dt].planes(x, y, p0, p1, L, S, G, goff, Cg, eps, w, b, act, slope, tri, mean,
                               scale, shift);
 }
 static inline void fn_stats_cl(int dt, const void *x, fn_ssize rows, fn_ssize C, fn_ssize m,

@@ -261,7 +261,8 @@ FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double
  * plane p normalized, then the coefficients of p+1.  The same formulas as
  * the block-by-block plans, so the same bits. */
 static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ssize L,
-                       fn_ssize S, fn_ssize G, fn_ssize Cg, double eps, const double *w,
+                       fn_ssize S, fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps,
+                       const double *w,
                        const double *b, int act, double slope, fn_triple *tri, double *mean,
                        double *scale, double *shift)
 {
@@ -281,13 +282,13 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
 #endif
     if (p0 >= p1) return;
     FN_PLANE_STATS(p0);
-    fn_group_coefs(&tri[p0], eps, p0 % G, Cg, p0 * Cg, w, b, mean, scale, shift);
+    fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
         if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE && !FN_KEEPING) {
             /* the next plane's statistics interleaved with this plane's apply */
             FN(stats_apply)(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p],
                             scale[p], shift[p]);
-            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
+            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
                            shift);
             continue;
         }
@@ -304,7 +305,7 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
             FN(apply)(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
         }
         if (p + 1 < p1)
-            fn_group_coefs(&tri[p + 1], eps, (p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
+            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
                            shift);
     }
 #undef FN_PLANE_STATS

@@ -74,7 +74,7 @@ int main(void)
             }
         /* small planes: 37 planes of 3 channels x 89 (groups of 3), affine */
         for (act = 0; act < 4; act++) {
-            K->planes(xs[k], ys[k], 0, 37, 3 * 89, 89, 37, 3, 1e-5, w, b, act, 0.02, tri,
+            K->planes(xs[k], ys[k], 0, 37, 3 * 89, 89, 37, 0, 3, 1e-5, w, b, act, 0.02, tri,
                       mean, scale, shift);
             mix(ys[k], (size_t)37 * 3 * 89 * isz);
             mix(tri, 37 * sizeof tri[0]);
