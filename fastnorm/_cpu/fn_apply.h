@@ -92,44 +92,24 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
 static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav,
                             void *yav, fn_ssize na, double mean, double sc, double sh)
 {
-    enum { NV = FN_LANES / FN_VL };
     const FN_T *xs = (const FN_T *)xsv, *xa = (const FN_T *)xav;
     FN_T *ya = (FN_T *)yav;
-    double sft = ns > 0 ? FN_LDS(xs) : 0.0, t1 = 0.0, t2 = 0.0, s1[FN_LANES], s2[FN_LANES];
+    const double sft = ns > 0 ? FN_LDS(xs) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_vd a[NV], b[NV];
     fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    fn_lanes l;
     int k;
-    for (k = 0; k < NV; k++) { a[k] = vd_set1(0.0); b[k] = a[k]; }
+    fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
     for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
-        FN_UNROLL for (k = 0; k < NV; k++) {
-            fn_vd d = vd_sub(FN_LDV(xs + i + k * FN_VL), shv);
-            a[k] = vd_add(a[k], d);
-            b[k] = vd_fma(d, d, b[k]);
-        }
+        FN(lanes_step)(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             FN_STORE2(ya + j + k, vd_fma(vd_sub(FN_LDV(xa + j + k), hv), scv, fv),
                       vd_fma(vd_sub(FN_LDV(xa + j + k + FN_VL), hv), scv, fv));
     }
-    for (; i < nv; i += FN_LANES) {
-        FN_UNROLL for (k = 0; k < NV; k++) {
-            fn_vd d = vd_sub(FN_LDV(xs + i + k * FN_VL), shv);
-            a[k] = vd_add(a[k], d);
-            b[k] = vd_fma(d, d, b[k]);
-        }
-    }
-    for (k = 0; k < NV; k++) {
-        vd_store(s1 + k * FN_VL, a[k]);
-        vd_store(s2 + k * FN_VL, b[k]);
-    }
-    for (i = nv; i < ns; i++) {
-        double d = FN_LDS(xs + i) - sft;
-        t1 += d;
-        t2 = FN_FMA(d, d, t2);
-    }
-    fn_finish(t, (double)ns, sft, fn_lanes_sum(s1) + t1, fn_lanes_sum(s2) + t2);
+    for (; i < nv; i += FN_LANES) FN(lanes_step)(&l, xs + i, shv);
+    FN(lanes_done)(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
         FN_STORE2(ya + j, vd_fma(vd_sub(FN_LDV(xa + j), hv), scv, fv),
                   vd_fma(vd_sub(FN_LDV(xa + j + FN_VL), hv), scv, fv));
@@ -153,31 +133,21 @@ static void FN(stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const voi
  * operations in the same order, so the same bits. */
 FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, fn_triple *t)
 {
-    enum { NV = FN_LANES / FN_VL };
-    double sh = n > 0 ? (double)x[0] : 0.0, t1 = 0.0, t2 = 0.0, s1[FN_LANES], s2[FN_LANES];
-    fn_vd shv = vd_set1(sh), a[NV], b[NV];
+    const double sh = n > 0 ? (double)x[0] : 0.0;
+    const fn_vd shv = vd_set1(sh);
     fn_ssize i, nv = n - n % FN_LANES;
+    fn_lanes l;
     int k;
-    for (k = 0; k < NV; k++) { a[k] = vd_set1(0.0); b[k] = a[k]; }
+    fn_lanes_zero(&l);
     for (i = 0; i < nv; i += FN_LANES) {
-        FN_UNROLL for (k = 0; k < NV; k++) {
-            fn_vd v = vd_load_f32(x + i + k * FN_VL), d = vd_sub(v, shv);
+        FN_UNROLL for (k = 0; k < FN_NV; k++) {
+            fn_vd v = vd_load_f32(x + i + k * FN_VL);
             vd_store(buf + i + k * FN_VL, v);
-            a[k] = vd_add(a[k], d);
-            b[k] = vd_fma(d, d, b[k]);
+            fn_lanes_add(&l, k, vd_sub(v, shv));
         }
     }
-    for (k = 0; k < NV; k++) {
-        vd_store(s1 + k * FN_VL, a[k]);
-        vd_store(s2 + k * FN_VL, b[k]);
-    }
-    for (i = nv; i < n; i++) {
-        double v = (double)x[i], d = v - sh;
-        buf[i] = v;
-        t1 += d;
-        t2 = FN_FMA(d, d, t2);
-    }
-    fn_finish(t, (double)n, sh, fn_lanes_sum(s1) + t1, fn_lanes_sum(s2) + t2);
+    for (i = nv; i < n; i++) buf[i] = (double)x[i];
+    FN(lanes_done)(&l, x, nv, n, sh, t);
 }
 FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double mean, double sc,
                                  double sh)

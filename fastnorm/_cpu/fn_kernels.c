@@ -144,6 +144,35 @@ static volatile double fn_relu_zero = 0.0;
 
 #define FN_TILE_LANES (FN_TILE_V * FN_VL)
 
+/* The statistics' FN_LANES logical lanes as FN_NV vectors of shifted sums
+ * (a: of d, b: of d * d); lane j of the block gets elements i % FN_LANES == j,
+ * each added in order, whatever the vector width. */
+#define FN_NV (FN_LANES / FN_VL)
+typedef struct { fn_vd a[FN_NV], b[FN_NV]; } fn_lanes;
+FN_INLINE void fn_lanes_zero(fn_lanes *l)
+{
+    int k;
+    for (k = 0; k < FN_NV; k++) { l->a[k] = vd_set1(0.0); l->b[k] = l->a[k]; }
+}
+FN_INLINE void fn_lanes_add(fn_lanes *l, int k, fn_vd d)
+{
+    l->a[k] = vd_add(l->a[k], d);
+    l->b[k] = vd_fma(d, d, l->b[k]);
+}
+/* the triple of n elements shifted by sh: the lanes reduced in the one fixed
+ * order (fn_lanes_sum), plus the scalar tail's sums t1, t2 */
+FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1, double t2,
+                               fn_triple *t)
+{
+    double s1[FN_LANES], s2[FN_LANES];
+    int k;
+    for (k = 0; k < FN_NV; k++) {
+        vd_store(s1 + k * FN_VL, l->a[k]);
+        vd_store(s2 + k * FN_VL, l->b[k]);
+    }
+    fn_finish(t, n, sh, fn_lanes_sum(s1) + t1, fn_lanes_sum(s2) + t2);
+}
+
 /* ---- the four storage types ------------------------------------------ */
 #define FN_T float
 #define FN_F32 1
