@@ -220,13 +220,15 @@ FN_INLINE fn_vs vs_fma(fn_vs a, fn_vs b, fn_vs c) { return _mm_fmadd_ps(a, b, c)
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return _mm_add_pd(_mm_mul_pd(a, b), c); }
 FN_INLINE fn_vs vs_fma(fn_vs a, fn_vs b, fn_vs c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
 #endif
+/* two floats through the unaligned 64-bit integer load / store (a double
+ * load would assume 8-byte alignment) */
 FN_INLINE fn_vd vd_load_f32(const float *p)
 {
-    return _mm_cvtps_pd(_mm_castpd_ps(_mm_load_sd((const double *)(const void *)p)));
+    return _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)p)));
 }
 FN_INLINE void vd_store_f32(float *p, fn_vd v)
 {
-    _mm_store_sd((double *)(void *)p, _mm_castps_pd(_mm_cvtpd_ps(v)));
+    _mm_storel_epi64((__m128i *)(void *)p, _mm_castps_si128(_mm_cvtpd_ps(v)));
 }
 FN_INLINE __m128 fn_pair_f32(fn_vd a, fn_vd b) { return _mm_movelh_ps(_mm_cvtpd_ps(a), _mm_cvtpd_ps(b)); }
 FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b) { _mm_storeu_ps(p, fn_pair_f32(a, b)); }
