@@ -21,7 +21,7 @@ if command -v clang >/dev/null; then
     for t in "x86_64_v4 -march=x86-64-v4" "x86_64_v3 -march=x86-64-v3" "x86_64_fma -march=x86-64 -mfma" \
              "x86_64 -march=x86-64 -DFN_FUSED=0" "generic -DFN_SIMD_SCALAR"; do
         set -- $t; name=$1; shift
-        clang -O3 -fno-math-errno -ffp-contract=off -Wall -Wextra -Werror -Wno-unused-function \
+        clang -O3 -fno-math-errno -fno-trapping-math -ffp-contract=off -Wall -Wextra -Werror -Wno-unused-function \
             "$@" -DFN_TARGET="$name" -I"$K" -c "$K/fn_kernels.c" -o /dev/null
     done
     clang -O3 -Wall -Wextra -Werror -Wno-unused-function -DFN_HAVE_x86_64_v4 -DFN_HAVE_x86_64_v3 \

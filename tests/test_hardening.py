@@ -441,7 +441,8 @@ def _isa_bits(tmp_path, name, flags, cc=None, runner=()):
         pytest.skip("needs a C compiler and the kernel sources")
     exe = str(tmp_path / f"isa_{name}")
     # the build's flags (setup.py) and one target's
-    base = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-w", f"-DFN_TARGET={name}"]
+    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-w",
+            f"-DFN_TARGET={name}"]
     subprocess.run([cc, *base, *flags, "-I", inc, os.path.join(inc, "fn_kernels.c"), src,
                     "-o", exe, "-lm"], check=True, capture_output=True, text=True)
     r = subprocess.run([*runner, exe], capture_output=True, text=True)
