@@ -473,17 +473,22 @@ def merge_moments(a, b):
     """
     if not isinstance(a, Moments) or not isinstance(b, Moments):
         raise TypeError(f"merge_moments takes two Moments, got {type(a).__name__} and {type(b).__name__}")
-    xp = _array_module(a.mean)
-    na, nb = a.count, b.count
     if tuple(a.mean.shape) != tuple(b.mean.shape):
         raise ValueError(f"cannot merge Moments of shapes {tuple(a.mean.shape)} and {tuple(b.mean.shape)}")
+    n, mean, m2 = chan_merge(a.count, a.mean, a.m2, b.count, b.mean, b.m2, _array_module(a.mean))
+    return Moments(n + 0 * mean, mean, m2)
+
+
+def chan_merge(na, ma, qa, nb, mb, qb, xp=np):
+    """(count, mean, m2) of two disjoint samples merged with Chan's formula,
+    elementwise; an empty side leaves the other unchanged (fn_merge in C)."""
     n = na + nb
-    d = b.mean - a.mean
+    d = mb - ma
     with np.errstate(invalid="ignore", divide="ignore"):
         fb = nb / (n + (n == 0))
-        mean = xp.where(na == 0, b.mean, xp.where(nb == 0, a.mean, a.mean + d * fb))
-        m2 = xp.where(na == 0, b.m2, xp.where(nb == 0, a.m2, a.m2 + b.m2 + d * d * (na * fb)))
-    return Moments(n + 0 * mean, mean, m2)
+        mean = xp.where(na == 0, mb, xp.where(nb == 0, ma, ma + d * fb))
+        m2 = xp.where(na == 0, qb, xp.where(nb == 0, qa, qa + qb + d * d * (na * fb)))
+    return n, mean, m2
 
 
 def _array_module(a):

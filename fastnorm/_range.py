@@ -70,7 +70,10 @@ def scaled(x, cl, G, k):
 
 
 def group_triples(t, G):
-    """(N, C, 3) channel triples merged in order into (N, G, 3) group triples."""
+    """(N, C, 3) channel triples merged in channel order into (N, G, 3) group
+    triples (Chan's formula, as the kernels merge them)."""
+    from ._api import chan_merge
+
     N, C, _ = t.shape
     if G == C:
         return t
@@ -78,15 +81,8 @@ def group_triples(t, G):
     out = t[:, ::Cg, :].copy()
     for j in range(1, Cg):
         b = t[:, j::Cg, :]
-        na, ma, qa = out[..., 0], out[..., 1], out[..., 2]
-        nb, mb, qb = b[..., 0], b[..., 1], b[..., 2]
-        n = na + nb
-        with np.errstate(invalid="ignore", divide="ignore"):
-            d = mb - ma
-            fb = np.where(n > 0, nb / n, 0.0)
-            out[..., 1] = ma + d * fb
-            out[..., 2] = qa + qb + d * d * (na * fb)
-        out[..., 0] = n
+        n, mean, m2 = chan_merge(out[..., 0], out[..., 1], out[..., 2], b[..., 0], b[..., 1], b[..., 2])
+        out[..., 0], out[..., 1], out[..., 2] = n, mean, m2
     return out
 
 

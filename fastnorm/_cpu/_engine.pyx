@@ -37,7 +37,6 @@ cdef extern from "fn_dispatch.h" nogil:
     int omp_get_num_procs()
     int fn_threads_now(int want, int ncpu)
     void fn_team_finished(int team)
-    int fn_set_dynamic(int on)
     int fn_team_size()
     void fn_barrier()
     void fn_merge(fn_triple *a, const fn_triple *b)
@@ -136,12 +135,6 @@ cdef inline int team_for(int n_threads, Py_ssize_t work) noexcept nogil:
     if n_threads <= 1 or work < SERIAL_BELOW_N:
         return 1
     return fn_threads_now(n_threads, omp_get_num_procs())
-
-
-def _dynamic(on):
-    """Test hook: the load-dependent team size on (True) or off (False);
-    returns the old setting (-1: FASTNORM_DYNAMIC not read yet)."""
-    return fn_set_dynamic(1 if on else 0)
 
 
 cdef inline bint stream_for(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:

@@ -238,15 +238,6 @@ static int fn_read_running(void)
 #endif
 }
 
-int fn_set_dynamic(int on)
-{
-    int old = fn_dynamic;
-    fn_dynamic = on;
-    fn_load_at = -1;
-    fn_busy[0] = fn_busy[1] = fn_busy[2] = -1;
-    return old;
-}
-
 int fn_threads_now(int want, int ncpu)
 {
     long long now;

@@ -54,11 +54,10 @@ const char *fn_levels(void);
 const char *fn_built_levels(void);
 
 /* Threads to start for a parallel region: at most want, no more than the
- * ncpu cores minus those busy with other processes (FASTNORM_DYNAMIC=0, or
- * fn_set_dynamic(0), turns this off); fn_team_finished records a region's end. */
+ * ncpu cores minus those busy with other processes (FASTNORM_DYNAMIC=0 turns
+ * this off); fn_team_finished records a region's end. */
 int fn_threads_now(int want, int ncpu);
 void fn_team_finished(int team);
-int fn_set_dynamic(int on);
 
 void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads, int stream);
 
