@@ -8,15 +8,11 @@ import numpy as np
 
 from . import _api
 from . import _validate as V
+from ._backends import to_host
 
 
-def _host(a, name):
-    if hasattr(a, "detach"):  # torch tensor
-        a = a.detach().cpu()
-        a = (a.float() if a.dtype.is_floating_point and a.element_size() < 4 else a).numpy()
-    elif type(a).__module__.partition(".")[0] == "cupy":
-        a = a.get()
-    return np.asarray(a)
+def _host(a):
+    return np.asarray(to_host(a))
 
 
 class InstanceNorm:
@@ -34,7 +30,9 @@ class InstanceNorm:
     track_running_stats : bool, default False
         Keep ``running_mean`` / ``running_var`` (zeros / ones) updated in
         training with the unbiased variance, and use them in evaluation.
-    channel_axis : {1, -1}, default 1
+    channel_axis : int, default 1
+        1 for channels first; -1 or ``x.ndim - 1`` for channels last, as in
+        the functions (checked against each input's ndim).
 
     Calling ``layer(x, training=False)`` follows torch exactly: input statistics
     when training or when running statistics are not tracked; running
@@ -61,7 +59,9 @@ class InstanceNorm:
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=False,
                  track_running_stats=False, channel_axis=1):
-        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral) or num_features < 1:
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral):
+            raise TypeError(f"num_features must be an int >= 1, got {num_features!r}")
+        if num_features < 1:
             raise ValueError(f"num_features must be an int >= 1, got {num_features!r}")
         self.num_features = int(num_features)
         self.eps = V.check_eps(eps)
@@ -75,9 +75,11 @@ class InstanceNorm:
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
-            raise TypeError(f"channel_axis must be an int (1 or -1), got {channel_axis!r}")
-        if channel_axis not in (1, -1):
-            raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
+            raise TypeError(f"channel_axis must be an int (1, -1 or x.ndim - 1), got {channel_axis!r}")
+        if channel_axis == 0 or channel_axis < -1:
+            # 1, -1 and ndim - 1 (>= 2) are the axes the functions accept
+            raise ValueError(f"channel_axis must be 1 (channels first) or -1 / x.ndim - 1 (channels last), "
+                             f"got {channel_axis!r}")
         self.channel_axis = int(channel_axis)
         C = self.num_features
         self.weight = np.ones(C, np.float32) if self.affine else None
@@ -123,9 +125,9 @@ class InstanceNorm:
             return _api.instance_norm(x, self.weight, self.bias, eps=self.eps,
                                       channel_axis=self.channel_axis, num_threads=num_threads)
         m = _api.instance_moments(x, channel_axis=self.channel_axis, num_threads=num_threads)
-        mean = _host(m.mean, "mean")
-        n = _host(m.count, "count")
-        m2 = _host(m.m2, "m2")
+        mean = _host(m.mean)
+        n = _host(m.count)
+        m2 = _host(m.m2)
         with np.errstate(divide="ignore", invalid="ignore"):
             unbiased = m2 / (n - 1)
         if self.momentum is None:
@@ -193,7 +195,7 @@ class InstanceNorm:
         where = f"state_dict[{key!r}]"
         V.refuse_mask(value, where)
         try:
-            val = _host(value, where)
+            val = _host(value)
         except (TypeError, ValueError) as e:
             raise TypeError(f"{where} must be an array of numbers, got {type(value).__name__}: {e}") from None
         if val.dtype.kind not in "biuf" and val.dtype.name != "bfloat16":
