@@ -1,24 +1,28 @@
 """Public functions: validate once, normalize the layout, dispatch by array type.
 
-Two kinds of backend:
-- compute backends (NumPy -> fastnorm._cpu, CuPy -> fastnorm._gpu) provide three
-  primitives, ``norm``, ``triples`` and ``apply``; every public function here is
-  written once on top of them;
-- interop backends (torch tensors, Dask arrays) re-enter these functions with
-  NumPy/CuPy data and wrap the result; they are imported only when such an
-  array arrives.
-Adding a backend is one module and one line in ``_BACKENDS``.
+Each public function is written once here, on the primitives of a compute
+backend (NumPy -> fastnorm._cpu, CuPy -> fastnorm._gpu; the contract is in
+fastnorm._backends).  Its first line sends a torch tensor or a Dask array to
+its interop backend with the function and its arguments (``_interop``); the
+interop backend unwraps the arrays and calls the same public function again.
+A keyword added to a public function's signature here therefore reaches every
+array type without another change.
 """
 from __future__ import annotations
 
-import importlib
+import functools
+import inspect
 import math
 import os
 import sys
 import threading
+from types import ModuleType
+from typing import Any, Callable
 
 import numpy as np
 
+from . import _backends as B
+from . import _formulas as F
 from . import _validate as V
 
 _ndarray = np.ndarray
@@ -112,61 +116,35 @@ def _fast_engine():
     _engine = E
     return E
 
-# top-level module of an array's type -> backend module (imported lazily)
-_BACKENDS = {
-    "numpy": "fastnorm._cpu._backend",
-    "cupy": "fastnorm._gpu._backend",
-    "torch": "fastnorm._torch",
-    "dask": "fastnorm._dask",
-}
-_loaded = {}
+
+def _interop(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
+    """fn (a public function) for an array of an interop library (torch,
+    Dask): its backend's ``call(fn, bound arguments)``.  Each public function
+    starts with ``if type(x) is not _ndarray and B.library(x) in B.INTEROP:
+    return _interop(fn, locals())``; at that point ``locals()`` holds exactly
+    its arguments, so a keyword added to the signature reaches the interop
+    backends with no other change (and a NumPy call pays one type check)."""
+    sig = inspect.signature(fn)
+    first = next(iter(sig.parameters))
+    _, be = B.for_array(args[first], first)
+    return be.call(fn, sig.bind(**args))
 
 
-def _backend(x, name="x"):
-    """The backend module for x (numpy for ndarrays and array-likes)."""
-    t = type(x)
-    if t is np.ndarray:
-        root = "numpy"
-    else:
-        root = t.__module__.partition(".")[0]
-        if root not in _BACKENDS:
-            root = "numpy"
-    be = _loaded.get(root)
-    if be is None:
-        be = _loaded[root] = importlib.import_module(_BACKENDS[root])
-    if root != "numpy" and not isinstance(x, getattr(be, "ARRAY_TYPE", object)):
-        # torch.Size, a module, a dtype, a Dask Bag: from an array library, not an array
-        raise TypeError(f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
-                        f"got {t.__module__}.{t.__qualname__}")
-    return be
-
-
-def _interop(x, name="x"):
-    be = _backend(x, name)
-    return be if getattr(be, "INTEROP", False) else None
-
-
-def _prep(x, be, name="x", min_ndim=3):
-    """Array in the backend's own type, its dtype code."""
-    x = be.asarray(x, name) if hasattr(be, "asarray") else V.as_numpy(x, name)
-    try:
-        code = V.check_x(x.shape, x.dtype, name, min_ndim)
-    except TypeError:
-        if x.dtype.isnative:
-            raise
+def _prep(x: Any, name: str = "x") -> tuple[Any, Any]:
+    """(compute backend, x as its array in native byte order)."""
+    _, be = B.for_array(x, name)
+    x = be.asarray(x, name)
+    if not x.dtype.isnative and x.dtype.kind == "f":
         # big-endian data ('>f4'): converted once to native byte order
         x = x.astype(x.dtype.newbyteorder("="))
-        code = V.check_x(x.shape, x.dtype, name, min_ndim)
-    return x, code
+    return be, x
 
 
-def _out(be, out, x):
-    if out is None:
-        return None
-    return be.check_out(out, x.shape, x.dtype) if hasattr(be, "check_out") else V.check_out(out, x.shape, x.dtype)
+def _out(be: Any, out: Any, x: Any) -> Any:
+    return None if out is None else be.check_out(out, x.shape, x.dtype)
 
 
-def _unshared(a, out, xp=np):
+def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
     """a, or a copy of it where it may share memory with out: the kernels read
     the coefficients while (other threads) write out."""
     if a is None or out is None or not xp.may_share_memory(a, out):
@@ -236,6 +214,8 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
     >>> y.shape, y.dtype
     ((1, 2, 3, 4), dtype('float32'))
     """
+    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
+        return _interop(instance_norm, locals())
     # fast path: the common call on a plain ndarray (same checks, cheaper form)
     if (type(x) is _ndarray and weight is None and bias is None and out is None
             and activation is None and num_threads is None and type(channel_axis) is int
@@ -246,12 +226,7 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
             E = _engine or _fast_engine()
             if E is not None:
                 return E.fast_norm_cf(x, code, eps)
-    io = _interop(x)
-    if io is not None:
-        return io.instance_norm(x, weight, bias, eps=eps, channel_axis=channel_axis,
-                                activation=activation, negative_slope=negative_slope,
-                                out=out, num_threads=num_threads)
-    return _norm(x, _PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, out,
+    return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, out,
                  num_threads)
 
 
@@ -274,99 +249,32 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
     >>> bool(np.allclose(g.mean(-1), 0, atol=1e-5) and np.allclose(g.std(-1), 1, atol=1e-3))
     True
     """
-    io = _interop(x)
-    if io is not None:
-        return io.group_norm(x, num_groups, weight, bias, eps=eps, channel_axis=channel_axis,
-                             activation=activation, negative_slope=negative_slope, out=out,
-                             num_threads=num_threads)
+    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
+        return _interop(group_norm, locals())
     return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out,
                  num_threads)
 
 
-_PER_CHANNEL = object()  # _norm's num_groups for instance norm (None is a bad num_groups)
-
-
 def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads):
-    """Validate once (in the order of the signature) and run a backend's norm;
-    num_groups _PER_CHANNEL means instance norm (one group per channel); group
-    norm also takes (N, C) inputs (a spatial size of one), as torch does."""
-    be = _backend(x)
-    x, code = _prep(x, be, min_ndim=3 if num_groups is _PER_CHANNEL else 2)
-    cl = V.channels_last(channel_axis, x.ndim)
-    C = x.shape[-1] if cl else x.shape[1]
-    G = C if num_groups is _PER_CHANNEL else V.check_num_groups(num_groups, C)
-    eps = V.check_eps(eps)
-    act, slope = V.check_activation(activation, negative_slope)
-    nt = V.check_threads(num_threads)
-    w = V.check_vector(weight, "weight", C)
-    b = V.check_vector(bias, "bias", C)
+    """Validate once (in the order of the signature) and run the backend's norm;
+    num_groups is V.PER_CHANNEL for instance norm."""
+    be, x = _prep(x)
+    a = V.validate_norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope,
+                        num_threads)
     out = _out(be, out, x)
+    w, b = a.weight, a.bias
     if isinstance(out, np.ndarray):  # weight and bias are host arrays (copied to a GPU)
         w, b = _unshared(w, out), _unshared(b, out)
-    if be.__name__ != _BACKENDS["numpy"] or code not in (V.F64, V.F16, V.BF16):
-        return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-    return _norm_checked(be, x, code, cl, G, w, b, eps, act, slope, out, nt)
+    return be.norm(x, a.code, a.cl, a.G, w, b, a.eps, a.act, a.slope, out, a.nt)
 
 
-_FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def _norm_checked(be, x, code, cl, G, w, b, eps, act, slope, out, nt):
-    """be.norm on a NumPy array whose result can leave the kernels' range:
-    float64 units whose squared deviations overflow or underflow double
-    (fastnorm._range), and 16-bit data whose scale or shift overflow float,
-    the type the 16-bit kernels apply in (a weight of 1e300 gave NaN where
-    x == mean).  Ordinary data pay one look at the (N, G) statistics; in
-    place, the statistics come first (x must be read before it is written)."""
-    from . import _range
-
-    C = x.shape[-1] if cl else x.shape[1]
-    if x.size == 0:
-        return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-    if code != V.F64:
-        wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
-        bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
-        if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
-            return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)   # cannot overflow
-        tg = _range.group_triples(be.triples(x, code, cl, nt), G)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            rs = 1.0 / np.sqrt(tg[..., 2] / tg[..., 0] + eps)
-            big = bmax > _FLT_MAX or float(np.nanmax(rs, initial=0.0)) * wmax > _FLT_MAX
-        if not big:
-            return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-        # in float64, rounded once to the 16-bit type
-        y64 = be.norm(x.astype(np.float64), V.F64, cl, G, w, b, eps, act, slope, None, nt)
-        y = out if out is not None else np.empty(x.shape, x.dtype)
-        with np.errstate(over="ignore"):
-            y[...] = y64.astype(x.dtype)
-        return y
-    if out is not None and np.may_share_memory(out, x):
-        tg = _range.group_triples(be.triples(x, code, cl, nt), G)
-        bad = _range.out_of_range(tg, eps)
-        if not bad.any():
-            return be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-        y = None
-    else:
-        y, tri = be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt, stats=True)
-        tg = _range.group_triples(tri, G) if cl else tri
-        bad = _range.out_of_range(tg, eps)
-        if not bad.any():
-            return y
-    k = _range.unit_exponents(x, cl, G, bad)
-    if not (k != 0).any():
-        return y if y is not None else be.norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-    xs = _range.scaled(x, cl, G, k)
-    ts = _range.group_triples(be.triples(xs, code, cl, nt), G)
-    mean, scale, shift = _range.norm_coefs(ts, k, eps, w, b, G, C)
-    return be.apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt)
-
-
-def _triples(x, channel_axis, num_threads, name="x"):
-    be = _backend(x)
-    x, code = _prep(x, be, name)
+def _moments(x, channel_axis, num_threads):
+    """(code, count, mean, m2, var) of x's planes, float64 (N, C) arrays."""
+    be, x = _prep(x)
+    code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     nt = V.check_threads(num_threads)
-    return be, x, code, cl, nt
+    return (code,) + tuple(be.moments(x, code, cl, nt))
 
 
 def instance_stats(x, *, channel_axis=1, num_threads=None):
@@ -386,29 +294,10 @@ def instance_stats(x, *, channel_axis=1, num_threads=None):
     >>> mean.tolist(), var.tolist()
     ([[1.5, 5.5]], [[1.25, 1.25]])
     """
-    io = _interop(x)
-    if io is not None:
-        return io.instance_stats(x, channel_axis=channel_axis, num_threads=num_threads)
-    be, x, code, cl, nt = _triples(x, channel_axis, num_threads)
-    t = be.triples(x, code, cl, nt)
-    rdt = np.float64 if code == V.F64 else np.float32
-    if code == V.F64 and be.__name__ == _BACKENDS["numpy"]:
-        from . import _range
-
-        if _range.out_of_range(t, None).any():
-            count, mean, _, var = _range.rescaled_triples(be, x, code, cl, nt, t)
-            with np.errstate(invalid="ignore"):
-                return np.where(count > 0, mean, np.nan), var
-    return be.stats_from_triples(t, rdt) if hasattr(be, "stats_from_triples") else _stats(t, rdt)
-
-
-def _stats(t, rdt):
-    n = t[..., 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, t[..., 1], np.nan)
-        var = t[..., 2] / n
-    with np.errstate(over="ignore"):   # a float32 variance above 3.4e38 is inf
-        return mean.astype(rdt), var.astype(rdt)
+    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
+        return _interop(instance_stats, locals())
+    code, count, mean, _, var = _moments(x, channel_axis, num_threads)
+    return F.mean_var(B.array_module(mean), count, mean, var, np.float64 if code == V.F64 else np.float32)
 
 
 class Moments:
@@ -475,37 +364,8 @@ def merge_moments(a, b):
         raise TypeError(f"merge_moments takes two Moments, got {type(a).__name__} and {type(b).__name__}")
     if tuple(a.mean.shape) != tuple(b.mean.shape):
         raise ValueError(f"cannot merge Moments of shapes {tuple(a.mean.shape)} and {tuple(b.mean.shape)}")
-    n, mean, m2 = chan_merge(a.count, a.mean, a.m2, b.count, b.mean, b.m2, _array_module(a.mean))
+    n, mean, m2 = F.chan_merge(a.count, a.mean, a.m2, b.count, b.mean, b.m2, B.array_module(a.mean))
     return Moments(n + 0 * mean, mean, m2)
-
-
-def chan_merge(na, ma, qa, nb, mb, qb, xp=np):
-    """(count, mean, m2) of two disjoint samples merged with Chan's formula,
-    elementwise; an empty side leaves the other unchanged (fn_merge in C)."""
-    n = na + nb
-    d = mb - ma
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fb = nb / (n + (n == 0))
-        mean = xp.where(na == 0, mb, xp.where(nb == 0, ma, ma + d * fb))
-        m2 = xp.where(na == 0, qb, xp.where(nb == 0, qa, qa + qb + d * d * (na * fb)))
-    return n, mean, m2
-
-
-def _array_module(a):
-    root = type(a).__module__.partition(".")[0]
-    if root == "cupy":
-        import cupy
-
-        return cupy
-    if root == "torch":
-        import torch
-
-        return torch
-    if root == "dask":
-        import dask.array
-
-        return dask.array
-    return np
 
 
 def instance_moments(x, *, channel_axis=1, num_threads=None):
@@ -526,25 +386,18 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
     >>> m.count[0, 0], m.mean[0, 0], m.m2[0, 0]
     (np.float64(25.0), np.float64(1.0), np.float64(0.0))
     """
-    io = _interop(x)
-    if io is not None:
-        return io.instance_moments(x, channel_axis=channel_axis, num_threads=num_threads)
-    be, x, code, cl, nt = _triples(x, channel_axis, num_threads)
-    t = be.triples(x, code, cl, nt)
-    if code == V.F64 and be.__name__ == _BACKENDS["numpy"]:
-        from . import _range
-
-        if _range.out_of_range(t, None).any():
-            count, mean, m2, _ = _range.rescaled_triples(be, x, code, cl, nt, t)
-            return Moments(count, mean, m2)
-    return Moments(t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy())
+    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
+        return _interop(instance_moments, locals())
+    _, count, mean, m2, _ = _moments(x, channel_axis, num_threads)
+    return Moments(count, mean, m2)
 
 
 def _per_channel(a, name, N, C, xp=np):
     """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
     V.refuse_mask(a, name)
-    if hasattr(a, "detach") or (type(a).__module__.partition(".")[0] == "cupy" and xp is np):
-        a = V._to_host(a)
+    lib = B.library(a)
+    if lib == "torch" or (lib == "cupy" and xp is np):
+        a = B.to_host(a)
     try:
         arr = xp.asarray(a)
     except (TypeError, ValueError) as e:  # ragged lists
@@ -569,15 +422,6 @@ def _check_var(v):
     return v
 
 
-def _coefs(xp, mean, var, eps, w, b, N, C):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = 1.0 / xp.sqrt(var + eps)
-    if w is not None:
-        scale = scale * xp.asarray(w)
-    shift = xp.broadcast_to(xp.asarray(b), (N, C)) if b is not None else xp.zeros((N, C))
-    return xp.ascontiguousarray(mean), xp.ascontiguousarray(scale), xp.ascontiguousarray(shift, dtype=xp.float64)
-
-
 def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
               negative_slope=0.01, out=None, num_threads=None):
     """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
@@ -597,16 +441,13 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     >>> bool(np.allclose(np.concatenate(tiles, axis=2), fastnorm.instance_norm(x), atol=1e-6))
     True
     """
-    io = _interop(x)
-    if io is not None:
-        return io.normalize(x, mean, var, weight, bias, eps=eps, channel_axis=channel_axis,
-                            activation=activation, negative_slope=negative_slope, out=out,
-                            num_threads=num_threads)
-    be = _backend(x)
-    x, code = _prep(x, be)
+    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
+        return _interop(normalize, locals())
+    be, x = _prep(x)
+    code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
-    xp = getattr(be, "xp", np)
+    xp = be.xp
     m = _per_channel(mean, "mean", N, C, xp)
     v = _check_var(_per_channel(var, "var", N, C, xp))
     eps = V.check_eps(eps)
@@ -615,7 +456,9 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
     out = _out(be, out, x)
-    mean_, scale, shift = (_unshared(a, out, xp) for a in _coefs(xp, m, v, eps, w, b, N, C))
+    scale, shift = F.affine_coefs(xp, v, eps, w, b, (N, C))
+    coefs = (m, xp.ascontiguousarray(scale), xp.ascontiguousarray(shift, dtype=xp.float64))
+    mean_, scale, shift = (_unshared(a, out, xp) for a in coefs)
     return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
 
 
@@ -640,18 +483,16 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     >>> bool(np.allclose(ymean, smean, atol=1e-4) and np.allclose(yvar, svar + 1e-5, rtol=1e-3))
     True
     """
-    io = _interop(content, "content")
-    if io is not None:
-        return io.adain(content, style, eps=eps, channel_axis=channel_axis, alpha=alpha,
-                        num_threads=num_threads)
-    be = _backend(content)
-    x, code = _prep(content, be, "content")
+    if type(content) is not _ndarray and B.library(content) in B.INTEROP:
+        return _interop(adain, locals())
+    be, x = _prep(content, "content")
+    code = V.check_x(x.shape, x.dtype, "content")
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
-    sbe = _backend(style, "style")
+    sbe, s = _prep(style, "style")
     if sbe is not be:
         raise TypeError(f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}")
-    s, scode = _prep(style, be, "style")
+    scode = V.check_x(s.shape, s.dtype, "style")
     try:
         scl = V.channels_last(channel_axis, s.ndim)
     except ValueError:
@@ -664,29 +505,23 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
     eps = V.check_eps(eps)
     alpha = V.check_alpha(alpha)
     nt = V.check_threads(num_threads)
-    xp = getattr(be, "xp", np)
+    xp = be.xp
     tc = be.triples(x, code, cl, nt)
     ts = be.triples(s, scode, scl, nt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rstd_c = 1.0 / xp.sqrt(tc[..., 2] / tc[..., 0] + eps)
-        std_s = xp.sqrt(ts[..., 2] / ts[..., 0] + eps)
-    mean_c = tc[..., 1]
-    mean_s = xp.broadcast_to(ts[..., 1], (N, C))
-    scale = alpha * (std_s * rstd_c) + (1.0 - alpha)
-    shift = alpha * mean_s + (1.0 - alpha) * mean_c
-    scale = xp.ascontiguousarray(xp.broadcast_to(scale, (N, C)))
-    return be.apply(x, code, cl, xp.ascontiguousarray(mean_c), scale, xp.ascontiguousarray(shift), 0, 0.0, None, nt)
+    mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))
+    return be.apply(x, code, cl, xp.ascontiguousarray(mean_c), xp.ascontiguousarray(scale),
+                    xp.ascontiguousarray(shift), 0, 0.0, None, nt)
 
 
 def _apply_coefs(x, mean, scale, shift, *, channel_axis=1, activation=None, negative_slope=0.01,
                  num_threads=None):
     """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
     of shape (N, C).  The building block of the interop layers (Dask blocks)."""
-    be = _backend(x)
-    x, code = _prep(x, be)
+    be, x = _prep(x)
+    code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
-    xp = getattr(be, "xp", np)
+    xp = be.xp
     m = _per_channel(mean, "mean", N, C, xp)
     s = _per_channel(scale, "scale", N, C, xp)
     h = _per_channel(shift, "shift", N, C, xp)

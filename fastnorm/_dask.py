@@ -13,13 +13,17 @@ Imported only when a Dask array arrives.
 """
 from __future__ import annotations
 
-import numpy as np
+import inspect
+from typing import Any, Callable
+
 import dask.array as da
+import numpy as np
 
 from . import _api
+from . import _backends as B
+from . import _formulas as F
 from . import _validate as V
 
-INTEROP = True
 ARRAY_TYPE = da.Array  # other Dask collections (Bag, DataFrame) are refused by _api
 
 
@@ -66,7 +70,7 @@ def _block_triples(block, cl, ndim):
     """(n_b, c_b, 3) triples of one block, laid out keepdims for the block grid."""
     ax = -1 if cl else 1
     m = _api.instance_moments(block, channel_axis=ax)
-    xp = _api._array_module(m.mean)
+    xp = B.array_module(m.mean)
     t = xp.stack([m.count, m.mean, m.m2], axis=-1)  # (n, c, 3)
     if cl:
         shape = (t.shape[0],) + (1,) * (ndim - 2) + (t.shape[1], 3)
@@ -80,7 +84,7 @@ def _merge_along(t, axis, keepdims=True):
     if isinstance(axis, int):
         axis = (axis,)
     axis = tuple(a % t.ndim for a in axis)
-    xp = _api._array_module(t)
+    xp = B.array_module(t)
     keep = [a for a in range(t.ndim) if a not in axis]
     tt = xp.transpose(t, keep[:-1] + list(axis) + [t.ndim - 1])
     lead = tt.shape[: len(keep) - 1]
@@ -124,7 +128,7 @@ def _group_expand(t, Cg):
     every channel its group's triple."""
     n, c = t.shape[:2]
     g = _merge_along(t.reshape(n, c // Cg, Cg, 3), 2, keepdims=True)
-    xp = _api._array_module(t)
+    xp = B.array_module(t)
     return xp.broadcast_to(g, (n, c // Cg, Cg, 3)).reshape(n, c, 3)
 
 
@@ -137,95 +141,104 @@ def _kd(a, x, cl):
     return a.reshape(a.shape + (1,) * (x.ndim - 2))
 
 
-def _apply_block(block, mean, scale, shift, cl, activation, slope):
+def _apply_block(block, mean, scale, shift, cl, rest):
     ax = -1 if cl else 1
     n = block.shape[0]
     c = block.shape[ax]
     return _api._apply_coefs(block, mean.reshape(n, c), scale.reshape(n, c), shift.reshape(n, c),
-                             channel_axis=ax, activation=activation, negative_slope=slope)
+                             channel_axis=ax, **rest)
 
 
-def _apply(x, cl, mean, scale, shift, activation, slope):
-    """Lazy act((x - mean) * scale + shift); mean/scale/shift: (N, C) dask arrays."""
+def _apply(x, cl, mean, scale, shift, rest):
+    """Lazy act((x - mean) * scale + shift); mean/scale/shift: (N, C) dask
+    arrays; rest: the apply keywords of the public function (activation,
+    negative_slope, num_threads), passed through to each block."""
     _known(x)
     return da.map_blocks(_apply_block, x, _kd(mean, x, cl), _kd(scale, x, cl), _kd(shift, x, cl),
-                         cl, activation, slope, dtype=x.dtype, meta=x._meta)
+                         cl, rest, dtype=x.dtype, meta=x._meta)
 
 
-def _affine_coefs(t, eps, weight, bias, C):
-    mean = t[..., 1]
-    var = t[..., 2] / t[..., 0]
-    rstd = 1.0 / da.sqrt(var + eps)
-    scale = rstd * (weight if weight is not None else 1.0)
-    shift = da.zeros_like(mean) + (bias if bias is not None else 0.0)
-    return mean, scale, shift
-
-
-def _sliced_block(block, block_info, fn, cl, weight, bias, kw):
-    ax = -1 if cl else 1
-    c0, c1 = block_info[0]["array-location"][_caxis(block.ndim, cl)]
-    w = None if weight is None else weight[c0:c1]
-    b = None if bias is None else bias[c0:c1]
-    return fn(block, w, b, channel_axis=ax, **kw)
+def _affine_coefs(t, eps, weight, bias):
+    """(mean, scale, shift) lazy (N, C) from lazy (N, C, 3) triples."""
+    scale, shift = F.affine_coefs(da, F.variance(t), eps, weight, bias, t.shape[:2])
+    return t[..., 1], scale, shift
 
 
 # --------------------------------------------------------------- functions
-def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-                  negative_slope=0.01, out=None, num_threads=None):
-    x, cl = _check(x, channel_axis, out)
-    C = x.shape[_caxis(x.ndim, cl)]
-    eps = V.check_eps(eps)
-    V.check_activation(activation, negative_slope)
-    V.check_threads(num_threads)
-    w = V.check_vector(weight, "weight", C)
-    b = V.check_vector(bias, "bias", C)
-    kw = dict(eps=eps, activation=activation, negative_slope=negative_slope, num_threads=num_threads)
-    if _whole_planes(x, cl):
-        return x.map_blocks(lambda blk, block_info=None: _sliced_block(
-            blk, block_info, _api.instance_norm, cl, w, b, kw), dtype=x.dtype, meta=x._meta)
-    t = triples(x, cl)
-    mean, scale, shift = _affine_coefs(t, eps, w, b, C)
-    return _apply(x, cl, mean, scale, shift, activation, negative_slope)
+# Each takes the bound arguments of the public function of the same name
+# (defaults applied) and validates them as the eager path does.
+
+def _norm_args(x, kw, num_groups=V.PER_CHANNEL):
+    """(x in native byte order, NormArgs) of a norm's bound arguments."""
+    x, _ = _check(x, kw["channel_axis"], kw["out"], min_ndim=3 if num_groups is V.PER_CHANNEL else 2)
+    a = V.validate_norm(x, num_groups, kw["weight"], kw["bias"], kw["eps"], kw["channel_axis"],
+                        kw["activation"], kw["negative_slope"], kw["num_threads"])
+    return x, a
 
 
-def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-               negative_slope=0.01, out=None, num_threads=None):
-    x, cl = _check(x, channel_axis, out, min_ndim=2)
-    cax = _caxis(x.ndim, cl)
-    C = x.shape[cax]
-    G = V.check_num_groups(num_groups, C)
-    eps = V.check_eps(eps)
-    V.check_activation(activation, negative_slope)
-    V.check_threads(num_threads)
-    w = V.check_vector(weight, "weight", C)
-    b = V.check_vector(bias, "bias", C)
-    Cg = C // G
+def _rest(kw, *names):
+    """The keywords of kw other than names: passed through to the eager call
+    on each block, so a new keyword of a public function reaches the blocks."""
+    return {k: v for k, v in kw.items() if k not in names}
+
+
+def _map_planes(x, a, fn, kw, Cg=1):
+    """fn (the public function) on every block holding whole planes, weight
+    and bias sliced to the block's channels (groups: num_groups per block)."""
+    cax = _caxis(x.ndim, a.cl)
+    rest = _rest(kw, "x", "num_groups", "weight", "bias", "channel_axis", "out")
+
+    def block(blk, block_info=None):
+        c0, c1 = block_info[0]["array-location"][cax]
+        w = None if a.weight is None else a.weight[c0:c1]
+        b = None if a.bias is None else a.bias[c0:c1]
+        groups = () if fn is _api.instance_norm else ((c1 - c0) // Cg,)
+        return fn(blk, *groups, w, b, channel_axis=-1 if a.cl else 1, **rest)
+
+    return x.map_blocks(block, dtype=x.dtype, meta=x._meta)
+
+
+#: the keywords the normalize pass does not take (they are consumed before it)
+_NOT_APPLY = ("x", "content", "style", "num_groups", "weight", "bias", "mean", "var", "eps", "alpha",
+              "channel_axis", "out")
+
+
+def _split_norm(x, a, t, kw):
+    """The normalize pass with merged statistics t (N, C, 3)."""
+    _known(x)
+    mean, scale, shift = _affine_coefs(t, a.eps, a.weight, a.bias)
+    return _apply(x, a.cl, mean, scale, shift, _rest(kw, *_NOT_APPLY))
+
+
+def instance_norm(kw):
+    x, a = _norm_args(kw["x"], kw)
+    if _whole_planes(x, a.cl):
+        return _map_planes(x, a, _api.instance_norm, kw)
+    return _split_norm(x, a, triples(x, a.cl), kw)
+
+
+def group_norm(kw):
+    x, a = _norm_args(kw["x"], kw, kw["num_groups"])
+    cax = _caxis(x.ndim, a.cl)
+    Cg = a.C // a.G
     if any(c % Cg for c in x.chunks[cax]):  # keep groups whole inside channel chunks
         x = x.rechunk({cax: max(Cg, (max(x.chunks[cax]) // Cg) * Cg)})
-    kw = dict(eps=eps, activation=activation, negative_slope=negative_slope, num_threads=num_threads)
-    if _whole_planes(x, cl):
-        def fn(blk, block_info=None):
-            c0, c1 = block_info[0]["array-location"][cax]
-            return _api.group_norm(blk, (c1 - c0) // Cg, None if w is None else w[c0:c1],
-                                   None if b is None else b[c0:c1], channel_axis=-1 if cl else 1, **kw)
-        return x.map_blocks(fn, dtype=x.dtype, meta=x._meta)
-    t = triples(x, cl)
-    t = t.map_blocks(_group_expand, Cg, dtype=np.float64)
-    mean, scale, shift = _affine_coefs(t, eps, w, b, C)
-    return _apply(x, cl, mean, scale, shift, activation, negative_slope)
+    if _whole_planes(x, a.cl):
+        return _map_planes(x, a, _api.group_norm, kw, Cg)
+    t = triples(x, a.cl).map_blocks(_group_expand, Cg, dtype=np.float64)
+    return _split_norm(x, a, t, kw)
 
 
-def instance_stats(x, *, channel_axis=1, num_threads=None):
-    x, cl = _check(x, channel_axis)
-    V.check_threads(num_threads)
-    t = triples(x, cl)
+def instance_stats(kw):
+    x, cl = _check(kw["x"], kw["channel_axis"])
+    V.check_threads(kw["num_threads"])
     rdt = np.float64 if x.dtype == np.float64 else np.float32
-    return t[..., 1].astype(rdt), (t[..., 2] / t[..., 0]).astype(rdt)
+    return F.stats_from_triples(triples(x, cl), rdt, da)
 
 
-def instance_moments(x, *, channel_axis=1, num_threads=None):
-    x, cl = _check(x, channel_axis)
-    V.check_threads(num_threads)
+def instance_moments(kw):
+    x, cl = _check(kw["x"], kw["channel_axis"])
+    V.check_threads(kw["num_threads"])
     t = triples(x, cl)
     return _api.Moments(t[..., 0], t[..., 1], t[..., 2])
 
@@ -241,52 +254,53 @@ def _as_nc(a, name, N, C):
     return da.from_array(_api._per_channel(a, name, N, C), chunks=-1)
 
 
-def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-              negative_slope=0.01, out=None, num_threads=None):
-    x, cl = _check(x, channel_axis, out)
+def normalize(kw):
+    x, cl = _check(kw["x"], kw["channel_axis"], kw["out"])
     _known(x)
     N, C, _ = V.layout(x.shape, cl)
-    m = _as_nc(mean, "mean", N, C)
+    m = _as_nc(kw["mean"], "mean", N, C)
+    var = kw["var"]
     if isinstance(var, da.Array):
         # checked where it is known: in the graph, failing the compute
         v = _as_nc(var, "var", N, C).map_blocks(_api._check_var, dtype=np.float64)
     else:
         v = da.from_array(_api._check_var(_api._per_channel(var, "var", N, C)), chunks=-1)
-    eps = V.check_eps(eps)
-    V.check_activation(activation, negative_slope)
-    V.check_threads(num_threads)
-    w = V.check_vector(weight, "weight", C)
-    b = V.check_vector(bias, "bias", C)
-    scale = 1.0 / da.sqrt(v + eps) * (w if w is not None else 1.0)
-    shift = da.zeros_like(m) + (b if b is not None else 0.0)
-    return _apply(x, cl, m, scale, shift, activation, negative_slope)
+    eps = V.check_eps(kw["eps"])
+    V.check_activation(kw["activation"], kw["negative_slope"])
+    V.check_threads(kw["num_threads"])
+    w = V.check_vector(kw["weight"], "weight", C)
+    b = V.check_vector(kw["bias"], "bias", C)
+    scale, shift = F.affine_coefs(da, v, eps, w, b, (N, C))
+    return _apply(x, cl, m, scale, shift, _rest(kw, *_NOT_APPLY))
 
 
-def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=None):
-    content, cl = _check(content, channel_axis, name="content")
+def adain(kw):
+    content, cl = _check(kw["content"], kw["channel_axis"], name="content")
     _known(content, "content")
     N, C, _ = V.layout(content.shape, cl)
-    eps = V.check_eps(eps)
-    alpha = V.check_alpha(alpha)
-    V.check_threads(num_threads)
+    eps = V.check_eps(kw["eps"])
+    alpha = V.check_alpha(kw["alpha"])
+    V.check_threads(kw["num_threads"])
+    style = kw["style"]
     if not isinstance(style, da.Array):
         style = da.from_array(V.as_numpy(style, "style"), chunks=-1)
     V.refuse_mask(style._meta, "style", "is a Dask array of numpy.ma.MaskedArray chunks")
     style = _native(style)
     V.check_x(style.shape, style.dtype, "style")
     _known(style, "style")
-    scl = V.channels_last(channel_axis, style.ndim)
+    scl = V.channels_last(kw["channel_axis"], style.ndim)
     Ns, Cs, _ = V.layout(style.shape, scl)
     if Cs != C:
         raise ValueError(f"style must have C={C} channels like content, got {Cs}")
     if Ns not in (1, N):
         raise ValueError(f"style must have a batch of {N} or 1, got {Ns}")
-    tc = triples(content, cl)
-    ts = triples(style, scl)
-    rstd_c = 1.0 / da.sqrt(tc[..., 2] / tc[..., 0] + eps)
-    std_s = da.broadcast_to(da.sqrt(ts[..., 2] / ts[..., 0] + eps), (N, C))
-    mean_c = tc[..., 1]
-    mean_s = da.broadcast_to(ts[..., 1], (N, C))
-    scale = alpha * (std_s * rstd_c) + (1.0 - alpha)
-    shift = alpha * mean_s + (1.0 - alpha) * mean_c
-    return _apply(content, cl, mean_c, scale, shift, None, 0.0)
+    mean, scale, shift = F.adain_coefs(da, triples(content, cl), triples(style, scl), eps, alpha, (N, C))
+    return _apply(content, cl, mean, scale, shift, _rest(kw, *_NOT_APPLY))
+
+
+_IMPL = {f.__name__: f for f in (instance_norm, group_norm, instance_stats, instance_moments, normalize, adain)}
+
+
+def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
+    """The lazy counterpart of the public function fn on args' Dask arrays."""
+    return _IMPL[fn.__name__](dict(args.arguments))

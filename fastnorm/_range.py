@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._formulas import chan_merge, variance
+
 # m2 / n below this, with eps too small to dominate it, has lost bits
 _TINY_VAR = 2.0 ** -900
 _SMALL_EPS = 1e-250
@@ -72,8 +74,6 @@ def scaled(x, cl, G, k):
 def group_triples(t, G):
     """(N, C, 3) channel triples merged in channel order into (N, G, 3) group
     triples (Chan's formula, as the kernels merge them)."""
-    from ._api import chan_merge
-
     N, C, _ = t.shape
     if G == C:
         return t
@@ -108,22 +108,21 @@ def norm_coefs(ts, k, eps, w, b, G, C):
             np.ascontiguousarray(shift, dtype=np.float64))
 
 
-def rescaled_triples(be, x, code, cl, nt, t):
+def rescaled_triples(triples, x, code, cl, nt, t):
     """t with its out-of-range units (per channel) recomputed from scaled
     data: (count, mean, m2, var) float64 (N, C) arrays, m2 and var scaled
     back (so they overflow to inf only where the exact value does)."""
     C = x.shape[-1] if cl else x.shape[1]
     bad = out_of_range(t, None)
     count, mean, m2 = t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = m2 / count
+    var = variance(t)
     if not bad.any():
         return count, mean, m2, var
     k = unit_exponents(x, cl, C, bad)
     redo = k != 0
     if not redo.any():
         return count, mean, m2, var
-    ts = be.triples(scaled(x, cl, C, k), code, cl, nt)
+    ts = triples(scaled(x, cl, C, k), code, cl, nt)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         mean = np.where(redo, np.ldexp(ts[..., 1], k), mean)
         m2 = np.where(redo, np.ldexp(ts[..., 2], 2 * k), m2)

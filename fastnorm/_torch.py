@@ -9,13 +9,15 @@ computed in float32.  Imported only when a tensor arrives.
 """
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable
+
 import numpy as np
 import torch
 
 from . import _api
 from . import _validate as V
 
-INTEROP = True
 ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
 # tells autograd that a tensor was written in place (torch >= 2.1 has the public name)
@@ -71,100 +73,80 @@ def from_array(a, like):
     return torch.from_numpy(a)
 
 
-def _prep(x, channel_axis, out=None, name="x"):
-    """(array, channel_axis for the array, was_mapped, out array)."""
-    _no_grad_check(x)
-    V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
-    cl = _is_cl(x, channel_axis)
-    xt = x.detach().movedim(1, -1) if cl else x.detach()
-    ax = -1 if cl else channel_axis
-    oa = None
-    if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out must be None or a torch.Tensor like x, got {type(out).__name__}")
-        if torch.is_grad_enabled() and out.requires_grad:
-            # torch's own in-place ops refuse a leaf that requires grad; a non-leaf
-            # would get a write autograd cannot differentiate (fastnorm has no backward)
-            raise RuntimeError(
-                "out requires grad while autograd is enabled: fastnorm writes out in place and has "
-                "no backward pass. Pass an out that does not require grad, or call under "
-                "torch.no_grad() / torch.inference_mode()."
-            )
-        if out.device != x.device:
-            raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
-        ot = out.movedim(1, -1) if cl else out
-        if not ot.is_contiguous():
-            fmt = "channels_last like x" if cl else "contiguous"
-            raise ValueError(f"out must be {fmt}, got a tensor with strides {tuple(out.stride())}")
-        oa = to_array(ot, "out")
-    return to_array(xt, name), ax, cl, oa
-
-
-def _back(y, x, cl, out=None):
-    """The result tensor: out (written in place, its version bumped so that
-    autograd sees the write) or a tensor sharing y's memory."""
-    if out is not None:
-        _increment_version(out)
-        return out
-    t = from_array(y, x)
-    return t.movedim(-1, 1) if cl else t
+def _out_array(out, x, cl):
+    """The array view of a torch out= tensor, checked against x."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be None or a torch.Tensor like x, got {type(out).__name__}")
+    if torch.is_grad_enabled() and out.requires_grad:
+        # torch's own in-place ops refuse a leaf that requires grad; a non-leaf
+        # would get a write autograd cannot differentiate (fastnorm has no backward)
+        raise RuntimeError(
+            "out requires grad while autograd is enabled: fastnorm writes out in place and has "
+            "no backward pass. Pass an out that does not require grad, or call under "
+            "torch.no_grad() / torch.inference_mode()."
+        )
+    if out.device != x.device:
+        raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
+    ot = out.movedim(1, -1) if cl else out
+    if not ot.is_contiguous():
+        fmt = "channels_last like x" if cl else "contiguous"
+        raise ValueError(f"out must be {fmt}, got a tensor with strides {tuple(out.stride())}")
+    return to_array(ot, "out")
 
 
 def _host_or_same(v, x):
     """weight / bias / stats: tensors stay on their device's array type."""
     if isinstance(v, torch.Tensor):
-        _no_grad_check(v)
         if x.device.type == "cuda":
             return to_array(v.detach().to(x.device))
         return v.detach().cpu().numpy() if v.dtype != torch.bfloat16 else v.detach().float().cpu().numpy()
     return v
 
 
-def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-                  negative_slope=0.01, out=None, num_threads=None):
-    a, ax, cl, oa = _prep(x, channel_axis, out)
-    y = _api.instance_norm(a, _host_or_same(weight, x), _host_or_same(bias, x), eps=eps,
-                           channel_axis=ax, activation=activation, negative_slope=negative_slope,
-                           out=oa, num_threads=num_threads)
-    return _back(y, x, cl, out)
+def _wrap(r, x, cl):
+    """A public function's result as tensors on x's device: the output array
+    (x's layout, mapped back from channels last), a tuple of statistics, or
+    Moments of tensors."""
+    if isinstance(r, tuple):
+        return tuple(from_array(a, x) for a in r)
+    if isinstance(r, _api.Moments):
+        return _api.Moments(from_array(r.count, x), from_array(r.mean, x), from_array(r.m2, x))
+    t = from_array(r, x)
+    return t.movedim(-1, 1) if cl else t
 
 
-def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-               negative_slope=0.01, out=None, num_threads=None):
-    a, ax, cl, oa = _prep(x, channel_axis, out)
-    y = _api.group_norm(a, num_groups, _host_or_same(weight, x), _host_or_same(bias, x), eps=eps,
-                        channel_axis=ax, activation=activation, negative_slope=negative_slope,
-                        out=oa, num_threads=num_threads)
-    return _back(y, x, cl, out)
+def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
+    """fn on the arrays viewing args' tensors; the result wrapped back.
 
-
-def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-              negative_slope=0.01, out=None, num_threads=None):
-    a, ax, cl, oa = _prep(x, channel_axis, out)
-    y = _api.normalize(a, _host_or_same(mean, x), _host_or_same(var, x), _host_or_same(weight, x),
-                       _host_or_same(bias, x), eps=eps, channel_axis=ax, activation=activation,
-                       negative_slope=negative_slope, out=oa, num_threads=num_threads)
-    return _back(y, x, cl, out)
-
-
-def instance_stats(x, *, channel_axis=1, num_threads=None):
-    a, ax, cl, _ = _prep(x, channel_axis)
-    mean, var = _api.instance_stats(a, channel_axis=ax, num_threads=num_threads)
-    return from_array(mean, x), from_array(var, x)
-
-
-def instance_moments(x, *, channel_axis=1, num_threads=None):
-    a, ax, cl, _ = _prep(x, channel_axis)
-    m = _api.instance_moments(a, channel_axis=ax, num_threads=num_threads)
-    return _api.Moments(from_array(m.count, x), from_array(m.mean, x), from_array(m.m2, x))
-
-
-def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=None):
-    if not isinstance(style, torch.Tensor):
-        raise TypeError(f"style must be a torch.Tensor like content, got {type(style).__name__}")
-    _no_grad_check(style)
-    a, ax, cl, _ = _prep(content, channel_axis, name="content")
-    # style in the layout the content is handed over in (a view; style is usually small)
-    s = to_array(style.detach().movedim(1, -1) if cl else style.detach(), "style")
-    y = _api.adain(a, s, eps=eps, channel_axis=ax, alpha=alpha, num_threads=num_threads)
-    return _back(y, content, cl)
+    The first argument (x, content) is the input; ``style`` (adain) must be a
+    tensor like it, in the same layout; ``out`` a tensor written in place
+    (its version bumped, so autograd sees the write); every other tensor
+    argument (weight, bias, mean, var) goes over as an array on x's device.
+    A logically channels-first tensor whose memory is channels-last goes
+    over as that memory with channel_axis=-1 (no transposing copy)."""
+    kw = dict(args.arguments)
+    first = next(iter(kw))
+    x = kw[first]
+    _no_grad_check(*(v for k, v in kw.items() if k != "out"))
+    channel_axis = kw["channel_axis"]
+    V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
+    cl = _is_cl(x, channel_axis)
+    out = kw.get("out")
+    for name, v in kw.items():
+        if name == first:
+            kw[name] = to_array(x.detach().movedim(1, -1) if cl else x.detach(), name)
+        elif name == "style":
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"style must be a torch.Tensor like {first}, got {type(v).__name__}")
+            kw[name] = to_array(v.detach().movedim(1, -1) if cl else v.detach(), name)
+        elif name == "out":
+            kw[name] = None if v is None else _out_array(v, x, cl)
+        else:
+            kw[name] = _host_or_same(v, x)
+    if cl:
+        kw["channel_axis"] = -1
+    r = fn(**kw)
+    if out is not None:
+        _increment_version(out)
+        return out
+    return _wrap(r, x, cl)

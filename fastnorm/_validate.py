@@ -8,8 +8,11 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from ._backends import library, to_host
 
 #: storage codes understood by the CPU engine (and the GPU kernels)
 F16, F32, F64, BF16 = 0, 1, 2, 3
@@ -113,17 +116,16 @@ def check_threads(num_threads):
     return n
 
 
-def check_vector(a, name, C, *, allow_none=True):
-    """None or a 1-D real array of length C, returned as contiguous float64."""
+def check_vector(a: Any, name: str, C: int) -> np.ndarray | None:
+    """None or a 1-D real array of length C, returned as contiguous float64
+    host memory (a CuPy array or a torch tensor is copied to the host)."""
     if a is None:
-        if allow_none:
-            return None
-        raise TypeError(f"{name} must be an array of length {C}, got None")
+        return None
     if type(a) is np.ndarray and a.dtype == np.float64 and a.shape == (C,) and a.flags.c_contiguous:
         return a
     refuse_mask(a, name)
-    if hasattr(a, "__cuda_array_interface__") or type(a).__module__.split(".")[0] in ("torch", "cupy"):
-        a = _to_host(a)
+    if library(a) in ("torch", "cupy") or hasattr(a, "__cuda_array_interface__"):
+        a = to_host(a)
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as e:  # ragged lists
@@ -135,14 +137,6 @@ def check_vector(a, name, C, *, allow_none=True):
     if arr.shape[0] != C:
         raise ValueError(f"{name} must have length C={C} (the channel count), got length {arr.shape[0]}")
     return np.ascontiguousarray(arr, dtype=np.float64)
-
-
-def _to_host(a):
-    if hasattr(a, "detach"):  # torch tensor
-        return a.detach().cpu().numpy()
-    if hasattr(a, "get"):  # cupy array
-        return a.get()
-    return a
 
 
 def check_out(out, shape, dtype, name="out", array_type=np.ndarray, type_name="numpy.ndarray"):
@@ -209,3 +203,44 @@ def layout(shape, cl):
     for d in (shape[1:-1] if cl else shape[2:]):
         S *= int(d)
     return N, C, S
+
+
+#: validate_norm's num_groups for instance norm: one group per channel
+#: (None is a bad num_groups of group_norm)
+PER_CHANNEL: Any = object()
+
+
+class NormArgs(NamedTuple):
+    """The validated arguments of a norm (instance_norm, group_norm), as the
+    backends take them."""
+
+    code: int                    #: dtype code of x
+    cl: bool                     #: channels last
+    C: int                       #: channels
+    G: int                       #: groups (C for instance norm)
+    weight: np.ndarray | None    #: float64 (C,) host array
+    bias: np.ndarray | None      #: float64 (C,) host array
+    eps: float
+    act: int                     #: activation code (ACTIVATIONS)
+    slope: float                 #: leaky_relu's negative slope
+    nt: int | None               #: num_threads
+
+
+def validate_norm(x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, channel_axis: Any,
+                  activation: Any, negative_slope: Any, num_threads: Any, name: str = "x") -> NormArgs:
+    """Every argument of instance_norm / group_norm but ``out``, checked in
+    the order of the signature: one place for the eager path and for Dask.
+    ``x`` needs only ``shape`` and ``dtype`` (native byte order): a NumPy,
+    CuPy or Dask array.  num_groups is PER_CHANNEL for instance norm; group
+    norm also takes (N, C) inputs (a spatial size of one), as torch does."""
+    per_channel = num_groups is PER_CHANNEL
+    code = check_x(x.shape, x.dtype, name, 3 if per_channel else 2)
+    cl = channels_last(channel_axis, len(x.shape))
+    C = int(x.shape[-1] if cl else x.shape[1])
+    G = C if per_channel else check_num_groups(num_groups, C)
+    eps = check_eps(eps)
+    act, slope = check_activation(activation, negative_slope)
+    nt = check_threads(num_threads)
+    w = check_vector(weight, "weight", C)
+    b = check_vector(bias, "bias", C)
+    return NormArgs(code, cl, C, G, w, b, eps, act, slope, nt)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import _torch as _T
+from . import _api
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "convert"]
 
@@ -68,9 +68,9 @@ class _FastInstanceNorm:
         w, b = _param(self.weight), _param(self.bias)
         kw = dict(eps=self.eps, activation=self.activation, negative_slope=self.negative_slope)
         if self.track_running_stats and not self.training:
-            return _T.normalize(input, self.running_mean, self.running_var, w, b, **kw)
+            return _api.normalize(input, self.running_mean, self.running_var, w, b, **kw)
         if self.track_running_stats and self.training and self.momentum:
-            m = _T.instance_moments(input)
+            m = _api.instance_moments(input)
             n = m.count
             with torch.no_grad():
                 # in float64 (the moments' dtype), rounded once into the buffers:
@@ -79,8 +79,8 @@ class _FastInstanceNorm:
                 for buf, batch in ((self.running_mean, m.mean.mean(0)),
                                    (self.running_var, (m.m2 / (n - 1)).mean(0))):
                     buf.copy_((1 - mom) * buf.double() + mom * batch.to(buf.device))
-            return _T.normalize(input, m.mean, m.m2 / n, w, b, **kw)
-        return _T.instance_norm(input, w, b, **kw)
+            return _api.normalize(input, m.mean, m.m2 / n, w, b, **kw)
+        return _api.instance_norm(input, w, b, **kw)
 
 
 class InstanceNorm1d(_FastInstanceNorm, nn.InstanceNorm1d):
@@ -103,7 +103,7 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, input):
         _check_grad(self, input)
-        return _T.group_norm(input, self.num_groups, _param(self.weight), _param(self.bias), eps=self.eps,
+        return _api.group_norm(input, self.num_groups, _param(self.weight), _param(self.bias), eps=self.eps,
                              activation=self.activation, negative_slope=self.negative_slope)
 
 

@@ -1,20 +1,32 @@
-"""NumPy backend: the three primitives every backend provides, on the CPU engine.
+"""NumPy backend: the compute backend (fastnorm._backends.ComputeBackend) on
+the CPU engine.
 
 - norm:    statistics + normalize (+ affine, + activation) in one call
 - triples: Welford triples (count, mean, M2) per (n, c), float64 (N, C, 3)
+- moments: the triples and the variance, exact at the ends of float64's range
 - apply:   normalize with given per-(n, c) mean / scale / shift
 
-Inputs are validated by fastnorm._api; nothing here validates again.
+Inputs are validated by fastnorm._api; nothing here validates again.  norm
+and moments keep results that leave the kernels' range exact (float64 data
+near the ends of the exponent range, 16-bit data with huge affine
+coefficients): fastnorm._range.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
-from .. import _api
+from .. import _api, _range
+from .. import _formulas as F
+from .. import _validate as V
 from . import _engine as E
+
+xp = np
+ARRAY_TYPE = np.ndarray
 
 default_threads = E.default_threads
 
@@ -37,6 +49,14 @@ def _threads(nt):
     return min(nt, _MAX_THREADS)
 
 
+def asarray(x: Any, name: str = "x") -> np.ndarray:
+    return V.as_numpy(x, name)
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return V.check_out(out, shape, dtype)
+
+
 def _prepare(x, out):
     """C-contiguous input and an output array (x may be copied, see docstrings)."""
     if not x.flags.c_contiguous:
@@ -51,7 +71,15 @@ def _prepare(x, out):
     return x, out
 
 
-def norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, stats=False):
+def norm(x: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, bias: np.ndarray | None,
+         eps: float, act: int, slope: float, out: np.ndarray | None, nt: int | None) -> np.ndarray:
+    if code == V.F32:  # float32 data and float32 coefficients stay in range
+        return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
+    return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
+
+
+def _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, stats=False):
+    """The engine's norm; stats=True returns the (N, C or G, 3) triples too."""
     x, y = _prepare(x, out)
     shape = x.shape
     N = shape[0]
@@ -70,7 +98,58 @@ def norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, stats=False):
     return (y, tri) if stats else y
 
 
-def triples(x, code, cl, nt):
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _norm_checked(x, code, cl, G, w, b, eps, act, slope, out, nt):
+    """The engine's norm on an array whose result can leave the kernels' range:
+    float64 units whose squared deviations overflow or underflow double
+    (fastnorm._range), and 16-bit data whose scale or shift overflow float,
+    the type the 16-bit kernels apply in (a weight of 1e300 gave NaN where
+    x == mean).  Ordinary data pay one look at the (N, G) statistics; in
+    place, the statistics come first (x must be read before it is written)."""
+    C = x.shape[-1] if cl else x.shape[1]
+    if x.size == 0:
+        return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+    if code != V.F64:
+        wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
+        bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
+        if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)   # cannot overflow
+        tg = _range.group_triples(triples(x, code, cl, nt), G)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            rs = 1.0 / np.sqrt(tg[..., 2] / tg[..., 0] + eps)
+            big = bmax > _FLT_MAX or float(np.nanmax(rs, initial=0.0)) * wmax > _FLT_MAX
+        if not big:
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+        # in float64, rounded once to the 16-bit type
+        y64 = _norm(x.astype(np.float64), V.F64, cl, G, w, b, eps, act, slope, None, nt)
+        y = out if out is not None else np.empty(x.shape, x.dtype)
+        with np.errstate(over="ignore"):
+            y[...] = y64.astype(x.dtype)
+        return y
+    if out is not None and np.may_share_memory(out, x):
+        tg = _range.group_triples(triples(x, code, cl, nt), G)
+        bad = _range.out_of_range(tg, eps)
+        if not bad.any():
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+        y = None
+    else:
+        y, tri = _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, stats=True)
+        tg = _range.group_triples(tri, G) if cl else tri
+        bad = _range.out_of_range(tg, eps)
+        if not bad.any():
+            return y
+    k = _range.unit_exponents(x, cl, G, bad)
+    if not (k != 0).any():
+        return y if y is not None else _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+    xs = _range.scaled(x, cl, G, k)
+    ts = _range.group_triples(triples(xs, code, cl, nt), G)
+    mean, scale, shift = _range.norm_coefs(ts, k, eps, w, b, G, C)
+    return apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt)
+
+
+def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
     """(N, C, 3) float64 triples; count 0 rows for empty planes."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
@@ -88,7 +167,16 @@ def triples(x, code, cl, nt):
     return out
 
 
-def apply(x, code, cl, mean, scale, shift, act, slope, out, nt):
+def moments(x: np.ndarray, code: int, cl: bool, nt: int | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    t = triples(x, code, cl, nt)
+    if code == V.F64 and _range.out_of_range(t, None).any():
+        return _range.rescaled_triples(triples, x, code, cl, nt, t)
+    return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
+
+
+def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+          act: int, slope: float, out: np.ndarray | None, nt: int | None) -> np.ndarray:
     """mean, scale, shift: float64 C-contiguous (N, C)."""
     x, y = _prepare(x, out)
     shape = x.shape

@@ -16,10 +16,12 @@ import os
 import cupy as cp
 import numpy as np
 
+from .. import _formulas as F
 from .. import _validate as V
 from . import _names
 
 xp = cp
+ARRAY_TYPE = cp.ndarray
 CHUNK = 16384          # FN_CHUNK in kernels.cu
 CL_ROWS = 256          # FN_CL_ROWS
 MAX_GRID_YZ = 65535
@@ -58,8 +60,8 @@ def asarray(x, name="x"):
     return x
 
 
-def check_out(out, shape, dtype, name="out"):
-    return V.check_out(out, shape, dtype, name, cp.ndarray, "cupy.ndarray (x is a CuPy array)")
+def check_out(out, shape, dtype):
+    return V.check_out(out, shape, dtype, "out", cp.ndarray, "cupy.ndarray (x is a CuPy array)")
 
 
 def _prepare(x, out):
@@ -147,7 +149,7 @@ def _cl_apply(x, y, t, N, S, C, mean, scale, shift, act, slope):
 
 
 # ------------------------------------------------------------ primitives
-def norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, stats=False):
+def norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt):
     x, y = _prepare(x, out)
     N, C, S = _shape(x, cl)
     if x.size == 0:
@@ -218,8 +220,6 @@ def apply(x, code, cl, mean, scale, shift, act, slope, out, nt):
     return y
 
 
-def stats_from_triples(t, rdt):
-    n = t[..., 0]
-    mean = cp.where(n > 0, t[..., 1], cp.nan)
-    var = t[..., 2] / n
-    return mean.astype(rdt), var.astype(rdt)
+def moments(x, code, cl, nt):
+    t = triples(x, code, cl, nt)
+    return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)

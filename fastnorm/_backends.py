@@ -1,0 +1,160 @@
+"""The backend contract: which module serves an array, and what it must provide.
+
+Two kinds of backend, each a module that satisfies one of the protocols below
+with every hook (nothing is probed with ``hasattr``; ``tests/test_backends.py``
+and mypy check the modules against the protocols):
+
+- a **compute backend** runs the kernels on arrays of its own library
+  (NumPy -> ``fastnorm._cpu._backend``, CuPy -> ``fastnorm._gpu._backend``).
+  The public functions of ``fastnorm._api`` are written once on top of its
+  primitives, after validating every argument once;
+- an **interop backend** adapts another array type (torch tensors ->
+  ``fastnorm._torch``, Dask arrays -> ``fastnorm._dask``): it receives the
+  public function and its bound arguments, unwraps the arrays, calls the
+  public function (eagerly, or per block in a lazy graph) and wraps the result.
+
+A backend module is imported only when an array of its library arrives, so
+``import fastnorm`` imports none of the optional libraries.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from types import ModuleType
+from typing import Any, Callable, Protocol, Union
+
+import numpy as np
+
+#: An array of the backend's own library (numpy.ndarray, cupy.ndarray).
+Array = Any
+
+
+class ComputeBackend(Protocol):
+    """Kernels for one array library.  Inputs arrive validated (``_api``):
+    ``x`` is the backend's array with a supported dtype (``code``, see
+    ``_validate.dtype_code``), ``cl`` says channels last, coefficient arrays
+    are float64 (N, C) of the backend's library.  Outputs are new C-contiguous
+    arrays, or ``out`` (already checked by ``check_out``) written and returned."""
+
+    #: the array module: numpy or cupy
+    xp: ModuleType
+    #: the arrays it serves (anything else from its library is refused)
+    ARRAY_TYPE: type
+
+    def asarray(self, x: Any, name: str) -> Array:
+        """x as the backend's array (array-likes converted), or TypeError."""
+        ...
+
+    def check_out(self, out: Any, shape: tuple[int, ...], dtype: Any) -> Array:
+        """out itself if it is a writeable C-contiguous array of the backend's
+        type with this shape and dtype, else TypeError / ValueError."""
+        ...
+
+    def norm(self, x: Array, code: int, cl: bool, G: int, weight: Array | None, bias: Array | None,
+             eps: float, act: int, slope: float, out: Array | None, nt: int | None) -> Array:
+        """Statistics per (instance, group of C // G channels), then the
+        normalized, affine, activated output, as ``_api.instance_norm``
+        documents it; weight and bias are float64 (C,) host arrays or None."""
+        ...
+
+    def triples(self, x: Array, code: int, cl: bool, nt: int | None) -> Array:
+        """Welford triples (count, mean, m2) per (instance, channel): float64
+        (N, C, 3); count 0 (mean and m2 unspecified) for empty planes."""
+        ...
+
+    def moments(self, x: Array, code: int, cl: bool, nt: int | None) -> tuple[Array, Array, Array, Array]:
+        """(count, mean, m2, var) float64 (N, C): the triples, and the biased
+        variance, exact where the triples would overflow or lose bits."""
+        ...
+
+    def apply(self, x: Array, code: int, cl: bool, mean: Array, scale: Array, shift: Array,
+              act: int, slope: float, out: Array | None, nt: int | None) -> Array:
+        """``act((x - mean) * scale + shift)`` per (instance, channel)."""
+        ...
+
+
+class InteropBackend(Protocol):
+    """An adapter for an array type the kernels do not take directly."""
+
+    #: the arrays it serves (anything else from its library is refused)
+    ARRAY_TYPE: type
+
+    def call(self, fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
+        """``fn`` (a public function of fastnorm) applied to ``args`` (bound to
+        fn's signature, defaults applied), whose array arguments are of this
+        backend's type: the result in this backend's type."""
+        ...
+
+
+Backend = Union[ComputeBackend, InteropBackend]
+
+#: array library (the top-level module of an array's type) -> backend module
+MODULES = {
+    "numpy": "fastnorm._cpu._backend",
+    "cupy": "fastnorm._gpu._backend",
+    "torch": "fastnorm._torch",
+    "dask": "fastnorm._dask",
+}
+#: the interop backends among them
+INTEROP = frozenset({"torch", "dask"})
+_loaded: dict[str, Any] = {}
+
+
+def library(a: object) -> str:
+    """The array library a belongs to: the top-level module of its type
+    ("numpy", "cupy", "torch", "dask", or another name for other objects)."""
+    t = type(a)
+    if t is np.ndarray:
+        return "numpy"
+    return t.__module__.partition(".")[0]
+
+
+def module(lib: str) -> Any:
+    """The backend module of a library in MODULES, imported on first use."""
+    be = _loaded.get(lib)
+    if be is None:
+        be = _loaded[lib] = importlib.import_module(MODULES[lib])
+    return be
+
+
+def for_array(x: object, name: str = "x") -> tuple[str, Any]:
+    """(library, backend module) serving x: NumPy's for ndarrays and for
+    array-likes of other origins (lists, objects with __array__); TypeError
+    for an object of a known library that is not one of its arrays
+    (torch.Size, a dtype, a Dask Bag)."""
+    lib = library(x)
+    if lib not in MODULES:
+        lib = "numpy"
+    be = module(lib)
+    if lib != "numpy" and not isinstance(x, be.ARRAY_TYPE):
+        t = type(x)
+        raise TypeError(f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
+                        f"got {t.__module__}.{t.__qualname__}")
+    return lib, be
+
+
+def array_module(a: object) -> ModuleType:
+    """The array module that operates on a: numpy, cupy, torch or dask.array."""
+    lib = library(a)
+    if lib == "cupy":
+        return importlib.import_module("cupy")
+    if lib == "torch":
+        return importlib.import_module("torch")
+    if lib == "dask":
+        return importlib.import_module("dask.array")
+    return np
+
+
+def to_host(a: Any) -> Any:
+    """A NumPy array from a torch tensor (any device; 16-bit floats widened to
+    float32, as NumPy has no bfloat16) or a CuPy array; anything else as it is."""
+    lib = library(a)
+    if lib == "torch":
+        t = a.detach().cpu()
+        if t.dtype.is_floating_point and t.element_size() < 4:
+            t = t.float()
+        return t.numpy()
+    if lib == "cupy" or hasattr(a, "__cuda_array_interface__"):
+        return a.get()
+    return a
+
