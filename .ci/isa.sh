@@ -2,7 +2,7 @@
 # Kernel portability: every kernel level gives the same bits (the determinism
 # tests rerun at each level through FASTNORM_ISA), and the kernel sources
 # compile warning-free with clang (the macOS compiler) for every target.
-# (aarch64: tests/test_hardening.py::test_aarch64_neon_gives_the_same_bits
+# (aarch64: tests/test_isa_builds.py::test_aarch64_neon_gives_the_same_bits
 # cross-compiles the C harness and runs it under qemu-user in the main run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,9 @@ echo "kernel levels on this CPU: $levels"
 for isa in $levels; do
     echo "== determinism tests at FASTNORM_ISA=$isa"
     FASTNORM_ISA=$isa python -m pytest -q -p no:cacheprovider \
-        tests/test_hardening.py tests/test_instance_norm.py tests/test_ops.py tests/test_half.py \
+        tests/test_concurrency.py tests/test_plans.py tests/test_streaming.py tests/test_fma.py \
+        tests/test_isa_builds.py tests/test_memory.py tests/test_edge_numerics.py \
+        tests/test_instance_norm.py tests/test_ops.py tests/test_half.py \
         -k "bit or thread or identical or plan or conversion" -W error::RuntimeWarning
 done
 

@@ -1,16 +1,59 @@
 import os
 import sys
+import zlib
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Per-test random streams are seeded from the test's node id with a stable hash
+# (crc32, not hash(): Python salts str hashes per process), so a failing case is
+# replayed by running the same node id again; the seed is printed on failure.
+_SEED = pytest.StashKey[int]()
+
+
+def node_seed(nodeid):
+    """The seed of a test: the same in every process, platform and run."""
+    return zlib.crc32(nodeid.encode())
+
+
+def _use_seed(request):
+    seed = node_seed(request.node.nodeid)
+    if _SEED not in request.node.stash:
+        request.node.stash[_SEED] = seed
+        request.node.user_properties.append(("rng_seed", seed))
+    return seed
+
 
 @pytest.fixture
 def rng(request):
-    # a fresh, reproducible stream per test
-    return np.random.default_rng(abs(hash(request.node.nodeid)) % (2**32))
+    """A fresh, reproducible NumPy stream per test."""
+    return np.random.default_rng(_use_seed(request))
+
+
+@pytest.fixture
+def torch_seed(request):
+    """torch's global generator (tensor draws, module initialization) seeded
+    per test, so the test does not depend on what ran before it."""
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch)")
+    seed = _use_seed(request)
+    torch.manual_seed(seed)
+    return seed
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    seed = item.stash.get(_SEED, None)
+    if rep.failed and seed is not None:
+        text = (f"rng seed: {seed} (crc32 of the node id, the same in every run; "
+                f"replay: python -m pytest -p no:cacheprovider '{item.nodeid}'; "
+                f"the stream: numpy.random.default_rng({seed}))")
+        if hasattr(rep.longrepr, "addsection"):
+            rep.longrepr.addsection("rng seed", text)
+        else:
+            rep.sections.append(("rng seed", text))
 
 
 # Hypothesis profiles. "ci" (default): derandomized (fixed seed), ~2,400 examples

@@ -154,7 +154,7 @@ def test_item2_torch_weight_sharing_memory_with_out(rng):
 
 
 # ------------------------------------------------- item 3: torch out= and autograd
-def test_item3_torch_out_requiring_grad_is_refused(rng):
+def test_item3_torch_out_requiring_grad_is_refused(rng, torch_seed):
     torch = pytest.importorskip("torch")
     t = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
     a = torch.randn(2, 3, 8, 8, requires_grad=True)
@@ -174,7 +174,7 @@ def test_item3_torch_out_requiring_grad_is_refused(rng):
     assert torch.equal(leaf.detach(), fastnorm.instance_norm(t))
 
 
-def test_item3_torch_out_write_is_seen_by_autograd(rng):
+def test_item3_torch_out_write_is_seen_by_autograd(rng, torch_seed):
     torch = pytest.importorskip("torch")
     t = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
     out = torch.empty_like(t)
@@ -213,7 +213,7 @@ def test_item5_instancenorm_one_spatial_element_training_raises(rng, shape, axis
         fastnorm.InstanceNorm(3, channel_axis=axis)(x)
 
 
-def test_item5_torch_instancenorm_one_spatial_element_training_raises():
+def test_item5_torch_instancenorm_one_spatial_element_training_raises(torch_seed):
     torch = pytest.importorskip("torch")
     import fastnorm.torch as fnt
 
@@ -413,7 +413,7 @@ def test_item12_torch_group_norm_module_2d_inputs():
                                   lambda nn: nn.InstanceNorm2d(6, affine=True, bias=False),
                                   lambda nn: nn.InstanceNorm1d(6, affine=True, bias=False,
                                                                track_running_stats=True)])
-def test_item12_convert_bias_false(make):
+def test_item12_convert_bias_false(make, torch_seed):
     torch = pytest.importorskip("torch")
     import fastnorm.torch as fnt
 
@@ -573,7 +573,7 @@ def test_item13_dask_unknown_chunk_sizes(rng):
     np.testing.assert_array_equal(fastnorm.instance_norm(u.rechunk({2: -1})).compute(), fastnorm.instance_norm(ref))
 
 
-def test_item13_torch_channel_axis_bool_or_float():
+def test_item13_torch_channel_axis_bool_or_float(torch_seed):
     torch = pytest.importorskip("torch")
     x = torch.rand(2, 3, 4, 4)
     for t in (x, x.contiguous(memory_format=torch.channels_last)):

@@ -147,7 +147,7 @@ def test_plan_for_describes_the_plan():
 
 def test_plan_choices_are_what_runs():
     """Forcing the thresholds changes the plan plan_for reports, and the bits
-    do not change (the plan tests in test_hardening force every choice)."""
+    do not change (test_plans.py forces every choice)."""
     shape = (2, 16, 150, 150)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     ref = fastnorm.instance_norm(x, num_threads=2)

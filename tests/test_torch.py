@@ -9,6 +9,9 @@ import fastnorm.torch as fnt  # noqa: E402
 
 F = torch.nn.functional
 
+# torch's global generator (torch.randn, module initialization) seeded per test
+pytestmark = pytest.mark.usefixtures("torch_seed")
+
 
 @pytest.fixture
 def x():

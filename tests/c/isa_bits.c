@@ -1,7 +1,7 @@
 /* Prints a hash of one kernel target's outputs (statistics and apply,
  * channels first and last, small planes, float32 / float64 / float16 /
  * bfloat16, every activation, normal and streaming stores) on fixed
- * pseudo-random data.  tests/test_hardening.py links it against
+ * pseudo-random data.  tests/test_isa_builds.py links it against
  * fastnorm/_cpu/fn_kernels.c compiled for several targets (x86-64 levels,
  * the scalar layer, aarch64 under qemu in CI) and checks that every build
  * with fused multiply-adds prints the same line, and every unfused build

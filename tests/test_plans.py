@@ -1,0 +1,108 @@
+"""The same bits whatever the engine chooses: every thread count from 1 to 8,
+every plan forced through _tuning (small planes, pipelined, read-then-apply,
+waves, backward passes, streaming), and the channels-last apply kernels
+against the channels-first ones; the wave plan also against the float64
+oracle.  (test_isa.py checks what plan_for reports.)"""
+import numpy as np
+import pytest
+
+import fastnorm
+import _reference as R
+from _plans import PLAN_SETTINGS
+
+
+# includes planes larger than a wave share (several waves, a partial last wave)
+SPLIT_SHAPES = [(1, 2, 1000, 700), (3, 5, 200, 130), (1, 1, 70001), (2, 3, 17, 18, 19),
+                (2, 7, 300, 300)]
+
+
+@pytest.mark.parametrize("shape", SPLIT_SHAPES)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_every_function_bit_identical_1_to_8_threads(shape, channel_axis):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3 + 10).astype(np.float32)
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    C = x.shape[channel_axis]
+    G = 1
+    style = x[:1]
+    mean, var = np.full(C, 10.0), np.full(C, 9.0)
+
+    def all_funcs(nt):
+        return [fastnorm.instance_norm(x, channel_axis=channel_axis, activation="silu", num_threads=nt),
+                fastnorm.group_norm(x, G, channel_axis=channel_axis, num_threads=nt),
+                *fastnorm.instance_stats(x, channel_axis=channel_axis, num_threads=nt),
+                fastnorm.instance_moments(x, channel_axis=channel_axis, num_threads=nt).m2,
+                fastnorm.normalize(x, mean, var, channel_axis=channel_axis, num_threads=nt),
+                fastnorm.adain(x, style, channel_axis=channel_axis, alpha=0.7, num_threads=nt)]
+
+    ref = all_funcs(1)
+    for nt in range(2, 9):
+        for a, b in zip(all_funcs(nt), ref):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(4, 6, 16, 16), (2, 4, 8, 8, 8), (3, 2, 130, 140), (1, 3, 50000)])
+def test_every_plan_gives_the_same_bits(dtype, shape):
+    """The engine chooses among plans by plane size (one C call for planes of
+    one block, pipelined planes, read-then-apply planes, waves across threads,
+    the normalize pass forwards or backwards); forcing each choice must not
+    change a bit, with affine, groups and activations, in both layouts."""
+    from fastnorm._cpu import _engine as E
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) * 4 + 300).astype(dtype)
+    C = shape[1]
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
+    def run():
+        return [fastnorm.instance_norm(x, w, b, activation=act, num_threads=nt).tobytes()
+                for act in (None, "silu", "leaky_relu") for nt in (1, 2, 3)] + \
+               [fastnorm.group_norm(x, G, w, b, num_threads=nt).tobytes()
+                for G in (1, C // 2 if C % 2 == 0 else 1) for nt in (1, 3)] + \
+               [fastnorm.instance_norm(xl, w, b, channel_axis=-1, num_threads=nt).tobytes()
+                for nt in (1, 3)]
+
+    ref = run()
+    for setting in PLAN_SETTINGS:
+        old = E._tuning(**setting)
+        try:
+            got = run()
+        finally:
+            E._tuning(*old)
+        assert got == ref, setting
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_wave_plan_matches_reference(dtype):
+    """Planes bigger than a thread's L2 share go through the wave plan; check
+    it against the float64 oracle, not only against itself."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((1, 5, 512, 400)) * 2 + 50).astype(dtype)
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    ref = R.instance_norm(x.astype(np.float64), weight=w, bias=b)
+    for nt in (2, 3):
+        R.assert_close(fastnorm.instance_norm(x, weight=w, bias=b, num_threads=nt), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("C", [1, 3, 5, 15, 16, 17, 33, 48, 64, 65, 100, 130, 257])
+def test_channels_last_apply_bits_equal_channels_first(dtype, C):
+    """Channels-last normalizes with other kernels (register tiles of 16-64
+    channels, a scalar tail for the rest, virtual rows for C < 16) than
+    channels-first, with the same formula: given the same mean and variance
+    the two layouts must agree bit for bit, for every channel count.  (The
+    statistics themselves may differ in the last bit between layouts: the
+    accumulation order follows the memory order.)"""
+    rng = np.random.default_rng(C)
+    x = (rng.standard_normal((2, C, 37, 29)) * 5 - 20).astype(dtype)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    mean, var = rng.standard_normal((2, C)) - 20, rng.uniform(1, 30, (2, C))
+    for nt in (1, 2):
+        zf = fastnorm.normalize(x, mean, var, w, b, num_threads=nt)
+        zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, num_threads=nt)
+        np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1))
