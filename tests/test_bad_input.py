@@ -103,7 +103,11 @@ def cases():
     add("InstanceNorm", ValueError, "num_features", lambda o: F.InstanceNorm(0))
     add("InstanceNorm", ValueError, "eps", lambda o: F.InstanceNorm(4, eps=-1))
     add("InstanceNorm", TypeError, "momentum", lambda o: F.InstanceNorm(4, momentum="0.1"))
-    add("InstanceNorm", ValueError, "channel_axis", lambda o: F.InstanceNorm(4, channel_axis=2))
+    add("InstanceNorm", TypeError, "num_features", lambda o: F.InstanceNorm("3"))
+    add("InstanceNorm", ValueError, "channel_axis", lambda o: F.InstanceNorm(4, channel_axis=0))
+    add("InstanceNorm", ValueError, "channel_axis", lambda o: F.InstanceNorm(4, channel_axis=-2))
+    # channel_axis=2 is channels last for a 3-d input only (as for the functions)
+    add("InstanceNorm", ValueError, "channel_axis", lambda o: F.InstanceNorm(4, channel_axis=2)(X))
     add("InstanceNorm", ValueError, "channels", lambda o: F.InstanceNorm(5)(X))
     return t
 

@@ -592,10 +592,17 @@ def test_item13_instancenorm_momentum_and_channel_axis():
     for m in (0, 0.0, 1, 0.5, None):
         assert fastnorm.InstanceNorm(3, momentum=m).momentum == m
     for ax in (True, 1.0):
-        with pytest.raises(TypeError, match=r"channel_axis must be an int \(1 or -1\), got"):
+        with pytest.raises(TypeError, match=r"channel_axis must be an int \(1, -1 or x.ndim - 1\), got"):
             fastnorm.InstanceNorm(3, channel_axis=ax)
-    with pytest.raises(ValueError, match=r"channel_axis must be 1 or -1, got 2"):
-        fastnorm.InstanceNorm(3, channel_axis=2)
+    with pytest.raises(ValueError, match=r"channel_axis must be 1 \(channels first\) or -1 / x.ndim - 1 "
+                                         r"\(channels last\), got 0"):
+        fastnorm.InstanceNorm(3, channel_axis=0)
+    # x.ndim - 1 is channels last, as in the functions (issue 20)
+    x = np.random.default_rng(5).standard_normal((2, 9, 3)).astype(np.float32)
+    np.testing.assert_array_equal(fastnorm.InstanceNorm(3, channel_axis=2)(x),
+                                  fastnorm.instance_norm(x, channel_axis=-1))
+    with pytest.raises(ValueError, match="channel_axis"):
+        fastnorm.InstanceNorm(3, channel_axis=2)(x[:, :, None, :])
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts threads in /proc")
