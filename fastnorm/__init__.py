@@ -6,6 +6,8 @@ Importing fastnorm imports none of its optional dependencies.
 """
 __version__ = "0.1.0"
 
+from typing import Any  # noqa: E402
+
 from ._api import (  # noqa: E402
     Moments,
     adain,
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name == "torch":  # fastnorm.torch: imports torch only when used
         import importlib
 

@@ -24,6 +24,7 @@ import numpy as np
 from . import _backends as B
 from . import _formulas as F
 from . import _validate as V
+from ._backends import Array, ArrayLike
 
 _ndarray = np.ndarray
 # the dtypes of the fast path (float64 goes through _norm's range check)
@@ -34,7 +35,7 @@ _engine = None
 _forked_child = False
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     """Run the CPU engine serial in a forked child.
 
     GNU libgomp's thread pool does not survive fork(): the child inherits the
@@ -55,7 +56,7 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 _modules = sys.modules
 
 
-def _in_dask_task():
+def _in_dask_task() -> bool:
     """True in a task that Dask's threaded scheduler or a distributed worker runs.
 
     Such tasks run several at a time, one per core: each starting OpenMP's
@@ -91,7 +92,7 @@ def _in_dask_task():
     return any(_pool_thread(th, p) for p in pools if p is not None)
 
 
-def _pool_thread(th, pool):
+def _pool_thread(th: threading.Thread, pool: Any) -> bool:
     """Whether thread th belongs to a concurrent.futures.ThreadPoolExecutor: by the
     name the executor gives its threads (set before a thread starts) or, where the
     executor has no such prefix, by its set of threads (a new thread joins that
@@ -102,7 +103,7 @@ def _pool_thread(th, pool):
     return th in getattr(pool, "_threads", ())
 
 
-def _fast_engine():
+def _fast_engine() -> Any:
     """The engine for instance_norm's fast path, or None where it must not run:
     it takes OpenMP's default count as it is, so a default above the CPU
     backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good."""
@@ -152,8 +153,10 @@ def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
     return a.copy()
 
 
-def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-                  negative_slope=0.01, out=None, num_threads=None):
+def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+                  eps: float = 1e-5, channel_axis: int = 1, activation: str | None = None,
+                  negative_slope: float = 0.01, out: Array | None = None,
+                  num_threads: int | None = None) -> Array:
     """Instance normalization over the spatial axes of every (instance, channel).
 
     ``y = act((x - mean) / sqrt(var + eps) * weight[c] + bias[c])`` with the mean and
@@ -230,8 +233,9 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activa
                  num_threads)
 
 
-def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
-               activation=None, negative_slope=0.01, out=None, num_threads=None):
+def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, bias: ArrayLike | None = None,
+               *, eps: float = 1e-5, channel_axis: int = 1, activation: str | None = None,
+               negative_slope: float = 0.01, out: Array | None = None, num_threads: int | None = None) -> Array:
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
@@ -255,7 +259,8 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, channel_axis=
                  num_threads)
 
 
-def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out, num_threads):
+def _norm(x: ArrayLike, num_groups: Any, weight: Any, bias: Any, eps: Any, channel_axis: Any, activation: Any,
+          negative_slope: Any, out: Any, num_threads: Any) -> Array:
     """Validate once (in the order of the signature) and run the backend's norm;
     num_groups is V.PER_CHANNEL for instance norm."""
     be, x = _prep(x)
@@ -268,7 +273,7 @@ def _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_s
     return be.norm(x, a.code, a.cl, a.G, w, b, a.eps, a.act, a.slope, out, a.nt)
 
 
-def _moments(x, channel_axis, num_threads):
+def _moments(x: ArrayLike, channel_axis: Any, num_threads: Any) -> tuple[Any, ...]:
     """(code, count, mean, m2, var) of x's planes, float64 (N, C) arrays."""
     be, x = _prep(x)
     code = V.check_x(x.shape, x.dtype)
@@ -277,7 +282,7 @@ def _moments(x, channel_axis, num_threads):
     return (code,) + tuple(be.moments(x, code, cl, nt))
 
 
-def instance_stats(x, *, channel_axis=1, num_threads=None):
+def instance_stats(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | None = None) -> tuple[Array, Array]:
     """Mean and biased variance of every (instance, channel) plane.
 
     Returns
@@ -323,30 +328,30 @@ class Moments:
 
     __slots__ = ("count", "mean", "m2")
 
-    def __init__(self, count, mean, m2):
+    def __init__(self, count: Array, mean: Array, m2: Array) -> None:
         self.count = count
         self.mean = mean
         self.m2 = m2
 
     @property
-    def var(self):
+    def var(self) -> Array:
         """Biased variance, m2 / count."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.m2 / self.count
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.mean.shape)
 
-    def merge(self, other):
+    def merge(self, other: Moments) -> Moments:
         """Moments of the union of the two samples (Chan's pairwise formula)."""
         return merge_moments(self, other)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Moments(shape={self.shape}, count={self.count!r})"
 
 
-def merge_moments(a, b):
+def merge_moments(a: Moments, b: Moments) -> Moments:
     """Merge two :class:`Moments` of disjoint samples of the same planes.
 
     Equal to the moments of the union up to rounding (see :class:`Moments`).
@@ -368,7 +373,7 @@ def merge_moments(a, b):
     return Moments(n + 0 * mean, mean, m2)
 
 
-def instance_moments(x, *, channel_axis=1, num_threads=None):
+def instance_moments(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | None = None) -> Moments:
     """Welford triples (count, mean, M2) of every (instance, channel) plane.
 
     Use with :meth:`Moments.merge` to compute statistics of data too large to
@@ -392,7 +397,7 @@ def instance_moments(x, *, channel_axis=1, num_threads=None):
     return Moments(count, mean, m2)
 
 
-def _per_channel(a, name, N, C, xp=np):
+def _per_channel(a: Any, name: str, N: int, C: int, xp: ModuleType = np) -> Array:
     """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
     V.refuse_mask(a, name)
     lib = B.library(a)
@@ -411,7 +416,7 @@ def _per_channel(a, name, N, C, xp=np):
     return xp.ascontiguousarray(arr, dtype=xp.float64)
 
 
-def _check_var(v):
+def _check_var(v: Array) -> Array:
     """v itself; ValueError where a variance is negative or +inf (NaN passes,
     as in the formula): an infinite variance would silently give zeros."""
     if bool((v < 0).any()):
@@ -422,8 +427,10 @@ def _check_var(v):
     return v
 
 
-def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1, activation=None,
-              negative_slope=0.01, out=None, num_threads=None):
+def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike | None = None,
+              bias: ArrayLike | None = None, *, eps: float = 1e-5, channel_axis: int = 1,
+              activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
+              num_threads: int | None = None) -> Array:
     """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
 
     ``mean`` and ``var`` have shape (N, C), or (C,) to broadcast over the batch
@@ -462,7 +469,8 @@ def normalize(x, mean, var, weight=None, bias=None, *, eps=1e-5, channel_axis=1,
     return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
 
 
-def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=None):
+def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_axis: int = 1, alpha: float = 1.0,
+          num_threads: int | None = None) -> Array:
     """Adaptive instance normalization (Huang and Belongie, 2017).
 
     ``content`` normalized per (instance, channel), then scaled by the style's
@@ -513,8 +521,9 @@ def adain(content, style, *, eps=1e-5, channel_axis=1, alpha=1.0, num_threads=No
                     xp.ascontiguousarray(shift), 0, 0.0, None, nt)
 
 
-def _apply_coefs(x, mean, scale, shift, *, channel_axis=1, activation=None, negative_slope=0.01,
-                 num_threads=None):
+def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axis: int = 1,
+                 activation: str | None = None, negative_slope: float = 0.01,
+                 num_threads: int | None = None) -> Array:
     """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
     of shape (N, C).  The building block of the interop layers (Dask blocks)."""
     be, x = _prep(x)

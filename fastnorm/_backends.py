@@ -21,14 +21,19 @@ from __future__ import annotations
 import importlib
 import inspect
 from types import ModuleType
-from typing import Any, Callable, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-#: An array of the backend's own library (numpy.ndarray, cupy.ndarray).
+#: An array: numpy.ndarray, cupy.ndarray, torch.Tensor or dask.array.Array
+#: (Any: the optional libraries are not imported to name their types).
 Array = Any
+#: What the public functions take as data: an Array, or for NumPy anything
+#: numpy.asarray accepts (nested lists, objects with __array__).
+ArrayLike = Any
 
 
+@runtime_checkable
 class ComputeBackend(Protocol):
     """Kernels for one array library.  Inputs arrive validated (``_api``):
     ``x`` is the backend's array with a supported dtype (``code``, see
@@ -36,10 +41,15 @@ class ComputeBackend(Protocol):
     are float64 (N, C) of the backend's library.  Outputs are new C-contiguous
     arrays, or ``out`` (already checked by ``check_out``) written and returned."""
 
-    #: the array module: numpy or cupy
-    xp: ModuleType
-    #: the arrays it serves (anything else from its library is refused)
-    ARRAY_TYPE: type
+    @property
+    def xp(self) -> ModuleType:
+        """The array module: numpy or cupy."""
+        ...
+
+    @property
+    def ARRAY_TYPE(self) -> type:
+        """The arrays it serves (anything else from its library is refused)."""
+        ...
 
     def asarray(self, x: Any, name: str) -> Array:
         """x as the backend's array (array-likes converted), or TypeError."""
@@ -73,11 +83,14 @@ class ComputeBackend(Protocol):
         ...
 
 
+@runtime_checkable
 class InteropBackend(Protocol):
     """An adapter for an array type the kernels do not take directly."""
 
-    #: the arrays it serves (anything else from its library is refused)
-    ARRAY_TYPE: type
+    @property
+    def ARRAY_TYPE(self) -> type:
+        """The arrays it serves (anything else from its library is refused)."""
+        ...
 
     def call(self, fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
         """``fn`` (a public function of fastnorm) applied to ``args`` (bound to
@@ -87,6 +100,16 @@ class InteropBackend(Protocol):
 
 
 Backend = Union[ComputeBackend, InteropBackend]
+
+if TYPE_CHECKING:  # mypy checks each backend module against its protocol
+    from . import _dask, _torch
+    from ._cpu import _backend as _cpu_backend
+    from ._gpu import _backend as _gpu_backend
+
+    _cpu: ComputeBackend = _cpu_backend
+    _gpu: ComputeBackend = _gpu_backend
+    _torch_be: InteropBackend = _torch
+    _dask_be: InteropBackend = _dask
 
 #: array library (the top-level module of an array's type) -> backend module
 MODULES = {

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from typing import Any
 
 
-def config():
+def config() -> dict[str, Any]:
     """The build and runtime facts as a dict (what show_config prints)."""
     from . import __version__
     from ._cpu import _engine as E
@@ -39,7 +40,7 @@ def config():
     }
 
 
-def show_config(mode="stdout", file=None):
+def show_config(mode: str = "stdout", file: Any = None) -> Any:
     """Print (or return) the version, OpenMP, threads, compiler and flags,
     the SIMD level the kernels run at and the levels available, and which
     array backends are importable.

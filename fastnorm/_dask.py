@@ -27,7 +27,7 @@ from . import _validate as V
 ARRAY_TYPE = da.Array  # other Dask collections (Bag, DataFrame) are refused by _api
 
 
-def _check(x, channel_axis, out=None, name="x", min_ndim=3):
+def _check(x: Any, channel_axis: Any, out: Any = None, name: str = "x", min_ndim: int = 3) -> tuple[Any, bool]:
     """(x with native byte order, channels_last)."""
     if out is not None:
         raise TypeError("out= is not supported for dask arrays (results are lazy); got an out array")
@@ -40,12 +40,12 @@ def _check(x, channel_axis, out=None, name="x", min_ndim=3):
     return x, cl
 
 
-def _native(x):
+def _native(x: Any) -> Any:
     """Big-endian data ('>f4') converted once (lazily) to native byte order."""
     return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
 
 
-def _known(x, name="x"):
+def _known(x: Any, name: str = "x") -> None:
     """ValueError for unknown chunk sizes (after boolean indexing), which the
     normalize pass needs."""
     if any(s != s for s in x.shape):
@@ -53,20 +53,20 @@ def _known(x, name="x"):
                          f"call {name}.compute_chunk_sizes() first")
 
 
-def _spatial_axes(ndim, cl):
+def _spatial_axes(ndim: int, cl: bool) -> tuple[int, ...]:
     return tuple(range(1, ndim - 1)) if cl else tuple(range(2, ndim))
 
 
-def _caxis(ndim, cl):
+def _caxis(ndim: int, cl: bool) -> int:
     return ndim - 1 if cl else 1
 
 
-def _whole_planes(x, cl):
+def _whole_planes(x: Any, cl: bool) -> bool:
     return all(len(x.chunks[a]) == 1 for a in _spatial_axes(x.ndim, cl))
 
 
 # ------------------------------------------------------------- statistics
-def _block_triples(block, cl, ndim):
+def _block_triples(block: Any, cl: bool, ndim: int) -> Any:
     """(n_b, c_b, 3) triples of one block, laid out keepdims for the block grid."""
     ax = -1 if cl else 1
     m = _api.instance_moments(block, channel_axis=ax)
@@ -79,7 +79,7 @@ def _block_triples(block, cl, ndim):
     return t.reshape(shape)
 
 
-def _merge_along(t, axis, keepdims=True):
+def _merge_along(t: Any, axis: Any, keepdims: bool = True) -> Any:
     """Chan-merge triples (last axis: count, mean, m2) along `axis`, in index order."""
     if isinstance(axis, int):
         axis = (axis,)
@@ -101,29 +101,27 @@ def _merge_along(t, axis, keepdims=True):
     return r
 
 
-def _chunk(t, axis=None, keepdims=True, **kw):
+def _chunk(t: Any, axis: Any = None, keepdims: bool = True, **kw: dict[str, Any]) -> Any:
     return _merge_along(t, axis, keepdims=True)
 
 
-def _agg(t, axis=None, keepdims=False, **kw):
+def _agg(t: Any, axis: Any = None, keepdims: bool = False, **kw: dict[str, Any]) -> Any:
     return _merge_along(t, axis, keepdims=keepdims)
 
 
-def triples(x, cl):
+def triples(x: Any, cl: bool) -> Any:
     """Lazy (N, C, 3) float64 triples of a dask array."""
     ndim = x.ndim
     sp = _spatial_axes(ndim, cl)
     chunks = tuple((1,) * len(x.chunks[a]) if a in sp else x.chunks[a] for a in range(ndim)) + ((3,),)
-    meta = x._meta
-    xp_meta = np.empty((0,) * (ndim + 1), np.float64) if type(meta).__module__.split(".")[0] != "cupy" else \
-        __import__("cupy").empty((0,) * (ndim + 1), np.float64)
+    xp_meta = B.array_module(x._meta).empty((0,) * (ndim + 1), np.float64)
     t = x.map_blocks(_block_triples, cl, ndim, new_axis=ndim, chunks=chunks, dtype=np.float64, meta=xp_meta)
     # the spatial block axes reduce away: (N, C, 3) in either layout
     return da.reduction(t, _chunk, _agg, combine=_chunk, axis=sp, keepdims=False, dtype=np.float64,
                         concatenate=True)
 
 
-def _group_expand(t, Cg):
+def _group_expand(t: Any, Cg: int) -> Any:
     """Merge the channel triples of each group (whole groups per block) and give
     every channel its group's triple."""
     n, c = t.shape[:2]
@@ -133,7 +131,7 @@ def _group_expand(t, Cg):
 
 
 # ------------------------------------------------------------------ apply
-def _kd(a, x, cl):
+def _kd(a: Any, x: Any, cl: bool) -> Any:
     """(N, C) dask array -> keepdims shape aligned with x's N and C chunks."""
     a = a.rechunk((x.chunks[0], x.chunks[_caxis(x.ndim, cl)]))
     if cl:
@@ -141,7 +139,7 @@ def _kd(a, x, cl):
     return a.reshape(a.shape + (1,) * (x.ndim - 2))
 
 
-def _apply_block(block, mean, scale, shift, cl, rest):
+def _apply_block(block: Any, mean: Any, scale: Any, shift: Any, cl: bool, rest: dict[str, Any]) -> Any:
     ax = -1 if cl else 1
     n = block.shape[0]
     c = block.shape[ax]
@@ -149,7 +147,7 @@ def _apply_block(block, mean, scale, shift, cl, rest):
                              channel_axis=ax, **rest)
 
 
-def _apply(x, cl, mean, scale, shift, rest):
+def _apply(x: Any, cl: bool, mean: Any, scale: Any, shift: Any, rest: dict[str, Any]) -> Any:
     """Lazy act((x - mean) * scale + shift); mean/scale/shift: (N, C) dask
     arrays; rest: the apply keywords of the public function (activation,
     negative_slope, num_threads), passed through to each block."""
@@ -158,7 +156,7 @@ def _apply(x, cl, mean, scale, shift, rest):
                          cl, rest, dtype=x.dtype, meta=x._meta)
 
 
-def _affine_coefs(t, eps, weight, bias):
+def _affine_coefs(t: Any, eps: Any, weight: Any, bias: Any) -> Any:
     """(mean, scale, shift) lazy (N, C) from lazy (N, C, 3) triples."""
     scale, shift = F.affine_coefs(da, F.variance(t), eps, weight, bias, t.shape[:2])
     return t[..., 1], scale, shift
@@ -168,7 +166,7 @@ def _affine_coefs(t, eps, weight, bias):
 # Each takes the bound arguments of the public function of the same name
 # (defaults applied) and validates them as the eager path does.
 
-def _norm_args(x, kw, num_groups=V.PER_CHANNEL):
+def _norm_args(x: Any, kw: dict[str, Any], num_groups: Any = V.PER_CHANNEL) -> tuple[Any, V.NormArgs]:
     """(x in native byte order, NormArgs) of a norm's bound arguments."""
     x, _ = _check(x, kw["channel_axis"], kw["out"], min_ndim=3 if num_groups is V.PER_CHANNEL else 2)
     a = V.validate_norm(x, num_groups, kw["weight"], kw["bias"], kw["eps"], kw["channel_axis"],
@@ -176,19 +174,19 @@ def _norm_args(x, kw, num_groups=V.PER_CHANNEL):
     return x, a
 
 
-def _rest(kw, *names):
+def _rest(kw: dict[str, Any], *names: Any) -> dict[str, Any]:
     """The keywords of kw other than names: passed through to the eager call
     on each block, so a new keyword of a public function reaches the blocks."""
     return {k: v for k, v in kw.items() if k not in names}
 
 
-def _map_planes(x, a, fn, kw, Cg=1):
+def _map_planes(x: Any, a: Any, fn: Callable[..., Any], kw: dict[str, Any], Cg: int = 1) -> Any:
     """fn (the public function) on every block holding whole planes, weight
     and bias sliced to the block's channels (groups: num_groups per block)."""
     cax = _caxis(x.ndim, a.cl)
     rest = _rest(kw, "x", "num_groups", "weight", "bias", "channel_axis", "out")
 
-    def block(blk, block_info=None):
+    def block(blk: Any, block_info: Any = None) -> Any:
         c0, c1 = block_info[0]["array-location"][cax]
         w = None if a.weight is None else a.weight[c0:c1]
         b = None if a.bias is None else a.bias[c0:c1]
@@ -203,21 +201,21 @@ _NOT_APPLY = ("x", "content", "style", "num_groups", "weight", "bias", "mean", "
               "channel_axis", "out")
 
 
-def _split_norm(x, a, t, kw):
+def _split_norm(x: Any, a: Any, t: Any, kw: dict[str, Any]) -> Any:
     """The normalize pass with merged statistics t (N, C, 3)."""
     _known(x)
     mean, scale, shift = _affine_coefs(t, a.eps, a.weight, a.bias)
     return _apply(x, a.cl, mean, scale, shift, _rest(kw, *_NOT_APPLY))
 
 
-def instance_norm(kw):
+def instance_norm(kw: dict[str, Any]) -> Any:
     x, a = _norm_args(kw["x"], kw)
     if _whole_planes(x, a.cl):
         return _map_planes(x, a, _api.instance_norm, kw)
     return _split_norm(x, a, triples(x, a.cl), kw)
 
 
-def group_norm(kw):
+def group_norm(kw: dict[str, Any]) -> Any:
     x, a = _norm_args(kw["x"], kw, kw["num_groups"])
     cax = _caxis(x.ndim, a.cl)
     Cg = a.C // a.G
@@ -229,21 +227,21 @@ def group_norm(kw):
     return _split_norm(x, a, t, kw)
 
 
-def instance_stats(kw):
+def instance_stats(kw: dict[str, Any]) -> Any:
     x, cl = _check(kw["x"], kw["channel_axis"])
     V.check_threads(kw["num_threads"])
     rdt = np.float64 if x.dtype == np.float64 else np.float32
     return F.stats_from_triples(triples(x, cl), rdt, da)
 
 
-def instance_moments(kw):
+def instance_moments(kw: dict[str, Any]) -> Any:
     x, cl = _check(kw["x"], kw["channel_axis"])
     V.check_threads(kw["num_threads"])
     t = triples(x, cl)
     return _api.Moments(t[..., 0], t[..., 1], t[..., 2])
 
 
-def _as_nc(a, name, N, C):
+def _as_nc(a: Any, name: str, N: int, C: int) -> Any:
     if isinstance(a, da.Array):
         V.refuse_mask(a._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
         if a.shape == (C,):
@@ -254,7 +252,7 @@ def _as_nc(a, name, N, C):
     return da.from_array(_api._per_channel(a, name, N, C), chunks=-1)
 
 
-def normalize(kw):
+def normalize(kw: dict[str, Any]) -> Any:
     x, cl = _check(kw["x"], kw["channel_axis"], kw["out"])
     _known(x)
     N, C, _ = V.layout(x.shape, cl)
@@ -274,7 +272,7 @@ def normalize(kw):
     return _apply(x, cl, m, scale, shift, _rest(kw, *_NOT_APPLY))
 
 
-def adain(kw):
+def adain(kw: dict[str, Any]) -> Any:
     content, cl = _check(kw["content"], kw["channel_axis"], name="content")
     _known(content, "content")
     N, C, _ = V.layout(content.shape, cl)

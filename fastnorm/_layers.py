@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from typing import Any, Callable
+
 import numpy as np
 
 from . import _api
@@ -11,7 +13,7 @@ from . import _validate as V
 from ._backends import to_host
 
 
-def _host(a):
+def _host(a: Any) -> np.ndarray:
     return np.asarray(to_host(a))
 
 
@@ -57,8 +59,20 @@ class InstanceNorm:
     ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
 
-    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, channel_axis=1):
+    num_features: int
+    eps: float
+    momentum: float | None
+    affine: bool
+    track_running_stats: bool
+    channel_axis: int
+    weight: np.ndarray | None
+    bias: np.ndarray | None
+    running_mean: np.ndarray | None
+    running_var: np.ndarray | None
+    num_batches_tracked: np.ndarray | None
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, channel_axis: int = 1) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral):
             raise TypeError(f"num_features must be an int >= 1, got {num_features!r}")
         if num_features < 1:
@@ -93,17 +107,17 @@ class InstanceNorm:
             self.running_var = None
             self.num_batches_tracked = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"InstanceNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
                 f"channel_axis={self.channel_axis})")
 
-    def _check_channels(self, x):
+    def _check_channels(self, x: Any) -> None:
         C = x.shape[-1] if V.channels_last(self.channel_axis, x.ndim) else x.shape[1]
         if C != self.num_features:
             raise ValueError(f"x must have {self.num_features} channels (num_features), got shape {V._shape_str(x.shape)}")
 
-    def __call__(self, x, training=False, *, num_threads=None):
+    def __call__(self, x: Any, training: bool = False, *, num_threads: Any = None) -> Any:
         shape = getattr(x, "shape", None)
         if shape is None:
             x = V.as_numpy(x)
@@ -130,6 +144,9 @@ class InstanceNorm:
         m2 = _host(m.m2)
         with np.errstate(divide="ignore", invalid="ignore"):
             unbiased = m2 / (n - 1)
+        # tracked: the buffers exist (invariant of __init__ / load_state_dict)
+        assert self.running_mean is not None and self.running_var is not None
+        assert self.num_batches_tracked is not None
         if self.momentum is None:
             # cumulative average, counted as BatchNorm counts batches
             self.num_batches_tracked = np.array(int(self.num_batches_tracked) + 1, np.int64)
@@ -148,20 +165,14 @@ class InstanceNorm:
 
     forward = __call__
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """torch-compatible keys: weight, bias (affine); running_mean, running_var,
         num_batches_tracked (tracked)."""
-        d = {}
-        if self.affine:
-            d["weight"] = self.weight.copy()
-            d["bias"] = self.bias.copy()
-        if self.track_running_stats:
-            d["running_mean"] = self.running_mean.copy()
-            d["running_var"] = self.running_var.copy()
-            d["num_batches_tracked"] = self.num_batches_tracked.copy()
-        return d
+        names = (("weight", "bias") if self.affine else ()) + \
+            (("running_mean", "running_var", "num_batches_tracked") if self.track_running_stats else ())
+        return {name: np.array(getattr(self, name)) for name in names}
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> InstanceNorm:
         """Load arrays (NumPy or torch tensors) saved under torch's key names.
 
         Every value is checked before any is applied: on an error (which names
@@ -171,7 +182,7 @@ class InstanceNorm:
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         expected = set(self.state_dict())
         # torch prefixes keys with the module path; accept a common prefix
-        keys = {}
+        keys: dict[str, str] = {}
         for k in state_dict.keys():
             if not isinstance(k, str):
                 raise TypeError(f"state_dict keys must be strings, got {k!r}")
@@ -189,7 +200,7 @@ class InstanceNorm:
             setattr(self, name, val)
         return self
 
-    def _checked(self, name, key, value):
+    def _checked(self, name: str, key: str, value: Any) -> np.ndarray:
         """The attribute value for state_dict[key] (attribute name), or a
         TypeError / ValueError naming the key."""
         where = f"state_dict[{key!r}]"

@@ -18,6 +18,8 @@ in the data keeps its NaN result.  The check costs nothing on ordinary data
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from ._formulas import chan_merge, variance
@@ -27,7 +29,7 @@ _TINY_VAR = 2.0 ** -900
 _SMALL_EPS = 1e-250
 
 
-def out_of_range(t, eps):
+def out_of_range(t: Any, eps: Any) -> Any:
     """Bool (N, U): the units of triples t (N, U, 3) whose statistics left the
     range where the double sums are exact enough: m2 or the mean not finite,
     or a variance so small (and eps smaller still) that its squares lost bits."""
@@ -39,7 +41,7 @@ def out_of_range(t, eps):
     return bad & (n > 0)        # an empty unit has nothing to redo
 
 
-def _unit_view(x, cl, G):
+def _unit_view(x: Any, cl: bool, G: int) -> Any:
     """x as (N, G, elements of the unit) for channels first, (N, rows, G, Cg)
     for channels last: a view or a copy, for reductions only."""
     N = x.shape[0]
@@ -49,7 +51,7 @@ def _unit_view(x, cl, G):
     return x.reshape(N, G, -1)
 
 
-def unit_exponents(x, cl, G, bad):
+def unit_exponents(x: Any, cl: bool, G: int, bad: Any) -> Any:
     """(N, G) int: k with max|x| of the unit in [2**(k-1), 2**k) for the bad
     units whose data are finite and not all zero; 0 elsewhere."""
     v = _unit_view(np.abs(x), cl, G)
@@ -60,7 +62,7 @@ def unit_exponents(x, cl, G, bad):
     return np.where(ok, k, 0).astype(np.int64)
 
 
-def scaled(x, cl, G, k):
+def scaled(x: Any, cl: bool, G: int, k: Any) -> Any:
     """x * 2**-k per unit (exact; ldexp, as 2**-k alone can overflow), C-contiguous."""
     N = x.shape[0]
     if cl:
@@ -71,7 +73,7 @@ def scaled(x, cl, G, k):
     return np.ascontiguousarray(s.reshape(x.shape))
 
 
-def group_triples(t, G):
+def group_triples(t: Any, G: int) -> Any:
     """(N, C, 3) channel triples merged in channel order into (N, G, 3) group
     triples (Chan's formula, as the kernels merge them)."""
     N, C, _ = t.shape
@@ -86,7 +88,7 @@ def group_triples(t, G):
     return out
 
 
-def norm_coefs(ts, k, eps, w, b, G, C):
+def norm_coefs(ts: Any, k: Any, eps: Any, w: Any, b: Any, G: int, C: int) -> tuple[Any, Any, Any]:
     """Per-channel (mean, scale, shift) (N, C) for the scaled data from the
     scaled group triples ts (N, G, 3) and exponents k (N, G)."""
     N = ts.shape[0]
@@ -108,7 +110,7 @@ def norm_coefs(ts, k, eps, w, b, G, C):
             np.ascontiguousarray(shift, dtype=np.float64))
 
 
-def rescaled_triples(triples, x, code, cl, nt, t):
+def rescaled_triples(triples: Callable[..., Any], x: Any, code: int, cl: bool, nt: int | None, t: Any) -> tuple[Any, Any, Any, Any]:
     """t with its out-of-range units (per channel) recomputed from scaled
     data: (count, mean, m2, var) float64 (N, C) arrays, m2 and var scaled
     back (so they overflow to inf only where the exact value does)."""

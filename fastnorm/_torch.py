@@ -16,16 +16,17 @@ import numpy as np
 import torch
 
 from . import _api
+from ._backends import library
 from . import _validate as V
 
 ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
 # tells autograd that a tensor was written in place (torch >= 2.1 has the public name)
 _increment_version = getattr(torch.autograd.graph, "increment_version", None) or \
-    torch._C._autograd._increment_version
+    torch._C._autograd._increment_version  # type: ignore[attr-defined]
 
 
-def _no_grad_check(*tensors):
+def _no_grad_check(*tensors: Any) -> None:
     if torch.is_grad_enabled():
         for t in tensors:
             if isinstance(t, torch.Tensor) and t.requires_grad:
@@ -36,13 +37,13 @@ def _no_grad_check(*tensors):
                 )
 
 
-def _is_cl(t, channel_axis):
+def _is_cl(t: Any, channel_axis: Any) -> bool:
     """A logically channels-first tensor whose memory is channels-last."""
     return (channel_axis == 1 and t.dim() >= 3 and not t.is_contiguous()
             and t.movedim(1, -1).is_contiguous())
 
 
-def to_array(t, name="x"):
+def to_array(t: Any, name: str = "x") -> Any:
     """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a tensor."""
     t = t.detach()
     if t.device.type == "cuda":
@@ -64,16 +65,16 @@ def to_array(t, name="x"):
     return t.numpy()
 
 
-def from_array(a, like):
+def from_array(a: Any, like: Any) -> Any:
     """Tensor sharing a's memory, on like's device."""
-    if type(a).__module__.partition(".")[0] == "cupy":
+    if library(a) == "cupy":
         return torch.from_dlpack(a)
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 
 
-def _out_array(out, x, cl):
+def _out_array(out: Any, x: Any, cl: bool) -> Any:
     """The array view of a torch out= tensor, checked against x."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out must be None or a torch.Tensor like x, got {type(out).__name__}")
@@ -94,7 +95,7 @@ def _out_array(out, x, cl):
     return to_array(ot, "out")
 
 
-def _host_or_same(v, x):
+def _host_or_same(v: Any, x: Any) -> Any:
     """weight / bias / stats: tensors stay on their device's array type."""
     if isinstance(v, torch.Tensor):
         if x.device.type == "cuda":
@@ -103,7 +104,7 @@ def _host_or_same(v, x):
     return v
 
 
-def _wrap(r, x, cl):
+def _wrap(r: Any, x: Any, cl: bool) -> Any:
     """A public function's result as tensors on x's device: the output array
     (x's layout, mapped back from channels last), a tuple of statistics, or
     Moments of tensors."""

@@ -24,11 +24,11 @@ ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 SUPPORTED_DTYPES = "float16, float32, float64 (and ml_dtypes.bfloat16)"
 
 
-def _shape_str(shape):
+def _shape_str(shape: Any) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def dtype_code(dtype, name="x"):
+def dtype_code(dtype: Any, name: str = "x") -> int:
     """Engine code of a supported floating dtype, else TypeError."""
     code = _CODES.get(dtype)
     if code is not None:
@@ -40,7 +40,7 @@ def dtype_code(dtype, name="x"):
     )
 
 
-def refuse_mask(a, name, what="is a numpy.ma.MaskedArray"):
+def refuse_mask(a: Any, name: str, what: str = "is a numpy.ma.MaskedArray") -> None:
     """TypeError for a numpy.ma.MaskedArray, whose mask the kernels would ignore."""
     ma = sys.modules.get("numpy.ma")  # not loaded: no masked array exists
     if ma is not None and isinstance(a, ma.MaskedArray):
@@ -48,7 +48,7 @@ def refuse_mask(a, name, what="is a numpy.ma.MaskedArray"):
                         f"used); pass {name}.filled(value) or {name}.data")
 
 
-def as_numpy(x, name="x"):
+def as_numpy(x: Any, name: str = "x") -> np.ndarray:
     """numpy.asarray with a clear error for things that are not numeric arrays."""
     if type(x) is np.ndarray:
         return x
@@ -62,7 +62,7 @@ def as_numpy(x, name="x"):
     return a
 
 
-def check_x(shape, dtype, name="x", min_ndim=3):
+def check_x(shape: Any, dtype: Any, name: str = "x", min_ndim: int = 3) -> int:
     """ndim >= min_ndim (3; 2 for group norm, as torch) and a supported dtype;
     returns the dtype code."""
     code = dtype_code(dtype, name)
@@ -73,7 +73,7 @@ def check_x(shape, dtype, name="x", min_ndim=3):
     return code
 
 
-def channels_last(channel_axis, ndim):
+def channels_last(channel_axis: Any, ndim: int) -> bool:
     """True for channels-last (-1 or ndim-1), False for channels-first (1)."""
     if type(channel_axis) is int:
         if channel_axis == 1:
@@ -93,7 +93,7 @@ def channels_last(channel_axis, ndim):
     )
 
 
-def check_eps(eps, name="eps"):
+def check_eps(eps: Any, name: str = "eps") -> float:
     if type(eps) is float and 0.0 <= eps < math.inf:
         return eps
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
@@ -104,7 +104,7 @@ def check_eps(eps, name="eps"):
     return e
 
 
-def check_threads(num_threads):
+def check_threads(num_threads: Any) -> int | None:
     """None (OpenMP default) or an int >= 1."""
     if num_threads is None:
         return None
@@ -139,7 +139,8 @@ def check_vector(a: Any, name: str, C: int) -> np.ndarray | None:
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
-def check_out(out, shape, dtype, name="out", array_type=np.ndarray, type_name="numpy.ndarray"):
+def check_out(out: Any, shape: Any, dtype: Any, name: str = "out", array_type: Any = np.ndarray,
+              type_name: str = "numpy.ndarray") -> Any:
     """A writeable C-contiguous array of the backend's type with x's shape and dtype."""
     refuse_mask(out, name)
     if not isinstance(out, array_type):
@@ -155,7 +156,7 @@ def check_out(out, shape, dtype, name="out", array_type=np.ndarray, type_name="n
     return out
 
 
-def check_activation(activation, negative_slope):
+def check_activation(activation: Any, negative_slope: Any) -> tuple[int, float]:
     if activation is None and type(negative_slope) is float and math.isfinite(negative_slope):
         return 0, negative_slope
     if activation is not None and not isinstance(activation, str):
@@ -175,7 +176,7 @@ def check_activation(activation, negative_slope):
     return code or 0, s
 
 
-def check_num_groups(num_groups, C):
+def check_num_groups(num_groups: Any, C: int) -> int:
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral):
         raise TypeError(f"num_groups must be an int, got {num_groups!r}")
     g = int(num_groups)
@@ -186,7 +187,7 @@ def check_num_groups(num_groups, C):
     return g
 
 
-def check_alpha(alpha):
+def check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a real number in [0, 1], got {alpha!r}")
     a = float(alpha)
@@ -195,7 +196,7 @@ def check_alpha(alpha):
     return a
 
 
-def layout(shape, cl):
+def layout(shape: Any, cl: bool) -> tuple[int, int, int]:
     """(N, C, S) of a validated shape."""
     N = int(shape[0])
     C = int(shape[-1] if cl else shape[1])

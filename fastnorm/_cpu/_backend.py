@@ -35,7 +35,7 @@ _MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 _modules = sys.modules
 
 
-def _threads(nt):
+def _threads(nt: int | None) -> int:
     """The thread count a call runs with (nt: validated num_threads or None)."""
     if _api._forked_child:
         # OpenMP's pool did not survive fork(); one thread never enters it
@@ -57,7 +57,7 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return V.check_out(out, shape, dtype)
 
 
-def _prepare(x, out):
+def _prepare(x: Any, out: Any) -> tuple[np.ndarray, np.ndarray]:
     """C-contiguous input and an output array (x may be copied, see docstrings)."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
@@ -78,7 +78,7 @@ def norm(x: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, 
     return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
 
 
-def _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, stats=False):
+def _norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, stats: bool = False) -> Any:
     """The engine's norm; stats=True returns the (N, C or G, 3) triples too."""
     x, y = _prepare(x, out)
     shape = x.shape
@@ -101,7 +101,7 @@ def _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, stats=False):
 _FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _norm_checked(x, code, cl, G, w, b, eps, act, slope, out, nt):
+def _norm_checked(x: Any, code: int, cl: bool, G: int, w: Any, b: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None) -> np.ndarray:
     """The engine's norm on an array whose result can leave the kernels' range:
     float64 units whose squared deviations overflow or underflow double
     (fastnorm._range), and 16-bit data whose scale or shift overflow float,

@@ -14,6 +14,8 @@ import functools
 import os
 
 import cupy as cp
+from typing import Any, Callable
+
 import numpy as np
 
 from .. import _formulas as F
@@ -30,7 +32,7 @@ _NULL = np.uint64(0)   # a null device pointer for optional weight / bias
 
 
 @functools.lru_cache(maxsize=None)
-def _module(device_id):
+def _module(device_id: int) -> Any:
     path = os.path.join(os.path.dirname(__file__), "kernels.cu")
     with open(path) as f:
         code = f.read()
@@ -41,30 +43,30 @@ def _module(device_id):
 
 
 @functools.lru_cache(maxsize=None)
-def _function(device_id, name):
+def _function(device_id: int, name: str) -> Any:
     return _module(device_id).get_function(name)
 
 
-def _fn(name):
+def _fn(name: str) -> Any:
     """The kernel `name` of the current device's module, looked up once per
     (device, name): a RawModule lookup per launch cost a new RawKernel each time."""
     return _function(cp.cuda.Device().id, name)
 
 
-def _grid1(n, block=256):
+def _grid1(n: int, block: Any = 256) -> tuple[int]:
     return (max(1, (int(n) + block - 1) // block),)
 
 
 # ------------------------------------------------------------ validation
-def asarray(x, name="x"):
+def asarray(x: Any, name: str = "x") -> Any:
     return x
 
 
-def check_out(out, shape, dtype):
+def check_out(out: Any, shape: Any, dtype: Any) -> Any:
     return V.check_out(out, shape, dtype, "out", cp.ndarray, "cupy.ndarray (x is a CuPy array)")
 
 
-def _prepare(x, out):
+def _prepare(x: Any, out: Any) -> tuple[Any, Any]:
     if out is not None and out.device != x.device:
         raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
     if not x.flags.c_contiguous:
@@ -78,11 +80,11 @@ def _prepare(x, out):
     return x, out
 
 
-def _dvec(a):
+def _dvec(a: Any) -> Any:
     return _NULL if a is None else cp.asarray(a, dtype=cp.float64)
 
 
-def _shape(x, cl):
+def _shape(x: Any, cl: bool) -> tuple[int, int, int]:
     N = x.shape[0]
     C = x.shape[-1] if cl else x.shape[1]
     S = x.size // (N * C) if N * C else 0
@@ -90,7 +92,7 @@ def _shape(x, cl):
 
 
 # ---------------------------------------------------------------- pieces
-def _cf_triples(x, t, P, L):
+def _cf_triples(x: Any, t: Any, P: int, L: int) -> Any:
     """(P,) triples of P contiguous planes of length L (chunked + ordered merge)."""
     nch = (L + CHUNK - 1) // CHUNK
     part = cp.empty((P * nch, 3), cp.float64)
@@ -104,7 +106,7 @@ def _cf_triples(x, t, P, L):
     return tri
 
 
-def _cl_triples(x, t, N, S, C):
+def _cl_triples(x: Any, t: Any, N: int, S: int, C: int) -> Any:
     """(N*C,) triples of x viewed as (N, S, C)."""
     nch = (S + CL_ROWS - 1) // CL_ROWS
     part = cp.empty((N * nch * C, 3), cp.float64)
@@ -118,7 +120,7 @@ def _cl_triples(x, t, N, S, C):
     return tri
 
 
-def _coefs(tri, N, C, Cg, w, b, eps):
+def _coefs(tri: Any, N: int, C: int, Cg: int, w: Any, b: Any, eps: Any) -> tuple[Any, Any, Any]:
     mean = cp.empty(N * C, cp.float64)
     scale = cp.empty(N * C, cp.float64)
     shift = cp.empty(N * C, cp.float64)
@@ -127,14 +129,14 @@ def _coefs(tri, N, C, Cg, w, b, eps):
     return mean, scale, shift
 
 
-def _cf_apply(x, y, t, R, S, mean, scale, shift, act, slope):
+def _cf_apply(x: Any, y: Any, t: Any, R: int, S: int, mean: Any, scale: Any, shift: Any, act: int, slope: float) -> None:
     per_block = 256 * 8 * (16 // x.itemsize)   # elements one block covers well
     segs = max(1, min((S + per_block - 1) // per_block, 2**31 // max(R, 1) - 1))
     _fn(f"cf_apply<{t}>")((R * segs,), (256,), (x, y, np.int64(R), np.int64(S), np.int64(segs), mean, scale,
                                                  shift, np.int32(act), np.float64(slope)))
 
 
-def _cl_apply(x, y, t, N, S, C, mean, scale, shift, act, slope):
+def _cl_apply(x: Any, y: Any, t: Any, N: int, S: int, C: int, mean: Any, scale: Any, shift: Any, act: int, slope: float) -> None:
     vec = 16 // x.itemsize
     if C % vec or x.data.ptr % 16 or y.data.ptr % 16:
         vec = 1
@@ -149,7 +151,7 @@ def _cl_apply(x, y, t, N, S, C, mean, scale, shift, act, slope):
 
 
 # ------------------------------------------------------------ primitives
-def norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt):
+def norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None) -> Any:
     x, y = _prepare(x, out)
     N, C, S = _shape(x, cl)
     if x.size == 0:
@@ -188,7 +190,7 @@ def norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt):
     return y
 
 
-def triples(x, code, cl, nt):
+def triples(x: Any, code: int, cl: bool, nt: int | None) -> Any:
     if not x.flags.c_contiguous:
         x = cp.ascontiguousarray(x)
     N, C, S = _shape(x, cl)
@@ -203,7 +205,7 @@ def triples(x, code, cl, nt):
     return tri.reshape(N, C, 3)
 
 
-def apply(x, code, cl, mean, scale, shift, act, slope, out, nt):
+def apply(x: Any, code: int, cl: bool, mean: Any, scale: Any, shift: Any, act: int, slope: float, out: Any, nt: int | None) -> Any:
     x, y = _prepare(x, out)
     N, C, S = _shape(x, cl)
     if x.size == 0:
@@ -220,6 +222,6 @@ def apply(x, code, cl, mean, scale, shift, act, slope, out, nt):
     return y
 
 
-def moments(x, code, cl, nt):
+def moments(x: Any, code: int, cl: bool, nt: int | None) -> tuple[Any, Any, Any, Any]:
     t = triples(x, code, cl, nt)
     return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
