@@ -397,18 +397,18 @@ def instance_moments(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | 
     return Moments(count, mean, m2)
 
 
+def _apply_prep(x: ArrayLike, channel_axis: Any) -> tuple[Any, Array, int, bool, int, int]:
+    """(backend, x, dtype code, channels last, N, C) of an apply's input."""
+    be, x = _prep(x)
+    code = V.check_x(x.shape, x.dtype)
+    cl = V.channels_last(channel_axis, x.ndim)
+    N, C, _ = V.layout(x.shape, cl)
+    return be, x, code, cl, N, C
+
+
 def _per_channel(a: Any, name: str, N: int, C: int, xp: ModuleType = np) -> Array:
     """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
-    V.refuse_mask(a, name)
-    lib = B.library(a)
-    if lib == "torch" or (lib == "cupy" and xp is np):
-        a = B.to_host(a)
-    try:
-        arr = xp.asarray(a)
-    except (TypeError, ValueError) as e:  # ragged lists
-        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}: {e}") from None
-    if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
-        raise TypeError(f"{name} must have a real dtype, got dtype {arr.dtype}")
+    arr = V.as_real(a, name, "an array of numbers", "a real dtype", xp)
     if arr.shape == (C,):
         arr = xp.broadcast_to(arr, (N, C))
     elif arr.shape != (N, C):
@@ -450,10 +450,7 @@ def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike |
     """
     if type(x) is not _ndarray and B.library(x) in B.INTEROP:
         return _interop(normalize, locals())
-    be, x = _prep(x)
-    code = V.check_x(x.shape, x.dtype)
-    cl = V.channels_last(channel_axis, x.ndim)
-    N, C, _ = V.layout(x.shape, cl)
+    be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
     m = _per_channel(mean, "mean", N, C, xp)
     v = _check_var(_per_channel(var, "var", N, C, xp))
@@ -526,10 +523,7 @@ def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axi
                  num_threads: int | None = None) -> Array:
     """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
     of shape (N, C).  The building block of the interop layers (Dask blocks)."""
-    be, x = _prep(x)
-    code = V.check_x(x.shape, x.dtype)
-    cl = V.channels_last(channel_axis, x.ndim)
-    N, C, _ = V.layout(x.shape, cl)
+    be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
     m = _per_channel(mean, "mean", N, C, xp)
     s = _per_channel(scale, "scale", N, C, xp)

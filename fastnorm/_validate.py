@@ -123,20 +123,28 @@ def check_vector(a: Any, name: str, C: int) -> np.ndarray | None:
         return None
     if type(a) is np.ndarray and a.dtype == np.float64 and a.shape == (C,) and a.flags.c_contiguous:
         return a
-    refuse_mask(a, name)
-    if library(a) in ("torch", "cupy") or hasattr(a, "__cuda_array_interface__"):
-        a = to_host(a)
-    try:
-        arr = np.asarray(a)
-    except (TypeError, ValueError) as e:  # ragged lists
-        raise TypeError(f"{name} must be an array of {C} numbers, got {type(a).__name__}: {e}") from None
-    if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
-        raise TypeError(f"{name} must have a real (float or int) dtype, got dtype {arr.dtype}")
+    arr = as_real(a, name, f"an array of {C} numbers", "a real (float or int) dtype")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D of length C={C}, got shape {_shape_str(arr.shape)}")
     if arr.shape[0] != C:
         raise ValueError(f"{name} must have length C={C} (the channel count), got length {arr.shape[0]}")
     return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_real(a: Any, name: str, what: str, kind: str, xp: Any = np) -> Any:
+    """a as an array of xp (a torch tensor, or a CuPy array for NumPy, copied
+    to the host) with a real dtype; TypeError naming what it must be."""
+    refuse_mask(a, name)
+    lib = library(a)
+    if lib == "torch" or (xp is np and (lib == "cupy" or hasattr(a, "__cuda_array_interface__"))):
+        a = to_host(a)
+    try:
+        arr = xp.asarray(a)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise TypeError(f"{name} must be {what}, got {type(a).__name__}: {e}") from None
+    if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
+        raise TypeError(f"{name} must have {kind}, got dtype {arr.dtype}")
+    return arr
 
 
 def check_out(out: Any, shape: Any, dtype: Any, name: str = "out", array_type: Any = np.ndarray,

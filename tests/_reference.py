@@ -39,12 +39,17 @@ def group_norm(x, G, weight=None, bias=None, eps=1e-5, channel_axis=1, activatio
     mean = g.mean(axis=-1, keepdims=True)
     var = g.var(axis=-1, keepdims=True)
     y = ((g - mean) / np.sqrt(var + eps)).reshape(x64.shape)
-    bshape = (1, C) + (1,) * (x64.ndim - 2)
+    return from_cf(act(_affine(y, weight, bias), activation, slope), channel_axis)
+
+
+def _affine(y, weight, bias):
+    """y * weight[c] + bias[c] on a channels-first y."""
+    bshape = (1, y.shape[1]) + (1,) * (y.ndim - 2)
     if weight is not None:
         y = y * np.asarray(weight, np.float64).reshape(bshape)
     if bias is not None:
         y = y + np.asarray(bias, np.float64).reshape(bshape)
-    return from_cf(act(y, activation, slope), channel_axis)
+    return y
 
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5, channel_axis=1, activation=None, slope=0.01):
@@ -59,12 +64,7 @@ def normalize(x, mean, var, weight=None, bias=None, eps=1e-5, channel_axis=1, ac
     mean = np.broadcast_to(np.asarray(mean, np.float64), (N, C)).reshape(sh)
     var = np.broadcast_to(np.asarray(var, np.float64), (N, C)).reshape(sh)
     y = (x64 - mean) / np.sqrt(var + eps)
-    bshape = (1, C) + (1,) * (x64.ndim - 2)
-    if weight is not None:
-        y = y * np.asarray(weight, np.float64).reshape(bshape)
-    if bias is not None:
-        y = y + np.asarray(bias, np.float64).reshape(bshape)
-    return from_cf(act(y, activation, slope), channel_axis)
+    return from_cf(act(_affine(y, weight, bias), activation, slope), channel_axis)
 
 
 def adain(content, style, eps=1e-5, channel_axis=1, alpha=1.0):
