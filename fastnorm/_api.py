@@ -118,17 +118,59 @@ def _fast_engine() -> Any:
     return E
 
 
-def _interop(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
-    """fn (a public function) for an array of an interop library (torch,
-    Dask): its backend's ``call(fn, bound arguments)``.  Each public function
-    starts with ``if type(x) is not _ndarray and B.library(x) in B.INTEROP:
-    return _interop(fn, locals())``; at that point ``locals()`` holds exactly
-    its arguments, so a keyword added to the signature reaches the interop
-    backends with no other change (and a NumPy call pays one type check)."""
+def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
+    """fn (a public function) called with ``layout=`` or with an array of an
+    interop library (torch, Dask).  Each public function starts with::
+
+        if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
+            return _dispatch(fn, locals())
+
+    where ``locals()`` holds exactly its arguments, so a keyword added to the
+    signature reaches the layout mapping and the interop backends with no
+    other change (and a plain NumPy call pays two comparisons).  A layout is
+    mapped to channel_axis on views with unit axes inserted (never a copy),
+    then fn runs again on them; the results get the layout's shapes back."""
     sig = inspect.signature(fn)
     first = next(iter(sig.parameters))
+    if args["layout"] is not None:
+        return _with_layout(fn, first, args)
     _, be = B.for_array(args[first], first)
     return be.call(fn, sig.bind(**args))
+
+
+def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> Any:
+    x = args[first]
+    layout = args["layout"]
+    if args["channel_axis"] is not None:
+        raise ValueError(f"pass layout or channel_axis, not both: got layout={layout!r} and "
+                         f"channel_axis={args['channel_axis']!r}")
+    if not hasattr(x, "shape"):
+        x = V.as_numpy(x, first)
+    L = V.check_layout(layout, tuple(x.shape), first)
+    new = dict(args, layout=None, channel_axis=-1 if L.cl else 1)
+    new[first] = x.reshape(L.canonical(x.shape))
+    style = args.get("style")
+    if style is not None:
+        if not hasattr(style, "shape"):
+            style = V.as_numpy(style, "style")
+        new["style"] = style.reshape(V.check_layout(layout, tuple(style.shape), "style").canonical(style.shape))
+    out = args.get("out")
+    if out is not None and hasattr(out, "shape"):
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"out must have shape {V._shape_str(x.shape)} (the shape of {first}), "
+                             f"got shape {V._shape_str(out.shape)}")
+        new["out"] = out.reshape(L.canonical(out.shape))
+    for name in ("mean", "var"):
+        if name in args:
+            new[name] = L.stats_in(args[name])
+    r = fn(**new)
+    if out is not None:
+        return out
+    if isinstance(r, tuple):
+        return tuple(L.stats_out(a, x.shape) for a in r)
+    if isinstance(r, Moments):
+        return Moments(*(L.stats_out(a, x.shape) for a in (r.count, r.mean, r.m2)))
+    return r.reshape(x.shape)
 
 
 def _prep(x: Any, name: str = "x") -> tuple[Any, Any]:
@@ -154,8 +196,8 @@ def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
 
 
 def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
-                  eps: float = 1e-5, channel_axis: int = 1, activation: str | None = None,
-                  negative_slope: float = 0.01, out: Array | None = None,
+                  eps: float = 1e-5, channel_axis: int | None = None, layout: str | None = None,
+                  activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
                   num_threads: int | None = None) -> Array:
     """Instance normalization over the spatial axes of every (instance, channel).
 
@@ -217,12 +259,13 @@ def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike
     >>> y.shape, y.dtype
     ((1, 2, 3, 4), dtype('float32'))
     """
-    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
-        return _interop(instance_norm, locals())
+    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
+        return _dispatch(instance_norm, locals())
     # fast path: the common call on a plain ndarray (same checks, cheaper form)
     if (type(x) is _ndarray and weight is None and bias is None and out is None
-            and activation is None and num_threads is None and type(channel_axis) is int
-            and channel_axis == 1 and type(eps) is float and 0.0 <= eps < math.inf):
+            and activation is None and num_threads is None
+            and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
+            and type(eps) is float and 0.0 <= eps < math.inf):
         code = _FAST_CODES.get(x.dtype)
         if (code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size
                 and ("dask" not in _modules or not _in_dask_task())):
@@ -234,8 +277,9 @@ def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike
 
 
 def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, bias: ArrayLike | None = None,
-               *, eps: float = 1e-5, channel_axis: int = 1, activation: str | None = None,
-               negative_slope: float = 0.01, out: Array | None = None, num_threads: int | None = None) -> Array:
+               *, eps: float = 1e-5, channel_axis: int | None = None, layout: str | None = None,
+               activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
+               num_threads: int | None = None) -> Array:
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
@@ -253,8 +297,8 @@ def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, b
     >>> bool(np.allclose(g.mean(-1), 0, atol=1e-5) and np.allclose(g.std(-1), 1, atol=1e-3))
     True
     """
-    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
-        return _interop(group_norm, locals())
+    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
+        return _dispatch(group_norm, locals())
     return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out,
                  num_threads)
 
@@ -282,7 +326,8 @@ def _moments(x: ArrayLike, channel_axis: Any, num_threads: Any) -> tuple[Any, ..
     return (code,) + tuple(be.moments(x, code, cl, nt))
 
 
-def instance_stats(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | None = None) -> tuple[Array, Array]:
+def instance_stats(x: ArrayLike, *, channel_axis: int | None = None, layout: str | None = None,
+                   num_threads: int | None = None) -> tuple[Array, Array]:
     """Mean and biased variance of every (instance, channel) plane.
 
     Returns
@@ -299,8 +344,8 @@ def instance_stats(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | No
     >>> mean.tolist(), var.tolist()
     ([[1.5, 5.5]], [[1.25, 1.25]])
     """
-    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
-        return _interop(instance_stats, locals())
+    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
+        return _dispatch(instance_stats, locals())
     code, count, mean, _, var = _moments(x, channel_axis, num_threads)
     return F.mean_var(B.array_module(mean), count, mean, var, np.float64 if code == V.F64 else np.float32)
 
@@ -373,7 +418,8 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     return Moments(n + 0 * mean, mean, m2)
 
 
-def instance_moments(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | None = None) -> Moments:
+def instance_moments(x: ArrayLike, *, channel_axis: int | None = None, layout: str | None = None,
+                     num_threads: int | None = None) -> Moments:
     """Welford triples (count, mean, M2) of every (instance, channel) plane.
 
     Use with :meth:`Moments.merge` to compute statistics of data too large to
@@ -391,8 +437,8 @@ def instance_moments(x: ArrayLike, *, channel_axis: int = 1, num_threads: int | 
     >>> m.count[0, 0], m.mean[0, 0], m.m2[0, 0]
     (np.float64(25.0), np.float64(1.0), np.float64(0.0))
     """
-    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
-        return _interop(instance_moments, locals())
+    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
+        return _dispatch(instance_moments, locals())
     _, count, mean, m2, _ = _moments(x, channel_axis, num_threads)
     return Moments(count, mean, m2)
 
@@ -428,8 +474,8 @@ def _check_var(v: Array) -> Array:
 
 
 def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike | None = None,
-              bias: ArrayLike | None = None, *, eps: float = 1e-5, channel_axis: int = 1,
-              activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
+              bias: ArrayLike | None = None, *, eps: float = 1e-5, channel_axis: int | None = None,
+              layout: str | None = None, activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
               num_threads: int | None = None) -> Array:
     """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
 
@@ -448,8 +494,8 @@ def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike |
     >>> bool(np.allclose(np.concatenate(tiles, axis=2), fastnorm.instance_norm(x), atol=1e-6))
     True
     """
-    if type(x) is not _ndarray and B.library(x) in B.INTEROP:
-        return _interop(normalize, locals())
+    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
+        return _dispatch(normalize, locals())
     be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
     m = _per_channel(mean, "mean", N, C, xp)
@@ -466,8 +512,8 @@ def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike |
     return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
 
 
-def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_axis: int = 1, alpha: float = 1.0,
-          num_threads: int | None = None) -> Array:
+def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_axis: int | None = None,
+          layout: str | None = None, alpha: float = 1.0, num_threads: int | None = None) -> Array:
     """Adaptive instance normalization (Huang and Belongie, 2017).
 
     ``content`` normalized per (instance, channel), then scaled by the style's
@@ -488,8 +534,8 @@ def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_ax
     >>> bool(np.allclose(ymean, smean, atol=1e-4) and np.allclose(yvar, svar + 1e-5, rtol=1e-3))
     True
     """
-    if type(content) is not _ndarray and B.library(content) in B.INTEROP:
-        return _interop(adain, locals())
+    if layout is not None or (type(content) is not _ndarray and B.library(content) in B.INTEROP):
+        return _dispatch(adain, locals())
     be, x = _prep(content, "content")
     code = V.check_x(x.shape, x.dtype, "content")
     cl = V.channels_last(channel_axis, x.ndim)
@@ -518,7 +564,7 @@ def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_ax
                     xp.ascontiguousarray(shift), 0, 0.0, None, nt)
 
 
-def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axis: int = 1,
+def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axis: int | None = None,
                  activation: str | None = None, negative_slope: float = 0.01,
                  num_threads: int | None = None) -> Array:
     """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients

@@ -198,7 +198,7 @@ def _map_planes(x: Any, a: Any, fn: Callable[..., Any], kw: dict[str, Any], Cg: 
 
 #: the keywords the normalize pass does not take (they are consumed before it)
 _NOT_APPLY = ("x", "content", "style", "num_groups", "weight", "bias", "mean", "var", "eps", "alpha",
-              "channel_axis", "out")
+              "channel_axis", "layout", "out")
 
 
 def _split_norm(x: Any, a: Any, t: Any, kw: dict[str, Any]) -> Any:

@@ -35,6 +35,10 @@ class InstanceNorm:
     channel_axis : int, default 1
         1 for channels first; -1 or ``x.ndim - 1`` for channels last, as in
         the functions (checked against each input's ndim).
+    layout : str, optional
+        The inputs' axes as in the functions (``"CHW"``, ``"HWC"``,
+        ``"NDHWC"``...), instead of ``channel_axis``: ``InstanceNorm(3,
+        layout="CHW")`` normalizes single (3, H, W) images.
 
     Calling ``layer(x, training=False)`` follows torch exactly: input statistics
     when training or when running statistics are not tracked; running
@@ -64,7 +68,8 @@ class InstanceNorm:
     momentum: float | None
     affine: bool
     track_running_stats: bool
-    channel_axis: int
+    channel_axis: int | None
+    layout: str | None
     weight: np.ndarray | None
     bias: np.ndarray | None
     running_mean: np.ndarray | None
@@ -72,7 +77,8 @@ class InstanceNorm:
     num_batches_tracked: np.ndarray | None
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, channel_axis: int = 1) -> None:
+                 affine: bool = False, track_running_stats: bool = False, channel_axis: int | None = None,
+                 layout: str | None = None) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral):
             raise TypeError(f"num_features must be an int >= 1, got {num_features!r}")
         if num_features < 1:
@@ -88,13 +94,20 @@ class InstanceNorm:
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+        if channel_axis is not None and (isinstance(channel_axis, bool)
+                                         or not isinstance(channel_axis, numbers.Integral)):
             raise TypeError(f"channel_axis must be an int (1, -1 or x.ndim - 1), got {channel_axis!r}")
-        if channel_axis == 0 or channel_axis < -1:
+        if channel_axis is not None and (channel_axis == 0 or channel_axis < -1):
             # 1, -1 and ndim - 1 (>= 2) are the axes the functions accept
             raise ValueError(f"channel_axis must be 1 (channels first) or -1 / x.ndim - 1 (channels last), "
                              f"got {channel_axis!r}")
-        self.channel_axis = int(channel_axis)
+        if layout is not None:
+            if channel_axis is not None:
+                raise ValueError(f"pass layout or channel_axis, not both: got layout={layout!r} and "
+                                 f"channel_axis={channel_axis!r}")
+            V.check_layout(layout, (1,) * len(layout) if isinstance(layout, str) else (), "x")
+        self.layout = layout
+        self.channel_axis = None if layout is not None else 1 if channel_axis is None else int(channel_axis)
         C = self.num_features
         self.weight = np.ones(C, np.float32) if self.affine else None
         self.bias = np.zeros(C, np.float32) if self.affine else None
@@ -110,35 +123,44 @@ class InstanceNorm:
     def __repr__(self) -> str:
         return (f"InstanceNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
-                f"channel_axis={self.channel_axis})")
+                + (f"layout={self.layout!r})" if self.layout is not None else f"channel_axis={self.channel_axis})"))
 
-    def _check_channels(self, x: Any) -> None:
-        C = x.shape[-1] if V.channels_last(self.channel_axis, x.ndim) else x.shape[1]
+    def _check_channels(self, x: Any, shape: tuple[int, ...], ax: int) -> None:
+        C = x.shape[-1] if V.channels_last(ax, x.ndim) else x.shape[1]
         if C != self.num_features:
-            raise ValueError(f"x must have {self.num_features} channels (num_features), got shape {V._shape_str(x.shape)}")
+            raise ValueError(f"x must have {self.num_features} channels (num_features), got shape {V._shape_str(shape)}")
 
     def __call__(self, x: Any, training: bool = False, *, num_threads: Any = None) -> Any:
         shape = getattr(x, "shape", None)
         if shape is None:
             x = V.as_numpy(x)
             shape = x.shape
+        if self.layout is None:
+            assert self.channel_axis is not None
+            return self._forward(x, shape, self.channel_axis, training, num_threads)
+        L = V.check_layout(self.layout, tuple(shape))
+        y = self._forward(x.reshape(L.canonical(shape)), shape, -1 if L.cl else 1, training, num_threads)
+        return y.reshape(shape)
+
+    def _forward(self, x: Any, user_shape: tuple[int, ...], ax: int, training: bool, num_threads: Any) -> Any:
+        shape = x.shape
         if len(shape) < 3:
             V.check_x(shape, getattr(x, "dtype", np.dtype(np.float32)))
-        self._check_channels(x)
+        self._check_channels(x, user_shape, ax)
         use_input_stats = training or not self.track_running_stats
-        if use_input_stats and V.layout(shape, V.channels_last(self.channel_axis, len(shape)))[2] == 1:
+        if use_input_stats and V.layout(shape, V.channels_last(ax, len(shape)))[2] == 1:
             # torch's check: the variance of one element is 0 and its unbiased
             # variance (the running_var update) 0 / 0
             raise ValueError(f"Expected more than 1 spatial element when training, got input size "
-                             f"{V._shape_str(shape)}")
+                             f"{V._shape_str(user_shape)}")
         if not use_input_stats:
             return _api.normalize(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                  eps=self.eps, channel_axis=self.channel_axis,
+                                  eps=self.eps, channel_axis=ax,
                                   num_threads=num_threads)
         if not (training and self.track_running_stats):
             return _api.instance_norm(x, self.weight, self.bias, eps=self.eps,
-                                      channel_axis=self.channel_axis, num_threads=num_threads)
-        m = _api.instance_moments(x, channel_axis=self.channel_axis, num_threads=num_threads)
+                                      channel_axis=ax, num_threads=num_threads)
+        m = _api.instance_moments(x, channel_axis=ax, num_threads=num_threads)
         mean = _host(m.mean)
         n = _host(m.count)
         m2 = _host(m.m2)
@@ -161,7 +183,7 @@ class InstanceNorm:
         self.running_var = ((1 - f) * rv + f * unbiased.mean(axis=0)).astype(dt)
         # normalize with the batch's own (biased) statistics, as torch does
         return _api.normalize(x, m.mean, m.var, self.weight, self.bias, eps=self.eps,
-                              channel_axis=self.channel_axis, num_threads=num_threads)
+                              channel_axis=ax, num_threads=num_threads)
 
     forward = __call__
 

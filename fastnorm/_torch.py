@@ -39,7 +39,7 @@ def _no_grad_check(*tensors: Any) -> None:
 
 def _is_cl(t: Any, channel_axis: Any) -> bool:
     """A logically channels-first tensor whose memory is channels-last."""
-    return (channel_axis == 1 and t.dim() >= 3 and not t.is_contiguous()
+    return ((channel_axis is None or channel_axis == 1) and t.dim() >= 3 and not t.is_contiguous()
             and t.movedim(1, -1).is_contiguous())
 
 

@@ -74,7 +74,10 @@ def check_x(shape: Any, dtype: Any, name: str = "x", min_ndim: int = 3) -> int:
 
 
 def channels_last(channel_axis: Any, ndim: int) -> bool:
-    """True for channels-last (-1 or ndim-1), False for channels-first (1)."""
+    """True for channels-last (-1 or ndim-1), False for channels-first (1 or
+    None, the default)."""
+    if channel_axis is None:
+        return False
     if type(channel_axis) is int:
         if channel_axis == 1:
             return False
@@ -253,3 +256,74 @@ def validate_norm(x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, cha
     w = check_vector(weight, "weight", C)
     b = check_vector(bias, "bias", C)
     return NormArgs(code, cl, C, G, w, b, eps, act, slope, nt)
+
+
+#: the letters of a layout's spatial axes
+SPATIAL_LETTERS = "DHWL"
+
+
+class Layout(NamedTuple):
+    """A validated ``layout=`` string, and the views it maps to: x gets a
+    unit batch axis where the layout has no N and a unit channel axis where
+    it has no C, which makes it (N, C, *spatial) or (N, *spatial, C)."""
+
+    layout: str
+    has_n: bool
+    has_c: bool
+    cl: bool      #: C is the last letter (channels last)
+
+    def canonical(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(shape)
+        if not self.has_n:
+            shape = (1,) + shape
+        if not self.has_c:
+            shape = shape[:1] + (1,) + shape[1:]
+        return shape
+
+    def stats_in(self, a: Any) -> Any:
+        """Statistics given in the layout's shape ((N, C), (C,), (N,) or ())
+        as the (N, C) or (C,) arrays the functions take."""
+        if self.has_c or a is None:
+            return a
+        if not hasattr(a, "reshape"):
+            a = np.asarray(a)
+        # (N,) -> (N, 1); () -> (1,): one channel
+        return a.reshape((-1, 1)) if self.has_n else a.reshape((1,))
+
+    def stats_out(self, a: Any, shape: tuple[int, ...]) -> Any:
+        """(N, C) statistics in the layout's shape: (N, C), (C,), (N,) or ()."""
+        out = ((int(shape[0]),) if self.has_n else ()) + \
+            ((int(shape[-1] if self.cl else shape[1 if self.has_n else 0]),) if self.has_c else ())
+        return a.reshape(out)
+
+
+def check_layout(layout: Any, shape: tuple[int, ...], name: str = "x") -> Layout:
+    """The Layout of a layout string for an array of this shape: x.ndim
+    distinct letters; N (batch) optional and first; C (channels) optional,
+    right after N (or first without N) or last; every other letter a spatial
+    axis (D, H, W, L), at least one."""
+    if not isinstance(layout, str):
+        raise TypeError(f"layout must be None or a string such as 'NCHW', 'HWC' or 'HW', got {layout!r}")
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"layout={layout!r} does not fit {name} of shape {_shape_str(shape)}: {why}")
+
+    if len(layout) != len(shape):
+        raise bad(f"it has {len(layout)} letters for {len(shape)} dimensions")
+    if len(set(layout)) != len(layout):
+        raise bad("a letter repeats")
+    has_n = layout.startswith("N")
+    rest = layout[1:] if has_n else layout
+    if "N" in rest:
+        raise bad("N (the batch axis) must come first")
+    has_c = "C" in rest
+    cl = has_c and rest.endswith("C") and len(rest) > 1
+    if has_c and not (rest.startswith("C") or cl):
+        raise bad("C (the channel axis) must come right after N (or first) or last")
+    spatial = rest.replace("C", "")
+    if not spatial:
+        raise bad(f"it needs at least one spatial axis ({', '.join(SPATIAL_LETTERS)})")
+    other = [ch for ch in spatial if ch not in SPATIAL_LETTERS]
+    if other:
+        raise bad(f"{other[0]!r} is not an axis letter (N, C, or a spatial {', '.join(SPATIAL_LETTERS)})")
+    return Layout(layout, has_n, has_c, cl)

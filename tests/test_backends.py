@@ -83,9 +83,10 @@ def test_one_library_detection_in_the_package():
 
 
 def test_every_public_function_dispatches_interop_arrays_from_its_first_line():
-    """Each public function hands a torch tensor / Dask array to its interop
-    backend with locals() before anything else is bound (so every argument,
-    and only the arguments, reach the backend)."""
+    """Each public function hands a layout= call or a torch tensor / Dask
+    array to _dispatch with locals() before anything else is bound (so every
+    argument, and only the arguments, reach the layout mapping and the
+    interop backend)."""
     from fastnorm import _api
 
     for name in ("instance_norm", "group_norm", "instance_stats", "instance_moments", "normalize", "adain"):
@@ -93,6 +94,7 @@ def test_every_public_function_dispatches_interop_arrays_from_its_first_line():
         src = inspect.getsource(fn)
         body = src.split('"""', 2)[2].strip().splitlines()
         first = next(iter(inspect.signature(fn).parameters))
-        assert body[0].strip() == f"if type({first}) is not _ndarray and B.library({first}) in B.INTEROP:", name
-        assert body[1].strip() == f"return _interop({name}, locals())", name
+        assert body[0].strip() == (f"if layout is not None or (type({first}) is not _ndarray "
+                                   f"and B.library({first}) in B.INTEROP):"), name
+        assert body[1].strip() == f"return _dispatch({name}, locals())", name
     assert fastnorm.instance_norm is _api.instance_norm
