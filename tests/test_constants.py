@@ -63,13 +63,13 @@ def _c_enum(text, names):
 
 
 def _c_define(text, name):
-    m = re.search(r"^#define\s+%s\s+(\d+)\b" % re.escape(name), text, re.M)
+    m = re.search(rf"^#define\s+{re.escape(name)}\s+(\d+)\b", text, re.MULTILINE)
     return int(m.group(1)) if m else None
 
 
 def _cu_activations(text):
     """kernels.cu's activate(): {code: name} from its `if (act == N) ... // name` lines."""
-    m = re.search(r"\bactivate\s*\([^)]*\)\s*\{(.*?)\n\}", text, re.S)
+    m = re.search(r"\bactivate\s*\([^)]*\)\s*\{(.*?)\n\}", text, re.DOTALL)
     assert m, "activate() not found in kernels.cu"
     return {int(code): name for code, name in re.findall(r"act\s*==\s*(\d+)\).*?//\s*(\w+)", m.group(1))}
 
@@ -94,7 +94,7 @@ def _mismatches(src):
         if c in c_dt and c_dt[c] != py_dt.get(py):
             bad.append(f"dtype code {py}: _validate.py {py_dt.get(py)} != fn_base.h {c} = {c_dt[c]}")
     # the engine takes them from fn_base.h, not from a copy of its own
-    if re.search(r"^\s*(?:FN_)?B?F(?:16|32|64)\s*=\s*\d", src["engine"], re.M):
+    if re.search(r"^\s*(?:FN_)?B?F(?:16|32|64)\s*=\s*\d", src["engine"], re.MULTILINE):
         bad.append("_engine.pyx restates a storage code: use fn_base.h's FN_F16... (cdef extern)")
 
     # GPU: code -> CUDA type (_backend.TNAME) agrees with dtype name -> CUDA type (_names.TYPES)
@@ -110,7 +110,7 @@ def _mismatches(src):
             bad.append(f"{dname}: _gpu/_backend.TNAME[{code}] = {tname.get(code)!r} "
                        f"!= _gpu/_names.TYPES[{dname!r}] = {types.get(dname)!r}")
     for t in types.values():
-        if not re.search(r"struct\s+Tr<\s*%s\s*>" % re.escape(t), src["kernels_cu"]):
+        if not re.search(rf"struct\s+Tr<\s*{re.escape(t)}\s*>", src["kernels_cu"]):
             bad.append(f"kernels.cu: no Tr<{t}> for _names.TYPES")
 
     # activation codes: _validate.ACTIVATIONS == fn_base.h's FN_ACT_* == kernels.cu's activate()
@@ -119,7 +119,8 @@ def _mismatches(src):
     if set(c_act) != set(ACT_NAMES):
         bad.append(f"fn_base.h: activation enum has {sorted(c_act)}, expected {sorted(ACT_NAMES)}")
     if set(acts) != set(ACT_NAMES.values()):
-        bad.append(f"_validate.ACTIVATIONS names {sorted(acts, key=str)}, the C enum {list(ACT_NAMES.values())}")
+        bad.append(f"_validate.ACTIVATIONS names {sorted(acts, key=str)}, "
+                   f"the C enum {list(ACT_NAMES.values())}")
     for c, py in ACT_NAMES.items():
         if c in c_act and py in acts and c_act[c] != acts[py]:
             bad.append(f"activation {py!r}: _validate.py {acts[py]} != fn_base.h {c} = {c_act[c]}")
