@@ -88,6 +88,18 @@ cdef extern from "fn_pool.h":
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
 
+# setup.py compiles the engine with -DFN_BUILD_INFO=<a JSON object as a C string>:
+# the facts of this build (compiler, flags, kernel targets) live in the binary
+# they describe, not in a generated file
+cdef extern from *:
+    """
+    #ifndef FN_BUILD_INFO
+    #define FN_BUILD_INFO "{}"
+    #endif
+    static const char fn_build_info[] = FN_BUILD_INFO;
+    """
+    const char *fn_build_info
+
 BLOCK = FN_BLOCK
 # Below this many elements one thread does it all: a parallel region costs
 # more than the work.
@@ -338,6 +350,15 @@ def config():
         "streaming": bool(fn_can_stream()),
         "stream_above_bytes": STREAM_ABOVE_BYTES,
     }
+
+
+def build_info():
+    """How this engine was built, as setup.py recorded it: openmp, compiler,
+    cflags, ldflags, native, kernel_targets, sanitize, platform; {} when it was
+    built without setup.py's build_ext."""
+    import json
+
+    return json.loads((<bytes>fn_build_info).decode("ascii"))
 
 
 def _select_at_import():
