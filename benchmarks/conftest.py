@@ -9,7 +9,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastnorm import _bench as B  # noqa: E402
+from fastnorm.bench import harness as B  # noqa: E402
+from fastnorm.bench import peers as P  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -23,12 +24,12 @@ def nthreads(request):
     return request.config.getoption("--fn-threads") or E.default_threads()
 
 
-PEER_NAMES = [p.name for p in B.PEERS]
+PEER_NAMES = [p.name for p in P.PEERS]
 
 
 @pytest.fixture(params=PEER_NAMES)
 def peer(request):
-    p = next(p for p in B.PEERS if p.name == request.param)
+    p = next(p for p in P.PEERS if p.name == request.param)
     if not p.available():
         pytest.skip(f"{p.name} is not installed")
     return p

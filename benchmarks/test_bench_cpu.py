@@ -3,7 +3,7 @@ copy ceiling and the peers on one case."""
 import pytest
 
 from conftest import make_input
-from fastnorm import _bench as B
+from fastnorm.bench import harness as B
 
 CASES = [(s, lay, "float32") for s in B.STANDARD for lay in ("cf", "cl")]
 CASES += [(s, lay, dt) for s in ("S1", "S6") for lay in ("cf", "cl") for dt in ("float64", "float16")]

@@ -45,7 +45,7 @@ def _bench_options(b):
 
 
 def _shapes(spec):
-    from ._bench import STANDARD
+    from .bench.harness import STANDARD
 
     out = {}
     for tok in spec.split(","):
@@ -79,31 +79,31 @@ def _peers(spec):
     an error; a known peer that is not installed is named in a note, with how
     to install it.  Without --peers every installed peer runs and the note
     says how to add the missing ones; "none" runs fastnorm and the copies."""
-    from . import _bench as B
+    from .bench import peers as P
 
-    installed = {p.name for p in B.PEERS if p.available()}
+    installed = {p.name for p in P.PEERS if p.available()}
     if spec is None:
-        missing = [n for n in B.PEER_NAMES if n not in installed]
+        missing = [n for n in P.PEER_NAMES if n not in installed]
         them = "them" if len(missing) > 1 else "it"
-        notes = ([f"not installed: {', '.join(missing)}; {B.install_hint(missing)} to compare against {them}"]
+        notes = ([f"not installed: {', '.join(missing)}; {P.install_hint(missing)} to compare against {them}"]
                  if missing else [])
-        return B.peers_available(), notes
+        return P.peers_available(), notes
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if names == ["none"]:
         names = []
     for n in names:
-        if n not in B.PEER_NAMES:
-            raise SystemExit(f"--peers: unknown peer {n!r}; valid peers: {', '.join(B.PEER_NAMES)} "
+        if n not in P.PEER_NAMES:
+            raise SystemExit(f"--peers: unknown peer {n!r}; valid peers: {', '.join(P.PEER_NAMES)} "
                              "(or none)")
-    notes = [f"{n} is not installed; {B.install_hint([n])} to compare against it"
+    notes = [f"{n} is not installed; {P.install_hint([n])} to compare against it"
              for n in names if n not in installed]
-    return B.peers_available(names), notes
+    return P.peers_available(names), notes
 
 
 def _isa_levels(spec):
     """The levels of --isa, checked against the ones this CPU and build can
     run (from _simd_info) before anything runs; "auto" is always valid."""
-    from . import _bench as B
+    from .bench import harness as B
 
     levels = [s.strip() for s in spec.split(",") if s.strip()]
     _, valid = B._simd_info()
@@ -183,7 +183,8 @@ def _bench_per_isa(args, levels):
 
 
 def bench(args):
-    from . import _bench as B
+    from .bench import harness as B
+    from .bench import peers as P
     from ._cpu import _engine as E
 
     if args.device == "gpu":
@@ -191,7 +192,7 @@ def bench(args):
             if val:
                 raise SystemExit(f"{opt}: applies to the CPU bench only, not --device gpu")
         try:
-            from ._gpu import bench as gpu_bench
+            from .bench import gpu as gpu_bench
         except ImportError as e:
             raise SystemExit(f"--device gpu needs CuPy and a CUDA GPU: {e}")
         return gpu_bench.main(args)
@@ -222,7 +223,7 @@ def bench(args):
     print(B.machine_line(mach))
     if mach["isa_env"] not in (None, "auto") and mach["simd_level"] not in ("unknown", mach["isa_env"]):
         print(f"warning: FASTNORM_ISA={mach['isa_env']} but the engine runs {mach['simd_level']}")
-    print(f"peers: {', '.join(p.name for p in peers if p.name in B.PEER_NAMES) or 'none'}")
+    print(f"peers: {', '.join(p.name for p in peers if p.name in P.PEER_NAMES) or 'none'}")
     for note in peer_notes:
         print(f"  {note}")
     busy = (os.cpu_count() or 1) if args.contention else 0

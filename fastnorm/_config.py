@@ -11,10 +11,7 @@ def config() -> dict[str, Any]:
     from . import __version__
     from ._cpu import _engine as E
 
-    try:
-        from ._build_info import BUILD_INFO
-    except ImportError:  # built by a tool that skipped setup.py's hook
-        BUILD_INFO = {}
+    BUILD_INFO = E.build_info()   # {} when built without setup.py's build_ext
     backends = {"numpy": True}
     for name in ("cupy", "torch", "dask", "onnxruntime", "matplotlib"):
         backends[name] = importlib.util.find_spec(name) is not None

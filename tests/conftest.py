@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# the repository root, last: benchmarks/ (the style network of test_torch.py)
+# is importable however pytest is started, and an installed fastnorm still wins
+# over the source tree (a wheel's tests, cibuildwheel)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 # Per-test random streams are seeded from the test's node id with a stable hash
 # (crc32, not hash(): Python salts str hashes per process), so a failing case is

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from fastnorm import _bench as B
+from fastnorm.bench import harness as B
+from fastnorm.bench import peers as P
 from fastnorm.__main__ import main
 
 TINY_RUN = ["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy"]
@@ -160,7 +161,7 @@ def test_footer_sentences_from_synthetic_rows():
 
 # ------------------------------------------------------------------- peers
 def _uninstall(monkeypatch, *names):
-    for p in B.PEERS:
+    for p in P.PEERS:
         if p.name in names:
             monkeypatch.setattr(p, "available", lambda: False)
 
@@ -177,7 +178,7 @@ def test_unknown_peer_is_an_error(bad, capsys):
 
 def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
     _uninstall(monkeypatch, "torch_in", "torch_gn", "onnxruntime")
-    monkeypatch.setattr(B, "_have", lambda m: m == "onnx")
+    monkeypatch.setattr(P, "_have", lambda m: m == "onnx")
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet"])
     out = capsys.readouterr().out
@@ -188,7 +189,7 @@ def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
 
 def test_named_peer_not_installed(monkeypatch, capsys):
     _uninstall(monkeypatch, "torch_in", "torch_gn")
-    monkeypatch.setattr(B, "_have", lambda m: m != "torch")
+    monkeypatch.setattr(P, "_have", lambda m: m != "torch")
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy,torch_in"])
     out = capsys.readouterr().out
@@ -199,11 +200,11 @@ def test_named_peer_not_installed(monkeypatch, capsys):
 
 def test_install_hint():
     none = lambda m: False        # noqa: E731
-    assert B.install_hint([], have=none) == ""
-    assert B.install_hint(["onnxruntime"], have=none) == 'install onnxruntime and onnx (pip install ".[bench]")'
-    assert B.install_hint(["onnxruntime"], have=lambda m: m != "onnx") == 'install onnx (pip install ".[bench]")'
-    assert B.install_hint(["torch_gn", "torch_in"], have=none) == "install torch (pip install torch)"
-    assert (B.install_hint(["torch_in", "torch_gn", "onnxruntime"], have=lambda m: m == "onnx")
+    assert P.install_hint([], have=none) == ""
+    assert P.install_hint(["onnxruntime"], have=none) == 'install onnxruntime and onnx (pip install ".[bench]")'
+    assert P.install_hint(["onnxruntime"], have=lambda m: m != "onnx") == 'install onnx (pip install ".[bench]")'
+    assert P.install_hint(["torch_gn", "torch_in"], have=none) == "install torch (pip install torch)"
+    assert (P.install_hint(["torch_in", "torch_gn", "onnxruntime"], have=lambda m: m == "onnx")
             == 'install torch and onnxruntime (pip install ".[bench]" torch)')
 
 
@@ -246,7 +247,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, tty):
     err = _Stderr(tty)
     monkeypatch.setattr("sys.stderr", err)
     B.run_suite({"T": (1, 4, 8, 8)}, layouts=("cf",), threads=1, repeat=2,
-                peers=B.peers_available(["none"]), progress=True, min_time=0.0)
+                peers=P.peers_available(["none"]), progress=True, min_time=0.0)
     drawn = "".join(err.text)
     if tty:
         assert "[" in drawn and "2/2" in drawn and drawn.endswith("\n")
@@ -330,10 +331,10 @@ def test_busy_process_ends_when_its_parent_dies():
     import sys
     import time
 
-    code = ("import os\nfrom fastnorm import _bench as B\n"
+    code = ("import os\nfrom fastnorm.bench import harness as B\n"
             "procs = B.busy_processes(1, seconds=120).__enter__()\n"
             "print(procs[0].pid, flush=True)\nos._exit(0)\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(B.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(B.__file__))))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=env, check=True).stdout)

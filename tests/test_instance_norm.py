@@ -218,6 +218,18 @@ def test_show_config(capsys):
     assert c["streaming"][0] in (0, 1, 2) and c["streaming"][1] == 20 << 20
 
 
+def test_build_info_is_compiled_into_the_engine():
+    """setup.py records the build in the engine (-DFN_BUILD_INFO), not in a
+    file of the source tree; show_config reports it from there."""
+    from fastnorm._cpu import _engine as E
+
+    info = E.build_info()
+    assert {"openmp", "compiler", "cflags", "ldflags", "kernel_targets"} <= set(info)
+    assert info["openmp"] == E.have_openmp()
+    c = fastnorm._config.config()
+    assert (c["compiler"], c["cflags"], c["ldflags"]) == (info["compiler"], info["cflags"], info["ldflags"])
+
+
 # ---------------------------------------------------------------- vs torch
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_matches_torch_instancenorm(rng, nd):

@@ -52,7 +52,8 @@ def test_threadpoolctl_sees_and_limits_fastnorm():
 def test_bench_ceiling_is_the_faster_copy():
     """The bench's "copy" is the faster of memcpy and the streaming copy,
     both kept in the raw numbers; neither appears as a peer column."""
-    from fastnorm import _bench as B
+    from fastnorm.bench import harness as B
+    from fastnorm.bench import peers as P
 
     t = {"copy": 2.0, "copy_nt": 1.5, "fastnorm": 3.0, "numpy": 6.0}
     B._best_copy(t)
@@ -68,7 +69,7 @@ def test_bench_ceiling_is_the_faster_copy():
     assert "| 0.50 |" in text and "| 2.0 (" in text  # of copy 1.5/3.0; numpy 6/3
     assert B.summary([row])["cf"]["min_copy_fraction"] == 0.5
     rows = B.run_suite({"T": (1, 4, 8, 8)}, layouts=("cf",), threads=1, repeat=1,
-                       peers=B.peers_available(["none"]), progress=False, min_time=0.0)
+                       peers=P.peers_available(["none"]), progress=False, min_time=0.0)
     times = rows[0]["times"]
     assert set(times) == {"copy", "copy_nt", "copy_memcpy", "fastnorm", "fastnorm_out"}
     assert times["copy"] == min(times["copy_nt"], times["copy_memcpy"])
@@ -79,7 +80,7 @@ def test_bench_samples_in_interleaved_rounds():
     of noise hits a round of all of them, not all samples of one), warms each
     up before its sample, and reports a callable that raises instead of
     failing the run."""
-    from fastnorm import _bench as B
+    from fastnorm.bench import harness as B
 
     log = []
 

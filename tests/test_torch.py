@@ -144,7 +144,7 @@ def test_convert_in_place():
 
 
 def test_style_transfer_network_matches():
-    from fastnorm._demo import style_network
+    from benchmarks.style_transfer import style_network
 
     torch.manual_seed(0)
     net = style_network(channels=(8, 16, 32), res_blocks=2).eval()

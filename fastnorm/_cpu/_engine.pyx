@@ -19,14 +19,20 @@ with the same static schedule (each thread re-reads what it just read).
 """
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
-from libc.math cimport sqrt
 cimport numpy as cnp
 import numpy as np
 
 cnp.import_array()
 
 cdef extern from "fn_dispatch.h" nogil:
+    # storage codes (fn_base.h; fastnorm._validate maps dtypes to the same
+    # numbers, tests/test_constants.py checks) and the activation without one
+    enum:
+        FN_F16
+        FN_F32
+        FN_F64
+        FN_BF16
+        FN_ACT_NONE
     ctypedef struct fn_triple:
         double n
         double mean
@@ -40,13 +46,21 @@ cdef extern from "fn_dispatch.h" nogil:
     int fn_team_size()
     void fn_barrier()
     void fn_merge(fn_triple *a, const fn_triple *b)
-    void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0, const double *w, const double *b, double *mean, double *scale, double *shift)
+    void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0,
+                        const double *w, const double *b, double *mean, double *scale, double *shift)
     void fn_stats(int dt, const void *x, Py_ssize_t n, fn_triple *t)
-    void fn_apply(int dt, const void *x, void *y, Py_ssize_t n, double mean, double sc, double sh, int act, double slope, int stream)
-    void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S, Py_ssize_t G, Py_ssize_t goff, Py_ssize_t Cg, double eps, const double *w, const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale, double *shift)
-    void fn_stats_apply(int dt, const void *xs, Py_ssize_t ns, fn_triple *t, const void *xa, void *ya, Py_ssize_t na, double mean, double sc, double sh)
-    void fn_stats_cl(int dt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R, double *acc, fn_triple *out)
-    void fn_apply_cl(int dt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, const void *coef, int act, double slope, int stream)
+    void fn_apply(int dt, const void *x, void *y, Py_ssize_t n, double mean, double sc, double sh,
+                  int act, double slope, int stream)
+    void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S,
+                   Py_ssize_t G, Py_ssize_t goff, Py_ssize_t Cg, double eps, const double *w,
+                   const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale,
+                   double *shift)
+    void fn_stats_apply(int dt, const void *xs, Py_ssize_t ns, fn_triple *t, const void *xa, void *ya,
+                        Py_ssize_t na, double mean, double sc, double sh)
+    void fn_stats_cl(int dt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R,
+                     double *acc, fn_triple *out)
+    void fn_apply_cl(int dt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
+                     const void *coef, int act, double slope, int stream)
     int fn_can_stream()
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads, int stream)
     void fn_widen_f16(const unsigned short *src, float *dst, Py_ssize_t n)
@@ -74,18 +88,22 @@ cdef extern from "fn_pool.h":
 cdef extern from "numpy/arrayobject.h":
     object PyDataMem_SetHandler(object handler)
 
-# storage codes (fastnorm._validate maps dtypes to these; fn_base.h has the same)
-cdef enum:
-    F16 = 0
-    F32 = 1
-    F64 = 2
-    BF16 = 3
+# setup.py compiles the engine with -DFN_BUILD_INFO=<a JSON object as a C string>:
+# the facts of this build (compiler, flags, kernel targets) live in the binary
+# they describe, not in a generated file
+cdef extern from *:
+    """
+    #ifndef FN_BUILD_INFO
+    #define FN_BUILD_INFO "{}"
+    #endif
+    static const char fn_build_info[] = FN_BUILD_INFO;
+    """
+    const char *fn_build_info
 
 BLOCK = FN_BLOCK
 # Below this many elements one thread does it all: a parallel region costs
 # more than the work.
 cdef Py_ssize_t SERIAL_BELOW_N = 1 << 15
-SERIAL_BELOW = SERIAL_BELOW_N
 # Planes up to this size are software-pipelined (the statistics of the next
 # plane are read while this one, still in L2, is normalized, interleaved in
 # one loop); larger ones are read, then normalized while still in L2.  The
@@ -138,7 +156,7 @@ cdef inline int team_for(int n_threads, Py_ssize_t work) noexcept nogil:
 
 
 cdef inline bint stream_for(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    return (act == 0 and (dt == F32 or dt == F64) and out_bytes > STREAM_ABOVE_BYTES
+    return (act == FN_ACT_NONE and (dt == FN_F32 or dt == FN_F64) and out_bytes > STREAM_ABOVE_BYTES
             and fn_can_stream())
 
 
@@ -205,7 +223,7 @@ cdef plan_t plan_cl(int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, Py_ssize_t
     return pl
 
 
-_DTYPE_CODES = {"float16": F16, "float32": F32, "float64": F64, "bfloat16": BF16}
+_DTYPE_CODES = {"float16": FN_F16, "float32": FN_F32, "float64": FN_F64, "bfloat16": FN_BF16}
 
 
 def plan_for(shape, dtype, channel_axis=1, num_threads=None):
@@ -334,6 +352,15 @@ def config():
     }
 
 
+def build_info():
+    """How this engine was built, as setup.py recorded it: openmp, compiler,
+    cflags, ldflags, native, kernel_targets, sanitize, platform; {} when it was
+    built without setup.py's build_ext."""
+    import json
+
+    return json.loads((<bytes>fn_build_info).decode("ascii"))
+
+
 def _select_at_import():
     """FASTNORM_ISA: "auto" (default) or a level of simd_levels(); anything
     else warns (naming the variable, the value and the valid levels) and runs
@@ -359,12 +386,15 @@ _select_at_import()
 def have_openmp():
     return bool(fn_have_openmp())
 
+
 def default_threads():
     return omp_get_max_threads()
+
 
 def build_isa():
     """The active kernel level and its vector layer."""
     return f"{fn_level().decode()}: {fn_vector().decode()}"
+
 
 def fused_multiply_add():
     """True when the active kernels' multiply-adds are fused (rounded once)."""
@@ -524,7 +554,9 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
         if stats_out is not None:
             _store_triples(tri, P, stats_out)
     finally:
-        free(tri); free(coef); free(btri)
+        free(tri)
+        free(coef)
+        free(btri)
     return y
 
 
@@ -603,7 +635,7 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
     cdef Py_ssize_t p, k, s0, s1
     cdef fn_triple bt
     cdef bint nxt
-    cdef bint interleave = Cg == 1 and pl.act == 0 and not pl.stream
+    cdef bint interleave = Cg == 1 and pl.act == FN_ACT_NONE and not pl.stream
     if p0 >= p1:
         return
     if pl.small_planes:
@@ -796,7 +828,7 @@ cdef inline void cl_tile_coefs(int dt, Py_ssize_t C, Py_ssize_t m, const double 
     cdef float *f
     cdef double *d
     cdef float h
-    if dt == F64 or dt == F32:
+    if dt == FN_F64 or dt == FN_F32:
         d = <double *>dst
         for j in range(W):
             c = j % C
@@ -954,7 +986,7 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
     cdef plan_t pl = plan_cl(dt, N, S, C, isz, &q, n_threads, act, slope)
     cdef int nth = pl.n_threads
     cdef Py_ssize_t items = N * q.nch
-    cdef Py_ssize_t wsz = 8 if dt == F64 or dt == F32 else 4
+    cdef Py_ssize_t wsz = 8 if dt == FN_F64 or dt == FN_F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
@@ -1005,7 +1037,11 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
         if stats_out is not None:
             _store_triples(tri, N * C, stats_out)
     finally:
-        free(tri); free(coef); free(tiles); free(ct); free(sbase)
+        free(tri)
+        free(coef)
+        free(tiles)
+        free(ct)
+        free(sbase)
     return y
 
 
@@ -1039,7 +1075,8 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
                 for k in range(q.nch):
                     merge_triples(tri + n * C, ct + (n * q.nch + k) * C, C)
     finally:
-        free(ct); free(sbase)
+        free(ct)
+        free(sbase)
     return out
 
 
@@ -1051,7 +1088,7 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
     cdef cl_plan q = make_cl_plan(S, C)
     cdef plan_t pl = plan_cl(dt, N, S, C, isz, &q, n_threads, act, slope)
     cdef Py_ssize_t items = N * q.nch
-    cdef Py_ssize_t wsz = 8 if dt == F64 or dt == F32 else 4
+    cdef Py_ssize_t wsz = 8 if dt == FN_F64 or dt == FN_F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)

@@ -7,8 +7,8 @@
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
  * be x.  stream: non-temporal stores (no activation), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
-static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh,
-                      int act, double slope, int stream)
+static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
+                      double slope, int stream)
 {
     const FN_T *x = (const FN_T *)xv;
     FN_T *y = (FN_T *)yv;
@@ -25,39 +25,36 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
             if (stream) FN_STREAM2(y + i, d0, d1);
             else FN_STORE2(y + i, d0, d1);
         }
-        for (; i < n; i++)
-            y[i] = (FN_T)FN_FMA(FN_LDS(x + i) - mean, sc, sh);
-        if (stream) fn_sfence();   /* the streamed lines are visible before we return */
+        for (; i < n; i++) y[i] = (FN_T)FN_FMA(FN_LDS(x + i) - mean, sc, sh);
+        if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
-#define FN_LOOP(ACT)                                                            \
-    FN_IVDEP for (i = 0; i < n; i++) {                                          \
-        double v = FN_FMA(FN_LDS(x + i) - mean, sc, sh);                        \
-        ACT;                                                                    \
-        y[i] = (FN_T)v;                                                         \
+#define FN_LOOP(ACT)                                     \
+    FN_IVDEP                                             \
+    for (i = 0; i < n; i++) {                            \
+        double v = FN_FMA(FN_LDS(x + i) - mean, sc, sh); \
+        ACT;                                             \
+        y[i] = (FN_T)v;                                  \
     }
     FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
 }
 
-#else   /* 16-bit storage: applied in float */
+#else /* 16-bit storage: applied in float */
 
-static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh,
-                      int act, double slope, int stream)
+static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
+                      double slope, int stream)
 {
     const FN_T *x = (const FN_T *)xv;
     FN_T *y = (FN_T *)yv;
-    const float hi = (float)mean, lo = (float)(mean - (double)hi), scf = (float)sc,
-                shf = (float)sh;
+    const float hi = (float)mean, lo = (float)(mean - (double)hi), scf = (float)sc, shf = (float)sh;
     fn_ssize i = 0, s0, len;
     float buf[FN_CHUNK];
     (void)stream;
     if (act == FN_ACT_NONE) {
         const fn_vs h = vs_set1(hi), l = vs_set1(lo), s = vs_set1(scf), f = vs_set1(shf);
-        for (; i + FN_FL <= n; i += FN_FL)
-            FN_STH(y + i, vs_fma(vs_sub(vs_sub(FN_LDH(x + i), h), l), s, f));
-        for (; i < n; i++)
-            y[i] = FN_F2H(FN_FMAF((FN_H2F(x[i]) - hi) - lo, scf, shf));
+        for (; i + FN_FL <= n; i += FN_FL) FN_STH(y + i, vs_fma(vs_sub(vs_sub(FN_LDH(x + i), h), l), s, f));
+        for (; i < n; i++) y[i] = FN_F2H(FN_FMAF((FN_H2F(x[i]) - hi) - lo, scf, shf));
         return;
     }
     /* activations: through an L1 buffer of floats, the loop vectorized by
@@ -66,12 +63,13 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
         len = n - s0 < FN_CHUNK ? n - s0 : FN_CHUNK;
         for (i = 0; i + FN_FL <= len; i += FN_FL) vs_store(buf + i, FN_LDH(x + s0 + i));
         for (; i < len; i++) buf[i] = FN_H2F(x[s0 + i]);
-#define FN_LOOP(ACT)                                                            \
-        FN_IVDEP for (i = 0; i < len; i++) {                                    \
-            float v = FN_FMAF((buf[i] - hi) - lo, scf, shf);                    \
-            ACT;                                                                \
-            buf[i] = v;                                                         \
-        }
+#define FN_LOOP(ACT)                                     \
+    FN_IVDEP                                             \
+    for (i = 0; i < len; i++) {                          \
+        float v = FN_FMAF((buf[i] - hi) - lo, scf, shf); \
+        ACT;                                             \
+        buf[i] = v;                                      \
+    }
         FN_ACT_SWITCH(float, FN_SILU_F, FN_LOOP)
 #undef FN_LOOP
         for (i = 0; i + FN_FL <= len; i += FN_FL) FN_STH(y + s0 + i, vs_load(buf + i));
@@ -89,8 +87,8 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
  * the apply by throughput: interleaved, the apply's independent work fills
  * the chains' latency.  Each half does exactly what FN(stats_in) and
  * FN(apply) do, in the same order, so the same bits. */
-static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav,
-                            void *yav, fn_ssize na, double mean, double sc, double sh)
+static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
+                            fn_ssize na, double mean, double sc, double sh)
 {
     const FN_T *xs = (const FN_T *)xsv, *xa = (const FN_T *)xav;
     FN_T *ya = (FN_T *)yav;
@@ -113,12 +111,11 @@ static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const vo
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
         FN_STORE2(ya + j, vd_fma(vd_sub(FN_LDV(xa + j), hv), scv, fv),
                   vd_fma(vd_sub(FN_LDV(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++)
-        ya[j] = (FN_T)FN_FMA(FN_LDS(xa + j) - mean, sc, sh);
+    for (; j < na; j++) ya[j] = (FN_T)FN_FMA(FN_LDS(xa + j) - mean, sc, sh);
 }
 #else
-static void FN(stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya,
-                            fn_ssize na, double mean, double sc, double sh)
+static void FN(stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
+                            double mean, double sc, double sh)
 {
     FN(stats_in)((const FN_T *)xs, ns, t);
     FN(apply)(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
@@ -149,16 +146,14 @@ FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, fn_tri
     for (i = nv; i < n; i++) buf[i] = (double)x[i];
     FN(lanes_done)(&l, x, nv, n, sh, t);
 }
-FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double mean, double sc,
-                                 double sh)
+FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double mean, double sc, double sh)
 {
     const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh);
     fn_ssize i;
     for (i = 0; i + 2 * FN_VL <= n; i += 2 * FN_VL)
         vd2_store_f32(y + i, vd_fma(vd_sub(vd_load(buf + i), hv), scv, shv),
                       vd_fma(vd_sub(vd_load(buf + i + FN_VL), hv), scv, shv));
-    for (; i < n; i++)
-        y[i] = (float)FN_FMA(buf[i] - mean, sc, sh);
+    for (; i < n; i++) y[i] = (float)FN_FMA(buf[i] - mean, sc, sh);
 }
 #endif
 
@@ -166,11 +161,9 @@ FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double
  * block, on the calling thread, software-pipelined: statistics of plane p+1,
  * plane p normalized, then the coefficients of p+1.  The same formulas as
  * the block-by-block plans, so the same bits. */
-static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ssize L,
-                       fn_ssize S, fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps,
-                       const double *w,
-                       const double *b, int act, double slope, fn_triple *tri, double *mean,
-                       double *scale, double *shift)
+static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S, fn_ssize G,
+                       fn_ssize goff, fn_ssize Cg, double eps, const double *w, const double *b, int act,
+                       double slope, fn_triple *tri, double *mean, double *scale, double *shift)
 {
     const FN_T *x = (const FN_T *)xv;
     FN_T *y = (FN_T *)yv;
@@ -178,9 +171,8 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
 #if defined(FN_F32)
     const int keep = L <= FN_KEEP_MAX && act == FN_ACT_NONE;
     double kb[2][FN_KEEP_MAX];
-#define FN_PLANE_STATS(q)                                                       \
-    (keep ? fn_stats_keep_f32(x + (q) * L, L, kb[(q) & 1], &tri[q])            \
-          : FN(stats_in)(x + (q) * L, L, &tri[q]))
+#define FN_PLANE_STATS(q) \
+    (keep ? fn_stats_keep_f32(x + (q) * L, L, kb[(q) & 1], &tri[q]) : FN(stats_in)(x + (q) * L, L, &tri[q]))
 #define FN_KEEPING keep
 #else
 #define FN_PLANE_STATS(q) FN(stats_in)(x + (q) * L, L, &tri[q])
@@ -192,27 +184,23 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
     for (p = p0; p < p1; p++) {
         if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE && !FN_KEEPING) {
             /* the next plane's statistics interleaved with this plane's apply */
-            FN(stats_apply)(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p],
-                            scale[p], shift[p]);
-            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
-                           shift);
+            FN(stats_apply)(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
+                            shift[p]);
+            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
-        if (p + 1 < p1)
-            FN_PLANE_STATS(p + 1);
+        if (p + 1 < p1) FN_PLANE_STATS(p + 1);
         for (r = p * Cg; r < (p + 1) * Cg; r++) {
 #if defined(FN_F32)
             if (keep) {
-                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r],
-                                  shift[r]);
+                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r], shift[r]);
                 continue;
             }
 #endif
             FN(apply)(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
         }
         if (p + 1 < p1)
-            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
-                           shift);
+            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
 #undef FN_PLANE_STATS
 #undef FN_KEEPING

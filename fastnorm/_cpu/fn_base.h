@@ -24,7 +24,7 @@
 #include <string.h>
 #include <math.h>
 
-typedef ptrdiff_t fn_ssize;   /* Py_ssize_t without Python.h */
+typedef ptrdiff_t fn_ssize; /* Py_ssize_t without Python.h */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FN_INLINE static inline __attribute__((always_inline))
@@ -32,12 +32,12 @@ typedef ptrdiff_t fn_ssize;   /* Py_ssize_t without Python.h */
 #define FN_INLINE static inline
 #endif
 
-#define FN_BLOCK 16384        /* elements per statistics block (fixed by design) */
-#define FN_LANES 16           /* logical accumulation lanes of a block */
-#define FN_CHUNK 512          /* floats: L1 buffer of the 16-bit activation paths */
-#define FN_CL_WALK 16384      /* bytes: channels-last statistics block for rows wider than a tile */
-#define FN_CL_APPLY_BYTES 8192   /* bytes of input per group of channels-last apply rows */
-#define FN_KEEP_MAX 1024      /* float32 planes up to this keep their widened doubles */
+#define FN_BLOCK 16384         /* elements per statistics block (fixed by design) */
+#define FN_LANES 16            /* logical accumulation lanes of a block */
+#define FN_CHUNK 512           /* floats: L1 buffer of the 16-bit activation paths */
+#define FN_CL_WALK 16384       /* bytes: channels-last statistics block for rows wider than a tile */
+#define FN_CL_APPLY_BYTES 8192 /* bytes of input per group of channels-last apply rows */
+#define FN_KEEP_MAX 1024       /* float32 planes up to this keep their widened doubles */
 
 /* activations fused into the apply pass */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
@@ -50,7 +50,10 @@ typedef struct { double n, mean, m2; } fn_triple;
 static inline void fn_merge(fn_triple *a, const fn_triple *b)
 {
     if (b->n == 0.0) return;
-    if (a->n == 0.0) { *a = *b; return; }
+    if (a->n == 0.0) {
+        *a = *b;
+        return;
+    }
     double n = a->n + b->n;
     double d = b->mean - a->mean;
     double fb = b->n / n;
@@ -63,11 +66,15 @@ static inline void fn_merge(fn_triple *a, const fn_triple *b)
 static inline void fn_finish(fn_triple *t, double cnt, double shift, double s1, double s2)
 {
     t->n = cnt;
-    if (cnt == 0.0) { t->mean = 0.0; t->m2 = 0.0; return; }
+    if (cnt == 0.0) {
+        t->mean = 0.0;
+        t->m2 = 0.0;
+        return;
+    }
     double q = s1 / cnt;
     double m2 = s2 - s1 * q;
     t->mean = shift + q;
-    t->m2 = (m2 < 0.0) ? 0.0 : m2;   /* NaN stays NaN */
+    t->m2 = (m2 < 0.0) ? 0.0 : m2; /* NaN stays NaN */
 }
 
 /* The one reduction of the FN_LANES lane sums: (j, j + 8) pairs, then a
@@ -82,9 +89,9 @@ static inline double fn_lanes_sum(const double *s)
 }
 
 /* Per-channel coefficients of one (instance, group) from its triple. */
-static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn_ssize Cg,
-                                  fn_ssize row0, const double *w, const double *b,
-                                  double *mean, double *scale, double *shift)
+static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn_ssize Cg, fn_ssize row0,
+                                  const double *w, const double *b, double *mean, double *scale,
+                                  double *shift)
 {
     double rs = 1.0 / sqrt(t->m2 / t->n + eps);
     fn_ssize k, c;
@@ -105,29 +112,28 @@ static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn
  * stream: non-temporal output stores (float32/float64, no activation). */
 typedef struct {
     void (*stats)(const void *x, fn_ssize n, fn_triple *t);
-    void (*apply)(const void *x, void *y, fn_ssize n, double mean, double sc, double sh,
-                  int act, double slope, int stream);
-    void (*planes)(const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S,
-                   fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps, const double *w, const double *b,
-                   int act, double slope, fn_triple *tri, double *mean, double *scale,
-                   double *shift);
-    void (*stats_cl)(const void *x, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R,
-                     double *acc, fn_triple *out);
-    void (*apply_cl)(const void *x, void *y, fn_ssize rows, fn_ssize C, fn_ssize m,
-                     const void *coef, int act, double slope, int stream);
+    void (*apply)(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
+                  double slope, int stream);
+    void (*planes)(const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S, fn_ssize G,
+                   fn_ssize goff, fn_ssize Cg, double eps, const double *w, const double *b, int act,
+                   double slope, fn_triple *tri, double *mean, double *scale, double *shift);
+    void (*stats_cl)(const void *x, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R, double *acc,
+                     fn_triple *out);
+    void (*apply_cl)(const void *x, void *y, fn_ssize rows, fn_ssize C, fn_ssize m, const void *coef, int act,
+                     double slope, int stream);
     /* stats of one block and, interleaved, the apply of another run (no
      * activation, normal stores): what stats then apply would give */
-    void (*stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya,
-                        fn_ssize na, double mean, double sc, double sh);
+    void (*stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
+                        double mean, double sc, double sh);
 } fn_dtype_kernels;
 
 typedef struct {
-    const char *level;        /* FASTNORM_ISA name: x86-64-v4, x86-64-v3, x86-64, neon, generic */
-    const char *vector;       /* the vector layer: "AVX-512 (8 doubles)", ... */
-    int fused;                /* multiply-adds rounded once */
-    int half_hw;              /* float16 converted by instructions (F16C / NEON) */
-    int stream;               /* non-temporal output stores */
-    fn_dtype_kernels k[4];    /* by storage code */
+    const char *level;     /* FASTNORM_ISA name: x86-64-v4, x86-64-v3, x86-64, neon, generic */
+    const char *vector;    /* the vector layer: "AVX-512 (8 doubles)", ... */
+    int fused;             /* multiply-adds rounded once */
+    int half_hw;           /* float16 converted by instructions (F16C / NEON) */
+    int stream;            /* non-temporal output stores */
+    fn_dtype_kernels k[4]; /* by storage code */
     void (*widen_f16)(const uint16_t *src, float *dst, fn_ssize n);
     void (*narrow_f16)(const float *src, uint16_t *dst, fn_ssize n);
     void (*copy)(const char *src, char *dst, fn_ssize n, int stream);

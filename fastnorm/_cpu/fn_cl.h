@@ -7,8 +7,8 @@
 /* K vectors of lanes [j0, j0 + K * FN_VL) of nv rows of W: the lane sums stay
  * in registers over all the rows, each lane adding its rows in order.  pf:
  * also prefetch the tile's lines of the next block. */
-FN_INLINE void FN(cl_stats_tile)(const FN_T *x, fn_ssize nv, fn_ssize W, fn_ssize j0,
-                                 const double *sh, double *s1, double *s2, int pf, const int K)
+FN_INLINE void FN(cl_stats_tile)(const FN_T *x, fn_ssize nv, fn_ssize W, fn_ssize j0, const double *sh,
+                                 double *s1, double *s2, int pf, const int K)
 {
     fn_vd h[FN_TILE_V], a[FN_TILE_V], b[FN_TILE_V];
     fn_ssize r;
@@ -35,8 +35,8 @@ FN_INLINE void FN(cl_stats_tile)(const FN_T *x, fn_ssize nv, fn_ssize W, fn_ssiz
 
 /* nv rows of W added to the shifted lane sums s1, s2 (shifts sh): full
  * tiles, one remainder tile, the last lanes scalar. */
-FN_INLINE void FN(block_cl)(const FN_T *x, fn_ssize nv, fn_ssize W, const double *sh,
-                            double *s1, double *s2, int pf)
+FN_INLINE void FN(block_cl)(const FN_T *x, fn_ssize nv, fn_ssize W, const double *sh, double *s1, double *s2,
+                            int pf)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
@@ -61,20 +61,27 @@ FN_INLINE void FN(block_cl)(const FN_T *x, fn_ssize nv, fn_ssize W, const double
  * in the chunk's first row, walked in blocks of R rows (a multiple of m) that
  * stay in L1 across the tiles; the m lanes of a channel are then summed in
  * order.  acc: 3*W doubles of scratch. */
-static void FN(stats_cl)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R,
-                         double *acc, fn_triple *out)
+static void FN(stats_cl)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R, double *acc,
+                         fn_triple *out)
 {
     const FN_T *x = (const FN_T *)xv;
     fn_ssize W = C * m, vr = rows / m, r0, r, c, k, j, nv;
     double *sh = acc, *s1 = acc + W, *s2 = acc + 2 * W;
     const int wide = W > FN_TILE_LANES;
     if (rows <= 0) {
-        for (c = 0; c < C; c++) { out[c].n = 0.0; out[c].mean = 0.0; out[c].m2 = 0.0; }
+        for (c = 0; c < C; c++) {
+            out[c].n = 0.0;
+            out[c].mean = 0.0;
+            out[c].m2 = 0.0;
+        }
         return;
     }
     for (c = 0; c < C; c++) sh[c] = FN_LDS(x + c);
     for (j = C; j < W; j++) sh[j] = sh[j - C];
-    for (j = 0; j < W; j++) { s1[j] = 0.0; s2[j] = 0.0; }
+    for (j = 0; j < W; j++) {
+        s1[j] = 0.0;
+        s2[j] = 0.0;
+    }
     if (wide) {
         /* several tile passes per block: blocks of about FN_CL_WALK bytes, so
          * a block and the next one (prefetched by the tile passes) fit L1;
@@ -87,7 +94,7 @@ static void FN(stats_cl)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, 
         nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;
         FN(block_cl)(x + r0 * C, nv, W, sh, s1, s2, wide);
     }
-    for (r = vr * m; r < rows; r++) {   /* rows that do not fill a virtual row */
+    for (r = vr * m; r < rows; r++) { /* rows that do not fill a virtual row */
         const FN_T *p = x + r * C;
         for (c = 0; c < C; c++) {
             double d = FN_LDS(p + c) - sh[c];
@@ -97,7 +104,10 @@ static void FN(stats_cl)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, 
     }
     for (c = 0; c < C; c++) {
         double a = s1[c], b = s2[c];
-        for (k = 1; k < m; k++) { a += s1[k * C + c]; b += s2[k * C + c]; }
+        for (k = 1; k < m; k++) {
+            a += s1[k * C + c];
+            b += s2[k * C + c];
+        }
         fn_finish(&out[c], (double)rows, sh[c], a, b);
     }
 }
@@ -107,8 +117,8 @@ static void FN(stats_cl)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, 
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
  * rows; st: non-temporal stores. */
 FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
-                                 const double *hi, const double *sc, const double *sf, int pf,
-                                 const int st, const int K)
+                                 const double *hi, const double *sc, const double *sf, int pf, const int st,
+                                 const int K)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -135,9 +145,8 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
     }
 }
 
-FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W,
-                                 const double *hi, const double *sc, const double *sf, int pf,
-                                 const int st)
+FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                 const double *sc, const double *sf, int pf, const int st)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
@@ -149,8 +158,7 @@ FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
     j0 += kk * FN_VL;
     if (j0 < W)
         for (r = 0; r < nr; r++)
-            for (j = j0; j < W; j++)
-                y[r * W + j] = (FN_T)FN_FMA(FN_LDS(x + r * W + j) - hi[j], sc[j], sf[j]);
+            for (j = j0; j < W; j++) y[r * W + j] = (FN_T)FN_FMA(FN_LDS(x + r * W + j) - hi[j], sc[j], sf[j]);
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -158,15 +166,13 @@ FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
  * rows of whole vectors of at most 64 lanes (a group of rows is then one
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
-FN_INLINE void FN(cl_apply_tiles)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W,
-                                  const double *hi, const double *sc, const double *sf,
-                                  int stream)
+FN_INLINE void FN(cl_apply_tiles)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                  const double *sc, const double *sf, int stream)
 {
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / (fn_ssize)(sizeof(FN_T) * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 &&
-             ((uintptr_t)y & 15) == 0;
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave and ran
@@ -189,8 +195,8 @@ FN_INLINE void FN(cl_apply_tiles)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize 
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
  * W = C * m doubles, lo unused in double); y may be x */
-static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn_ssize m,
-                         const void *coefv, int act, double slope, int stream)
+static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn_ssize m, const void *coefv,
+                         int act, double slope, int stream)
 {
     const FN_T *x = (const FN_T *)xv;
     FN_T *y = (FN_T *)yv;
@@ -202,34 +208,36 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         FN(cl_apply_tiles)(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
-#define FN_LOOP(ACT)                                                            \
-    for (r = 0; r < vr; r++) {                                                  \
-        const FN_T *p = x + r * W;                                              \
-        FN_T *q = y + r * W;                                                    \
-        FN_IVDEP for (j = 0; j < W; j++) {                                      \
-            double v = FN_FMA(FN_LDS(p + j) - hi[j], sc[j], sf[j]);             \
-            ACT;                                                                \
-            q[j] = (FN_T)v;                                                     \
-        }                                                                       \
-    }                                                                           \
-    for (r = vr * m; r < rows; r++) {                                           \
-        const FN_T *p = x + r * C;                                              \
-        FN_T *q = y + r * C;                                                    \
-        FN_IVDEP for (j = 0; j < C; j++) {                                      \
-            double v = FN_FMA(FN_LDS(p + j) - hi[j], sc[j], sf[j]);             \
-            ACT;                                                                \
-            q[j] = (FN_T)v;                                                     \
-        }                                                                       \
+#define FN_LOOP(ACT)                                                \
+    for (r = 0; r < vr; r++) {                                      \
+        const FN_T *p = x + r * W;                                  \
+        FN_T *q = y + r * W;                                        \
+        FN_IVDEP                                                    \
+        for (j = 0; j < W; j++) {                                   \
+            double v = FN_FMA(FN_LDS(p + j) - hi[j], sc[j], sf[j]); \
+            ACT;                                                    \
+            q[j] = (FN_T)v;                                         \
+        }                                                           \
+    }                                                               \
+    for (r = vr * m; r < rows; r++) {                               \
+        const FN_T *p = x + r * C;                                  \
+        FN_T *q = y + r * C;                                        \
+        FN_IVDEP                                                    \
+        for (j = 0; j < C; j++) {                                   \
+            double v = FN_FMA(FN_LDS(p + j) - hi[j], sc[j], sf[j]); \
+            ACT;                                                    \
+            q[j] = (FN_T)v;                                         \
+        }                                                           \
     }
     FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
 }
 
-#else   /* 16-bit storage, channels-last apply in float */
+#else /* 16-bit storage, channels-last apply in float */
 
 FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
-                                 const float *hi, const float *lo, const float *sc,
-                                 const float *sf, int pf, const int K)
+                                 const float *hi, const float *lo, const float *sc, const float *sf, int pf,
+                                 const int K)
 {
     fn_vs h[FN_TILE_VS], l[FN_TILE_VS], s[FN_TILE_VS], f[FN_TILE_VS];
     fn_ssize r;
@@ -248,13 +256,12 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
             fn_prefetch_lines(q + nr * W, K * FN_FL * 2, 1);
         }
         FN_UNROLL for (k = 0; k < K; k++)
-            FN_STH(q + k * FN_FL,
-                   vs_fma(vs_sub(vs_sub(FN_LDH(p + k * FN_FL), h[k]), l[k]), s[k], f[k]));
+            FN_STH(q + k * FN_FL, vs_fma(vs_sub(vs_sub(FN_LDH(p + k * FN_FL), h[k]), l[k]), s[k], f[k]));
     }
 }
 
-static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn_ssize m,
-                         const void *coefv, int act, double slope, int stream)
+static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn_ssize m, const void *coefv,
+                         int act, double slope, int stream)
 {
     const FN_T *x = (const FN_T *)xv;
     FN_T *y = (FN_T *)yv;
@@ -288,8 +295,8 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
                 if (j0 < width)
                     for (r = 0; r < cnt; r++)
                         for (j = j0; j < width; j++)
-                            yg[r * width + j] = FN_F2H(FN_FMAF(
-                                (FN_H2F(xg[r * width + j]) - hi[j]) - lo[j], sc[j], sf[j]));
+                            yg[r * width + j] =
+                                FN_F2H(FN_FMAF((FN_H2F(xg[r * width + j]) - hi[j]) - lo[j], sc[j], sf[j]));
             }
             continue;
         }
@@ -301,12 +308,13 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
                 const float *h = hi + s0, *l = lo + s0, *c = sc + s0, *f = sf + s0;
                 len = width - s0 < FN_CHUNK ? width - s0 : FN_CHUNK;
                 for (j = 0; j < len; j++) buf[j] = FN_H2F(p[j]);
-#define FN_LOOP(ACT)                                                            \
-                FN_IVDEP for (j = 0; j < len; j++) {                            \
-                    float v = FN_FMAF((buf[j] - h[j]) - l[j], c[j], f[j]);      \
-                    ACT;                                                        \
-                    buf[j] = v;                                                 \
-                }
+#define FN_LOOP(ACT)                                           \
+    FN_IVDEP                                                   \
+    for (j = 0; j < len; j++) {                                \
+        float v = FN_FMAF((buf[j] - h[j]) - l[j], c[j], f[j]); \
+        ACT;                                                   \
+        buf[j] = v;                                            \
+    }
                 FN_ACT_SWITCH(float, FN_SILU_F, FN_LOOP)
 #undef FN_LOOP
                 for (j = 0; j < len; j++) q[j] = FN_F2H(buf[j]);

@@ -30,9 +30,9 @@ FN_DECL(neon)
 #if defined(FN_HAVE_native)
 FN_DECL(native)
 #endif
-#if defined(FN_HAVE_generic) || !(defined(FN_HAVE_x86_64_v4) || defined(FN_HAVE_x86_64_v3) || \
-    defined(FN_HAVE_x86_64_fma) || defined(FN_HAVE_x86_64) || defined(FN_HAVE_neon) ||         \
-    defined(FN_HAVE_native))
+#if defined(FN_HAVE_generic) ||                                                                  \
+    !(defined(FN_HAVE_x86_64_v4) || defined(FN_HAVE_x86_64_v3) || defined(FN_HAVE_x86_64_fma) || \
+      defined(FN_HAVE_x86_64) || defined(FN_HAVE_neon) || defined(FN_HAVE_native))
 #define FN_HAVE_generic_ 1
 FN_DECL(generic)
 #endif
@@ -52,7 +52,7 @@ static void fn_cpu_probe(void)
     if (fn_caps.done) return;
     fn_caps.done = 1;
     if (!__get_cpuid(1, &a, &b, &c1, &d)) return;
-    if (c1 & (1u << 27)) {   /* OSXSAVE */
+    if (c1 & (1u << 27)) { /* OSXSAVE */
         __asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
         xcr0 = a;
     }
@@ -70,12 +70,24 @@ static void fn_cpu_probe(void)
     fn_caps.fma = fma;
     /* the features -march=x86-64-v3 / -v4 may use */
     fn_caps.v3 = fma && f16c && movbe && avx2 && bmi1 && bmi2 && lzcnt;
-    fn_caps.v4 = fn_caps.v3 && avx512_os && (b7 & (1u << 16)) && (b7 & (1u << 17)) &&
-                 (b7 & (1u << 28)) && (b7 & (1u << 30)) && (b7 & (1u << 31));
+    fn_caps.v4 = fn_caps.v3 && avx512_os && (b7 & (1u << 16)) && (b7 & (1u << 17)) && (b7 & (1u << 28)) &&
+                 (b7 & (1u << 30)) && (b7 & (1u << 31));
 }
-static int fn_cpu_v3(void) { fn_cpu_probe(); return fn_caps.v3; }
-static int fn_cpu_v4(void) { fn_cpu_probe(); return fn_caps.v4; }
-static int fn_cpu_fma(void) { fn_cpu_probe(); return fn_caps.fma; }
+static int fn_cpu_v3(void)
+{
+    fn_cpu_probe();
+    return fn_caps.v3;
+}
+static int fn_cpu_v4(void)
+{
+    fn_cpu_probe();
+    return fn_caps.v4;
+}
+static int fn_cpu_fma(void)
+{
+    fn_cpu_probe();
+    return fn_caps.fma;
+}
 #else
 static int fn_cpu_v3(void) { return 0; }
 static int fn_cpu_v4(void) { return 0; }
@@ -84,7 +96,7 @@ static int fn_cpu_fma(void) { return 0; }
 
 typedef struct {
     const fn_target *t;
-    int (*runs)(void);   /* NULL: every CPU of the architecture */
+    int (*runs)(void); /* NULL: every CPU of the architecture */
 } fn_entry;
 
 /* best first; a level may appear twice (fused, then its unfused form) */
@@ -113,12 +125,9 @@ static const fn_entry fn_entries[] = {
 };
 #define FN_NENTRIES ((int)(sizeof fn_entries / sizeof fn_entries[0]))
 
-fn_config_t fn_config = {NULL, 1};   /* set by fn_select at import */
+fn_config_t fn_config = {NULL, 1}; /* set by fn_select at import */
 
-static int fn_runs(int i)
-{
-    return fn_entries[i].runs == NULL || fn_entries[i].runs();
-}
+static int fn_runs(int i) { return fn_entries[i].runs == NULL || fn_entries[i].runs(); }
 
 int fn_select(const char *name, int fused)
 {
@@ -144,8 +153,7 @@ static void fn_join(char *out, size_t size, int only_running)
         int dup = 0;
         if (only_running && !fn_runs(i)) continue;
         for (j = 0; j < i; j++)
-            if (strcmp(fn_entries[j].t->level, fn_entries[i].t->level) == 0 &&
-                (!only_running || fn_runs(j)))
+            if (strcmp(fn_entries[j].t->level, fn_entries[i].t->level) == 0 && (!only_running || fn_runs(j)))
                 dup = 1;
         if (dup) continue;
         if (out[0]) strncat(out, ",", size - strlen(out) - 1);
@@ -202,11 +210,11 @@ void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads,
  * thread count. */
 #define FN_LOAD_EVERY_NS 20000000LL
 #define FN_SPIN_NS 20000000LL
-static int fn_dynamic = -1;          /* -1: read FASTNORM_DYNAMIC once */
-static long long fn_load_at = -1;    /* when procs_running was last read */
-static int fn_busy[3] = {-1, -1, -1};   /* other runnable threads, last 3 readings */
+static int fn_dynamic = -1;           /* -1: read FASTNORM_DYNAMIC once */
+static long long fn_load_at = -1;     /* when procs_running was last read */
+static int fn_busy[3] = {-1, -1, -1}; /* other runnable threads, last 3 readings */
 static int fn_busy_next = 0;
-static long long fn_team_end = -1;   /* when our last team finished */
+static long long fn_team_end = -1; /* when our last team finished */
 static int fn_team_last = 1;
 
 static long long fn_now_ns(void)
@@ -244,25 +252,25 @@ int fn_threads_now(int want, int ncpu)
     int others, free_cpus;
     if (fn_dynamic < 0) {
         const char *e = getenv("FASTNORM_DYNAMIC");
-        fn_dynamic = !(e != NULL && (strcmp(e, "0") == 0 || strcmp(e, "false") == 0 ||
-                                     strcmp(e, "no") == 0 || strcmp(e, "off") == 0));
+        fn_dynamic = !(e != NULL && (strcmp(e, "0") == 0 || strcmp(e, "false") == 0 || strcmp(e, "no") == 0 ||
+                                     strcmp(e, "off") == 0));
     }
     if (want <= 1 || !fn_dynamic) return want;
     now = fn_now_ns();
     if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS || now < fn_load_at) {
         int running = fn_read_running(), busy;
         fn_load_at = now;
-        if (running <= 0) return want;           /* unknown: trust the request */
-        busy = running - 1;                      /* the caller is running */
+        if (running <= 0) return want; /* unknown: trust the request */
+        busy = running - 1;            /* the caller is running */
         if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
-            busy -= fn_team_last - 1;            /* our own spinning workers */
+            busy -= fn_team_last - 1; /* our own spinning workers */
         fn_busy[fn_busy_next] = busy < 0 ? 0 : busy;
         fn_busy_next = (fn_busy_next + 1) % 3;
     }
     others = fn_busy[0];
     if (fn_busy[1] >= 0 && (others < 0 || fn_busy[1] < others)) others = fn_busy[1];
     if (fn_busy[2] >= 0 && (others < 0 || fn_busy[2] < others)) others = fn_busy[2];
-    if (others <= 0) return want;                /* a quiet machine: as asked */
+    if (others <= 0) return want; /* a quiet machine: as asked */
     free_cpus = ncpu - others;
     if (free_cpus < 1) free_cpus = 1;
     return want < free_cpus ? want : free_cpus;

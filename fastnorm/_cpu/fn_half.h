@@ -11,19 +11,29 @@
 
 #include "fn_base.h"
 
-FN_INLINE float fn_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-FN_INLINE uint32_t fn_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+FN_INLINE float fn_u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+FN_INLINE uint32_t fn_f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 
-FN_INLINE float fn_h2f(uint16_t h)   /* after F. Giesen */
+FN_INLINE float fn_h2f(uint16_t h) /* after F. Giesen */
 {
     uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
     uint32_t e = o & 0x0f800000u;
     float fn, fd;
-    o += 0x38000000u;                                    /* rebias exponent */
-    o += (e == 0x0f800000u) ? 0x38000000u : 0u;          /* inf / nan */
-    o |= (e == 0x0f800000u && (o & 0x007fe000u)) ? 0x00400000u : 0u;  /* quiet a NaN */
+    o += 0x38000000u;                                                /* rebias exponent */
+    o += (e == 0x0f800000u) ? 0x38000000u : 0u;                      /* inf / nan */
+    o |= (e == 0x0f800000u && (o & 0x007fe000u)) ? 0x00400000u : 0u; /* quiet a NaN */
     fn = fn_u2f(o);
-    fd = fn_u2f(o + 0x00800000u) - 6.103515625e-05f;     /* zero / subnormal */
+    fd = fn_u2f(o + 0x00800000u) - 6.103515625e-05f; /* zero / subnormal */
     fn = (e == 0u) ? fd : fn;
     return fn_u2f(fn_f2u(fn) | ((uint32_t)(h & 0x8000u) << 16));
 }

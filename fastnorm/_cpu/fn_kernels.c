@@ -57,11 +57,21 @@ FN_INLINE void fn_prefetch_lines(const void *p, fn_ssize nbytes, int write)
  * exact: silu(-inf) = -0, silu(+inf) = +inf, silu(NaN) = that NaN (one NaN
  * operand only, so its sign cannot depend on the operand order a given
  * vector width compiles to). */
-FN_INLINE double fn_u2d(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
-FN_INLINE uint64_t fn_d2u(double d) { uint64_t u; memcpy(&u, &d, 8); return u; }
+FN_INLINE double fn_u2d(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+FN_INLINE uint64_t fn_d2u(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    return u;
+}
 FN_INLINE double fn_exp_d(double x)
 {
-    const double big = 6755399441055744.0;        /* 1.5 * 2^52 */
+    const double big = 6755399441055744.0; /* 1.5 * 2^52 */
     double xc = x == x ? x : 0.0, t, n, r, p;
     xc = xc < -708.0 ? -708.0 : xc;
     xc = xc > 709.0 ? 709.0 : xc;
@@ -79,7 +89,7 @@ FN_INLINE double fn_exp_d(double x)
     p = FN_FMA(p, r, 0.5);
     p = FN_FMA(p, r, 1.0);
     p = FN_FMA(p, r, 1.0);
-    p = p * fn_u2d((fn_d2u(t) + 1023u) << 52);   /* 2^n: n in [-1022, 1023] */
+    p = p * fn_u2d((fn_d2u(t) + 1023u) << 52); /* 2^n: n in [-1022, 1023] */
     p = x > 709.782712893384 ? (double)INFINITY : p;
     p = x < -745.2 ? 0.0 : p;
     return p;
@@ -87,7 +97,7 @@ FN_INLINE double fn_exp_d(double x)
 FN_INLINE double fn_silu_d(double v)
 {
     double q = v / (1.0 + fn_exp_d(-v));
-    q = v < -745.2 ? -0.0 : q;                     /* v / inf: -0, also for -inf */
+    q = v < -745.2 ? -0.0 : q; /* v / inf: -0, also for -inf */
     return v == v ? q : v;
 }
 FN_INLINE double fn_silu_libm(double v)
@@ -104,42 +114,53 @@ static volatile double fn_relu_zero = 0.0;
 
 /* Run LOOP(ACT) with the activation statement for act; v is the working
  * value (type W), slope leaky_relu's negative slope, SILU(v) silu in W. */
-#define FN_ACT_SWITCH(W, SILU, LOOP)                                            \
-    switch (act) {                                                              \
-    case FN_ACT_RELU: {                                                         \
-        const W zr = (W)fn_relu_zero;                                           \
-        LOOP(v = v < (W)0 ? zr : v); break;                                     \
-    }                                                                           \
-    case FN_ACT_LEAKY: LOOP(v = v >= (W)0 ? v : v * (W)slope); break;           \
-    case FN_ACT_SILU:  LOOP(v = SILU(v)); break;                                \
-    default:           LOOP((void)0); break;                                    \
+#define FN_ACT_SWITCH(W, SILU, LOOP)                                  \
+    switch (act) {                                                    \
+    case FN_ACT_RELU: {                                               \
+        const W zr = (W)fn_relu_zero;                                 \
+        LOOP(v = v < (W)0 ? zr : v);                                  \
+        break;                                                        \
+    }                                                                 \
+    case FN_ACT_LEAKY: LOOP(v = v >= (W)0 ? v : v * (W)slope); break; \
+    case FN_ACT_SILU: LOOP(v = SILU(v)); break;                       \
+    default: LOOP((void)0); break;                                    \
     }
 #define FN_SILU_F(v) ((float)fn_silu_d((double)(v)))
 
 /* Calls CALL(K) with K a compile-time constant 1 .. FN_TILE_V - 1 equal to kk
  * (the vector count of a channels-last remainder tile). */
 #if FN_TILE_V > 4
-#define FN_TILE_REM(kk, CALL)                                                   \
-    switch (kk) {                                                               \
-    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;     \
-    case 4: CALL(4); break; case 5: CALL(5); break; case 6: CALL(6); break;     \
-    case 7: CALL(7); break; default: break;                                     \
+#define FN_TILE_REM(kk, CALL) \
+    switch (kk) {             \
+    case 1: CALL(1); break;   \
+    case 2: CALL(2); break;   \
+    case 3: CALL(3); break;   \
+    case 4: CALL(4); break;   \
+    case 5: CALL(5); break;   \
+    case 6: CALL(6); break;   \
+    case 7: CALL(7); break;   \
+    default: break;           \
     }
 #else
-#define FN_TILE_REM(kk, CALL)                                                   \
-    switch (kk) {                                                               \
-    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;     \
-    default: break;                                                             \
+#define FN_TILE_REM(kk, CALL) \
+    switch (kk) {             \
+    case 1: CALL(1); break;   \
+    case 2: CALL(2); break;   \
+    case 3: CALL(3); break;   \
+    default: break;           \
     }
 #endif
 #if FN_TILE_VS > 2
-#define FN_TILE_REM_S(kk, CALL)                                                 \
-    switch (kk) {                                                               \
-    case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break;     \
-    default: break;                                                             \
+#define FN_TILE_REM_S(kk, CALL) \
+    switch (kk) {               \
+    case 1: CALL(1); break;     \
+    case 2: CALL(2); break;     \
+    case 3: CALL(3); break;     \
+    default: break;             \
     }
 #else
-#define FN_TILE_REM_S(kk, CALL) if ((kk) == 1) CALL(1);
+#define FN_TILE_REM_S(kk, CALL) \
+    if ((kk) == 1) CALL(1);
 #endif
 
 #define FN_TILE_LANES (FN_TILE_V * FN_VL)
@@ -152,7 +173,10 @@ typedef struct { fn_vd a[FN_NV], b[FN_NV]; } fn_lanes;
 FN_INLINE void fn_lanes_zero(fn_lanes *l)
 {
     int k;
-    for (k = 0; k < FN_NV; k++) { l->a[k] = vd_set1(0.0); l->b[k] = l->a[k]; }
+    for (k = 0; k < FN_NV; k++) {
+        l->a[k] = vd_set1(0.0);
+        l->b[k] = l->a[k];
+    }
 }
 FN_INLINE void fn_lanes_add(fn_lanes *l, int k, fn_vd d)
 {
@@ -161,8 +185,7 @@ FN_INLINE void fn_lanes_add(fn_lanes *l, int k, fn_vd d)
 }
 /* the triple of n elements shifted by sh: the lanes reduced in the one fixed
  * order (fn_lanes_sum), plus the scalar tail's sums t1, t2 */
-FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1, double t2,
-                               fn_triple *t)
+FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1, double t2, fn_triple *t)
 {
     double s1[FN_LANES], s2[FN_LANES];
     int k;
@@ -249,18 +272,18 @@ static void copy_run(const char *s, char *d, fn_ssize n, int stream)
     memcpy(d, s, (size_t)n);
 }
 
-#define FN_KSET(SUF)                                                            \
-    { FN_CAT(stats, SUF), FN_CAT(apply, SUF), FN_CAT(planes, SUF),              \
-      FN_CAT(stats_cl, SUF), FN_CAT(apply_cl, SUF), FN_CAT(stats_apply, SUF) }
+#define FN_KSET(SUF)                                                    \
+    {FN_CAT(stats, SUF),    FN_CAT(apply, SUF),    FN_CAT(planes, SUF), \
+     FN_CAT(stats_cl, SUF), FN_CAT(apply_cl, SUF), FN_CAT(stats_apply, SUF)}
 
 const fn_target FN_CAT(fn_target, FN_TARGET) = {
-    FN_LEVEL_NAME,
-    FN_SIMD_NAME,
-    FN_FUSED,
-    FN_HALF_HW,
-    FN_HAVE_STREAM,
-    {FN_KSET(f16), FN_KSET(f32), FN_KSET(f64), FN_KSET(bf16)},
-    widen_f16,
-    narrow_f16,
-    copy_run,
+    FN_LEVEL_NAME,                                             /* level */
+    FN_SIMD_NAME,                                              /* vector */
+    FN_FUSED,                                                  /* fused */
+    FN_HALF_HW,                                                /* half_hw */
+    FN_HAVE_STREAM,                                            /* stream */
+    {FN_KSET(f16), FN_KSET(f32), FN_KSET(f64), FN_KSET(bf16)}, /* k, by storage code */
+    widen_f16,                                                 /* widen_f16 */
+    narrow_f16,                                                /* narrow_f16 */
+    copy_run,                                                  /* copy */
 };

@@ -21,7 +21,10 @@
 #define FN_POOL_MIN ((size_t)1 << 20)
 #define FN_POOL_SLOTS 8
 
-typedef struct { void *p; size_t n; } fn_pool_slot;
+typedef struct {
+    void *p;
+    size_t n;
+} fn_pool_slot;
 /* kept blocks, oldest first, in fn_pool[0 .. fn_pool_count) */
 static fn_pool_slot fn_pool[FN_POOL_SLOTS];
 static int fn_pool_count = 0;
@@ -42,7 +45,7 @@ static inline void fn_pool_unlock(void)
 #endif
 }
 
-static void fn_pool_remove(int i)   /* with the lock held */
+static void fn_pool_remove(int i) /* with the lock held */
 {
     fn_pool_bytes -= fn_pool[i].n;
     memmove(&fn_pool[i], &fn_pool[i + 1], (size_t)(fn_pool_count - i - 1) * sizeof fn_pool[0]);
@@ -56,7 +59,7 @@ static void *fn_pool_malloc(void *ctx, size_t n)
     (void)ctx;
     if (n >= FN_POOL_MIN) {
         fn_pool_lock();
-        for (i = fn_pool_count - 1; i >= 0; i--)     /* newest first */
+        for (i = fn_pool_count - 1; i >= 0; i--) /* newest first */
             if (fn_pool[i].n == n) {
                 p = fn_pool[i].p;
                 fn_pool_remove(i);
@@ -86,10 +89,13 @@ static void fn_pool_free(void *ctx, void *p, size_t n)
     int ne = 0, i;
     (void)ctx;
     if (p == NULL) return;
-    if (n < FN_POOL_MIN || n > fn_pool_cap) { free(p); return; }
+    if (n < FN_POOL_MIN || n > fn_pool_cap) {
+        free(p);
+        return;
+    }
     fn_pool_lock();
     while (fn_pool_count > 0 && (fn_pool_count == FN_POOL_SLOTS || fn_pool_bytes + n > fn_pool_cap)) {
-        evicted[ne++] = fn_pool[0].p;                /* the oldest block goes */
+        evicted[ne++] = fn_pool[0].p; /* the oldest block goes */
         fn_pool_remove(0);
     }
     fn_pool[fn_pool_count].p = p;
@@ -135,9 +141,6 @@ static PyDataMem_Handler fn_pool_handler = {
     1,
     {NULL, fn_pool_malloc, fn_pool_calloc, fn_pool_realloc, fn_pool_free},
 };
-static PyObject *fn_pool_capsule(void)
-{
-    return PyCapsule_New(&fn_pool_handler, "mem_handler", NULL);
-}
+static PyObject *fn_pool_capsule(void) { return PyCapsule_New(&fn_pool_handler, "mem_handler", NULL); }
 
 #endif /* FN_POOL_H */

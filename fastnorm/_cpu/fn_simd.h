@@ -48,8 +48,8 @@
 #define FN_FMAF(a, b, c) ((a) * (b) + (c))
 #endif
 
-#if !defined(FN_SIMD_SCALAR) && defined(__AVX512F__) && defined(__AVX512BW__) && \
-    defined(__AVX512DQ__) && defined(__AVX512VL__) && defined(__F16C__) && FN_FUSED
+#if !defined(FN_SIMD_SCALAR) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VL__) && defined(__F16C__) && FN_FUSED
 /* ------------------------------------------------------------- AVX-512 */
 #include <immintrin.h>
 #define FN_SIMD_NAME "AVX-512 (8 doubles / 16 floats)"
@@ -90,9 +90,8 @@ FN_INLINE void vd_stream16_f32(float *p, fn_vd v)
  * store lets the CPU skip the read-for-ownership of a line it overwrites */
 FN_INLINE __m512 fn_pair_f32(fn_vd a, fn_vd b)
 {
-    return _mm512_castpd_ps(_mm512_insertf64x4(
-        _mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(a))),
-        _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(a))),
+                                               _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
 }
 FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b) { _mm512_storeu_ps(p, fn_pair_f32(a, b)); }
 FN_INLINE void vd2_stream_f32(float *p, fn_vd a, fn_vd b) { _mm512_stream_ps(p, fn_pair_f32(a, b)); }
@@ -120,8 +119,8 @@ FN_INLINE void vs_store_f16(uint16_t *p, fn_vs v)
 }
 FN_INLINE fn_vs vs_load_bf16(const uint16_t *p)
 {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(
-        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 FN_INLINE void fn_sfence(void) { _mm_sfence(); }
 
@@ -184,8 +183,8 @@ FN_INLINE void vs_store_f16(uint16_t *p, fn_vs v)
 }
 FN_INLINE fn_vs vs_load_bf16(const uint16_t *p)
 {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 FN_INLINE void fn_sfence(void) { _mm_sfence(); }
 
@@ -234,7 +233,7 @@ FN_INLINE __m128 fn_pair_f32(fn_vd a, fn_vd b) { return _mm_movelh_ps(_mm_cvtpd_
 FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b) { _mm_storeu_ps(p, fn_pair_f32(a, b)); }
 FN_INLINE void vd2_stream_f32(float *p, fn_vd a, fn_vd b) { _mm_stream_ps(p, fn_pair_f32(a, b)); }
 FN_INLINE void vd_stream16(double *p, fn_vd v) { _mm_stream_pd(p, v); }
-FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { vd_store_f32(p, v); }   /* 8 bytes: no stream */
+FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { vd_store_f32(p, v); } /* 8 bytes: no stream */
 FN_INLINE fn_vd vd_load_f16(const uint16_t *p) { return _mm_set_pd(fn_h2f(p[1]), fn_h2f(p[0])); }
 FN_INLINE fn_vd vd_load_bf16(const uint16_t *p) { return _mm_set_pd(fn_b2f(p[1]), fn_b2f(p[0])); }
 FN_INLINE fn_vs vs_set1(float a) { return _mm_set1_ps(a); }
@@ -304,8 +303,8 @@ FN_INLINE fn_vd vd_load_bf16(const uint16_t *p)
 {
     uint32_t u;
     memcpy(&u, p, 4);
-    return vcvt_f64_f32(vreinterpret_f32_u32(vshl_n_u32(vget_low_u32(vmovl_u16(
-        vreinterpret_u16_u32(vdup_n_u32(u)))), 16)));
+    return vcvt_f64_f32(
+        vreinterpret_f32_u32(vshl_n_u32(vget_low_u32(vmovl_u16(vreinterpret_u16_u32(vdup_n_u32(u)))), 16)));
 }
 FN_INLINE fn_vs vs_set1(float a) { return vdupq_n_f32(a); }
 FN_INLINE fn_vs vs_load(const float *p) { return vld1q_f32(p); }
@@ -342,7 +341,11 @@ FN_INLINE fn_vd vd_load_f32(const float *p) { return (double)*p; }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { *p = (float)v; }
 FN_INLINE void vd_stream16(double *p, fn_vd v) { *p = v; }
 FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { *p = (float)v; }
-FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b) { p[0] = (float)a; p[1] = (float)b; }
+FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b)
+{
+    p[0] = (float)a;
+    p[1] = (float)b;
+}
 FN_INLINE void vd2_stream_f32(float *p, fn_vd a, fn_vd b) { vd2_store_f32(p, a, b); }
 FN_INLINE fn_vd vd_load_f16(const uint16_t *p) { return (double)fn_h2f(*p); }
 FN_INLINE fn_vd vd_load_bf16(const uint16_t *p) { return (double)fn_b2f(*p); }

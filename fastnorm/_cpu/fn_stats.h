@@ -7,7 +7,8 @@
 FN_INLINE void FN(lanes_step)(fn_lanes *l, const FN_T *p, fn_vd shv)
 {
     int k;
-    FN_UNROLL for (k = 0; k < FN_NV; k++) fn_lanes_add(l, k, vd_sub(FN_LDV(p + k * FN_VL), shv));
+    FN_UNROLL for (k = 0; k < FN_NV; k++)
+        fn_lanes_add(l, k, vd_sub(FN_LDV(p + k * FN_VL), shv));
 }
 
 /* The block's triple from its lanes and its scalar tail [nv, n). */
@@ -37,7 +38,4 @@ FN_INLINE void FN(stats_in)(const FN_T *x, fn_ssize n, fn_triple *t)
     FN(lanes_done)(&l, x, nv, n, sh, t);
 }
 
-static void FN(stats)(const void *x, fn_ssize n, fn_triple *t)
-{
-    FN(stats_in)((const FN_T *)x, n, t);
-}
+static void FN(stats)(const void *x, fn_ssize n, fn_triple *t) { FN(stats_in)((const FN_T *)x, n, t); }

@@ -24,12 +24,17 @@ static void mix(const void *p, size_t n)
 {
     const unsigned char *c = (const unsigned char *)p;
     size_t i;
-    for (i = 0; i < n; i++) { h ^= c[i]; h *= 1099511628211ULL; }
+    for (i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 1099511628211ULL;
+    }
 }
 static unsigned long long s = 88172645463325252ULL;
-static double rnd(void)   /* xorshift64 -> [0, 1) */
+static double rnd(void) /* xorshift64 -> [0, 1) */
 {
-    s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
     return (double)(s >> 11) * (1.0 / 9007199254740992.0);
 }
 
@@ -55,27 +60,37 @@ int main(void)
         xh[i] = fn_f2h((float)(v * 1e-3));
         xb[i] = fn_f2b((float)v);
     }
-    xs[FN_F32] = xf; xs[FN_F64] = xd; xs[FN_F16] = xh; xs[FN_BF16] = xb;
-    ys[FN_F32] = yf; ys[FN_F64] = yd; ys[FN_F16] = yh; ys[FN_BF16] = yb;
-    for (i = 0; i < 64; i++) { w[i] = 0.5 + 0.01 * i; b[i] = 0.1 * i - 2.0; }
+    xs[FN_F32] = xf;
+    xs[FN_F64] = xd;
+    xs[FN_F16] = xh;
+    xs[FN_BF16] = xb;
+    ys[FN_F32] = yf;
+    ys[FN_F64] = yd;
+    ys[FN_F16] = yh;
+    ys[FN_BF16] = yb;
+    for (i = 0; i < 64; i++) {
+        w[i] = 0.5 + 0.01 * i;
+        b[i] = 0.1 * i - 2.0;
+    }
     for (k = 0; k < 4; k++) {
         const fn_dtype_kernels *K = &T->k[k];
         int isz = k == FN_F32 ? 4 : k == FN_F64 ? 8 : 2;
         size_t ysz = (size_t)N * isz;
-        K->stats(xs[k], N, &t); mix(&t, sizeof t);
-        K->stats(xs[k], 37, &t); mix(&t, sizeof t);
+        K->stats(xs[k], N, &t);
+        mix(&t, sizeof t);
+        K->stats(xs[k], 37, &t);
+        mix(&t, sizeof t);
         for (act = 0; act < 4; act++)
             for (st = 0; st < 2; st++) {
                 /* an output offset by one element: unaligned head and tail */
-                K->apply(xs[k], (char *)ys[k] + (st ? isz : 0), N - 1,
-                         k >= FN_F16 ? 1.2345678 : 1234.5678901, 0.0123456789, 0.987654321,
-                         act, 0.01, st);
+                K->apply(xs[k], (char *)ys[k] + (st ? isz : 0), N - 1, k >= FN_F16 ? 1.2345678 : 1234.5678901,
+                         0.0123456789, 0.987654321, act, 0.01, st);
                 mix(ys[k], ysz);
             }
         /* small planes: 37 planes of 3 channels x 89 (groups of 3), affine */
         for (act = 0; act < 4; act++) {
-            K->planes(xs[k], ys[k], 0, 37, 3 * 89, 89, 37, 0, 3, 1e-5, w, b, act, 0.02, tri,
-                      mean, scale, shift);
+            K->planes(xs[k], ys[k], 0, 37, 3 * 89, 89, 37, 0, 3, 1e-5, w, b, act, 0.02, tri, mean, scale,
+                      shift);
             mix(ys[k], (size_t)37 * 3 * 89 * isz);
             mix(tri, 37 * sizeof tri[0]);
         }
@@ -92,15 +107,19 @@ int main(void)
                     double mu = (k >= FN_F16 ? 1.0 : 1e4) * (j % 5 == 0) + 0.1 * (double)(j % C);
                     double sc = 0.5 + 0.01 * (double)(j % C);
                     float hi = (float)mu;
-                    coefd[j] = mu; coefd[W + j] = 0.0; coefd[2 * W + j] = sc; coefd[3 * W + j] = 0.25;
-                    coeff[j] = hi; coeff[W + j] = (float)(mu - (double)hi);
-                    coeff[2 * W + j] = (float)sc; coeff[3 * W + j] = 0.25f;
+                    coefd[j] = mu;
+                    coefd[W + j] = 0.0;
+                    coefd[2 * W + j] = sc;
+                    coefd[3 * W + j] = 0.25;
+                    coeff[j] = hi;
+                    coeff[W + j] = (float)(mu - (double)hi);
+                    coeff[2 * W + j] = (float)sc;
+                    coeff[3 * W + j] = 0.25f;
                 }
                 for (act = 0; act < 4; act++)
                     for (st = 0; st < 2; st++) {
                         K->apply_cl(xs[k], ys[k], rows, C, m,
-                                    k >= FN_F16 ? (const void *)coeff : (const void *)coefd, act,
-                                    0.01, st);
+                                    k >= FN_F16 ? (const void *)coeff : (const void *)coefd, act, 0.01, st);
                         mix(ys[k], (size_t)rows * C * isz);
                     }
             }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import cupy as cp
 
-from .._bench import STANDARD, TINY, _cl_shape
+from .harness import STANDARD, TINY, _cl_shape
 
 LARGE = {"L1": (64, 64, 256, 256), "L2": (8, 64, 1024, 1024)}
 
