@@ -183,8 +183,14 @@ def _prep(x: Any, name: str = "x") -> tuple[Any, Any]:
     return be, x
 
 
-def _out(be: Any, out: Any, x: Any) -> Any:
-    return None if out is None else be.check_out(out, x.shape, x.dtype)
+def _out(be: Any, out: Any, x: Any, odtype: Any, dtype: Any) -> Any:
+    """out checked by the backend: x's shape, the output dtype (odtype, from
+    dtype=), C-contiguous and writeable."""
+    if out is None:
+        return None
+    if odtype != x.dtype and getattr(out, "dtype", odtype) != odtype:
+        raise TypeError(f"out must have dtype {odtype} (the output dtype, dtype={dtype!r}), got dtype {out.dtype}")
+    return be.check_out(out, x.shape, odtype)
 
 
 def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
@@ -197,8 +203,8 @@ def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
 
 def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
                   eps: float = 1e-5, channel_axis: int | None = None, layout: str | None = None,
-                  activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
-                  num_threads: int | None = None) -> Array:
+                  activation: str | None = None, negative_slope: float = 0.01, dtype: Any = None,
+                  out: Array | None = None, num_threads: int | None = None) -> Array:
     """Instance normalization over the spatial axes of every (instance, channel).
 
     ``y = act((x - mean) / sqrt(var + eps) * weight[c] + bias[c])`` with the mean and
@@ -272,14 +278,14 @@ def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike
             E = _engine or _fast_engine()
             if E is not None:
                 return E.fast_norm_cf(x, code, eps)
-    return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, out,
+    return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out,
                  num_threads)
 
 
 def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, bias: ArrayLike | None = None,
                *, eps: float = 1e-5, channel_axis: int | None = None, layout: str | None = None,
-               activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
-               num_threads: int | None = None) -> Array:
+               activation: str | None = None, negative_slope: float = 0.01, dtype: Any = None,
+               out: Array | None = None, num_threads: int | None = None) -> Array:
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
@@ -299,22 +305,22 @@ def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, b
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(group_norm, locals())
-    return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, out,
+    return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out,
                  num_threads)
 
 
 def _norm(x: ArrayLike, num_groups: Any, weight: Any, bias: Any, eps: Any, channel_axis: Any, activation: Any,
-          negative_slope: Any, out: Any, num_threads: Any) -> Array:
+          negative_slope: Any, dtype: Any, out: Any, num_threads: Any) -> Array:
     """Validate once (in the order of the signature) and run the backend's norm;
     num_groups is V.PER_CHANNEL for instance norm."""
     be, x = _prep(x)
     a = V.validate_norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope,
-                        num_threads)
-    out = _out(be, out, x)
+                        num_threads, dtype)
+    out = _out(be, out, x, a.odtype, dtype)
     w, b = a.weight, a.bias
     if isinstance(out, np.ndarray):  # weight and bias are host arrays (copied to a GPU)
         w, b = _unshared(w, out), _unshared(b, out)
-    return be.norm(x, a.code, a.cl, a.G, w, b, a.eps, a.act, a.slope, out, a.nt)
+    return be.norm(x, a.code, a.cl, a.G, w, b, a.eps, a.act, a.slope, out, a.nt, a.ocode)
 
 
 def _moments(x: ArrayLike, channel_axis: Any, num_threads: Any) -> tuple[Any, ...]:
@@ -347,7 +353,8 @@ def instance_stats(x: ArrayLike, *, channel_axis: int | None = None, layout: str
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_stats, locals())
     code, count, mean, _, var = _moments(x, channel_axis, num_threads)
-    return F.mean_var(B.array_module(mean), count, mean, var, np.float64 if code == V.F64 else np.float32)
+    rdt = np.float64 if code == V.F64 or V.is_integer(code) else np.float32
+    return F.mean_var(B.array_module(mean), count, mean, var, rdt)
 
 
 class Moments:
@@ -475,8 +482,8 @@ def _check_var(v: Array) -> Array:
 
 def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike | None = None,
               bias: ArrayLike | None = None, *, eps: float = 1e-5, channel_axis: int | None = None,
-              layout: str | None = None, activation: str | None = None, negative_slope: float = 0.01, out: Array | None = None,
-              num_threads: int | None = None) -> Array:
+              layout: str | None = None, activation: str | None = None, negative_slope: float = 0.01,
+              dtype: Any = None, out: Array | None = None, num_threads: int | None = None) -> Array:
     """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
 
     ``mean`` and ``var`` have shape (N, C), or (C,) to broadcast over the batch
@@ -505,15 +512,17 @@ def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike |
     nt = V.check_threads(num_threads)
     w = V.check_vector(weight, "weight", C)
     b = V.check_vector(bias, "bias", C)
-    out = _out(be, out, x)
+    odtype, ocode = V.out_dtype(dtype, x.dtype, code)
+    out = _out(be, out, x, odtype, dtype)
     scale, shift = F.affine_coefs(xp, v, eps, w, b, (N, C))
     coefs = (m, xp.ascontiguousarray(scale), xp.ascontiguousarray(shift, dtype=xp.float64))
     mean_, scale, shift = (_unshared(a, out, xp) for a in coefs)
-    return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt)
+    return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt, ocode)
 
 
 def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_axis: int | None = None,
-          layout: str | None = None, alpha: float = 1.0, num_threads: int | None = None) -> Array:
+          layout: str | None = None, alpha: float = 1.0, dtype: Any = None,
+          num_threads: int | None = None) -> Array:
     """Adaptive instance normalization (Huang and Belongie, 2017).
 
     ``content`` normalized per (instance, channel), then scaled by the style's
@@ -555,17 +564,18 @@ def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_ax
         raise ValueError(f"style must have a batch of {N} or 1, got {Ns} (shape {V._shape_str(s.shape)})")
     eps = V.check_eps(eps)
     alpha = V.check_alpha(alpha)
+    odtype, ocode = V.out_dtype(dtype, x.dtype, code)
     nt = V.check_threads(num_threads)
     xp = be.xp
     tc = be.triples(x, code, cl, nt)
     ts = be.triples(s, scode, scl, nt)
     mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))
     return be.apply(x, code, cl, xp.ascontiguousarray(mean_c), xp.ascontiguousarray(scale),
-                    xp.ascontiguousarray(shift), 0, 0.0, None, nt)
+                    xp.ascontiguousarray(shift), 0, 0.0, None, nt, ocode)
 
 
 def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axis: int | None = None,
-                 activation: str | None = None, negative_slope: float = 0.01,
+                 activation: str | None = None, negative_slope: float = 0.01, dtype: Any = None,
                  num_threads: int | None = None) -> Array:
     """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
     of shape (N, C).  The building block of the interop layers (Dask blocks)."""
@@ -575,5 +585,6 @@ def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axi
     s = _per_channel(scale, "scale", N, C, xp)
     h = _per_channel(shift, "shift", N, C, xp)
     act, slope = V.check_activation(activation, negative_slope)
+    _, ocode = V.out_dtype(dtype, x.dtype, code)
     nt = V.check_threads(num_threads)
-    return be.apply(x, code, cl, m, s, h, act, slope, None, nt)
+    return be.apply(x, code, cl, m, s, h, act, slope, None, nt, ocode)

@@ -61,10 +61,12 @@ class ComputeBackend(Protocol):
         ...
 
     def norm(self, x: Array, code: int, cl: bool, G: int, weight: Array | None, bias: Array | None,
-             eps: float, act: int, slope: float, out: Array | None, nt: int | None) -> Array:
+             eps: float, act: int, slope: float, out: Array | None, nt: int | None,
+             ocode: int | None = None) -> Array:
         """Statistics per (instance, group of C // G channels), then the
         normalized, affine, activated output, as ``_api.instance_norm``
-        documents it; weight and bias are float64 (C,) host arrays or None."""
+        documents it; weight and bias are float64 (C,) host arrays or None.
+        ocode: the output's dtype code (None: x's; required for integer x)."""
         ...
 
     def triples(self, x: Array, code: int, cl: bool, nt: int | None) -> Array:
@@ -78,8 +80,9 @@ class ComputeBackend(Protocol):
         ...
 
     def apply(self, x: Array, code: int, cl: bool, mean: Array, scale: Array, shift: Array,
-              act: int, slope: float, out: Array | None, nt: int | None) -> Array:
-        """``act((x - mean) * scale + shift)`` per (instance, channel)."""
+              act: int, slope: float, out: Array | None, nt: int | None, ocode: int | None = None) -> Array:
+        """``act((x - mean) * scale + shift)`` per (instance, channel), in the
+        dtype of ocode (None: x's)."""
         ...
 
 

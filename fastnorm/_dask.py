@@ -150,10 +150,11 @@ def _apply_block(block: Any, mean: Any, scale: Any, shift: Any, cl: bool, rest: 
 def _apply(x: Any, cl: bool, mean: Any, scale: Any, shift: Any, rest: dict[str, Any]) -> Any:
     """Lazy act((x - mean) * scale + shift); mean/scale/shift: (N, C) dask
     arrays; rest: the apply keywords of the public function (activation,
-    negative_slope, num_threads), passed through to each block."""
+    negative_slope, dtype, num_threads), passed through to each block."""
     _known(x)
+    odtype, _ = V.out_dtype(rest.get("dtype"), x.dtype, V.dtype_code(x.dtype))
     return da.map_blocks(_apply_block, x, _kd(mean, x, cl), _kd(scale, x, cl), _kd(shift, x, cl),
-                         cl, rest, dtype=x.dtype, meta=x._meta)
+                         cl, rest, dtype=odtype, meta=x._meta.astype(odtype))
 
 
 def _affine_coefs(t: Any, eps: Any, weight: Any, bias: Any) -> Any:
@@ -170,7 +171,7 @@ def _norm_args(x: Any, kw: dict[str, Any], num_groups: Any = V.PER_CHANNEL) -> t
     """(x in native byte order, NormArgs) of a norm's bound arguments."""
     x, _ = _check(x, kw["channel_axis"], kw["out"], min_ndim=3 if num_groups is V.PER_CHANNEL else 2)
     a = V.validate_norm(x, num_groups, kw["weight"], kw["bias"], kw["eps"], kw["channel_axis"],
-                        kw["activation"], kw["negative_slope"], kw["num_threads"])
+                        kw["activation"], kw["negative_slope"], kw["num_threads"], kw["dtype"])
     return x, a
 
 
@@ -193,7 +194,7 @@ def _map_planes(x: Any, a: Any, fn: Callable[..., Any], kw: dict[str, Any], Cg: 
         groups = () if fn is _api.instance_norm else ((c1 - c0) // Cg,)
         return fn(blk, *groups, w, b, channel_axis=-1 if a.cl else 1, **rest)
 
-    return x.map_blocks(block, dtype=x.dtype, meta=x._meta)
+    return x.map_blocks(block, dtype=a.odtype, meta=x._meta.astype(a.odtype))
 
 
 #: the keywords the normalize pass does not take (they are consumed before it)

@@ -150,6 +150,32 @@ def as_real(a: Any, name: str, what: str, kind: str, xp: Any = np) -> Any:
     return arr
 
 
+#: output dtype codes (dtype=): the floating types
+_OUT_NAMES = "float16, float32, float64 or ml_dtypes.bfloat16"
+
+
+def is_integer(code: int) -> bool:
+    """Whether a dtype code is an integer input type (read as exact values)."""
+    return code not in (F16, F32, F64, BF16)
+
+
+def out_dtype(dtype: Any, x_dtype: Any, code: int) -> tuple[Any, int]:
+    """(output dtype, its code) for dtype= (None: x's dtype for floating
+    inputs, float32 for integer inputs)."""
+    if dtype is None:
+        if is_integer(code):
+            return np.dtype(np.float32), F32
+        return x_dtype, code
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be None or a floating dtype ({_OUT_NAMES}), got {dtype!r}") from None
+    oc = _CODES.get(d) if d.kind == "f" else (BF16 if d.name == "bfloat16" else None)
+    if oc is None:
+        raise TypeError(f"dtype must be None or a floating dtype ({_OUT_NAMES}), got {dtype!r}")
+    return d, oc
+
+
 def check_out(out: Any, shape: Any, dtype: Any, name: str = "out", array_type: Any = np.ndarray,
               type_name: str = "numpy.ndarray") -> Any:
     """A writeable C-contiguous array of the backend's type with x's shape and dtype."""
@@ -236,10 +262,13 @@ class NormArgs(NamedTuple):
     act: int                     #: activation code (ACTIVATIONS)
     slope: float                 #: leaky_relu's negative slope
     nt: int | None               #: num_threads
+    odtype: Any                  #: output dtype
+    ocode: int                   #: its code
 
 
 def validate_norm(x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, channel_axis: Any,
-                  activation: Any, negative_slope: Any, num_threads: Any, name: str = "x") -> NormArgs:
+                  activation: Any, negative_slope: Any, num_threads: Any, dtype: Any = None,
+                  name: str = "x") -> NormArgs:
     """Every argument of instance_norm / group_norm but ``out``, checked in
     the order of the signature: one place for the eager path and for Dask.
     ``x`` needs only ``shape`` and ``dtype`` (native byte order): a NumPy,
@@ -255,7 +284,8 @@ def validate_norm(x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, cha
     nt = check_threads(num_threads)
     w = check_vector(weight, "weight", C)
     b = check_vector(bias, "bias", C)
-    return NormArgs(code, cl, C, G, w, b, eps, act, slope, nt)
+    odtype, ocode = out_dtype(dtype, x.dtype, code)
+    return NormArgs(code, cl, C, G, w, b, eps, act, slope, nt, odtype, ocode)
 
 
 #: the letters of a layout's spatial axes
