@@ -20,20 +20,20 @@ from .. import _validate as V
 from . import _names
 
 xp = cp
-CHUNK = 16384          # FN_CHUNK in kernels.cu
-CL_ROWS = 256          # FN_CL_ROWS
-MAX_GRID_YZ = 65535
 TNAME = {V.F16: "__half", V.F32: "float", V.F64: "double", V.BF16: "__nv_bfloat16"}
 _NULL = np.uint64(0)   # a null device pointer for optional weight / bias
 
 
 @functools.lru_cache(maxsize=None)
+def _source():
+    with open(os.path.join(os.path.dirname(__file__), "kernels.cu")) as f:
+        return f.read()
+
+
+@functools.lru_cache(maxsize=None)
 def _module(device_id):
-    path = os.path.join(os.path.dirname(__file__), "kernels.cu")
-    with open(path) as f:
-        code = f.read()
     with cp.cuda.Device(device_id):
-        mod = cp.RawModule(code=code, options=("-std=c++14",), name_expressions=_names.names())
+        mod = cp.RawModule(code=_source(), options=_names.options(), name_expressions=_names.names())
         mod.compile()
     return mod
 
@@ -90,10 +90,10 @@ def _shape(x, cl):
 # ---------------------------------------------------------------- pieces
 def _cf_triples(x, t, P, L):
     """(P,) triples of P contiguous planes of length L (chunked + ordered merge)."""
-    nch = (L + CHUNK - 1) // CHUNK
+    nch = (L + _names.CHUNK - 1) // _names.CHUNK
     part = cp.empty((P * nch, 3), cp.float64)
-    for p0 in range(0, P, MAX_GRID_YZ):
-        pn = min(MAX_GRID_YZ, P - p0)
+    for p0 in range(0, P, _names.MAX_GRID_YZ):
+        pn = min(_names.MAX_GRID_YZ, P - p0)
         _fn(f"cf_partial<{t}>")((nch, pn), (256,),
                                 (x.reshape(-1)[p0 * L:], np.int64(pn), np.int64(L), np.int64(nch),
                                  part[p0 * nch:]))
@@ -104,10 +104,10 @@ def _cf_triples(x, t, P, L):
 
 def _cl_triples(x, t, N, S, C):
     """(N*C,) triples of x viewed as (N, S, C)."""
-    nch = (S + CL_ROWS - 1) // CL_ROWS
+    nch = (S + _names.CL_ROWS - 1) // _names.CL_ROWS
     part = cp.empty((N * nch * C, 3), cp.float64)
-    for n0 in range(0, N, MAX_GRID_YZ):
-        nn = min(MAX_GRID_YZ, N - n0)
+    for n0 in range(0, N, _names.MAX_GRID_YZ):
+        nn = min(_names.MAX_GRID_YZ, N - n0)
         _fn(f"cl_partial<{t}>")((nch, (C + 31) // 32, nn), (32, 8),
                                 (x.reshape(-1)[n0 * S * C:], np.int64(nn), np.int64(S), np.int64(C),
                                  np.int64(nch), part[n0 * nch * C:]))
@@ -137,8 +137,8 @@ def _cl_apply(x, y, t, N, S, C, mean, scale, shift, act, slope):
     if C % vec or x.data.ptr % 16 or y.data.ptr % 16:
         vec = 1
     rpb = 64
-    for n0 in range(0, N, MAX_GRID_YZ):
-        nn = min(MAX_GRID_YZ, N - n0)
+    for n0 in range(0, N, _names.MAX_GRID_YZ):
+        nn = min(_names.MAX_GRID_YZ, N - n0)
         off = n0 * S * C
         _fn(f"cl_apply<{t}, {vec}>")(((S + rpb - 1) // rpb, (C + 32 * vec - 1) // (32 * vec), nn), (32, 8),
                                      (x.reshape(-1)[off:], y.reshape(-1)[off:], np.int64(nn), np.int64(S),

@@ -13,8 +13,12 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#ifndef FN_CHUNK                // the backend passes both (from _names.py)
 #define FN_CHUNK 16384          // elements per statistics chunk (channels first)
+#endif
+#ifndef FN_CL_ROWS
 #define FN_CL_ROWS 256          // rows per statistics chunk (channels last)
+#endif
 
 template <typename T> struct Tr;
 template <> struct Tr<float> {
