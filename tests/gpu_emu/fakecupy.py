@@ -268,14 +268,14 @@ def _build(code, options, names):
     unit = [code, "\nstruct Triple;\nnamespace fnemu { template <> struct Name<Triple> "
             "{ static std::string s() { return \"triple\"; } }; }\n"]
     for i, n in enumerate(names):
-        unit.append(f'extern "C" int fnemu_launch_{i}(const unsigned *g, const unsigned *b, size_t sm, void **a, '
+        unit.append(f'FNEMU_EXPORT int fnemu_launch_{i}(const unsigned *g, const unsigned *b, size_t sm, void **a, '
                     f'char *e, size_t el) {{ return fnemu::launch(&{n}, g, b, sm, a, e, el); }}\n'
-                    f'extern "C" const char *fnemu_sig_{i}() {{ return fnemu::sig(&{n}); }}\n')
+                    f'FNEMU_EXPORT const char *fnemu_sig_{i}() {{ return fnemu::sig(&{n}); }}\n')
     src = "".join(unit)
     with open(SHIM) as f:
         shim = f.read()
     flags = ["-std=c++17", "-O1", "-fPIC", "-fno-strict-aliasing", "-fsanitize=alignment",
-             "-fno-sanitize-recover=all", "-w"] + defines
+             "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique", "-w"] + defines
     key = hashlib.sha256("\0".join([shim, src, " ".join(flags), CXX]).encode()).hexdigest()[:24]
     d = os.path.join(tempfile.gettempdir(), f"fastnorm-gpu-emu-{os.getuid()}")
     os.makedirs(d, exist_ok=True)

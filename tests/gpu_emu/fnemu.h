@@ -24,6 +24,12 @@
 #include <utility>
 #include <vector>
 
+// Several of these libraries live in one process (one per module and set of
+// -D options): everything is hidden (-fvisibility=hidden, -fno-gnu-unique,
+// so a template's static __shared__ array is not merged with another
+// library's of a different size); only the entry points are exported.
+#define FNEMU_EXPORT extern "C" __attribute__((visibility("default")))
+
 #define __global__
 #define __device__
 #define __host__
@@ -35,7 +41,6 @@
 
 struct uint3 { unsigned x, y, z; };
 struct dim3 { unsigned x, y, z; };
-struct alignas(16) uint4 { unsigned x, y, z, w; };
 
 // ------------------------------------------------------------- 16-bit floats
 struct __half { unsigned short __x; };
@@ -301,6 +306,23 @@ static int launch(void (*k)(A...), const unsigned *grid, const unsigned *block, 
 
 }  // namespace fnemu
 
+// 16-byte vector: a copy from or an assignment to memory checks the address
+// is 16-byte aligned (as the GPU requires) and moves the bytes with memcpy:
+// an aligned SSE move would crash the process instead of failing the launch.
+struct alignas(8) uint4 {
+    unsigned x, y, z, w;
+    uint4() = default;
+    uint4(const uint4 &o) { check(&o); memcpy(this, &o, 16); }
+    uint4 &operator=(const uint4 &o) { check(this); memcpy(this, &o, 16); return *this; }
+    static void check(const void *p) {
+        if ((uintptr_t)p & 15u) {
+            char b[96];
+            snprintf(b, sizeof b, "misaligned 16-byte access at %p", p);
+            fnemu::fail(b);
+        }
+    }
+};
+
 #define threadIdx (fnemu::me().idx)
 #define blockIdx (fnemu::G.blockIdx)
 #define blockDim (fnemu::G.block)
@@ -335,13 +357,13 @@ extern "C" void __ubsan_handle_type_mismatch_v1(void *, void *ptr) {
     snprintf(b, sizeof b, "misaligned or null access at %p", ptr);
     fnemu::fail(b);
 }
-extern "C" void __ubsan_handle_type_mismatch_v1_abort(void *d, void *ptr) { __ubsan_handle_type_mismatch_v1(d, ptr); }
+
 
 // threads run by the last launch, and those of them that loaded a 16-bit value
-extern "C" void fnemu_stats(long long *out) { out[0] = fnemu::G.threads_run; out[1] = fnemu::G.threads_loading; }
+FNEMU_EXPORT void fnemu_stats(long long *out) { out[0] = fnemu::G.threads_run; out[1] = fnemu::G.threads_loading; }
 
 // ------------------------------------------------- conversion test hooks
-extern "C" void fnemu_f2h(const float *a, unsigned short *o, long n) { for (long i = 0; i < n; i++) o[i] = __float2half_rn(a[i]).__x; }
-extern "C" void fnemu_h2f(const unsigned short *a, float *o, long n) { for (long i = 0; i < n; i++) { __half h; h.__x = a[i]; o[i] = __half2float(h); } }
-extern "C" void fnemu_f2b(const float *a, unsigned short *o, long n) { for (long i = 0; i < n; i++) o[i] = __float2bfloat16_rn(a[i]).__x; }
-extern "C" void fnemu_b2f(const unsigned short *a, float *o, long n) { for (long i = 0; i < n; i++) { __nv_bfloat16 h; h.__x = a[i]; o[i] = __bfloat162float(h); } }
+FNEMU_EXPORT void fnemu_f2h(const float *a, unsigned short *o, long n) { for (long i = 0; i < n; i++) o[i] = __float2half_rn(a[i]).__x; }
+FNEMU_EXPORT void fnemu_h2f(const unsigned short *a, float *o, long n) { for (long i = 0; i < n; i++) { __half h; h.__x = a[i]; o[i] = __half2float(h); } }
+FNEMU_EXPORT void fnemu_f2b(const float *a, unsigned short *o, long n) { for (long i = 0; i < n; i++) o[i] = __float2bfloat16_rn(a[i]).__x; }
+FNEMU_EXPORT void fnemu_b2f(const unsigned short *a, float *o, long n) { for (long i = 0; i < n; i++) { __nv_bfloat16 h; h.__x = a[i]; o[i] = __bfloat162float(h); } }
