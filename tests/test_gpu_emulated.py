@@ -29,12 +29,15 @@ except ImportError:  # pragma: no cover
     ml_dtypes = None
     BF16 = None
 
-CHUNK, CL_ROWS = 1024, 16     # small chunks: split planes and many chunks at small shapes
+# small chunks: split planes and many chunks at small shapes; channels-last
+# apply tiles of 32 channels, so C = 40 takes the tiled kernel
+CHUNK, CL_ROWS, CL_CT = 1024, 16, 32
 DTYPES = [np.float32, np.float64, np.float16] + ([BF16] if BF16 is not None else [])
 # channels first: a warp plane (<= 256), a block plane (<= 8192), a split plane (> 8192)
 CF_SHAPES = [(3, 4, 5, 7), (2, 3, 40, 50), (1, 2, 97, 101)]
-# channels last: C = 3, C = 16 (a multiple of every vector width), C = 40
-CL_SHAPES = [(2, 9, 11, 3), (2, 7, 5, 16), (1, 6, 7, 40)]
+# channels last: C = 3, C = 16 (a multiple of every vector width), C = 40 and
+# C = 37 (tiled apply, vector and scalar)
+CL_SHAPES = [(2, 9, 11, 3), (2, 7, 5, 16), (1, 6, 7, 40), (2, 5, 3, 37)]
 VARIANTS = [dict(), dict(affine=True, activation="relu"), dict(affine=True, activation="leaky_relu", slope=0.2),
             dict(activation="silu")]
 
@@ -44,6 +47,7 @@ def be():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_names, "CHUNK", CHUNK)
         mp.setattr(_names, "CL_ROWS", CL_ROWS)
+        mp.setattr(_names, "CL_CT", CL_CT)
         with cp.installed() as backend:
             yield backend
 
@@ -234,8 +238,19 @@ BROKEN = {
     # a lane that leaves before its warp's shuffles: a deadlock the emulator reports
     "a lane exits before the warp's shuffles":
         ("    if (p >= P) return;\n", "    if (p >= P || ((threadIdx.x & 31) == 5 && p == P - 1)) return;\n"),
-    "cl_partial without its barrier":
-        ("    s2s[threadIdx.y][threadIdx.x] = q;\n    __syncthreads();\n", "    s2s[threadIdx.y][threadIdx.x] = q;\n"),
+    "cl_partial without its barrier": ("    s2s[t] = q;\n    __syncthreads();\n", "    s2s[t] = q;\n"),
+    "cl_partial's tree without its barrier":
+        ("            s2s[t] += s2s[t + h * ct];\n        }\n        __syncthreads();\n",
+         "            s2s[t] += s2s[t + h * ct];\n        }\n"),
+    "channels-last apply reads its coefficients unsynchronized":
+        ("        csf[c] = (W)shift[j];\n    }\n    __syncthreads();\n", "        csf[c] = (W)shift[j];\n    }\n"),
+    # a 16-byte access where a row is not 16-byte aligned (rows of 9797 floats)
+    "cf_apply without its alignment check":
+        ("    bool aligned = ((((unsigned long long)(xp + s0)) | ((unsigned long long)(yp + s0))) & 15ull) == 0;\n",
+         "    bool aligned = true;\n"),
+    "fused block reads its group's coefficients unsynchronized":
+        ("            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);\n        }\n        __syncthreads();\n",
+         "            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);\n        }\n"),
 }
 
 
@@ -251,11 +266,12 @@ def test_emulator_catches_a_broken_kernel(be, broken, monkeypatch):
     be._function.cache_clear()
     try:
         failed = 0
-        cases = [((2, 3, 40, 50), 1), ((1, 2, 97, 101), 1), ((3, 4, 5, 7), 1), ((2, 37, 11, 40), -1)]
-        for shape, ax in cases:
+        cases = [((2, 3, 40, 50), 1, None), ((1, 2, 97, 101), 1, None), ((3, 4, 5, 7), 1, None),
+                 ((2, 6, 30, 40), 1, 2), ((2, 37, 11, 40), -1, None), ((2, 300, 3), -1, None)]
+        for shape, ax, G in cases:
             x = make(shape, np.float32)
             try:
-                y, ref = run_norm(x, ax)
+                y, ref = run_norm(x, ax, G=G)
                 R.assert_close(y.get(), ref)
             except (AssertionError, RuntimeError):
                 failed += 1
@@ -263,3 +279,105 @@ def test_emulator_catches_a_broken_kernel(be, broken, monkeypatch):
     finally:
         be._module.cache_clear()
         be._function.cache_clear()
+
+
+# ------------------------------------------------------ issue 19 defects
+def _on_device_1(x):
+    with cp.cuda.Device(1):
+        return cp.asarray(x)
+
+
+@pytest.mark.parametrize("shape, channel_axis", [((2, 6, 4, 5), 1), ((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1),
+                                                 ((2, 9, 11, 6), -1)])
+def test_memory_on_x_device(be, shape, channel_axis):
+    """#2: x on device 1 while device 0 is current: outputs, coefficients and
+    every launch on device 1 (the fake refuses a launch with an array of
+    another device)."""
+    x = make(shape, np.float32)
+    g = _on_device_1(x)
+    C = x.shape[channel_axis]
+    w, b = affine(C)
+    assert cp.cuda.Device().id == 0
+    cp.LAUNCHES.clear()
+    y = fastnorm.instance_norm(g, w, b, channel_axis=channel_axis, activation="silu")
+    assert y.device.id == 1
+    R.assert_close(y.get(), R.instance_norm(x, w, b, 1e-5, channel_axis, "silu"))
+    y = fastnorm.group_norm(g, 3, w, b, channel_axis=channel_axis) if C % 3 == 0 else y
+    mean, var = fastnorm.instance_stats(g, channel_axis=channel_axis)
+    assert mean.device.id == 1 and var.device.id == 1
+    rm, rv = R.stats(x, channel_axis)
+    np.testing.assert_allclose(mean.get(), rm, rtol=1e-6)
+    y = fastnorm.normalize(g, rm, rv, w, b, channel_axis=channel_axis)       # host statistics
+    assert y.device.id == 1
+    R.assert_close(y.get(), R.normalize(x, rm, rv, w, b, channel_axis=channel_axis))
+    y = fastnorm.normalize(g, cp.asarray(rm), cp.asarray(rv), channel_axis=channel_axis)   # on device 0
+    R.assert_close(y.get(), R.normalize(x, rm, rv, channel_axis=channel_axis))
+    y = fastnorm.adain(g, g[:1], channel_axis=channel_axis)
+    assert y.device.id == 1
+    R.assert_close(y.get(), R.adain(x, x[:1], 1e-5, channel_axis))
+    with cp.cuda.Device(1):
+        out = cp.empty(x.shape, x.dtype)
+    assert fastnorm.instance_norm(g, out=out, channel_axis=channel_axis) is out
+    R.assert_close(out.get(), R.instance_norm(x, channel_axis=channel_axis))
+    assert cp.LAUNCHES and {L.device for L in cp.LAUNCHES} == {1}
+
+
+@pytest.mark.parametrize("shape, channel_axis, G", [((9, 8, 3, 4), 1, None), ((5, 4, 30, 40), 1, None),
+                                                    ((5, 2, 97, 101), 1, None), ((4, 6, 20, 30), 1, 2),
+                                                    ((5, 3, 2, 300), -1, None), ((7, 3, 2, 300), -1, 3),
+                                                    ((4, 40, 2000), -1, None), ((5, 200, 3), -1, None)])
+def test_grid_limits_tiled(be, monkeypatch, shape, channel_axis, G):
+    """#7: with the device's grid limits shrunk to 7 blocks in x and 3 in y and
+    z, every launch still fits (the fake refuses one that does not) and the
+    results are right: the backend loops over tiles."""
+    monkeypatch.setitem(cp.LIMITS, "grid_x", 7)
+    monkeypatch.setitem(cp.LIMITS, "grid_yz", 3)
+    monkeypatch.setattr(_names, "MAX_GRID_X", 7)
+    monkeypatch.setattr(_names, "MAX_GRID_YZ", 3)
+    x = make(shape, np.float32)
+    y, ref = run_norm(x, channel_axis, G=G, variant=VARIANTS[1])
+    R.assert_close(y.get(), ref)
+    rm, rv = R.stats(x, channel_axis)
+    R.assert_close(fastnorm.normalize(cp.asarray(x), rm, rv, channel_axis=channel_axis).get(),
+                   R.normalize(x, rm, rv, channel_axis=channel_axis))
+    t = fastnorm.instance_moments(cp.asarray(x), channel_axis=channel_axis)
+    np.testing.assert_allclose(t.m2.get(), fastnorm.instance_moments(x, channel_axis=channel_axis).m2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float16] + ([BF16] if BF16 is not None else []), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(2, 2048, 3), (2, 512, 12), (2, 96, 64), (1, 40, 520), (1, 16, 1100)])
+def test_channels_last_lanes_busy(be, dtype, shape, monkeypatch):
+    """#5: channels-last statistics and apply keep the block's lanes busy for
+    any C (C = 3, C not a multiple of the vector width, C = 64, C above the
+    apply's channel tile): at least 90% of the threads launched load data
+    (the emulator counts 16-bit loads).  Production sizes, in a fresh backend."""
+    for k in ("CHUNK", "CL_ROWS", "CL_CT"):
+        monkeypatch.setattr(_names, k, getattr(_names, k))
+    _names.CHUNK, _names.CL_ROWS, _names.CL_CT = 16384, 256, 1024
+    x = make(shape, dtype)
+    with cp.installed():
+        cp.LAUNCHES.clear()
+        y, ref = run_norm(x, -1)
+    R.assert_close(y.get(), ref, dtype)
+    cl = [L for L in cp.LAUNCHES if L.name.startswith("cl_")]
+    assert {L.name.split("<")[0] for L in cl} >= {"cl_partial"} and len(cl) >= 2
+    for L in cl:
+        assert L.loading >= 0.9 * L.threads, (L.name, L.grid, L.block, L.loading, L.threads)
+
+
+def test_one_module_per_dtype_compiled_lazily(be):
+    """#4: a float32 call compiles the float32 kernels only (and the common
+    ones), a float16 call then adds its own module; the options are stable."""
+    with cp.installed() as fresh:
+        cp.RawModule.compiled.clear()
+        run_norm(make((2, 3, 40, 50), np.float32), 1)
+        run_norm(make((2, 9, 11, 3), np.float32), -1)
+        mods = list(cp.RawModule.compiled)
+        names = [n for _, ne in mods for n in ne]
+        assert names and all("<" not in n or "<float" in n for n in names), names
+        assert {n for n in _names.names() if "<float" in n} <= set(names)
+        run_norm(make((2, 3, 40, 50), np.float16), 1)
+        new = cp.RawModule.compiled[len(mods):]
+        assert len(new) == 1 and all("<" not in n or "<__half" in n for n in new[0][1]), new
+        assert len({o for o, _ in cp.RawModule.compiled}) == 1
+        assert fresh is not be
