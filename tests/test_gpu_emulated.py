@@ -9,9 +9,6 @@ scalar types, pointee dtypes, device of every array, grid limits, guard bytes).
 The chunk sizes are shrunk (FN_CHUNK, FN_CL_ROWS, passed by the backend from
 fastnorm/_gpu/_names.py) so small shapes reach the split and chunked paths.
 """
-import os
-import shutil
-
 import numpy as np
 import pytest
 
@@ -90,7 +87,8 @@ def test_instance_norm(be, dtype, shape, channel_axis, variant):
 @pytest.mark.parametrize("shape, channel_axis, G", [((2, 6, 4, 9), 1, 3), ((2, 6, 30, 40), 1, 2),
                                                     ((1, 4, 60, 70), 1, 2), ((2, 6, 10), 1, 1),
                                                     ((2, 9, 11, 6), -1, 3), ((2, 5, 8, 16), -1, 4),
-                                                    ((1, 30, 12), -1, 1)])
+                                                    ((1, 30, 12), -1, 1),
+                                                    ((2, 600, 3), 1, 1)])   # Cg > FUSED_CG: the split path
 def test_group_norm(be, dtype, shape, channel_axis, G):
     x = make(shape, dtype, seed=G)
     y, ref = run_norm(x, channel_axis, G=G, variant=VARIANTS[G % len(VARIANTS)])

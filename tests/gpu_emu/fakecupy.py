@@ -265,8 +265,8 @@ def _build(code, options, names):
     if not CXX:
         raise RuntimeError("no host C++ compiler (g++) for the CUDA emulator")
     defines = [o for o in options if o.startswith("-D")]
-    unit = [code, "\nstruct Triple;\nnamespace fnemu { template <> struct Name<Triple> "
-            "{ static std::string s() { return \"triple\"; } }; }\n"]
+    unit = [code, ("\nstruct Triple;\nnamespace fnemu { template <> struct Name<Triple> "
+                   "{ static std::string s() { return \"triple\"; } }; }\n")]
     for i, n in enumerate(names):
         unit.append(f'FNEMU_EXPORT int fnemu_launch_{i}(const unsigned *g, const unsigned *b, size_t sm, void **a, '
                     f'char *e, size_t el) {{ return fnemu::launch(&{n}, g, b, sm, a, e, el); }}\n'
