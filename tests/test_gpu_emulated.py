@@ -9,6 +9,8 @@ scalar types, pointee dtypes, device of every array, grid limits, guard bytes).
 The chunk sizes are shrunk (FN_CHUNK, FN_CL_ROWS, passed by the backend from
 fastnorm/_gpu/_names.py) so small shapes reach the split and chunked paths.
 """
+import sys
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,11 @@ import _reference as R
 from fastnorm._gpu import _names
 from gpu_emu import fakecupy as cp
 
-pytestmark = pytest.mark.skipif(not cp.CXX, reason="no host C++ compiler (g++) to build the CUDA emulator")
+pytestmark = [
+    pytest.mark.skipif(not cp.CXX, reason="no host C++ compiler (g++) to build the CUDA emulator"),
+    # ucontext fibers and the linker's __start_/__stop_ section symbols: ELF (Linux) only
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CUDA emulator runs on Linux only"),
+]
 
 try:
     import ml_dtypes
