@@ -23,7 +23,8 @@ def compile_report(tmp_path, arch):
     unit = tmp_path / "all_kernels.cu"
     unit.write_text(src + "\nstatic void *fn_all[] = {\n" + refs + "\n};\nvoid *fn_keep(int i) { return fn_all[i]; }\n")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # e.g. a sanitizer run
-    r = subprocess.run([NVCC, "-c", "-std=c++17", f"-arch={arch}", "-Xptxas", "-v", str(unit),
+    defines = [o for o in _names.options() if o.startswith("-D")]   # as the backend compiles
+    r = subprocess.run([NVCC, "-c", "-std=c++17", f"-arch={arch}", "-Xptxas", "-v", *defines, str(unit),
                         "-o", str(tmp_path / "all.o")], capture_output=True, text=True, env=env)
     return r.returncode, r.stdout + r.stderr
 

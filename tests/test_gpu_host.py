@@ -66,7 +66,7 @@ def test_kernel_functions_cached_per_device_and_name(gpu_backend, monkeypatch):
             got.append(name)
             return object()
 
-    monkeypatch.setattr(be, "_module", lambda dev: Mod())
+    monkeypatch.setattr(be, "_module", lambda dev, t: Mod())
     be._function.cache_clear()
-    f1, f2 = be._fn("merge_chunks"), be._fn("merge_chunks")
+    f1, f2 = be._fn("merge_chunks", "float"), be._fn("merge_chunks", "float")
     assert f1 is f2 and got == ["merge_chunks"]

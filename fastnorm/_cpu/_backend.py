@@ -49,6 +49,11 @@ def _threads(nt: int | None) -> int:
     return min(nt, _MAX_THREADS)
 
 
+def _one_type(code: int, ocode: int | None) -> None:
+    if V.is_integer(code) or (ocode is not None and ocode != code):
+        raise TypeError("integer inputs and dtype= are not built into this engine yet")
+
+
 def asarray(x: Any, name: str = "x") -> np.ndarray:
     return V.as_numpy(x, name)
 
@@ -72,7 +77,9 @@ def _prepare(x: Any, out: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def norm(x: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, bias: np.ndarray | None,
-         eps: float, act: int, slope: float, out: np.ndarray | None, nt: int | None) -> np.ndarray:
+         eps: float, act: int, slope: float, out: np.ndarray | None, nt: int | None,
+         ocode: int | None = None) -> np.ndarray:
+    _one_type(code, ocode)
     if code == V.F32:  # float32 data and float32 coefficients stay in range
         return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
     return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
@@ -176,7 +183,8 @@ def moments(x: np.ndarray, code: int, cl: bool, nt: int | None
 
 
 def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-          act: int, slope: float, out: np.ndarray | None, nt: int | None) -> np.ndarray:
+          act: int, slope: float, out: np.ndarray | None, nt: int | None, ocode: int | None = None) -> np.ndarray:
+    _one_type(code, ocode)
     """mean, scale, shift: float64 C-contiguous (N, C)."""
     x, y = _prepare(x, out)
     shape = x.shape

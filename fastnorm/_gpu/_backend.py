@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import cupy as cp
-from typing import Any, Callable
-
 import numpy as np
 
 from .. import _formulas as F
@@ -24,37 +23,55 @@ from . import _names
 
 xp = cp
 ARRAY_TYPE = cp.ndarray
-CHUNK = 16384          # FN_CHUNK in kernels.cu
-CL_ROWS = 256          # FN_CL_ROWS
-MAX_GRID_YZ = 65535
 TNAME = {V.F16: "__half", V.F32: "float", V.F64: "double", V.BF16: "__nv_bfloat16"}
 _NULL = np.uint64(0)   # a null device pointer for optional weight / bias
 
 
 @functools.lru_cache(maxsize=None)
-def _module(device_id: int) -> Any:
-    path = os.path.join(os.path.dirname(__file__), "kernels.cu")
-    with open(path) as f:
-        code = f.read()
+def _source() -> str:
+    with open(os.path.join(os.path.dirname(__file__), "kernels.cu")) as f:
+        return f.read()
+
+
+@functools.lru_cache(maxsize=None)
+def _module(device_id: int, t: Any) -> Any:
+    """The kernels of storage type t (and the common ones) on a device,
+    compiled on first use: a call compiles its own dtype only.  Same source
+    and options every time, so CuPy's disk cache serves later processes."""
     with cp.cuda.Device(device_id):
-        mod = cp.RawModule(code=code, options=("-std=c++14",), name_expressions=_names.names())
+        mod = cp.RawModule(code=_source(), options=_names.options(), name_expressions=_names.names(t))
         mod.compile()
     return mod
 
 
 @functools.lru_cache(maxsize=None)
-def _function(device_id: int, name: str) -> Any:
-    return _module(device_id).get_function(name)
+def _function(device_id: int, t: Any, name: str) -> Any:
+    return _module(device_id, t).get_function(name)
 
 
-def _fn(name: str) -> Any:
-    """The kernel `name` of the current device's module, looked up once per
-    (device, name): a RawModule lookup per launch cost a new RawKernel each time."""
-    return _function(cp.cuda.Device().id, name)
+def _fn(name: str, t: Any) -> Any:
+    """The kernel `name` of type t's module on the current device, looked up
+    once per (device, name): a RawModule lookup per launch cost a new
+    RawKernel each time."""
+    return _function(cp.cuda.Device().id, t, name)
 
 
-def _grid1(n: int, block: Any = 256) -> tuple[int]:
-    return (max(1, (int(n) + block - 1) // block),)
+_T = 256   # threads per block of the small grid-stride kernels
+
+
+def _grid1(n: int) -> tuple[int]:
+    return (max(1, min((int(n) + _T - 1) // _T, _names.MAX_GRID_X)),)
+
+
+def _tiles(n: int, limit: Any) -> Any:
+    """(start, count) tiles of range(n) of at most `limit`: launches stay
+    within the device's grid limits (kernels take the start as an offset)."""
+    for s in range(0, n, limit):
+        yield s, min(limit, n - s)
+
+
+def _cdiv(a: Any, b: Any) -> int:
+    return (a + b - 1) // b
 
 
 # ------------------------------------------------------------ validation
@@ -67,6 +84,8 @@ def check_out(out: Any, shape: Any, dtype: Any) -> Any:
 
 
 def _prepare(x: Any, out: Any) -> tuple[Any, Any]:
+    """x C-contiguous and the output array; called inside ``with x.device``,
+    so a copy or a new output lands on x's device."""
     if out is not None and out.device != x.device:
         raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
     if not x.flags.c_contiguous:
@@ -81,7 +100,16 @@ def _prepare(x: Any, out: Any) -> tuple[Any, Any]:
 
 
 def _dvec(a: Any) -> Any:
-    return _NULL if a is None else cp.asarray(a, dtype=cp.float64)
+    """a (host or device, any real dtype) as contiguous 1-D float64 on the
+    current device (x's: called inside ``with x.device``); None -> a null
+    pointer.  A device array of another device is copied over (CuPy's copy()
+    allocates on the current device)."""
+    if a is None:
+        return _NULL
+    a = cp.asarray(a, dtype=cp.float64)
+    if a.device != cp.cuda.Device():
+        a = a.copy()
+    return cp.ascontiguousarray(a).reshape(-1)
 
 
 def _shape(x: Any, cl: bool) -> tuple[int, int, int]:
@@ -93,128 +121,153 @@ def _shape(x: Any, cl: bool) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------- pieces
 def _cf_triples(x: Any, t: Any, P: int, L: int) -> Any:
-    """(P,) triples of P contiguous planes of length L (chunked + ordered merge)."""
-    nch = (L + CHUNK - 1) // CHUNK
+    """(P, 3) triples of P contiguous planes of length L (chunked + ordered merge)."""
+    nch = _cdiv(L, _names.CHUNK)
     part = cp.empty((P * nch, 3), cp.float64)
-    for p0 in range(0, P, MAX_GRID_YZ):
-        pn = min(MAX_GRID_YZ, P - p0)
-        _fn(f"cf_partial<{t}>")((nch, pn), (256,),
-                                (x.reshape(-1)[p0 * L:], np.int64(pn), np.int64(L), np.int64(nch),
-                                 part[p0 * nch:]))
+    f = _fn(f"cf_partial<{t}>", t)
+    for p0, pn in _tiles(P, _names.MAX_GRID_YZ):
+        for k0, nk in _tiles(nch, _names.MAX_GRID_X):
+            f((nk, pn), (256,), (x, np.int64(L), np.int64(nch), np.int64(p0), np.int64(k0), part))
     tri = cp.empty((P, 3), cp.float64)
-    _fn("merge_chunks")(_grid1(P), (256,), (part, np.int64(P), np.int64(1), np.int64(nch), tri))
+    _fn("merge_chunks", t)(_grid1(P), (_T,), (part, np.int64(P), np.int64(1), np.int64(nch), tri))
     return tri
 
 
 def _cl_triples(x: Any, t: Any, N: int, S: int, C: int) -> Any:
-    """(N*C,) triples of x viewed as (N, S, C)."""
-    nch = (S + CL_ROWS - 1) // CL_ROWS
+    """(N*C, 3) triples of x viewed as (N, S, C): chunks of `rows` rows (at
+    least CL_ROWS, about CHUNK elements per 256-channel tile), a block per
+    (chunk, tile of 256 channels, n), merged in order."""
+    rows = max(_names.CL_ROWS, _names.CHUNK // min(C, 256))
+    nch = _cdiv(S, rows)
     part = cp.empty((N * nch * C, 3), cp.float64)
-    for n0 in range(0, N, MAX_GRID_YZ):
-        nn = min(MAX_GRID_YZ, N - n0)
-        _fn(f"cl_partial<{t}>")((nch, (C + 31) // 32, nn), (32, 8),
-                                (x.reshape(-1)[n0 * S * C:], np.int64(nn), np.int64(S), np.int64(C),
-                                 np.int64(nch), part[n0 * nch * C:]))
+    f = _fn(f"cl_partial<{t}>", t)
+    for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
+        for c0, nc in _tiles(_cdiv(C, 256), _names.MAX_GRID_YZ):
+            for k0, nk in _tiles(nch, _names.MAX_GRID_X):
+                f((nk, nc, nn), (256,), (x, np.int64(S), np.int64(C), np.int64(rows), np.int64(nch), np.int64(k0),
+                                         np.int64(c0 * 256), np.int64(n0), part))
     tri = cp.empty((N * C, 3), cp.float64)
-    _fn("merge_chunks")(_grid1(N * C), (256,), (part, np.int64(N), np.int64(C), np.int64(nch), tri))
+    _fn("merge_chunks", t)(_grid1(N * C), (_T,), (part, np.int64(N), np.int64(C), np.int64(nch), tri))
     return tri
 
 
-def _coefs(tri: Any, N: int, C: int, Cg: int, w: Any, b: Any, eps: Any) -> tuple[Any, Any, Any]:
+def _coefs(tri: Any, t: Any, N: int, C: int, Cg: int, w: Any, b: Any, eps: Any) -> tuple[Any, Any, Any]:
     mean = cp.empty(N * C, cp.float64)
     scale = cp.empty(N * C, cp.float64)
     shift = cp.empty(N * C, cp.float64)
-    _fn("coefs_from_triples")(_grid1(N * C), (256,), (tri, np.int64(N), np.int64(C), np.int64(Cg), w, b,
-                                                       np.float64(eps), mean, scale, shift))
+    _fn("coefs_from_triples", t)(_grid1(N * C), (_T,), (tri, np.int64(N), np.int64(C), np.int64(Cg), w, b,
+                                                         np.float64(eps), mean, scale, shift))
     return mean, scale, shift
 
 
 def _cf_apply(x: Any, y: Any, t: Any, R: int, S: int, mean: Any, scale: Any, shift: Any, act: int, slope: float) -> None:
     per_block = 256 * 8 * (16 // x.itemsize)   # elements one block covers well
-    segs = max(1, min((S + per_block - 1) // per_block, 2**31 // max(R, 1) - 1))
-    _fn(f"cf_apply<{t}>")((R * segs,), (256,), (x, y, np.int64(R), np.int64(S), np.int64(segs), mean, scale,
-                                                 shift, np.int32(act), np.float64(slope)))
+    segs = max(1, min(_cdiv(S, per_block), _names.MAX_GRID_X))
+    f = _fn(f"cf_apply<{t}>", t)
+    for r0, nr in _tiles(R, max(1, _names.MAX_GRID_X // segs)):
+        f((nr * segs,), (256,), (x, y, np.int64(S), np.int64(segs), np.int64(r0), mean, scale, shift,
+                                 np.int32(act), np.float64(slope)))
 
 
 def _cl_apply(x: Any, y: Any, t: Any, N: int, S: int, C: int, mean: Any, scale: Any, shift: Any, act: int, slope: float) -> None:
     vec = 16 // x.itemsize
-    if C % vec or x.data.ptr % 16 or y.data.ptr % 16:
-        vec = 1
-    rpb = 64
-    for n0 in range(0, N, MAX_GRID_YZ):
-        nn = min(MAX_GRID_YZ, N - n0)
-        off = n0 * S * C
-        _fn(f"cl_apply<{t}, {vec}>")(((S + rpb - 1) // rpb, (C + 32 * vec - 1) // (32 * vec), nn), (32, 8),
-                                     (x.reshape(-1)[off:], y.reshape(-1)[off:], np.int64(nn), np.int64(S),
-                                      np.int64(C), np.int64(rpb), mean[n0 * C:], scale[n0 * C:],
-                                      shift[n0 * C:], np.int32(act), np.float64(slope)))
+    tail = (np.int32(act), np.float64(slope))
+    if C <= _names.CL_CT:
+        # flat: each slab's S*C elements in blocks of E (up to 4 vectors a thread)
+        SC = S * C
+        E = 256 * vec * max(1, min(4, SC // (256 * vec)))
+        f = _fn(f"cl_apply_flat<{t}>", t)
+        for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
+            for b0, nb in _tiles(_cdiv(SC, E), _names.MAX_GRID_X):
+                f((nb, 1, nn), (256,), (x, y, np.int64(S), np.int64(C), np.int64(E), np.int64(b0 * E),
+                                        np.int64(n0), mean, scale, shift) + tail)
+        return
+    rpb = max(1, 8192 // _names.CL_CT)      # rows per block: about 8192 elements
+    f = _fn(f"cl_apply_tile<{t}>", t)
+    for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
+        for c0, nc in _tiles(_cdiv(C, _names.CL_CT), _names.MAX_GRID_YZ):
+            for b0, nb in _tiles(_cdiv(S, rpb), _names.MAX_GRID_X):
+                f((nb, nc, nn), (256,), (x, y, np.int64(S), np.int64(C), np.int64(rpb), np.int64(b0 * rpb),
+                                         np.int64(c0 * _names.CL_CT), np.int64(n0), mean, scale, shift) + tail)
 
 
 # ------------------------------------------------------------ primitives
-def norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None) -> Any:
-    x, y = _prepare(x, out)
-    N, C, S = _shape(x, cl)
-    if x.size == 0:
-        return y
-    t = TNAME[code]
-    w = _dvec(weight)
-    b = _dvec(bias)
-    Cg = C // G
+# Each primitive runs inside ``with x.device``: outputs, temporaries and the
+# coefficient arrays (moved there where they live elsewhere) are on x's device.
+def _one_type(code: int, ocode: Any) -> None:
+    """TypeError for what the CUDA kernels do not do yet: integer inputs and
+    an output dtype other than the input's (both run on the CPU)."""
+    if V.is_integer(code) or (ocode is not None and ocode != code):
+        raise TypeError("integer inputs and dtype= other than x's dtype run on the CPU only for now; "
+                        "convert CuPy arrays with x.astype(...) first")
+
+
+def norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, ocode: Any = None) -> Any:
+    _one_type(code, ocode)
     with x.device:
+        x, y = _prepare(x, out)
+        N, C, S = _shape(x, cl)
+        if x.size == 0:
+            return y
+        t = TNAME[code]
+        w = _dvec(weight)
+        b = _dvec(bias)
+        Cg = C // G
         if not cl:
             P, L = N * G, Cg * S
+
+            def args(p0: Any) -> Any:
+                return (x, y, np.int64(P), np.int64(p0), np.int64(L), np.int64(G), np.int64(Cg), np.int64(S),
+                        w, b, np.float64(eps), np.int32(act), np.float64(slope))
             if L <= 32 * _names.WARP_K:
-                ppb = 8
-                _fn(f"cf_fused_warp<{t}, {_names.WARP_K}>")(
-                    ((P + ppb - 1) // ppb,), (32 * ppb,),
-                    (x, y, np.int64(P), np.int64(L), np.int64(G), np.int64(Cg), np.int64(S), w, b,
-                     np.float64(eps), np.int32(act), np.float64(slope)))
+                ppb = 8      # planes (warps) per block
+                f = _fn(f"cf_fused_warp<{t}, {_names.WARP_K}>", t)
+                for b0, nb in _tiles(_cdiv(P, ppb), _names.MAX_GRID_X):
+                    f((nb,), (32 * ppb,), args(b0 * ppb))
                 return y
-            if L <= _names.BLOCK_THREADS * _names.BLOCK_K and P <= 2**31 - 1:
-                _fn(f"cf_fused_block<{t}, {_names.BLOCK_K}>")(
-                    (P,), (_names.BLOCK_THREADS,),
-                    (x, y, np.int64(P), np.int64(L), np.int64(G), np.int64(Cg), np.int64(S), w, b,
-                     np.float64(eps), np.int32(act), np.float64(slope)))
+            if L <= _names.BLOCK_THREADS * _names.BLOCK_K and Cg <= _names.FUSED_CG:
+                f = _fn(f"cf_fused_block<{t}, {_names.BLOCK_K}>", t)
+                for p0, pn in _tiles(P, _names.MAX_GRID_X):
+                    f((pn,), (_names.BLOCK_THREADS,), args(p0))
                 return y
             tri = _cf_triples(x, t, P, L)
-            mean, scale, shift = _coefs(tri, N, C, Cg, w, b, eps)
+            mean, scale, shift = _coefs(tri, t, N, C, Cg, w, b, eps)
             _cf_apply(x, y, t, N * C, S, mean, scale, shift, act, slope)
             return y
         tri = _cl_triples(x, t, N, S, C)
         if G < C:
             g = cp.empty((N * G, 3), cp.float64)
-            _fn("merge_groups")(_grid1(N * G), (256,), (tri, np.int64(N * G), np.int64(Cg), g))
+            _fn("merge_groups", t)(_grid1(N * G), (_T,), (tri, np.int64(N * G), np.int64(Cg), g))
             tri = g
-        mean, scale, shift = _coefs(tri, N, C, Cg, w, b, eps)
+        mean, scale, shift = _coefs(tri, t, N, C, Cg, w, b, eps)
         _cl_apply(x, y, t, N, S, C, mean, scale, shift, act, slope)
     return y
 
 
 def triples(x: Any, code: int, cl: bool, nt: int | None) -> Any:
-    if not x.flags.c_contiguous:
-        x = cp.ascontiguousarray(x)
-    N, C, S = _shape(x, cl)
-    if N * C == 0:
-        return cp.empty((N, C, 3), cp.float64)
-    if S == 0:
-        t = cp.zeros((N, C, 3), cp.float64)
-        return t
-    t = TNAME[code]
+    _one_type(code, None)
     with x.device:
+        if not x.flags.c_contiguous:
+            x = cp.ascontiguousarray(x)
+        N, C, S = _shape(x, cl)
+        if N * C == 0:
+            return cp.empty((N, C, 3), cp.float64)
+        if S == 0:
+            return cp.zeros((N, C, 3), cp.float64)
+        t = TNAME[code]
         tri = _cl_triples(x, t, N, S, C) if cl else _cf_triples(x, t, N * C, S)
-    return tri.reshape(N, C, 3)
+        return tri.reshape(N, C, 3)
 
 
-def apply(x: Any, code: int, cl: bool, mean: Any, scale: Any, shift: Any, act: int, slope: float, out: Any, nt: int | None) -> Any:
-    x, y = _prepare(x, out)
-    N, C, S = _shape(x, cl)
-    if x.size == 0:
-        return y
-    t = TNAME[code]
-    m = cp.ascontiguousarray(cp.asarray(mean, cp.float64)).reshape(-1)
-    s = cp.ascontiguousarray(cp.asarray(scale, cp.float64)).reshape(-1)
-    h = cp.ascontiguousarray(cp.asarray(shift, cp.float64)).reshape(-1)
+def apply(x: Any, code: int, cl: bool, mean: Any, scale: Any, shift: Any, act: int, slope: float, out: Any, nt: int | None, ocode: Any = None) -> Any:
+    _one_type(code, ocode)
     with x.device:
+        x, y = _prepare(x, out)
+        N, C, S = _shape(x, cl)
+        if x.size == 0:
+            return y
+        t = TNAME[code]
+        m, s, h = _dvec(mean), _dvec(scale), _dvec(shift)
         if cl:
             _cl_apply(x, y, t, N, S, C, m, s, h, act, slope)
         else:
@@ -224,4 +277,5 @@ def apply(x: Any, code: int, cl: bool, mean: Any, scale: Any, shift: Any, act: i
 
 def moments(x: Any, code: int, cl: bool, nt: int | None) -> tuple[Any, Any, Any, Any]:
     t = triples(x, code, cl, nt)
-    return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
+    with t.device:
+        return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)

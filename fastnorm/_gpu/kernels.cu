@@ -13,8 +13,12 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#ifndef FN_CHUNK                // the backend passes both (from _names.py)
 #define FN_CHUNK 16384          // elements per statistics chunk (channels first)
+#endif
+#ifndef FN_CL_ROWS
 #define FN_CL_ROWS 256          // rows per statistics chunk (channels last)
+#endif
 
 template <typename T> struct Tr;
 template <> struct Tr<float> {
@@ -97,21 +101,27 @@ __device__ __forceinline__ A block_sum(A v, A *smem) {
     return smem[0];
 }
 
-// Per-channel affine of (plane p, element i of the plane): plane = (n, g) of Cg*S.
-__device__ __forceinline__ long long chan_of(long long p, long long i, long long G, long long Cg,
-                                             long long S) {
-    return (p % G) * Cg + (Cg == 1 ? 0 : i / S);
-}
-
 // ---------------------------------------------------------------- fused CF
 // One plane held in registers, read once and written once.  WARP=true: one
-// warp per plane (blockDim.x = 32 * planes_per_block); else one block per plane.
+// warp per plane (blockDim.x = 32 * planes_per_block); else one block per
+// plane.  A plane is (n, g): Cg channels of S elements, Cg * S = L <= 8192,
+// so element and channel indices fit an int.  The channel of element i is
+// tracked incrementally (no division per element): with Cg == 1 it never
+// changes and the coefficients are computed once per plane.  The block path
+// computes the plane's Cg coefficients once into shared memory (csc, csf:
+// Cg <= FN_FUSED_CG, checked by the host); the warp path reloads them where
+// a lane's channel changes.
+#ifndef FN_FUSED_CG
+#define FN_FUSED_CG 512
+#endif
+
 template <typename T, int K, bool WARP>
 __device__ __forceinline__ void fused_plane(const T *__restrict__ x, T *__restrict__ y, long long p,
-                                            long long L, long long G, long long Cg, long long S,
+                                            int L, long long G, int Cg, int S,
                                             const double *__restrict__ w, const double *__restrict__ b,
                                             double eps, int act, double slope, int tid, int nthr,
-                                            typename Tr<T>::Acc *smem) {
+                                            typename Tr<T>::Acc *smem, typename Tr<T>::W *csc,
+                                            typename Tr<T>::W *csf) {
     typedef typename Tr<T>::Acc A;
     typedef typename Tr<T>::W Wt;
     const T *xp = x + p * L;
@@ -121,7 +131,7 @@ __device__ __forceinline__ void fused_plane(const T *__restrict__ x, T *__restri
     A s1 = 0, s2 = 0;
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        long long i = (long long)k * nthr + tid;
+        int i = k * nthr + tid;
         v[k] = i < L ? Tr<T>::load(xp[i]) : Wt(0);
         A d = i < L ? (A)v[k] - sh : A(0);
         s1 += d;
@@ -138,45 +148,75 @@ __device__ __forceinline__ void fused_plane(const T *__restrict__ x, T *__restri
     double rstd = 1.0 / sqrt(t.m2 / t.n + eps);
     Wt hi, lo;
     split_mean<Wt>(t.mean, hi, lo);
+    const long long c0 = (p % G) * Cg;     // the plane's first channel
+    if (!WARP) {
+        for (int c = tid; c < Cg; c += nthr) {
+            csc[c] = (Wt)(w ? rstd * w[c0 + c] : rstd);
+            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);
+        }
+        __syncthreads();
+    }
+    // (q, r): channel within the plane and offset within it of element i
+    int q = tid / S, r = tid - q * S;
+    const int dq = nthr / S, dr = nthr - dq * S;
+    int qc = -1;
+    Wt sc = Wt(0), sf = Wt(0);
 #pragma unroll
     for (int k = 0; k < K; k++) {
-        long long i = (long long)k * nthr + tid;
+        int i = k * nthr + tid;
         if (i < L) {
-            long long c = chan_of(p, i, G, Cg, S);
-            Wt sc = (Wt)(w ? rstd * w[c] : rstd);
-            Wt sf = (Wt)(b ? b[c] : 0.0);
-            Wt r = ((v[k] - hi) - lo) * sc + sf;
-            yp[i] = Tr<T>::store(activate<Wt>(r, act, (Wt)slope));
+            if (WARP) {
+                if (q != qc) {
+                    qc = q;
+                    sc = (Wt)(w ? rstd * w[c0 + q] : rstd);
+                    sf = (Wt)(b ? b[c0 + q] : 0.0);
+                }
+            } else {
+                sc = csc[q];
+                sf = csf[q];
+            }
+            Wt z = ((v[k] - hi) - lo) * sc + sf;
+            yp[i] = Tr<T>::store(activate<Wt>(z, act, (Wt)slope));
         }
+        q += dq;
+        r += dr;
+        if (r >= S) { r -= S; q++; }
     }
 }
 
+// planes p0 + blockIdx.x * (blockDim.x / 32) + warp, below P
 template <typename T, int K>
-__global__ void __launch_bounds__(256, 1) cf_fused_warp(const T *__restrict__ x, T *__restrict__ y, long long P, long long L,
-                              long long G, long long Cg, long long S, const double *__restrict__ w,
-                              const double *__restrict__ b, double eps, int act, double slope) {
-    long long p = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+__global__ void __launch_bounds__(256, 1) cf_fused_warp(const T *__restrict__ x, T *__restrict__ y, long long P,
+                              long long p0, long long L, long long G, long long Cg, long long S,
+                              const double *__restrict__ w, const double *__restrict__ b, double eps,
+                              int act, double slope) {
+    long long p = p0 + (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (p >= P) return;
-    fused_plane<T, K, true>(x, y, p, L, G, Cg, S, w, b, eps, act, slope, threadIdx.x & 31, 32, nullptr);
+    fused_plane<T, K, true>(x, y, p, (int)L, G, (int)Cg, (int)S, w, b, eps, act, slope, threadIdx.x & 31, 32,
+                            nullptr, nullptr, nullptr);
 }
 
+// plane p0 + blockIdx.x
 template <typename T, int K>
-__global__ void __launch_bounds__(512, 1) cf_fused_block(const T *__restrict__ x, T *__restrict__ y, long long P, long long L,
-                               long long G, long long Cg, long long S, const double *__restrict__ w,
-                               const double *__restrict__ b, double eps, int act, double slope) {
+__global__ void __launch_bounds__(512, 1) cf_fused_block(const T *__restrict__ x, T *__restrict__ y, long long P,
+                               long long p0, long long L, long long G, long long Cg, long long S,
+                               const double *__restrict__ w, const double *__restrict__ b, double eps,
+                               int act, double slope) {
     __shared__ typename Tr<T>::Acc smem[32];
-    fused_plane<T, K, false>(x, y, (long long)blockIdx.x, L, G, Cg, S, w, b, eps, act, slope,
-                             threadIdx.x, blockDim.x, smem);
+    __shared__ typename Tr<T>::W csc[FN_FUSED_CG];
+    __shared__ typename Tr<T>::W csf[FN_FUSED_CG];
+    fused_plane<T, K, false>(x, y, p0 + (long long)blockIdx.x, (int)L, G, (int)Cg, (int)S, w, b, eps, act,
+                             slope, threadIdx.x, blockDim.x, smem, csc, csf);
 }
 
 // ------------------------------------------------------------ split planes
-// grid (nchunks, P): Welford triple of chunk k of plane p.
+// grid (nchunks, planes), offset by (k0, p0): Welford triple of chunk k of plane p.
 template <typename T>
-__global__ void __launch_bounds__(256, 1) cf_partial(const T *__restrict__ x, long long P, long long L, long long nchunks,
-                           Triple *__restrict__ part) {
+__global__ void __launch_bounds__(256, 1) cf_partial(const T *__restrict__ x, long long L, long long nchunks,
+                           long long p0, long long k0, Triple *__restrict__ part) {
     typedef typename Tr<T>::Acc A;
     __shared__ A smem[32];
-    long long p = blockIdx.y, k = blockIdx.x;
+    long long p = p0 + blockIdx.y, k = k0 + blockIdx.x;
     long long s0 = k * FN_CHUNK, s1e = s0 + FN_CHUNK < L ? s0 + FN_CHUNK : L;
     const T *xp = x + p * L;
     A sh = (A)Tr<T>::load(xp[s0]);
@@ -191,25 +231,30 @@ __global__ void __launch_bounds__(256, 1) cf_partial(const T *__restrict__ x, lo
     if (threadIdx.x == 0) part[p * nchunks + k] = finish((double)(s1e - s0), (double)sh, (double)a, (double)q);
 }
 
+// The three small kernels below loop over their items (grid-stride), so the
+// host may launch any grid up to the device limit.
+
 // out[o * inner + i] = chunks k = 0..nchunks-1 of part[(o * nchunks + k) * inner + i], merged in order.
 __global__ void merge_chunks(const Triple *__restrict__ part, long long outer, long long inner,
                              long long nchunks, Triple *__restrict__ out) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= outer * inner) return;
-    long long o = j / inner, i = j - o * inner;
-    Triple t = {0.0, 0.0, 0.0};
-    for (long long k = 0; k < nchunks; k++) merge(t, part[(o * nchunks + k) * inner + i]);
-    out[j] = t;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < outer * inner;
+         j += (long long)gridDim.x * blockDim.x) {
+        long long o = j / inner, i = j - o * inner;
+        Triple t = {0.0, 0.0, 0.0};
+        for (long long k = 0; k < nchunks; k++) merge(t, part[(o * nchunks + k) * inner + i]);
+        out[j] = t;
+    }
 }
 
 // Channel triples (N, C) -> group triples (N, G): Cg consecutive channels merged in order.
 __global__ void merge_groups(const Triple *__restrict__ tri, long long NG, long long Cg,
                              Triple *__restrict__ out) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= NG) return;
-    Triple t = {0.0, 0.0, 0.0};
-    for (long long k = 0; k < Cg; k++) merge(t, tri[j * Cg + k]);
-    out[j] = t;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < NG;
+         j += (long long)gridDim.x * blockDim.x) {
+        Triple t = {0.0, 0.0, 0.0};
+        for (long long k = 0; k < Cg; k++) merge(t, tri[j * Cg + k]);
+        out[j] = t;
+    }
 }
 
 // Per-(n, c) coefficients from per-(n, g) triples: mean, scale, shift (double).
@@ -218,27 +263,34 @@ __global__ void coefs_from_triples(const Triple *__restrict__ tri, long long N, 
                                    const double *__restrict__ b, double eps,
                                    double *__restrict__ mean, double *__restrict__ scale,
                                    double *__restrict__ shift) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= N * C) return;
-    long long n = j / C, c = j - n * C;
-    Triple t = tri[n * (C / Cg) + c / Cg];
-    double rstd = 1.0 / sqrt(t.m2 / t.n + eps);
-    mean[j] = t.mean;
-    scale[j] = w ? rstd * w[c] : rstd;
-    shift[j] = b ? b[c] : 0.0;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < N * C;
+         j += (long long)gridDim.x * blockDim.x) {
+        long long n = j / C, c = j - n * C;
+        Triple t = tri[n * (C / Cg) + c / Cg];
+        double rstd = 1.0 / sqrt(t.m2 / t.n + eps);
+        mean[j] = t.mean;
+        scale[j] = w ? rstd * w[c] : rstd;
+        shift[j] = b ? b[c] : 0.0;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T apply1(T v, typename Tr<T>::W hi, typename Tr<T>::W lo, typename Tr<T>::W sc,
+                                    typename Tr<T>::W sf, int act, typename Tr<T>::W sl) {
+    return Tr<T>::store(activate<typename Tr<T>::W>(((Tr<T>::load(v) - hi) - lo) * sc + sf, act, sl));
 }
 
 // Vectorized apply over R rows of S elements (channels first); per-row
-// coefficients.  grid.x = R * segs, each block a segment of one row.  VEC
+// coefficients.  grid.x = rows * segs, each block a segment of one row.  VEC
 // elements per 16-byte access where the row is 16-byte aligned.
 template <typename T>
-__global__ void __launch_bounds__(256, 1) cf_apply(const T *__restrict__ x, T *__restrict__ y, long long R, long long S,
-                         long long segs, const double *__restrict__ mean,
+__global__ void __launch_bounds__(256, 1) cf_apply(const T *__restrict__ x, T *__restrict__ y, long long S,
+                         long long segs, long long r0, const double *__restrict__ mean,
                          const double *__restrict__ scale, const double *__restrict__ shift, int act,
                          double slope) {
     typedef typename Tr<T>::W Wt;
     const int VEC = 16 / sizeof(T);
-    long long r = blockIdx.x / segs, sg = blockIdx.x - r * segs;
+    long long rl = blockIdx.x / segs, sg = blockIdx.x - rl * segs, r = r0 + rl;
     long long seg = (S + segs - 1) / segs;
     seg = (seg + VEC - 1) / VEC * VEC;
     long long s0 = sg * seg, s1e = s0 + seg < S ? s0 + seg : S;
@@ -259,83 +311,174 @@ __global__ void __launch_bounds__(256, 1) cf_apply(const T *__restrict__ x, T *_
             uint4 res;
             T *o = reinterpret_cast<T *>(&res);
 #pragma unroll
-            for (int k = 0; k < VEC; k++)
-                o[k] = Tr<T>::store(activate<Wt>(((Tr<T>::load(e[k]) - hi) - lo) * sc + sf, act, sl));
+            for (int k = 0; k < VEC; k++) o[k] = apply1<T>(e[k], hi, lo, sc, sf, act, sl);
             *reinterpret_cast<uint4 *>(yp + base) = res;
         }
         i = s0 + nv * VEC;
     }
-    for (long long j = i + threadIdx.x; j < s1e; j += blockDim.x)
-        yp[j] = Tr<T>::store(activate<Wt>(((Tr<T>::load(xp[j]) - hi) - lo) * sc + sf, act, sl));
+    for (long long j = i + threadIdx.x; j < s1e; j += blockDim.x) yp[j] = apply1<T>(xp[j], hi, lo, sc, sf, act, sl);
 }
 
 // ---------------------------------------------------------- channels last
-// grid (nchunks, ceil(C / 32), N), block (32, 8): threads across channels
-// (coalesced), 8 row lanes; triples per (n, chunk, c).
+// x viewed as N slabs of S rows of C channels.  Threads of a block are spread
+// over (row, channel) pairs, so small C keeps every lane busy.
+//
+// Statistics: grid (nchunks, ceil(C / 256), N), offset by (k0, c0, n0); block
+// 256.  A block takes a chunk of `rows` rows and a tile of ct = min(256, C - cb)
+// channels: thread t reads channel t % ct of rows t / ct, t / ct + rl, ...
+// (rl = 256 / ct row lanes: consecutive threads read consecutive addresses);
+// the row lanes' sums are added in a fixed tree.  Triples per (n, chunk, c).
 template <typename T>
-__global__ void __launch_bounds__(256, 1) cl_partial(const T *__restrict__ x, long long N, long long S, long long C,
-                           long long nchunks, Triple *__restrict__ part) {
+__global__ void __launch_bounds__(256, 1) cl_partial(const T *__restrict__ x, long long S, long long C,
+                           long long rows, long long nchunks, long long k0, long long c0, long long n0,
+                           Triple *__restrict__ part) {
     typedef typename Tr<T>::Acc A;
-    __shared__ A s1s[8][33];
-    __shared__ A s2s[8][33];
-    long long c = (long long)blockIdx.y * 32 + threadIdx.x;
-    long long k = blockIdx.x, n = blockIdx.z;
-    long long r0 = k * FN_CL_ROWS, r1 = r0 + FN_CL_ROWS < S ? r0 + FN_CL_ROWS : S;
+    __shared__ A s1s[256];
+    __shared__ A s2s[256];
+    long long k = k0 + blockIdx.x, n = n0 + blockIdx.z, cb = c0 + (long long)blockIdx.y * 256;
+    int ct = C - cb < 256 ? (int)(C - cb) : 256, rl = 256 / ct;
+    int t = threadIdx.x, lane = t / ct;
+    long long c = cb + (t - lane * ct);
+    long long r0 = k * rows, r1 = r0 + rows < S ? r0 + rows : S;
     const T *xn = x + n * S * C;
     A sh = 0, a = 0, q = 0;
-    if (c < C) {
+    if (lane < rl) {
         sh = (A)Tr<T>::load(xn[r0 * C + c]);
-        for (long long r = r0 + threadIdx.y; r < r1; r += 8) {
+        for (long long r = r0 + lane; r < r1; r += rl) {
             A d = (A)Tr<T>::load(xn[r * C + c]) - sh;
             a += d;
             q += d * d;
         }
     }
-    s1s[threadIdx.y][threadIdx.x] = a;
-    s2s[threadIdx.y][threadIdx.x] = q;
+    s1s[t] = a;
+    s2s[t] = q;
     __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        for (int j = 1; j < 8; j++) { a += s1s[j][threadIdx.x]; q += s2s[j][threadIdx.x]; }
-        part[(n * nchunks + k) * C + c] = finish((double)(r1 - r0), (double)sh, (double)a, (double)q);
+    for (int m = rl; m > 1;) {          // lanes [h, m) added onto lanes [0, m - h)
+        int h = (m + 1) >> 1;
+        if (lane < m - h) {
+            s1s[t] += s1s[t + h * ct];
+            s2s[t] += s2s[t + h * ct];
+        }
+        __syncthreads();
+        m = h;
+    }
+    if (t < ct) part[(n * nchunks + k) * C + c] = finish((double)(r1 - r0), (double)sh, (double)s1s[t], (double)s2s[t]);
+}
+
+// The coefficients of channels [cb, cb + cw) of slab n in shared memory.
+template <typename W>
+__device__ __forceinline__ void load_coefs(const double *__restrict__ mean, const double *__restrict__ scale,
+                                           const double *__restrict__ shift, long long n, long long C,
+                                           long long cb, int cw, W *chi, W *clo, W *csc, W *csf) {
+    for (int c = threadIdx.x; c < cw; c += blockDim.x) {
+        long long j = n * C + cb + c;
+        split_mean<W>(mean[j], chi[c], clo[c]);
+        csc[c] = (W)scale[j];
+        csf[c] = (W)shift[j];
+    }
+    __syncthreads();
+}
+
+#ifndef FN_CL_CT
+#define FN_CL_CT 1024           // channels whose coefficients a channels-last apply block holds
+#endif
+static_assert(FN_CL_CT % 8 == 0, "channel tiles must keep 16-byte vectors whole");
+
+// Apply, C <= FN_CL_CT: each slab is one flat range of S * C elements, cut in
+// blocks of E; a thread takes VEC elements per 16-byte access (wherever the
+// block's range is aligned, any C), its channel advanced without division.
+// grid (blocks, 1, slabs), offset by (f0 elements, n0 slabs); block 256.
+template <typename T>
+__global__ void __launch_bounds__(256, 1) cl_apply_flat(const T *__restrict__ x, T *__restrict__ y, long long S,
+                              long long C, long long E, long long f0, long long n0,
+                              const double *__restrict__ mean, const double *__restrict__ scale,
+                              const double *__restrict__ shift, int act, double slope) {
+    typedef typename Tr<T>::W Wt;
+    const int VEC = 16 / sizeof(T);
+    __shared__ Wt chi[FN_CL_CT], clo[FN_CL_CT], csc[FN_CL_CT], csf[FN_CL_CT];
+    long long n = n0 + blockIdx.z, SC = S * C;
+    load_coefs<Wt>(mean, scale, shift, n, C, 0, (int)C, chi, clo, csc, csf);
+    Wt sl = (Wt)slope;
+    long long s0 = f0 + (long long)blockIdx.x * E, s1 = s0 + E < SC ? s0 + E : SC;
+    const T *xn = x + n * SC;
+    T *yn = y + n * SC;
+    long long a = s1, nv = 0;       // vector body [a, a + nv * VEC)
+    if (((((unsigned long long)xn) ^ ((unsigned long long)yn)) & 15ull) == 0) {
+        a = s0 + (long long)(((16ull - (((unsigned long long)(xn + s0)) & 15ull)) & 15ull) / sizeof(T));
+        if (a > s1) a = s1;
+        nv = (s1 - a) / VEC;
+    }
+    long long v = threadIdx.x;
+    if (v < nv) {
+        int c = (int)((a + v * VEC) % C);
+        const int step = (int)(((long long)blockDim.x * VEC) % C);
+        for (; v < nv; v += blockDim.x) {
+            long long base = a + v * VEC;
+            uint4 raw = *reinterpret_cast<const uint4 *>(xn + base);
+            const T *e = reinterpret_cast<const T *>(&raw);
+            uint4 res;
+            T *o = reinterpret_cast<T *>(&res);
+            int cc = c;
+#pragma unroll
+            for (int k = 0; k < VEC; k++) {
+                o[k] = apply1<T>(e[k], chi[cc], clo[cc], csc[cc], csf[cc], act, sl);
+                if (++cc == C) cc = 0;
+            }
+            *reinterpret_cast<uint4 *>(yn + base) = res;
+            c += step;
+            if (c >= C) c -= (int)C;
+        }
+    }
+    // the unaligned head [s0, a) and the tail after the vectors
+    long long head = a - s0, tail0 = a + nv * VEC, nscal = head + (s1 - tail0);
+    for (long long u = threadIdx.x; u < nscal; u += blockDim.x) {
+        long long j = u < head ? s0 + u : tail0 + (u - head);
+        int c = (int)(j % C);
+        yn[j] = apply1<T>(xn[j], chi[c], clo[c], csc[c], csf[c], act, sl);
     }
 }
 
-// grid (ceil(S / rows_per_block), ceil(C / (32 * VEC)), N), block (32, 8).
-template <typename T, int VEC>
-__global__ void __launch_bounds__(256, 1) cl_apply(const T *__restrict__ x, T *__restrict__ y, long long N, long long S,
-                         long long C, long long rows_per_block, const double *__restrict__ mean,
-                         const double *__restrict__ scale, const double *__restrict__ shift, int act,
-                         double slope) {
+// Apply, C > FN_CL_CT: grid (row blocks, channel tiles of FN_CL_CT, slabs),
+// offset by (r0 rows, c0 channels, n0 slabs); block 256 over (row, channel
+// vector) pairs of the block's rows_per_block rows and its channel tile;
+// VEC-wide where C % VEC == 0 and both arrays are 16-byte aligned.
+template <typename T>
+__global__ void __launch_bounds__(256, 1) cl_apply_tile(const T *__restrict__ x, T *__restrict__ y, long long S,
+                              long long C, long long rows_per_block, long long r0, long long c0, long long n0,
+                              const double *__restrict__ mean, const double *__restrict__ scale,
+                              const double *__restrict__ shift, int act, double slope) {
     typedef typename Tr<T>::W Wt;
-    long long c0 = ((long long)blockIdx.y * 32 + threadIdx.x) * VEC;
-    long long n = blockIdx.z;
-    if (c0 >= C) return;
-    Wt hi[VEC], lo[VEC], sc[VEC], sf[VEC];
-#pragma unroll
-    for (int k = 0; k < VEC; k++) {
-        long long c = c0 + k < C ? c0 + k : C - 1;
-        split_mean<Wt>(mean[n * C + c], hi[k], lo[k]);
-        sc[k] = (Wt)scale[n * C + c];
-        sf[k] = (Wt)shift[n * C + c];
-    }
+    const int VEC = 16 / sizeof(T);
+    __shared__ Wt chi[FN_CL_CT], clo[FN_CL_CT], csc[FN_CL_CT], csf[FN_CL_CT];
+    long long n = n0 + blockIdx.z, cb = c0 + (long long)blockIdx.y * FN_CL_CT;
+    int cw = C - cb < FN_CL_CT ? (int)(C - cb) : FN_CL_CT;
+    load_coefs<Wt>(mean, scale, shift, n, C, cb, cw, chi, clo, csc, csf);
     Wt sl = (Wt)slope;
-    long long r0 = (long long)blockIdx.x * rows_per_block;
-    long long r1 = r0 + rows_per_block < S ? r0 + rows_per_block : S;
-    const T *xn = x + n * S * C;
-    T *yn = y + n * S * C;
-    for (long long r = r0 + threadIdx.y; r < r1; r += 8) {
-        long long base = r * C + c0;
-        if (VEC > 1) {  // host guarantees C % VEC == 0 and 16-byte alignment
+    long long rb = r0 + (long long)blockIdx.x * rows_per_block;
+    long long re = rb + rows_per_block < S ? rb + rows_per_block : S;
+    if (rb >= re) return;
+    const T *xn = x + n * S * C + cb;
+    T *yn = y + n * S * C + cb;
+    int nr = (int)(re - rb);
+    if (C % VEC == 0 && ((((unsigned long long)xn) | ((unsigned long long)yn)) & 15ull) == 0) {
+        int nvt = cw / VEC;
+        for (int u = threadIdx.x; u < nr * nvt; u += blockDim.x) {
+            int rr = u / nvt, c = (u - rr * nvt) * VEC;
+            long long base = (rb + rr) * C + c;
             uint4 raw = *reinterpret_cast<const uint4 *>(xn + base);
             const T *e = reinterpret_cast<const T *>(&raw);
             uint4 res;
             T *o = reinterpret_cast<T *>(&res);
 #pragma unroll
             for (int k = 0; k < VEC; k++)
-                o[k] = Tr<T>::store(activate<Wt>(((Tr<T>::load(e[k]) - hi[k]) - lo[k]) * sc[k] + sf[k], act, sl));
+                o[k] = apply1<T>(e[k], chi[c + k], clo[c + k], csc[c + k], csf[c + k], act, sl);
             *reinterpret_cast<uint4 *>(yn + base) = res;
-        } else {
-            yn[base] = Tr<T>::store(activate<Wt>(((Tr<T>::load(xn[base]) - hi[0]) - lo[0]) * sc[0] + sf[0], act, sl));
+        }
+    } else {
+        for (int u = threadIdx.x; u < nr * cw; u += blockDim.x) {
+            int rr = u / cw, c = u - rr * cw;
+            long long j = (rb + rr) * C + c;
+            yn[j] = apply1<T>(xn[j], chi[c], clo[c], csc[c], csf[c], act, sl);
         }
     }
 }
