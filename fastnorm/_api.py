@@ -354,7 +354,8 @@ def instance_stats(x: ArrayLike, *, channel_axis: int | None = None, layout: str
         return _dispatch(instance_stats, locals())
     code, count, mean, _, var = _moments(x, channel_axis, num_threads)
     rdt = np.float64 if code == V.F64 or V.is_integer(code) else np.float32
-    return F.mean_var(B.array_module(mean), count, mean, var, rdt)
+    with B.on_device(mean):
+        return F.mean_var(B.array_module(mean), count, mean, var, rdt)
 
 
 class Moments:

@@ -18,6 +18,7 @@ A backend module is imported only when an array of its library arrives, so
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 from types import ModuleType
@@ -184,3 +185,9 @@ def to_host(a: Any) -> Any:
         return a.get()
     return a
 
+
+
+def on_device(a: Any) -> Any:
+    """A context in which new arrays go where a lives: a CuPy array's device
+    (CuPy allocates on the current device), nothing to enter otherwise."""
+    return a.device if library(a) == "cupy" else contextlib.nullcontext()

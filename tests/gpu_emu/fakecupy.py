@@ -425,7 +425,7 @@ def installed():
     saved = {k: sys.modules.get(k) for k in ("cupy", "fastnorm._gpu._backend")}
     sys.modules["cupy"] = sys.modules[__name__]
     sys.modules.pop("fastnorm._gpu._backend", None)
-    import fastnorm._api as api
+    import fastnorm._backends as api
     saved_loaded = api._loaded.pop("cupy", None)
     try:
         import fastnorm._gpu._backend as be
