@@ -158,9 +158,17 @@ def _apply(x: Any, cl: bool, mean: Any, scale: Any, shift: Any, rest: dict[str, 
 
 
 def _affine_coefs(t: Any, eps: Any, weight: Any, bias: Any) -> Any:
-    """(mean, scale, shift) lazy (N, C) from lazy (N, C, 3) triples."""
-    scale, shift = F.affine_coefs(da, F.variance(t), eps, weight, bias, t.shape[:2])
+    """(mean, scale, shift) lazy (N, C) from lazy (N, C, 3) triples; weight and
+    bias (host arrays) go over to the triples' array library (CuPy chunks)."""
+    scale, shift = F.affine_coefs(da, F.variance(t), eps, _like(weight, t), _like(bias, t), t.shape[:2])
     return t[..., 1], scale, shift
+
+
+def _like(a: Any, t: Any) -> Any:
+    """a (a host array or None) as a Dask array of t's chunk type."""
+    if a is None:
+        return None
+    return da.from_array(B.array_module(t._meta).asarray(a), chunks=-1, asarray=False)
 
 
 # --------------------------------------------------------------- functions
@@ -269,7 +277,7 @@ def normalize(kw: dict[str, Any]) -> Any:
     V.check_threads(kw["num_threads"])
     w = V.check_vector(kw["weight"], "weight", C)
     b = V.check_vector(kw["bias"], "bias", C)
-    scale, shift = F.affine_coefs(da, v, eps, w, b, (N, C))
+    scale, shift = F.affine_coefs(da, v, eps, _like(w, v), _like(b, v), (N, C))
     return _apply(x, cl, m, scale, shift, _rest(kw, *_NOT_APPLY))
 
 
@@ -282,7 +290,8 @@ def adain(kw: dict[str, Any]) -> Any:
     V.check_threads(kw["num_threads"])
     style = kw["style"]
     if not isinstance(style, da.Array):
-        style = da.from_array(V.as_numpy(style, "style"), chunks=-1)
+        style = da.from_array(style if B.library(style) == "cupy" else V.as_numpy(style, "style"), chunks=-1,
+                              asarray=False)
     V.refuse_mask(style._meta, "style", "is a Dask array of numpy.ma.MaskedArray chunks")
     style = _native(style)
     V.check_x(style.shape, style.dtype, "style")

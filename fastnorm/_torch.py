@@ -43,25 +43,35 @@ def _is_cl(t: Any, channel_axis: Any) -> bool:
             and t.movedim(1, -1).is_contiguous())
 
 
+#: tensor dtypes the kernels read directly: floats and integers (bool is not a number here)
+_DTYPES = {torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.int8, torch.int16,
+           torch.int32, torch.int64} | {getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n)}
+
+
+def _bf16_dtype(name: str) -> Any:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)") from None
+    return ml_dtypes.bfloat16
+
+
 def to_array(t: Any, name: str = "x") -> Any:
-    """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a tensor."""
+    """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a tensor; bfloat16 goes
+    over as its 16-bit pattern viewed as ml_dtypes.bfloat16."""
     t = t.detach()
+    if t.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"{name} must be a CPU or CUDA tensor, got device {t.device}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{name} must have a floating or integer dtype ({V.SUPPORTED_DTYPES}), got dtype {t.dtype}")
     if t.device.type == "cuda":
         import cupy
 
         if t.dtype == torch.bfloat16:
-            raise TypeError(f"{name}: bfloat16 CUDA tensors are not supported yet; use float16 or float32")
+            return cupy.from_dlpack(t.view(torch.int16)).view(_bf16_dtype(name))
         return cupy.from_dlpack(t)
-    if t.device.type != "cpu":
-        raise TypeError(f"{name} must be a CPU or CUDA tensor, got device {t.device}")
     if t.dtype == torch.bfloat16:
-        try:
-            import ml_dtypes
-        except ImportError:
-            raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)") from None
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    if t.dtype not in (torch.float16, torch.float32, torch.float64):
-        raise TypeError(f"{name} must have a floating dtype ({V.SUPPORTED_DTYPES}), got dtype {t.dtype}")
+        return t.view(torch.int16).numpy().view(_bf16_dtype(name))
     return t.numpy()
 
 
@@ -96,11 +106,13 @@ def _out_array(out: Any, x: Any, cl: bool) -> Any:
 
 
 def _host_or_same(v: Any, x: Any) -> Any:
-    """weight / bias / stats: tensors stay on their device's array type."""
+    """weight / bias / stats: tensors go over as arrays on x's device, 16-bit
+    floats widened to float32 (exact; they are cast to float64 anyway)."""
     if isinstance(v, torch.Tensor):
-        if x.device.type == "cuda":
-            return to_array(v.detach().to(x.device))
-        return v.detach().cpu().numpy() if v.dtype != torch.bfloat16 else v.detach().float().cpu().numpy()
+        v = v.detach()
+        if v.dtype.is_floating_point and v.element_size() < 4:
+            v = v.float()
+        return to_array(v.to(x.device) if x.device.type == "cuda" else v.cpu(), "weight")
     return v
 
 
@@ -146,7 +158,19 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
             kw[name] = _host_or_same(v, x)
     if cl:
         kw["channel_axis"] = -1
-    r = fn(**kw)
+    if isinstance(kw.get("dtype"), torch.dtype):  # dtype=torch.float32 means numpy's
+        kw["dtype"] = _bf16_dtype("dtype") if kw["dtype"] == torch.bfloat16 else \
+            torch.empty(0, dtype=kw["dtype"]).numpy().dtype
+    if x.device.type == "cuda":
+        # on x's device and torch's current stream there: the next torch op
+        # is ordered after the kernels, and torch's allocator sees the use
+        import cupy
+
+        with cupy.cuda.Device(x.device.index), \
+                cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream):
+            r = fn(**kw)
+    else:
+        r = fn(**kw)
     if out is not None:
         _increment_version(out)
         return out

@@ -178,3 +178,40 @@ def test_cuda_tensors_stay_on_device():
     with torch.inference_mode():
         torch.testing.assert_close(mod(x), F.instance_norm(x, weight=mod[0].weight, bias=mod[0].bias),
                                    atol=1e-5, rtol=1e-5)
+
+
+@cuda
+def test_cuda_calls_run_on_torchs_stream_and_take_bfloat16():
+    """Issue 19 #3 and #9: under torch.cuda.stream(s) the kernels go to s (the
+    next torch op is ordered after them); bfloat16 CUDA tensors and a bfloat16
+    weight with float32 input work."""
+    cp = pytest.importorskip("cupy", reason="CUDA tensors run through CuPy")
+    from fastnorm._gpu import _backend as G
+
+    seen = []
+    orig = G._fn
+
+    def spy(name, t):
+        f = orig(name, t)
+        return lambda *a, **k: (seen.append(cp.cuda.get_current_stream().ptr), f(*a, **k))[1]
+
+    x = torch.randn(4, 8, 64, 64, device="cuda") * 3 + 2
+    s = torch.cuda.Stream()
+    G._fn = spy
+    try:
+        with torch.cuda.stream(s):
+            y = fastnorm.instance_norm(x)
+            z = y * 1.0          # ordered after the kernels on s
+    finally:
+        G._fn = orig
+    torch.cuda.synchronize()
+    assert seen and set(seen) == {s.cuda_stream}
+    torch.testing.assert_close(z, F.instance_norm(x), atol=1e-5, rtol=1e-5)
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    xb = x.to(torch.bfloat16)
+    yb = fastnorm.instance_norm(xb)
+    assert yb.dtype == torch.bfloat16 and yb.is_cuda
+    torch.testing.assert_close(yb.float(), F.instance_norm(xb.float()), atol=3e-2, rtol=3e-2)
+    w = torch.randn(8, device="cuda").to(torch.bfloat16)
+    torch.testing.assert_close(fastnorm.instance_norm(x, w), F.instance_norm(x, weight=w.float()),
+                               atol=1e-5, rtol=1e-5)
