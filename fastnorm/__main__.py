@@ -19,6 +19,9 @@ def _parser():
 
 
 def _bench_options(b):
+    b.add_argument("--suite", default="standard", choices=["standard", "images"],
+                   help="standard: the shapes below against the peers; images: uint8/uint16/float32 photos, "
+                        "batches and microscopy stacks with layout= (fastnorm.bench.images)")
     b.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: OpenMP default)")
     b.add_argument("--dtype", default="float32", help="comma list of float32,float64,float16 (default float32)")
     b.add_argument("--layout", default="cf,cl", help="comma list of cf (channels first), cl (channels last)")
@@ -208,6 +211,8 @@ def bench(args):
         raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
     if args.repeat < 1:
         raise SystemExit(f"--repeat: must be >= 1, got {args.repeat}")
+    if args.suite == "images":
+        return _bench_images(args)
     if args.plot:
         _need_matplotlib()
     peers, peer_notes = _peers(args.peers)
@@ -251,6 +256,26 @@ def bench(args):
     if args.plot:
         B.plot(rows, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_images(args):
+    from .bench import harness as B
+    from .bench import images as I
+    from ._cpu import _engine as E
+
+    threads = [args.threads] if args.threads else sorted({1, E.default_threads()})
+    mach = B.machine()
+    print("fastnorm bench --suite images: per-image, per-channel normalization, float32 out")
+    print(B.machine_line(mach))
+    rows = []
+    for nt in threads:
+        rows += I.run_images(nt, repeat=args.repeat, l2_bytes=mach["l2_bytes"], progress=not args.quiet)
+    print(I.table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": mach, "rows": rows}, f, indent=1)
+        print(f"wrote {args.json}")
     return 0
 
 
