@@ -26,15 +26,53 @@ _increment_version = getattr(torch.autograd.graph, "increment_version", None) or
     torch._C._autograd._increment_version  # type: ignore[attr-defined]
 
 
-def _no_grad_check(*tensors: Any) -> None:
-    if torch.is_grad_enabled():
-        for t in tensors:
-            if isinstance(t, torch.Tensor) and t.requires_grad:
-                raise RuntimeError(
-                    "fastnorm has no backward pass yet: an input requires grad while autograd is "
-                    "enabled. Call it under torch.no_grad() / torch.inference_mode(), or detach() "
-                    "the input, for inference."
-                )
+def _needs_grad(kw: dict[str, Any]) -> bool:
+    """Autograd is on and an input (not out) requires grad."""
+    return torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad
+                                           for k, v in kw.items() if k != "out")
+
+
+#: the public functions that have a backward (through the fastnorm:: operators)
+_DIFFERENTIABLE = ("instance_norm", "group_norm", "normalize")
+
+
+def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
+    """fn on tensors that require grad: the fastnorm:: custom operators, which
+    autograd differentiates (fastnorm._torch_ops).  The channel axis moves to
+    dim 1 as a view; weight, bias and statistics become tensors on x's device."""
+    name = fn.__name__
+    if name not in _DIFFERENTIABLE:
+        raise RuntimeError(
+            f"fastnorm.{name} has no backward pass: an input requires grad while autograd is enabled. "
+            f"Call it under torch.no_grad() / torch.inference_mode(), or detach() the input "
+            f"(instance_norm, group_norm and normalize are differentiable).")
+    if kw.get("out") is not None:
+        raise RuntimeError("out= cannot be used when an input requires grad (autograd does not track "
+                           "writes into out); call without out=")
+    if kw.get("dtype") is not None:
+        raise RuntimeError("dtype= cannot be used when an input requires grad; cast the result instead")
+    from . import _torch_ops  # noqa: F401  (registers the operators)
+
+    x = kw["x"]
+    cl = V.channels_last(kw["channel_axis"], x.dim())
+    xv = x.movedim(-1, 1) if cl else x
+
+    def vec(v: Any) -> Any:
+        if v is None or isinstance(v, torch.Tensor):
+            return None if v is None else v.to(x.device)
+        return torch.as_tensor(np.asarray(v, np.float64), device=x.device)
+
+    act = kw["activation"] or ""
+    eps = V.check_eps(kw["eps"])
+    _, slope = V.check_activation(kw["activation"], kw["negative_slope"])
+    if name == "normalize":
+        y = torch.ops.fastnorm.normalize(xv, vec(kw["mean"]), vec(kw["var"]), vec(kw["weight"]), vec(kw["bias"]),
+                                         eps, act, slope)
+    else:
+        C = xv.shape[1]
+        G = C if name == "instance_norm" else V.check_num_groups(kw["num_groups"], C)
+        y = torch.ops.fastnorm.group_norm(xv, G, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
+    return y.movedim(1, -1) if cl else y
 
 
 def _is_cl(t: Any, channel_axis: Any) -> bool:
@@ -140,7 +178,8 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     kw = dict(args.arguments)
     first = next(iter(kw))
     x = kw[first]
-    _no_grad_check(*(v for k, v in kw.items() if k != "out"))
+    if _needs_grad(kw):
+        return _autograd_call(fn, kw)
     channel_axis = kw["channel_axis"]
     V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
     cl = _is_cl(x, channel_axis)

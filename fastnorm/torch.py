@@ -20,91 +20,101 @@ Examples
 >>> tuple(y.shape)
 (1, 8, 14, 14)
 """
-from __future__ import annotations
+
+from typing import Any, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from . import _api
+from . import _torch_ops  # noqa: F401  (registers the fastnorm:: operators)
+from ._torch_onnx import onnx_translation_table, register_legacy_symbolics
 
-__all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "convert"]
+register_legacy_symbolics()
 
-
-def _check_grad(module, x):
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())):
-        raise RuntimeError(
-            f"fastnorm.torch.{type(module).__name__} has no backward pass yet and this forward needs "
-            "gradients. For inference, run it under torch.inference_mode() or torch.no_grad() "
-            "(or call requires_grad_(False) on the model)."
-        )
+__all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "convert", "onnx_translation_table"]
 
 
-def _param(p):
-    return None if p is None else p.detach()
+def _spatial(x: Tensor) -> int:
+    n = 1
+    for s in x.shape[2:]:
+        n *= s
+    return n
 
 
 class _FastInstanceNorm:
-    """forward() shared by the InstanceNorm{1,2,3}d classes (torch semantics)."""
+    """forward() shared by the InstanceNorm{1,2,3}d classes (torch semantics),
+    on the fastnorm custom operators (TorchScript-compatible code)."""
 
-    activation = None
-    negative_slope = 0.01
+    activation: Optional[str]
+    negative_slope: float
 
-    def forward(self, input):
-        _check_grad(self, input)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.activation = None       # set by convert(fuse_activations=True)
+        self.negative_slope = 0.01
+
+    def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        if input.dim() == self._get_no_batch_dim():
-            return self.forward(input.unsqueeze(0)).squeeze(0)
-        C = input.shape[1]
+        unbatched = input.dim() == self._get_no_batch_dim()
+        x = input.unsqueeze(0) if unbatched else input
+        C = x.shape[1]
         if C != self.num_features and self.affine:
-            raise ValueError(f"expected input's size at dim=1 to match num_features ({self.num_features}), "
-                             f"but got: {C}.")
-        if self.training or not self.track_running_stats:
-            spatial = 1
-            for s in input.shape[2:]:
-                spatial *= s
-            if spatial == 1:  # torch's check (the unbiased running_var would be 0 / 0)
-                raise ValueError(f"Expected more than 1 spatial element when training, got input "
-                                 f"size {input.size()}")
-        w, b = _param(self.weight), _param(self.bias)
-        kw = dict(eps=self.eps, activation=self.activation, negative_slope=self.negative_slope)
-        if self.track_running_stats and not self.training:
-            return _api.normalize(input, self.running_mean, self.running_var, w, b, **kw)
-        if self.track_running_stats and self.training and self.momentum:
-            m = _api.instance_moments(input)
-            n = m.count
-            with torch.no_grad():
-                # in float64 (the moments' dtype), rounded once into the buffers:
-                # in a float16 / bfloat16 buffer each step would round (and cancel)
-                mom = self.momentum
-                for buf, batch in ((self.running_mean, m.mean.mean(0)),
-                                   (self.running_var, (m.m2 / (n - 1)).mean(0))):
-                    buf.copy_((1 - mom) * buf.double() + mom * batch.to(buf.device))
-            return _api.normalize(input, m.mean, m.m2 / n, w, b, **kw)
-        return _api.instance_norm(input, w, b, **kw)
+            raise ValueError("expected input's size at dim=1 to match num_features (" + str(self.num_features)
+                             + "), but got: " + str(C) + ".")
+        a = self.activation
+        act = a if a is not None else ""
+        use_input_stats = self.training or not self.track_running_stats
+        if use_input_stats and _spatial(x) == 1:
+            # torch's check (the unbiased running_var would be 0 / 0)
+            raise ValueError("Expected more than 1 spatial element when training, got input size "
+                             + str(x.size()))
+        if not use_input_stats:
+            rm, rv = self.running_mean, self.running_var
+            assert rm is not None and rv is not None
+            y = torch.ops.fastnorm.normalize(x, rm, rv, self.weight, self.bias, self.eps, act, self.negative_slope)
+        else:
+            rm, rv = self.running_mean, self.running_var
+            if self.track_running_stats and self.momentum is not None and rm is not None and rv is not None:
+                with torch.no_grad():
+                    # in float64 (the moments' dtype), rounded once into the buffers:
+                    # in a float16 / bfloat16 buffer each step would round (and cancel)
+                    mean, var = torch.ops.fastnorm.moments(x.detach())
+                    n = float(_spatial(x))
+                    mom = float(self.momentum)
+                    rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
+                    rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
+            y = torch.ops.fastnorm.group_norm(x, C, self.weight, self.bias, self.eps, act, self.negative_slope)
+        return y.squeeze(0) if unbatched else y
 
 
 class InstanceNorm1d(_FastInstanceNorm, nn.InstanceNorm1d):
-    """torch.nn.InstanceNorm1d with fastnorm's forward."""
+    """torch.nn.InstanceNorm1d with fastnorm's kernels."""
 
 
 class InstanceNorm2d(_FastInstanceNorm, nn.InstanceNorm2d):
-    """torch.nn.InstanceNorm2d with fastnorm's forward."""
+    """torch.nn.InstanceNorm2d with fastnorm's kernels."""
 
 
 class InstanceNorm3d(_FastInstanceNorm, nn.InstanceNorm3d):
-    """torch.nn.InstanceNorm3d with fastnorm's forward."""
+    """torch.nn.InstanceNorm3d with fastnorm's kernels."""
 
 
 class GroupNorm(nn.GroupNorm):
-    """torch.nn.GroupNorm with fastnorm's forward."""
+    """torch.nn.GroupNorm with fastnorm's kernels."""
 
-    activation = None
-    negative_slope = 0.01
+    activation: Optional[str]
+    negative_slope: float
 
-    def forward(self, input):
-        _check_grad(self, input)
-        return _api.group_norm(input, self.num_groups, _param(self.weight), _param(self.bias), eps=self.eps,
-                             activation=self.activation, negative_slope=self.negative_slope)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.activation = None
+        self.negative_slope = 0.01
+
+    def forward(self, input: Tensor) -> Tensor:
+        a = self.activation
+        act = a if a is not None else ""
+        return torch.ops.fastnorm.group_norm(input, self.num_groups, self.weight, self.bias, self.eps, act,
+                                             self.negative_slope)
 
 
 _SWAP = {
@@ -116,7 +126,7 @@ _SWAP = {
 _ACTS = {nn.ReLU: ("relu", None), nn.LeakyReLU: ("leaky_relu", "negative_slope"), nn.SiLU: ("silu", None)}
 
 
-def _replacement(mod):
+def _replacement(mod: Any) -> Any:
     new_cls = _SWAP.get(type(mod))
     if new_cls is None:
         return None
@@ -137,7 +147,7 @@ def _replacement(mod):
     return new
 
 
-def convert(model, *, fuse_activations=False):
+def convert(model: Any, *, fuse_activations: bool = False) -> Any:
     """Swap every nn.InstanceNorm{1,2,3}d and nn.GroupNorm in ``model`` for
     fastnorm's modules, in place, and return the model.
 
