@@ -1,0 +1,170 @@
+"""torch, done properly (issue 21): the fastnorm:: custom operators under
+autograd (gradcheck in float64), a training step against torch's gradients in
+both memory formats, torch.compile(fullgraph) in inference_mode / no_grad /
+training, torch.export, torch.jit.trace with a second input that differs,
+torch.jit.script, and both ONNX exporters on the style network, run in ONNX
+Runtime without fastnorm."""
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+import torch.nn.functional as F  # noqa: E402
+
+import fastnorm  # noqa: E402
+import fastnorm.torch as fnt  # noqa: E402
+from benchmarks.style_transfer import style_network  # noqa: E402
+
+
+@pytest.fixture
+def net(torch_seed):
+    return style_network(channels=(8, 16, 32), res_blocks=2)
+
+
+def _gn(x, G, w, b, act=""):
+    return torch.ops.fastnorm.group_norm(x, G, w, b, 1e-5, act, 0.01)
+
+
+@pytest.mark.parametrize("G", [1, 3, 6])
+@pytest.mark.parametrize("act", ["", "relu", "leaky_relu", "silu"])
+@pytest.mark.parametrize("cl", [False, True])
+def test_gradcheck_group_norm_operator(G, act, cl, torch_seed):
+    x = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: _gn(x, G, w, b, act), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x: _gn(x, G, None, None, act), (x,))
+
+
+def test_gradcheck_normalize_and_public_functions(torch_seed):
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    rm, rv = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: torch.ops.fastnorm.normalize(x, rm, rv, w, b, 1e-5, "silu", 0.01), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: fastnorm.instance_norm(x, w, b), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: fastnorm.group_norm(x, 2, w, b, activation="relu"), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: fastnorm.normalize(x, rm, rv, w), (x, w))
+    xl = torch.randn(2, 5, 6, 4, dtype=torch.float64, requires_grad=True)   # NHWC arrays, channel_axis=-1
+    assert torch.autograd.gradcheck(lambda x, w: fastnorm.instance_norm(x, w, channel_axis=-1), (xl, w))
+
+
+@pytest.mark.parametrize("cls,shape", [(torch.nn.InstanceNorm1d, (2, 4, 9)), (torch.nn.InstanceNorm2d, (2, 4, 5, 6)),
+                                       (torch.nn.InstanceNorm3d, (2, 4, 3, 4, 5))])
+@pytest.mark.parametrize("track", [False, True])
+def test_gradcheck_modules(cls, shape, track, torch_seed):
+    ref = cls(4, affine=True, track_running_stats=track).double()
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2)
+        ref.bias.normal_()
+    mod = fnt.convert(copy.deepcopy(ref))
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    for m in (mod.train(), mod.eval()):
+        assert torch.autograd.gradcheck(lambda x, m=m: m(x), (x,))
+    gn = fnt.convert(torch.nn.GroupNorm(2, 4).double())
+    assert torch.autograd.gradcheck(lambda x: gn(x), (x,))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_training_step_equals_torch(net, memory_format):
+    """One SGD step of the style network: every parameter's gradient equals
+    torch's within float32 rounding, in both memory formats."""
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=memory_format)
+    target = torch.randn(2, 3, 32, 32)
+    ref = net.to(memory_format=memory_format)
+    ours = fnt.convert(copy.deepcopy(ref))
+    for m in (ref, ours):
+        m.train()
+        F.mse_loss(m(x), target).backward()
+    # a conv bias right before an instance norm has a zero gradient in exact
+    # arithmetic (the norm removes the mean): there both are rounding noise,
+    # so the bound also has a part relative to the largest gradient of all
+    top = max(p.grad.abs().max().item() for p in ref.parameters())
+    for (name, p), q in zip(ref.named_parameters(), ours.parameters()):
+        scale = p.grad.abs().max().item()
+        assert (p.grad - q.grad).abs().max().item() <= 2e-4 * scale + 1e-6 * top, name
+    opt = torch.optim.SGD(ours.parameters(), lr=0.1)
+    opt.step()
+
+
+def test_compile_fullgraph_inference_and_training(net):
+    ours = fnt.convert(copy.deepcopy(net)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = net.eval()(x)
+    c = torch.compile(ours, fullgraph=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(c(x), ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), ref, atol=1e-4, rtol=1e-4)
+    ours.train()
+    net.train()
+    ct = torch.compile(ours, fullgraph=True)
+    y = ct(x)
+    y.square().mean().backward()
+    net(x).square().mean().backward()
+    p, q = next(net.parameters()), next(ours.parameters())
+    torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_export_trace_script_keep_calling_fastnorm(net, tmp_path):
+    ours = fnt.convert(copy.deepcopy(net)).eval()
+    net.eval()
+    x, x2 = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32) * 3 + 1
+    with torch.no_grad():
+        want = net(x2)
+        ep = torch.export.export(ours, (x,))
+        assert "fastnorm.group_norm" in str(ep.graph)
+        torch.testing.assert_close(ep.module()(x2), want, atol=1e-4, rtol=1e-4)
+        tr = torch.jit.trace(ours, x)
+        assert "fastnorm::group_norm" in str(tr.inlined_graph)
+        torch.testing.assert_close(tr(x2), want, atol=1e-4, rtol=1e-4)    # not a baked constant
+        path = str(tmp_path / "traced.pt")
+        tr.save(path)
+        torch.testing.assert_close(torch.jit.load(path)(x2), want, atol=1e-4, rtol=1e-4)
+    m = fnt.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.InstanceNorm2d(4, affine=True),
+                                        torch.nn.ReLU(), torch.nn.GroupNorm(2, 4)), fuse_activations=True)
+    sc = torch.jit.script(m)
+    torch.testing.assert_close(sc(x2), m(x2))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_export_runs_in_onnxruntime_without_fastnorm(net, tmp_path, dynamo):
+    import onnx
+    import onnxruntime as ort
+
+    if dynamo and importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("the dynamo exporter needs onnxscript")
+    ours = fnt.convert(copy.deepcopy(net)).eval()
+    net.eval()
+    x = torch.randn(1, 3, 32, 32)
+    path = str(tmp_path / "m.onnx")
+    kw = {"custom_translation_table": fnt.onnx_translation_table()} if dynamo else {}
+    torch.onnx.export(ours, (x,), path, dynamo=dynamo, **kw)
+    model = onnx.load(path)
+    ops = {n.op_type for n in model.graph.node}
+    assert "InstanceNormalization" in ops and not any(n.domain.startswith("fastnorm") for n in model.graph.node)
+    assert len(model.graph.input) == 1
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x2 = torch.randn(1, 3, 32, 32) * 2 + 1       # another input: nothing baked in
+    with torch.no_grad():
+        want = net(x2).numpy()
+    got = s.run(None, {s.get_inputs()[0].name: x2.numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_operator_bad_input():
+    x = torch.randn(2, 4, 5)
+    with pytest.raises(ValueError, match="activation"):
+        torch.ops.fastnorm.group_norm(x, 2, None, None, 1e-5, "tanh", 0.01)
+    with pytest.raises(ValueError, match="num_groups"):
+        torch.ops.fastnorm.group_norm(x, 3, None, None, 1e-5, "", 0.01)
+    with pytest.raises(ValueError, match="eps"):
+        torch.ops.fastnorm.group_norm(x, 2, None, None, -1.0, "", 0.01)
