@@ -129,12 +129,13 @@ def _mismatches(src):
     if cu != want:
         bad.append(f"kernels.cu activate() handles {cu}, _validate.ACTIVATIONS says {want}")
 
-    # GPU chunking: _gpu/_backend.py restates kernels.cu's FN_CHUNK and FN_CL_ROWS
-    be = _py_assigns(src["gpu_backend"])
+    # GPU chunking: _gpu/_names.py passes CHUNK and CL_ROWS to kernels.cu as
+    # -D options; kernels.cu's own defaults (an nvcc build without them) must agree
+    be = _py_assigns(src["gpu_names"])
     for py, c in (("CHUNK", "FN_CHUNK"), ("CL_ROWS", "FN_CL_ROWS")):
         cv, pv = _c_define(src["kernels_cu"], c), ast.literal_eval(be[py]) if py in be else None
         if cv is None or cv != pv:
-            bad.append(f"_gpu/_backend.{py} = {pv} != kernels.cu {c} = {cv}")
+            bad.append(f"_gpu/_names.{py} = {pv} != kernels.cu {c} = {cv}")
     # the block kernel's launch: _names.BLOCK_THREADS threads, its __launch_bounds__
     bounds = _cu_launch_bounds(src["kernels_cu"])
     bt = ast.literal_eval(names["BLOCK_THREADS"])
@@ -165,7 +166,7 @@ MUTATIONS = [
     ("validate", '"relu": 1', '"relu": 1, "gelu": 4'),
     ("fn_base", "FN_ACT_LEAKY = 2", "FN_ACT_LEAKY = 5"),
     ("kernels_cu", "if (act == 3)", "if (act == 4)"),
-    ("gpu_backend", "CHUNK = 16384", "CHUNK = 8192"),
+    ("gpu_names", "CHUNK = 16384", "CHUNK = 8192"),
     ("kernels_cu", "#define FN_CHUNK 16384", "#define FN_CHUNK 32768"),
     ("kernels_cu", "#define FN_CL_ROWS 256", "#define FN_CL_ROWS 128"),
     ("gpu_names", "BLOCK_THREADS = 512", "BLOCK_THREADS = 1024"),

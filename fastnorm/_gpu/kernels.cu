@@ -13,50 +13,68 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
-#ifndef FN_CHUNK                // the backend passes both (from _names.py)
-#define FN_CHUNK 16384          // elements per statistics chunk (channels first)
+#ifndef FN_CHUNK       // the backend passes both (from _names.py)
+#define FN_CHUNK 16384 // elements per statistics chunk (channels first)
 #endif
 #ifndef FN_CL_ROWS
-#define FN_CL_ROWS 256          // rows per statistics chunk (channels last)
+#define FN_CL_ROWS 256 // rows per statistics chunk (channels last)
 #endif
 
-template <typename T> struct Tr;
-template <> struct Tr<float> {
-    typedef double Acc; typedef float W;
+template <typename T>
+struct Tr;
+template <>
+struct Tr<float> {
+    typedef double Acc;
+    typedef float W;
     static __device__ __forceinline__ W load(float v) { return v; }
     static __device__ __forceinline__ float store(W v) { return v; }
 };
-template <> struct Tr<double> {
-    typedef double Acc; typedef double W;
+template <>
+struct Tr<double> {
+    typedef double Acc;
+    typedef double W;
     static __device__ __forceinline__ W load(double v) { return v; }
     static __device__ __forceinline__ double store(W v) { return v; }
 };
-template <> struct Tr<__half> {
-    typedef float Acc; typedef float W;
+template <>
+struct Tr<__half> {
+    typedef float Acc;
+    typedef float W;
     static __device__ __forceinline__ W load(__half v) { return __half2float(v); }
     static __device__ __forceinline__ __half store(W v) { return __float2half_rn(v); }
 };
-template <> struct Tr<__nv_bfloat16> {
-    typedef float Acc; typedef float W;
+template <>
+struct Tr<__nv_bfloat16> {
+    typedef float Acc;
+    typedef float W;
     static __device__ __forceinline__ W load(__nv_bfloat16 v) { return __bfloat162float(v); }
     static __device__ __forceinline__ __nv_bfloat16 store(W v) { return __float2bfloat16_rn(v); }
 };
 
 struct Triple { double n, mean, m2; };
 
-__device__ __forceinline__ void merge(Triple &a, const Triple &b) {
+__device__ __forceinline__ void merge(Triple &a, const Triple &b)
+{
     if (b.n == 0.0) return;
-    if (a.n == 0.0) { a = b; return; }
+    if (a.n == 0.0) {
+        a = b;
+        return;
+    }
     double n = a.n + b.n, d = b.mean - a.mean, fb = b.n / n;
     a.mean += d * fb;
     a.m2 += b.m2 + d * d * (a.n * fb);
     a.n = n;
 }
 
-__device__ __forceinline__ Triple finish(double cnt, double shift, double s1, double s2) {
+__device__ __forceinline__ Triple finish(double cnt, double shift, double s1, double s2)
+{
     Triple t;
     t.n = cnt;
-    if (cnt == 0.0) { t.mean = 0.0; t.m2 = 0.0; return t; }
+    if (cnt == 0.0) {
+        t.mean = 0.0;
+        t.m2 = 0.0;
+        return t;
+    }
     double q = s1 / cnt, m2 = s2 - s1 * q;
     t.mean = shift + q;
     t.m2 = m2 < 0.0 ? 0.0 : m2;
@@ -67,28 +85,32 @@ __device__ __forceinline__ float fn_exp(float v) { return expf(v); }
 __device__ __forceinline__ double fn_exp(double v) { return exp(v); }
 
 template <typename W>
-__device__ __forceinline__ W activate(W v, int act, W slope) {
-    if (act == 1) return v < W(0) ? W(0) : v;             // relu (NaN stays NaN)
-    if (act == 2) return v >= W(0) ? v : v * slope;       // leaky_relu
-    if (act == 3) return v / (W(1) + fn_exp(-v));         // silu
+__device__ __forceinline__ W activate(W v, int act, W slope)
+{
+    if (act == 1) return v < W(0) ? W(0) : v;       // relu (NaN stays NaN)
+    if (act == 2) return v >= W(0) ? v : v * slope; // leaky_relu
+    if (act == 3) return v / (W(1) + fn_exp(-v));   // silu
     return v;
 }
 
 template <typename W>
-__device__ __forceinline__ void split_mean(double mean, W &hi, W &lo) {
+__device__ __forceinline__ void split_mean(double mean, W &hi, W &lo)
+{
     hi = (W)mean;
     lo = (W)(mean - (double)hi);
 }
 
 template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
+__device__ __forceinline__ A warp_sum(A v)
+{
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
 // Sum over the block (blockDim.x a multiple of 32, <= 1024); result in every thread.
 template <typename A>
-__device__ __forceinline__ A block_sum(A v, A *smem) {
+__device__ __forceinline__ A block_sum(A v, A *smem)
+{
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
     v = warp_sum(v);
     __syncthreads();
@@ -116,12 +138,12 @@ __device__ __forceinline__ A block_sum(A v, A *smem) {
 #endif
 
 template <typename T, int K, bool WARP>
-__device__ __forceinline__ void fused_plane(const T *__restrict__ x, T *__restrict__ y, long long p,
-                                            int L, long long G, int Cg, int S,
-                                            const double *__restrict__ w, const double *__restrict__ b,
-                                            double eps, int act, double slope, int tid, int nthr,
-                                            typename Tr<T>::Acc *smem, typename Tr<T>::W *csc,
-                                            typename Tr<T>::W *csf) {
+__device__
+__forceinline__ void fused_plane(const T *__restrict__ x, T *__restrict__ y, long long p, int L, long long G,
+                                 int Cg, int S, const double *__restrict__ w, const double *__restrict__ b,
+                                 double eps, int act, double slope, int tid, int nthr,
+                                 typename Tr<T>::Acc *smem, typename Tr<T>::W *csc, typename Tr<T>::W *csf)
+{
     typedef typename Tr<T>::Acc A;
     typedef typename Tr<T>::W Wt;
     const T *xp = x + p * L;
@@ -148,7 +170,7 @@ __device__ __forceinline__ void fused_plane(const T *__restrict__ x, T *__restri
     double rstd = 1.0 / sqrt(t.m2 / t.n + eps);
     Wt hi, lo;
     split_mean<Wt>(t.mean, hi, lo);
-    const long long c0 = (p % G) * Cg;     // the plane's first channel
+    const long long c0 = (p % G) * Cg; // the plane's first channel
     if (!WARP) {
         for (int c = tid; c < Cg; c += nthr) {
             csc[c] = (Wt)(w ? rstd * w[c0 + c] : rstd);
@@ -180,16 +202,20 @@ __device__ __forceinline__ void fused_plane(const T *__restrict__ x, T *__restri
         }
         q += dq;
         r += dr;
-        if (r >= S) { r -= S; q++; }
+        if (r >= S) {
+            r -= S;
+            q++;
+        }
     }
 }
 
 // planes p0 + blockIdx.x * (blockDim.x / 32) + warp, below P
 template <typename T, int K>
-__global__ void __launch_bounds__(256, 1) cf_fused_warp(const T *__restrict__ x, T *__restrict__ y, long long P,
-                              long long p0, long long L, long long G, long long Cg, long long S,
-                              const double *__restrict__ w, const double *__restrict__ b, double eps,
-                              int act, double slope) {
+__global__ void __launch_bounds__(256, 1)
+cf_fused_warp(const T *__restrict__ x, T *__restrict__ y, long long P, long long p0, long long L, long long G,
+              long long Cg, long long S, const double *__restrict__ w, const double *__restrict__ b,
+              double eps, int act, double slope)
+{
     long long p = p0 + (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (p >= P) return;
     fused_plane<T, K, true>(x, y, p, (int)L, G, (int)Cg, (int)S, w, b, eps, act, slope, threadIdx.x & 31, 32,
@@ -198,10 +224,11 @@ __global__ void __launch_bounds__(256, 1) cf_fused_warp(const T *__restrict__ x,
 
 // plane p0 + blockIdx.x
 template <typename T, int K>
-__global__ void __launch_bounds__(512, 1) cf_fused_block(const T *__restrict__ x, T *__restrict__ y, long long P,
-                               long long p0, long long L, long long G, long long Cg, long long S,
-                               const double *__restrict__ w, const double *__restrict__ b, double eps,
-                               int act, double slope) {
+__global__ void __launch_bounds__(512, 1)
+cf_fused_block(const T *__restrict__ x, T *__restrict__ y, long long P, long long p0, long long L,
+               long long G, long long Cg, long long S, const double *__restrict__ w,
+               const double *__restrict__ b, double eps, int act, double slope)
+{
     __shared__ typename Tr<T>::Acc smem[32];
     __shared__ typename Tr<T>::W csc[FN_FUSED_CG];
     __shared__ typename Tr<T>::W csf[FN_FUSED_CG];
@@ -213,7 +240,8 @@ __global__ void __launch_bounds__(512, 1) cf_fused_block(const T *__restrict__ x
 // grid (nchunks, planes), offset by (k0, p0): Welford triple of chunk k of plane p.
 template <typename T>
 __global__ void __launch_bounds__(256, 1) cf_partial(const T *__restrict__ x, long long L, long long nchunks,
-                           long long p0, long long k0, Triple *__restrict__ part) {
+                                                     long long p0, long long k0, Triple *__restrict__ part)
+{
     typedef typename Tr<T>::Acc A;
     __shared__ A smem[32];
     long long p = p0 + blockIdx.y, k = k0 + blockIdx.x;
@@ -228,7 +256,8 @@ __global__ void __launch_bounds__(256, 1) cf_partial(const T *__restrict__ x, lo
     }
     a = block_sum(a, smem);
     q = block_sum(q, smem);
-    if (threadIdx.x == 0) part[p * nchunks + k] = finish((double)(s1e - s0), (double)sh, (double)a, (double)q);
+    if (threadIdx.x == 0)
+        part[p * nchunks + k] = finish((double)(s1e - s0), (double)sh, (double)a, (double)q);
 }
 
 // The three small kernels below loop over their items (grid-stride), so the
@@ -236,7 +265,8 @@ __global__ void __launch_bounds__(256, 1) cf_partial(const T *__restrict__ x, lo
 
 // out[o * inner + i] = chunks k = 0..nchunks-1 of part[(o * nchunks + k) * inner + i], merged in order.
 __global__ void merge_chunks(const Triple *__restrict__ part, long long outer, long long inner,
-                             long long nchunks, Triple *__restrict__ out) {
+                             long long nchunks, Triple *__restrict__ out)
+{
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < outer * inner;
          j += (long long)gridDim.x * blockDim.x) {
         long long o = j / inner, i = j - o * inner;
@@ -248,7 +278,8 @@ __global__ void merge_chunks(const Triple *__restrict__ part, long long outer, l
 
 // Channel triples (N, C) -> group triples (N, G): Cg consecutive channels merged in order.
 __global__ void merge_groups(const Triple *__restrict__ tri, long long NG, long long Cg,
-                             Triple *__restrict__ out) {
+                             Triple *__restrict__ out)
+{
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < NG;
          j += (long long)gridDim.x * blockDim.x) {
         Triple t = {0.0, 0.0, 0.0};
@@ -258,11 +289,11 @@ __global__ void merge_groups(const Triple *__restrict__ tri, long long NG, long 
 }
 
 // Per-(n, c) coefficients from per-(n, g) triples: mean, scale, shift (double).
-__global__ void coefs_from_triples(const Triple *__restrict__ tri, long long N, long long C,
-                                   long long Cg, const double *__restrict__ w,
-                                   const double *__restrict__ b, double eps,
+__global__ void coefs_from_triples(const Triple *__restrict__ tri, long long N, long long C, long long Cg,
+                                   const double *__restrict__ w, const double *__restrict__ b, double eps,
                                    double *__restrict__ mean, double *__restrict__ scale,
-                                   double *__restrict__ shift) {
+                                   double *__restrict__ shift)
+{
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < N * C;
          j += (long long)gridDim.x * blockDim.x) {
         long long n = j / C, c = j - n * C;
@@ -276,7 +307,8 @@ __global__ void coefs_from_triples(const Triple *__restrict__ tri, long long N, 
 
 template <typename T>
 __device__ __forceinline__ T apply1(T v, typename Tr<T>::W hi, typename Tr<T>::W lo, typename Tr<T>::W sc,
-                                    typename Tr<T>::W sf, int act, typename Tr<T>::W sl) {
+                                    typename Tr<T>::W sf, int act, typename Tr<T>::W sl)
+{
     return Tr<T>::store(activate<typename Tr<T>::W>(((Tr<T>::load(v) - hi) - lo) * sc + sf, act, sl));
 }
 
@@ -284,10 +316,11 @@ __device__ __forceinline__ T apply1(T v, typename Tr<T>::W hi, typename Tr<T>::W
 // coefficients.  grid.x = rows * segs, each block a segment of one row.  VEC
 // elements per 16-byte access where the row is 16-byte aligned.
 template <typename T>
-__global__ void __launch_bounds__(256, 1) cf_apply(const T *__restrict__ x, T *__restrict__ y, long long S,
-                         long long segs, long long r0, const double *__restrict__ mean,
-                         const double *__restrict__ scale, const double *__restrict__ shift, int act,
-                         double slope) {
+__global__ void __launch_bounds__(256, 1)
+cf_apply(const T *__restrict__ x, T *__restrict__ y, long long S, long long segs, long long r0,
+         const double *__restrict__ mean, const double *__restrict__ scale, const double *__restrict__ shift,
+         int act, double slope)
+{
     typedef typename Tr<T>::W Wt;
     const int VEC = 16 / sizeof(T);
     long long rl = blockIdx.x / segs, sg = blockIdx.x - rl * segs, r = r0 + rl;
@@ -316,7 +349,8 @@ __global__ void __launch_bounds__(256, 1) cf_apply(const T *__restrict__ x, T *_
         }
         i = s0 + nv * VEC;
     }
-    for (long long j = i + threadIdx.x; j < s1e; j += blockDim.x) yp[j] = apply1<T>(xp[j], hi, lo, sc, sf, act, sl);
+    for (long long j = i + threadIdx.x; j < s1e; j += blockDim.x)
+        yp[j] = apply1<T>(xp[j], hi, lo, sc, sf, act, sl);
 }
 
 // ---------------------------------------------------------- channels last
@@ -330,8 +364,9 @@ __global__ void __launch_bounds__(256, 1) cf_apply(const T *__restrict__ x, T *_
 // the row lanes' sums are added in a fixed tree.  Triples per (n, chunk, c).
 template <typename T>
 __global__ void __launch_bounds__(256, 1) cl_partial(const T *__restrict__ x, long long S, long long C,
-                           long long rows, long long nchunks, long long k0, long long c0, long long n0,
-                           Triple *__restrict__ part) {
+                                                     long long rows, long long nchunks, long long k0,
+                                                     long long c0, long long n0, Triple *__restrict__ part)
+{
     typedef typename Tr<T>::Acc A;
     __shared__ A s1s[256];
     __shared__ A s2s[256];
@@ -353,7 +388,7 @@ __global__ void __launch_bounds__(256, 1) cl_partial(const T *__restrict__ x, lo
     s1s[t] = a;
     s2s[t] = q;
     __syncthreads();
-    for (int m = rl; m > 1;) {          // lanes [h, m) added onto lanes [0, m - h)
+    for (int m = rl; m > 1;) { // lanes [h, m) added onto lanes [0, m - h)
         int h = (m + 1) >> 1;
         if (lane < m - h) {
             s1s[t] += s1s[t + h * ct];
@@ -362,14 +397,17 @@ __global__ void __launch_bounds__(256, 1) cl_partial(const T *__restrict__ x, lo
         __syncthreads();
         m = h;
     }
-    if (t < ct) part[(n * nchunks + k) * C + c] = finish((double)(r1 - r0), (double)sh, (double)s1s[t], (double)s2s[t]);
+    if (t < ct)
+        part[(n * nchunks + k) * C + c] =
+            finish((double)(r1 - r0), (double)sh, (double)s1s[t], (double)s2s[t]);
 }
 
 // The coefficients of channels [cb, cb + cw) of slab n in shared memory.
 template <typename W>
 __device__ __forceinline__ void load_coefs(const double *__restrict__ mean, const double *__restrict__ scale,
                                            const double *__restrict__ shift, long long n, long long C,
-                                           long long cb, int cw, W *chi, W *clo, W *csc, W *csf) {
+                                           long long cb, int cw, W *chi, W *clo, W *csc, W *csf)
+{
     for (int c = threadIdx.x; c < cw; c += blockDim.x) {
         long long j = n * C + cb + c;
         split_mean<W>(mean[j], chi[c], clo[c]);
@@ -380,7 +418,7 @@ __device__ __forceinline__ void load_coefs(const double *__restrict__ mean, cons
 }
 
 #ifndef FN_CL_CT
-#define FN_CL_CT 1024           // channels whose coefficients a channels-last apply block holds
+#define FN_CL_CT 1024 // channels whose coefficients a channels-last apply block holds
 #endif
 static_assert(FN_CL_CT % 8 == 0, "channel tiles must keep 16-byte vectors whole");
 
@@ -389,10 +427,11 @@ static_assert(FN_CL_CT % 8 == 0, "channel tiles must keep 16-byte vectors whole"
 // block's range is aligned, any C), its channel advanced without division.
 // grid (blocks, 1, slabs), offset by (f0 elements, n0 slabs); block 256.
 template <typename T>
-__global__ void __launch_bounds__(256, 1) cl_apply_flat(const T *__restrict__ x, T *__restrict__ y, long long S,
-                              long long C, long long E, long long f0, long long n0,
-                              const double *__restrict__ mean, const double *__restrict__ scale,
-                              const double *__restrict__ shift, int act, double slope) {
+__global__ void __launch_bounds__(256, 1)
+cl_apply_flat(const T *__restrict__ x, T *__restrict__ y, long long S, long long C, long long E, long long f0,
+              long long n0, const double *__restrict__ mean, const double *__restrict__ scale,
+              const double *__restrict__ shift, int act, double slope)
+{
     typedef typename Tr<T>::W Wt;
     const int VEC = 16 / sizeof(T);
     __shared__ Wt chi[FN_CL_CT], clo[FN_CL_CT], csc[FN_CL_CT], csf[FN_CL_CT];
@@ -402,7 +441,7 @@ __global__ void __launch_bounds__(256, 1) cl_apply_flat(const T *__restrict__ x,
     long long s0 = f0 + (long long)blockIdx.x * E, s1 = s0 + E < SC ? s0 + E : SC;
     const T *xn = x + n * SC;
     T *yn = y + n * SC;
-    long long a = s1, nv = 0;       // vector body [a, a + nv * VEC)
+    long long a = s1, nv = 0; // vector body [a, a + nv * VEC)
     if (((((unsigned long long)xn) ^ ((unsigned long long)yn)) & 15ull) == 0) {
         a = s0 + (long long)(((16ull - (((unsigned long long)(xn + s0)) & 15ull)) & 15ull) / sizeof(T));
         if (a > s1) a = s1;
@@ -443,10 +482,11 @@ __global__ void __launch_bounds__(256, 1) cl_apply_flat(const T *__restrict__ x,
 // vector) pairs of the block's rows_per_block rows and its channel tile;
 // VEC-wide where C % VEC == 0 and both arrays are 16-byte aligned.
 template <typename T>
-__global__ void __launch_bounds__(256, 1) cl_apply_tile(const T *__restrict__ x, T *__restrict__ y, long long S,
-                              long long C, long long rows_per_block, long long r0, long long c0, long long n0,
-                              const double *__restrict__ mean, const double *__restrict__ scale,
-                              const double *__restrict__ shift, int act, double slope) {
+__global__ void __launch_bounds__(256, 1)
+cl_apply_tile(const T *__restrict__ x, T *__restrict__ y, long long S, long long C, long long rows_per_block,
+              long long r0, long long c0, long long n0, const double *__restrict__ mean,
+              const double *__restrict__ scale, const double *__restrict__ shift, int act, double slope)
+{
     typedef typename Tr<T>::W Wt;
     const int VEC = 16 / sizeof(T);
     __shared__ Wt chi[FN_CL_CT], clo[FN_CL_CT], csc[FN_CL_CT], csf[FN_CL_CT];
