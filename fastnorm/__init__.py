@@ -4,11 +4,12 @@ Public API: instance_norm, instance_stats, group_norm, normalize, adain,
 instance_moments, merge_moments, Moments, InstanceNorm, show_config.
 Importing fastnorm imports none of its optional dependencies.
 """
+
 __version__ = "0.1.0"
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-from ._api import (  # noqa: E402
+from ._api import (
     Moments,
     adain,
     group_norm,
@@ -18,8 +19,8 @@ from ._api import (  # noqa: E402
     merge_moments,
     normalize,
 )
-from ._config import show_config  # noqa: E402
-from ._layers import InstanceNorm  # noqa: E402
+from ._config import show_config
+from ._layers import InstanceNorm
 
 __all__ = [
     "__version__",

@@ -8,16 +8,17 @@ interop backend unwraps the arrays and calls the same public function again.
 A keyword added to a public function's signature here therefore reaches every
 array type without another change.
 """
+
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import os
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -142,8 +143,9 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
     x = args[first]
     layout = args["layout"]
     if args["channel_axis"] is not None:
-        raise ValueError(f"pass layout or channel_axis, not both: got layout={layout!r} and "
-                         f"channel_axis={args['channel_axis']!r}")
+        raise ValueError(
+            f"pass layout or channel_axis, not both: got layout={layout!r} and channel_axis={args['channel_axis']!r}"
+        )
     if not hasattr(x, "shape"):
         x = V.as_numpy(x, first)
     L = V.check_layout(layout, tuple(x.shape), first)
@@ -157,8 +159,10 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
     out = args.get("out")
     if out is not None and hasattr(out, "shape"):
         if tuple(out.shape) != tuple(x.shape):
-            raise ValueError(f"out must have shape {V._shape_str(x.shape)} (the shape of {first}), "
-                             f"got shape {V._shape_str(out.shape)}")
+            raise ValueError(
+                f"out must have shape {V._shape_str(x.shape)} (the shape of {first}), "
+                f"got shape {V._shape_str(out.shape)}"
+            )
         new["out"] = out.reshape(L.canonical(out.shape))
     for name in ("mean", "var"):
         if name in args:
@@ -201,10 +205,20 @@ def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
     return a.copy()
 
 
-def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
-                  eps: float = 1e-5, channel_axis: int | None = None, layout: str | None = None,
-                  activation: str | None = None, negative_slope: float = 0.01, dtype: Any = None,
-                  out: Array | None = None, num_threads: int | None = None) -> Array:
+def instance_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    channel_axis: int | None = None,
+    layout: str | None = None,
+    activation: str | None = None,
+    negative_slope: float = 0.01,
+    dtype: Any = None,
+    out: Array | None = None,
+    num_threads: int | None = None,
+) -> Array:
     """Instance normalization over the spatial axes of every (instance, channel).
 
     ``y = act((x - mean) / sqrt(var + eps) * weight[c] + bias[c])`` with the mean and
@@ -268,24 +282,46 @@ def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_norm, locals())
     # fast path: the common call on a plain ndarray (same checks, cheaper form)
-    if (type(x) is _ndarray and weight is None and bias is None and out is None
-            and activation is None and num_threads is None
-            and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
-            and type(eps) is float and 0.0 <= eps < math.inf):
+    if (
+        type(x) is _ndarray
+        and weight is None
+        and bias is None
+        and out is None
+        and activation is None
+        and num_threads is None
+        and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
+        and type(eps) is float
+        and 0.0 <= eps < math.inf
+    ):
         code = _FAST_CODES.get(x.dtype)
-        if (code is not None and x.ndim >= 3 and x.flags.c_contiguous and x.size
-                and ("dask" not in _modules or not _in_dask_task())):
+        if (
+            code is not None
+            and x.ndim >= 3
+            and x.flags.c_contiguous
+            and x.size
+            and ("dask" not in _modules or not _in_dask_task())
+        ):
             E = _engine or _fast_engine()
             if E is not None:
                 return E.fast_norm_cf(x, code, eps)
-    return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out,
-                 num_threads)
+    return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
 
 
-def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, bias: ArrayLike | None = None,
-               *, eps: float = 1e-5, channel_axis: int | None = None, layout: str | None = None,
-               activation: str | None = None, negative_slope: float = 0.01, dtype: Any = None,
-               out: Array | None = None, num_threads: int | None = None) -> Array:
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    channel_axis: int | None = None,
+    layout: str | None = None,
+    activation: str | None = None,
+    negative_slope: float = 0.01,
+    dtype: Any = None,
+    out: Array | None = None,
+    num_threads: int | None = None,
+) -> Array:
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
@@ -305,17 +341,26 @@ def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None, b
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(group_norm, locals())
-    return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out,
-                 num_threads)
+    return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
 
 
-def _norm(x: ArrayLike, num_groups: Any, weight: Any, bias: Any, eps: Any, channel_axis: Any, activation: Any,
-          negative_slope: Any, dtype: Any, out: Any, num_threads: Any) -> Array:
+def _norm(
+    x: ArrayLike,
+    num_groups: Any,
+    weight: Any,
+    bias: Any,
+    eps: Any,
+    channel_axis: Any,
+    activation: Any,
+    negative_slope: Any,
+    dtype: Any,
+    out: Any,
+    num_threads: Any,
+) -> Array:
     """Validate once (in the order of the signature) and run the backend's norm;
     num_groups is V.PER_CHANNEL for instance norm."""
     be, x = _prep(x)
-    a = V.validate_norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope,
-                        num_threads, dtype)
+    a = V.validate_norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, num_threads, dtype)
     out = _out(be, out, x, a.odtype, dtype)
     w, b = a.weight, a.bias
     if isinstance(out, np.ndarray):  # weight and bias are host arrays (copied to a GPU)
@@ -332,8 +377,9 @@ def _moments(x: ArrayLike, channel_axis: Any, num_threads: Any) -> tuple[Any, ..
     return (code,) + tuple(be.moments(x, code, cl, nt))
 
 
-def instance_stats(x: ArrayLike, *, channel_axis: int | None = None, layout: str | None = None,
-                   num_threads: int | None = None) -> tuple[Array, Array]:
+def instance_stats(
+    x: ArrayLike, *, channel_axis: int | None = None, layout: str | None = None, num_threads: int | None = None
+) -> tuple[Array, Array]:
     """Mean and biased variance of every (instance, channel) plane.
 
     Returns
@@ -426,8 +472,9 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     return Moments(n + 0 * mean, mean, m2)
 
 
-def instance_moments(x: ArrayLike, *, channel_axis: int | None = None, layout: str | None = None,
-                     num_threads: int | None = None) -> Moments:
+def instance_moments(
+    x: ArrayLike, *, channel_axis: int | None = None, layout: str | None = None, num_threads: int | None = None
+) -> Moments:
     """Welford triples (count, mean, M2) of every (instance, channel) plane.
 
     Use with :meth:`Moments.merge` to compute statistics of data too large to
@@ -476,15 +523,29 @@ def _check_var(v: Array) -> Array:
     if bool((v < 0).any()):
         raise ValueError("var must be >= 0 everywhere, got a negative variance")
     if bool((v == np.inf).any()):
-        raise ValueError("var must be finite, got inf (a float32 variance overflows for data "
-                         "above ~1.8e19: compute the statistics of x.astype(np.float64))")
+        raise ValueError(
+            "var must be finite, got inf (a float32 variance overflows for data "
+            "above ~1.8e19: compute the statistics of x.astype(np.float64))"
+        )
     return v
 
 
-def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike | None = None,
-              bias: ArrayLike | None = None, *, eps: float = 1e-5, channel_axis: int | None = None,
-              layout: str | None = None, activation: str | None = None, negative_slope: float = 0.01,
-              dtype: Any = None, out: Array | None = None, num_threads: int | None = None) -> Array:
+def normalize(
+    x: ArrayLike,
+    mean: ArrayLike,
+    var: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    channel_axis: int | None = None,
+    layout: str | None = None,
+    activation: str | None = None,
+    negative_slope: float = 0.01,
+    dtype: Any = None,
+    out: Array | None = None,
+    num_threads: int | None = None,
+) -> Array:
     """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
 
     ``mean`` and ``var`` have shape (N, C), or (C,) to broadcast over the batch
@@ -521,9 +582,17 @@ def normalize(x: ArrayLike, mean: ArrayLike, var: ArrayLike, weight: ArrayLike |
     return be.apply(x, code, cl, mean_, scale, shift, act, slope, out, nt, ocode)
 
 
-def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_axis: int | None = None,
-          layout: str | None = None, alpha: float = 1.0, dtype: Any = None,
-          num_threads: int | None = None) -> Array:
+def adain(
+    content: ArrayLike,
+    style: ArrayLike,
+    *,
+    eps: float = 1e-5,
+    channel_axis: int | None = None,
+    layout: str | None = None,
+    alpha: float = 1.0,
+    dtype: Any = None,
+    num_threads: int | None = None,
+) -> Array:
     """Adaptive instance normalization (Huang and Belongie, 2017).
 
     ``content`` normalized per (instance, channel), then scaled by the style's
@@ -552,12 +621,16 @@ def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_ax
     N, C, _ = V.layout(x.shape, cl)
     sbe, s = _prep(style, "style")
     if sbe is not be:
-        raise TypeError(f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}")
+        raise TypeError(
+            f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}"
+        )
     scode = V.check_x(s.shape, s.dtype, "style")
     try:
         scl = V.channels_last(channel_axis, s.ndim)
     except ValueError:
-        raise ValueError(f"style must have the layout of content (channel_axis={channel_axis}), got shape {V._shape_str(s.shape)}") from None
+        raise ValueError(
+            f"style must have the layout of content (channel_axis={channel_axis}), got shape {V._shape_str(s.shape)}"
+        ) from None
     Ns, Cs, _ = V.layout(s.shape, scl)
     if Cs != C:
         raise ValueError(f"style must have C={C} channels like content, got {Cs} (shape {V._shape_str(s.shape)})")
@@ -571,13 +644,33 @@ def adain(content: ArrayLike, style: ArrayLike, *, eps: float = 1e-5, channel_ax
     tc = be.triples(x, code, cl, nt)
     ts = be.triples(s, scode, scl, nt)
     mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))
-    return be.apply(x, code, cl, xp.ascontiguousarray(mean_c), xp.ascontiguousarray(scale),
-                    xp.ascontiguousarray(shift), 0, 0.0, None, nt, ocode)
+    return be.apply(
+        x,
+        code,
+        cl,
+        xp.ascontiguousarray(mean_c),
+        xp.ascontiguousarray(scale),
+        xp.ascontiguousarray(shift),
+        0,
+        0.0,
+        None,
+        nt,
+        ocode,
+    )
 
 
-def _apply_coefs(x: ArrayLike, mean: Any, scale: Any, shift: Any, *, channel_axis: int | None = None,
-                 activation: str | None = None, negative_slope: float = 0.01, dtype: Any = None,
-                 num_threads: int | None = None) -> Array:
+def _apply_coefs(
+    x: ArrayLike,
+    mean: Any,
+    scale: Any,
+    shift: Any,
+    *,
+    channel_axis: int | None = None,
+    activation: str | None = None,
+    negative_slope: float = 0.01,
+    dtype: Any = None,
+    num_threads: int | None = None,
+) -> Array:
     """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
     of shape (N, C).  The building block of the interop layers (Dask blocks)."""
     be, x, code, cl, N, C = _apply_prep(x, channel_axis)

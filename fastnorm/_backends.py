@@ -16,13 +16,15 @@ and mypy check the modules against the protocols):
 A backend module is imported only when an array of its library arrives, so
 ``import fastnorm`` imports none of the optional libraries.
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib
 import inspect
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -61,9 +63,21 @@ class ComputeBackend(Protocol):
         type with this shape and dtype, else TypeError / ValueError."""
         ...
 
-    def norm(self, x: Array, code: int, cl: bool, G: int, weight: Array | None, bias: Array | None,
-             eps: float, act: int, slope: float, out: Array | None, nt: int | None,
-             ocode: int | None = None) -> Array:
+    def norm(
+        self,
+        x: Array,
+        code: int,
+        cl: bool,
+        G: int,
+        weight: Array | None,
+        bias: Array | None,
+        eps: float,
+        act: int,
+        slope: float,
+        out: Array | None,
+        nt: int | None,
+        ocode: int | None = None,
+    ) -> Array:
         """Statistics per (instance, group of C // G channels), then the
         normalized, affine, activated output, as ``_api.instance_norm``
         documents it; weight and bias are float64 (C,) host arrays or None.
@@ -80,8 +94,20 @@ class ComputeBackend(Protocol):
         variance, exact where the triples would overflow or lose bits."""
         ...
 
-    def apply(self, x: Array, code: int, cl: bool, mean: Array, scale: Array, shift: Array,
-              act: int, slope: float, out: Array | None, nt: int | None, ocode: int | None = None) -> Array:
+    def apply(
+        self,
+        x: Array,
+        code: int,
+        cl: bool,
+        mean: Array,
+        scale: Array,
+        shift: Array,
+        act: int,
+        slope: float,
+        out: Array | None,
+        nt: int | None,
+        ocode: int | None = None,
+    ) -> Array:
         """``act((x - mean) * scale + shift)`` per (instance, channel), in the
         dtype of ocode (None: x's)."""
         ...
@@ -103,7 +129,7 @@ class InteropBackend(Protocol):
         ...
 
 
-Backend = Union[ComputeBackend, InteropBackend]
+Backend = ComputeBackend | InteropBackend
 
 if TYPE_CHECKING:  # mypy checks each backend module against its protocol
     from . import _dask, _torch
@@ -155,8 +181,10 @@ def for_array(x: object, name: str = "x") -> tuple[str, Any]:
     be = module(lib)
     if lib != "numpy" and not isinstance(x, be.ARRAY_TYPE):
         t = type(x)
-        raise TypeError(f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
-                        f"got {t.__module__}.{t.__qualname__}")
+        raise TypeError(
+            f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
+            f"got {t.__module__}.{t.__qualname__}"
+        )
     return lib, be
 
 
@@ -184,7 +212,6 @@ def to_host(a: Any) -> Any:
     if lib == "cupy" or hasattr(a, "__cuda_array_interface__"):
         return a.get()
     return a
-
 
 
 def on_device(a: Any) -> Any:

@@ -1,4 +1,5 @@
 """show_config(): what this build of fastnorm is and what it runs on this CPU."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +12,7 @@ def config() -> dict[str, Any]:
     from . import __version__
     from ._cpu import _engine as E
 
-    BUILD_INFO = E.build_info()   # {} when built without setup.py's build_ext
+    BUILD_INFO = E.build_info()  # {} when built without setup.py's build_ext
     backends = {"numpy": True}
     for name in ("cupy", "torch", "dask", "onnxruntime", "matplotlib"):
         backends[name] = importlib.util.find_spec(name) is not None
@@ -75,18 +76,19 @@ def show_config(mode: str = "stdout", file: Any = None) -> Any:
         f"  compiler        : {c['compiler']}",
         f"  compile flags   : {c['cflags']}",
         f"  link flags      : {c['ldflags']}",
-        f"  SIMD level      : {c['simd_level']} (FASTNORM_ISA; available here: "
-        f"{', '.join(c['simd_levels'])})",
+        f"  SIMD level      : {c['simd_level']} (FASTNORM_ISA; available here: {', '.join(c['simd_levels'])})",
         f"  SIMD            : {c['simd']}",
-        "  multiply-add    : " + ("fused (rounded once; the same bits at every level)"
-                                  if c["fma"] else "unfused (no FMA on this CPU)"),
-        "  output stores   : " + (
+        "  multiply-add    : "
+        + ("fused (rounded once; the same bits at every level)" if c["fma"] else "unfused (no FMA on this CPU)"),
+        "  output stores   : "
+        + (
             f"non-temporal for float32/float64 outputs over {above >> 20} MiB without "
             f"activation (channels last: rows of <= 64 lanes)"
-            if streaming else "normal (no streaming stores at this level)"),
+            if streaming
+            else "normal (no streaming stores at this level)"
+        ),
         f"  float16         : {c['half']}",
         f"  stats block     : {c['block']} elements",
-        "  array backends  : " + ", ".join(
-            f"{k} ({'yes' if v else 'no'})" for k, v in c["backends"].items()),
+        "  array backends  : " + ", ".join(f"{k} ({'yes' if v else 'no'})" for k, v in c["backends"].items()),
     ]
     print("\n".join(lines), file=out)

@@ -11,10 +11,12 @@
 
 Imported only when a Dask array arrives.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -49,8 +51,9 @@ def _known(x: Any, name: str = "x") -> None:
     """ValueError for unknown chunk sizes (after boolean indexing), which the
     normalize pass needs."""
     if any(s != s for s in x.shape):
-        raise ValueError(f"{name} has unknown chunk sizes (shape {tuple(x.shape)}); "
-                         f"call {name}.compute_chunk_sizes() first")
+        raise ValueError(
+            f"{name} has unknown chunk sizes (shape {tuple(x.shape)}); call {name}.compute_chunk_sizes() first"
+        )
 
 
 def _spatial_axes(ndim: int, cl: bool) -> tuple[int, ...]:
@@ -117,8 +120,7 @@ def triples(x: Any, cl: bool) -> Any:
     xp_meta = B.array_module(x._meta).empty((0,) * (ndim + 1), np.float64)
     t = x.map_blocks(_block_triples, cl, ndim, new_axis=ndim, chunks=chunks, dtype=np.float64, meta=xp_meta)
     # the spatial block axes reduce away: (N, C, 3) in either layout
-    return da.reduction(t, _chunk, _agg, combine=_chunk, axis=sp, keepdims=False, dtype=np.float64,
-                        concatenate=True)
+    return da.reduction(t, _chunk, _agg, combine=_chunk, axis=sp, keepdims=False, dtype=np.float64, concatenate=True)
 
 
 def _group_expand(t: Any, Cg: int) -> Any:
@@ -143,8 +145,9 @@ def _apply_block(block: Any, mean: Any, scale: Any, shift: Any, cl: bool, rest: 
     ax = -1 if cl else 1
     n = block.shape[0]
     c = block.shape[ax]
-    return _api._apply_coefs(block, mean.reshape(n, c), scale.reshape(n, c), shift.reshape(n, c),
-                             channel_axis=ax, **rest)
+    return _api._apply_coefs(
+        block, mean.reshape(n, c), scale.reshape(n, c), shift.reshape(n, c), channel_axis=ax, **rest
+    )
 
 
 def _apply(x: Any, cl: bool, mean: Any, scale: Any, shift: Any, rest: dict[str, Any]) -> Any:
@@ -153,8 +156,17 @@ def _apply(x: Any, cl: bool, mean: Any, scale: Any, shift: Any, rest: dict[str, 
     negative_slope, dtype, num_threads), passed through to each block."""
     _known(x)
     odtype, _ = V.out_dtype(rest.get("dtype"), x.dtype, V.dtype_code(x.dtype))
-    return da.map_blocks(_apply_block, x, _kd(mean, x, cl), _kd(scale, x, cl), _kd(shift, x, cl),
-                         cl, rest, dtype=odtype, meta=x._meta.astype(odtype))
+    return da.map_blocks(
+        _apply_block,
+        x,
+        _kd(mean, x, cl),
+        _kd(scale, x, cl),
+        _kd(shift, x, cl),
+        cl,
+        rest,
+        dtype=odtype,
+        meta=x._meta.astype(odtype),
+    )
 
 
 def _affine_coefs(t: Any, eps: Any, weight: Any, bias: Any) -> Any:
@@ -175,11 +187,22 @@ def _like(a: Any, t: Any) -> Any:
 # Each takes the bound arguments of the public function of the same name
 # (defaults applied) and validates them as the eager path does.
 
+
 def _norm_args(x: Any, kw: dict[str, Any], num_groups: Any = V.PER_CHANNEL) -> tuple[Any, V.NormArgs]:
     """(x in native byte order, NormArgs) of a norm's bound arguments."""
     x, _ = _check(x, kw["channel_axis"], kw["out"], min_ndim=3 if num_groups is V.PER_CHANNEL else 2)
-    a = V.validate_norm(x, num_groups, kw["weight"], kw["bias"], kw["eps"], kw["channel_axis"],
-                        kw["activation"], kw["negative_slope"], kw["num_threads"], kw["dtype"])
+    a = V.validate_norm(
+        x,
+        num_groups,
+        kw["weight"],
+        kw["bias"],
+        kw["eps"],
+        kw["channel_axis"],
+        kw["activation"],
+        kw["negative_slope"],
+        kw["num_threads"],
+        kw["dtype"],
+    )
     return x, a
 
 
@@ -206,8 +229,21 @@ def _map_planes(x: Any, a: Any, fn: Callable[..., Any], kw: dict[str, Any], Cg: 
 
 
 #: the keywords the normalize pass does not take (they are consumed before it)
-_NOT_APPLY = ("x", "content", "style", "num_groups", "weight", "bias", "mean", "var", "eps", "alpha",
-              "channel_axis", "layout", "out")
+_NOT_APPLY = (
+    "x",
+    "content",
+    "style",
+    "num_groups",
+    "weight",
+    "bias",
+    "mean",
+    "var",
+    "eps",
+    "alpha",
+    "channel_axis",
+    "layout",
+    "out",
+)
 
 
 def _split_norm(x: Any, a: Any, t: Any, kw: dict[str, Any]) -> Any:
@@ -290,8 +326,9 @@ def adain(kw: dict[str, Any]) -> Any:
     V.check_threads(kw["num_threads"])
     style = kw["style"]
     if not isinstance(style, da.Array):
-        style = da.from_array(style if B.library(style) == "cupy" else V.as_numpy(style, "style"), chunks=-1,
-                              asarray=False)
+        style = da.from_array(
+            style if B.library(style) == "cupy" else V.as_numpy(style, "style"), chunks=-1, asarray=False
+        )
     V.refuse_mask(style._meta, "style", "is a Dask array of numpy.ma.MaskedArray chunks")
     style = _native(style)
     V.check_x(style.shape, style.dtype, "style")

@@ -9,6 +9,7 @@ kernels.cu for CUDA).
 A triple is (count, mean, m2) along the last axis: m2 is the sum of squared
 deviations from the mean, the biased variance is m2 / count.
 """
+
 from __future__ import annotations
 
 from types import ModuleType
@@ -19,8 +20,9 @@ import numpy as np
 Array = Any
 
 
-def chan_merge(na: Array, ma: Array, qa: Array, nb: Array, mb: Array, qb: Array,
-               xp: ModuleType = np) -> tuple[Array, Array, Array]:
+def chan_merge(
+    na: Array, ma: Array, qa: Array, nb: Array, mb: Array, qb: Array, xp: ModuleType = np
+) -> tuple[Array, Array, Array]:
     """(count, mean, m2) of two disjoint samples merged with Chan's formula,
     elementwise; an empty side leaves the other unchanged (fn_merge in C)."""
     n = na + nb
@@ -52,8 +54,9 @@ def stats_from_triples(t: Array, rdt: Any, xp: ModuleType = np) -> tuple[Array, 
     return mean_var(xp, t[..., 0], t[..., 1], variance(t), rdt)
 
 
-def affine_coefs(xp: ModuleType, var: Array, eps: float, weight: Array | None, bias: Array | None,
-                 shape: tuple[int, int]) -> tuple[Array, Array]:
+def affine_coefs(
+    xp: ModuleType, var: Array, eps: float, weight: Array | None, bias: Array | None, shape: tuple[int, int]
+) -> tuple[Array, Array]:
     """(scale, shift) of shape (N, C) that normalize with variance var (N, C)
     and apply the per-channel affine (C,) arrays (None: 1 and 0):
     ``y = (x - mean) * scale + shift``."""
@@ -65,8 +68,9 @@ def affine_coefs(xp: ModuleType, var: Array, eps: float, weight: Array | None, b
     return scale, shift
 
 
-def adain_coefs(xp: ModuleType, tc: Array, ts: Array, eps: float, alpha: float,
-                shape: tuple[int, int]) -> tuple[Array, Array, Array]:
+def adain_coefs(
+    xp: ModuleType, tc: Array, ts: Array, eps: float, alpha: float, shape: tuple[int, int]
+) -> tuple[Array, Array, Array]:
     """(mean, scale, shift) of shape (N, C) for adain: content triples tc
     (N, C, 3), style triples ts (N or 1, C, 3), blended with the content by
     alpha in the same affine map."""

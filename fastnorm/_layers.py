@@ -1,10 +1,10 @@
 """A framework-free InstanceNorm layer with torch.nn.InstanceNorm semantics."""
+
 from __future__ import annotations
 
 import math
 import numbers
-
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -76,9 +76,17 @@ class InstanceNorm:
     running_var: np.ndarray | None
     num_batches_tracked: np.ndarray | None
 
-    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, channel_axis: int | None = None,
-                 layout: str | None = None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        channel_axis: int | None = None,
+        layout: str | None = None,
+    ) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral):
             raise TypeError(f"num_features must be an int >= 1, got {num_features!r}")
         if num_features < 1:
@@ -94,17 +102,20 @@ class InstanceNorm:
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        if channel_axis is not None and (isinstance(channel_axis, bool)
-                                         or not isinstance(channel_axis, numbers.Integral)):
+        if channel_axis is not None and (
+            isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral)
+        ):
             raise TypeError(f"channel_axis must be an int (1, -1 or x.ndim - 1), got {channel_axis!r}")
         if channel_axis is not None and (channel_axis == 0 or channel_axis < -1):
             # 1, -1 and ndim - 1 (>= 2) are the axes the functions accept
-            raise ValueError(f"channel_axis must be 1 (channels first) or -1 / x.ndim - 1 (channels last), "
-                             f"got {channel_axis!r}")
+            raise ValueError(
+                f"channel_axis must be 1 (channels first) or -1 / x.ndim - 1 (channels last), got {channel_axis!r}"
+            )
         if layout is not None:
             if channel_axis is not None:
-                raise ValueError(f"pass layout or channel_axis, not both: got layout={layout!r} and "
-                                 f"channel_axis={channel_axis!r}")
+                raise ValueError(
+                    f"pass layout or channel_axis, not both: got layout={layout!r} and channel_axis={channel_axis!r}"
+                )
             V.check_layout(layout, (1,) * len(layout) if isinstance(layout, str) else (), "x")
         self.layout = layout
         self.channel_axis = None if layout is not None else 1 if channel_axis is None else int(channel_axis)
@@ -121,14 +132,18 @@ class InstanceNorm:
             self.num_batches_tracked = None
 
     def __repr__(self) -> str:
-        return (f"InstanceNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
-                + (f"layout={self.layout!r})" if self.layout is not None else f"channel_axis={self.channel_axis})"))
+        return (
+            f"InstanceNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
+            + (f"layout={self.layout!r})" if self.layout is not None else f"channel_axis={self.channel_axis})")
+        )
 
     def _check_channels(self, x: Any, shape: tuple[int, ...], ax: int) -> None:
         C = x.shape[-1] if V.channels_last(ax, x.ndim) else x.shape[1]
         if C != self.num_features:
-            raise ValueError(f"x must have {self.num_features} channels (num_features), got shape {V._shape_str(shape)}")
+            raise ValueError(
+                f"x must have {self.num_features} channels (num_features), got shape {V._shape_str(shape)}"
+            )
 
     def __call__(self, x: Any, training: bool = False, *, num_threads: Any = None) -> Any:
         shape = getattr(x, "shape", None)
@@ -151,15 +166,22 @@ class InstanceNorm:
         if use_input_stats and V.layout(shape, V.channels_last(ax, len(shape)))[2] == 1:
             # torch's check: the variance of one element is 0 and its unbiased
             # variance (the running_var update) 0 / 0
-            raise ValueError(f"Expected more than 1 spatial element when training, got input size "
-                             f"{V._shape_str(user_shape)}")
+            raise ValueError(
+                f"Expected more than 1 spatial element when training, got input size {V._shape_str(user_shape)}"
+            )
         if not use_input_stats:
-            return _api.normalize(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                  eps=self.eps, channel_axis=ax,
-                                  num_threads=num_threads)
+            return _api.normalize(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                eps=self.eps,
+                channel_axis=ax,
+                num_threads=num_threads,
+            )
         if not (training and self.track_running_stats):
-            return _api.instance_norm(x, self.weight, self.bias, eps=self.eps,
-                                      channel_axis=ax, num_threads=num_threads)
+            return _api.instance_norm(x, self.weight, self.bias, eps=self.eps, channel_axis=ax, num_threads=num_threads)
         m = _api.instance_moments(x, channel_axis=ax, num_threads=num_threads)
         mean = _host(m.mean)
         n = _host(m.count)
@@ -182,16 +204,18 @@ class InstanceNorm:
         self.running_mean = ((1 - f) * rm + f * mean.mean(axis=0)).astype(dt)
         self.running_var = ((1 - f) * rv + f * unbiased.mean(axis=0)).astype(dt)
         # normalize with the batch's own (biased) statistics, as torch does
-        return _api.normalize(x, m.mean, m.var, self.weight, self.bias, eps=self.eps,
-                              channel_axis=ax, num_threads=num_threads)
+        return _api.normalize(
+            x, m.mean, m.var, self.weight, self.bias, eps=self.eps, channel_axis=ax, num_threads=num_threads
+        )
 
     forward = __call__
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """torch-compatible keys: weight, bias (affine); running_mean, running_var,
         num_batches_tracked (tracked)."""
-        names = (("weight", "bias") if self.affine else ()) + \
-            (("running_mean", "running_var", "num_batches_tracked") if self.track_running_stats else ())
+        names = (("weight", "bias") if self.affine else ()) + (
+            ("running_mean", "running_var", "num_batches_tracked") if self.track_running_stats else ()
+        )
         return {name: np.array(getattr(self, name)) for name in names}
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> InstanceNorm:
@@ -216,8 +240,7 @@ class InstanceNorm:
         unexpected = set(keys) - expected
         if strict and (missing or unexpected):
             raise KeyError(f"state_dict keys do not match: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-        new = {name: self._checked(name, keys[name], state_dict[keys[name]])
-               for name in sorted(expected & set(keys))}
+        new = {name: self._checked(name, keys[name], state_dict[keys[name]]) for name in sorted(expected & set(keys))}
         for name, val in new.items():
             setattr(self, name, val)
         return self

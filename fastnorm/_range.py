@@ -16,16 +16,18 @@ double's range), and only NaN-free units are redone: a NaN or an infinity
 in the data keeps its NaN result.  The check costs nothing on ordinary data
 (it reads the (N, C) statistics); the redo costs two more passes over x.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ._formulas import chan_merge, variance
 
 # m2 / n below this, with eps too small to dominate it, has lost bits
-_TINY_VAR = 2.0 ** -900
+_TINY_VAR = 2.0**-900
 _SMALL_EPS = 1e-250
 
 
@@ -38,7 +40,7 @@ def out_of_range(t: Any, eps: Any) -> Any:
         bad = ~np.isfinite(m2) | ~np.isfinite(mean)
         if eps is None or eps < _SMALL_EPS:
             bad |= (n > 1) & (m2 < _TINY_VAR * n)
-    return bad & (n > 0)        # an empty unit has nothing to redo
+    return bad & (n > 0)  # an empty unit has nothing to redo
 
 
 def _unit_view(x: Any, cl: bool, G: int) -> Any:
@@ -99,18 +101,20 @@ def norm_coefs(ts: Any, k: Any, eps: Any, w: Any, b: Any, G: int, C: int) -> tup
         eps_s = np.ldexp(float(eps), -2 * k)
         # eps scaled past 2**600 dominates the variance: then 1 / sqrt(var + eps)
         # is safe unscaled (var underflowed to about 0 beside it), times 2**k
-        rs = np.where(eps_s <= 2.0 ** 600, 1.0 / np.sqrt(vs + eps_s),
-                      np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + float(eps)), k))
+        rs = np.where(
+            eps_s <= 2.0**600, 1.0 / np.sqrt(vs + eps_s), np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + float(eps)), k)
+        )
     mean = np.repeat(ms, Cg, axis=1)
     scale = np.repeat(rs, Cg, axis=1)
     if w is not None:
         scale = scale * np.asarray(w, dtype=np.float64)[None, :]
     shift = np.broadcast_to(np.asarray(b, dtype=np.float64) if b is not None else 0.0, (N, C))
-    return (np.ascontiguousarray(mean), np.ascontiguousarray(scale),
-            np.ascontiguousarray(shift, dtype=np.float64))
+    return (np.ascontiguousarray(mean), np.ascontiguousarray(scale), np.ascontiguousarray(shift, dtype=np.float64))
 
 
-def rescaled_triples(triples: Callable[..., Any], x: Any, code: int, cl: bool, nt: int | None, t: Any) -> tuple[Any, Any, Any, Any]:
+def rescaled_triples(
+    triples: Callable[..., Any], x: Any, code: int, cl: bool, nt: int | None, t: Any
+) -> tuple[Any, Any, Any, Any]:
     """t with its out-of-range units (per channel) recomputed from scaled
     data: (count, mean, m2, var) float64 (N, C) arrays, m2 and var scaled
     back (so they overflow to inf only where the exact value does)."""

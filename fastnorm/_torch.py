@@ -7,29 +7,31 @@ handed to the channels-last kernels as that memory (no transposing copy) and
 the result comes back as a channels_last tensor.  bfloat16 and float16 are
 computed in float32.  Imported only when a tensor arrives.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import _api
-from ._backends import library
 from . import _validate as V
+from ._backends import library
 
 ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
 # tells autograd that a tensor was written in place (torch >= 2.1 has the public name)
-_increment_version = getattr(torch.autograd.graph, "increment_version", None) or \
-    torch._C._autograd._increment_version  # type: ignore[attr-defined]
+_increment_version = getattr(torch.autograd.graph, "increment_version", None) or torch._C._autograd._increment_version  # type: ignore[attr-defined]
 
 
 def _needs_grad(kw: dict[str, Any]) -> bool:
     """Autograd is on and an input (not out) requires grad."""
-    return torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad
-                                           for k, v in kw.items() if k != "out")
+    return torch.is_grad_enabled() and any(
+        isinstance(v, torch.Tensor) and v.requires_grad for k, v in kw.items() if k != "out"
+    )
 
 
 #: the public functions that have a backward (through the fastnorm:: operators)
@@ -45,10 +47,13 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
         raise RuntimeError(
             f"fastnorm.{name} has no backward pass: an input requires grad while autograd is enabled. "
             f"Call it under torch.no_grad() / torch.inference_mode(), or detach() the input "
-            f"(instance_norm, group_norm and normalize are differentiable).")
+            f"(instance_norm, group_norm and normalize are differentiable)."
+        )
     if kw.get("out") is not None:
-        raise RuntimeError("out= cannot be used when an input requires grad (autograd does not track "
-                           "writes into out); call without out=")
+        raise RuntimeError(
+            "out= cannot be used when an input requires grad (autograd does not track "
+            "writes into out); call without out="
+        )
     if kw.get("dtype") is not None:
         raise RuntimeError("dtype= cannot be used when an input requires grad; cast the result instead")
     from . import _torch_ops  # noqa: F401  (registers the operators)
@@ -66,8 +71,9 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     eps = V.check_eps(kw["eps"])
     _, slope = V.check_activation(kw["activation"], kw["negative_slope"])
     if name == "normalize":
-        y = torch.ops.fastnorm.normalize(xv, vec(kw["mean"]), vec(kw["var"]), vec(kw["weight"]), vec(kw["bias"]),
-                                         eps, act, slope)
+        y = torch.ops.fastnorm.normalize(
+            xv, vec(kw["mean"]), vec(kw["var"]), vec(kw["weight"]), vec(kw["bias"]), eps, act, slope
+        )
     else:
         C = xv.shape[1]
         G = C if name == "instance_norm" else V.check_num_groups(kw["num_groups"], C)
@@ -77,13 +83,26 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
 
 def _is_cl(t: Any, channel_axis: Any) -> bool:
     """A logically channels-first tensor whose memory is channels-last."""
-    return ((channel_axis is None or channel_axis == 1) and t.dim() >= 3 and not t.is_contiguous()
-            and t.movedim(1, -1).is_contiguous())
+    return (
+        (channel_axis is None or channel_axis == 1)
+        and t.dim() >= 3
+        and not t.is_contiguous()
+        and t.movedim(1, -1).is_contiguous()
+    )
 
 
 #: tensor dtypes the kernels read directly: floats and integers (bool is not a number here)
-_DTYPES = {torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.int8, torch.int16,
-           torch.int32, torch.int64} | {getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n)}
+_DTYPES = {
+    torch.float16,
+    torch.float32,
+    torch.float64,
+    torch.bfloat16,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+} | {getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n)}
 
 
 def _bf16_dtype(name: str) -> Any:
@@ -198,15 +217,18 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     if cl:
         kw["channel_axis"] = -1
     if isinstance(kw.get("dtype"), torch.dtype):  # dtype=torch.float32 means numpy's
-        kw["dtype"] = _bf16_dtype("dtype") if kw["dtype"] == torch.bfloat16 else \
-            torch.empty(0, dtype=kw["dtype"]).numpy().dtype
+        kw["dtype"] = (
+            _bf16_dtype("dtype") if kw["dtype"] == torch.bfloat16 else torch.empty(0, dtype=kw["dtype"]).numpy().dtype
+        )
     if x.device.type == "cuda":
         # on x's device and torch's current stream there: the next torch op
         # is ordered after the kernels, and torch's allocator sees the use
         import cupy
 
-        with cupy.cuda.Device(x.device.index), \
-                cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream):
+        with (
+            cupy.cuda.Device(x.device.index),
+            cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream),
+        ):
             r = fn(**kw)
     else:
         r = fn(**kw)

@@ -13,6 +13,7 @@ custom_translation_table=fastnorm.torch.onnx_translation_table())``; needs
 onnxscript) and the TorchScript-based one (``dynamo=False``), whose symbolic
 functions are registered when fastnorm.torch is imported.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,34 +42,48 @@ def onnx_translation_table() -> dict[Any, Any]:
         c = op.Shape(dim_of, start=1, end=2)
         return op.CastLike(op.Expand(op.Constant(value_float=value), c), x)
 
-    def group_norm(x: Any, num_groups: int, weight: Any = None, bias: Any = None, eps: float = 1e-5,
-                   activation: str = "", negative_slope: float = 0.01) -> Any:
+    def group_norm(
+        x: Any,
+        num_groups: int,
+        weight: Any = None,
+        bias: Any = None,
+        eps: float = 1e-5,
+        activation: str = "",
+        negative_slope: float = 0.01,
+    ) -> Any:
         shape = op.Shape(x)
         g = op.Reshape(x, op.Constant(value_ints=[0, num_groups, -1]))
         y = op.InstanceNormalization(g, ones_like_dim(x, g, 1.0), ones_like_dim(x, g, 0.0), epsilon=eps)
         y = op.Reshape(y, shape)
         if weight is not None or bias is not None:
-            cshape = op.Concat(op.Constant(value_ints=[-1]),
-                               op.Expand(op.Constant(value_ints=[1]), op.Sub(op.Size(shape),
-                                                                            op.Constant(value_ints=[2]))),
-                               axis=0)
+            cshape = op.Concat(
+                op.Constant(value_ints=[-1]),
+                op.Expand(op.Constant(value_ints=[1]), op.Sub(op.Size(shape), op.Constant(value_ints=[2]))),
+                axis=0,
+            )
             if weight is not None:
                 y = op.Mul(y, op.Reshape(op.CastLike(weight, x), cshape))
             if bias is not None:
                 y = op.Add(y, op.Reshape(op.CastLike(bias, x), cshape))
         return act(y, activation, negative_slope)
 
-    def normalize(x: Any, mean: Any, var: Any, weight: Any = None, bias: Any = None, eps: float = 1e-5,
-                  activation: str = "", negative_slope: float = 0.01) -> Any:
+    def normalize(
+        x: Any,
+        mean: Any,
+        var: Any,
+        weight: Any = None,
+        bias: Any = None,
+        eps: float = 1e-5,
+        activation: str = "",
+        negative_slope: float = 0.01,
+    ) -> Any:
         one, zero = ones_like_dim(x, x, 1.0), ones_like_dim(x, x, 0.0)
         w = op.CastLike(weight, x) if weight is not None else one
         b = op.CastLike(bias, x) if bias is not None else zero
-        y = op.BatchNormalization(x, w, b, op.CastLike(mean, x), op.CastLike(var, x), epsilon=eps,
-                                  training_mode=0)
+        y = op.BatchNormalization(x, w, b, op.CastLike(mean, x), op.CastLike(var, x), epsilon=eps, training_mode=0)
         return act(y, activation, negative_slope)
 
-    return {torch.ops.fastnorm.group_norm.default: group_norm,
-            torch.ops.fastnorm.normalize.default: normalize}
+    return {torch.ops.fastnorm.group_norm.default: group_norm, torch.ops.fastnorm.normalize.default: normalize}
 
 
 # ------------------------------------------- TorchScript-based (legacy) exporter
@@ -83,8 +98,12 @@ def _legacy_act(g: Any, y: Any, activation: str, slope: float) -> Any:
 
 
 def _legacy_fill(g: Any, x: Any, dim_of: Any, value: float) -> Any:
-    c = g.op("Slice", g.op("Shape", dim_of), g.op("Constant", value_t=torch.tensor([1])),
-             g.op("Constant", value_t=torch.tensor([2])))
+    c = g.op(
+        "Slice",
+        g.op("Shape", dim_of),
+        g.op("Constant", value_t=torch.tensor([1])),
+        g.op("Constant", value_t=torch.tensor([2])),
+    )
     return g.op("CastLike", g.op("Expand", g.op("Constant", value_t=torch.tensor(value)), c), x)
 
 
@@ -92,12 +111,12 @@ def register_legacy_symbolics(opset: int = OPSET) -> None:
     from torch.onnx import symbolic_helper as sh
 
     @sh.parse_args("v", "i", "v", "v", "f", "s", "f")
-    def group_norm(g: Any, x: Any, num_groups: int, weight: Any, bias: Any, eps: float, activation: str,
-                   slope: float) -> Any:
+    def group_norm(
+        g: Any, x: Any, num_groups: int, weight: Any, bias: Any, eps: float, activation: str, slope: float
+    ) -> Any:
         shape = g.op("Shape", x)
         xg = g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, num_groups, -1])))
-        y = g.op("InstanceNormalization", xg, _legacy_fill(g, x, xg, 1.0), _legacy_fill(g, x, xg, 0.0),
-                 epsilon_f=eps)
+        y = g.op("InstanceNormalization", xg, _legacy_fill(g, x, xg, 1.0), _legacy_fill(g, x, xg, 0.0), epsilon_f=eps)
         y = g.op("Reshape", y, shape)
         rank = sh._get_tensor_rank(x)
         cshape = g.op("Constant", value_t=torch.tensor([-1] + [1] * ((rank or 4) - 2)))
@@ -108,12 +127,12 @@ def register_legacy_symbolics(opset: int = OPSET) -> None:
         return _legacy_act(g, y, activation, slope)
 
     @sh.parse_args("v", "v", "v", "v", "v", "f", "s", "f")
-    def normalize(g: Any, x: Any, mean: Any, var: Any, weight: Any, bias: Any, eps: float, activation: str,
-                  slope: float) -> Any:
+    def normalize(
+        g: Any, x: Any, mean: Any, var: Any, weight: Any, bias: Any, eps: float, activation: str, slope: float
+    ) -> Any:
         w = g.op("CastLike", weight, x) if not sh._is_none(weight) else _legacy_fill(g, x, x, 1.0)
         b = g.op("CastLike", bias, x) if not sh._is_none(bias) else _legacy_fill(g, x, x, 0.0)
-        y = g.op("BatchNormalization", x, w, b, g.op("CastLike", mean, x), g.op("CastLike", var, x),
-                 epsilon_f=eps)
+        y = g.op("BatchNormalization", x, w, b, g.op("CastLike", mean, x), g.op("CastLike", var, x), epsilon_f=eps)
         return _legacy_act(g, y, activation, slope)
 
     torch.onnx.register_custom_op_symbolic("fastnorm::group_norm", group_norm, opset)

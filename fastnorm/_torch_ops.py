@@ -22,9 +22,10 @@ fastnorm.torch's onnx support (InstanceNormalization / GroupNormalization).
 
 Imported by fastnorm.torch; importing it imports torch.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,36 +42,81 @@ def _act(activation: str) -> str | None:
     return activation or None
 
 
-def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
+def _opt(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
 
 
 # ----------------------------------------------------------------- forward
 @torch.library.custom_op("fastnorm::group_norm", mutates_args=())
-def group_norm(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-               activation: str, negative_slope: float) -> Tensor:
+def group_norm(
+    x: Tensor,
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> Tensor:
     with torch.no_grad():
-        return _api.group_norm(x.detach(), num_groups, _opt(weight), _opt(bias), eps=eps,
-                               activation=_act(activation), negative_slope=negative_slope)
+        return _api.group_norm(
+            x.detach(),
+            num_groups,
+            _opt(weight),
+            _opt(bias),
+            eps=eps,
+            activation=_act(activation),
+            negative_slope=negative_slope,
+        )
 
 
 @group_norm.register_fake
-def _(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-      activation: str, negative_slope: float) -> Tensor:
+def _(
+    x: Tensor,
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> Tensor:
     return torch.empty_like(x)
 
 
 @torch.library.custom_op("fastnorm::normalize", mutates_args=())
-def normalize(x: Tensor, mean: Tensor, var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-              eps: float, activation: str, negative_slope: float) -> Tensor:
+def normalize(
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> Tensor:
     with torch.no_grad():
-        return _api.normalize(x.detach(), mean.detach(), var.detach(), _opt(weight), _opt(bias), eps=eps,
-                              activation=_act(activation), negative_slope=negative_slope)
+        return _api.normalize(
+            x.detach(),
+            mean.detach(),
+            var.detach(),
+            _opt(weight),
+            _opt(bias),
+            eps=eps,
+            activation=_act(activation),
+            negative_slope=negative_slope,
+        )
 
 
 @normalize.register_fake
-def _(x: Tensor, mean: Tensor, var: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-      activation: str, negative_slope: float) -> Tensor:
+def _(
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> Tensor:
     return torch.empty_like(x)
 
 
@@ -89,20 +135,24 @@ def _(x: Tensor) -> tuple[Tensor, Tensor]:
 
 # ---------------------------------------------------------------- backward
 @torch.library.custom_op("fastnorm::group_norm_backward", mutates_args=())
-def group_norm_backward(grad_out: Tensor, x: Tensor, num_groups: int, weight: Optional[Tensor],
-                        eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def group_norm_backward(
+    grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
     from . import _backward
 
     with torch.no_grad():
         cl = T._is_cl(x, 1)
         g, xx = grad_out.detach(), x.detach()
-        if cl:   # channels-last memory: run the channels-last kernels on it
+        if cl:  # channels-last memory: run the channels-last kernels on it
             g = g.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
             a, ga, ax = T.to_array(xx.movedim(1, -1)), T.to_array(g.movedim(1, -1)), -1
         else:
             a, ga, ax = T.to_array(xx.contiguous()), T.to_array(g.contiguous()), 1
-        w = None if weight is None else T.to_array(weight.detach().double().cpu() if x.device.type == "cpu"
-                                                   else weight.detach().double())
+        w = (
+            None
+            if weight is None
+            else T.to_array(weight.detach().double().cpu() if x.device.type == "cpu" else weight.detach().double())
+        )
         gx, gw, gb = _backward.group_norm_backward(ga, a, num_groups, w, eps=eps, channel_axis=ax)
         gx = T.from_array(gx, x)
         if cl:
@@ -112,8 +162,9 @@ def group_norm_backward(grad_out: Tensor, x: Tensor, num_groups: int, weight: Op
 
 
 @group_norm_backward.register_fake
-def _(grad_out: Tensor, x: Tensor, num_groups: int, weight: Optional[Tensor],
-      eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def _(
+    grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
     wdt = weight.dtype if weight is not None else x.dtype
     C = x.shape[1]
     return torch.empty_like(x), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
@@ -144,9 +195,15 @@ def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
         y_pre = torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01)
         grad = _activation_grad(y_pre, grad, activation, slope)
     gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
-    return (gx if ctx.needs_input_grad[0] else None, None,
-            gw if weight is not None and ctx.needs_input_grad[2] else None,
-            gb if has_bias and ctx.needs_input_grad[3] else None, None, None, None)
+    return (
+        gx if ctx.needs_input_grad[0] else None,
+        None,
+        gw if weight is not None and ctx.needs_input_grad[2] else None,
+        gb if has_bias and ctx.needs_input_grad[3] else None,
+        None,
+        None,
+        None,
+    )
 
 
 group_norm.register_autograd(_gn_backward, setup_context=_gn_setup)

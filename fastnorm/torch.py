@@ -21,7 +21,7 @@ Examples
 (1, 8, 14, 14)
 """
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,12 +45,12 @@ class _FastInstanceNorm:
     """forward() shared by the InstanceNorm{1,2,3}d classes (torch semantics),
     on the fastnorm custom operators (TorchScript-compatible code)."""
 
-    activation: Optional[str]
+    activation: str | None
     negative_slope: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.activation = None       # set by convert(fuse_activations=True)
+        self.activation = None  # set by convert(fuse_activations=True)
         self.negative_slope = 0.01
 
     def forward(self, input: Tensor) -> Tensor:
@@ -59,15 +59,19 @@ class _FastInstanceNorm:
         x = input.unsqueeze(0) if unbatched else input
         C = x.shape[1]
         if C != self.num_features and self.affine:
-            raise ValueError("expected input's size at dim=1 to match num_features (" + str(self.num_features)
-                             + "), but got: " + str(C) + ".")
+            raise ValueError(
+                "expected input's size at dim=1 to match num_features ("
+                + str(self.num_features)
+                + "), but got: "
+                + str(C)
+                + "."
+            )
         a = self.activation
         act = a if a is not None else ""
         use_input_stats = self.training or not self.track_running_stats
         if use_input_stats and _spatial(x) == 1:
             # torch's check (the unbiased running_var would be 0 / 0)
-            raise ValueError("Expected more than 1 spatial element when training, got input size "
-                             + str(x.size()))
+            raise ValueError("Expected more than 1 spatial element when training, got input size " + str(x.size()))
         if not use_input_stats:
             rm, rv = self.running_mean, self.running_var
             assert rm is not None and rv is not None
@@ -102,7 +106,7 @@ class InstanceNorm3d(_FastInstanceNorm, nn.InstanceNorm3d):
 class GroupNorm(nn.GroupNorm):
     """torch.nn.GroupNorm with fastnorm's kernels."""
 
-    activation: Optional[str]
+    activation: str | None
     negative_slope: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -113,8 +117,9 @@ class GroupNorm(nn.GroupNorm):
     def forward(self, input: Tensor) -> Tensor:
         a = self.activation
         act = a if a is not None else ""
-        return torch.ops.fastnorm.group_norm(input, self.num_groups, self.weight, self.bias, self.eps, act,
-                                             self.negative_slope)
+        return torch.ops.fastnorm.group_norm(
+            input, self.num_groups, self.weight, self.bias, self.eps, act, self.negative_slope
+        )
 
 
 _SWAP = {
@@ -135,8 +140,14 @@ def _replacement(mod: Any) -> Any:
     if new_cls is GroupNorm:
         new = GroupNorm(mod.num_groups, mod.num_channels, eps=mod.eps, affine=mod.affine, **kw)
     else:
-        new = new_cls(mod.num_features, eps=mod.eps, momentum=mod.momentum, affine=mod.affine,
-                      track_running_stats=mod.track_running_stats, **kw)
+        new = new_cls(
+            mod.num_features,
+            eps=mod.eps,
+            momentum=mod.momentum,
+            affine=mod.affine,
+            track_running_stats=mod.track_running_stats,
+            **kw,
+        )
     p = next(iter(mod.parameters()), None)
     if p is None:
         p = next((b for b in mod.buffers() if b.is_floating_point()), None)

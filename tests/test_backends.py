@@ -1,6 +1,7 @@
 """The backend contract (fastnorm._backends): every backend module provides
 every hook of its protocol, with the protocol's parameters; the dispatch
 table, the library detection and the host copy are the only ones."""
+
 import importlib
 import importlib.util
 import inspect
@@ -54,15 +55,23 @@ def _check_hooks(lib, be):
             continue
         want = [p for p in inspect.signature(member).parameters if p != "self"]
         got = list(inspect.signature(getattr(be, name)).parameters)
-        assert got[:len(want)] == want, (lib, name, got, want)
+        assert got[: len(want)] == want, (lib, name, got, want)
         # anything past the protocol's parameters must be optional
-        extra = list(inspect.signature(getattr(be, name)).parameters.values())[len(want):]
+        extra = list(inspect.signature(getattr(be, name)).parameters.values())[len(want) :]
         assert all(p.default is not p.empty for p in extra), (lib, name)
 
 
 def test_protocols_name_the_primitives():
-    assert set(_hooks(B.ComputeBackend)) == {"xp", "ARRAY_TYPE", "asarray", "check_out", "norm", "triples",
-                                             "moments", "apply"}
+    assert set(_hooks(B.ComputeBackend)) == {
+        "xp",
+        "ARRAY_TYPE",
+        "asarray",
+        "check_out",
+        "norm",
+        "triples",
+        "moments",
+        "apply",
+    }
     assert set(_hooks(B.InteropBackend)) == {"ARRAY_TYPE", "call"}
 
 
@@ -105,7 +114,8 @@ def test_every_public_function_dispatches_interop_arrays_from_its_first_line():
         src = inspect.getsource(fn)
         body = src.split('"""', 2)[2].strip().splitlines()
         first = next(iter(inspect.signature(fn).parameters))
-        assert body[0].strip() == (f"if layout is not None or (type({first}) is not _ndarray "
-                                   f"and B.library({first}) in B.INTEROP):"), name
+        assert body[0].strip() == (
+            f"if layout is not None or (type({first}) is not _ndarray and B.library({first}) in B.INTEROP):"
+        ), name
         assert body[1].strip() == f"return _dispatch({name}, locals())", name
     assert fastnorm.instance_norm is _api.instance_norm

@@ -1,4 +1,5 @@
 """Dask arrays: lazy results equal to one in-memory call, on a 2-process LocalCluster."""
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,9 @@ import fastnorm  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, memory_limit="1GiB")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+    )
     c = distributed.Client(cluster)
     yield c
     c.close()
@@ -53,10 +55,12 @@ def test_other_functions(client, chunks):
     mean, var = X.mean((2, 3)), X.var((2, 3))
     np.testing.assert_allclose(fastnorm.normalize(dx, mean, var).compute(), fastnorm.normalize(X, mean, var), atol=1e-6)
     style = X[:1] * 0.5 - 2
-    np.testing.assert_allclose(fastnorm.adain(dx, style, alpha=0.7).compute(),
-                               fastnorm.adain(X, style, alpha=0.7), atol=2e-6)
-    np.testing.assert_allclose(fastnorm.adain(dx, da.from_array(style, chunks=(1, 2, 9, 9))).compute(),
-                               fastnorm.adain(X, style), atol=2e-6)
+    np.testing.assert_allclose(
+        fastnorm.adain(dx, style, alpha=0.7).compute(), fastnorm.adain(X, style, alpha=0.7), atol=2e-6
+    )
+    np.testing.assert_allclose(
+        fastnorm.adain(dx, da.from_array(style, chunks=(1, 2, 9, 9))).compute(), fastnorm.adain(X, style), atol=2e-6
+    )
 
 
 def _load(path, block_info=None):
@@ -67,8 +71,13 @@ def _load(path, block_info=None):
 def npy_chunks(path, chunks):
     """A lazy dask array over a .npy file: every task reads only its own chunk."""
     head = np.load(path, mmap_mode="r")
-    return da.map_blocks(_load, path, chunks=da.core.normalize_chunks(chunks, head.shape),
-                         dtype=head.dtype, meta=np.empty((0,) * head.ndim, head.dtype))
+    return da.map_blocks(
+        _load,
+        path,
+        chunks=da.core.normalize_chunks(chunks, head.shape),
+        dtype=head.dtype,
+        meta=np.empty((0,) * head.ndim, head.dtype),
+    )
 
 
 def test_larger_than_worker_memory(client, tmp_path):
@@ -80,7 +89,7 @@ def test_larger_than_worker_memory(client, tmp_path):
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     rng = np.random.default_rng(1)
     for i in range(0, shape[2], 2048):
-        mm[:, :, i:i + 2048] = rng.standard_normal((1, 3, 2048, shape[3]), dtype=np.float32) + 7
+        mm[:, :, i : i + 2048] = rng.standard_normal((1, 3, 2048, shape[3]), dtype=np.float32) + 7
     mm.flush()
     del mm
     src = npy_chunks(str(path), chunks=(1, 3, 1024, 10240))

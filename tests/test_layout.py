@@ -1,14 +1,31 @@
 """layout= (issue 22): every layout against a float64 reference that reduces
 over the layout's spatial letters directly, statistics in the layout's shape,
 the layer, torch and Dask, and every kind of bad layout."""
+
 import numpy as np
 import pytest
-
-import fastnorm
 from _reference import assert_close
 
-LAYOUTS = ["NCHW", "NHWC", "CHW", "HWC", "HW", "NHW", "DHW", "CDHW", "NDHWC", "NCL", "NLC", "L", "NCDHW", "CL",
-           "LC", "NL"]
+import fastnorm
+
+LAYOUTS = [
+    "NCHW",
+    "NHWC",
+    "CHW",
+    "HWC",
+    "HW",
+    "NHW",
+    "DHW",
+    "CDHW",
+    "NDHWC",
+    "NCL",
+    "NLC",
+    "L",
+    "NCDHW",
+    "CL",
+    "LC",
+    "NL",
+]
 SIZES = {"N": 2, "C": 3, "D": 3, "H": 5, "W": 7, "L": 11}
 
 
@@ -62,11 +79,13 @@ def test_layout_is_the_channel_axis_view(rng):
     x = rng.standard_normal((2, 9, 10, 3)).astype(np.float32)
     np.testing.assert_array_equal(fastnorm.instance_norm(x, layout="NHWC"), fastnorm.instance_norm(x, channel_axis=-1))
     img = x[0]
-    np.testing.assert_array_equal(fastnorm.instance_norm(img, layout="HWC"),
-                                  fastnorm.instance_norm(img[None], channel_axis=-1)[0])
+    np.testing.assert_array_equal(
+        fastnorm.instance_norm(img, layout="HWC"), fastnorm.instance_norm(img[None], channel_axis=-1)[0]
+    )
     gray = img[..., 0]
-    np.testing.assert_array_equal(fastnorm.instance_norm(gray, layout="HW"),
-                                  fastnorm.instance_norm(gray[None, None])[0, 0])
+    np.testing.assert_array_equal(
+        fastnorm.instance_norm(gray, layout="HW"), fastnorm.instance_norm(gray[None, None])[0, 0]
+    )
     mean, var = fastnorm.instance_stats(gray, layout="HW")
     assert mean.shape == () and var.shape == () and isinstance(mean, np.ndarray)
 
@@ -84,21 +103,27 @@ def test_layout_with_out_adain_and_activation(rng):
         fastnorm.instance_norm(x, layout="HWC", out=np.empty((1, 6, 8, 3), np.float32))
 
 
-@pytest.mark.parametrize("layout, shape, why", [
-    ("NCHW", (2, 3, 4), "4 letters for 3 dimensions"),
-    ("HCW", (4, 3, 5), "C \\(the channel axis\\) must come"),
-    ("HNW", (4, 2, 5), "N \\(the batch axis\\) must come first"),
-    ("NC", (2, 3), "at least one spatial axis"),
-    ("HH", (4, 4), "a letter repeats"),
-    ("XY", (4, 4), "'X' is not an axis letter"),
-    ("nchw", (2, 3, 4, 4), "'n' is not an axis letter"),
-    ("CNHW", (3, 2, 4, 4), "N \\(the batch axis\\) must come first"),
-])
+@pytest.mark.parametrize(
+    "layout, shape, why",
+    [
+        ("NCHW", (2, 3, 4), "4 letters for 3 dimensions"),
+        ("HCW", (4, 3, 5), "C \\(the channel axis\\) must come"),
+        ("HNW", (4, 2, 5), "N \\(the batch axis\\) must come first"),
+        ("NC", (2, 3), "at least one spatial axis"),
+        ("HH", (4, 4), "a letter repeats"),
+        ("XY", (4, 4), "'X' is not an axis letter"),
+        ("nchw", (2, 3, 4, 4), "'n' is not an axis letter"),
+        ("CNHW", (3, 2, 4, 4), "N \\(the batch axis\\) must come first"),
+    ],
+)
 def test_bad_layouts_name_layout_value_and_shape(layout, shape, why):
     x = np.zeros(shape, np.float32)
     shp = "\\(" + ", ".join(map(str, shape)) + "\\)"
-    for call in (lambda: fastnorm.instance_norm(x, layout=layout), lambda: fastnorm.instance_stats(x, layout=layout),
-                 lambda: fastnorm.group_norm(x, 1, layout=layout)):
+    for call in (
+        lambda: fastnorm.instance_norm(x, layout=layout),
+        lambda: fastnorm.instance_stats(x, layout=layout),
+        lambda: fastnorm.group_norm(x, 1, layout=layout),
+    ):
         with pytest.raises(ValueError, match=f"layout={layout!r} does not fit x of shape {shp}: .*{why}"):
             call()
     with pytest.raises(TypeError, match="layout must be None or a string"):
@@ -146,7 +171,7 @@ def test_layout_through_torch_and_dask(rng):
     tm, tv = fastnorm.instance_stats(torch.from_numpy(x), layout="CHW")
     assert tuple(tm.shape) == (3,)
     da = pytest.importorskip("dask.array", reason="dask is not installed")
-    for chunks in ((3, 16, 20), (1, 8, 20)):   # whole planes; spatial chunks
+    for chunks in ((3, 16, 20), (1, 8, 20)):  # whole planes; spatial chunks
         d = da.from_array(x, chunks=chunks)
         np.testing.assert_allclose(fastnorm.instance_norm(d, layout="CHW").compute(), ref, atol=2e-6)
         m, v = fastnorm.instance_stats(d, layout="CHW")

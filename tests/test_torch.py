@@ -1,5 +1,5 @@
 """torch tensors through every public function, fastnorm.torch modules, convert()."""
-import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch)")
@@ -60,7 +60,9 @@ def test_half_and_bfloat16_tensors(x, dtype):
 def test_every_function_accepts_tensors(x):
     w = torch.rand(6) + 0.5
     b = torch.randn(6)
-    torch.testing.assert_close(fastnorm.instance_norm(x, w, b), F.instance_norm(x, weight=w, bias=b), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fastnorm.instance_norm(x, w, b), F.instance_norm(x, weight=w, bias=b), atol=1e-5, rtol=1e-5
+    )
     torch.testing.assert_close(fastnorm.group_norm(x, 3, w, b), F.group_norm(x, 3, w, b), atol=1e-5, rtol=1e-5)
     mean, var = fastnorm.instance_stats(x)
     assert isinstance(mean, torch.Tensor) and mean.shape == (2, 6)
@@ -100,12 +102,15 @@ def test_tensors_requiring_grad_are_differentiated(x):
     assert mod.weight.grad is not None and mod.bias.grad is not None
 
 
-@pytest.mark.parametrize("cls,fcls,args,shape", [
-    (torch.nn.InstanceNorm1d, fnt.InstanceNorm1d, (4,), (2, 4, 30)),
-    (torch.nn.InstanceNorm2d, fnt.InstanceNorm2d, (4,), (2, 4, 9, 10)),
-    (torch.nn.InstanceNorm3d, fnt.InstanceNorm3d, (4,), (2, 4, 5, 6, 7)),
-    (torch.nn.GroupNorm, fnt.GroupNorm, (2, 4), (2, 4, 9, 10)),
-])
+@pytest.mark.parametrize(
+    "cls,fcls,args,shape",
+    [
+        (torch.nn.InstanceNorm1d, fnt.InstanceNorm1d, (4,), (2, 4, 30)),
+        (torch.nn.InstanceNorm2d, fnt.InstanceNorm2d, (4,), (2, 4, 9, 10)),
+        (torch.nn.InstanceNorm3d, fnt.InstanceNorm3d, (4,), (2, 4, 5, 6, 7)),
+        (torch.nn.GroupNorm, fnt.GroupNorm, (2, 4), (2, 4, 9, 10)),
+    ],
+)
 @pytest.mark.parametrize("affine", [True, False])
 def test_modules_drop_in(cls, fcls, args, shape, affine):
     kw = {"affine": affine}
@@ -140,7 +145,9 @@ def test_tracked_running_stats_module():
 
 def test_convert_in_place():
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3), torch.nn.InstanceNorm2d(8, affine=True), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.InstanceNorm2d(8, affine=True),
+        torch.nn.ReLU(),
         torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), torch.nn.GroupNorm(4, 8), torch.nn.SiLU()),
     )
     x = torch.randn(2, 3, 20, 20)
@@ -177,7 +184,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 @cuda
 def test_cuda_tensors_stay_on_device():
     pytest.importorskip("cupy", reason="CUDA tensors run through CuPy")
-    x = (torch.randn(2, 6, 40, 30, device="cuda") * 2 + 1)
+    x = torch.randn(2, 6, 40, 30, device="cuda") * 2 + 1
     y = fastnorm.instance_norm(x)
     assert y.is_cuda and y.device == x.device
     torch.testing.assert_close(y, F.instance_norm(x), atol=1e-5, rtol=1e-5)
@@ -189,8 +196,9 @@ def test_cuda_tensors_stay_on_device():
     assert h.dtype == torch.float16 and h.is_cuda
     mod = fnt.convert(torch.nn.Sequential(torch.nn.InstanceNorm2d(6, affine=True)).cuda())
     with torch.inference_mode():
-        torch.testing.assert_close(mod(x), F.instance_norm(x, weight=mod[0].weight, bias=mod[0].bias),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            mod(x), F.instance_norm(x, weight=mod[0].weight, bias=mod[0].bias), atol=1e-5, rtol=1e-5
+        )
 
 
 @cuda
@@ -214,7 +222,7 @@ def test_cuda_calls_run_on_torchs_stream_and_take_bfloat16():
     try:
         with torch.cuda.stream(s):
             y = fastnorm.instance_norm(x)
-            z = y * 1.0          # ordered after the kernels on s
+            z = y * 1.0  # ordered after the kernels on s
     finally:
         G._fn = orig
     torch.cuda.synchronize()
@@ -226,5 +234,4 @@ def test_cuda_calls_run_on_torchs_stream_and_take_bfloat16():
     assert yb.dtype == torch.bfloat16 and yb.is_cuda
     torch.testing.assert_close(yb.float(), F.instance_norm(xb.float()), atol=3e-2, rtol=3e-2)
     w = torch.randn(8, device="cuda").to(torch.bfloat16)
-    torch.testing.assert_close(fastnorm.instance_norm(x, w), F.instance_norm(x, weight=w.float()),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fastnorm.instance_norm(x, w), F.instance_norm(x, weight=w.float()), atol=1e-5, rtol=1e-5)

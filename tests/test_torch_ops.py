@@ -4,6 +4,7 @@ both memory formats, torch.compile(fullgraph) in inference_mode / no_grad /
 training, torch.export, torch.jit.trace with a second input that differs,
 torch.jit.script, and both ONNX exporters on the style network, run in ONNX
 Runtime without fastnorm."""
+
 import copy
 import importlib.util
 
@@ -47,16 +48,23 @@ def test_gradcheck_normalize_and_public_functions(torch_seed):
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     rm, rv = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.5
     assert torch.autograd.gradcheck(
-        lambda x, w, b: torch.ops.fastnorm.normalize(x, rm, rv, w, b, 1e-5, "silu", 0.01), (x, w, b))
+        lambda x, w, b: torch.ops.fastnorm.normalize(x, rm, rv, w, b, 1e-5, "silu", 0.01), (x, w, b)
+    )
     assert torch.autograd.gradcheck(lambda x, w, b: fastnorm.instance_norm(x, w, b), (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w, b: fastnorm.group_norm(x, 2, w, b, activation="relu"), (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w: fastnorm.normalize(x, rm, rv, w), (x, w))
-    xl = torch.randn(2, 5, 6, 4, dtype=torch.float64, requires_grad=True)   # NHWC arrays, channel_axis=-1
+    xl = torch.randn(2, 5, 6, 4, dtype=torch.float64, requires_grad=True)  # NHWC arrays, channel_axis=-1
     assert torch.autograd.gradcheck(lambda x, w: fastnorm.instance_norm(x, w, channel_axis=-1), (xl, w))
 
 
-@pytest.mark.parametrize("cls,shape", [(torch.nn.InstanceNorm1d, (2, 4, 9)), (torch.nn.InstanceNorm2d, (2, 4, 5, 6)),
-                                       (torch.nn.InstanceNorm3d, (2, 4, 3, 4, 5))])
+@pytest.mark.parametrize(
+    "cls,shape",
+    [
+        (torch.nn.InstanceNorm1d, (2, 4, 9)),
+        (torch.nn.InstanceNorm2d, (2, 4, 5, 6)),
+        (torch.nn.InstanceNorm3d, (2, 4, 3, 4, 5)),
+    ],
+)
 @pytest.mark.parametrize("track", [False, True])
 def test_gradcheck_modules(cls, shape, track, torch_seed):
     ref = cls(4, affine=True, track_running_stats=track).double()
@@ -124,12 +132,16 @@ def test_export_trace_script_keep_calling_fastnorm(net, tmp_path):
         torch.testing.assert_close(ep.module()(x2), want, atol=1e-4, rtol=1e-4)
         tr = torch.jit.trace(ours, x)
         assert "fastnorm::group_norm" in str(tr.inlined_graph)
-        torch.testing.assert_close(tr(x2), want, atol=1e-4, rtol=1e-4)    # not a baked constant
+        torch.testing.assert_close(tr(x2), want, atol=1e-4, rtol=1e-4)  # not a baked constant
         path = str(tmp_path / "traced.pt")
         tr.save(path)
         torch.testing.assert_close(torch.jit.load(path)(x2), want, atol=1e-4, rtol=1e-4)
-    m = fnt.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.InstanceNorm2d(4, affine=True),
-                                        torch.nn.ReLU(), torch.nn.GroupNorm(2, 4)), fuse_activations=True)
+    m = fnt.convert(
+        torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3), torch.nn.InstanceNorm2d(4, affine=True), torch.nn.ReLU(), torch.nn.GroupNorm(2, 4)
+        ),
+        fuse_activations=True,
+    )
     sc = torch.jit.script(m)
     torch.testing.assert_close(sc(x2), m(x2))
 
@@ -153,7 +165,7 @@ def test_onnx_export_runs_in_onnxruntime_without_fastnorm(net, tmp_path, dynamo)
     assert "InstanceNormalization" in ops and not any(n.domain.startswith("fastnorm") for n in model.graph.node)
     assert len(model.graph.input) == 1
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    x2 = torch.randn(1, 3, 32, 32) * 2 + 1       # another input: nothing baked in
+    x2 = torch.randn(1, 3, 32, 32) * 2 + 1  # another input: nothing baked in
     with torch.no_grad():
         want = net(x2).numpy()
     got = s.run(None, {s.get_inputs()[0].name: x2.numpy()})[0]

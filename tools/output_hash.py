@@ -4,6 +4,7 @@ thread count, through NumPy, torch tensors and Dask arrays (where installed).
 A refactor that must not change behaviour prints the same hash before and
 after:  python tools/output_hash.py   (add -v for one hash per function).
 """
+
 import hashlib
 import os
 import sys
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fastnorm  # noqa: E402  (the checkout this script is in)
+import fastnorm
 
 try:
     import ml_dtypes
@@ -58,19 +59,53 @@ def cases():
                 for nt in (1, 2, 3):
                     tag = f"{shape} {np.dtype(dt)} cl={cl} nt={nt}"
                     for act in (None, "relu", "leaky_relu", "silu"):
-                        yield "instance_norm", tag + act.__repr__(), lambda xx=xx, act=act: fastnorm.instance_norm(
-                            xx, w, b, channel_axis=ax, activation=act, num_threads=nt)
-                    yield "instance_norm", tag, lambda xx=xx: fastnorm.instance_norm(xx, channel_axis=ax, num_threads=nt)
+                        yield (
+                            "instance_norm",
+                            tag + act.__repr__(),
+                            lambda xx=xx, act=act: fastnorm.instance_norm(
+                                xx, w, b, channel_axis=ax, activation=act, num_threads=nt
+                            ),
+                        )
+                    yield (
+                        "instance_norm",
+                        tag,
+                        lambda xx=xx: fastnorm.instance_norm(xx, channel_axis=ax, num_threads=nt),
+                    )
                     if C % 2 == 0:
-                        yield "group_norm", tag, lambda xx=xx: fastnorm.group_norm(
-                            xx, C // 2, w, b, channel_axis=ax, num_threads=nt, activation="silu")
-                    yield "instance_stats", tag, lambda xx=xx: fastnorm.instance_stats(xx, channel_axis=ax, num_threads=nt)
-                    yield "instance_moments", tag, lambda xx=xx: fastnorm.instance_moments(xx, channel_axis=ax, num_threads=nt)
-                    yield "normalize", tag, lambda xx=xx: fastnorm.normalize(xx, m, v, w, b, channel_axis=ax, num_threads=nt,
-                                                                             activation="leaky_relu")
-                    yield "adain", tag, lambda xx=xx, ss=ss: fastnorm.adain(xx, ss, channel_axis=ax, alpha=0.7, num_threads=nt)
-            yield "InstanceNorm", f"{shape} {np.dtype(dt)}", lambda x=x: fastnorm.InstanceNorm(
-                C, affine=True, track_running_stats=True)(x, training=True)
+                        yield (
+                            "group_norm",
+                            tag,
+                            lambda xx=xx: fastnorm.group_norm(
+                                xx, C // 2, w, b, channel_axis=ax, num_threads=nt, activation="silu"
+                            ),
+                        )
+                    yield (
+                        "instance_stats",
+                        tag,
+                        lambda xx=xx: fastnorm.instance_stats(xx, channel_axis=ax, num_threads=nt),
+                    )
+                    yield (
+                        "instance_moments",
+                        tag,
+                        lambda xx=xx: fastnorm.instance_moments(xx, channel_axis=ax, num_threads=nt),
+                    )
+                    yield (
+                        "normalize",
+                        tag,
+                        lambda xx=xx: fastnorm.normalize(
+                            xx, m, v, w, b, channel_axis=ax, num_threads=nt, activation="leaky_relu"
+                        ),
+                    )
+                    yield (
+                        "adain",
+                        tag,
+                        lambda xx=xx, ss=ss: fastnorm.adain(xx, ss, channel_axis=ax, alpha=0.7, num_threads=nt),
+                    )
+            yield (
+                "InstanceNorm",
+                f"{shape} {np.dtype(dt)}",
+                lambda x=x: fastnorm.InstanceNorm(C, affine=True, track_running_stats=True)(x, training=True),
+            )
 
 
 def main():
@@ -95,9 +130,13 @@ def main():
         h = per.setdefault("torch", hashlib.sha256())
         for xt in (t, tl, t.to(torch.bfloat16), t.half()):
             with torch.no_grad():
-                for out in (fastnorm.instance_norm(xt, torch.from_numpy(w)), fastnorm.group_norm(xt, 3),
-                            fastnorm.instance_stats(xt), fastnorm.adain(xt, xt[:1]),
-                            fastnorm.normalize(xt, *fastnorm.instance_stats(xt))):
+                for out in (
+                    fastnorm.instance_norm(xt, torch.from_numpy(w)),
+                    fastnorm.group_norm(xt, 3),
+                    fastnorm.instance_stats(xt),
+                    fastnorm.adain(xt, xt[:1]),
+                    fastnorm.normalize(xt, *fastnorm.instance_stats(xt)),
+                ):
                     h.update(_bytes(out))
     except ImportError:
         pass
@@ -109,9 +148,14 @@ def main():
         with dask.config.set(scheduler="synchronous"):
             for chunks in ((1, 3, 20, 24), (2, 6, 7, 24)):
                 d = da.from_array(x, chunks=chunks)
-                for out in (fastnorm.instance_norm(d, w), fastnorm.group_norm(d, 3), fastnorm.instance_stats(d),
-                            fastnorm.instance_moments(d), fastnorm.adain(d, d[:1]),
-                            fastnorm.normalize(d, *fastnorm.instance_stats(x))):
+                for out in (
+                    fastnorm.instance_norm(d, w),
+                    fastnorm.group_norm(d, 3),
+                    fastnorm.instance_stats(d),
+                    fastnorm.instance_moments(d),
+                    fastnorm.adain(d, d[:1]),
+                    fastnorm.normalize(d, *fastnorm.instance_stats(x)),
+                ):
                     h.update(_bytes(out))
     except ImportError:
         pass
