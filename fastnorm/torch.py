@@ -138,7 +138,7 @@ def _replacement(mod: Any) -> Any:
     # bias=False (torch >= 2.1) is passed only when used, so older torch works too
     kw = {"bias": False} if mod.affine and getattr(mod, "bias", None) is None else {}
     if new_cls is GroupNorm:
-        new = GroupNorm(mod.num_groups, mod.num_channels, eps=mod.eps, affine=mod.affine, **kw)
+        new: Any = GroupNorm(mod.num_groups, mod.num_channels, eps=mod.eps, affine=mod.affine, **kw)
     else:
         new = new_cls(
             mod.num_features,
