@@ -18,6 +18,7 @@ from ._api import (  # noqa: E402
     merge_moments,
     normalize,
 )
+from ._backward import group_norm_backward, instance_norm_backward  # noqa: E402
 from ._config import show_config  # noqa: E402
 from ._layers import InstanceNorm  # noqa: E402
 
@@ -33,6 +34,7 @@ __all__ = [
     "Moments",
     "InstanceNorm",
     "show_config",
+    "instance_norm_backward", "group_norm_backward",
 ]
 
 

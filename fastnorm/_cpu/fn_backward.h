@@ -76,7 +76,9 @@ static inline void fn_bsum_merge(fn_bsum *a, const fn_bsum *b)
 /* One unit (instance, group) from the running sums of its Cg channels st:
  * per channel sum(dy) into sdy[k] and sum(dy * (x - mu)) into sdyxc[k], the
  * coefficients (mu, a1, a2, a0) into coef[4k..4k+3]; returns rstd.  w: the
- * group's Cg weights, or NULL for ones. */
+ * group's Cg weights, or NULL for ones.  A unit of one element has xhat = 0:
+ * its grad_x is r * (gy - gy) = 0, written exactly (zero coefficients; the
+ * formula would leave the rounding of r * w * dy). */
 static inline double fn_bwd_unit(const fn_bsum *st, fn_ssize Cg, double eps, const double *w, double *sdy,
                                  double *sdyxc, double *coef)
 {
@@ -95,6 +97,7 @@ static inline double fn_bwd_unit(const fn_bsum *st, fn_ssize Cg, double eps, con
     }
     a /= t.n;
     b /= t.n;
+    if (t.n == 1.0) r = 0.0 * r; /* one element: xhat = 0 and grad_x exactly 0 (NaN stays NaN) */
     for (k = 0; k < Cg; k++) {
         wk = w != NULL ? w[k] : 1.0;
         coef[4 * k] = mu;
