@@ -1,7 +1,8 @@
 """fastnorm: fast, exact Instance Normalization for NumPy (CPU, OpenMP) and CuPy (GPU).
 
 Public API: instance_norm, instance_stats, group_norm, normalize, adain,
-instance_moments, merge_moments, Moments, InstanceNorm, show_config.
+instance_moments, merge_moments, Moments, instance_norm_backward,
+group_norm_backward, InstanceNorm, show_config.
 Importing fastnorm imports none of its optional dependencies.
 """
 
@@ -19,6 +20,7 @@ from ._api import (
     merge_moments,
     normalize,
 )
+from ._backward import group_norm_backward, instance_norm_backward
 from ._config import show_config
 from ._layers import InstanceNorm
 
@@ -34,6 +36,8 @@ __all__ = [
     "Moments",
     "InstanceNorm",
     "show_config",
+    "instance_norm_backward",
+    "group_norm_backward",
 ]
 
 

@@ -31,8 +31,12 @@ def _bench_options(b):
     b.add_argument("--peers", default=None,
                    help="comma list of numpy, torch_in (torch instance_norm), torch_gn (torch group_norm), "
                         "onnxruntime; or none (default: every installed one)")
-    b.add_argument("--op", default="instance_norm", choices=["instance_norm", "group_norm"])
-    b.add_argument("--groups", type=int, default=32, help="num_groups for --op group_norm")
+    b.add_argument("--op", default="instance_norm",
+                   choices=["instance_norm", "group_norm", "instance_norm_backward", "group_norm_backward"],
+                   help="the forward, or the backward (grad_x, grad_weight, grad_bias from grad_out and x; "
+                        "the torch peers: their autograd backward)")
+    b.add_argument("--groups", type=int, default=32,
+                   help="num_groups for --op group_norm / group_norm_backward")
     b.add_argument("--activation", default=None, choices=["relu", "leaky_relu", "silu"])
     b.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     b.add_argument("--json", metavar="FILE", help="write the raw numbers as JSON")
@@ -211,6 +215,8 @@ def bench(args):
         raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
     if args.repeat < 1:
         raise SystemExit(f"--repeat: must be >= 1, got {args.repeat}")
+    if args.activation and args.op.endswith("_backward"):
+        raise SystemExit(f"--activation: the backward ops have no fused activation (--op {args.op})")
     if args.suite == "images":
         return _bench_images(args)
     if args.plot:
@@ -222,7 +228,7 @@ def bench(args):
     nt = args.threads or E.default_threads()
     mach = B.machine()
     print(f"fastnorm bench: op={args.op}"
-          + (f" (groups={args.groups})" if args.op == "group_norm" else "")
+          + (f" (groups={args.groups})" if args.op in ("group_norm", "group_norm_backward") else "")
           + (f", activation={args.activation}" if args.activation else "")
           + f", {nt} thread(s)")
     print(B.machine_line(mach))

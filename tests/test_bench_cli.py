@@ -448,3 +448,28 @@ def test_bad_option_values_name_option_and_value(opt, val, words, capsys):
         main(argv)
     assert str(e.value).startswith(words)
     assert capsys.readouterr().out == ""
+
+
+def test_backward_units_limit_and_bytes():
+    # a backward unit holds x and grad_out; past L2 x and grad_out are read twice: 3/5
+    assert B.unit_bytes((1, 64, 256, 256), "cf", 4, op="instance_norm_backward") == 2 * 256 * 256 * 4
+    assert B.unit_bytes((8, 128, 64, 64), "cf", 4, op="group_norm_backward", groups=32) == 2 * 4 * 64 * 64 * 4
+    assert B.limit_fraction(1 << 20, 1 << 20, "instance_norm_backward") == 1.0
+    assert B.limit_fraction((1 << 20) + 1, 1 << 20, "group_norm_backward") == pytest.approx(3 / 5)
+    assert B.arrays_moved("instance_norm_backward") == 3 and B.arrays_moved("instance_norm") == 2
+
+
+@pytest.mark.parametrize("op", ["instance_norm_backward", "group_norm_backward"])
+def test_bench_backward_runs(op):
+    rows = B.run_suite({"t": (2, 8, 16, 16)}, layouts=("cf", "cl"), threads=1, repeat=1, op=op, groups=4,
+                       progress=False, min_time=0.0)
+    for r in rows:
+        assert r["bytes"] == 3 * 4 * 2 * 8 * 16 * 16
+        assert r["times"]["fastnorm"] and r["times"]["copy"]
+        assert "fastnorm_out" not in r["times"] and "numpy" not in r["times"]
+    assert "grad_out" in B.table(rows)
+
+
+def test_bench_backward_refuses_activation(capsys):
+    with pytest.raises(SystemExit, match="activation"):
+        main(["bench", "--op", "instance_norm_backward", "--activation", "relu", "--quiet"])

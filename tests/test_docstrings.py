@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fastnorm._api", "fastnorm._layers", "fastnorm._config", "fastnorm.torch"]
+MODULES = ["fastnorm._api", "fastnorm._backward", "fastnorm._layers", "fastnorm._config", "fastnorm.torch"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -198,3 +198,27 @@ def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarra
     else:
         E.apply_cf(x, y, code, N * C, S, mean, scale, shift, act, slope, _threads(nt))
     return y
+
+
+def backward(x: np.ndarray, dy: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None,
+             eps: float, nt: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instance / group norm backward: (grad_x, grad_weight, grad_bias), grad_x
+    of x's shape and dtype, the others float64 (C,).  x and dy validated, of
+    one shape and dtype; weight None (ones) or float64 (C,)."""
+    if V.is_integer(code):
+        raise TypeError("the backward takes floating inputs only")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    if not dy.flags.c_contiguous:
+        dy = np.ascontiguousarray(dy)
+    N, C, S = V.layout(x.shape, cl)
+    gx = E.empty(x.shape, x.dtype)
+    gw = np.zeros(C)
+    gb = np.zeros(C)
+    if x.size == 0:
+        return gx, gw, gb
+    if cl:
+        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, _threads(nt), gw, gb)
+    else:
+        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, _threads(nt), gw, gb)
+    return gx, gw, gb

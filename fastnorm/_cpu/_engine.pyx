@@ -1204,3 +1204,356 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps):
         y = empty((<object>x).shape, x.dtype)
     cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C)
     return norm_cf(x, y, dt, N, C, 1, S, None, None, eps, 0, 0.0, omp_get_max_threads())
+
+
+# ------------------------------------------------------------- backward
+# The gradients of instance / group norm (fn_backward.h): one pass reading x
+# and dy (the forward's statistics of x and sum(dy), sum(dy * (x - shift)) in
+# the same fixed lanes and blocks), the per-unit coefficients, one pass
+# writing grad_x; grad_weight and grad_bias summed over the instances in order.
+# Work is shared like the forward's wave plans: units (planes of a group, or
+# instances channels last) in waves of about BWD_WAVE_BYTES of x and dy per
+# thread, each thread a contiguous share of a wave's blocks (rows, chunks) for
+# both passes, so its second read hits its own L2.  Block boundaries and merge
+# orders depend only on the shape: the same bits for every thread count.
+cdef extern from *:
+    """
+    #include "fn_backward.h"
+    static inline void fn_bsums(int dt, const void *x, const void *dy, fn_ssize rows, fn_ssize S,
+                                fn_bsum *rec)
+    {
+        fn_config.t->bwd[dt].sums(x, dy, rows, S, rec);
+    }
+    static inline void fn_bgrad(int dt, const void *x, const void *dy, void *gx, fn_ssize rows,
+                                fn_ssize S, const double *coef, int stream)
+    {
+        fn_config.t->bwd[dt].grad(x, dy, gx, rows, S, coef, stream);
+    }
+    static inline void fn_bsums_cl(int dt, const void *x, const void *dy, fn_ssize rows, fn_ssize C,
+                                   fn_ssize m, fn_ssize R, double *acc, fn_bsum *out)
+    {
+        fn_config.t->bwd[dt].sums_cl(x, dy, rows, C, m, R, acc, out);
+    }
+    static inline void fn_bgrad_cl(int dt, const void *x, const void *dy, void *gx, fn_ssize rows,
+                                   fn_ssize C, fn_ssize m, const void *coef, int stream)
+    {
+        fn_config.t->bwd[dt].grad_cl(x, dy, gx, rows, C, m, coef, stream);
+    }
+    """
+    ctypedef struct fn_bsum:
+        fn_triple t
+        double sh
+        double sdy
+        double sdyx
+    void fn_bsum_merge(fn_bsum *a, const fn_bsum *b) noexcept nogil
+    double fn_bwd_unit(const fn_bsum *st, Py_ssize_t Cg, double eps, const double *w, double *sdy,
+                       double *sdyxc, double *coef) noexcept nogil
+    void fn_bsums(int dt, const void *x, const void *dy, Py_ssize_t rows, Py_ssize_t S,
+                  fn_bsum *rec) noexcept nogil
+    void fn_bgrad(int dt, const void *x, const void *dy, void *gx, Py_ssize_t rows, Py_ssize_t S,
+                  const double *coef, int stream) noexcept nogil
+    void fn_bsums_cl(int dt, const void *x, const void *dy, Py_ssize_t rows, Py_ssize_t C,
+                     Py_ssize_t m, Py_ssize_t R, double *acc, fn_bsum *out) noexcept nogil
+    void fn_bgrad_cl(int dt, const void *x, const void *dy, void *gx, Py_ssize_t rows, Py_ssize_t C,
+                     Py_ssize_t m, const void *coef, int stream) noexcept nogil
+
+# x and dy bytes of a backward wave per thread (the second pass re-reads them
+# from L2, where grad_x's lines are written too)
+cdef Py_ssize_t BWD_WAVE_BYTES = 1 << 19
+
+
+cdef struct bwd_t:
+    int dt
+    int stream
+    bint backward      # the grad pass of a share runs from its end
+    Py_ssize_t wave    # units (planes of a group / instances) per wave
+    double eps
+    const double *w
+    double *psdy       # (N, C): sum(dy)
+    double *psdyx      # (N, C): sum(dy * (x - mean))
+    double *pr         # (N, G): rstd
+
+
+cdef inline void bwd_zero(fn_bsum *s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        s[i].t.n = 0.0
+        s[i].t.mean = 0.0
+        s[i].t.m2 = 0.0
+        s[i].sh = 0.0
+        s[i].sdy = 0.0
+        s[i].sdyx = 0.0
+
+
+cdef void bwd_affine(const bwd_t *bp, Py_ssize_t N, Py_ssize_t C, Py_ssize_t G, double *gw,
+                     double *gb) noexcept nogil:
+    """grad_weight and grad_bias: the per-(n, c) sums added over n in order."""
+    cdef Py_ssize_t Cg = C // G, n, c
+    for c in range(C):
+        gw[c] = 0.0
+        gb[c] = 0.0
+    for n in range(N):
+        for c in range(C):
+            gb[c] += bp.psdy[n * C + c]
+            gw[c] += bp.pr[n * G + c // Cg] * bp.psdyx[n * C + c]
+
+
+cdef void bwd_cf_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp, Py_ssize_t U,
+                       Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t S, Py_ssize_t isz, fn_bsum *rec,
+                       fn_bsum *st_all, double *coef) noexcept nogil:
+    """Run by every thread of a team: units (planes of a group) in waves; items
+    are the blocks of the wave's rows (nb per row), each thread a contiguous
+    share of them for both passes."""
+    cdef int tid = threadid()
+    cdef int team = fn_team_size()
+    cdef Py_ssize_t nb = (S + FN_BLOCK - 1) // FN_BLOCK
+    cdef Py_ssize_t u0 = 0, u1, r0, a, e, it, k, row, s0, u, j, i
+    cdef fn_bsum *st = st_all + tid * Cg
+    cdef const double *wg
+    while u0 < U:
+        u1 = u0 + bp.wave if u0 + bp.wave < U else U
+        r0 = u0 * Cg
+        team_share(0, (u1 - u0) * Cg * nb, tid, team, &a, &e)
+        if nb == 1:
+            fn_bsums(bp.dt, xp + (r0 + a) * S * isz, dp + (r0 + a) * S * isz, e - a, S, rec + a)
+        else:
+            for it in range(a, e):
+                row = it // nb
+                s0 = (it - row * nb) * FN_BLOCK
+                fn_bsums(bp.dt, xp + ((r0 + row) * S + s0) * isz, dp + ((r0 + row) * S + s0) * isz, 1,
+                         block_end(s0, S) - s0, rec + it)
+        fn_barrier()
+        u = u0 + tid
+        while u < u1:
+            for k in range(Cg):
+                row = (u - u0) * Cg + k
+                bwd_zero(&st[k], 1)
+                for j in range(nb):
+                    fn_bsum_merge(&st[k], &rec[row * nb + j])
+            i = (u % G) * Cg
+            wg = bp.w + i if bp.w != NULL else NULL
+            bp.pr[u] = fn_bwd_unit(st, Cg, bp.eps, wg, bp.psdy + u * Cg, bp.psdyx + u * Cg,
+                                   coef + 4 * (u - u0) * Cg)
+            u += team
+        fn_barrier()
+        if nb == 1 and not bp.backward:
+            fn_bgrad(bp.dt, xp + (r0 + a) * S * isz, dp + (r0 + a) * S * isz, gp + (r0 + a) * S * isz,
+                     e - a, S, coef + 4 * a, bp.stream)
+        else:
+            for k in range(e - a):
+                it = e - 1 - k if bp.backward else a + k
+                row = it // nb
+                s0 = (it - row * nb) * FN_BLOCK
+                j = ((r0 + row) * S + s0) * isz
+                fn_bgrad(bp.dt, xp + j, dp + j, gp + j, 1, block_end(s0, S) - s0, coef + 4 * row,
+                         bp.stream)
+        u0 = u1
+
+
+def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_t N, Py_ssize_t G,
+                Py_ssize_t Cg, Py_ssize_t S, object weight, double eps, int n_threads,
+                cnp.ndarray grad_weight, cnp.ndarray grad_bias):
+    """Instance / group norm backward, channels first: x, dy, gx viewed as
+    (N, G, Cg*S); weight None or float64 (G*Cg,); grad_weight, grad_bias
+    float64 (G*Cg,) written.  S > 0 and N*G*Cg > 0."""
+    cdef Py_ssize_t C = G * Cg, R = N * C, U = N * G
+    cdef Py_ssize_t isz = x.itemsize
+    cdef Py_ssize_t nb = (S + FN_BLOCK - 1) // FN_BLOCK
+    cdef Py_ssize_t ub = 2 * Cg * S * isz
+    cdef int nth = team_for(n_threads, R * S)
+    cdef bwd_t bp
+    cdef fn_bsum *rec = NULL
+    cdef fn_bsum *st = NULL
+    cdef double *coef = NULL
+    cdef double *sums = NULL
+    bp.dt = dt
+    bp.eps = eps
+    bp.w = dptr(weight)
+    bp.stream = stream_for(dt, FN_ACT_NONE, R * S * isz)
+    bp.wave = (nth * BWD_WAVE_BYTES) // ub if ub > 0 else U
+    bp.wave = 1 if bp.wave < 1 else (U if bp.wave > U else bp.wave)
+    bp.backward = (bp.wave * ub + nth - 1) // nth > BACKWARD_MIN_BYTES
+    try:
+        rec = <fn_bsum *>alloc_or_raise(bp.wave * Cg * nb * sizeof(fn_bsum), "the block sums")
+        st = <fn_bsum *>alloc_or_raise(nth * Cg * sizeof(fn_bsum), "the channel sums")
+        coef = <double *>alloc_or_raise(4 * bp.wave * Cg * sizeof(double), "the coefficients")
+        sums = <double *>alloc_or_raise((2 * R + U) * sizeof(double), "the per-plane sums")
+        bp.psdy = sums
+        bp.psdyx = sums + R
+        bp.pr = sums + 2 * R
+        with nogil:
+            with parallel(num_threads=nth):
+                bwd_cf_waves(&bp, <const char *>cnp.PyArray_DATA(x), <const char *>cnp.PyArray_DATA(dy),
+                             <char *>cnp.PyArray_DATA(gx), U, G, Cg, S, isz, rec, st, coef)
+            bwd_affine(&bp, N, C, G, <double *>cnp.PyArray_DATA(grad_weight),
+                       <double *>cnp.PyArray_DATA(grad_bias))
+        if nth > 1:
+            fn_team_finished(nth)
+    finally:
+        free(rec)
+        free(st)
+        free(coef)
+        free(sums)
+    return gx
+
+
+cdef void bwd_cl_tiles(int dt, Py_ssize_t C, Py_ssize_t m, const double *cf, char *dst) noexcept nogil:
+    """Per-lane (W = C*m) coefficient arrays of one instance from its per-channel
+    (mu, a1, a2, a0) rows: 4 arrays of doubles, or 5 of floats (hi, lo, a1, a2,
+    a0) for 16-bit."""
+    cdef Py_ssize_t W = C * m, j, c
+    cdef double *d
+    cdef float *f
+    cdef float h
+    if dt == FN_F64 or dt == FN_F32:
+        d = <double *>dst
+        for j in range(W):
+            c = j % C
+            d[j] = cf[4 * c]
+            d[W + j] = cf[4 * c + 1]
+            d[2 * W + j] = cf[4 * c + 2]
+            d[3 * W + j] = cf[4 * c + 3]
+    else:
+        f = <float *>dst
+        for j in range(W):
+            c = j % C
+            h = <float>cf[4 * c]
+            f[j] = h
+            f[W + j] = <float>(cf[4 * c] - <double>h)
+            f[2 * W + j] = <float>cf[4 * c + 1]
+            f[3 * W + j] = <float>cf[4 * c + 2]
+            f[4 * W + j] = <float>cf[4 * c + 3]
+
+
+cdef void bwd_cl_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp, Py_ssize_t N,
+                       Py_ssize_t S, Py_ssize_t C, Py_ssize_t G, Py_ssize_t isz, const cl_plan *q,
+                       char *scratch, Py_ssize_t stride, fn_bsum *ct, Py_ssize_t rnd, fn_bsum *st,
+                       double *cf, char *tiles, Py_ssize_t tsz) noexcept nogil:
+    """Run by every thread of a team: instances in waves, as the forward's
+    cl_waves: the chunk sums in rounds of at most rnd chunks, merged in chunk
+    order (each thread a share of the channels), the coefficients, then the
+    grad pass over a contiguous share of the wave's chunks."""
+    cdef int tid = threadid()
+    cdef int team = fn_team_size()
+    cdef Py_ssize_t Cg = C // G
+    cdef Py_ssize_t n0 = 0, n1, a, e, it, n, k, base, cnt, r0, r1, c0, c1, c, g, s0, s1, off
+    cdef char *scr = scratch + tid * stride
+    cdef const double *wg
+    team_share(0, C, tid, team, &c0, &c1)
+    while n0 < N:
+        n1 = n0 + bp.wave if n0 + bp.wave < N else N
+        base = n0 * q.nch
+        cnt = (n1 - n0) * q.nch
+        for n in range(n0, n1):
+            bwd_zero(st + (n - n0) * C + c0, c1 - c0)
+        r0 = 0
+        while r0 < cnt:
+            r1 = r0 + rnd if r0 + rnd < cnt else cnt
+            team_share(base + r0, r1 - r0, tid, team, &a, &e)
+            for it in range(a, e):
+                n = it // q.nch
+                s0 = (it - n * q.nch) * q.RC
+                s1 = s0 + q.RC if s0 + q.RC < S else S
+                off = (n * S + s0) * C * isz
+                fn_bsums_cl(bp.dt, xp + off, dp + off, s1 - s0, C, q.m, q.R, <double *>scr,
+                            ct + (it - base - r0) * C)
+            fn_barrier()
+            for it in range(base + r0, base + r1):
+                n = it // q.nch
+                for c in range(c0, c1):
+                    fn_bsum_merge(&st[(n - n0) * C + c], &ct[(it - base - r0) * C + c])
+            fn_barrier()
+            r0 = r1
+        n = n0 + tid
+        while n < n1:
+            k = n - n0
+            for g in range(G):
+                wg = bp.w + g * Cg if bp.w != NULL else NULL
+                bp.pr[n * G + g] = fn_bwd_unit(st + k * C + g * Cg, Cg, bp.eps, wg,
+                                               bp.psdy + n * C + g * Cg, bp.psdyx + n * C + g * Cg,
+                                               cf + 4 * (k * C + g * Cg))
+            bwd_cl_tiles(bp.dt, C, q.m, cf + 4 * k * C, tiles + k * tsz)
+            n += team
+        fn_barrier()
+        team_share(base, cnt, tid, team, &a, &e)
+        for k in range(e - a):
+            it = e - 1 - k if bp.backward else a + k
+            n = it // q.nch
+            s0 = (it - n * q.nch) * q.RC
+            s1 = s0 + q.RC if s0 + q.RC < S else S
+            off = (n * S + s0) * C * isz
+            fn_bgrad_cl(bp.dt, xp + off, dp + off, gp + off, s1 - s0, C, q.m, tiles + (n - n0) * tsz,
+                        bp.stream)
+        fn_barrier()   # the wave's sums and tiles are rewritten by the next wave
+        n0 = n1
+
+
+def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_t N, Py_ssize_t S,
+                Py_ssize_t C, Py_ssize_t G, object weight, double eps, int n_threads,
+                cnp.ndarray grad_weight, cnp.ndarray grad_bias):
+    """Instance / group norm backward, channels last: x, dy, gx viewed as
+    (N, S, C); weight None or float64 (C,); grad_weight, grad_bias float64 (C,)
+    written.  S > 0 and N*C > 0."""
+    cdef Py_ssize_t isz = x.itemsize
+    cdef cl_plan q = make_cl_plan(S, C)
+    cdef Py_ssize_t ib = 2 * S * C * isz
+    cdef int nth = team_for(n_threads, N * S * C)
+    cdef Py_ssize_t wsz = 8 if dt == FN_F64 or dt == FN_F32 else 4
+    cdef Py_ssize_t tsz = 5 * q.W * wsz
+    cdef Py_ssize_t stride = ((5 * q.W * 8) // 64 + 2) * 64
+    cdef Py_ssize_t rnd
+    cdef bwd_t bp
+    cdef fn_bsum *ct = NULL
+    cdef fn_bsum *st = NULL
+    cdef double *cf = NULL
+    cdef double *sums = NULL
+    cdef char *tiles = NULL
+    cdef char *sbase = NULL
+    cdef char *scratch
+    bp.dt = dt
+    bp.eps = eps
+    bp.w = dptr(weight)
+    bp.stream = stream_for(dt, FN_ACT_NONE, N * S * C * isz)
+    bp.wave = (nth * BWD_WAVE_BYTES) // ib if ib > 0 else N
+    bp.wave = 1 if bp.wave < 1 else (N if bp.wave > N else bp.wave)
+    bp.backward = (bp.wave * ib + nth - 1) // nth > BACKWARD_MIN_BYTES
+    # the records are twice a triple's size: rounds of half the forward's chunks
+    rnd = cl_round_chunks(&q, 2 * C, nth, bp.wave * q.nch)
+    try:
+        ct = <fn_bsum *>alloc_or_raise(rnd * C * sizeof(fn_bsum), "the chunk sums")
+        st = <fn_bsum *>alloc_or_raise(bp.wave * C * sizeof(fn_bsum), "the channel sums")
+        cf = <double *>alloc_or_raise(4 * bp.wave * C * sizeof(double), "the coefficients")
+        tiles = <char *>alloc_or_raise(bp.wave * tsz, "the coefficient tiles")
+        sums = <double *>alloc_or_raise((2 * N * C + N * G) * sizeof(double), "the per-channel sums")
+        bp.psdy = sums
+        bp.psdyx = sums + N * C
+        bp.pr = sums + 2 * N * C
+        scratch = aligned_scratch(nth * stride, &sbase)
+        with nogil:
+            with parallel(num_threads=nth):
+                bwd_cl_waves(&bp, <const char *>cnp.PyArray_DATA(x), <const char *>cnp.PyArray_DATA(dy),
+                             <char *>cnp.PyArray_DATA(gx), N, S, C, G, isz, &q, scratch, stride, ct, rnd,
+                             st, cf, tiles, tsz)
+            bwd_affine(&bp, N, C, G, <double *>cnp.PyArray_DATA(grad_weight),
+                       <double *>cnp.PyArray_DATA(grad_bias))
+        if nth > 1:
+            fn_team_finished(nth)
+    finally:
+        free(ct)
+        free(st)
+        free(cf)
+        free(tiles)
+        free(sums)
+        free(sbase)
+    return gx
+
+
+def _backward_tuning(wave_bytes=None):
+    """Read (and, for tests and experiments, set) the backward's wave size in
+    bytes of x and dy per thread; returns the old value.  Every setting gives
+    the same bits."""
+    global BWD_WAVE_BYTES
+    old = BWD_WAVE_BYTES
+    if wave_bytes is not None:
+        BWD_WAVE_BYTES = max(1, wave_bytes)
+    return old

@@ -127,6 +127,8 @@ typedef struct {
                         double mean, double sc, double sh);
 } fn_dtype_kernels;
 
+struct fn_bwd_kernels_s; /* the backward kernels: fn_backward.h */
+
 typedef struct {
     const char *level;     /* FASTNORM_ISA name: x86-64-v4, x86-64-v3, x86-64, neon, generic */
     const char *vector;    /* the vector layer: "AVX-512 (8 doubles)", ... */
@@ -137,6 +139,7 @@ typedef struct {
     void (*widen_f16)(const uint16_t *src, float *dst, fn_ssize n);
     void (*narrow_f16)(const float *src, uint16_t *dst, fn_ssize n);
     void (*copy)(const char *src, char *dst, fn_ssize n, int stream);
+    const struct fn_bwd_kernels_s *bwd; /* backward kernels by storage code (fn_backward.h) */
 } fn_target;
 
 #endif /* FN_BASE_H */

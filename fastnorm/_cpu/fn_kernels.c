@@ -276,6 +276,8 @@ static void copy_run(const char *s, char *d, fn_ssize n, int stream)
     {FN_CAT(stats, SUF),    FN_CAT(apply, SUF),    FN_CAT(planes, SUF), \
      FN_CAT(stats_cl, SUF), FN_CAT(apply_cl, SUF), FN_CAT(stats_apply, SUF)}
 
+FN_BWD_TABLE;
+
 const fn_target FN_CAT(fn_target, FN_TARGET) = {
     FN_LEVEL_NAME,                                             /* level */
     FN_SIMD_NAME,                                              /* vector */
@@ -286,4 +288,5 @@ const fn_target FN_CAT(fn_target, FN_TARGET) = {
     widen_f16,                                                 /* widen_f16 */
     narrow_f16,                                                /* narrow_f16 */
     copy_run,                                                  /* copy */
+    fn_bwd_table,                                              /* bwd */
 };

@@ -37,6 +37,7 @@
 #include "fn_stats.h"
 #include "fn_apply.h"
 #include "fn_cl.h"
+#include "fn_backward.h"
 
 #undef FN_STORE2
 #undef FN_STREAM2

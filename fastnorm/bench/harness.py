@@ -107,6 +107,16 @@ def l2_cache_bytes(cache_dir=L2_DIR):
     return DEFAULT_L2, "assumed"
 
 
+BACKWARD_OPS = ("instance_norm_backward", "group_norm_backward")
+
+
+def arrays_moved(op):
+    """Arrays of x's size one call moves once: x in and y out for a forward;
+    x and grad_out in, grad_x out for a backward (the copy limit moves as many
+    bytes)."""
+    return 3 if op in BACKWARD_OPS else 2
+
+
 def unit_bytes(dims, layout, itemsize, op="instance_norm", groups=None):
     """Bytes of one statistics unit, the data one mean and variance are taken
     over: channels first, one plane (a group's C/G planes for group_norm);
@@ -115,20 +125,24 @@ def unit_bytes(dims, layout, itemsize, op="instance_norm", groups=None):
     spatial = math.prod(dims[2:])
     if layout == "cl":
         n = spatial * dims[1]
-    elif op == "group_norm":
+    elif op in ("group_norm", "group_norm_backward"):
         n = spatial * (dims[1] // groups)
     else:
         n = spatial
-    return n * itemsize
+    # a backward unit holds x and grad_out
+    return n * itemsize * (2 if op in BACKWARD_OPS else 1)
 
 
-def limit_fraction(unit_bytes, l2_bytes):
+def limit_fraction(unit_bytes, l2_bytes, op="instance_norm"):
     """The most fastnorm can reach, as a fraction of a parallel copy of the
     same bytes: a unit that fits in one core's L2 is read from memory once
     (the second pass over it hits the cache), the copy's own traffic, so
     1.0; a larger one is read twice and written once against the copy's one
-    read and one write, so 2/3."""
-    return 1.0 if unit_bytes <= l2_bytes else 2.0 / 3.0
+    read and one write, so 2/3.  A backward reads x and grad_out twice and
+    writes grad_x once past L2, against the copy's three: 3/5."""
+    if unit_bytes <= l2_bytes:
+        return 1.0
+    return 3.0 / 5.0 if op in BACKWARD_OPS else 2.0 / 3.0
 
 
 def machine():
@@ -311,9 +325,9 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
         full = shape if lay == "cf" else _cl_shape(shape)
         x = (1.0 + rng.standard_normal(full)).astype(DTYPES[dt])
         row = {"shape": sn, "dims": list(shape), "layout": lay, "dtype": dt, "threads": nt,
-               "bytes": 2 * x.nbytes, "op": op, "times": {}}
+               "bytes": arrays_moved(op) * x.nbytes, "op": op, "times": {}}
         row["unit_bytes"] = unit_bytes(shape, lay, x.itemsize, op, groups)
-        row["limit_fraction"] = limit_fraction(row["unit_bytes"], l2_bytes)
+        row["limit_fraction"] = limit_fraction(row["unit_bytes"], l2_bytes, op)
         fns = {}
         if progress:
             _progress(ci * repeat, total, f"{sn} {lay} {dt} setting up")
@@ -419,11 +433,19 @@ def table(rows, peers=None):
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     op = rows[0].get("op", "instance_norm") if rows else "instance_norm"
-    lines.append(f"fastnorm ms: y = fastnorm.{op}(x), allocating y as the peers do; "
-                 "out= ms: the same call writing into a preallocated out=.")
-    lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes; of limit: over "
-                 "the copy's when a statistics unit (a plane channels first, an instance channels "
-                 "last) fits in one core's L2, else over 2/3 of it (x read twice, y written once).")
+    if op in BACKWARD_OPS:
+        lines.append(f"fastnorm ms: grad_x, grad_weight, grad_bias = fastnorm.{op}(grad_out, x), "
+                     "allocating grad_x; the torch peers: the backward alone of their op with weight "
+                     "and bias requiring grad (autograd.grad of a retained graph).")
+        lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes (x and grad_out "
+                     "in, grad_x out); of limit: over the copy's when a unit's x and grad_out fit in one "
+                     "core's L2, else over 3/5 of it (x and grad_out read twice, grad_x written once).")
+    else:
+        lines.append(f"fastnorm ms: y = fastnorm.{op}(x), allocating y as the peers do; "
+                     "out= ms: the same call writing into a preallocated out=.")
+        lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes; of limit: over "
+                     "the copy's when a statistics unit (a plane channels first, an instance channels "
+                     "last) fits in one core's L2, else over 2/3 of it (x read twice, y written once).")
     lines.append("x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); "
                  "GB/s = (bytes in + bytes out) / median time.")
     return "\n".join(lines)

@@ -23,14 +23,32 @@ class Peer:
         raise NotImplementedError
 
 
+BACKWARD_OPS = ("instance_norm_backward", "group_norm_backward")
+
+
+def _copy_arrays(x, op):
+    """Source and destination of the copy limit: x itself for a forward (x
+    in, y out); for a backward 1.5 x's bytes each way, the bytes of x and
+    grad_out in and grad_x out."""
+    if op not in BACKWARD_OPS:
+        return x, np.empty_like(x)
+    src = np.ones(3 * x.nbytes // 2, np.uint8)
+    return src, np.empty_like(src)
+
+
+def _grad_out(x):
+    """The upstream gradient of a backward case: x's shape and dtype, fixed seed."""
+    return np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype)
+
+
 class Copy(Peer):
     name = "copy"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         from .._cpu import _engine as E
 
-        y = np.empty_like(x)
-        return lambda: E.parallel_copy(x, y, nt, 0)
+        s, y = _copy_arrays(x, op)
+        return lambda: E.parallel_copy(s, y, nt, 0)
 
 
 class StreamCopy(Peer):
@@ -42,8 +60,8 @@ class StreamCopy(Peer):
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         from .._cpu import _engine as E
 
-        y = np.empty_like(x)
-        return lambda: E.parallel_copy(x, y, nt, 1)
+        s, y = _copy_arrays(x, op)
+        return lambda: E.parallel_copy(s, y, nt, 1)
 
 
 class Fastnorm(Peer):
@@ -57,6 +75,11 @@ class Fastnorm(Peer):
         import fastnorm
 
         ax = 1 if layout == "cf" else -1
+        if op in BACKWARD_OPS:
+            dy = _grad_out(x)
+            if op == "group_norm_backward":
+                return lambda: fastnorm.group_norm_backward(dy, x, groups, channel_axis=ax, num_threads=nt)
+            return lambda: fastnorm.instance_norm_backward(dy, x, channel_axis=ax, num_threads=nt)
         if op == "group_norm":
             return lambda: fastnorm.group_norm(x, groups, channel_axis=ax, activation=activation, num_threads=nt)
         return lambda: fastnorm.instance_norm(x, channel_axis=ax, activation=activation, num_threads=nt)
@@ -71,6 +94,8 @@ class FastnormOut(Peer):
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         import fastnorm
 
+        if op in BACKWARD_OPS:
+            return None   # the backward has no out=
         ax = 1 if layout == "cf" else -1
         y = np.empty_like(x)
         if op == "group_norm":
@@ -85,7 +110,7 @@ class NumpyPeer(Peer):
     title = "plain NumPy"
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
-        if op == "group_norm" or activation:
+        if op != "instance_norm" or activation:
             return None
         ax = tuple(range(2, x.ndim)) if layout == "cf" else tuple(range(1, x.ndim - 1))
 
@@ -110,12 +135,31 @@ class TorchInstanceNorm(Peer):
         t = torch.from_numpy(x)
         return t if layout == "cf" else t.movedim(-1, 1)  # channels_last memory, NC... view
 
+    def _backward(self, x, layout, nt, forward):
+        """The backward alone of y = forward(x, weight, bias): autograd.grad
+        of a retained graph with a fixed grad_out, weight and bias requiring
+        grad (the gradients fastnorm's backward returns)."""
+        import torch
+
+        torch.set_num_threads(nt)
+        xt = self._tensor(x, layout).detach().requires_grad_()
+        C = xt.shape[1]
+        w = torch.ones(C, dtype=xt.dtype, requires_grad=True)
+        b = torch.zeros(C, dtype=xt.dtype, requires_grad=True)
+        y = forward(xt, w, b)
+        dy = self._tensor(_grad_out(x), layout)
+        return lambda: torch.autograd.grad(y, (xt, w, b), dy, retain_graph=True)
+
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         import torch
         import torch.nn.functional as F
 
-        if x.dtype == np.float16 or op != "instance_norm":
+        if x.dtype == np.float16:
             return None  # torch CPU instance_norm has no float16 kernel
+        if op == "instance_norm_backward":
+            return self._backward(x, layout, nt, lambda t, w, b: F.instance_norm(t, weight=w, bias=b, eps=1e-5))
+        if op != "instance_norm":
+            return None
         torch.set_num_threads(nt)
         t = self._tensor(x, layout)
         act = {None: None, "relu": torch.relu, "silu": F.silu, "leaky_relu": F.leaky_relu}[activation]
@@ -140,6 +184,9 @@ class TorchGroupNorm(TorchInstanceNorm):
 
         if x.dtype == np.float16:
             return None
+        if op in BACKWARD_OPS:
+            G = x.shape[1 if layout == "cf" else -1] if op == "instance_norm_backward" else groups
+            return self._backward(x, layout, nt, lambda t, w, b: F.group_norm(t, G, w, b, eps=1e-5))
         torch.set_num_threads(nt)
         t = self._tensor(x, layout)
         G = t.shape[1] if op == "instance_norm" else groups
