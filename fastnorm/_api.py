@@ -151,11 +151,12 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
     L = V.check_layout(layout, tuple(x.shape), first)
     new = dict(args, layout=None, channel_axis=-1 if L.cl else 1)
     new[first] = x.reshape(L.canonical(x.shape))
-    style = args.get("style")
-    if style is not None:
-        if not hasattr(style, "shape"):
-            style = V.as_numpy(style, "style")
-        new["style"] = style.reshape(V.check_layout(layout, tuple(style.shape), "style").canonical(style.shape))
+    for name in ("style", "x"):  # arrays in the same layout (adain's style, the backward's x)
+        a = args.get(name) if name != first else None
+        if a is not None:
+            if not hasattr(a, "shape"):
+                a = V.as_numpy(a, name)
+            new[name] = a.reshape(V.check_layout(layout, tuple(a.shape), name).canonical(a.shape))
     out = args.get("out")
     if out is not None and hasattr(out, "shape"):
         if tuple(out.shape) != tuple(x.shape):
@@ -170,8 +171,11 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
     r = fn(**new)
     if out is not None:
         return out
-    if isinstance(r, tuple):
-        return tuple(L.stats_out(a, x.shape) for a in r)
+    if isinstance(r, tuple):  # statistics (N, C), or the backward's (grad_x, grad_weight, grad_bias)
+        canon = tuple(new[first].shape)
+        return tuple(
+            a.reshape(x.shape) if tuple(a.shape) == canon else L.stats_out(a, x.shape) if a.ndim == 2 else a for a in r
+        )
     if isinstance(r, Moments):
         return Moments(*(L.stats_out(a, x.shape) for a in (r.count, r.mean, r.m2)))
     return r.reshape(x.shape)

@@ -4,43 +4,45 @@ weight and bias, for training (issue 21).  The statistics are recomputed from
 x (nothing saved by the forward is needed).
 
 NumPy arrays run on the CPU engine (fastnorm._cpu._engine.backward_cf /
-backward_cl); the other array types are wired in by the dispatch layer.
+backward_cl), CuPy arrays on the CUDA kernels (the compute backends'
+``backward``); torch tensors, Dask arrays and ``layout=`` go through the
+same dispatch line as every public function (fastnorm._api._dispatch).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
+from . import _backends as B
 from . import _validate as V
+from ._api import _dispatch, _prep
 from ._backends import Array, ArrayLike
 
 _ndarray = np.ndarray
 
 
-def _prep(a: Any, name: str) -> np.ndarray:
-    a = V.as_numpy(a, name)
-    if not a.dtype.isnative and a.dtype.kind == "f":
-        a = a.astype(a.dtype.newbyteorder("="))
-    return a
-
-
-def _backward(grad_out: Any, x: Any, num_groups: Any, weight: Any, eps: Any, channel_axis: Any,
-              num_threads: Any) -> tuple[Array, Array, Array]:
-    """Validate in the order of the signature, then run the CPU backend."""
-    from ._cpu import _backend as be
-
+def _backward(
+    grad_out: Any, x: Any, num_groups: Any, weight: Any, eps: Any, channel_axis: Any, num_threads: Any
+) -> tuple[Array, Array, Array]:
+    """Validate (x first: grad_out is checked against it), then run the backend."""
     per_channel = num_groups is V.PER_CHANNEL
-    x = _prep(x, "x")
+    be, x = _prep(x, "x")
     code = V.check_x(x.shape, x.dtype, "x", 3 if per_channel else 2)
     if V.is_integer(code):
         raise TypeError(f"x must have a floating dtype ({V.SUPPORTED_DTYPES}), got dtype {x.dtype}")
-    dy = _prep(grad_out, "grad_out")
+    dbe, dy = _prep(grad_out, "grad_out")
+    if dbe is not be:
+        raise TypeError(
+            f"grad_out must be the same kind of array as x ({type(x).__name__}), got {type(grad_out).__name__}"
+        )
     if dy.dtype != x.dtype:
         raise TypeError(f"grad_out must have the dtype of x ({x.dtype}), got dtype {dy.dtype}")
     if dy.shape != x.shape:
-        raise ValueError(f"grad_out must have the shape of x {V._shape_str(x.shape)}, "
-                         f"got shape {V._shape_str(dy.shape)}")
+        raise ValueError(
+            f"grad_out must have the shape of x {V._shape_str(x.shape)}, got shape {V._shape_str(dy.shape)}"
+        )
     cl = V.channels_last(channel_axis, x.ndim)
     C = int(x.shape[-1] if cl else x.shape[1])
     G = C if per_channel else V.check_num_groups(num_groups, C)
@@ -49,12 +51,20 @@ def _backward(grad_out: Any, x: Any, num_groups: Any, weight: Any, eps: Any, cha
     nt = V.check_threads(num_threads)
     gx, gw, gb = be.backward(x, dy, code, cl, G, w, eps, nt)
     adt = np.float64 if code == V.F64 else np.float32
-    return gx, gw.astype(adt, copy=False), gb.astype(adt, copy=False)
+    with B.on_device(gw):
+        return gx, gw.astype(adt, copy=False), gb.astype(adt, copy=False)
 
 
-def instance_norm_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike | None = None, *,
-                           eps: float = 1e-5, channel_axis: int | None = None,
-                           num_threads: int | None = None) -> tuple[Array, Array, Array]:
+def instance_norm_backward(
+    grad_out: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    channel_axis: int | None = None,
+    layout: str | None = None,
+    num_threads: int | None = None,
+) -> tuple[Array, Array, Array]:
     """Gradients of :func:`fastnorm.instance_norm` with respect to x, weight and bias.
 
     With ``xhat = (x - mean) * rstd`` per plane (``rstd = 1 / sqrt(var + eps)``,
@@ -78,9 +88,12 @@ def instance_norm_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike 
         ones.  The forward's bias does not enter the gradients.
     eps : float, default 1e-5
         The forward's eps; finite and >= 0.
-    channel_axis : {1, -1}, default 1
+    channel_axis : {1, -1}, default None (1)
         1 for channels first, -1 (or ``x.ndim - 1``) for channels last,
         computed natively without a transpose.
+    layout : str, optional
+        The axes of ``x`` and ``grad_out`` by letter, as in
+        :func:`fastnorm.instance_norm` (instead of ``channel_axis``).
     num_threads : int, optional
         OpenMP threads, as in :func:`fastnorm.instance_norm`.  Results are
         bit-identical for every value and every SIMD level.
@@ -115,12 +128,22 @@ def instance_norm_backward(grad_out: ArrayLike, x: ArrayLike, weight: ArrayLike 
     >>> bool(np.allclose(gb, dy.sum(axis=(0, 2, 3)), atol=1e-5))
     True
     """
+    if layout is not None or (type(grad_out) is not _ndarray and B.library(grad_out) in B.INTEROP):
+        return _dispatch(instance_norm_backward, locals())
     return _backward(grad_out, x, V.PER_CHANNEL, weight, eps, channel_axis, num_threads)
 
 
-def group_norm_backward(grad_out: ArrayLike, x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
-                        *, eps: float = 1e-5, channel_axis: int | None = None,
-                        num_threads: int | None = None) -> tuple[Array, Array, Array]:
+def group_norm_backward(
+    grad_out: ArrayLike,
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    *,
+    eps: float = 1e-5,
+    channel_axis: int | None = None,
+    layout: str | None = None,
+    num_threads: int | None = None,
+) -> tuple[Array, Array, Array]:
     """Gradients of :func:`fastnorm.group_norm` with respect to x, weight and bias.
 
     As :func:`instance_norm_backward`, the means of ``grad_x``'s formula taken
@@ -142,4 +165,6 @@ def group_norm_backward(grad_out: ArrayLike, x: ArrayLike, num_groups: int, weig
     >>> bool(np.allclose(gx.reshape(2, 3, -1).sum(-1), 0))   # per group
     True
     """
+    if layout is not None or (type(grad_out) is not _ndarray and B.library(grad_out) in B.INTEROP):
+        return _dispatch(group_norm_backward, locals())
     return _backward(grad_out, x, num_groups, weight, eps, channel_axis, num_threads)

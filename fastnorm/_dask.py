@@ -343,7 +343,97 @@ def adain(kw: dict[str, Any]) -> Any:
     return _apply(content, cl, mean, scale, shift, _rest(kw, *_NOT_APPLY))
 
 
-_IMPL = {f.__name__: f for f in (instance_norm, group_norm, instance_stats, instance_moments, normalize, adain)}
+def _backward(kw: dict[str, Any], num_groups: Any) -> tuple[Any, Any, Any]:
+    """Lazy (grad_x, grad_weight, grad_bias): x and grad_out rechunked so every
+    block holds whole (instance, group) units (spatial axes whole), one eager
+    backward call per block, the per-block weight and bias gradients summed
+    over the batch blocks in order."""
+    import dask
+
+    per_channel = num_groups is V.PER_CHANNEL
+    x, cl = _check(kw["x"], kw["channel_axis"], min_ndim=3 if per_channel else 2)
+    dy = kw["grad_out"]
+    if not isinstance(dy, da.Array):
+        dy = da.from_array(V.as_numpy(dy, "grad_out"), chunks=-1)
+    dy = _native(dy)
+    if dy.dtype != x.dtype:
+        raise TypeError(f"grad_out must have the dtype of x ({x.dtype}), got dtype {dy.dtype}")
+    if dy.shape != x.shape:
+        raise ValueError(
+            f"grad_out must have the shape of x {V._shape_str(x.shape)}, got shape {V._shape_str(dy.shape)}"
+        )
+    _known(x)
+    cax = _caxis(x.ndim, cl)
+    C = int(x.shape[cax])
+    G = C if per_channel else V.check_num_groups(num_groups, C)
+    eps = V.check_eps(kw["eps"])
+    w = V.check_vector(kw["weight"], "weight", C)
+    V.check_threads(kw["num_threads"])
+    Cg = C // G
+    cchunk = max(Cg, (max(x.chunks[cax]) // Cg) * Cg)
+    x = x.rechunk({**dict.fromkeys(_spatial_axes(x.ndim, cl), -1), cax: cchunk})
+    dy = dy.rechunk(x.chunks)
+    ax = -1 if cl else 1
+    c_starts = np.cumsum((0,) + x.chunks[cax])
+
+    def block(g: Any, xb: Any, c0: int, c1: int) -> Any:
+        wb = None if w is None else w[c0:c1]
+        return _api_backward((c1 - c0) // Cg, g, xb, wb, eps, ax, kw["num_threads"])
+
+    xd, gd = x.to_delayed(), dy.to_delayed()
+    gx_blocks = np.empty(xd.shape, dtype=object)
+    gws, gbs = [], []
+    for idx in np.ndindex(*xd.shape):
+        ci = idx[cax]
+        c0, c1 = int(c_starts[ci]), int(c_starts[ci + 1])
+        r = dask.delayed(block, nout=3)(gd[idx], xd[idx], c0, c1)
+        shape = tuple(x.chunks[a][i] for a, i in enumerate(idx))
+        gx_blocks[idx] = da.from_delayed(r[0], shape, dtype=x.dtype, meta=x._meta)
+        gws.append((ci, r[1]))
+        gbs.append((ci, r[2]))
+    gx = da.block(gx_blocks.tolist())
+    adt = np.float64 if x.dtype == np.float64 else np.float32
+
+    def total(parts: list[tuple[int, Any]]) -> Any:
+        per_c = []
+        for ci in range(len(x.chunks[cax])):
+            acc = None
+            for cj, p in parts:  # the batch blocks of this channel block, in order
+                if cj == ci:
+                    acc = p if acc is None else dask.delayed(np.add)(acc, p)
+            per_c.append(da.from_delayed(acc, (x.chunks[cax][ci],), dtype=adt))
+        return da.concatenate(per_c)
+
+    return gx, total(gws), total(gbs)
+
+
+def _api_backward(G: int, g: Any, xb: Any, wb: Any, eps: float, ax: int, nt: Any) -> Any:
+    from ._backward import group_norm_backward
+
+    return group_norm_backward(g, xb, G, wb, eps=eps, channel_axis=ax, num_threads=nt)
+
+
+def instance_norm_backward(kw: dict[str, Any]) -> Any:
+    return _backward(kw, V.PER_CHANNEL)
+
+
+def group_norm_backward(kw: dict[str, Any]) -> Any:
+    return _backward(kw, kw["num_groups"])
+
+
+_IMPL = {
+    f.__name__: f
+    for f in (
+        instance_norm,
+        group_norm,
+        instance_stats,
+        instance_moments,
+        normalize,
+        adain,
+        instance_norm_backward,
+        group_norm_backward,
+    )
+}
 
 
 def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:

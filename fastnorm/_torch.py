@@ -175,10 +175,10 @@ def _host_or_same(v: Any, x: Any) -> Any:
 
 def _wrap(r: Any, x: Any, cl: bool) -> Any:
     """A public function's result as tensors on x's device: the output array
-    (x's layout, mapped back from channels last), a tuple of statistics, or
-    Moments of tensors."""
+    (x's layout, mapped back from channels last), a tuple of statistics or of
+    the backward's (grad_x, grad_weight, grad_bias), or Moments of tensors."""
     if isinstance(r, tuple):
-        return tuple(from_array(a, x) for a in r)
+        return tuple(_wrap(a, x, cl) if a.ndim == x.dim() else from_array(a, x) for a in r)
     if isinstance(r, _api.Moments):
         return _api.Moments(from_array(r.count, x), from_array(r.mean, x), from_array(r.m2, x))
     t = from_array(r, x)
@@ -206,9 +206,9 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     for name, v in kw.items():
         if name == first:
             kw[name] = to_array(x.detach().movedim(1, -1) if cl else x.detach(), name)
-        elif name == "style":
+        elif name in ("style", "x"):  # in the first argument's layout (adain's style, the backward's x)
             if not isinstance(v, torch.Tensor):
-                raise TypeError(f"style must be a torch.Tensor like {first}, got {type(v).__name__}")
+                raise TypeError(f"{name} must be a torch.Tensor like {first}, got {type(v).__name__}")
             kw[name] = to_array(v.detach().movedim(1, -1) if cl else v.detach(), name)
         elif name == "out":
             kw[name] = None if v is None else _out_array(v, x, cl)
