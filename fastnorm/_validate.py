@@ -16,6 +16,8 @@ from ._backends import library, to_host
 
 #: storage codes understood by the CPU engine (and the GPU kernels)
 F16, F32, F64, BF16 = 0, 1, 2, 3
+#: integer input codes (read as exact values; the output is floating)
+U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11
 _CODES = {np.dtype(np.float16): F16, np.dtype(np.float32): F32, np.dtype(np.float64): F64}
 
 #: fused activations, in the order of the kernels' enum

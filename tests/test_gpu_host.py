@@ -8,8 +8,9 @@ import pytest
 
 
 class _Arr:
-    def __init__(self, ptr, device=0):
+    def __init__(self, ptr, device=0, itemsize=4):
         self.data = types.SimpleNamespace(ptr=ptr)
+        self.itemsize = itemsize
         self.device = device
         self.flags = types.SimpleNamespace(c_contiguous=True)
         self.copied = False
@@ -49,12 +50,16 @@ def test_out_overlap_check_uses_bounds_only(gpu_backend):
     and seconds per call for an (8, 64, 1024, 1024) pair) is never called."""
     be, calls = gpu_backend
     x = _Arr(1000)
-    xx, out = be._prepare(x, _Arr(1050))          # overlapping, different start
+    xx, out = be._prepare(x, _Arr(1050), None)    # overlapping, different start
     assert xx.copied and calls
-    xx, out = be._prepare(x, _Arr(5000))          # disjoint
+    xx, out = be._prepare(x, _Arr(5000), None)    # disjoint
     assert xx is x
-    xx, out = be._prepare(x, x)                   # in place
+    xx, out = be._prepare(x, x, None)             # in place
     assert xx is x
+    xx, out = be._prepare(x, _Arr(1000), None)    # in place: the same start and element size
+    assert xx is x
+    xx, out = be._prepare(_Arr(1000, itemsize=1), _Arr(1000), None)   # uint8 x under a float32 out
+    assert xx.copied
 
 
 def test_kernel_functions_cached_per_device_and_name(gpu_backend, monkeypatch):

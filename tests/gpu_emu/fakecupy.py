@@ -36,6 +36,7 @@ CXX = os.environ.get("CXX") or shutil.which("g++")
 
 float16, float32, float64 = np.float16, np.float32, np.float64
 int32, int64, uint64 = np.int32, np.int64, np.uint64
+uint8, int8, uint16, int16, uint32 = np.uint8, np.int8, np.uint16, np.int16, np.uint32
 nan = np.nan
 NUM_DEVICES = 2
 LIMITS = {"grid_x": 2**31 - 1, "grid_yz": 65535, "block_xy": 1024, "block_z": 64, "threads": 1024,
@@ -254,7 +255,8 @@ def get_array_module(*args):
 
 # ----------------------------------------------------------------- compiler
 _PTR_DTYPES = {"f32": {np.dtype(np.float32)}, "f64": {np.dtype(np.float64)}, "f16": {np.dtype(np.float16)},
-               "bf16": {"bfloat16"}, "triple": {np.dtype(np.float64)}}
+               "bf16": {"bfloat16"}, "triple": {np.dtype(np.float64)},
+               **{f"{k}{b}": {np.dtype(f"{'uint' if k == 'u' else 'int'}{b}")} for k in "ui" for b in (8, 16, 32, 64)}}
 _SCALARS = {"i64": (np.int64, ctypes.c_int64), "i32": (np.int32, ctypes.c_int32),
             "f64": (np.float64, ctypes.c_double), "f32": (np.float32, ctypes.c_float),
             "u64": (np.uint64, ctypes.c_uint64)}

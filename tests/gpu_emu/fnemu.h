@@ -275,6 +275,11 @@ template <typename X> struct Name { static std::string s() { return "?" + std::t
 template <> struct Name<float> { static std::string s() { return "f32"; } };
 template <> struct Name<double> { static std::string s() { return "f64"; } };
 template <> struct Name<int> { static std::string s() { return "i32"; } };
+template <> struct Name<unsigned char> { static std::string s() { return "u8"; } };
+template <> struct Name<signed char> { static std::string s() { return "i8"; } };
+template <> struct Name<unsigned short> { static std::string s() { return "u16"; } };
+template <> struct Name<short> { static std::string s() { return "i16"; } };
+template <> struct Name<unsigned int> { static std::string s() { return "u32"; } };
 template <> struct Name<long long> { static std::string s() { return "i64"; } };
 template <> struct Name<unsigned long long> { static std::string s() { return "u64"; } };
 template <> struct Name<__half> { static std::string s() { return "f16"; } };
@@ -318,6 +323,21 @@ struct alignas(8) uint4 {
         if ((uintptr_t)p & 15u) {
             char b[96];
             snprintf(b, sizeof b, "misaligned 16-byte access at %p", p);
+            fnemu::fail(b);
+        }
+    }
+};
+
+// 8-byte vector, checked the same way
+struct alignas(4) uint2 {
+    unsigned x, y;
+    uint2() = default;
+    uint2(const uint2 &o) { check(&o); memcpy(this, &o, 8); }
+    uint2 &operator=(const uint2 &o) { check(this); memcpy(this, &o, 8); return *this; }
+    static void check(const void *p) {
+        if ((uintptr_t)p & 7u) {
+            char b[96];
+            snprintf(b, sizeof b, "misaligned 8-byte access at %p", p);
             fnemu::fail(b);
         }
     }

@@ -4,7 +4,9 @@ GPU: only the two device queries (the architecture) are answered here, and
 the module load that follows the compile (it needs a driver) is skipped.
 
 Run as a script (a separate process: the patches stay out of the caller):
-    python nvrtc_compile.py ARCH DTYPE|all [extra NVRTC option ...]
+    python nvrtc_compile.py ARCH DTYPE|IN:OUT|backward:DTYPE|all [extra NVRTC option ...]
+(DTYPE: that dtype's own forward module; IN:OUT: the forward module reading
+IN, writing OUT; backward:DTYPE: the backward module; dtype names as numpy's)
 prints one JSON object: options (as NVRTC received them), seconds, the NVRTC
 log, the mangled names, cubin size; or {"skip": reason}.
 """
@@ -32,7 +34,13 @@ def main():
 
     with open(os.path.join(here, "..", "..", "fastnorm", "_gpu", "kernels.cu")) as f:
         code = f.read()
-    names = tuple(_names.names(None if which == "all" else _names.TYPES[which]))
+    if which == "all":
+        names = tuple(_names.names())
+    elif which.startswith("backward:"):
+        names = tuple(_names.module(("backward", _names.TYPES[which.split(":")[1]])))
+    else:
+        i, o = (which.split(":") + [which])[:2]
+        names = tuple(_names.names(_names.INPUTS[i], _names.TYPES[o]))
     # the device queries of a compile: the architecture (memoized per device in CuPy)
     compiler._get_arch = lambda: arch
     compiler._get_arch_for_options_for_nvrtc = lambda a=None: (f"-arch=sm_{a or arch}", "cubin")
