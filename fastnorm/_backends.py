@@ -112,6 +112,14 @@ class ComputeBackend(Protocol):
         dtype of ocode (None: x's)."""
         ...
 
+    def backward(
+        self, x: Array, dy: Array, code: int, cl: bool, G: int, weight: Array | None, eps: float, nt: int | None
+    ) -> tuple[Array, Array, Array]:
+        """(grad_x, grad_weight, grad_bias) of the norm with G groups: grad_x in
+        x's dtype and shape, the others float64 (C,) arrays of the backend's
+        library; statistics recomputed from x."""
+        ...
+
 
 @runtime_checkable
 class InteropBackend(Protocol):

@@ -71,6 +71,7 @@ def test_protocols_name_the_primitives():
         "triples",
         "moments",
         "apply",
+        "backward",
     }
     assert set(_hooks(B.InteropBackend)) == {"ARRAY_TYPE", "call"}
 
