@@ -305,6 +305,110 @@ FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1
 #define FN_LDS(p) ((double)(float)*(p))
 #include "fn_kernels_stats.h"
 
+/* ---- statistics of 8/16-bit integers, in integers ----------------------- */
+/* Their shifted sums are exact integers in double whatever the order: |d| <
+ * 2^16, and a block (FN_BLOCK elements) or a channels-last chunk (at most
+ * 2^16 rows per lane, below) keeps S2 < 2^53.  So integer sums, which the
+ * compiler vectorizes with no order to keep, give the lanes' bits through
+ * fn_finish, and read several times faster than the double lanes. */
+#define FN_STATS_EXACT(IN, T, ACC2)                                               \
+    static void FN_CAT(stats_exact, IN)(const void *xv, fn_ssize n, fn_triple *t) \
+    {                                                                             \
+        const T *x = (const T *)xv;                                               \
+        const int32_t sh = n > 0 ? (int32_t)x[0] : 0;                             \
+        int32_t s1 = 0;                                                           \
+        ACC2 s2 = 0;                                                              \
+        fn_ssize i;                                                               \
+        for (i = 0; i < n; i++) {                                                 \
+            const int32_t d = (int32_t)x[i] - sh;                                 \
+            s1 += d;                                                              \
+            s2 += (ACC2)d * d;                                                    \
+        }                                                                         \
+        fn_finish(t, (double)n, (double)sh, (double)s1, (double)s2);              \
+    }
+/* 8-bit: d^2 < 2^16, so a block's S2 < 2^30 fits int32; 16-bit: int64 */
+FN_STATS_EXACT(u8, uint8_t, int32_t)
+FN_STATS_EXACT(i8, int8_t, int32_t)
+FN_STATS_EXACT(u16, uint16_t, int64_t)
+FN_STATS_EXACT(i16, int16_t, int64_t)
+
+/* Channels-last, 8-bit: int32 lane sums over the virtual rows of W = C * m
+ * lanes (3 * W doubles of scratch hold 3 * W int32) in tiles of 16 lanes
+ * whose sums stay in registers over a block of R rows (GCC / clang vector
+ * extensions: one AVX-512 register, two AVX2, four SSE2 or NEON), the m
+ * lanes of a channel then summed in int64.  A lane sums at most 2^15 rows
+ * (S2 < 2^31); a longer chunk takes the double lanes (the engine's chunks
+ * have about 2^16 / W). */
+#if defined(FN_HAVE_V16I)
+#define FN_CL_TILE(T, LOAD)               \
+    for (; j0 + 16 <= W; j0 += 16) {      \
+        fn_v16i s, va, vb;                \
+        memcpy(&s, sh + j0, 64);          \
+        memcpy(&va, a + j0, 64);          \
+        memcpy(&vb, b + j0, 64);          \
+        for (r = 0; r < nv; r++) {        \
+            fn_v16i d;                    \
+            d = LOAD(p + r * W + j0) - s; \
+            va += d;                      \
+            vb += d * d;                  \
+        }                                 \
+        memcpy(a + j0, &va, 64);          \
+        memcpy(b + j0, &vb, 64);          \
+    }
+#else
+#define FN_CL_TILE(T, LOAD) (void)0
+#endif
+#define FN_STATS_CL_EXACT(IN, T, LOAD)                                                            \
+    static void FN_CAT(stats_cl_exact, IN)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, \
+                                           fn_ssize R, double *acc, fn_triple *out)               \
+    {                                                                                             \
+        const T *x = (const T *)xv;                                                               \
+        const fn_ssize W = C * m, vr = rows > 0 ? rows / m : 0;                                   \
+        int32_t *sh = (int32_t *)(void *)acc, *a = sh + W, *b = a + W;                            \
+        fn_ssize r, j, c, k, r0, nv, j0;                                                          \
+        if (rows <= 0 || vr >= ((fn_ssize)1 << 15)) {                                             \
+            FN_CAT(stats_cl, IN)(xv, rows, C, m, R, acc, out);                                    \
+            return;                                                                               \
+        }                                                                                         \
+        for (j = 0; j < W; j++) {                                                                 \
+            sh[j] = (int32_t)x[j % C];                                                            \
+            a[j] = 0;                                                                             \
+            b[j] = 0;                                                                             \
+        }                                                                                         \
+        if (R < m) R = m;                                                                         \
+        for (r0 = 0; r0 < vr * m; r0 += R) {                                                      \
+            const T *p = x + r0 * C;                                                              \
+            nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;                                         \
+            j0 = 0;                                                                               \
+            FN_CL_TILE(T, LOAD)                                                                   \
+            for (r = 0; r < nv; r++)                                                              \
+                for (j = j0; j < W; j++) {                                                        \
+                    const int32_t d = (int32_t)p[r * W + j] - sh[j];                              \
+                    a[j] += d;                                                                    \
+                    b[j] += d * d;                                                                \
+                }                                                                                 \
+        }                                                                                         \
+        for (r = vr * m; r < rows; r++) /* rows that do not fill a virtual row */                 \
+            for (c = 0; c < C; c++) {                                                             \
+                const int32_t d = (int32_t)x[r * C + c] - sh[c];                                  \
+                a[c] += d;                                                                        \
+                b[c] += d * d;                                                                    \
+            }                                                                                     \
+        for (c = 0; c < C; c++) {                                                                 \
+            int64_t s1 = 0, s2 = 0;                                                               \
+            for (k = 0; k < m; k++) {                                                             \
+                s1 += a[k * C + c];                                                               \
+                s2 += b[k * C + c];                                                               \
+            }                                                                                     \
+            fn_finish(&out[c], (double)rows, (double)sh[c], (double)s1, (double)s2);              \
+        }                                                                                         \
+    }
+FN_STATS_CL_EXACT(u8, uint8_t, vi16_load_u8)
+FN_STATS_CL_EXACT(i8, int8_t, vi16_load_i8)
+/* 16-bit channels-last: the double lanes (d^2 needs int64 lanes there) */
+#define stats_cl_exact_u16 stats_cl_u16
+#define stats_cl_exact_i16 stats_cl_i16
+
 /* ---- apply, direct: the pairs read by the kernels themselves ------------ */
 /* Each floating type into itself, the 8/16-bit integers (the images) into
  * float32, and float32 into the 16-bit types (what every other pair into a
@@ -592,7 +696,8 @@ FN_BUF_BF16(f64, double, f64f)
 FN_BUF_F16(bf16, uint16_t, bf16)
 FN_BUF_F32(bf16, uint16_t, bf16)
 FN_BUF_F64(bf16, uint16_t, bf16)
-#define FN_BUF_INT8_16(IN, TI) FN_BUF_F16(IN, TI, IN) FN_BUF_F64(IN, TI, IN) FN_BUF_BF16(IN, TI, IN)
+#define FN_BUF_INT8_16(IN, TI) \
+    FN_BUF_F16(IN, TI, exact_##IN) FN_BUF_F64(IN, TI, exact_##IN) FN_BUF_BF16(IN, TI, exact_##IN)
 FN_BUF_INT8_16(u8, uint8_t)
 FN_BUF_INT8_16(i8, int8_t)
 FN_BUF_INT8_16(u16, uint16_t)
@@ -663,10 +768,10 @@ const fn_target FN_CAT(fn_target, FN_TARGET) = {
         {FN_KSET(f32_f16, f32), FN_KSET(f32, f32), FN_KSET(f32_f64, f32), FN_KSET(f32_bf16, f32)},
         {FN_KSET(f64_f16, f64f), FN_KSET(f64_f32, f64f), FN_KSET(f64, f64), FN_KSET(f64_bf16, f64f)},
         {FN_KSET(bf16_f16, bf16), FN_KSET(bf16_f32, bf16), FN_KSET(bf16_f64, bf16), FN_KSET(bf16, bf16)},
-        FN_KROW(u8, u8, u8),
-        FN_KROW(i8, i8, i8),
-        FN_KROW(u16, u16, u16),
-        FN_KROW(i16, i16, i16),
+        FN_KROW(u8, exact_u8, exact_u8),
+        FN_KROW(i8, exact_i8, exact_i8),
+        FN_KROW(u16, exact_u16, exact_u16),
+        FN_KROW(i16, exact_i16, exact_i16),
         FN_KROW(u32, u32f, u32),
         FN_KROW(i32, i32f, i32),
         FN_KROW(u64, u64f, u64),
