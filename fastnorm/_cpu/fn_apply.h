@@ -30,6 +30,9 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+#if defined(FN_ACT_VIA)
+    fn_buf_apply(&FN_ACT_VIA, xv, yv, n, mean, sc, sh, act, slope, 0);
+#else
 #define FN_LOOP(ACT)                                     \
     FN_IVDEP                                             \
     for (i = 0; i < n; i++) {                            \
@@ -39,6 +42,7 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
     }
     FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
+#endif
 }
 
 #else /* 16-bit storage: applied in float */

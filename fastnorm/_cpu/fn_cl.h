@@ -100,6 +100,11 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         FN(cl_apply_tiles)(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
+#if defined(FN_ACT_VIA)
+    (void)r;
+    (void)j;
+    fn_buf_apply_cl(&FN_ACT_VIA, xv, yv, rows, C, m, coefv, act, slope, 0);
+#else
 #define FN_LOOP(ACT)                                                \
     for (r = 0; r < vr; r++) {                                      \
         const FN_TI *p = x + r * W;                                 \
@@ -123,6 +128,7 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     }
     FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
+#endif
 }
 
 #else /* 16-bit storage, channels-last apply in float */

@@ -410,9 +410,9 @@ FN_STATS_CL_EXACT(i8, int8_t, vi16_load_i8)
 #define stats_cl_exact_i16 stats_cl_i16
 
 /* ---- apply, direct: the pairs read by the kernels themselves ------------ */
-/* Each floating type into itself, the 8/16-bit integers (the images) into
- * float32, and float32 into the 16-bit types (what every other pair into a
- * 16-bit output runs on, through a float buffer). */
+/* Each floating type into itself and float32 into the 16-bit types (what
+ * every other pair into a 16-bit output runs on, through a float buffer);
+ * the 8/16-bit integers into float32 follow the buffered machinery below. */
 #define FN_TI float
 #define FN_TO float
 #define FN_SUF f32
@@ -453,46 +453,6 @@ FN_STATS_CL_EXACT(i8, int8_t, vi16_load_i8)
 #define FN_STH vs_store_bf16
 #define FN_F2H fn_f2b
 #define FN_WD 0
-#include "fn_kernels_dtype.h"
-
-#define FN_TI uint8_t
-#define FN_TO float
-#define FN_SUF u8_f32
-#define FNS_SUF u8
-#define FN_LDV vd_load_u8
-#define FN_LDS(p) ((double)*(p))
-#define FN_WD 1
-#define FN_F32 1
-#include "fn_kernels_dtype.h"
-
-#define FN_TI int8_t
-#define FN_TO float
-#define FN_SUF i8_f32
-#define FNS_SUF i8
-#define FN_LDV vd_load_i8
-#define FN_LDS(p) ((double)*(p))
-#define FN_WD 1
-#define FN_F32 1
-#include "fn_kernels_dtype.h"
-
-#define FN_TI uint16_t
-#define FN_TO float
-#define FN_SUF u16_f32
-#define FNS_SUF u16
-#define FN_LDV vd_load_u16
-#define FN_LDS(p) ((double)*(p))
-#define FN_WD 1
-#define FN_F32 1
-#include "fn_kernels_dtype.h"
-
-#define FN_TI int16_t
-#define FN_TO float
-#define FN_SUF i16_f32
-#define FNS_SUF i16
-#define FN_LDV vd_load_i16
-#define FN_LDS(p) ((double)*(p))
-#define FN_WD 1
-#define FN_F32 1
 #include "fn_kernels_dtype.h"
 
 #define FN_TI float
@@ -647,6 +607,60 @@ FN_NOINLINE static void fn_buf_apply_cl(const fn_buf_pair *d, const void *xv, vo
             }
     }
 }
+
+/* ---- apply, direct: the 8/16-bit integers into float32 -------------------- */
+/* The images: read by the kernels themselves without activation; with one,
+ * through the float buffer into float32's activation loops (bpa_*: the same
+ * values into the same loops, so the same bits, and one activation loop per
+ * output type instead of one per pair). */
+static const fn_buf_pair bpa_u8 = {cvf_u8, 1, 4, 4, 8, stats_exact_u8, apply_f32, apply_cl_f32};
+static const fn_buf_pair bpa_i8 = {cvf_i8, 1, 4, 4, 8, stats_exact_i8, apply_f32, apply_cl_f32};
+static const fn_buf_pair bpa_u16 = {cvf_u16, 2, 4, 4, 8, stats_exact_u16, apply_f32, apply_cl_f32};
+static const fn_buf_pair bpa_i16 = {cvf_i16, 2, 4, 4, 8, stats_exact_i16, apply_f32, apply_cl_f32};
+
+#define FN_TI uint8_t
+#define FN_TO float
+#define FN_SUF u8_f32
+#define FN_ACT_VIA bpa_u8
+#define FNS_SUF u8
+#define FN_LDV vd_load_u8
+#define FN_LDS(p) ((double)*(p))
+#define FN_WD 1
+#define FN_F32 1
+#include "fn_kernels_dtype.h"
+
+#define FN_TI int8_t
+#define FN_TO float
+#define FN_SUF i8_f32
+#define FN_ACT_VIA bpa_i8
+#define FNS_SUF i8
+#define FN_LDV vd_load_i8
+#define FN_LDS(p) ((double)*(p))
+#define FN_WD 1
+#define FN_F32 1
+#include "fn_kernels_dtype.h"
+
+#define FN_TI uint16_t
+#define FN_TO float
+#define FN_SUF u16_f32
+#define FN_ACT_VIA bpa_u16
+#define FNS_SUF u16
+#define FN_LDV vd_load_u16
+#define FN_LDS(p) ((double)*(p))
+#define FN_WD 1
+#define FN_F32 1
+#include "fn_kernels_dtype.h"
+
+#define FN_TI int16_t
+#define FN_TO float
+#define FN_SUF i16_f32
+#define FN_ACT_VIA bpa_i16
+#define FNS_SUF i16
+#define FN_LDV vd_load_i16
+#define FN_LDS(p) ((double)*(p))
+#define FN_WD 1
+#define FN_F32 1
+#include "fn_kernels_dtype.h"
 
 /* One buffered pair IN -> OUT: its descriptor and its four table entries.
  * CV: the conversion (cvf_IN, cvd_IN), BT: the buffer's type, SK: the

@@ -9,6 +9,8 @@
  *           FN_LDV   FN_VL inputs -> fn_vd    FN_LDS  one input -> double
  *           FN_F32   defined for a float32 output (else float64)
  *           FN_KEEP  defined for float32 -> float32 (small planes keep their doubles)
+ *           FN_ACT_VIA  if defined, the fn_buf_pair the activations run
+ *                    through (the output type's own activation loops)
  *           0: in float (16-bit outputs), with
  *           FN_LDH   FN_FL inputs -> fn_vs    FN_LDF  one input -> float
  *           FN_STH   FN_FL floats -> outputs  FN_F2H  one float -> output
@@ -70,3 +72,4 @@
 #undef FN_WD
 #undef FN_F32
 #undef FN_KEEP
+#undef FN_ACT_VIA
