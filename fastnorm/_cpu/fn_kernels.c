@@ -322,15 +322,15 @@ FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1
         for (i = 0; i < n; i++) {                                                 \
             const int32_t d = (int32_t)x[i] - sh;                                 \
             s1 += d;                                                              \
-            s2 += (ACC2)d * d;                                                    \
+            s2 += (ACC2)((uint32_t)d * (uint32_t)d); /* d^2 < 2^32 */             \
         }                                                                         \
         fn_finish(t, (double)n, (double)sh, (double)s1, (double)s2);              \
     }
-/* 8-bit: d^2 < 2^16, so a block's S2 < 2^30 fits int32; 16-bit: int64 */
+/* 8-bit: d^2 < 2^16, so a block's S2 < 2^30 fits int32; 16-bit: d^2 < 2^32 (uint32), S2 in uint64 */
 FN_STATS_EXACT(u8, uint8_t, int32_t)
 FN_STATS_EXACT(i8, int8_t, int32_t)
-FN_STATS_EXACT(u16, uint16_t, int64_t)
-FN_STATS_EXACT(i16, int16_t, int64_t)
+FN_STATS_EXACT(u16, uint16_t, uint64_t)
+FN_STATS_EXACT(i16, int16_t, uint64_t)
 
 /* Channels-last, 8-bit: int32 lane sums over the virtual rows of W = C * m
  * lanes (3 * W doubles of scratch hold 3 * W int32) in tiles of 16 lanes
@@ -340,20 +340,21 @@ FN_STATS_EXACT(i16, int16_t, int64_t)
  * (S2 < 2^31); a longer chunk takes the double lanes (the engine's chunks
  * have about 2^16 / W). */
 #if defined(FN_HAVE_V16I)
-#define FN_CL_TILE(T, LOAD)               \
-    for (; j0 + 16 <= W; j0 += 16) {      \
-        fn_v16i s, va, vb;                \
-        memcpy(&s, sh + j0, 64);          \
-        memcpy(&va, a + j0, 64);          \
-        memcpy(&vb, b + j0, 64);          \
-        for (r = 0; r < nv; r++) {        \
-            fn_v16i d;                    \
-            d = LOAD(p + r * W + j0) - s; \
-            va += d;                      \
-            vb += d * d;                  \
-        }                                 \
-        memcpy(a + j0, &va, 64);          \
-        memcpy(b + j0, &vb, 64);          \
+#define FN_CL_TILE(T, LOAD)           \
+    for (; j0 + 16 <= W; j0 += 16) {  \
+        fn_v16i s, va, vb;            \
+        memcpy(&s, sh + j0, 64);      \
+        memcpy(&va, a + j0, 64);      \
+        memcpy(&vb, b + j0, 64);      \
+        for (r = 0; r < nv; r++) {    \
+            fn_v16i d;                \
+            LOAD(&d, p + r * W + j0); \
+            d -= s;                   \
+            va += d;                  \
+            vb += d * d;              \
+        }                             \
+        memcpy(a + j0, &va, 64);      \
+        memcpy(b + j0, &vb, 64);      \
     }
 #else
 #define FN_CL_TILE(T, LOAD) (void)0
