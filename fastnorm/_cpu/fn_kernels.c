@@ -335,26 +335,29 @@ FN_STATS_EXACT(i16, int16_t, uint64_t)
 /* Channels-last, 8-bit: int32 lane sums over the virtual rows of W = C * m
  * lanes (3 * W doubles of scratch hold 3 * W int32) in tiles of 16 lanes
  * whose sums stay in registers over a block of R rows (GCC / clang vector
- * extensions: one AVX-512 register, two AVX2, four SSE2 or NEON), the m
+ * extensions: one AVX-512 register, two AVX2, four SSE2 or NEON: fn_simd.h's
+ * vi16_load_*), the m
  * lanes of a channel then summed in int64.  A lane sums at most 2^15 rows
  * (S2 < 2^31); a longer chunk takes the double lanes (the engine's chunks
  * have about 2^16 / W). */
-#if defined(FN_HAVE_V16I)
-#define FN_CL_TILE(T, LOAD)           \
-    for (; j0 + 16 <= W; j0 += 16) {  \
-        fn_v16i s, va, vb;            \
-        memcpy(&s, sh + j0, 64);      \
-        memcpy(&va, a + j0, 64);      \
-        memcpy(&vb, b + j0, 64);      \
-        for (r = 0; r < nv; r++) {    \
-            fn_v16i d;                \
-            LOAD(&d, p + r * W + j0); \
-            d -= s;                   \
-            va += d;                  \
-            vb += d * d;              \
-        }                             \
-        memcpy(a + j0, &va, 64);      \
-        memcpy(b + j0, &vb, 64);      \
+#if defined(FN_HAVE_VI)
+#define FN_CL_TILE(T, LOAD)                                 \
+    for (; j0 + 16 <= W; j0 += 16) {                        \
+        fn_vi s[FN_VIN], va[FN_VIN], vb[FN_VIN], d[FN_VIN]; \
+        int q;                                              \
+        memcpy(s, sh + j0, 64);                             \
+        memcpy(va, a + j0, 64);                             \
+        memcpy(vb, b + j0, 64);                             \
+        for (r = 0; r < nv; r++) {                          \
+            LOAD(d, p + r * W + j0);                        \
+            for (q = 0; q < FN_VIN; q++) {                  \
+                d[q] -= s[q];                               \
+                va[q] += d[q];                              \
+                vb[q] += d[q] * d[q];                       \
+            }                                               \
+        }                                                   \
+        memcpy(a + j0, va, 64);                             \
+        memcpy(b + j0, vb, 64);                             \
     }
 #else
 #define FN_CL_TILE(T, LOAD) (void)0

@@ -503,65 +503,65 @@ FN_INLINE fn_vd vd_load_i32f(const int32_t *p) { return fn_vd_via_float(vd_load_
 FN_INLINE fn_vd vd_load_u32f(const uint32_t *p) { return fn_vd_via_float(vd_load_u32(p)); }
 FN_INLINE fn_vd vd_load_f64f(const double *p) { return fn_vd_via_float(vd_load(p)); }
 
-/* 16 8-bit integers widened to 16 int32 (the exact integer statistics of
- * fn_kernels.c): a GCC / clang vector of 16 int32, which the compiler keeps
- * in one AVX-512 register, two AVX2, four SSE2 or NEON ones (written through
- * a pointer: a 64-byte vector passed by value changes the ABI without
- * AVX-512, -Wpsabi). */
+/* 16 8-bit integers widened to int32 (the exact integer statistics of
+ * fn_kernels.c) into FN_VIN native vectors of int32 (GCC / clang vector
+ * extensions at the register's width: one AVX-512 vector, two AVX2, four
+ * SSE2 / NEON / generic ones; a 64-byte generic vector was lowered through
+ * the stack at AVX2). */
 #if defined(__GNUC__) || defined(__clang__)
-#define FN_HAVE_V16I 1
-typedef int32_t fn_v16i __attribute__((vector_size(64)));
+#define FN_HAVE_VI 1
 #if FN_VL == 8
-FN_INLINE void vi16_load_u8(fn_v16i *r, const uint8_t *p)
+#define FN_VIN 1
+typedef int32_t fn_vi __attribute__((vector_size(64)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
 {
-    *r = (fn_v16i)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    r[0] = (fn_vi)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
 }
-FN_INLINE void vi16_load_i8(fn_v16i *r, const int8_t *p)
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
 {
-    *r = (fn_v16i)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+    r[0] = (fn_vi)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
 }
 #elif FN_VL == 4
-FN_INLINE void fn_vi16_join(fn_v16i *r, __m256i lo, __m256i hi)
-{
-    memcpy(r, &lo, 32);
-    memcpy((char *)r + 32, &hi, 32);
-}
-FN_INLINE void vi16_load_u8(fn_v16i *r, const uint8_t *p)
+#define FN_VIN 2
+typedef int32_t fn_vi __attribute__((vector_size(32)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
 {
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-    fn_vi16_join(r, _mm256_cvtepu8_epi32(v), _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+    r[0] = (fn_vi)_mm256_cvtepu8_epi32(v);
+    r[1] = (fn_vi)_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
 }
-FN_INLINE void vi16_load_i8(fn_v16i *r, const int8_t *p)
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
 {
     __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-    fn_vi16_join(r, _mm256_cvtepi8_epi32(v), _mm256_cvtepi8_epi32(_mm_srli_si128(v, 8)));
+    r[0] = (fn_vi)_mm256_cvtepi8_epi32(v);
+    r[1] = (fn_vi)_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8));
 }
 #elif FN_VL == 2 && !defined(__aarch64__) && !defined(FN_SIMD_SCALAR)
-FN_INLINE void fn_vi16_join4(fn_v16i *r, __m128i a, __m128i b, __m128i c, __m128i d)
-{
-    memcpy(r, &a, 16);
-    memcpy((char *)r + 16, &b, 16);
-    memcpy((char *)r + 32, &c, 16);
-    memcpy((char *)r + 48, &d, 16);
-}
-FN_INLINE void vi16_load_u8(fn_v16i *r, const uint8_t *p)
+#define FN_VIN 4
+typedef int32_t fn_vi __attribute__((vector_size(16)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
 {
     const __m128i z = _mm_setzero_si128(), v = _mm_loadu_si128((const __m128i *)(const void *)p);
     const __m128i l = _mm_unpacklo_epi8(v, z), h = _mm_unpackhi_epi8(v, z);
-    fn_vi16_join4(r, _mm_unpacklo_epi16(l, z), _mm_unpackhi_epi16(l, z), _mm_unpacklo_epi16(h, z),
-                  _mm_unpackhi_epi16(h, z));
+    r[0] = (fn_vi)_mm_unpacklo_epi16(l, z);
+    r[1] = (fn_vi)_mm_unpackhi_epi16(l, z);
+    r[2] = (fn_vi)_mm_unpacklo_epi16(h, z);
+    r[3] = (fn_vi)_mm_unpackhi_epi16(h, z);
 }
-FN_INLINE void vi16_load_i8(fn_v16i *r, const int8_t *p)
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
 {
     const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
     const __m128i l = _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8),
                   h = _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8);
-    fn_vi16_join4(r, _mm_srai_epi32(_mm_unpacklo_epi16(l, l), 16),
-                  _mm_srai_epi32(_mm_unpackhi_epi16(l, l), 16), _mm_srai_epi32(_mm_unpacklo_epi16(h, h), 16),
-                  _mm_srai_epi32(_mm_unpackhi_epi16(h, h), 16));
+    r[0] = (fn_vi)_mm_srai_epi32(_mm_unpacklo_epi16(l, l), 16);
+    r[1] = (fn_vi)_mm_srai_epi32(_mm_unpackhi_epi16(l, l), 16);
+    r[2] = (fn_vi)_mm_srai_epi32(_mm_unpacklo_epi16(h, h), 16);
+    r[3] = (fn_vi)_mm_srai_epi32(_mm_unpackhi_epi16(h, h), 16);
 }
 #elif FN_VL == 2 && defined(__aarch64__) && !defined(FN_SIMD_SCALAR)
-FN_INLINE void vi16_load_u8(fn_v16i *r, const uint8_t *p)
+#define FN_VIN 4
+typedef int32_t fn_vi __attribute__((vector_size(16)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
 {
     const uint8x16_t v = vld1q_u8(p);
     const uint16x8_t l = vmovl_u8(vget_low_u8(v)), h = vmovl_u8(vget_high_u8(v));
@@ -572,7 +572,7 @@ FN_INLINE void vi16_load_u8(fn_v16i *r, const uint8_t *p)
     q[3] = vmovl_u16(vget_high_u16(h));
     memcpy(r, q, 64);
 }
-FN_INLINE void vi16_load_i8(fn_v16i *r, const int8_t *p)
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
 {
     const int8x16_t v = vld1q_s8(p);
     const int16x8_t l = vmovl_s8(vget_low_s8(v)), h = vmovl_s8(vget_high_s8(v));
@@ -584,15 +584,17 @@ FN_INLINE void vi16_load_i8(fn_v16i *r, const int8_t *p)
     memcpy(r, q, 64);
 }
 #else
-FN_INLINE void vi16_load_u8(fn_v16i *r, const uint8_t *p)
+#define FN_VIN 4
+typedef int32_t fn_vi __attribute__((vector_size(16)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
 {
     int i;
-    for (i = 0; i < 16; i++) (*r)[i] = p[i];
+    for (i = 0; i < 16; i++) r[i / 4][i % 4] = p[i];
 }
-FN_INLINE void vi16_load_i8(fn_v16i *r, const int8_t *p)
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
 {
     int i;
-    for (i = 0; i < 16; i++) (*r)[i] = p[i];
+    for (i = 0; i < 16; i++) r[i / 4][i % 4] = p[i];
 }
 #endif
 #endif
