@@ -224,7 +224,8 @@ class BuildExt(build_ext):
 
 
 KERNEL_HEADERS = ["fastnorm/_cpu/" + h for h in (
-    "fn_base.h", "fn_half.h", "fn_simd.h", "fn_kernels_dtype.h", "fn_stats.h", "fn_apply.h",
+    "fn_base.h", "fn_half.h", "fn_simd.h", "fn_kernels_dtype.h", "fn_kernels_stats.h", "fn_stats.h",
+    "fn_cl_stats.h", "fn_apply.h",
     "fn_cl.h", "fn_dispatch.h", "fn_pool.h", "fn_backward.h")]
 
 extensions = [

@@ -14,16 +14,22 @@ import numpy as np
 
 from ._backends import library, to_host
 
-#: storage codes understood by the CPU engine (and the GPU kernels)
+#: storage codes understood by the CPU engine (and the GPU kernels): the
+#: floating ones (every output type) first, then the integer inputs
 F16, F32, F64, BF16 = 0, 1, 2, 3
-#: integer input codes (read as exact values; the output is floating)
 U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11
-_CODES = {np.dtype(np.float16): F16, np.dtype(np.float32): F32, np.dtype(np.float64): F64}
+_CODES = {np.dtype(np.float16): F16, np.dtype(np.float32): F32, np.dtype(np.float64): F64,
+          np.dtype(np.uint8): U8, np.dtype(np.int8): I8, np.dtype(np.uint16): U16,
+          np.dtype(np.int16): I16, np.dtype(np.uint32): U32, np.dtype(np.int32): I32,
+          np.dtype(np.uint64): U64, np.dtype(np.int64): I64}
+#: the codes of the floating (output) types
+FLOAT_CODES = (F16, F32, F64, BF16)
 
 #: fused activations, in the order of the kernels' enum
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 
-SUPPORTED_DTYPES = "float16, float32, float64 (and ml_dtypes.bfloat16)"
+SUPPORTED_DTYPES = ("float16, float32, float64 (and ml_dtypes.bfloat16), or an integer dtype "
+                    "(uint8, int8, uint16, int16, uint32, int32, uint64, int64; not bool)")
 
 
 def _shape_str(shape: Any) -> str:
@@ -31,15 +37,27 @@ def _shape_str(shape: Any) -> str:
 
 
 def dtype_code(dtype: Any, name: str = "x") -> int:
-    """Engine code of a supported floating dtype, else TypeError."""
+    """Engine code of a supported dtype (floating or integer, not bool), else TypeError."""
     code = _CODES.get(dtype)
     if code is not None:
         return code
     if getattr(dtype, "name", None) == "bfloat16":
         return BF16
     raise TypeError(
-        f"{name} must have a floating dtype ({SUPPORTED_DTYPES}), got dtype {dtype}"
+        f"{name} must have a supported dtype ({SUPPORTED_DTYPES}), got dtype {dtype}"
     )
+
+
+def code_dtype(code: int) -> Any:
+    """The dtype of an engine code (bfloat16 needs ml_dtypes)."""
+    if code == BF16:
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    for dt, c in _CODES.items():
+        if c == code:
+            return dt
+    raise ValueError(f"unknown dtype code {code!r}")
 
 
 def refuse_mask(a: Any, name: str, what: str = "is a numpy.ma.MaskedArray") -> None:

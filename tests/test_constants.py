@@ -27,7 +27,13 @@ FILES = {
     "api": "fastnorm/_api.py",
 }
 # fn_base.h's enum names -> the Python names
-DTYPE_NAMES = {"FN_F16": "F16", "FN_F32": "F32", "FN_F64": "F64", "FN_BF16": "BF16"}
+DTYPE_NAMES = {"FN_F16": "F16", "FN_F32": "F32", "FN_F64": "F64", "FN_BF16": "BF16",
+               "FN_U8": "U8", "FN_I8": "I8", "FN_U16": "U16", "FN_I16": "I16",
+               "FN_U32": "U32", "FN_I32": "I32", "FN_U64": "U64", "FN_I64": "I64"}
+# the NumPy type of each code in _validate._CODES (bfloat16: by name, from ml_dtypes)
+CODE_TYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "U8": "uint8", "I8": "int8",
+              "U16": "uint16", "I16": "int16", "U32": "uint32", "I32": "int32", "U64": "uint64",
+              "I64": "int64"}
 ACT_NAMES = {"FN_ACT_NONE": None, "FN_ACT_RELU": "relu", "FN_ACT_LEAKY": "leaky_relu", "FN_ACT_SILU": "silu"}
 
 
@@ -93,6 +99,18 @@ def _mismatches(src):
     for c, py in DTYPE_NAMES.items():
         if c in c_dt and c_dt[c] != py_dt.get(py):
             bad.append(f"dtype code {py}: _validate.py {py_dt.get(py)} != fn_base.h {c} = {c_dt[c]}")
+    # _validate._CODES maps each NumPy type to its code's name
+    codes = {}
+    for k, v in zip(val["_CODES"].keys, val["_CODES"].values):
+        # np.dtype(np.uint8): U8
+        codes[ast.unparse(k)] = ast.unparse(v)
+    for py, tname in CODE_TYPES.items():
+        if codes.get(f"np.dtype(np.{tname})") != py:
+            bad.append(f"_validate._CODES[np.dtype(np.{tname})] is {codes.get(f'np.dtype(np.{tname})')}, "
+                       f"expected {py}")
+    # the input / output code counts
+    if _c_define(src["fn_base"], "FN_NCODES") != len(DTYPE_NAMES):
+        bad.append(f"fn_base.h FN_NCODES = {_c_define(src['fn_base'], 'FN_NCODES')}, {len(DTYPE_NAMES)} codes")
     # the engine takes them from fn_base.h, not from a copy of its own
     if re.search(r"^\s*(?:FN_)?B?F(?:16|32|64)\s*=\s*\d", src["engine"], re.MULTILINE):
         bad.append("_engine.pyx restates a storage code: use fn_base.h's FN_F16... (cdef extern)")
@@ -159,6 +177,11 @@ def test_constants_agree_across_languages():
 MUTATIONS = [
     ("validate", "F16, F32, F64, BF16 = 0, 1, 2, 3", "F16, F32, F64, BF16 = 0, 1, 3, 2"),
     ("fn_base", "FN_BF16 = 3", "FN_BF16 = 4"),
+    ("fn_base", "FN_I64 = 11", "FN_I64 = 12"),
+    ("validate", "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11",
+     "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 9, 8, 10, 11"),
+    ("validate", "np.dtype(np.int16): I16", "np.dtype(np.int16): U16"),
+    ("fn_base", "#define FN_NCODES 12", "#define FN_NCODES 11"),
     ("engine", "cnp.import_array()\n", "cnp.import_array()\nF32 = 1\n"),
     ("gpu_backend", 'V.F16: "__half"', 'V.F16: "float"'),
     ("gpu_names", '"bfloat16": "__nv_bfloat16"', '"bfloat16": "__half"'),

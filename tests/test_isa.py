@@ -142,7 +142,7 @@ def test_plan_for_describes_the_plan():
     with pytest.raises(ValueError, match="num_threads must be >= 1, got 0"):
         E.plan_for((1, 4, 8, 8), np.float32, 1, 0)
     with pytest.raises(ValueError, match="dtype must be one of"):
-        E.plan_for((1, 4, 8, 8), np.int32)
+        E.plan_for((1, 4, 8, 8), np.bool_)
 
 
 def test_plan_choices_are_what_runs():

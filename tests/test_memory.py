@@ -41,7 +41,7 @@ def test_no_memory_growth_over_raising_calls():
     x = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
     out = np.empty_like(x)
     bad = [lambda: fastnorm.instance_norm(x, eps=-1, out=out),
-           lambda: fastnorm.instance_norm(x.astype(np.int32)),
+           lambda: fastnorm.instance_norm(x > 0),
            lambda: fastnorm.group_norm(x, 3),
            lambda: fastnorm.normalize(x, np.zeros(3), np.ones(4)),
            lambda: fastnorm.instance_norm(x, np.ones(5))]

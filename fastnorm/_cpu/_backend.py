@@ -6,6 +6,12 @@ the CPU engine.
 - moments: the triples and the variance, exact at the ends of float64's range
 - apply:   normalize with given per-(n, c) mean / scale / shift
 
+x may have any storage code (fastnorm._validate: floating or integer); norm
+and apply write an output of code ``ocode`` (a floating one; None: x's code
+for a floating x, float32 for an integer x), reading x converted on load by
+the output type's kernels (fn_base.h, "Input and output types"): never a
+converted copy of x.  triples and moments read the exact values (double).
+
 Inputs are validated by fastnorm._api; nothing here validates again.  norm
 and moments keep results that leave the kernels' range exact (float64 data
 near the ends of the exponent range, 16-bit data with huge affine
@@ -49,11 +55,6 @@ def _threads(nt: int | None) -> int:
     return min(nt, _MAX_THREADS)
 
 
-def _one_type(code: int, ocode: int | None) -> None:
-    if V.is_integer(code) or (ocode is not None and ocode != code):
-        raise TypeError("integer inputs and dtype= are not built into this engine yet")
-
-
 def asarray(x: Any, name: str = "x") -> np.ndarray:
     return V.as_numpy(x, name)
 
@@ -62,14 +63,27 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return V.check_out(out, shape, dtype)
 
 
-def _prepare(x: Any, out: Any) -> tuple[np.ndarray, np.ndarray]:
-    """C-contiguous input and an output array (x may be copied, see docstrings)."""
+def _out_code(code: int, ocode: int | None) -> int:
+    """The output code: ocode, else x's code (floating) or float32 (integer)."""
+    if ocode is not None:
+        return ocode
+    return code if code in V.FLOAT_CODES else V.F32
+
+
+def _out_dtype(x: np.ndarray, code: int, ocode: int) -> Any:
+    return x.dtype if ocode == code else V.code_dtype(ocode)
+
+
+def _prepare(x: Any, out: Any, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """C-contiguous input and an output array of dtype (default x's; x may be
+    copied, see docstrings)."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     if out is None:
-        return x, E.empty(x.shape, x.dtype)
+        return x, E.empty(x.shape, x.dtype if dtype is None else dtype)
     if out is not x and np.may_share_memory(out, x):
-        # same buffer is fine (elementwise in place); any other overlap is not
+        # same buffer is fine (elementwise in place, elements of one size); any
+        # other overlap is not
         if not (out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
                 and out.strides == x.strides):
             x = x.copy()
@@ -79,15 +93,16 @@ def _prepare(x: Any, out: Any) -> tuple[np.ndarray, np.ndarray]:
 def norm(x: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, bias: np.ndarray | None,
          eps: float, act: int, slope: float, out: np.ndarray | None, nt: int | None,
          ocode: int | None = None) -> np.ndarray:
-    _one_type(code, ocode)
-    if code == V.F32:  # float32 data and float32 coefficients stay in range
-        return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
-    return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt)
+    ocode = _out_code(code, ocode)
+    if ocode == V.F32:  # float32 data and float32 coefficients stay in range
+        return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode=ocode)
+    return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode)
 
 
-def _norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, stats: bool = False) -> Any:
+def _norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, stats: bool = False, ocode: int | None = None) -> Any:
     """The engine's norm; stats=True returns the (N, C or G, 3) triples too."""
-    x, y = _prepare(x, out)
+    ocode = _out_code(code, ocode)
+    x, y = _prepare(x, out, _out_dtype(x, code, ocode))
     shape = x.shape
     N = shape[0]
     C = shape[-1] if cl else shape[1]
@@ -99,65 +114,71 @@ def _norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any,
             tri[...] = (0.0, np.nan, np.nan)
         return (y, tri) if stats else y
     if cl:
-        E.norm_cl(x, y, code, N, S, C, G, weight, bias, eps, act, slope, _threads(nt), tri)
+        E.norm_cl(x, y, code, ocode, N, S, C, G, weight, bias, eps, act, slope, _threads(nt), tri)
     else:
-        E.norm_cf(x, y, code, N, G, C // G, S, weight, bias, eps, act, slope, _threads(nt), tri)
+        E.norm_cf(x, y, code, ocode, N, G, C // G, S, weight, bias, eps, act, slope, _threads(nt), tri)
     return (y, tri) if stats else y
 
 
 _FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _norm_checked(x: Any, code: int, cl: bool, G: int, w: Any, b: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None) -> np.ndarray:
+def _norm_checked(x: Any, code: int, cl: bool, G: int, w: Any, b: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, ocode: int) -> np.ndarray:
     """The engine's norm on an array whose result can leave the kernels' range:
     float64 units whose squared deviations overflow or underflow double
-    (fastnorm._range), and 16-bit data whose scale or shift overflow float,
+    (fastnorm._range), and 16-bit outputs whose scale or shift overflow float,
     the type the 16-bit kernels apply in (a weight of 1e300 gave NaN where
     x == mean).  Ordinary data pay one look at the (N, G) statistics; in
-    place, the statistics come first (x must be read before it is written)."""
+    place, the statistics come first (x must be read before it is written).
+    Integer inputs into float64 need no rescue: their squares (< 2^128) stay
+    far inside double's range and their variance is 0 or at least 1/4."""
     C = x.shape[-1] if cl else x.shape[1]
-    if x.size == 0:
-        return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-    if code != V.F64:
+    if x.size == 0 or (ocode == V.F64 and code not in V.FLOAT_CODES):
+        return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
+    if ocode != V.F64:
         wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
         bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
         if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
-            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)   # cannot overflow
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)   # cannot overflow
         tg = _range.group_triples(triples(x, code, cl, nt), G)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             rs = 1.0 / np.sqrt(tg[..., 2] / tg[..., 0] + eps)
             big = bmax > _FLT_MAX or float(np.nanmax(rs, initial=0.0)) * wmax > _FLT_MAX
         if not big:
-            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
-        # in float64, rounded once to the 16-bit type
-        y64 = _norm(x.astype(np.float64), V.F64, cl, G, w, b, eps, act, slope, None, nt)
-        y = out if out is not None else np.empty(x.shape, x.dtype)
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
+        # in float64 (the engine reads x itself, exact values), rounded once
+        # to the 16-bit type
+        y64 = _norm(x, code, cl, G, w, b, eps, act, slope, None, nt, ocode=V.F64)
+        odtype = _out_dtype(x, code, ocode)
+        y = out if out is not None else np.empty(x.shape, odtype)
         with np.errstate(over="ignore"):
-            y[...] = y64.astype(x.dtype)
+            y[...] = y64.astype(odtype)
         return y
     if out is not None and np.may_share_memory(out, x):
         tg = _range.group_triples(triples(x, code, cl, nt), G)
         bad = _range.out_of_range(tg, eps)
         if not bad.any():
-            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
         y = None
     else:
-        y, tri = _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, stats=True)
+        y, tri = _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, stats=True, ocode=ocode)
         tg = _range.group_triples(tri, G) if cl else tri
         bad = _range.out_of_range(tg, eps)
         if not bad.any():
             return y
     k = _range.unit_exponents(x, cl, G, bad)
     if not (k != 0).any():
-        return y if y is not None else _norm(x, code, cl, G, w, b, eps, act, slope, out, nt)
+        return y if y is not None else _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
+    # float64 data (code F64 here: float32 and 16-bit values squared stay in range)
     xs = _range.scaled(x, cl, G, k)
     ts = _range.group_triples(triples(xs, code, cl, nt), G)
     mean, scale, shift = _range.norm_coefs(ts, k, eps, w, b, G, C)
-    return apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt)
+    return apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt, ocode)
 
 
 def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
-    """(N, C, 3) float64 triples; count 0 rows for empty planes."""
+    """(N, C, 3) float64 triples of the exact values (any storage code);
+    count 0 rows for empty planes."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     shape = x.shape
@@ -183,10 +204,12 @@ def moments(x: np.ndarray, code: int, cl: bool, nt: int | None
 
 
 def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-          act: int, slope: float, out: np.ndarray | None, nt: int | None, ocode: int | None = None) -> np.ndarray:
-    _one_type(code, ocode)
-    """mean, scale, shift: float64 C-contiguous (N, C)."""
-    x, y = _prepare(x, out)
+          act: int, slope: float, out: np.ndarray | None, nt: int | None,
+          ocode: int | None = None) -> np.ndarray:
+    """mean, scale, shift: float64 C-contiguous (N, C); the output of code
+    ocode (None: x's for a floating x, float32 for an integer one)."""
+    ocode = _out_code(code, ocode)
+    x, y = _prepare(x, out, _out_dtype(x, code, ocode))
     shape = x.shape
     N = shape[0]
     C = shape[-1] if cl else shape[1]
@@ -194,9 +217,9 @@ def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarra
         return y
     S = x.size // (N * C)
     if cl:
-        E.apply_cl(x, y, code, N, S, C, mean, scale, shift, act, slope, _threads(nt))
+        E.apply_cl(x, y, code, ocode, N, S, C, mean, scale, shift, act, slope, _threads(nt))
     else:
-        E.apply_cf(x, y, code, N * C, S, mean, scale, shift, act, slope, _threads(nt))
+        E.apply_cf(x, y, code, ocode, N * C, S, mean, scale, shift, act, slope, _threads(nt))
     return y
 
 

@@ -5,6 +5,12 @@ Everything here assumes validated input (see fastnorm._validate): contiguous
 arrays of a supported dtype, consistent sizes, thread count >= 1.  The GIL is
 released for the whole computation.
 
+Types.  x has an input code dt (any storage code: floating or integer), y an
+output code odt (a floating one, y.itemsize bytes per element): the kernels
+that run are the output type's, reading x converted on load (fn_base.h,
+"Input and output types").  Statistics alone read exact doubles (odt =
+FN_F64 in the table).
+
 Work split.  Statistics are always computed per block of at most FN_BLOCK
 elements (channels-first: a slice of one plane; channels-last: a run of rows
 of one instance, all channels).  Block triples are merged with Chan's formula
@@ -32,6 +38,16 @@ cdef extern from "fn_dispatch.h" nogil:
         FN_F32
         FN_F64
         FN_BF16
+        FN_U8
+        FN_I8
+        FN_U16
+        FN_I16
+        FN_U32
+        FN_I32
+        FN_U64
+        FN_I64
+        FN_NCODES
+        FN_NOUT
         FN_ACT_NONE
     ctypedef struct fn_triple:
         double n
@@ -48,18 +64,18 @@ cdef extern from "fn_dispatch.h" nogil:
     void fn_merge(fn_triple *a, const fn_triple *b)
     void fn_group_coefs(const fn_triple *t, double eps, Py_ssize_t g, Py_ssize_t Cg, Py_ssize_t row0,
                         const double *w, const double *b, double *mean, double *scale, double *shift)
-    void fn_stats(int dt, const void *x, Py_ssize_t n, fn_triple *t)
-    void fn_apply(int dt, const void *x, void *y, Py_ssize_t n, double mean, double sc, double sh,
-                  int act, double slope, int stream)
-    void fn_planes(int dt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L, Py_ssize_t S,
-                   Py_ssize_t G, Py_ssize_t goff, Py_ssize_t Cg, double eps, const double *w,
+    void fn_stats(int dt, int odt, const void *x, Py_ssize_t n, fn_triple *t)
+    void fn_apply(int dt, int odt, const void *x, void *y, Py_ssize_t n, double mean, double sc,
+                  double sh, int act, double slope, int stream)
+    void fn_planes(int dt, int odt, const void *x, void *y, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t L,
+                   Py_ssize_t S, Py_ssize_t G, Py_ssize_t goff, Py_ssize_t Cg, double eps, const double *w,
                    const double *b, int act, double slope, fn_triple *tri, double *mean, double *scale,
                    double *shift)
-    void fn_stats_apply(int dt, const void *xs, Py_ssize_t ns, fn_triple *t, const void *xa, void *ya,
-                        Py_ssize_t na, double mean, double sc, double sh)
-    void fn_stats_cl(int dt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m, Py_ssize_t R,
-                     double *acc, fn_triple *out)
-    void fn_apply_cl(int dt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
+    void fn_stats_apply(int dt, int odt, const void *xs, Py_ssize_t ns, fn_triple *t, const void *xa,
+                        void *ya, Py_ssize_t na, double mean, double sc, double sh)
+    void fn_stats_cl(int dt, int odt, const void *x, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
+                     Py_ssize_t R, double *acc, fn_triple *out)
+    void fn_apply_cl(int dt, int odt, const void *x, void *y, Py_ssize_t rows, Py_ssize_t C, Py_ssize_t m,
                      const void *coef, int act, double slope, int stream)
     int fn_can_stream()
     void fn_parallel_copy(const char *src, char *dst, Py_ssize_t nbytes, int nthreads, int stream)
@@ -133,7 +149,10 @@ cdef Py_ssize_t STREAM_ABOVE_BYTES = 20 << 20
 
 # ------------------------------------------------------------------ plans
 cdef struct plan_t:
-    int dt
+    int dt               # input code
+    int odt              # output code (the kernels that run: fn_base.h, "Input and output types")
+    Py_ssize_t isz       # bytes of an input element
+    Py_ssize_t osz       # bytes of an output element
     int act
     double slope
     int n_threads        # threads of the team (1: serial, no parallel region)
@@ -155,8 +174,8 @@ cdef inline int team_for(int n_threads, Py_ssize_t work) noexcept nogil:
     return fn_threads_now(n_threads, omp_get_num_procs())
 
 
-cdef inline bint stream_for(int dt, int act, Py_ssize_t out_bytes) noexcept nogil:
-    return (act == FN_ACT_NONE and (dt == FN_F32 or dt == FN_F64) and out_bytes > STREAM_ABOVE_BYTES
+cdef inline bint stream_for(int odt, int act, Py_ssize_t out_bytes) noexcept nogil:
+    return (act == FN_ACT_NONE and (odt == FN_F32 or odt == FN_F64) and out_bytes > STREAM_ABOVE_BYTES
             and fn_can_stream())
 
 
@@ -173,17 +192,28 @@ cdef inline Py_ssize_t wave_units(int n_threads, Py_ssize_t unit_bytes, Py_ssize
     return w if w > 0 else 1
 
 
-cdef plan_t plan_cf(int dt, Py_ssize_t P, Py_ssize_t L, Py_ssize_t isz, int n_threads, int act,
-                    double slope) noexcept nogil:
+cdef inline Py_ssize_t plan_bytes(Py_ssize_t isz, Py_ssize_t osz) noexcept nogil:
+    """The element size the plans size their units by: the mean of the input's
+    and the output's (what a unit moves per element and direction; the
+    element size itself when they are the same type)."""
+    return (isz + osz) // 2
+
+
+cdef plan_t plan_cf(int dt, int odt, Py_ssize_t P, Py_ssize_t L, Py_ssize_t isz_in, Py_ssize_t osz,
+                    int n_threads, int act, double slope) noexcept nogil:
     """The channels-first plan for P planes of L elements."""
     cdef plan_t pl
     cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK, share
+    cdef Py_ssize_t isz = plan_bytes(isz_in, osz)
     pl.dt = dt
+    pl.odt = odt
+    pl.isz = isz_in
+    pl.osz = osz
     pl.act = act
     pl.slope = slope
     pl.n_threads = team_for(n_threads, P * L)
     pl.parallel = pl.n_threads > 1
-    pl.stream = stream_for(dt, act, P * L * isz)
+    pl.stream = stream_for(odt, act, P * L * osz)
     pl.fused = owns_units(P, pl.n_threads, L * isz)
     pl.small_planes = pl.fused and nb == 1 and SMALL_PLANES
     pl.pipelined = pl.fused and not pl.small_planes and L * isz <= PIPELINE_MAX_BYTES
@@ -200,17 +230,21 @@ cdef struct cl_plan:
     Py_ssize_t m, W, R, RC, nch, stride
 
 
-cdef plan_t plan_cl(int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, Py_ssize_t isz,
-                    const cl_plan *q, int n_threads, int act, double slope) noexcept nogil:
+cdef plan_t plan_cl(int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, Py_ssize_t isz_in,
+                    Py_ssize_t osz, const cl_plan *q, int n_threads, int act, double slope) noexcept nogil:
     """The channels-last plan for N instances of S rows of C."""
     cdef plan_t pl
     cdef Py_ssize_t share
+    cdef Py_ssize_t isz = plan_bytes(isz_in, osz)
     pl.dt = dt
+    pl.odt = odt
+    pl.isz = isz_in
+    pl.osz = osz
     pl.act = act
     pl.slope = slope
     pl.n_threads = team_for(n_threads, N * S * C)
     pl.parallel = pl.n_threads > 1
-    pl.stream = stream_for(dt, act, N * S * C * isz)
+    pl.stream = stream_for(odt, act, N * S * C * osz)
     pl.fused = owns_units(N, pl.n_threads, S * C * isz)
     pl.small_planes = False
     pl.pipelined = False
@@ -223,25 +257,36 @@ cdef plan_t plan_cl(int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, Py_ssize_t
     return pl
 
 
-_DTYPE_CODES = {"float16": FN_F16, "float32": FN_F32, "float64": FN_F64, "bfloat16": FN_BF16}
+_DTYPE_CODES = {"float16": FN_F16, "float32": FN_F32, "float64": FN_F64, "bfloat16": FN_BF16,
+                "uint8": FN_U8, "int8": FN_I8, "uint16": FN_U16, "int16": FN_I16,
+                "uint32": FN_U32, "int32": FN_I32, "uint64": FN_U64, "int64": FN_I64}
 
 
-def plan_for(shape, dtype, channel_axis=1, num_threads=None):
-    """The plan instance_norm runs for an array of this shape and dtype, as a
-    dict: layout, n_threads, parallel, fused (one thread per plane or
-    instance; else waves of `wave` planes or instances shared by the
-    threads), small_planes, pipelined, backward, stream.  Every plan gives the
+def plan_for(shape, dtype, channel_axis=1, num_threads=None, out_dtype=None):
+    """The plan instance_norm runs for an array of this shape and dtype into
+    out_dtype (default: dtype for a floating dtype, float32 for an integer
+    one), as a dict: layout, n_threads, parallel, fused (one thread per plane
+    or instance; else waves of `wave` planes or instances shared by the
+    threads), small_planes, pipelined, backward, stream.  The plans size their
+    units by the mean of the input's and the output's element sizes; the
+    streaming stores follow the output's type and size.  Every plan gives the
     same bits; this says which one runs (tests, and `python -m fastnorm
     bench`)."""
     cdef cl_plan q
     cdef plan_t pl
-    cdef Py_ssize_t N, C, S, isz
+    cdef Py_ssize_t N, C, S, isz, osz
     shape = tuple(int(d) for d in shape)
     if len(shape) < 3:
         raise ValueError(f"shape must have at least 3 dimensions, got {shape!r}")
     dt = np.dtype(dtype)
     if dt.name not in _DTYPE_CODES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPE_CODES)}, got {dt.name!r}")
+    if out_dtype is None:
+        odt = dt if _DTYPE_CODES[dt.name] < FN_NOUT else np.dtype(np.float32)
+    else:
+        odt = np.dtype(out_dtype)
+    if odt.name not in _DTYPE_CODES or _DTYPE_CODES[odt.name] >= FN_NOUT:
+        raise ValueError(f"out_dtype must be one of float16, float32, float64, bfloat16, got {odt.name!r}")
     if channel_axis not in (1, -1, len(shape) - 1):
         raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
     cl = channel_axis != 1
@@ -252,11 +297,13 @@ def plan_for(shape, dtype, channel_axis=1, num_threads=None):
     C = shape[len(shape) - 1] if cl else shape[1]
     S = int(np.prod(shape)) // (N * C) if N * C else 0
     isz = dt.itemsize
+    osz = odt.itemsize
     if cl:
         q = make_cl_plan(S, C)
-        pl = plan_cl(_DTYPE_CODES[dt.name], N, S, C, isz, &q, n_threads, 0, 0.0)
+        pl = plan_cl(_DTYPE_CODES[dt.name], _DTYPE_CODES[odt.name], N, S, C, isz, osz, &q, n_threads,
+                     0, 0.0)
     else:
-        pl = plan_cf(_DTYPE_CODES[dt.name], N * C, S, isz, n_threads, 0, 0.0)
+        pl = plan_cf(_DTYPE_CODES[dt.name], _DTYPE_CODES[odt.name], N * C, S, isz, osz, n_threads, 0, 0.0)
     return {
         "layout": "channels_last" if cl else "channels_first",
         "n_threads": pl.n_threads,
@@ -431,7 +478,7 @@ def float_to_half(cnp.ndarray src):
 
 
 # ---------------------------------------------------------------- helpers
-cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz,
+cdef inline void plane_stats(int dt, int odt, const char *x, Py_ssize_t L, Py_ssize_t isz,
                              fn_triple *t) noexcept nogil:
     """Triple of one contiguous plane: blocks merged in order."""
     cdef fn_triple b
@@ -443,7 +490,7 @@ cdef inline void plane_stats(int dt, const char *x, Py_ssize_t L, Py_ssize_t isz
         n = L - s
         if n > FN_BLOCK:
             n = FN_BLOCK
-        fn_stats(dt, x + s * isz, n, &b)
+        fn_stats(dt, odt, x + s * isz, n, &b)
         fn_merge(t, &b)
         s += n
 
@@ -452,12 +499,12 @@ cdef inline Py_ssize_t block_end(Py_ssize_t s0, Py_ssize_t L) noexcept nogil:
     return s0 + FN_BLOCK if s0 + FN_BLOCK < L else L
 
 
-cdef inline void cf_block_stats(int dt, const char *xp, Py_ssize_t it, Py_ssize_t nb, Py_ssize_t L,
-                                Py_ssize_t isz, fn_triple *out) noexcept nogil:
+cdef inline void cf_block_stats(int dt, int odt, const char *xp, Py_ssize_t it, Py_ssize_t nb,
+                                Py_ssize_t L, Py_ssize_t isz, fn_triple *out) noexcept nogil:
     """Triple of block it = p * nb + k (block k of plane p) of planes of length L."""
     cdef Py_ssize_t p = it // nb
     cdef Py_ssize_t s0 = (it - p * nb) * FN_BLOCK
-    fn_stats(dt, xp + (p * L + s0) * isz, block_end(s0, L) - s0, out)
+    fn_stats(dt, odt, xp + (p * L + s0) * isz, block_end(s0, L) - s0, out)
 
 
 cdef inline void merge_blocks(fn_triple *t, const fn_triple *bt, Py_ssize_t nb) noexcept nogil:
@@ -475,14 +522,15 @@ cdef inline void seg_apply(const plan_t *pl, const char *x, char *y, Py_ssize_t 
                            const double *mean, const double *scale,
                            const double *shift) noexcept nogil:
     """Apply over [start, stop) of a run of consecutive rows of length S whose
-    per-row coefficients are mean[c0 + r], scale[c0 + r], shift[c0 + r]."""
+    per-row coefficients are mean[c0 + r], scale[c0 + r], shift[c0 + r] (x
+    of isz-byte elements, y of the plan's output elements)."""
     cdef Py_ssize_t r, e
     while start < stop:
         r = start // S
         e = (r + 1) * S
         if e > stop:
             e = stop
-        fn_apply(pl.dt, x + start * isz, y + start * isz, e - start, mean[c0 + r],
+        fn_apply(pl.dt, pl.odt, x + start * isz, y + start * pl.osz, e - start, mean[c0 + r],
                  scale[c0 + r], shift[c0 + r], pl.act, pl.slope, pl.stream)
         start = e
 
@@ -501,10 +549,11 @@ cdef void *alloc_or_raise(Py_ssize_t nbytes, what) except NULL:
 
 
 # ---------------------------------------------------------- channels-first
-def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg,
+def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg,
             Py_ssize_t S, object weight, object bias, double eps, int act, double slope,
             int n_threads, object stats_out=None):
-    """Instance / group norm, channels first: x viewed as (N, G, Cg*S).
+    """Instance / group norm, channels first: x viewed as (N, G, Cg*S), of
+    input code dt, into y of output code odt (a floating code).
 
     weight, bias: None or float64 arrays of length G*Cg.  stats_out: None or a
     float64 array (N*G, 3) that receives the (count, mean, M2) triples.
@@ -517,7 +566,7 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t G, Py
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
     cdef Py_ssize_t wk
-    cdef plan_t pl = plan_cf(dt, P, L, isz, n_threads, act, slope)
+    cdef plan_t pl = plan_cf(dt, odt, P, L, isz, y.itemsize, n_threads, act, slope)
     cdef int nth = pl.n_threads
     cdef fn_triple *tri = NULL
     cdef fn_triple *btri = NULL
@@ -573,7 +622,7 @@ cdef void cf_batches(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, 
     while q < p1:
         q1 = q + batch if q + batch < p1 else p1
         t = tri_all + q if tri_all != NULL else tri_buf
-        cf_range(pl, xp + q * L * isz, yp + q * L * isz, 0, q1 - q, L, S, G, q % G, Cg, isz, nb,
+        cf_range(pl, xp + q * L * isz, yp + q * L * pl.osz, 0, q1 - q, L, S, G, q % G, Cg, isz, nb,
                  eps, w, b, t, coef_buf, coef_buf + batch * Cg, coef_buf + 2 * batch * Cg)
         q = q1
 
@@ -604,7 +653,7 @@ cdef void cf_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t P, Py_
             w1 = P
         team_share(w0 * nb, (w1 - w0) * nb, tid, team, &a, &e)
         for it in range(a, e):
-            cf_block_stats(pl.dt, xp, it, nb, L, isz, &btri[it])
+            cf_block_stats(pl.dt, pl.odt, xp, it, nb, L, isz, &btri[it])
         fn_barrier()
         p = w0 + tid
         while p < w1:
@@ -616,7 +665,7 @@ cdef void cf_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t P, Py_
             it = e - 1 - k if pl.backward else a + k
             p = it // nb
             s0 = (it - p * nb) * FN_BLOCK
-            seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, block_end(s0, L), S,
+            seg_apply(pl, xp + p * L * isz, yp + p * L * pl.osz, isz, s0, block_end(s0, L), S,
                       p * Cg, mean, scale, shift)
         w0 = w1
 
@@ -631,7 +680,8 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
     copy's.  Else each plane is read, then normalized (backwards when larger
     than L2).  Plane p is in group (goff + p) % G.  The merge order is the
     block order, as in every other plan."""
-    cdef int dt = pl.dt
+    cdef int dt = pl.dt, odt = pl.odt
+    cdef Py_ssize_t osz = pl.osz
     cdef Py_ssize_t p, k, s0, s1
     cdef fn_triple bt
     cdef bint nxt
@@ -640,10 +690,10 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
         return
     if pl.small_planes:
         # normal stores: small planes are written while still cached
-        fn_planes(dt, xp, yp, p0, p1, L, S, G, goff, Cg, eps, w, b, pl.act, pl.slope, tri, mean,
+        fn_planes(dt, odt, xp, yp, p0, p1, L, S, G, goff, Cg, eps, w, b, pl.act, pl.slope, tri, mean,
                   scale, shift)
         return
-    plane_stats(dt, xp + p0 * L * isz, L, isz, &tri[p0])
+    plane_stats(dt, odt, xp + p0 * L * isz, L, isz, &tri[p0])
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift)
     for p in range(p0, p1):
         nxt = p + 1 < p1
@@ -651,14 +701,14 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
             if pl.backward:
                 s0 = ((L - 1) // FN_BLOCK) * FN_BLOCK
                 while s0 >= 0 and L > 0:
-                    seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, block_end(s0, L),
+                    seg_apply(pl, xp + p * L * isz, yp + p * L * osz, isz, s0, block_end(s0, L),
                               S, p * Cg, mean, scale, shift)
                     s0 -= FN_BLOCK
             else:
-                seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, 0, L, S, p * Cg,
+                seg_apply(pl, xp + p * L * isz, yp + p * L * osz, isz, 0, L, S, p * Cg,
                           mean, scale, shift)
             if nxt:
-                plane_stats(dt, xp + (p + 1) * L * isz, L, isz, &tri[p + 1])
+                plane_stats(dt, odt, xp + (p + 1) * L * isz, L, isz, &tri[p + 1])
                 fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean,
                                scale, shift)
             continue
@@ -672,15 +722,15 @@ cdef void cf_range(const plan_t *pl, const char *xp, char *yp, Py_ssize_t p0, Py
             if nxt and interleave:
                 # one row per plane: the next plane's block statistics
                 # interleaved with this block's apply (fn_stats_apply)
-                fn_stats_apply(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt,
-                               xp + (p * L + s0) * isz, yp + (p * L + s0) * isz, s1 - s0,
+                fn_stats_apply(dt, odt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt,
+                               xp + (p * L + s0) * isz, yp + (p * L + s0) * osz, s1 - s0,
                                mean[p], scale[p], shift[p])
                 fn_merge(&tri[p + 1], &bt)
                 continue
             if nxt:
-                fn_stats(dt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
+                fn_stats(dt, odt, xp + ((p + 1) * L + s0) * isz, s1 - s0, &bt)
                 fn_merge(&tri[p + 1], &bt)
-            seg_apply(pl, xp + p * L * isz, yp + p * L * isz, isz, s0, s1, S, p * Cg,
+            seg_apply(pl, xp + p * L * isz, yp + p * L * osz, isz, s0, s1, S, p * Cg,
                       mean, scale, shift)
         if nxt:
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
@@ -697,7 +747,8 @@ cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
 
 
 def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out):
-    """Triples of P contiguous planes of length L into out (P, 3) float64."""
+    """Triples of P contiguous planes of length L into out (P, 3) float64 (the
+    exact values of any input code: the kernels that load double)."""
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
     cdef Py_ssize_t items = P * nb
@@ -710,19 +761,19 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, c
     if owns_units(P, n_threads, 0) or L == 0:
         with nogil:
             for p in prange(P, num_threads=n_threads, schedule='static', use_threads_if=par):
-                plane_stats(dt, xp + p * L * isz, L, isz, &tri[p])
+                plane_stats(dt, FN_F64, xp + p * L * isz, L, isz, &tri[p])
         return out
     btri = <fn_triple *>alloc_or_raise(items * sizeof(fn_triple), "the block statistics")
     with nogil:
         for it in prange(items, num_threads=n_threads, schedule='static'):
-            cf_block_stats(dt, xp, it, nb, L, isz, &btri[it])
+            cf_block_stats(dt, FN_F64, xp, it, nb, L, isz, &btri[it])
         for p in range(P):
             merge_blocks(&tri[p], &btri[p * nb], nb)
     free(btri)
     return out
 
 
-def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
+def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t R, Py_ssize_t S,
              cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
              int n_threads):
     """y[r, :] = act((x[r, :] - mean[r]) * scale[r] + shift[r]) for R rows of S."""
@@ -735,14 +786,15 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t R, Py_ssize_t S,
     cdef const double *sp = <const double *>cnp.PyArray_DATA(scale)
     cdef const double *hp = <const double *>cnp.PyArray_DATA(shift)
     cdef Py_ssize_t it, r, s0
-    cdef bint stream = stream_for(dt, act, R * S * isz)
+    cdef Py_ssize_t osz = y.itemsize
+    cdef bint stream = stream_for(odt, act, R * S * osz)
     n_threads = team_for(n_threads, R * S)
     cdef bint par = n_threads > 1
     with nogil:
         for it in prange(items, num_threads=n_threads, schedule='static', use_threads_if=par):
             r = it // nb
             s0 = (it - r * nb) * FN_BLOCK
-            fn_apply(dt, xp + (r * S + s0) * isz, yp + (r * S + s0) * isz, block_end(s0, S) - s0,
+            fn_apply(dt, odt, xp + (r * S + s0) * isz, yp + (r * S + s0) * osz, block_end(s0, S) - s0,
                      mp[r], sp[r], hp[r], act, slope, stream)
     return y
 
@@ -801,13 +853,13 @@ cdef char *aligned_scratch(Py_ssize_t nbytes, char **base) except NULL:
     return base[0] + (64 - (<size_t>base[0]) % 64)
 
 
-cdef inline void cl_chunk_stats(int dt, const char *x, Py_ssize_t S, Py_ssize_t C, Py_ssize_t isz,
-                                const cl_plan *q, Py_ssize_t k, char *scratch,
+cdef inline void cl_chunk_stats(int dt, int odt, const char *x, Py_ssize_t S, Py_ssize_t C,
+                                Py_ssize_t isz, const cl_plan *q, Py_ssize_t k, char *scratch,
                                 fn_triple *out) noexcept nogil:
     cdef Py_ssize_t r0 = k * q.RC, r1 = r0 + q.RC
     if r1 > S:
         r1 = S
-    fn_stats_cl(dt, x + r0 * C * isz, r1 - r0, C, q.m, q.R, <double *>scratch, out)
+    fn_stats_cl(dt, odt, x + r0 * C * isz, r1 - r0, C, q.m, q.R, <double *>scratch, out)
 
 
 cdef inline void cl_chunk_apply(const plan_t *pl, const char *x, char *y, Py_ssize_t S,
@@ -816,19 +868,20 @@ cdef inline void cl_chunk_apply(const plan_t *pl, const char *x, char *y, Py_ssi
     cdef Py_ssize_t r0 = k * q.RC, r1 = r0 + q.RC
     if r1 > S:
         r1 = S
-    fn_apply_cl(pl.dt, x + r0 * C * isz, y + r0 * C * isz, r1 - r0, C, q.m, tiles, pl.act,
+    fn_apply_cl(pl.dt, pl.odt, x + r0 * C * isz, y + r0 * C * pl.osz, r1 - r0, C, q.m, tiles, pl.act,
                 pl.slope, pl.stream)
 
 
-cdef inline void cl_tile_coefs(int dt, Py_ssize_t C, Py_ssize_t m, const double *mean,
+cdef inline void cl_tile_coefs(int odt, Py_ssize_t C, Py_ssize_t m, const double *mean,
                                const double *scale, const double *shift,
                                char *dst) noexcept nogil:
-    """Working-precision (hi, lo, scale, shift) arrays of W = C*m for one instance."""
+    """Working-precision (hi, lo, scale, shift) arrays of W = C*m for one
+    instance, in the output type odt's working precision."""
     cdef Py_ssize_t W = C * m, j, c
     cdef float *f
     cdef double *d
     cdef float h
-    if dt == FN_F64 or dt == FN_F32:
+    if odt == FN_F64 or odt == FN_F32:
         d = <double *>dst
         for j in range(W):
             c = j % C
@@ -890,10 +943,10 @@ cdef void cl_instance(const plan_t *pl, const char *x, char *y, Py_ssize_t S, Py
     cdef Py_ssize_t k
     zero_triples(tri, C)
     for k in range(q.nch):
-        cl_chunk_stats(pl.dt, x, S, C, isz, q, k, scratch, ct)
+        cl_chunk_stats(pl.dt, pl.odt, x, S, C, isz, q, k, scratch, ct)
         merge_triples(tri, ct, C)
     cl_instance_coefs(tri, C, G, eps, w, b, mean, scale, shift)
-    cl_tile_coefs(pl.dt, C, q.m, mean, scale, shift, tiles)
+    cl_tile_coefs(pl.odt, C, q.m, mean, scale, shift, tiles)
     for k in range(q.nch):
         cl_chunk_apply(pl, x, y, S, C, isz, q, q.nch - 1 - k if pl.backward else k, tiles)
 
@@ -949,7 +1002,7 @@ cdef void cl_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t N, Py_
             team_share(base + r0, r1 - r0, tid, team, &a, &e)
             for it in range(a, e):
                 n = it // q.nch
-                cl_chunk_stats(pl.dt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
+                cl_chunk_stats(pl.dt, pl.odt, xp + n * S * C * isz, S, C, isz, q, it - n * q.nch, scr,
                                ct + (it - base - r0) * C)
             fn_barrier()
             for it in range(base + r0, base + r1):
@@ -962,7 +1015,7 @@ cdef void cl_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t N, Py_
             k = n - n0
             cl_instance_coefs(tri + n * C, C, G, eps, w, b, coef + k * C,
                               coef + W3 + k * C, coef + 2 * W3 + k * C)
-            cl_tile_coefs(pl.dt, C, q.m, coef + k * C, coef + W3 + k * C,
+            cl_tile_coefs(pl.odt, C, q.m, coef + k * C, coef + W3 + k * C,
                           coef + 2 * W3 + k * C, tiles + k * tsz)
             n += team
         fn_barrier()
@@ -970,23 +1023,24 @@ cdef void cl_waves(const plan_t *pl, const char *xp, char *yp, Py_ssize_t N, Py_
         for k in range(e - a):
             it = e - 1 - k if pl.backward else a + k
             n = it // q.nch
-            cl_chunk_apply(pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, q,
+            cl_chunk_apply(pl, xp + n * S * C * isz, yp + n * S * C * pl.osz, S, C, isz, q,
                            it - n * q.nch, tiles + (n - n0) * tsz)
         fn_barrier()   # the wave's tiles are rewritten by the next wave
         n0 = n1
 
 
-def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
+def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
             Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
             int n_threads, object stats_out=None):
-    """Instance / group norm, channels last: x viewed as (N, S, C).
+    """Instance / group norm, channels last: x viewed as (N, S, C), of input
+    code dt, into y of output code odt.
     stats_out: None or float64 (N, C, 3) for the per-channel triples."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
-    cdef plan_t pl = plan_cl(dt, N, S, C, isz, &q, n_threads, act, slope)
+    cdef plan_t pl = plan_cl(dt, odt, N, S, C, isz, y.itemsize, &q, n_threads, act, slope)
     cdef int nth = pl.n_threads
     cdef Py_ssize_t items = N * q.nch
-    cdef Py_ssize_t wsz = 8 if dt == FN_F64 or dt == FN_F32 else 4
+    cdef Py_ssize_t wsz = 8 if odt == FN_F64 or odt == FN_F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
@@ -1022,7 +1076,7 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py
             if pl.fused:
                 for n in prange(N, num_threads=nth, schedule='static', use_threads_if=pl.parallel):
                     tid = threadid()
-                    cl_instance(&pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, G, isz,
+                    cl_instance(&pl, xp + n * S * C * isz, yp + n * S * C * pl.osz, S, C, G, isz,
                                 &q, scratch + tid * q.stride, ct + tid * C,
                                 tri + (n if keep_tri else tid) * C, eps, w, b,
                                 coef + tid * 3 * C, coef + tid * 3 * C + C,
@@ -1068,7 +1122,7 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
                 for it in prange(items, schedule='static'):
                     n = it // q.nch
                     k = it - n * q.nch
-                    cl_chunk_stats(dt, xp + n * S * C * isz, S, C, isz, &q, k,
+                    cl_chunk_stats(dt, FN_F64, xp + n * S * C * isz, S, C, isz, &q, k,
                                    scratch + tid * q.stride, ct + it * C)
             for n in prange(N, num_threads=n_threads, schedule='static', use_threads_if=par):
                 zero_triples(tri + n * C, C)
@@ -1080,15 +1134,15 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
     return out
 
 
-def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
+def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
              cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
              int n_threads):
     """y[n, s, c] = act((x[n, s, c] - mean[n, c]) * scale[n, c] + shift[n, c])."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
-    cdef plan_t pl = plan_cl(dt, N, S, C, isz, &q, n_threads, act, slope)
+    cdef plan_t pl = plan_cl(dt, odt, N, S, C, isz, y.itemsize, &q, n_threads, act, slope)
     cdef Py_ssize_t items = N * q.nch
-    cdef Py_ssize_t wsz = 8 if dt == FN_F64 or dt == FN_F32 else 4
+    cdef Py_ssize_t wsz = 8 if odt == FN_F64 or odt == FN_F32 else 4
     cdef Py_ssize_t tsz = 4 * q.W * wsz
     cdef const char *xp = <const char *>cnp.PyArray_DATA(x)
     cdef char *yp = <char *>cnp.PyArray_DATA(y)
@@ -1099,12 +1153,12 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, Py_ssize_t N, Py_ssize_t S, P
     cdef char *tiles = <char *>alloc_or_raise(N * tsz, "the coefficient tiles")
     with nogil:
         for n in range(N):
-            cl_tile_coefs(dt, C, q.m, mp + n * C, sp + n * C, hp + n * C, tiles + n * tsz)
+            cl_tile_coefs(odt, C, q.m, mp + n * C, sp + n * C, hp + n * C, tiles + n * tsz)
         for it in prange(items, num_threads=pl.n_threads, schedule='static',
                          use_threads_if=pl.parallel):
             n = it // q.nch
             k = it - n * q.nch
-            cl_chunk_apply(&pl, xp + n * S * C * isz, yp + n * S * C * isz, S, C, isz, &q, k,
+            cl_chunk_apply(&pl, xp + n * S * C * isz, yp + n * S * C * pl.osz, S, C, isz, &q, k,
                            tiles + n * tsz)
     free(tiles)
     return y
@@ -1190,20 +1244,25 @@ _pool_from_env()
 
 
 # ------------------------------------------------------------- fast path
-def fast_norm_cf(cnp.ndarray x, int dt, double eps):
+def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=None):
     """instance_norm of a validated C-contiguous channels-first array with no
     affine, no activation and the default thread count: the per-call overhead
-    floor for small inputs."""
+    floor for small inputs.  odt, odtype: the output code and dtype (default:
+    x's, for a floating x)."""
     cdef int nd = cnp.PyArray_NDIM(x)
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
     cdef cnp.ndarray y
     cdef Py_ssize_t N = dims[0], C = dims[1]
-    if x.nbytes < FN_POOL_MIN:
-        y = cnp.PyArray_EMPTY(nd, dims, cnp.PyArray_TYPE(x), 0)
+    if odt < 0:
+        odt = dt
+        if x.nbytes < FN_POOL_MIN:
+            y = cnp.PyArray_EMPTY(nd, dims, cnp.PyArray_TYPE(x), 0)
+        else:
+            y = empty((<object>x).shape, x.dtype)
     else:
-        y = empty((<object>x).shape, x.dtype)
+        y = empty((<object>x).shape, odtype)
     cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C)
-    return norm_cf(x, y, dt, N, C, 1, S, None, None, eps, 0, 0.0, omp_get_max_threads())
+    return norm_cf(x, y, dt, odt, N, C, 1, S, None, None, eps, 0, 0.0, omp_get_max_threads())
 
 
 # ------------------------------------------------------------- backward

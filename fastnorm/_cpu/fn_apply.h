@@ -1,7 +1,8 @@
 /*
  * Channels-first apply, the interleaved statistics and apply, and the small-planes kernel,
- * for one storage type, included by fn_kernels_dtype.h (which defines FN_T,
- * FN_SUF, FN_LDV, FN_LDS, FN_WD, the store macros and FN()).  No include guard on purpose.
+ * for one (input, output) pair, included by fn_kernels_dtype.h (which defines
+ * FN_TI, FN_TO, the loads, FN_WD, the store macros, FN() and FNS(), the
+ * statistics of the input kind).  No include guard on purpose.
  */
 #if FN_WD
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
@@ -10,34 +11,38 @@
 static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                       double slope, int stream)
 {
-    const FN_T *x = (const FN_T *)xv;
-    FN_T *y = (FN_T *)yv;
+    const FN_TI *x = (const FN_TI *)xv;
+    FN_TO *y = (FN_TO *)yv;
     fn_ssize i = 0;
     if (act == FN_ACT_NONE) {
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh);
         stream = stream && FN_HAVE_STREAM;
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
-                y[i] = (FN_T)FN_FMA(FN_LDS(x + i) - mean, sc, sh);
+                y[i] = (FN_TO)FN_FMA(FN_LDS(x + i) - mean, sc, sh);
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(FN_LDV(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(FN_LDV(x + i + FN_VL), hv), scv, shv);
             if (stream) FN_STREAM2(y + i, d0, d1);
             else FN_STORE2(y + i, d0, d1);
         }
-        for (; i < n; i++) y[i] = (FN_T)FN_FMA(FN_LDS(x + i) - mean, sc, sh);
+        for (; i < n; i++) y[i] = (FN_TO)FN_FMA(FN_LDS(x + i) - mean, sc, sh);
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+#if defined(FN_ACT_VIA)
+    fn_buf_apply(&FN_ACT_VIA, xv, yv, n, mean, sc, sh, act, slope, 0);
+#else
 #define FN_LOOP(ACT)                                     \
     FN_IVDEP                                             \
     for (i = 0; i < n; i++) {                            \
         double v = FN_FMA(FN_LDS(x + i) - mean, sc, sh); \
         ACT;                                             \
-        y[i] = (FN_T)v;                                  \
+        y[i] = (FN_TO)v;                                 \
     }
     FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
+#endif
 }
 
 #else /* 16-bit storage: applied in float */
@@ -45,8 +50,8 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
 static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                       double slope, int stream)
 {
-    const FN_T *x = (const FN_T *)xv;
-    FN_T *y = (FN_T *)yv;
+    const FN_TI *x = (const FN_TI *)xv;
+    FN_TO *y = (FN_TO *)yv;
     const float hi = (float)mean, lo = (float)(mean - (double)hi), scf = (float)sc, shf = (float)sh;
     fn_ssize i = 0, s0, len;
     float buf[FN_CHUNK];
@@ -54,7 +59,7 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
     if (act == FN_ACT_NONE) {
         const fn_vs h = vs_set1(hi), l = vs_set1(lo), s = vs_set1(scf), f = vs_set1(shf);
         for (; i + FN_FL <= n; i += FN_FL) FN_STH(y + i, vs_fma(vs_sub(vs_sub(FN_LDH(x + i), h), l), s, f));
-        for (; i < n; i++) y[i] = FN_F2H(FN_FMAF((FN_H2F(x[i]) - hi) - lo, scf, shf));
+        for (; i < n; i++) y[i] = FN_F2H(FN_FMAF((FN_LDF(x + i) - hi) - lo, scf, shf));
         return;
     }
     /* activations: through an L1 buffer of floats, the loop vectorized by
@@ -62,7 +67,7 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
     for (s0 = 0; s0 < n; s0 += FN_CHUNK) {
         len = n - s0 < FN_CHUNK ? n - s0 : FN_CHUNK;
         for (i = 0; i + FN_FL <= len; i += FN_FL) vs_store(buf + i, FN_LDH(x + s0 + i));
-        for (; i < len; i++) buf[i] = FN_H2F(x[s0 + i]);
+        for (; i < len; i++) buf[i] = FN_LDF(x + s0 + i);
 #define FN_LOOP(ACT)                                     \
     FN_IVDEP                                             \
     for (i = 0; i < len; i++) {                          \
@@ -85,13 +90,13 @@ static void FN(apply)(const void *xv, void *yv, fn_ssize n, double mean, double 
  * shift) in one loop.  The statistics are bound by the latency of their lane
  * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
  * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what FN(stats_in) and
- * FN(apply) do, in the same order, so the same bits. */
+ * the chains' latency.  Each half does exactly what the statistics (stats_in)
+ * and FN(apply) do, in the same order, so the same bits. */
 static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
                             fn_ssize na, double mean, double sc, double sh)
 {
-    const FN_T *xs = (const FN_T *)xsv, *xa = (const FN_T *)xav;
-    FN_T *ya = (FN_T *)yav;
+    const FN_TI *xs = (const FN_TI *)xsv, *xa = (const FN_TI *)xav;
+    FN_TO *ya = (FN_TO *)yav;
     const double sft = ns > 0 ? FN_LDS(xs) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
     fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
@@ -101,29 +106,29 @@ static void FN(stats_apply)(const void *xsv, fn_ssize ns, fn_triple *t, const vo
     /* steps of FN_LANES elements of each while both have whole steps left */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
     for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
-        FN(lanes_step)(&l, xs + i, shv);
+        FNS(lanes_step)(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             FN_STORE2(ya + j + k, vd_fma(vd_sub(FN_LDV(xa + j + k), hv), scv, fv),
                       vd_fma(vd_sub(FN_LDV(xa + j + k + FN_VL), hv), scv, fv));
     }
-    for (; i < nv; i += FN_LANES) FN(lanes_step)(&l, xs + i, shv);
-    FN(lanes_done)(&l, xs, nv, ns, sft, t);
+    for (; i < nv; i += FN_LANES) FNS(lanes_step)(&l, xs + i, shv);
+    FNS(lanes_done)(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
         FN_STORE2(ya + j, vd_fma(vd_sub(FN_LDV(xa + j), hv), scv, fv),
                   vd_fma(vd_sub(FN_LDV(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++) ya[j] = (FN_T)FN_FMA(FN_LDS(xa + j) - mean, sc, sh);
+    for (; j < na; j++) ya[j] = (FN_TO)FN_FMA(FN_LDS(xa + j) - mean, sc, sh);
 }
 #else
 static void FN(stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
                             double mean, double sc, double sh)
 {
-    FN(stats_in)((const FN_T *)xs, ns, t);
+    FNS(stats_in)((const FN_TI *)xs, ns, t);
     FN(apply)(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
 }
 #endif
 
 /* ------------------------------------------------ small planes, one call */
-#if defined(FN_F32)
+#if defined(FN_KEEP)
 /* Small float32 planes (FN_KEEP_MAX elements): the statistics keep the
  * widened doubles in an L1 buffer and the apply reads them back, so each
  * element is converted once instead of twice; the same values feed the same
@@ -144,7 +149,7 @@ FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, fn_tri
         }
     }
     for (i = nv; i < n; i++) buf[i] = (double)x[i];
-    FN(lanes_done)(&l, x, nv, n, sh, t);
+    FNS(lanes_done)(&l, x, nv, n, sh, t);
 }
 FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double mean, double sc, double sh)
 {
@@ -165,17 +170,17 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
                        fn_ssize goff, fn_ssize Cg, double eps, const double *w, const double *b, int act,
                        double slope, fn_triple *tri, double *mean, double *scale, double *shift)
 {
-    const FN_T *x = (const FN_T *)xv;
-    FN_T *y = (FN_T *)yv;
+    const FN_TI *x = (const FN_TI *)xv;
+    FN_TO *y = (FN_TO *)yv;
     fn_ssize p, r;
-#if defined(FN_F32)
+#if defined(FN_KEEP)
     const int keep = L <= FN_KEEP_MAX && act == FN_ACT_NONE;
     double kb[2][FN_KEEP_MAX];
 #define FN_PLANE_STATS(q) \
-    (keep ? fn_stats_keep_f32(x + (q) * L, L, kb[(q) & 1], &tri[q]) : FN(stats_in)(x + (q) * L, L, &tri[q]))
+    (keep ? fn_stats_keep_f32(x + (q) * L, L, kb[(q) & 1], &tri[q]) : FNS(stats_in)(x + (q) * L, L, &tri[q]))
 #define FN_KEEPING keep
 #else
-#define FN_PLANE_STATS(q) FN(stats_in)(x + (q) * L, L, &tri[q])
+#define FN_PLANE_STATS(q) FNS(stats_in)(x + (q) * L, L, &tri[q])
 #define FN_KEEPING 0
 #endif
     if (p0 >= p1) return;
@@ -191,7 +196,7 @@ static void FN(planes)(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
         }
         if (p + 1 < p1) FN_PLANE_STATS(p + 1);
         for (r = p * Cg; r < (p + 1) * Cg; r++) {
-#if defined(FN_F32)
+#if defined(FN_KEEP)
             if (keep) {
                 fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r], shift[r]);
                 continue;

@@ -15,6 +15,17 @@
  *   Apply: y = ((x - hi) - lo) * scale + shift with one fused multiply-add, in
  *   double for float32/float64 (lo = 0) and in float for 16-bit storage (the
  *   double mean split into hi + lo), rounded once to the storage type.
+ *
+ * Input and output types
+ *   The input may be any storage type (floating or integer), the output any
+ *   floating one.  The kernels that run are the output type's; each input
+ *   element is converted on load to the value those kernels load from their
+ *   own type: float for float32 and 16-bit outputs (x.astype(float32): an
+ *   integer above 2^24 or a float64 rounds to nearest even), double for
+ *   float64 outputs.  So a uint8 input normalized into float32 gives the bits
+ *   of its float32 copy normalized, without the copy.  Statistics alone
+ *   (no output) load double: the exact values of every input type but
+ *   64-bit integers above 2^53 (rounded to nearest even, as astype(float64)).
  */
 #ifndef FN_BASE_H
 #define FN_BASE_H
@@ -41,8 +52,24 @@ typedef ptrdiff_t fn_ssize; /* Py_ssize_t without Python.h */
 
 /* activations fused into the apply pass */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
-/* storage codes, shared with fastnorm._validate */
-enum { FN_F16 = 0, FN_F32 = 1, FN_F64 = 2, FN_BF16 = 3 };
+/* storage codes, shared with fastnorm._validate: the floating ones (every
+ * output type) first, then the integer inputs */
+enum {
+    FN_F16 = 0,
+    FN_F32 = 1,
+    FN_F64 = 2,
+    FN_BF16 = 3,
+    FN_U8 = 4,
+    FN_I8 = 5,
+    FN_U16 = 6,
+    FN_I16 = 7,
+    FN_U32 = 8,
+    FN_I32 = 9,
+    FN_U64 = 10,
+    FN_I64 = 11
+};
+#define FN_NCODES 12 /* input codes */
+#define FN_NOUT 4    /* output codes: the floating ones, 0 .. 3 */
 
 typedef struct { double n, mean, m2; } fn_triple;
 
@@ -104,7 +131,9 @@ static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn
 }
 
 /* ---- one target's kernels: the dispatch table ------------------------- */
-/* Channels-first: stats of one block; apply of a run with one (mean, scale,
+/* One set per (input code, output code); x is read as the input type, y
+ * written as the output type, the coefficients are the output type's.
+ * Channels-first: stats of one block; apply of a run with one (mean, scale,
  * shift); planes: planes [p0, p1) of one block each, statistics and apply on
  * the calling thread (plane p in group (goff + p) % G).  Channels-last: stats of a chunk of rows x C (acc:
  * 3*W doubles of scratch), apply with per-lane coefficients (4 arrays of W:
@@ -130,12 +159,12 @@ typedef struct {
 struct fn_bwd_kernels_s; /* the backward kernels: fn_backward.h */
 
 typedef struct {
-    const char *level;     /* FASTNORM_ISA name: x86-64-v4, x86-64-v3, x86-64, neon, generic */
-    const char *vector;    /* the vector layer: "AVX-512 (8 doubles)", ... */
-    int fused;             /* multiply-adds rounded once */
-    int half_hw;           /* float16 converted by instructions (F16C / NEON) */
-    int stream;            /* non-temporal output stores */
-    fn_dtype_kernels k[4]; /* by storage code */
+    const char *level;  /* FASTNORM_ISA name: x86-64-v4, x86-64-v3, x86-64, neon, generic */
+    const char *vector; /* the vector layer: "AVX-512 (8 doubles)", ... */
+    int fused;          /* multiply-adds rounded once */
+    int half_hw;        /* float16 converted by instructions (F16C / NEON) */
+    int stream;         /* non-temporal output stores */
+    fn_dtype_kernels k[FN_NCODES][FN_NOUT]; /* by (input code, output code) */
     void (*widen_f16)(const uint16_t *src, float *dst, fn_ssize n);
     void (*narrow_f16)(const float *src, uint16_t *dst, fn_ssize n);
     void (*copy)(const char *src, char *dst, fn_ssize n, int stream);

@@ -1,122 +1,13 @@
 /*
- * Channels-last statistics and apply in register tiles of FN_TILE_V vectors,
- * for one storage type, included by fn_kernels_dtype.h (which defines FN_T,
- * FN_SUF, FN_LDV, FN_LDS, FN_WD, the store macros and FN()).  No include guard on purpose.
+ * Channels-last apply in register tiles of FN_TILE_V (FN_TILE_VS) vectors,
+ * for one (input, output) pair, included by fn_kernels_dtype.h (which defines
+ * FN_TI, FN_TO, the loads, FN_WD, the store macros and FN()).  No include
+ * guard on purpose.
  */
-/* ------------------------------------------------ channels-last statistics */
-/* K vectors of lanes [j0, j0 + K * FN_VL) of nv rows of W: the lane sums stay
- * in registers over all the rows, each lane adding its rows in order.  pf:
- * also prefetch the tile's lines of the next block. */
-FN_INLINE void FN(cl_stats_tile)(const FN_T *x, fn_ssize nv, fn_ssize W, fn_ssize j0, const double *sh,
-                                 double *s1, double *s2, int pf, const int K)
-{
-    fn_vd h[FN_TILE_V], a[FN_TILE_V], b[FN_TILE_V];
-    fn_ssize r;
-    int k;
-    for (k = 0; k < K; k++) {
-        h[k] = vd_load(sh + j0 + k * FN_VL);
-        a[k] = vd_load(s1 + j0 + k * FN_VL);
-        b[k] = vd_load(s2 + j0 + k * FN_VL);
-    }
-    for (r = 0; r < nv; r++) {
-        const FN_T *p = x + r * W + j0;
-        if (pf) fn_prefetch_lines(p + nv * W, K * FN_VL * (fn_ssize)sizeof(FN_T), 0);
-        FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd d = vd_sub(FN_LDV(p + k * FN_VL), h[k]);
-            a[k] = vd_add(a[k], d);
-            b[k] = vd_fma(d, d, b[k]);
-        }
-    }
-    for (k = 0; k < K; k++) {
-        vd_store(s1 + j0 + k * FN_VL, a[k]);
-        vd_store(s2 + j0 + k * FN_VL, b[k]);
-    }
-}
-
-/* nv rows of W added to the shifted lane sums s1, s2 (shifts sh): full
- * tiles, one remainder tile, the last lanes scalar. */
-FN_INLINE void FN(block_cl)(const FN_T *x, fn_ssize nv, fn_ssize W, const double *sh, double *s1, double *s2,
-                            int pf)
-{
-    fn_ssize r, j, j0 = 0, kk;
-    for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        FN(cl_stats_tile)(x, nv, W, j0, sh, s1, s2, pf, FN_TILE_V);
-    kk = (W - j0) / FN_VL;
-#define FN_CALL(K) FN(cl_stats_tile)(x, nv, W, j0, sh, s1, s2, pf, K)
-    FN_TILE_REM(kk, FN_CALL)
-#undef FN_CALL
-    j0 += kk * FN_VL;
-    if (j0 < W)
-        for (r = 0; r < nv; r++)
-            for (j = j0; j < W; j++) {
-                double d = FN_LDS(x + r * W + j) - sh[j];
-                s1[j] += d;
-                s2[j] = FN_FMA(d, d, s2[j]);
-            }
-}
-
-/* Channels-last chunk of rows x C: one triple per channel in out[0..C).
- * Lane j of W = C * m (m rows per virtual row, W a multiple of 16 for
- * C < 16) sums its rows over the whole chunk, shifted by its channel's value
- * in the chunk's first row, walked in blocks of R rows (a multiple of m) that
- * stay in L1 across the tiles; the m lanes of a channel are then summed in
- * order.  acc: 3*W doubles of scratch. */
-static void FN(stats_cl)(const void *xv, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R, double *acc,
-                         fn_triple *out)
-{
-    const FN_T *x = (const FN_T *)xv;
-    fn_ssize W = C * m, vr = rows / m, r0, r, c, k, j, nv;
-    double *sh = acc, *s1 = acc + W, *s2 = acc + 2 * W;
-    const int wide = W > FN_TILE_LANES;
-    if (rows <= 0) {
-        for (c = 0; c < C; c++) {
-            out[c].n = 0.0;
-            out[c].mean = 0.0;
-            out[c].m2 = 0.0;
-        }
-        return;
-    }
-    for (c = 0; c < C; c++) sh[c] = FN_LDS(x + c);
-    for (j = C; j < W; j++) sh[j] = sh[j - C];
-    for (j = 0; j < W; j++) {
-        s1[j] = 0.0;
-        s2[j] = 0.0;
-    }
-    if (wide) {
-        /* several tile passes per block: blocks of about FN_CL_WALK bytes, so
-         * a block and the next one (prefetched by the tile passes) fit L1;
-         * the lanes still add their rows in order, so no bit changes */
-        fn_ssize rw = FN_CL_WALK / (fn_ssize)(W * sizeof(FN_T)) * m;
-        if (rw < m) rw = m;
-        if (rw < R) R = rw;
-    }
-    for (r0 = 0; r0 < vr * m; r0 += R) {
-        nv = (vr * m - r0 < R ? vr * m - r0 : R) / m;
-        FN(block_cl)(x + r0 * C, nv, W, sh, s1, s2, wide);
-    }
-    for (r = vr * m; r < rows; r++) { /* rows that do not fill a virtual row */
-        const FN_T *p = x + r * C;
-        for (c = 0; c < C; c++) {
-            double d = FN_LDS(p + c) - sh[c];
-            s1[c] += d;
-            s2[c] = FN_FMA(d, d, s2[c]);
-        }
-    }
-    for (c = 0; c < C; c++) {
-        double a = s1[c], b = s2[c];
-        for (k = 1; k < m; k++) {
-            a += s1[k * C + c];
-            b += s2[k * C + c];
-        }
-        fn_finish(&out[c], (double)rows, sh[c], a, b);
-    }
-}
-
-/* ------------------------------------------------ channels-last apply */
 #if FN_WD
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
  * rows; st: non-temporal stores. */
-FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
+FN_INLINE void FN(cl_apply_tile)(const FN_TI *x, FN_TO *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                  const double *hi, const double *sc, const double *sf, int pf, const int st,
                                  const int K)
 {
@@ -129,13 +20,13 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
         f[k] = vd_load(sf + j0 + k * FN_VL);
     }
     for (r = 0; r < nr; r++) {
-        const FN_T *p = x + r * W + j0;
-        FN_T *q = y + r * W + j0;
+        const FN_TI *p = x + r * W + j0;
+        FN_TO *q = y + r * W + j0;
         if (pf) {
-            fn_prefetch_lines(p + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_T), 0);
+            fn_prefetch_lines(p + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_TI), 0);
             /* never the lines stream stores write: they would be fetched
              * into the cache only to be evicted by the stores */
-            if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_T), 1);
+            if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(FN_TO), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
             fn_vd v = vd_fma(vd_sub(FN_LDV(p + k * FN_VL), h[k]), s[k], f[k]);
@@ -145,7 +36,7 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
     }
 }
 
-FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, const double *hi,
+FN_INLINE void FN(cl_apply_rows)(const FN_TI *x, FN_TO *y, fn_ssize nr, fn_ssize W, const double *hi,
                                  const double *sc, const double *sf, int pf, const int st)
 {
     fn_ssize r, j, j0 = 0, kk;
@@ -158,18 +49,19 @@ FN_INLINE void FN(cl_apply_rows)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
     j0 += kk * FN_VL;
     if (j0 < W)
         for (r = 0; r < nr; r++)
-            for (j = j0; j < W; j++) y[r * W + j] = (FN_T)FN_FMA(FN_LDS(x + r * W + j) - hi[j], sc[j], sf[j]);
+            for (j = j0; j < W; j++)
+                y[r * W + j] = (FN_TO)FN_FMA(FN_LDS(x + r * W + j) - hi[j], sc[j], sf[j]);
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
- * input so that a group's tiles walk an L1-sized piece.  Streaming only for
+ * input (or output, the wider) so that a group's tiles walk an L1-sized piece.  Streaming only for
  * rows of whole vectors of at most 64 lanes (a group of rows is then one
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
-FN_INLINE void FN(cl_apply_tiles)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, const double *hi,
+FN_INLINE void FN(cl_apply_tiles)(const FN_TI *x, FN_TO *y, fn_ssize nr, fn_ssize W, const double *hi,
                                   const double *sc, const double *sf, int stream)
 {
-    fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / (fn_ssize)(sizeof(FN_T) * W) : nr, r0, cnt;
+    fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / (FN_ELEM_BYTES * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
     stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
@@ -198,8 +90,8 @@ FN_INLINE void FN(cl_apply_tiles)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize 
 static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn_ssize m, const void *coefv,
                          int act, double slope, int stream)
 {
-    const FN_T *x = (const FN_T *)xv;
-    FN_T *y = (FN_T *)yv;
+    const FN_TI *x = (const FN_TI *)xv;
+    FN_TO *y = (FN_TO *)yv;
     const double *coef = (const double *)coefv;
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
@@ -208,34 +100,40 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         FN(cl_apply_tiles)(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
+#if defined(FN_ACT_VIA)
+    (void)r;
+    (void)j;
+    fn_buf_apply_cl(&FN_ACT_VIA, xv, yv, rows, C, m, coefv, act, slope, 0);
+#else
 #define FN_LOOP(ACT)                                                \
     for (r = 0; r < vr; r++) {                                      \
-        const FN_T *p = x + r * W;                                  \
-        FN_T *q = y + r * W;                                        \
+        const FN_TI *p = x + r * W;                                 \
+        FN_TO *q = y + r * W;                                       \
         FN_IVDEP                                                    \
         for (j = 0; j < W; j++) {                                   \
             double v = FN_FMA(FN_LDS(p + j) - hi[j], sc[j], sf[j]); \
             ACT;                                                    \
-            q[j] = (FN_T)v;                                         \
+            q[j] = (FN_TO)v;                                        \
         }                                                           \
     }                                                               \
     for (r = vr * m; r < rows; r++) {                               \
-        const FN_T *p = x + r * C;                                  \
-        FN_T *q = y + r * C;                                        \
+        const FN_TI *p = x + r * C;                                 \
+        FN_TO *q = y + r * C;                                       \
         FN_IVDEP                                                    \
         for (j = 0; j < C; j++) {                                   \
             double v = FN_FMA(FN_LDS(p + j) - hi[j], sc[j], sf[j]); \
             ACT;                                                    \
-            q[j] = (FN_T)v;                                         \
+            q[j] = (FN_TO)v;                                        \
         }                                                           \
     }
     FN_ACT_SWITCH(double, FN_SILU, FN_LOOP)
 #undef FN_LOOP
+#endif
 }
 
 #else /* 16-bit storage, channels-last apply in float */
 
-FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
+FN_INLINE void FN(cl_apply_tile)(const FN_TI *x, FN_TO *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                  const float *hi, const float *lo, const float *sc, const float *sf, int pf,
                                  const int K)
 {
@@ -249,11 +147,11 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
         f[k] = vs_load(sf + j0 + k * FN_FL);
     }
     for (r = 0; r < nr; r++) {
-        const FN_T *p = x + r * W + j0;
-        FN_T *q = y + r * W + j0;
+        const FN_TI *p = x + r * W + j0;
+        FN_TO *q = y + r * W + j0;
         if (pf) {
-            fn_prefetch_lines(p + nr * W, K * FN_FL * 2, 0);
-            fn_prefetch_lines(q + nr * W, K * FN_FL * 2, 1);
+            fn_prefetch_lines(p + nr * W, K * FN_FL * (fn_ssize)sizeof(FN_TI), 0);
+            fn_prefetch_lines(q + nr * W, K * FN_FL * (fn_ssize)sizeof(FN_TO), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++)
             FN_STH(q + k * FN_FL, vs_fma(vs_sub(vs_sub(FN_LDH(p + k * FN_FL), h[k]), l[k]), s[k], f[k]));
@@ -263,8 +161,8 @@ FN_INLINE void FN(cl_apply_tile)(const FN_T *x, FN_T *y, fn_ssize nr, fn_ssize W
 static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn_ssize m, const void *coefv,
                          int act, double slope, int stream)
 {
-    const FN_T *x = (const FN_T *)xv;
-    FN_T *y = (FN_T *)yv;
+    const FN_TI *x = (const FN_TI *)xv;
+    FN_TO *y = (FN_TO *)yv;
     const float *coef = (const float *)coefv;
     fn_ssize W = C * m, vr = rows / m, r, j, r0, cnt, g, j0, kk, s0, len, pass, nr, width;
     const float *hi = coef, *lo = coef + W, *sc = coef + 2 * W, *sf = coef + 3 * W;
@@ -273,17 +171,17 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     /* two passes: vr rows of W, then the rows that do not fill a virtual row
      * (rows of C, the same coefficient arrays) */
     for (pass = 0; pass < 2; pass++) {
-        const FN_T *xp = pass ? x + vr * W : x;
-        FN_T *yp = pass ? y + vr * W : y;
+        const FN_TI *xp = pass ? x + vr * W : x;
+        FN_TO *yp = pass ? y + vr * W : y;
         nr = pass ? rows - vr * m : vr;
         width = pass ? C : W;
         if (act == FN_ACT_NONE) {
             const int pf = width > FN_TILE_VS * FN_FL;
-            g = width > 0 ? FN_CL_APPLY_BYTES / (2 * width) : nr;
+            g = width > 0 ? FN_CL_APPLY_BYTES / (FN_ELEM_BYTES * width) : nr;
             if (g < 1) g = 1;
             for (r0 = 0; r0 < nr; r0 += cnt) {
-                const FN_T *xg = xp + r0 * width;
-                FN_T *yg = yp + r0 * width;
+                const FN_TI *xg = xp + r0 * width;
+                FN_TO *yg = yp + r0 * width;
                 cnt = nr - r0 < g ? nr - r0 : g;
                 for (j0 = 0; j0 + FN_TILE_VS * FN_FL <= width; j0 += FN_TILE_VS * FN_FL)
                     FN(cl_apply_tile)(xg, yg, cnt, width, j0, hi, lo, sc, sf, pf, FN_TILE_VS);
@@ -296,18 +194,18 @@ static void FN(apply_cl)(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
                     for (r = 0; r < cnt; r++)
                         for (j = j0; j < width; j++)
                             yg[r * width + j] =
-                                FN_F2H(FN_FMAF((FN_H2F(xg[r * width + j]) - hi[j]) - lo[j], sc[j], sf[j]));
+                                FN_F2H(FN_FMAF((FN_LDF(xg + r * width + j) - hi[j]) - lo[j], sc[j], sf[j]));
             }
             continue;
         }
         /* activations: each row in pieces of up to FN_CHUNK through a float buffer */
         for (r = 0; r < nr; r++)
             for (s0 = 0; s0 < width; s0 += len) {
-                const FN_T *p = xp + r * width + s0;
-                FN_T *q = yp + r * width + s0;
+                const FN_TI *p = xp + r * width + s0;
+                FN_TO *q = yp + r * width + s0;
                 const float *h = hi + s0, *l = lo + s0, *c = sc + s0, *f = sf + s0;
                 len = width - s0 < FN_CHUNK ? width - s0 : FN_CHUNK;
-                for (j = 0; j < len; j++) buf[j] = FN_H2F(p[j]);
+                for (j = 0; j < len; j++) buf[j] = FN_LDF(p + j);
 #define FN_LOOP(ACT)                                           \
     FN_IVDEP                                                   \
     for (j = 0; j < len; j++) {                                \

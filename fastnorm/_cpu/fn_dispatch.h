@@ -61,37 +61,39 @@ void fn_team_finished(int team);
 
 void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads, int stream);
 
-static inline void fn_stats(int dt, const void *x, fn_ssize n, fn_triple *t)
+/* The kernels of input code dt into output code odt (statistics alone:
+ * odt = FN_F64, the kind that loads exact doubles). */
+#define FN_K(dt, odt) (&fn_config.t->k[dt][odt])
+static inline void fn_stats(int dt, int odt, const void *x, fn_ssize n, fn_triple *t)
 {
-    fn_config.t->k[dt].stats(x, n, t);
+    FN_K(dt, odt)->stats(x, n, t);
 }
-static inline void fn_apply(int dt, const void *x, void *y, fn_ssize n, double mean, double sc, double sh,
-                            int act, double slope, int stream)
+static inline void fn_apply(int dt, int odt, const void *x, void *y, fn_ssize n, double mean, double sc,
+                            double sh, int act, double slope, int stream)
 {
-    fn_config.t->k[dt].apply(x, y, n, mean, sc, sh, act, slope, stream);
+    FN_K(dt, odt)->apply(x, y, n, mean, sc, sh, act, slope, stream);
 }
-static inline void fn_planes(int dt, const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S,
-                             fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps, const double *w,
+static inline void fn_planes(int dt, int odt, const void *x, void *y, fn_ssize p0, fn_ssize p1, fn_ssize L,
+                             fn_ssize S, fn_ssize G, fn_ssize goff, fn_ssize Cg, double eps, const double *w,
                              const double *b, int act, double slope, fn_triple *tri, double *mean,
                              double *scale, double *shift)
 {
-    fn_config.t->k[dt].planes(x, y, p0, p1, L, S, G, goff, Cg, eps, w, b, act, slope, tri, mean, scale,
-                              shift);
+    FN_K(dt, odt)->planes(x, y, p0, p1, L, S, G, goff, Cg, eps, w, b, act, slope, tri, mean, scale, shift);
 }
-static inline void fn_stats_cl(int dt, const void *x, fn_ssize rows, fn_ssize C, fn_ssize m, fn_ssize R,
-                               double *acc, fn_triple *out)
+static inline void fn_stats_cl(int dt, int odt, const void *x, fn_ssize rows, fn_ssize C, fn_ssize m,
+                               fn_ssize R, double *acc, fn_triple *out)
 {
-    fn_config.t->k[dt].stats_cl(x, rows, C, m, R, acc, out);
+    FN_K(dt, odt)->stats_cl(x, rows, C, m, R, acc, out);
 }
-static inline void fn_apply_cl(int dt, const void *x, void *y, fn_ssize rows, fn_ssize C, fn_ssize m,
+static inline void fn_apply_cl(int dt, int odt, const void *x, void *y, fn_ssize rows, fn_ssize C, fn_ssize m,
                                const void *coef, int act, double slope, int stream)
 {
-    fn_config.t->k[dt].apply_cl(x, y, rows, C, m, coef, act, slope, stream);
+    FN_K(dt, odt)->apply_cl(x, y, rows, C, m, coef, act, slope, stream);
 }
-static inline void fn_stats_apply(int dt, const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya,
-                                  fn_ssize na, double mean, double sc, double sh)
+static inline void fn_stats_apply(int dt, int odt, const void *xs, fn_ssize ns, fn_triple *t, const void *xa,
+                                  void *ya, fn_ssize na, double mean, double sc, double sh)
 {
-    fn_config.t->k[dt].stats_apply(xs, ns, t, xa, ya, na, mean, sc, sh);
+    FN_K(dt, odt)->stats_apply(xs, ns, t, xa, ya, na, mean, sc, sh);
 }
 static inline int fn_can_stream(void) { return fn_config.stream && fn_config.t->stream; }
 static inline void fn_widen_f16(const uint16_t *src, float *dst, fn_ssize n)

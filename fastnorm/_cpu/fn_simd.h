@@ -10,7 +10,10 @@
  *   - vd_fma / vs_fma round once when FN_FUSED is 1 and compute a * b + c
  *     (two roundings) when it is 0; nothing else is ever contracted
  *     (-ffp-contract=off).
- *   - loads widen exactly (float -> double, half / bfloat16 -> float), stores
+ *   - loads widen exactly (float -> double, half / bfloat16 -> float, 8- to
+ *     32-bit integers -> double), 64-bit integers round once to nearest even
+ *     (as a C cast: what NumPy's astype does); the *f loads give the value
+ *     rounded to float first (what float32 and 16-bit outputs load), stores
  *     narrow with one rounding to nearest even.
  *   - vd_stream / vd2_stream_f32 need their address aligned to the store's
  *     size (FN_STREAM_ALIGN bytes); vd_stream16 / vd_stream16_f32 store in
@@ -104,6 +107,41 @@ FN_INLINE fn_vd vd_load_bf16(const uint16_t *p)
     __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
     return _mm512_cvtps_pd(_mm256_castsi256_ps(u));
 }
+FN_INLINE fn_vd vd_load_u8(const uint8_t *p)
+{
+    return _mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+FN_INLINE fn_vd vd_load_i8(const int8_t *p)
+{
+    return _mm512_cvtepi32_pd(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+FN_INLINE fn_vd vd_load_u16(const uint16_t *p)
+{
+    return _mm512_cvtepi32_pd(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
+}
+FN_INLINE fn_vd vd_load_i16(const int16_t *p)
+{
+    return _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
+}
+FN_INLINE fn_vd vd_load_i32(const int32_t *p)
+{
+    return _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+FN_INLINE fn_vd vd_load_u32(const uint32_t *p)
+{
+    return _mm512_cvtepu32_pd(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+FN_INLINE fn_vd vd_load_i64(const int64_t *p) { return _mm512_cvtepi64_pd(_mm512_loadu_si512(p)); }
+FN_INLINE fn_vd vd_load_u64(const uint64_t *p) { return _mm512_cvtepu64_pd(_mm512_loadu_si512(p)); }
+FN_INLINE fn_vd vd_load_i64f(const int64_t *p)
+{
+    return _mm512_cvtps_pd(_mm512_cvtepi64_ps(_mm512_loadu_si512(p)));
+}
+FN_INLINE fn_vd vd_load_u64f(const uint64_t *p)
+{
+    return _mm512_cvtps_pd(_mm512_cvtepu64_ps(_mm512_loadu_si512(p)));
+}
+#define FN_HAVE_VD_I64 1
 FN_INLINE fn_vs vs_set1(float a) { return _mm512_set1_ps(a); }
 FN_INLINE fn_vs vs_load(const float *p) { return _mm512_loadu_ps(p); }
 FN_INLINE void vs_store(float *p, fn_vs v) { _mm512_storeu_ps(p, v); }
@@ -167,6 +205,32 @@ FN_INLINE fn_vd vd_load_bf16(const uint16_t *p)
 {
     __m128i u = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)p)), 16);
     return _mm256_cvtps_pd(_mm_castsi128_ps(u));
+}
+FN_INLINE __m128i fn_load32i(const void *p)
+{
+    int32_t u;
+    memcpy(&u, p, 4);
+    return _mm_cvtsi32_si128(u);
+}
+FN_INLINE fn_vd vd_load_u8(const uint8_t *p) { return _mm256_cvtepi32_pd(_mm_cvtepu8_epi32(fn_load32i(p))); }
+FN_INLINE fn_vd vd_load_i8(const int8_t *p) { return _mm256_cvtepi32_pd(_mm_cvtepi8_epi32(fn_load32i(p))); }
+FN_INLINE fn_vd vd_load_u16(const uint16_t *p)
+{
+    return _mm256_cvtepi32_pd(_mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+FN_INLINE fn_vd vd_load_i16(const int16_t *p)
+{
+    return _mm256_cvtepi32_pd(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+FN_INLINE fn_vd vd_load_i32(const int32_t *p)
+{
+    return _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+/* unsigned: the signed conversion of x - 2^31, plus 2^31 (exact in double) */
+FN_INLINE fn_vd vd_load_u32(const uint32_t *p)
+{
+    __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)p), _mm_set1_epi32(INT32_MIN));
+    return _mm256_add_pd(_mm256_cvtepi32_pd(v), _mm256_set1_pd(2147483648.0));
 }
 FN_INLINE fn_vs vs_set1(float a) { return _mm256_set1_ps(a); }
 FN_INLINE fn_vs vs_load(const float *p) { return _mm256_loadu_ps(p); }
@@ -236,6 +300,20 @@ FN_INLINE void vd_stream16(double *p, fn_vd v) { _mm_stream_pd(p, v); }
 FN_INLINE void vd_stream16_f32(float *p, fn_vd v) { vd_store_f32(p, v); } /* 8 bytes: no stream */
 FN_INLINE fn_vd vd_load_f16(const uint16_t *p) { return _mm_set_pd(fn_h2f(p[1]), fn_h2f(p[0])); }
 FN_INLINE fn_vd vd_load_bf16(const uint16_t *p) { return _mm_set_pd(fn_b2f(p[1]), fn_b2f(p[0])); }
+FN_INLINE fn_vd vd_load_u8(const uint8_t *p) { return _mm_set_pd((double)p[1], (double)p[0]); }
+FN_INLINE fn_vd vd_load_i8(const int8_t *p) { return _mm_set_pd((double)p[1], (double)p[0]); }
+FN_INLINE fn_vd vd_load_u16(const uint16_t *p) { return _mm_set_pd((double)p[1], (double)p[0]); }
+FN_INLINE fn_vd vd_load_i16(const int16_t *p) { return _mm_set_pd((double)p[1], (double)p[0]); }
+FN_INLINE fn_vd vd_load_i32(const int32_t *p)
+{
+    return _mm_cvtepi32_pd(_mm_loadl_epi64((const __m128i *)(const void *)p));
+}
+/* unsigned: the signed conversion of x - 2^31, plus 2^31 (exact in double) */
+FN_INLINE fn_vd vd_load_u32(const uint32_t *p)
+{
+    __m128i v = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)(const void *)p), _mm_set1_epi32(INT32_MIN));
+    return _mm_add_pd(_mm_cvtepi32_pd(v), _mm_set1_pd(2147483648.0));
+}
 FN_INLINE fn_vs vs_set1(float a) { return _mm_set1_ps(a); }
 FN_INLINE fn_vs vs_load(const float *p) { return _mm_loadu_ps(p); }
 FN_INLINE void vs_store(float *p, fn_vs v) { _mm_storeu_ps(p, v); }
@@ -306,6 +384,31 @@ FN_INLINE fn_vd vd_load_bf16(const uint16_t *p)
     return vcvt_f64_f32(
         vreinterpret_f32_u32(vshl_n_u32(vget_low_u32(vmovl_u16(vreinterpret_u16_u32(vdup_n_u32(u)))), 16)));
 }
+FN_INLINE fn_vd vd_load_u8(const uint8_t *p)
+{
+    return vcombine_f64(vdup_n_f64((double)p[0]), vdup_n_f64((double)p[1]));
+}
+FN_INLINE fn_vd vd_load_i8(const int8_t *p)
+{
+    return vcombine_f64(vdup_n_f64((double)p[0]), vdup_n_f64((double)p[1]));
+}
+FN_INLINE fn_vd vd_load_u16(const uint16_t *p)
+{
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return vcvtq_f64_u64(vmovl_u32(vget_low_u32(vmovl_u16(vreinterpret_u16_u32(vdup_n_u32(u))))));
+}
+FN_INLINE fn_vd vd_load_i16(const int16_t *p)
+{
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return vcvtq_f64_s64(vmovl_s32(vget_low_s32(vmovl_s16(vreinterpret_s16_u32(vdup_n_u32(u))))));
+}
+FN_INLINE fn_vd vd_load_i32(const int32_t *p) { return vcvtq_f64_s64(vmovl_s32(vld1_s32(p))); }
+FN_INLINE fn_vd vd_load_u32(const uint32_t *p) { return vcvtq_f64_u64(vmovl_u32(vld1_u32(p))); }
+FN_INLINE fn_vd vd_load_i64(const int64_t *p) { return vcvtq_f64_s64(vld1q_s64(p)); }
+FN_INLINE fn_vd vd_load_u64(const uint64_t *p) { return vcvtq_f64_u64(vld1q_u64(p)); }
+#define FN_HAVE_VD_I64 1
 FN_INLINE fn_vs vs_set1(float a) { return vdupq_n_f32(a); }
 FN_INLINE fn_vs vs_load(const float *p) { return vld1q_f32(p); }
 FN_INLINE void vs_store(float *p, fn_vs v) { vst1q_f32(p, v); }
@@ -349,6 +452,12 @@ FN_INLINE void vd2_store_f32(float *p, fn_vd a, fn_vd b)
 FN_INLINE void vd2_stream_f32(float *p, fn_vd a, fn_vd b) { vd2_store_f32(p, a, b); }
 FN_INLINE fn_vd vd_load_f16(const uint16_t *p) { return (double)fn_h2f(*p); }
 FN_INLINE fn_vd vd_load_bf16(const uint16_t *p) { return (double)fn_b2f(*p); }
+FN_INLINE fn_vd vd_load_u8(const uint8_t *p) { return (double)*p; }
+FN_INLINE fn_vd vd_load_i8(const int8_t *p) { return (double)*p; }
+FN_INLINE fn_vd vd_load_u16(const uint16_t *p) { return (double)*p; }
+FN_INLINE fn_vd vd_load_i16(const int16_t *p) { return (double)*p; }
+FN_INLINE fn_vd vd_load_i32(const int32_t *p) { return (double)*p; }
+FN_INLINE fn_vd vd_load_u32(const uint32_t *p) { return (double)*p; }
 FN_INLINE fn_vs vs_set1(float a) { return a; }
 FN_INLINE fn_vs vs_load(const float *p) { return *p; }
 FN_INLINE void vs_store(float *p, fn_vs v) { *p = v; }
@@ -358,6 +467,136 @@ FN_INLINE fn_vs vs_load_f16(const uint16_t *p) { return fn_h2f(*p); }
 FN_INLINE void vs_store_f16(uint16_t *p, fn_vs v) { *p = fn_f2h(v); }
 FN_INLINE fn_vs vs_load_bf16(const uint16_t *p) { return fn_b2f(*p); }
 FN_INLINE void fn_sfence(void) {}
+#endif
+
+/* The loads the vector layer has no instruction for, lane by lane: 64-bit
+ * integers (AVX-512 and NEON convert them), and the values rounded to float
+ * first (x.astype(float32), for float32 and 16-bit outputs) of the types that
+ * float does not hold exactly.  Not speed targets. */
+#define FN_VD_LANES(NAME, T, CONV)                    \
+    FN_INLINE fn_vd NAME(const T *p)                  \
+    {                                                 \
+        double t_[FN_VL];                             \
+        int i_;                                       \
+        for (i_ = 0; i_ < FN_VL; i_++) t_[i_] = CONV; \
+        return vd_load(t_);                           \
+    }
+#ifndef FN_HAVE_VD_I64
+FN_VD_LANES(vd_load_i64, int64_t, (double)p[i_])
+FN_VD_LANES(vd_load_u64, uint64_t, (double)p[i_])
+#endif
+#if !(defined(FN_HAVE_VD_I64) && defined(__AVX512F__))
+FN_VD_LANES(vd_load_i64f, int64_t, (double)(float)p[i_])
+FN_VD_LANES(vd_load_u64f, uint64_t, (double)(float)p[i_])
+#endif
+/* 32-bit integers and doubles: the exact double rounded once to float */
+FN_INLINE fn_vd fn_vd_via_float(fn_vd v)
+{
+    double t[FN_VL];
+    float f[FN_VL];
+    int i;
+    vd_store(t, v);
+    for (i = 0; i < FN_VL; i++) f[i] = (float)t[i];
+    return vd_load_f32(f);
+}
+FN_INLINE fn_vd vd_load_i32f(const int32_t *p) { return fn_vd_via_float(vd_load_i32(p)); }
+FN_INLINE fn_vd vd_load_u32f(const uint32_t *p) { return fn_vd_via_float(vd_load_u32(p)); }
+FN_INLINE fn_vd vd_load_f64f(const double *p) { return fn_vd_via_float(vd_load(p)); }
+
+/* 16 8-bit integers widened to int32 (the exact integer statistics of
+ * fn_kernels.c) into FN_VIN native vectors of int32 (GCC / clang vector
+ * extensions at the register's width: one AVX-512 vector, two AVX2, four
+ * SSE2 / NEON / generic ones; a 64-byte generic vector was lowered through
+ * the stack at AVX2). */
+#if defined(__GNUC__) || defined(__clang__)
+#define FN_HAVE_VI 1
+#if FN_VL == 8
+#define FN_VIN 1
+typedef int32_t fn_vi __attribute__((vector_size(64)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
+{
+    r[0] = (fn_vi)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
+{
+    r[0] = (fn_vi)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+#elif FN_VL == 4
+#define FN_VIN 2
+typedef int32_t fn_vi __attribute__((vector_size(32)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    r[0] = (fn_vi)_mm256_cvtepu8_epi32(v);
+    r[1] = (fn_vi)_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
+}
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    r[0] = (fn_vi)_mm256_cvtepi8_epi32(v);
+    r[1] = (fn_vi)_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8));
+}
+#elif FN_VL == 2 && !defined(__aarch64__) && !defined(FN_SIMD_SCALAR)
+#define FN_VIN 4
+typedef int32_t fn_vi __attribute__((vector_size(16)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
+{
+    const __m128i z = _mm_setzero_si128(), v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    const __m128i l = _mm_unpacklo_epi8(v, z), h = _mm_unpackhi_epi8(v, z);
+    r[0] = (fn_vi)_mm_unpacklo_epi16(l, z);
+    r[1] = (fn_vi)_mm_unpackhi_epi16(l, z);
+    r[2] = (fn_vi)_mm_unpacklo_epi16(h, z);
+    r[3] = (fn_vi)_mm_unpackhi_epi16(h, z);
+}
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    const __m128i l = _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8),
+                  h = _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8);
+    r[0] = (fn_vi)_mm_srai_epi32(_mm_unpacklo_epi16(l, l), 16);
+    r[1] = (fn_vi)_mm_srai_epi32(_mm_unpackhi_epi16(l, l), 16);
+    r[2] = (fn_vi)_mm_srai_epi32(_mm_unpacklo_epi16(h, h), 16);
+    r[3] = (fn_vi)_mm_srai_epi32(_mm_unpackhi_epi16(h, h), 16);
+}
+#elif FN_VL == 2 && defined(__aarch64__) && !defined(FN_SIMD_SCALAR)
+#define FN_VIN 4
+typedef int32_t fn_vi __attribute__((vector_size(16)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
+{
+    const uint8x16_t v = vld1q_u8(p);
+    const uint16x8_t l = vmovl_u8(vget_low_u8(v)), h = vmovl_u8(vget_high_u8(v));
+    uint32x4_t q[4];
+    q[0] = vmovl_u16(vget_low_u16(l));
+    q[1] = vmovl_u16(vget_high_u16(l));
+    q[2] = vmovl_u16(vget_low_u16(h));
+    q[3] = vmovl_u16(vget_high_u16(h));
+    memcpy(r, q, 64);
+}
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
+{
+    const int8x16_t v = vld1q_s8(p);
+    const int16x8_t l = vmovl_s8(vget_low_s8(v)), h = vmovl_s8(vget_high_s8(v));
+    int32x4_t q[4];
+    q[0] = vmovl_s16(vget_low_s16(l));
+    q[1] = vmovl_s16(vget_high_s16(l));
+    q[2] = vmovl_s16(vget_low_s16(h));
+    q[3] = vmovl_s16(vget_high_s16(h));
+    memcpy(r, q, 64);
+}
+#else
+#define FN_VIN 4
+typedef int32_t fn_vi __attribute__((vector_size(16)));
+FN_INLINE void vi16_load_u8(fn_vi *r, const uint8_t *p)
+{
+    int i;
+    for (i = 0; i < 16; i++) r[i / 4][i % 4] = p[i];
+}
+FN_INLINE void vi16_load_i8(fn_vi *r, const int8_t *p)
+{
+    int i;
+    for (i = 0; i < 16; i++) r[i / 4][i % 4] = p[i];
+}
+#endif
 #endif
 
 /* bfloat16 narrowing: the scalar rule on every lane (bfloat16 is a storage

@@ -1,10 +1,10 @@
 /*
  * Channels-first statistics of one block: a Welford triple from 16 logical lanes,
- * for one storage type, included by fn_kernels_dtype.h (which defines FN_T,
- * FN_SUF, FN_LDV, FN_LDS, FN_WD and FN()).  No include guard on purpose.
+ * for one input kind, included by fn_kernels_stats.h (which defines FN_TI,
+ * FN_LDV, FN_LDS and FNS()).  No include guard on purpose.
  */
 /* One step of FN_LANES elements at p into the lanes. */
-FN_INLINE void FN(lanes_step)(fn_lanes *l, const FN_T *p, fn_vd shv)
+FN_INLINE void FNS(lanes_step)(fn_lanes *l, const FN_TI *p, fn_vd shv)
 {
     int k;
     FN_UNROLL for (k = 0; k < FN_NV; k++)
@@ -12,8 +12,8 @@ FN_INLINE void FN(lanes_step)(fn_lanes *l, const FN_T *p, fn_vd shv)
 }
 
 /* The block's triple from its lanes and its scalar tail [nv, n). */
-FN_INLINE void FN(lanes_done)(const fn_lanes *l, const FN_T *x, fn_ssize nv, fn_ssize n, double sh,
-                              fn_triple *t)
+FN_INLINE void FNS(lanes_done)(const fn_lanes *l, const FN_TI *x, fn_ssize nv, fn_ssize n, double sh,
+                               fn_triple *t)
 {
     double t1 = 0.0, t2 = 0.0;
     fn_ssize i;
@@ -27,15 +27,15 @@ FN_INLINE void FN(lanes_done)(const fn_lanes *l, const FN_T *x, fn_ssize nv, fn_
 
 /* Triple of one contiguous block (n <= FN_BLOCK), shifted by its first
  * element. */
-FN_INLINE void FN(stats_in)(const FN_T *x, fn_ssize n, fn_triple *t)
+FN_INLINE void FNS(stats_in)(const FN_TI *x, fn_ssize n, fn_triple *t)
 {
     double sh = n > 0 ? FN_LDS(x) : 0.0;
     const fn_vd shv = vd_set1(sh);
     fn_ssize i, nv = n - n % FN_LANES;
     fn_lanes l;
     fn_lanes_zero(&l);
-    for (i = 0; i < nv; i += FN_LANES) FN(lanes_step)(&l, x + i, shv);
-    FN(lanes_done)(&l, x, nv, n, sh, t);
+    for (i = 0; i < nv; i += FN_LANES) FNS(lanes_step)(&l, x + i, shv);
+    FNS(lanes_done)(&l, x, nv, n, sh, t);
 }
 
-static void FN(stats)(const void *x, fn_ssize n, fn_triple *t) { FN(stats_in)((const FN_T *)x, n, t); }
+static void FNS(stats)(const void *x, fn_ssize n, fn_triple *t) { FNS(stats_in)((const FN_TI *)x, n, t); }

@@ -1,6 +1,7 @@
 /* Prints a hash of one kernel target's outputs (statistics and apply,
- * channels first and last, small planes, float32 / float64 / float16 /
- * bfloat16, every activation, normal and streaming stores) on fixed
+ * channels first and last, small planes, every (input, output) pair of
+ * float32 / float64 / float16 / bfloat16 and the integer inputs, every
+ * activation, normal and streaming stores) on fixed
  * pseudo-random data.  tests/test_isa_builds.py links it against
  * fastnorm/_cpu/fn_kernels.c compiled for several targets (x86-64 levels,
  * the scalar layer, aarch64 under qemu in CI) and checks that every build
@@ -42,6 +43,15 @@ static double rnd(void) /* xorshift64 -> [0, 1) */
 static float xf[N], yf[N + 64];
 static double xd[N], yd[N + 64];
 static uint16_t xh[N], yh[N], xb[N], yb[N];
+static uint8_t xu8[N];
+static int8_t xi8[N];
+static uint16_t xu16[N];
+static int16_t xi16[N];
+static uint32_t xu32[N];
+static int32_t xi32[N];
+static uint64_t xu64[N];
+static int64_t xi64[N];
+static const int isz_of[FN_NCODES] = {2, 4, 8, 2, 1, 1, 2, 2, 4, 4, 8, 8};
 static double acc[3 * 4 * 128];
 static double coefd[4 * 4 * 128];
 static float coeff[4 * 4 * 128];
@@ -51,15 +61,33 @@ int main(void)
     fn_triple t, tc[128], tri[64];
     double mean[256], scale[256], shift[256], w[64], b[64];
     int i, act, k, st;
-    const void *xs[4];
-    void *ys[4];
+    const void *xs[FN_NCODES];
+    void *ys[FN_NOUT];
     for (i = 0; i < N; i++) {
         double v = (rnd() - 0.3) * (i % 7 == 0 ? 1e3 : 3.0) + 1e4 * (i % 5 == 0);
         xf[i] = (float)v;
         xd[i] = v;
         xh[i] = fn_f2h((float)(v * 1e-3));
         xb[i] = fn_f2b((float)v);
+        /* integers over each type's range, its ends included */
+        xu8[i] = (uint8_t)(i % 11 == 0 ? 255 * (i % 2) : (int)(rnd() * 256.0));
+        xi8[i] = (int8_t)(i % 11 == 0 ? (i % 2 ? 127 : -128) : (int)(rnd() * 256.0) - 128);
+        xu16[i] = (uint16_t)(rnd() * 65536.0);
+        xi16[i] = (int16_t)((int)(rnd() * 65536.0) - 32768);
+        xu32[i] = (uint32_t)(rnd() * 4294967296.0);
+        xi32[i] = (int32_t)(rnd() * 4294967296.0 - 2147483648.0);
+        xu64[i] =
+            (i % 3 ? (uint64_t)1 << 63 : 0) + (uint64_t)(rnd() * 9007199254740992.0) * 1023u + (uint64_t)i;
+        xi64[i] = (int64_t)((i % 2 ? 1 : -1) * ((int64_t)1 << 62)) + (int64_t)(rnd() * 1e15) * 4099 + i;
     }
+    xs[FN_U8] = xu8;
+    xs[FN_I8] = xi8;
+    xs[FN_U16] = xu16;
+    xs[FN_I16] = xi16;
+    xs[FN_U32] = xu32;
+    xs[FN_I32] = xi32;
+    xs[FN_U64] = xu64;
+    xs[FN_I64] = xi64;
     xs[FN_F32] = xf;
     xs[FN_F64] = xd;
     xs[FN_F16] = xh;
@@ -72,26 +100,30 @@ int main(void)
         w[i] = 0.5 + 0.01 * i;
         b[i] = 0.1 * i - 2.0;
     }
-    for (k = 0; k < 4; k++) {
-        const fn_dtype_kernels *K = &T->k[k];
-        int isz = k == FN_F32 ? 4 : k == FN_F64 ? 8 : 2;
+    for (k = 0; k < FN_NCODES * FN_NOUT; k++) {
+        /* every pair (i, o): input code i, output code o (the kernels, and the
+         * coefficients' type and the mean's scale, are o's) */
+        const int ic = k / FN_NOUT, o = k % FN_NOUT;
+        const fn_dtype_kernels *K = &T->k[ic][k % FN_NOUT];
+        int isz = isz_of[o];
         size_t ysz = (size_t)N * isz;
-        K->stats(xs[k], N, &t);
+        const int half = o == FN_F16 || o == FN_BF16; /* float coefficients */
+        K->stats(xs[ic], N, &t);
         mix(&t, sizeof t);
-        K->stats(xs[k], 37, &t);
+        K->stats(xs[ic], 37, &t);
         mix(&t, sizeof t);
         for (act = 0; act < 4; act++)
             for (st = 0; st < 2; st++) {
                 /* an output offset by one element: unaligned head and tail */
-                K->apply(xs[k], (char *)ys[k] + (st ? isz : 0), N - 1, k >= FN_F16 ? 1.2345678 : 1234.5678901,
+                K->apply(xs[ic], (char *)ys[o] + (st ? isz : 0), N - 1, half ? 1.2345678 : 1234.5678901,
                          0.0123456789, 0.987654321, act, 0.01, st);
-                mix(ys[k], ysz);
+                mix(ys[o], ysz);
             }
         /* small planes: 37 planes of 3 channels x 89 (groups of 3), affine */
         for (act = 0; act < 4; act++) {
-            K->planes(xs[k], ys[k], 0, 37, 3 * 89, 89, 37, 0, 3, 1e-5, w, b, act, 0.02, tri, mean, scale,
+            K->planes(xs[ic], ys[o], 0, 37, 3 * 89, 89, 37, 0, 3, 1e-5, w, b, act, 0.02, tri, mean, scale,
                       shift);
-            mix(ys[k], (size_t)37 * 3 * 89 * isz);
+            mix(ys[o], (size_t)37 * 3 * 89 * isz);
             mix(tri, 37 * sizeof tri[0]);
         }
         /* channels last: C = 16 (m = 1), C = 3 (m = 16, W = 48), C = 37 (m = 1,
@@ -101,10 +133,10 @@ int main(void)
             int q;
             for (q = 0; q < 4; q++) {
                 fn_ssize C = Cs[q], m = ms[q], W = C * m, rows = N / C, j;
-                K->stats_cl(xs[k], rows, C, m, 8 * m, acc, tc);
+                K->stats_cl(xs[ic], rows, C, m, 8 * m, acc, tc);
                 mix(tc, C * sizeof tc[0]);
                 for (j = 0; j < W; j++) {
-                    double mu = (k >= FN_F16 ? 1.0 : 1e4) * (j % 5 == 0) + 0.1 * (double)(j % C);
+                    double mu = (half ? 1.0 : 1e4) * (j % 5 == 0) + 0.1 * (double)(j % C);
                     double sc = 0.5 + 0.01 * (double)(j % C);
                     float hi = (float)mu;
                     coefd[j] = mu;
@@ -118,9 +150,9 @@ int main(void)
                 }
                 for (act = 0; act < 4; act++)
                     for (st = 0; st < 2; st++) {
-                        K->apply_cl(xs[k], ys[k], rows, C, m,
-                                    k >= FN_F16 ? (const void *)coeff : (const void *)coefd, act, 0.01, st);
-                        mix(ys[k], (size_t)rows * C * isz);
+                        K->apply_cl(xs[ic], ys[o], rows, C, m,
+                                    half ? (const void *)coeff : (const void *)coefd, act, 0.01, st);
+                        mix(ys[o], (size_t)rows * C * isz);
                     }
             }
         }
