@@ -293,6 +293,7 @@ def instance_norm(
         and out is None
         and activation is None
         and num_threads is None
+        and dtype is None
         and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
         and type(eps) is float
         and 0.0 <= eps < math.inf

@@ -275,7 +275,7 @@ def group_norm(kw: dict[str, Any]) -> Any:
 def instance_stats(kw: dict[str, Any]) -> Any:
     x, cl = _check(kw["x"], kw["channel_axis"])
     V.check_threads(kw["num_threads"])
-    rdt = np.float64 if x.dtype == np.float64 else np.float32
+    rdt = np.float64 if x.dtype == np.float64 or x.dtype.kind in "iu" else np.float32
     return F.stats_from_triples(triples(x, cl), rdt, da)
 
 
