@@ -9,6 +9,7 @@ Environment switches
   FASTNORM_NATIVE=1     one target, -march=native (this machine only)
   FASTNORM_SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer build (gcc/clang)
 """
+
 import json
 import os
 import platform
@@ -124,10 +125,12 @@ def kernel_targets(kind, native=False):
     if native and kind != "msvc":
         return [("native", "native", ["-march=native"])]
     if _is_x86_64() and kind != "msvc":
-        return [("x86_64_v4", "x86-64-v4", ["-march=x86-64-v4", "-mprefer-vector-width=512"]),
-                ("x86_64_v3", "x86-64-v3", ["-march=x86-64-v3"]),
-                ("x86_64_fma", "x86-64", ["-march=x86-64", "-mfma"]),
-                ("x86_64", "x86-64", ["-march=x86-64", "-DFN_FUSED=0"])]
+        return [
+            ("x86_64_v4", "x86-64-v4", ["-march=x86-64-v4", "-mprefer-vector-width=512"]),
+            ("x86_64_v3", "x86-64-v3", ["-march=x86-64-v3"]),
+            ("x86_64_fma", "x86-64", ["-march=x86-64", "-mfma"]),
+            ("x86_64", "x86-64", ["-march=x86-64", "-DFN_FUSED=0"]),
+        ]
     if _is_x86_64():
         return [("x86_64", "x86-64", [])]
     if _is_aarch64():
@@ -149,8 +152,15 @@ class BuildExt(build_ext):
             # the activations' selects may be if-converted into vector code
             # without masks (AVX2, SSE2: silu's loops stayed scalar, 16x slower
             # than AVX-512); it changes no value, only the floating-point flags
-            cflags += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
-                       "-Wno-unused-function", "-Wno-unreachable-code", "-Wno-psabi"]
+            cflags += [
+                "-O3",
+                "-fno-math-errno",
+                "-fno-trapping-math",
+                "-ffp-contract=off",
+                "-Wno-unused-function",
+                "-Wno-unreachable-code",
+                "-Wno-psabi",
+            ]
         macros = []
         if _flag("FASTNORM_SANITIZE") and kind != "msvc":
             san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
@@ -160,7 +170,7 @@ class BuildExt(build_ext):
 
         openmp = False
         if _flag("FASTNORM_NO_OPENMP"):
-            warnings.warn("fastnorm: FASTNORM_NO_OPENMP=1, building a serial (single-thread) engine")
+            warnings.warn("fastnorm: FASTNORM_NO_OPENMP=1, building a serial (single-thread) engine", stacklevel=2)
         else:
             ocf, olf = _openmp_flags(kind)
             if _probe_openmp(self.compiler, ocf, olf):
@@ -170,11 +180,15 @@ class BuildExt(build_ext):
             else:
                 warnings.warn(
                     "fastnorm: the compiler could not build an OpenMP program; building a serial "
-                    "engine. Install OpenMP (libgomp / libomp) for multi-threading."
+                    "engine. Install OpenMP (libgomp / libomp) for multi-threading.",
+                    stacklevel=2,
                 )
                 print("WARNING: fastnorm built WITHOUT OpenMP (serial engine)", file=sys.stderr)
-        if not openmp and kind != "msvc" and _probe_openmp(
-                self.compiler, ["-fopenmp-simd"], [], "int main(void) { return 0; }"):
+        if (
+            not openmp
+            and kind != "msvc"
+            and _probe_openmp(self.compiler, ["-fopenmp-simd"], [], "int main(void) { return 0; }")
+        ):
             # the kernels' `omp simd` loops (the vector fused multiply-add)
             # need no runtime, only this flag, to be vectorized
             cflags += ["-fopenmp-simd"]
@@ -214,19 +228,35 @@ class BuildExt(build_ext):
         def one(target):
             suffix, level, flags = target
             return self.compiler.compile(
-                [src], output_dir=os.path.join(self.build_temp, "fn_" + suffix),
-                macros=[("FN_TARGET", suffix), ("FN_LEVEL_NAME", '"%s"' % level)],
+                [src],
+                output_dir=os.path.join(self.build_temp, "fn_" + suffix),
+                macros=[("FN_TARGET", suffix), ("FN_LEVEL_NAME", f'"{level}"')],
                 include_dirs=[os.path.join("fastnorm", "_cpu")],
-                extra_postargs=cflags + flags, depends=KERNEL_HEADERS)
+                extra_postargs=cflags + flags,
+                depends=KERNEL_HEADERS,
+            )
 
         with ThreadPoolExecutor(max_workers=max(1, min(len(targets), os.cpu_count() or 1))) as ex:
             return [obj for objs in ex.map(one, targets) for obj in objs]
 
 
-KERNEL_HEADERS = ["fastnorm/_cpu/" + h for h in (
-    "fn_base.h", "fn_half.h", "fn_simd.h", "fn_kernels_dtype.h", "fn_kernels_stats.h", "fn_stats.h",
-    "fn_cl_stats.h", "fn_apply.h",
-    "fn_cl.h", "fn_dispatch.h", "fn_pool.h", "fn_backward.h")]
+KERNEL_HEADERS = [
+    "fastnorm/_cpu/" + h
+    for h in (
+        "fn_base.h",
+        "fn_half.h",
+        "fn_simd.h",
+        "fn_kernels_dtype.h",
+        "fn_kernels_stats.h",
+        "fn_stats.h",
+        "fn_cl_stats.h",
+        "fn_apply.h",
+        "fn_cl.h",
+        "fn_dispatch.h",
+        "fn_pool.h",
+        "fn_backward.h",
+    )
+]
 
 extensions = [
     Extension(

@@ -1,6 +1,7 @@
 """pytest-benchmark suite. Peers come in through a parametrized fixture and skip
 when not installed. Smoke run (CI): pytest benchmarks --benchmark-disable
 Full run: pytest benchmarks --benchmark-only --benchmark-group-by=group"""
+
 import os
 import sys
 
@@ -9,8 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastnorm.bench import harness as B  # noqa: E402
-from fastnorm.bench import peers as P  # noqa: E402
+from fastnorm.bench import harness as B
+from fastnorm.bench import peers as P
 
 
 def pytest_addoption(parser):

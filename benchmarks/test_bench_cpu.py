@@ -1,8 +1,9 @@
 """Groups are named op|shape|layout|dtype so each group compares fastnorm, the
 copy ceiling and the peers on one case."""
-import pytest
 
+import pytest
 from conftest import make_input
+
 from fastnorm.bench import harness as B
 
 CASES = [(s, lay, "float32") for s in B.STANDARD for lay in ("cf", "cl")]

@@ -1,4 +1,5 @@
 """``python -m fastnorm bench | info`` (also the ``fastnorm`` console script)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,36 +20,54 @@ def _parser():
 
 
 def _bench_options(b):
-    b.add_argument("--suite", default="standard", choices=["standard", "images"],
-                   help="standard: the shapes below against the peers; images: uint8/uint16/float32 photos, "
-                        "batches and microscopy stacks with layout= (fastnorm.bench.images)")
+    b.add_argument(
+        "--suite",
+        default="standard",
+        choices=["standard", "images"],
+        help="standard: the shapes below against the peers; images: uint8/uint16/float32 photos, "
+        "batches and microscopy stacks with layout= (fastnorm.bench.images)",
+    )
     b.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: OpenMP default)")
     b.add_argument("--dtype", default="float32", help="comma list of float32,float64,float16 (default float32)")
     b.add_argument("--layout", default="cf,cl", help="comma list of cf (channels first), cl (channels last)")
-    b.add_argument("--shapes", default="S1,S2,S3,S4,S5,S6",
-                   help="comma list of S1..S6 or explicit shapes like 1x64x256x256 (channels-first order)")
+    b.add_argument(
+        "--shapes",
+        default="S1,S2,S3,S4,S5,S6",
+        help="comma list of S1..S6 or explicit shapes like 1x64x256x256 (channels-first order)",
+    )
     b.add_argument("--repeat", type=int, default=7, help="timed samples per case (median reported)")
-    b.add_argument("--peers", default=None,
-                   help="comma list of numpy, torch_in (torch instance_norm), torch_gn (torch group_norm), "
-                        "onnxruntime; or none (default: every installed one)")
-    b.add_argument("--op", default="instance_norm",
-                   choices=["instance_norm", "group_norm", "instance_norm_backward", "group_norm_backward"],
-                   help="the forward, or the backward (grad_x, grad_weight, grad_bias from grad_out and x; "
-                        "the torch peers: their autograd backward)")
-    b.add_argument("--groups", type=int, default=32,
-                   help="num_groups for --op group_norm / group_norm_backward")
+    b.add_argument(
+        "--peers",
+        default=None,
+        help="comma list of numpy, torch_in (torch instance_norm), torch_gn (torch group_norm), "
+        "onnxruntime; or none (default: every installed one)",
+    )
+    b.add_argument(
+        "--op",
+        default="instance_norm",
+        choices=["instance_norm", "group_norm", "instance_norm_backward", "group_norm_backward"],
+        help="the forward, or the backward (grad_x, grad_weight, grad_bias from grad_out and x; "
+        "the torch peers: their autograd backward)",
+    )
+    b.add_argument("--groups", type=int, default=32, help="num_groups for --op group_norm / group_norm_backward")
     b.add_argument("--activation", default=None, choices=["relu", "leaky_relu", "silu"])
     b.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     b.add_argument("--json", metavar="FILE", help="write the raw numbers as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw GB/s per shape (needs matplotlib)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
-    b.add_argument("--contention", action="store_true",
-                   help="measure with one busy process per core running (started and stopped "
-                        "by the bench; each also exits by itself within minutes)")
-    b.add_argument("--isa", metavar="LEVEL[,LEVEL...]",
-                   help="run the whole bench once per SIMD level, each in a child process with "
-                        "FASTNORM_ISA=LEVEL (auto, or a level show_config lists for this CPU); "
-                        "--json then holds one entry per level, --plot writes FILE-LEVEL.png")
+    b.add_argument(
+        "--contention",
+        action="store_true",
+        help="measure with one busy process per core running (started and stopped "
+        "by the bench; each also exits by itself within minutes)",
+    )
+    b.add_argument(
+        "--isa",
+        metavar="LEVEL[,LEVEL...]",
+        help="run the whole bench once per SIMD level, each in a child process with "
+        "FASTNORM_ISA=LEVEL (auto, or a level show_config lists for this CPU); "
+        "--json then holds one entry per level, --plot writes FILE-LEVEL.png",
+    )
 
 
 def _shapes(spec):
@@ -65,7 +84,7 @@ def _shapes(spec):
             try:
                 dims = tuple(int(d) for d in tok.lower().split("x"))
             except ValueError:
-                raise SystemExit(f"--shapes: cannot read {tok!r} (use S1..S6 or NxCxHxW)")
+                raise SystemExit(f"--shapes: cannot read {tok!r} (use S1..S6 or NxCxHxW)") from None
             if len(dims) < 3:
                 raise SystemExit(f"--shapes: {tok!r} needs at least 3 dimensions")
             out[tok] = dims
@@ -77,8 +96,9 @@ def _need_matplotlib():
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise SystemExit("--plot: needs matplotlib, which is not installed "
-                         "(pip install matplotlib); nothing was run") from None
+        raise SystemExit(
+            "--plot: needs matplotlib, which is not installed (pip install matplotlib); nothing was run"
+        ) from None
 
 
 def _peers(spec):
@@ -92,18 +112,19 @@ def _peers(spec):
     if spec is None:
         missing = [n for n in P.PEER_NAMES if n not in installed]
         them = "them" if len(missing) > 1 else "it"
-        notes = ([f"not installed: {', '.join(missing)}; {P.install_hint(missing)} to compare against {them}"]
-                 if missing else [])
+        notes = (
+            [f"not installed: {', '.join(missing)}; {P.install_hint(missing)} to compare against {them}"]
+            if missing
+            else []
+        )
         return P.peers_available(), notes
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if names == ["none"]:
         names = []
     for n in names:
         if n not in P.PEER_NAMES:
-            raise SystemExit(f"--peers: unknown peer {n!r}; valid peers: {', '.join(P.PEER_NAMES)} "
-                             "(or none)")
-    notes = [f"{n} is not installed; {P.install_hint([n])} to compare against it"
-             for n in names if n not in installed]
+            raise SystemExit(f"--peers: unknown peer {n!r}; valid peers: {', '.join(P.PEER_NAMES)} (or none)")
+    notes = [f"{n} is not installed; {P.install_hint([n])} to compare against it" for n in names if n not in installed]
     return P.peers_available(names), notes
 
 
@@ -122,10 +143,11 @@ def _isa_levels(spec):
         if lev == "auto" or lev in valid:
             continue
         if not valid:
-            raise SystemExit(f"--isa: cannot run {lev!r}: this build of fastnorm does not list its "
-                             "SIMD levels (show_config(mode=\"dicts\")), so only auto is valid")
-        raise SystemExit(f"--isa: unknown level {lev!r}; valid levels on this machine: "
-                         f"{', '.join(['auto'] + valid)}")
+            raise SystemExit(
+                f"--isa: cannot run {lev!r}: this build of fastnorm does not list its "
+                'SIMD levels (show_config(mode="dicts")), so only auto is valid'
+            )
+        raise SystemExit(f"--isa: unknown level {lev!r}; valid levels on this machine: {', '.join(['auto'] + valid)}")
     return levels
 
 
@@ -137,7 +159,7 @@ def _child_argv(args, json_path, plot_path):
     argv = ["bench"]
     for a in b._actions:
         val = {"isa": None, "json": json_path, "plot": plot_path}.get(a.dest, getattr(args, a.dest))
-        if a.nargs == 0:                       # a flag
+        if a.nargs == 0:  # a flag
             argv += [a.option_strings[0]] if val else []
         elif val is not None:
             argv += [a.option_strings[0], str(val)]
@@ -161,8 +183,11 @@ def _bench_per_isa(args, levels):
             if args.plot:
                 stem, ext = os.path.splitext(args.plot)
                 ppath = f"{stem}-{lev}{ext}"
-            env = dict(os.environ, FASTNORM_ISA=lev,
-                       PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+            env = dict(
+                os.environ,
+                FASTNORM_ISA=lev,
+                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+            )
             if i:
                 print()
             print(f"=== FASTNORM_ISA={lev} ===", flush=True)
@@ -173,7 +198,7 @@ def _bench_per_isa(args, levels):
                         if jpath is None or line.rstrip("\n") != f"wrote {jpath}":
                             sys.stdout.write(line)
                     rc = child.wait()
-                except BaseException:          # Ctrl-C or a broken pipe: no orphaned run
+                except BaseException:  # Ctrl-C or a broken pipe: no orphaned run
                     child.kill()
                     raise
             sys.stdout.flush()
@@ -190,9 +215,9 @@ def _bench_per_isa(args, levels):
 
 
 def bench(args):
+    from ._cpu import _engine as E
     from .bench import harness as B
     from .bench import peers as P
-    from ._cpu import _engine as E
 
     if args.device == "gpu":
         for opt, val in (("--isa", args.isa), ("--contention", args.contention)):
@@ -201,7 +226,7 @@ def bench(args):
         try:
             from .bench import gpu as gpu_bench
         except ImportError as e:
-            raise SystemExit(f"--device gpu needs CuPy and a CUDA GPU: {e}")
+            raise SystemExit(f"--device gpu needs CuPy and a CUDA GPU: {e}") from None
         return gpu_bench.main(args)
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     for d in dtypes:
@@ -227,10 +252,12 @@ def bench(args):
         return _bench_per_isa(args, _isa_levels(args.isa))
     nt = args.threads or E.default_threads()
     mach = B.machine()
-    print(f"fastnorm bench: op={args.op}"
-          + (f" (groups={args.groups})" if args.op in ("group_norm", "group_norm_backward") else "")
-          + (f", activation={args.activation}" if args.activation else "")
-          + f", {nt} thread(s)")
+    print(
+        f"fastnorm bench: op={args.op}"
+        + (f" (groups={args.groups})" if args.op in ("group_norm", "group_norm_backward") else "")
+        + (f", activation={args.activation}" if args.activation else "")
+        + f", {nt} thread(s)"
+    )
     print(B.machine_line(mach))
     if mach["isa_env"] not in (None, "auto") and mach["simd_level"] not in ("unknown", mach["isa_env"]):
         print(f"warning: FASTNORM_ISA={mach['isa_env']} but the engine runs {mach['simd_level']}")
@@ -239,25 +266,42 @@ def bench(args):
         print(f"  {note}")
     busy = (os.cpu_count() or 1) if args.contention else 0
     if busy:
-        print(f"under contention: {busy} busy process{'es' if busy > 1 else ''} (one per core) "
-              "spinning while everything below is measured")
+        print(
+            f"under contention: {busy} busy process{'es' if busy > 1 else ''} (one per core) "
+            "spinning while everything below is measured"
+        )
     with B.busy_processes(busy) as procs:
-        rows = B.run_suite(shapes, dtypes, layouts, nt, args.repeat, peers, op=args.op,
-                           groups=args.groups, activation=args.activation, progress=not args.quiet,
-                           l2_bytes=mach["l2_bytes"])
+        rows = B.run_suite(
+            shapes,
+            dtypes,
+            layouts,
+            nt,
+            args.repeat,
+            peers,
+            op=args.op,
+            groups=args.groups,
+            activation=args.activation,
+            progress=not args.quiet,
+            l2_bytes=mach["l2_bytes"],
+        )
         tiny = B.tiny_call_us()
         ended = sum(p.poll() is not None for p in procs)
     print(B.table(rows))
     if ended:
-        print(f"\nwarning: {ended} of {busy} busy processes ended before the run did (each stops "
-              f"after {B.BUSY_SECONDS} s); the later cases ran under less contention")
+        print(
+            f"\nwarning: {ended} of {busy} busy processes ended before the run did (each stops "
+            f"after {B.BUSY_SECONDS} s); the later cases ran under less contention"
+        )
     print(f"\ntiny input {B.TINY}: fastnorm {tiny['fastnorm']:.2f} us per call")
     summ = B.summary(rows)
     print("\n" + "\n".join(B.footer(summ)))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": nt, "machine": mach, "contention": busy, "rows": rows,
-                       "tiny_us": tiny, "summary": summ}, f, indent=1)
+            json.dump(
+                {"threads": nt, "machine": mach, "contention": busy, "rows": rows, "tiny_us": tiny, "summary": summ},
+                f,
+                indent=1,
+            )
         print(f"wrote {args.json}")
     if args.plot:
         B.plot(rows, args.plot)
@@ -266,9 +310,9 @@ def bench(args):
 
 
 def _bench_images(args):
+    from ._cpu import _engine as E
     from .bench import harness as B
     from .bench import images as I
-    from ._cpu import _engine as E
 
     threads = [args.threads] if args.threads else sorted({1, E.default_threads()})
     mach = B.machine()

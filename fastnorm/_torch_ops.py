@@ -162,9 +162,7 @@ def group_norm_backward(
 
 
 @group_norm_backward.register_fake
-def _(
-    grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
-) -> tuple[Tensor, Tensor, Tensor]:
+def _(grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     wdt = weight.dtype if weight is not None else x.dtype
     C = x.shape[1]
     return torch.empty_like(x), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)

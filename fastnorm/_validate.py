@@ -3,6 +3,7 @@
 Every message names the argument and shows the value received.  Nothing here
 writes to an output: callers validate everything first, then compute.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,18 +19,29 @@ from ._backends import library, to_host
 #: floating ones (every output type) first, then the integer inputs
 F16, F32, F64, BF16 = 0, 1, 2, 3
 U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11
-_CODES = {np.dtype(np.float16): F16, np.dtype(np.float32): F32, np.dtype(np.float64): F64,
-          np.dtype(np.uint8): U8, np.dtype(np.int8): I8, np.dtype(np.uint16): U16,
-          np.dtype(np.int16): I16, np.dtype(np.uint32): U32, np.dtype(np.int32): I32,
-          np.dtype(np.uint64): U64, np.dtype(np.int64): I64}
+_CODES = {
+    np.dtype(np.float16): F16,
+    np.dtype(np.float32): F32,
+    np.dtype(np.float64): F64,
+    np.dtype(np.uint8): U8,
+    np.dtype(np.int8): I8,
+    np.dtype(np.uint16): U16,
+    np.dtype(np.int16): I16,
+    np.dtype(np.uint32): U32,
+    np.dtype(np.int32): I32,
+    np.dtype(np.uint64): U64,
+    np.dtype(np.int64): I64,
+}
 #: the codes of the floating (output) types
 FLOAT_CODES = (F16, F32, F64, BF16)
 
 #: fused activations, in the order of the kernels' enum
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 
-SUPPORTED_DTYPES = ("float16, float32, float64 (and ml_dtypes.bfloat16), or an integer dtype "
-                    "(uint8, int8, uint16, int16, uint32, int32, uint64, int64; not bool)")
+SUPPORTED_DTYPES = (
+    "float16, float32, float64 (and ml_dtypes.bfloat16), or an integer dtype "
+    "(uint8, int8, uint16, int16, uint32, int32, uint64, int64; not bool)"
+)
 
 
 def _shape_str(shape: Any) -> str:
@@ -43,9 +55,7 @@ def dtype_code(dtype: Any, name: str = "x") -> int:
         return code
     if getattr(dtype, "name", None) == "bfloat16":
         return BF16
-    raise TypeError(
-        f"{name} must have a supported dtype ({SUPPORTED_DTYPES}), got dtype {dtype}"
-    )
+    raise TypeError(f"{name} must have a supported dtype ({SUPPORTED_DTYPES}), got dtype {dtype}")
 
 
 def code_dtype(code: int) -> Any:
@@ -64,8 +74,10 @@ def refuse_mask(a: Any, name: str, what: str = "is a numpy.ma.MaskedArray") -> N
     """TypeError for a numpy.ma.MaskedArray, whose mask the kernels would ignore."""
     ma = sys.modules.get("numpy.ma")  # not loaded: no masked array exists
     if ma is not None and isinstance(a, ma.MaskedArray):
-        raise TypeError(f"{name} {what}: masks are not supported (the masked values would be "
-                        f"used); pass {name}.filled(value) or {name}.data")
+        raise TypeError(
+            f"{name} {what}: masks are not supported (the masked values would be "
+            f"used); pass {name}.filled(value) or {name}.data"
+        )
 
 
 def as_numpy(x: Any, name: str = "x") -> np.ndarray:
@@ -196,8 +208,9 @@ def out_dtype(dtype: Any, x_dtype: Any, code: int) -> tuple[Any, int]:
     return d, oc
 
 
-def check_out(out: Any, shape: Any, dtype: Any, name: str = "out", array_type: Any = np.ndarray,
-              type_name: str = "numpy.ndarray") -> Any:
+def check_out(
+    out: Any, shape: Any, dtype: Any, name: str = "out", array_type: Any = np.ndarray, type_name: str = "numpy.ndarray"
+) -> Any:
     """A writeable C-contiguous array of the backend's type with x's shape and dtype."""
     refuse_mask(out, name)
     if not isinstance(out, array_type):
@@ -205,7 +218,9 @@ def check_out(out: Any, shape: Any, dtype: Any, name: str = "out", array_type: A
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got dtype {out.dtype}")
     if out.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {_shape_str(shape)} (the shape of x), got shape {_shape_str(out.shape)}")
+        raise ValueError(
+            f"{name} must have shape {_shape_str(shape)} (the shape of x), got shape {_shape_str(out.shape)}"
+        )
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous, got an array with strides {out.strides}")
     if not getattr(out.flags, "writeable", True):
@@ -217,14 +232,10 @@ def check_activation(activation: Any, negative_slope: Any) -> tuple[int, float]:
     if activation is None and type(negative_slope) is float and math.isfinite(negative_slope):
         return 0, negative_slope
     if activation is not None and not isinstance(activation, str):
-        raise TypeError(
-            f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}"
-        )
+        raise TypeError(f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}")
     code = ACTIVATIONS.get(activation)
     if code is None and activation is not None:
-        raise ValueError(
-            f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}"
-        )
+        raise ValueError(f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}")
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
         raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
     s = float(negative_slope)
@@ -258,7 +269,7 @@ def layout(shape: Any, cl: bool) -> tuple[int, int, int]:
     N = int(shape[0])
     C = int(shape[-1] if cl else shape[1])
     S = 1
-    for d in (shape[1:-1] if cl else shape[2:]):
+    for d in shape[1:-1] if cl else shape[2:]:
         S *= int(d)
     return N, C, S
 
@@ -272,23 +283,33 @@ class NormArgs(NamedTuple):
     """The validated arguments of a norm (instance_norm, group_norm), as the
     backends take them."""
 
-    code: int                    #: dtype code of x
-    cl: bool                     #: channels last
-    C: int                       #: channels
-    G: int                       #: groups (C for instance norm)
-    weight: np.ndarray | None    #: float64 (C,) host array
-    bias: np.ndarray | None      #: float64 (C,) host array
+    code: int  #: dtype code of x
+    cl: bool  #: channels last
+    C: int  #: channels
+    G: int  #: groups (C for instance norm)
+    weight: np.ndarray | None  #: float64 (C,) host array
+    bias: np.ndarray | None  #: float64 (C,) host array
     eps: float
-    act: int                     #: activation code (ACTIVATIONS)
-    slope: float                 #: leaky_relu's negative slope
-    nt: int | None               #: num_threads
-    odtype: Any                  #: output dtype
-    ocode: int                   #: its code
+    act: int  #: activation code (ACTIVATIONS)
+    slope: float  #: leaky_relu's negative slope
+    nt: int | None  #: num_threads
+    odtype: Any  #: output dtype
+    ocode: int  #: its code
 
 
-def validate_norm(x: Any, num_groups: Any, weight: Any, bias: Any, eps: Any, channel_axis: Any,
-                  activation: Any, negative_slope: Any, num_threads: Any, dtype: Any = None,
-                  name: str = "x") -> NormArgs:
+def validate_norm(
+    x: Any,
+    num_groups: Any,
+    weight: Any,
+    bias: Any,
+    eps: Any,
+    channel_axis: Any,
+    activation: Any,
+    negative_slope: Any,
+    num_threads: Any,
+    dtype: Any = None,
+    name: str = "x",
+) -> NormArgs:
     """Every argument of instance_norm / group_norm but ``out``, checked in
     the order of the signature: one place for the eager path and for Dask.
     ``x`` needs only ``shape`` and ``dtype`` (native byte order): a NumPy,
@@ -320,7 +341,7 @@ class Layout(NamedTuple):
     layout: str
     has_n: bool
     has_c: bool
-    cl: bool      #: C is the last letter (channels last)
+    cl: bool  #: C is the last letter (channels last)
 
     def canonical(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(shape)
@@ -342,8 +363,9 @@ class Layout(NamedTuple):
 
     def stats_out(self, a: Any, shape: tuple[int, ...]) -> Any:
         """(N, C) statistics in the layout's shape: (N, C), (C,), (N,) or ()."""
-        out = ((int(shape[0]),) if self.has_n else ()) + \
-            ((int(shape[-1] if self.cl else shape[1 if self.has_n else 0]),) if self.has_c else ())
+        out = ((int(shape[0]),) if self.has_n else ()) + (
+            (int(shape[-1] if self.cl else shape[1 if self.has_n else 0]),) if self.has_c else ()
+        )
         return a.reshape(out)
 
 

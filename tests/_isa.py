@@ -1,6 +1,7 @@
 """The kernel levels of this build and CPU, and a context manager that runs
 code at one of them (fastnorm._cpu._engine.configure, what FASTNORM_ISA
 selects at import)."""
+
 from contextlib import contextmanager
 
 from fastnorm._cpu import _engine as E

@@ -1,4 +1,5 @@
 """The float64 NumPy oracle every test compares against (slow and obviously right)."""
+
 import numpy as np
 
 

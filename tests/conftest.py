@@ -53,9 +53,11 @@ def pytest_runtest_makereport(item, call):
     rep = (yield).get_result()
     seed = item.stash.get(_SEED, None)
     if rep.failed and seed is not None:
-        text = (f"rng seed: {seed} (crc32 of the node id, the same in every run; "
-                f"replay: python -m pytest -p no:cacheprovider '{item.nodeid}'; "
-                f"the stream: numpy.random.default_rng({seed}))")
+        text = (
+            f"rng seed: {seed} (crc32 of the node id, the same in every run; "
+            f"replay: python -m pytest -p no:cacheprovider '{item.nodeid}'; "
+            f"the stream: numpy.random.default_rng({seed}))"
+        )
         if hasattr(rep.longrepr, "addsection"):
             rep.longrepr.addsection("rng seed", text)
         else:
@@ -68,8 +70,9 @@ def pytest_runtest_makereport(item, call):
 try:
     from hypothesis import HealthCheck, settings
 
-    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                   print_blob=True)
+    _common = dict(
+        deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True
+    )
     settings.register_profile("ci", max_examples=400, derandomize=True, database=None, **_common)
     settings.register_profile("long", max_examples=8000, **_common)
     settings.load_profile(os.environ.get("FASTNORM_HYPOTHESIS_PROFILE", "ci"))

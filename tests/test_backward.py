@@ -2,13 +2,13 @@
 NumPy oracle of the formulas and against torch.autograd; every layout, group
 count, with and without weight, empty and one-element planes, bit-identical
 across thread counts, plans and SIMD levels; bad input."""
+
 import numpy as np
 import pytest
+from _isa import LEVELS, UNFUSED_LEVEL, kernels, unfused
 
 import fastnorm
 from fastnorm._cpu import _engine as E
-
-from _isa import LEVELS, UNFUSED_LEVEL, kernels, unfused
 
 try:
     import ml_dtypes
@@ -95,8 +95,17 @@ def test_against_oracle(rng, shape, cl, groups, with_weight, dtype, rtol):
 
 
 @pytest.mark.parametrize("cl", [False, True], ids=["cf", "cl"])
-@pytest.mark.parametrize("shape,G", [((2, 3, 20000), 3), ((1, 4, 40000), 2), ((2, 20, 9, 11), 5),
-                                     ((1, 70, 300), 70), ((3, 5, 17), 5), ((2, 3, 16385), 1)])
+@pytest.mark.parametrize(
+    "shape,G",
+    [
+        ((2, 3, 20000), 3),
+        ((1, 4, 40000), 2),
+        ((2, 20, 9, 11), 5),
+        ((1, 70, 300), 70),
+        ((3, 5, 17), 5),
+        ((2, 3, 16385), 1),
+    ],
+)
 def test_block_and_tile_edges(rng, cl, shape, G):
     """Rows of several statistics blocks, channels-last widths below one
     vector, remainder tiles and rows that do not fill a virtual row."""
@@ -124,7 +133,7 @@ def test_16bit(rng, dtype, cl):
         w = rng.standard_normal(shape[1])
         gx, gw, gb = _call(dy, x, G, w, cl)
         assert gx.dtype == x.dtype and gw.dtype == np.float32
-        rx, rw, rb = ref_backward(dy, x, G, w, cl=cl)   # of the 16-bit values
+        rx, rw, rb = ref_backward(dy, x, G, w, cl=cl)  # of the 16-bit values
         _close(gx.astype(np.float64), rx, tol)
         _close(gw, rw, 1e-5)
         _close(gb, rb, 1e-5)
@@ -238,9 +247,16 @@ def _bits(r):
     return [np.asarray(a).tobytes() for a in r]
 
 
-CASES = [((2, 8, 40, 40), 8, False), ((2, 8, 40, 40), 2, False), ((3, 4, 50000), 4, False),
-         ((2, 8, 40, 40), 8, True), ((2, 8, 40, 40), 4, True), ((1, 3, 300, 301), 3, True),
-         ((64, 16, 6, 6), 16, False), ((64, 16, 6, 6), 16, True)]
+CASES = [
+    ((2, 8, 40, 40), 8, False),
+    ((2, 8, 40, 40), 2, False),
+    ((3, 4, 50000), 4, False),
+    ((2, 8, 40, 40), 8, True),
+    ((2, 8, 40, 40), 4, True),
+    ((1, 3, 300, 301), 3, True),
+    ((64, 16, 6, 6), 16, False),
+    ((64, 16, 6, 6), 16, True),
+]
 
 
 @pytest.mark.parametrize("shape,G,cl", CASES)
@@ -251,7 +267,7 @@ def test_bit_identical_threads_and_waves(rng, shape, G, cl, dtype):
     want = _bits(_call(dy, x, G, w, cl, num_threads=1))
     for nt in (2, 3):
         assert _bits(_call(dy, x, G, w, cl, num_threads=nt)) == want
-    old = E._backward_tuning(wave_bytes=4096)   # many small waves
+    old = E._backward_tuning(wave_bytes=4096)  # many small waves
     try:
         for nt in (1, 2, 3):
             assert _bits(_call(dy, x, G, w, cl, num_threads=nt)) == want

@@ -3,6 +3,7 @@ type, a message naming the argument (and where it matters, the value or the
 property that failed), and out left untouched.  (Integer inputs are valid
 since issue 22: the bad dtypes here are bool, complex, bytes, timedelta,
 object and long double.)"""
+
 import numpy as np
 import pytest
 
@@ -48,10 +49,17 @@ def cases():
         add(fname, ValueError, "activation", lambda o, b=base: b(o, activation="gelu"))
         add(fname, TypeError, "activation", lambda o, b=base: b(o, activation=1))
         add(fname, TypeError, "negative_slope", lambda o, b=base: b(o, activation="leaky_relu", negative_slope="0.1"))
-        add(fname, ValueError, "negative_slope", lambda o, b=base: b(o, activation="leaky_relu", negative_slope=float("inf")))
+        add(
+            fname,
+            ValueError,
+            "negative_slope",
+            lambda o, b=base: b(o, activation="leaky_relu", negative_slope=float("inf")),
+        )
         add(fname, ValueError, ("out", "shape"), lambda o, b=base: b(np.empty((2, 4, 5, 7), np.float32)))
         add(fname, TypeError, ("out", "dtype"), lambda o, b=base: b(np.empty(X.shape, np.float64)))
-        add(fname, ValueError, ("out", "contiguous"), lambda o, b=base: b(np.empty((2, 4, 5, 12), np.float32)[..., ::2]))
+        add(
+            fname, ValueError, ("out", "contiguous"), lambda o, b=base: b(np.empty((2, 4, 5, 12), np.float32)[..., ::2])
+        )
         add(fname, TypeError, "out", lambda o, b=base: b([0.0]))
     # instance_norm: more kinds of bad value for the arguments every function shares
     IN = F.instance_norm
@@ -74,8 +82,12 @@ def cases():
     add("instance_norm", TypeError, "num_threads", lambda o: IN(X, num_threads="2", out=o))
     # negative_slope is checked even when no activation uses it
     add("instance_norm", TypeError, "negative_slope", lambda o: IN(X, negative_slope="x", out=o))
-    add("instance_norm", ValueError, ("out", "contiguous"),
-        lambda o: IN(X, out=np.asfortranarray(np.empty(X.shape, np.float32))))
+    add(
+        "instance_norm",
+        ValueError,
+        ("out", "contiguous"),
+        lambda o: IN(X, out=np.asfortranarray(np.empty(X.shape, np.float32))),
+    )
     add("group_norm", ValueError, "num_groups", lambda o: F.group_norm(X, 3, out=o))
     add("group_norm", ValueError, "num_groups", lambda o: F.group_norm(X, 0, out=o))
     add("group_norm", TypeError, "num_groups", lambda o: F.group_norm(X, "2", out=o))

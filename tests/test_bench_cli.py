@@ -1,28 +1,46 @@
 """The bench command line (python -m fastnorm bench): its options, checks and
 output, from tiny runs and synthetic rows.  Nothing here asserts a timing."""
+
 import math
 
 import pytest
 
+from fastnorm.__main__ import main
 from fastnorm.bench import harness as B
 from fastnorm.bench import peers as P
-from fastnorm.__main__ import main
 
 TINY_RUN = ["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy"]
 
 
 def _row(shape="S1", dims=(1, 64, 256, 256), layout="cf", times=None, limit=1.0):
-    return {"shape": shape, "dims": list(dims), "layout": layout, "dtype": "float32",
-            "threads": 2, "bytes": 2 * 4 * math.prod(dims), "op": "instance_norm",
-            "unit_bytes": 4 * math.prod(dims[2:]), "limit_fraction": limit,
-            "times": dict(times or {"copy": 1.0, "fastnorm": 2.0, "fastnorm_out": 1.5})}
+    return {
+        "shape": shape,
+        "dims": list(dims),
+        "layout": layout,
+        "dtype": "float32",
+        "threads": 2,
+        "bytes": 2 * 4 * math.prod(dims),
+        "op": "instance_norm",
+        "unit_bytes": 4 * math.prod(dims[2:]),
+        "limit_fraction": limit,
+        "times": dict(times or {"copy": 1.0, "fastnorm": 2.0, "fastnorm_out": 1.5}),
+    }
 
 
 # ------------------------------------------------------------ table words
-@pytest.mark.parametrize("ndim,layout,words", [
-    (3, "cf", "NCL"), (3, "cl", "NLC"), (4, "cf", "NCHW"), (4, "cl", "NHWC"),
-    (5, "cf", "NCDHW"), (5, "cl", "NDHWC"), (6, "cf", "channels first"), (6, "cl", "channels last"),
-])
+@pytest.mark.parametrize(
+    "ndim,layout,words",
+    [
+        (3, "cf", "NCL"),
+        (3, "cl", "NLC"),
+        (4, "cf", "NCHW"),
+        (4, "cl", "NHWC"),
+        (5, "cf", "NCDHW"),
+        (5, "cl", "NDHWC"),
+        (6, "cf", "channels first"),
+        (6, "cl", "channels last"),
+    ],
+)
 def test_layout_words(ndim, layout, words):
     assert B.layout_words(ndim, layout) == words
 
@@ -51,10 +69,19 @@ def test_table_columns_and_ratios_use_the_allocating_call():
 
 
 # ------------------------------------------------------ L2 and the limit
-@pytest.mark.parametrize("text,size", [
-    ("1024K", 1 << 20), ("2048K\n", 2 << 20), ("2M", 2 << 20), ("512 KiB", 512 << 10),
-    ("65536", 65536), ("1 GB", 1 << 30), ("", None), ("big", None),
-])
+@pytest.mark.parametrize(
+    "text,size",
+    [
+        ("1024K", 1 << 20),
+        ("2048K\n", 2 << 20),
+        ("2M", 2 << 20),
+        ("512 KiB", 512 << 10),
+        ("65536", 65536),
+        ("1 GB", 1 << 30),
+        ("", None),
+        ("big", None),
+    ],
+)
 def test_parse_size(text, size):
     assert B.parse_size(text) == size
 
@@ -93,9 +120,9 @@ def test_unit_bytes():
 
 def test_limit_fraction():
     l2 = 1 << 20
-    assert B.limit_fraction(l2, l2) == 1.0            # fits: the copy itself
+    assert B.limit_fraction(l2, l2) == 1.0  # fits: the copy itself
     assert B.limit_fraction(1024, l2) == 1.0
-    assert B.limit_fraction(l2 + 1, l2) == pytest.approx(2 / 3)   # two reads, one write
+    assert B.limit_fraction(l2 + 1, l2) == pytest.approx(2 / 3)  # two reads, one write
     assert B.of_limit(_row(limit=2 / 3)) == pytest.approx(0.75)
     assert B.of_limit(_row(times={"copy": 1.0})) is None
 
@@ -104,7 +131,7 @@ def test_cpu_model(tmp_path):
     p = tmp_path / "cpuinfo"
     p.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000\n")
     assert B.cpu_model(str(p)) == "Test CPU 9000"
-    assert B.cpu_model(str(tmp_path / "missing"))   # platform's answer, never empty
+    assert B.cpu_model(str(tmp_path / "missing"))  # platform's answer, never empty
 
 
 def test_simd_info_falls_back(monkeypatch):
@@ -115,8 +142,9 @@ def test_simd_info_falls_back(monkeypatch):
 
     monkeypatch.setattr(fastnorm, "show_config", old_show_config)
     assert B._simd_info() == ("unknown", [])
-    monkeypatch.setattr(fastnorm, "show_config",
-                        lambda mode=None: {"simd_level": "x86-64-v3", "simd_levels": ["x86-64", "x86-64-v3"]})
+    monkeypatch.setattr(
+        fastnorm, "show_config", lambda mode=None: {"simd_level": "x86-64-v3", "simd_levels": ["x86-64", "x86-64-v3"]}
+    )
     assert B._simd_info() == ("x86-64-v3", ["x86-64", "x86-64-v3"])
 
 
@@ -137,8 +165,7 @@ def test_tiny_run_header_and_columns(capsys):
 def test_footer_sentences_from_synthetic_rows():
     rows = [
         _row("A", layout="cf", times={"copy": 1.0, "fastnorm": 2.0, "torch_in": 8.0, "torch_gn": 1.0}),
-        _row("B", layout="cf", times={"copy": 1.0, "fastnorm": 1.25, "torch_in": 5.0, "torch_gn": 3.0},
-             limit=2 / 3),
+        _row("B", layout="cf", times={"copy": 1.0, "fastnorm": 1.25, "torch_in": 5.0, "torch_gn": 3.0}, limit=2 / 3),
         _row("C", layout="cf", times={"copy": 1.0, "fastnorm": 1.0, "torch_in": 2.0, "torch_gn": 1.5}),
         _row("D", layout="cl", times={"copy": 1.0, "fastnorm": 4.0, "numpy": 2.0}),
     ]
@@ -149,14 +176,19 @@ def test_footer_sentences_from_synthetic_rows():
     assert cf["max_of_limit"] == pytest.approx(1.2)
     text = "\n".join(B.footer(summ))
     assert "Channels first:" in text and "Channels last:" in text
-    assert ("fastnorm is 4.0x faster than torch.nn.functional.instance_norm "
-            "(median of 3 cases, x torch_in from 2.0x to 4.0x).") in text
-    assert ("fastnorm is 1.5x faster than torch.nn.functional.group_norm "
-            "(median of 3 cases, x torch_gn from 0.50x to 2.4x).") in text
+    assert (
+        "fastnorm is 4.0x faster than torch.nn.functional.instance_norm "
+        "(median of 3 cases, x torch_in from 2.0x to 4.0x)."
+    ) in text
+    assert (
+        "fastnorm is 1.5x faster than torch.nn.functional.group_norm "
+        "(median of 3 cases, x torch_gn from 0.50x to 2.4x)."
+    ) in text
     assert "fastnorm is 2.0x slower than plain NumPy (1 case)." in text
-    assert ("fastnorm reaches 0.50-1.00 (median 0.80) of a parallel copy "
-            "and 0.50-1.20 (median 1.00) of its limit.") in text
-    assert "onnxruntime" not in text      # a peer with no numbers gets no sentence
+    assert (
+        "fastnorm reaches 0.50-1.00 (median 0.80) of a parallel copy and 0.50-1.20 (median 1.00) of its limit."
+    ) in text
+    assert "onnxruntime" not in text  # a peer with no numbers gets no sentence
 
 
 # ------------------------------------------------------------------- peers
@@ -173,7 +205,7 @@ def test_unknown_peer_is_an_error(bad, capsys):
     msg = str(e.value)
     assert msg.startswith("--peers: unknown peer") and repr(bad.split(",")[-1]) in msg
     assert "numpy, torch_in, torch_gn, onnxruntime" in msg
-    assert capsys.readouterr().out == ""        # rejected before anything ran
+    assert capsys.readouterr().out == ""  # rejected before anything ran
 
 
 def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
@@ -183,8 +215,10 @@ def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet"])
     out = capsys.readouterr().out
     assert "peers: numpy\n" in out
-    assert ("not installed: torch_in, torch_gn, onnxruntime; install torch and onnxruntime "
-            '(pip install ".[bench]" torch) to compare against them') in out
+    assert (
+        "not installed: torch_in, torch_gn, onnxruntime; install torch and onnxruntime "
+        '(pip install ".[bench]" torch) to compare against them'
+    ) in out
 
 
 def test_named_peer_not_installed(monkeypatch, capsys):
@@ -195,24 +229,26 @@ def test_named_peer_not_installed(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "peers: numpy\n" in out
     assert "torch_in is not installed; install torch (pip install torch) to compare against it" in out
-    assert "torch_gn" not in out                # not asked for, not mentioned
+    assert "torch_gn" not in out  # not asked for, not mentioned
 
 
 def test_install_hint():
-    none = lambda m: False        # noqa: E731
+    none = lambda m: False  # noqa: E731
     assert P.install_hint([], have=none) == ""
     assert P.install_hint(["onnxruntime"], have=none) == 'install onnxruntime and onnx (pip install ".[bench]")'
     assert P.install_hint(["onnxruntime"], have=lambda m: m != "onnx") == 'install onnx (pip install ".[bench]")'
     assert P.install_hint(["torch_gn", "torch_in"], have=none) == "install torch (pip install torch)"
-    assert (P.install_hint(["torch_in", "torch_gn", "onnxruntime"], have=lambda m: m == "onnx")
-            == 'install torch and onnxruntime (pip install ".[bench]" torch)')
+    assert (
+        P.install_hint(["torch_in", "torch_gn", "onnxruntime"], have=lambda m: m == "onnx")
+        == 'install torch and onnxruntime (pip install ".[bench]" torch)'
+    )
 
 
 # ---------------------------------------------------------- plot, progress
 def test_plot_without_matplotlib_fails_before_running(monkeypatch, tmp_path, capsys):
     import sys
 
-    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     ran = []
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: ran.append(1) or [])
     with pytest.raises(SystemExit) as e:
@@ -246,8 +282,15 @@ class _Stderr:
 def test_progress_bar_only_on_a_terminal(monkeypatch, tty):
     err = _Stderr(tty)
     monkeypatch.setattr("sys.stderr", err)
-    B.run_suite({"T": (1, 4, 8, 8)}, layouts=("cf",), threads=1, repeat=2,
-                peers=P.peers_available(["none"]), progress=True, min_time=0.0)
+    B.run_suite(
+        {"T": (1, 4, 8, 8)},
+        layouts=("cf",),
+        threads=1,
+        repeat=2,
+        peers=P.peers_available(["none"]),
+        progress=True,
+        min_time=0.0,
+    )
     drawn = "".join(err.text)
     if tty:
         assert "[" in drawn and "2/2" in drawn and drawn.endswith("\n")
@@ -256,7 +299,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, tty):
 
 
 def test_cli_draws_no_bar_when_stderr_is_not_a_terminal(capsys):
-    main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--peers", "numpy"])   # no --quiet
+    main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--peers", "numpy"])  # no --quiet
     assert capsys.readouterr().err == ""
 
 
@@ -277,7 +320,7 @@ def _children():
             with open(stat) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
-            continue        # ended while we looked
+            continue  # ended while we looked
         if int(fields[1]) == me and fields[0] != "Z":
             out.add(int(stat.split("/")[2]))
     return out
@@ -302,7 +345,7 @@ def test_contention_starts_one_busy_process_per_core_and_stops_them(monkeypatch,
     assert main(TINY_RUN + ["--contention"]) == 0
     n = os.cpu_count()
     assert len(seen) == 1 and len(seen[0]) == n
-    assert _children() - before == set()          # all stopped and reaped
+    assert _children() - before == set()  # all stopped and reaped
     out = capsys.readouterr().out
     assert f"under contention: {n} busy process" in out and "warning" not in out
 
@@ -320,7 +363,7 @@ def test_busy_processes_stopped_when_the_run_fails():
 
 def test_busy_process_ends_by_itself():
     with B.busy_processes(1, seconds=0.2) as procs:
-        procs[0].wait(timeout=30)                 # its own deadline, not the terminate
+        procs[0].wait(timeout=30)  # its own deadline, not the terminate
         assert procs[0].returncode == 0
 
 
@@ -331,13 +374,14 @@ def test_busy_process_ends_when_its_parent_dies():
     import sys
     import time
 
-    code = ("import os\nfrom fastnorm.bench import harness as B\n"
-            "procs = B.busy_processes(1, seconds=120).__enter__()\n"
-            "print(procs[0].pid, flush=True)\nos._exit(0)\n")
+    code = (
+        "import os\nfrom fastnorm.bench import harness as B\n"
+        "procs = B.busy_processes(1, seconds=120).__enter__()\n"
+        "print(procs[0].pid, flush=True)\nos._exit(0)\n"
+    )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(B.__file__))))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=env, check=True).stdout)
+    pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout)
 
     def alive():
         try:
@@ -356,15 +400,21 @@ def test_busy_process_ends_when_its_parent_dies():
 LEVELS = ("x86-64-v4", ["x86-64", "x86-64-v3", "x86-64-v4"])
 
 
-@pytest.mark.parametrize("spec,words", [
-    ("x86-64-v5", "--isa: unknown level 'x86-64-v5'; valid levels on this machine: auto, x86-64, x86-64-v3, x86-64-v4"),
-    ("x86-64,avx9", "--isa: unknown level 'avx9'"),
-    ("x86-64,x86-64", "--isa: 'x86-64' is given twice"),
-    (",", "--isa: no level in ','"),
-])
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        (
+            "x86-64-v5",
+            "--isa: unknown level 'x86-64-v5'; valid levels on this machine: auto, x86-64, x86-64-v3, x86-64-v4",
+        ),
+        ("x86-64,avx9", "--isa: unknown level 'avx9'"),
+        ("x86-64,x86-64", "--isa: 'x86-64' is given twice"),
+        (",", "--isa: no level in ','"),
+    ],
+)
 def test_isa_unknown_level_is_an_error(monkeypatch, capsys, spec, words):
     monkeypatch.setattr(B, "_simd_info", lambda: LEVELS)
-    monkeypatch.setattr("subprocess.Popen", None)       # nothing may start
+    monkeypatch.setattr("subprocess.Popen", None)  # nothing may start
     with pytest.raises(SystemExit) as e:
         main(TINY_RUN + ["--isa", spec])
     assert str(e.value).startswith(words)
@@ -388,10 +438,35 @@ def test_isa_and_contention_are_cpu_only():
 def test_child_argv_repeats_every_option_but_isa():
     from fastnorm.__main__ import _child_argv, _parser
 
-    argv = ["bench", "--shapes", "S1,2x8x32x32", "--repeat", "3", "--quiet", "--peers", "numpy",
-            "--threads", "1", "--dtype", "float64", "--layout", "cl", "--op", "group_norm",
-            "--groups", "4", "--activation", "silu", "--contention", "--isa", "x86-64",
-            "--json", "a.json", "--plot", "a.png"]
+    argv = [
+        "bench",
+        "--shapes",
+        "S1,2x8x32x32",
+        "--repeat",
+        "3",
+        "--quiet",
+        "--peers",
+        "numpy",
+        "--threads",
+        "1",
+        "--dtype",
+        "float64",
+        "--layout",
+        "cl",
+        "--op",
+        "group_norm",
+        "--groups",
+        "4",
+        "--activation",
+        "silu",
+        "--contention",
+        "--isa",
+        "x86-64",
+        "--json",
+        "a.json",
+        "--plot",
+        "a.png",
+    ]
     args = _parser().parse_args(argv)
     child = _child_argv(args, "c.json", "c-x86-64.png")
     assert "--isa" not in child
@@ -417,7 +492,7 @@ def test_isa_auto_runs_in_a_child(tmp_path, capsys):
     assert "=== FASTNORM_ISA=auto ===" in out and "FASTNORM_ISA=auto" in out.split("===")[2]
     assert "| (2, 8, 32, 32) NCHW |" in out
     assert list(data) == ["auto"] and data["auto"]["machine"]["isa_env"] == "auto"
-    assert data["auto"]["rows"][0]["layout"] == "cf"     # the options reached the child
+    assert data["auto"]["rows"][0]["layout"] == "cf"  # the options reached the child
 
 
 def test_isa_each_level(tmp_path, capsys):
@@ -432,18 +507,21 @@ def test_isa_each_level(tmp_path, capsys):
 
 
 # ------------------------------------------------------ the other options
-@pytest.mark.parametrize("opt,val,words", [
-    ("--dtype", "float8", "--dtype: 'float8' is not one of"),
-    ("--layout", "nchw", "--layout: 'nchw' is not cf or cl"),
-    ("--shapes", "2x8xQ", "--shapes: cannot read '2x8xQ'"),
-    ("--shapes", "8x32", "--shapes: '8x32' needs at least 3 dimensions"),
-    ("--threads", "0", "--threads: must be >= 1, got 0"),
-    ("--repeat", "0", "--repeat: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "opt,val,words",
+    [
+        ("--dtype", "float8", "--dtype: 'float8' is not one of"),
+        ("--layout", "nchw", "--layout: 'nchw' is not cf or cl"),
+        ("--shapes", "2x8xQ", "--shapes: cannot read '2x8xQ'"),
+        ("--shapes", "8x32", "--shapes: '8x32' needs at least 3 dimensions"),
+        ("--threads", "0", "--threads: must be >= 1, got 0"),
+        ("--repeat", "0", "--repeat: must be >= 1, got 0"),
+    ],
+)
 def test_bad_option_values_name_option_and_value(opt, val, words, capsys):
     argv = ["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy"]
     i = argv.index(opt) if opt in argv else len(argv)
-    argv[i:i + 2] = [opt, val]
+    argv[i : i + 2] = [opt, val]
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert str(e.value).startswith(words)
@@ -461,8 +539,9 @@ def test_backward_units_limit_and_bytes():
 
 @pytest.mark.parametrize("op", ["instance_norm_backward", "group_norm_backward"])
 def test_bench_backward_runs(op):
-    rows = B.run_suite({"t": (2, 8, 16, 16)}, layouts=("cf", "cl"), threads=1, repeat=1, op=op, groups=4,
-                       progress=False, min_time=0.0)
+    rows = B.run_suite(
+        {"t": (2, 8, 16, 16)}, layouts=("cf", "cl"), threads=1, repeat=1, op=op, groups=4, progress=False, min_time=0.0
+    )
     for r in rows:
         assert r["bytes"] == 3 * 4 * 2 * 8 * 16 * 16
         assert r["times"]["fastnorm"] and r["times"]["copy"]

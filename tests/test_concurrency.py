@@ -1,5 +1,6 @@
 """Python threads calling fastnorm at once (the same results as serial calls,
 separate out buffers) and the GIL released while the kernels run."""
+
 import sys
 import threading
 import time
@@ -18,8 +19,10 @@ def _work(rng_seed):
 def test_eight_threads_match_serial():
     inputs = [_work(i) for i in range(8)]
     shared = _work(99)
-    serial = [(fastnorm.instance_norm(x), fastnorm.group_norm(x, 1, channel_axis=-1),
-               fastnorm.instance_stats(x)) for x in inputs]
+    serial = [
+        (fastnorm.instance_norm(x), fastnorm.group_norm(x, 1, channel_axis=-1), fastnorm.instance_stats(x))
+        for x in inputs
+    ]
     serial_shared = fastnorm.instance_norm(shared)
     results = [None] * 8
     errors = []
@@ -31,9 +34,11 @@ def test_eight_threads_match_serial():
             for rep in range(5):
                 nt = (i + rep) % 4 + 1
                 x = inputs[i]
-                r = (fastnorm.instance_norm(x, num_threads=nt),
-                     fastnorm.group_norm(x, 1, channel_axis=-1, num_threads=nt),
-                     fastnorm.instance_stats(x, num_threads=nt))
+                r = (
+                    fastnorm.instance_norm(x, num_threads=nt),
+                    fastnorm.group_norm(x, 1, channel_axis=-1, num_threads=nt),
+                    fastnorm.instance_stats(x, num_threads=nt),
+                )
                 s = fastnorm.instance_norm(shared, num_threads=nt)
                 np.testing.assert_array_equal(s, serial_shared)
             results[i] = r
@@ -57,8 +62,7 @@ def test_shared_out_buffers_separate_threads():
     x = _work(3)
     want = fastnorm.instance_norm(x)
     outs = [np.empty_like(x) for _ in range(8)]
-    ts = [threading.Thread(target=fastnorm.instance_norm, args=(x,), kwargs={"out": o, "num_threads": 2})
-          for o in outs]
+    ts = [threading.Thread(target=fastnorm.instance_norm, args=(x,), kwargs={"out": o, "num_threads": 2}) for o in outs]
     for t in ts:
         t.start()
     for t in ts:

@@ -8,6 +8,7 @@ bounds.  Each is read here from the sources themselves (nothing is imported, so
 this runs without a build, CuPy or a GPU), and ``test_a_changed_side_is_caught``
 edits each value on one side and checks that the comparison notices.
 """
+
 from __future__ import annotations
 
 import ast
@@ -27,13 +28,34 @@ FILES = {
     "api": "fastnorm/_api.py",
 }
 # fn_base.h's enum names -> the Python names
-DTYPE_NAMES = {"FN_F16": "F16", "FN_F32": "F32", "FN_F64": "F64", "FN_BF16": "BF16",
-               "FN_U8": "U8", "FN_I8": "I8", "FN_U16": "U16", "FN_I16": "I16",
-               "FN_U32": "U32", "FN_I32": "I32", "FN_U64": "U64", "FN_I64": "I64"}
+DTYPE_NAMES = {
+    "FN_F16": "F16",
+    "FN_F32": "F32",
+    "FN_F64": "F64",
+    "FN_BF16": "BF16",
+    "FN_U8": "U8",
+    "FN_I8": "I8",
+    "FN_U16": "U16",
+    "FN_I16": "I16",
+    "FN_U32": "U32",
+    "FN_I32": "I32",
+    "FN_U64": "U64",
+    "FN_I64": "I64",
+}
 # the NumPy type of each code in _validate._CODES (bfloat16: by name, from ml_dtypes)
-CODE_TYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "U8": "uint8", "I8": "int8",
-              "U16": "uint16", "I16": "int16", "U32": "uint32", "I32": "int32", "U64": "uint64",
-              "I64": "int64"}
+CODE_TYPES = {
+    "F16": "float16",
+    "F32": "float32",
+    "F64": "float64",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "U32": "uint32",
+    "I32": "int32",
+    "U64": "uint64",
+    "I64": "int64",
+}
 ACT_NAMES = {"FN_ACT_NONE": None, "FN_ACT_RELU": "relu", "FN_ACT_LEAKY": "leaky_relu", "FN_ACT_SILU": "silu"}
 
 
@@ -106,8 +128,7 @@ def _mismatches(src):
         codes[ast.unparse(k)] = ast.unparse(v)
     for py, tname in CODE_TYPES.items():
         if codes.get(f"np.dtype(np.{tname})") != py:
-            bad.append(f"_validate._CODES[np.dtype(np.{tname})] is {codes.get(f'np.dtype(np.{tname})')}, "
-                       f"expected {py}")
+            bad.append(f"_validate._CODES[np.dtype(np.{tname})] is {codes.get(f'np.dtype(np.{tname})')}, expected {py}")
     # the input / output code counts
     if _c_define(src["fn_base"], "FN_NCODES") != len(DTYPE_NAMES):
         bad.append(f"fn_base.h FN_NCODES = {_c_define(src['fn_base'], 'FN_NCODES')}, {len(DTYPE_NAMES)} codes")
@@ -119,14 +140,15 @@ def _mismatches(src):
     names = _py_assigns(src["gpu_names"])
     types = ast.literal_eval(names["TYPES"])
     tname = {}
-    for k, v in zip(_py_assigns(src["gpu_backend"])["TNAME"].keys,
-                    _py_assigns(src["gpu_backend"])["TNAME"].values):
-        tname[k.attr] = ast.literal_eval(v)    # V.F16 -> "__half"
+    for k, v in zip(_py_assigns(src["gpu_backend"])["TNAME"].keys, _py_assigns(src["gpu_backend"])["TNAME"].values):
+        tname[k.attr] = ast.literal_eval(v)  # V.F16 -> "__half"
     by_name = {"float16": "F16", "float32": "F32", "float64": "F64", "bfloat16": "BF16"}
     for dname, code in by_name.items():
         if tname.get(code) != types.get(dname):
-            bad.append(f"{dname}: _gpu/_backend.TNAME[{code}] = {tname.get(code)!r} "
-                       f"!= _gpu/_names.TYPES[{dname!r}] = {types.get(dname)!r}")
+            bad.append(
+                f"{dname}: _gpu/_backend.TNAME[{code}] = {tname.get(code)!r} "
+                f"!= _gpu/_names.TYPES[{dname!r}] = {types.get(dname)!r}"
+            )
     for t in types.values():
         if not re.search(rf"struct\s+Tr<\s*{re.escape(t)}\s*>", src["kernels_cu"]):
             bad.append(f"kernels.cu: no Tr<{t}> for _names.TYPES")
@@ -137,8 +159,7 @@ def _mismatches(src):
     if set(c_act) != set(ACT_NAMES):
         bad.append(f"fn_base.h: activation enum has {sorted(c_act)}, expected {sorted(ACT_NAMES)}")
     if set(acts) != set(ACT_NAMES.values()):
-        bad.append(f"_validate.ACTIVATIONS names {sorted(acts, key=str)}, "
-                   f"the C enum {list(ACT_NAMES.values())}")
+        bad.append(f"_validate.ACTIVATIONS names {sorted(acts, key=str)}, the C enum {list(ACT_NAMES.values())}")
     for c, py in ACT_NAMES.items():
         if c in c_act and py in acts and c_act[c] != acts[py]:
             bad.append(f"activation {py!r}: _validate.py {acts[py]} != fn_base.h {c} = {c_act[c]}")
@@ -158,8 +179,9 @@ def _mismatches(src):
     bounds = _cu_launch_bounds(src["kernels_cu"])
     bt = ast.literal_eval(names["BLOCK_THREADS"])
     if bounds.get("cf_fused_block") != bt:
-        bad.append(f"_gpu/_names.BLOCK_THREADS = {bt} != __launch_bounds__ of cf_fused_block "
-                   f"({bounds.get('cf_fused_block')})")
+        bad.append(
+            f"_gpu/_names.BLOCK_THREADS = {bt} != __launch_bounds__ of cf_fused_block ({bounds.get('cf_fused_block')})"
+        )
 
     # the CPU statistics block the public docstring quotes
     m = re.search(r"Welford triples per block of (\d+) elements", src["api"])
@@ -178,8 +200,11 @@ MUTATIONS = [
     ("validate", "F16, F32, F64, BF16 = 0, 1, 2, 3", "F16, F32, F64, BF16 = 0, 1, 3, 2"),
     ("fn_base", "FN_BF16 = 3", "FN_BF16 = 4"),
     ("fn_base", "FN_I64 = 11", "FN_I64 = 12"),
-    ("validate", "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11",
-     "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 9, 8, 10, 11"),
+    (
+        "validate",
+        "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11",
+        "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 9, 8, 10, 11",
+    ),
     ("validate", "np.dtype(np.int16): I16", "np.dtype(np.int16): U16"),
     ("fn_base", "#define FN_NCODES 12", "#define FN_NCODES 11"),
     ("engine", "cnp.import_array()\n", "cnp.import_array()\nF32 = 1\n"),

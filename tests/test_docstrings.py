@@ -1,4 +1,5 @@
 """Every public docstring example runs and prints what it shows."""
+
 import doctest
 import importlib
 

@@ -1,10 +1,11 @@
 """Edge numerics: values near the float32 maximum, subnormals, constant planes
 (and eps = 0 on them), activations of infinities and NaN."""
+
+import _reference as R
 import numpy as np
 import pytest
 
 import fastnorm
-import _reference as R
 
 
 @pytest.mark.parametrize("channel_axis", [1, -1])
@@ -44,8 +45,11 @@ def test_all_equal_planes_and_eps_zero():
     y = fastnorm.instance_norm(x, bias=b)
     np.testing.assert_array_equal(y, np.broadcast_to(b.reshape(1, 3, 1, 1), x.shape).astype(np.float32))
     # eps = 0 on a constant plane: 0 / 0 -> NaN, documented, never a crash
-    for f in (lambda a: fastnorm.instance_norm(a, eps=0.0), lambda a: fastnorm.group_norm(a, 3, eps=0.0),
-              lambda a: fastnorm.instance_norm(np.ascontiguousarray(np.moveaxis(a, 1, -1)), eps=0.0, channel_axis=-1)):
+    for f in (
+        lambda a: fastnorm.instance_norm(a, eps=0.0),
+        lambda a: fastnorm.group_norm(a, 3, eps=0.0),
+        lambda a: fastnorm.instance_norm(np.ascontiguousarray(np.moveaxis(a, 1, -1)), eps=0.0, channel_axis=-1),
+    ):
         assert np.isnan(f(x)).all()
 
 
@@ -62,8 +66,9 @@ def test_activations_on_infinities_and_nan(dtype, channel_axis):
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     with np.errstate(invalid="ignore"):
         relu = fastnorm.normalize(x, m, v, eps=0.0, activation="relu", channel_axis=channel_axis)
-        leaky = fastnorm.normalize(x, m, v, eps=0.0, activation="leaky_relu", negative_slope=0.5,
-                                   channel_axis=channel_axis)
+        leaky = fastnorm.normalize(
+            x, m, v, eps=0.0, activation="leaky_relu", negative_slope=0.5, channel_axis=channel_axis
+        )
     want_relu = np.where(vals < 0, 0.0, vals).astype(dtype)
     want_leaky = np.where(vals < 0, vals * 0.5, vals).astype(dtype)
     np.testing.assert_array_equal(relu.ravel(), want_relu)

@@ -1,13 +1,14 @@
 """Fused and unfused multiply-add kernels: fused_multiply_add() says which
 rounding the apply pass does, and the unfused twin (what CPUs without FMA
 run) is as deterministic as the fused kernels."""
+
 import numpy as np
 import pytest
-
-import fastnorm
 from _isa import UNFUSED_LEVEL, kernels
 from _isa import unfused as _isa_unfused
 from _plans import PLAN_SETTINGS
+
+import fastnorm
 
 
 @pytest.mark.skipif(UNFUSED_LEVEL is None, reason="this build has no unfused kernels")
@@ -25,18 +26,25 @@ def test_engine_multiply_add_is_what_it_says(unfused):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 1, 4000)) * 3 + 1
     mean, scale, shift = 0.3141592653589793, 1.2345678901234567, 0.5772156649015329
-    with (_isa_unfused() if unfused else kernels()):
+    with _isa_unfused() if unfused else kernels():
         fused_now = E.fused_multiply_add()
-        y = _apply_coefs(x, np.full((1, 1), mean), np.full((1, 1), scale),
-                         np.full((1, 1), shift), num_threads=1).ravel()
-        yl = _apply_coefs(x.reshape(1, -1, 1), np.full((1, 1), mean), np.full((1, 1), scale),
-                          np.full((1, 1), shift), channel_axis=-1, num_threads=1).ravel()
+        y = _apply_coefs(
+            x, np.full((1, 1), mean), np.full((1, 1), scale), np.full((1, 1), shift), num_threads=1
+        ).ravel()
+        yl = _apply_coefs(
+            x.reshape(1, -1, 1),
+            np.full((1, 1), mean),
+            np.full((1, 1), scale),
+            np.full((1, 1), shift),
+            channel_axis=-1,
+            num_threads=1,
+        ).ravel()
     if unfused:
         assert not fused_now
     d = x.ravel() - mean
     plain = d * scale + shift
     exact = np.array([float(Fraction(v) * Fraction(scale) + Fraction(shift)) for v in d])
-    assert (exact != plain).sum() > 100      # the data tell the two apart
+    assert (exact != plain).sum() > 100  # the data tell the two apart
     want = exact if fused_now else plain
     np.testing.assert_array_equal(y, want)
     np.testing.assert_array_equal(yl, want)

@@ -1,4 +1,5 @@
 """The CPU reference suite on CuPy arrays (runs where a CUDA GPU and CuPy exist)."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,9 @@ except Exception:  # no driver
     HAVE_GPU = False
 pytestmark = pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU available")
 
-import fastnorm  # noqa: E402
 import _reference as R  # noqa: E402
+
+import fastnorm  # noqa: E402
 
 DTYPES = [np.float32, np.float64, np.float16]
 # planes that take the warp, the block and the split paths
@@ -51,19 +53,25 @@ def test_other_functions_gpu(channel_axis):
     if channel_axis == -1:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     g = cp.asarray(x)
-    R.assert_close(cp.asnumpy(fastnorm.group_norm(g, 3, channel_axis=channel_axis, activation="silu")),
-                   R.group_norm(x, 3, None, None, 1e-5, channel_axis, "silu"))
+    R.assert_close(
+        cp.asnumpy(fastnorm.group_norm(g, 3, channel_axis=channel_axis, activation="silu")),
+        R.group_norm(x, 3, None, None, 1e-5, channel_axis, "silu"),
+    )
     mean, var = fastnorm.instance_stats(g, channel_axis=channel_axis)
     rm, rv = R.stats(x, channel_axis)
     np.testing.assert_allclose(cp.asnumpy(mean), rm, rtol=1e-6)
     np.testing.assert_allclose(cp.asnumpy(var), rv, rtol=1e-5)
     m = fastnorm.instance_moments(g, channel_axis=channel_axis)
     np.testing.assert_allclose(cp.asnumpy(m.var), rv, rtol=1e-10)
-    R.assert_close(cp.asnumpy(fastnorm.normalize(g, rm, rv, channel_axis=channel_axis)),
-                   R.normalize(x, rm, rv, channel_axis=channel_axis))
+    R.assert_close(
+        cp.asnumpy(fastnorm.normalize(g, rm, rv, channel_axis=channel_axis)),
+        R.normalize(x, rm, rv, channel_axis=channel_axis),
+    )
     style = x[:1] * 3 - 1
-    R.assert_close(cp.asnumpy(fastnorm.adain(g, cp.asarray(style), channel_axis=channel_axis, alpha=0.5)),
-                   R.adain(x, style, 1e-5, channel_axis, 0.5))
+    R.assert_close(
+        cp.asnumpy(fastnorm.adain(g, cp.asarray(style), channel_axis=channel_axis, alpha=0.5)),
+        R.adain(x, style, 1e-5, channel_axis, 0.5),
+    )
 
 
 def test_out_in_place_strided_gpu():

@@ -1,6 +1,7 @@
 """Compile every CUDA kernel instantiation for sm_80 and sm_90 with nvcc, no GPU
 needed: no errors, no register spills, and register counts that allow the
 launch configurations the backend uses."""
+
 import os
 import re
 import shutil
@@ -10,10 +11,12 @@ import pytest
 
 from fastnorm._gpu import _names
 
-NVCC = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
-                                if os.environ.get("CUDA_HOME") else None)
-pytestmark = pytest.mark.skipif(not NVCC or not os.path.exists(NVCC),
-                                reason="no CUDA compiler (nvcc) found on this machine")
+NVCC = shutil.which("nvcc") or (
+    os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if os.environ.get("CUDA_HOME") else None
+)
+pytestmark = pytest.mark.skipif(
+    not NVCC or not os.path.exists(NVCC), reason="no CUDA compiler (nvcc) found on this machine"
+)
 KERNELS = os.path.join(os.path.dirname(_names.__file__), "kernels.cu")
 
 
@@ -23,9 +26,24 @@ def compile_report(tmp_path, arch):
     unit = tmp_path / "all_kernels.cu"
     unit.write_text(src + "\nstatic void *fn_all[] = {\n" + refs + "\n};\nvoid *fn_keep(int i) { return fn_all[i]; }\n")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # e.g. a sanitizer run
-    defines = [o for o in _names.options() if o.startswith("-D")]   # as the backend compiles
-    r = subprocess.run([NVCC, "-c", "-std=c++17", f"-arch={arch}", "-Xptxas", "-v", *defines, str(unit),
-                        "-o", str(tmp_path / "all.o")], capture_output=True, text=True, env=env)
+    defines = [o for o in _names.options() if o.startswith("-D")]  # as the backend compiles
+    r = subprocess.run(
+        [
+            NVCC,
+            "-c",
+            "-std=c++17",
+            f"-arch={arch}",
+            "-Xptxas",
+            "-v",
+            *defines,
+            str(unit),
+            "-o",
+            str(tmp_path / "all.o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     return r.returncode, r.stdout + r.stderr
 
 

@@ -9,15 +9,16 @@ scalar types, pointee dtypes, device of every array, grid limits, guard bytes).
 The chunk sizes are shrunk (FN_CHUNK, FN_CL_ROWS, passed by the backend from
 fastnorm/_gpu/_names.py) so small shapes reach the split and chunked paths.
 """
+
 import sys
 
+import _reference as R
 import numpy as np
 import pytest
+from gpu_emu import fakecupy as cp
 
 import fastnorm
-import _reference as R
 from fastnorm._gpu import _names
-from gpu_emu import fakecupy as cp
 
 pytestmark = [
     pytest.mark.skipif(not cp.CXX, reason="no host C++ compiler (g++) to build the CUDA emulator"),
@@ -27,6 +28,7 @@ pytestmark = [
 
 try:
     import ml_dtypes
+
     BF16 = np.dtype(ml_dtypes.bfloat16)
 except ImportError:  # pragma: no cover
     ml_dtypes = None
@@ -41,8 +43,12 @@ CF_SHAPES = [(3, 4, 5, 7), (2, 3, 40, 50), (1, 2, 97, 101)]
 # channels last: C = 3, C = 16 (a multiple of every vector width), C = 40 and
 # C = 37 (tiled apply, vector and scalar)
 CL_SHAPES = [(2, 9, 11, 3), (2, 7, 5, 16), (1, 6, 7, 40), (2, 5, 3, 37)]
-VARIANTS = [dict(), dict(affine=True, activation="relu"), dict(affine=True, activation="leaky_relu", slope=0.2),
-            dict(activation="silu")]
+VARIANTS = [
+    dict(),
+    dict(affine=True, activation="relu"),
+    dict(affine=True, activation="leaky_relu", slope=0.2),
+    dict(activation="silu"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +94,22 @@ def test_instance_norm(be, dtype, shape, channel_axis, variant):
     R.assert_close(y.get(), ref, dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16] + ([BF16] if BF16 is not None else []),
-                         ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape, channel_axis, G", [((2, 6, 4, 9), 1, 3), ((2, 6, 30, 40), 1, 2),
-                                                    ((1, 4, 60, 70), 1, 2), ((2, 6, 10), 1, 1),
-                                                    ((2, 9, 11, 6), -1, 3), ((2, 5, 8, 16), -1, 4),
-                                                    ((1, 30, 12), -1, 1),
-                                                    ((2, 600, 3), 1, 1)])   # Cg > FUSED_CG: the split path
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float16] + ([BF16] if BF16 is not None else []), ids=lambda d: np.dtype(d).name
+)
+@pytest.mark.parametrize(
+    "shape, channel_axis, G",
+    [
+        ((2, 6, 4, 9), 1, 3),
+        ((2, 6, 30, 40), 1, 2),
+        ((1, 4, 60, 70), 1, 2),
+        ((2, 6, 10), 1, 1),
+        ((2, 9, 11, 6), -1, 3),
+        ((2, 5, 8, 16), -1, 4),
+        ((1, 30, 12), -1, 1),
+        ((2, 600, 3), 1, 1),
+    ],
+)  # Cg > FUSED_CG: the split path
 def test_group_norm(be, dtype, shape, channel_axis, G):
     x = make(shape, dtype, seed=G)
     y, ref = run_norm(x, channel_axis, G=G, variant=VARIANTS[G % len(VARIANTS)])
@@ -128,8 +143,10 @@ def test_precision_large_mean(be, loc, shape, channel_axis):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("shape, channel_axis", [(CF_SHAPES[0], 1), (CF_SHAPES[1], 1), (CF_SHAPES[2], 1),
-                                                 (CL_SHAPES[1], -1), (CL_SHAPES[0], -1)])
+@pytest.mark.parametrize(
+    "shape, channel_axis",
+    [(CF_SHAPES[0], 1), (CF_SHAPES[1], 1), (CF_SHAPES[2], 1), (CL_SHAPES[1], -1), (CL_SHAPES[0], -1)],
+)
 def test_out_and_in_place(be, dtype, shape, channel_axis):
     x = make(shape, dtype)
     g = cp.asarray(x)
@@ -142,14 +159,14 @@ def test_out_and_in_place(be, dtype, shape, channel_axis):
     gi = g.copy()
     assert fastnorm.instance_norm(gi, w, b, channel_axis=channel_axis, activation="silu", out=gi) is gi
     np.testing.assert_array_equal(gi.get(), ref.get())
-    np.testing.assert_array_equal(g.get(), x)              # the input untouched by the other calls
+    np.testing.assert_array_equal(g.get(), x)  # the input untouched by the other calls
     R.assert_close(ref.get(), R.instance_norm(x, w, b, 1e-5, channel_axis, "silu"), dtype)
 
 
 def test_out_overlapping_input(be):
     x = make((2, 3, 40, 50), np.float32)
     buf = cp.asarray(np.concatenate([x.ravel(), np.zeros(7, np.float32)]))
-    xin, out = buf[:x.size].reshape(x.shape), buf[7:].reshape(x.shape)
+    xin, out = buf[: x.size].reshape(x.shape), buf[7:].reshape(x.shape)
     assert fastnorm.instance_norm(xin, out=out) is out
     R.assert_close(out.get(), R.instance_norm(x))
 
@@ -161,14 +178,17 @@ def test_strided_input(be):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape, channel_axis", [((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 6), -1),
-                                                 ((2, 7, 5, 16), -1)])
+@pytest.mark.parametrize(
+    "shape, channel_axis", [((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 6), -1), ((2, 7, 5, 16), -1)]
+)
 def test_normalize_adain_apply(be, dtype, shape, channel_axis):
     x = make(shape, dtype)
     g = cp.asarray(x)
     rm, rv = R.stats(x, channel_axis)
     y = fastnorm.normalize(g, rm, rv, channel_axis=channel_axis, activation="leaky_relu", negative_slope=0.1)
-    R.assert_close(y.get(), R.normalize(x, rm, rv, channel_axis=channel_axis, activation="leaky_relu", slope=0.1), dtype)
+    R.assert_close(
+        y.get(), R.normalize(x, rm, rv, channel_axis=channel_axis, activation="leaky_relu", slope=0.1), dtype
+    )
     style = (x[:1].astype(np.float64) * 3 - 1).astype(dtype)
     y = fastnorm.adain(g, cp.asarray(style), channel_axis=channel_axis, alpha=0.5)
     R.assert_close(y.get(), R.adain(x, style, 1e-5, channel_axis, 0.5), dtype)
@@ -176,8 +196,14 @@ def test_normalize_adain_apply(be, dtype, shape, channel_axis):
     N, C = rm.shape
     w, b = affine(C)
     sc = 1 / np.sqrt(rv + 1e-5) * w
-    y = fastnorm._api._apply_coefs(g, cp.asarray(rm), cp.asarray(sc), cp.asarray(np.broadcast_to(b, (N, C))),
-                                   channel_axis=channel_axis, activation="relu")
+    y = fastnorm._api._apply_coefs(
+        g,
+        cp.asarray(rm),
+        cp.asarray(sc),
+        cp.asarray(np.broadcast_to(b, (N, C))),
+        channel_axis=channel_axis,
+        activation="relu",
+    )
     R.assert_close(y.get(), R.normalize(x, rm, rv, w, b, channel_axis=channel_axis, activation="relu"), dtype)
 
 
@@ -204,16 +230,42 @@ def test_every_same_type_instantiation_launches(be):
 def test_half_conversions_round_to_nearest_even(be):
     lib = cp.helper_lib()
     import ctypes
+
     rng = np.random.default_rng(0)
-    bits = np.concatenate([rng.integers(0, 2**32, 200000, dtype=np.uint64).astype(np.uint32),
-                           np.array([0, 0x80000000, 0x7f800000, 0xff800000, 0x477fe000, 0x477ff000, 0x477fefff,
-                                     0x33000000, 0x33000001, 0x387fe000, 0x38800000, 0x3f801000, 0x3f803000,
-                                     0x3f808000, 0x3f818000, 0x00000001], np.uint32)])
+    bits = np.concatenate(
+        [
+            rng.integers(0, 2**32, 200000, dtype=np.uint64).astype(np.uint32),
+            np.array(
+                [
+                    0,
+                    0x80000000,
+                    0x7F800000,
+                    0xFF800000,
+                    0x477FE000,
+                    0x477FF000,
+                    0x477FEFFF,
+                    0x33000000,
+                    0x33000001,
+                    0x387FE000,
+                    0x38800000,
+                    0x3F801000,
+                    0x3F803000,
+                    0x3F808000,
+                    0x3F818000,
+                    0x00000001,
+                ],
+                np.uint32,
+            ),
+        ]
+    )
     # every half's neighbourhood: the value, and the midpoints to its neighbours
-    h = np.arange(0, 0x7c00, dtype=np.uint16).view(np.float16).astype(np.float32)
+    h = np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)
     mids = ((h[1:].astype(np.float64) + h[:-1]) / 2).astype(np.float32)
     f = np.concatenate([bits.view(np.float32), h, mids, -mids])
-    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)
+
+    def ptr(a):
+        return a.ctypes.data_as(ctypes.c_void_p)
+
     o = np.empty(f.size, np.uint16)
     lib.fnemu_f2h(ptr(f), ptr(o), ctypes.c_long(f.size))
     with np.errstate(all="ignore"):
@@ -237,29 +289,37 @@ def test_half_conversions_round_to_nearest_even(be):
 
 BROKEN = {
     # the barrier that keeps a warp from overwriting the partial sums another warp still reads
-    "block_sum without its first barrier":
-        ("    v = warp_sum(v);\n    __syncthreads();\n", "    v = warp_sum(v);\n"),
+    "block_sum without its first barrier": ("    v = warp_sum(v);\n    __syncthreads();\n", "    v = warp_sum(v);\n"),
     # the barrier between the warps' writes and warp 0's reads
-    "block_sum without its second barrier":
-        ("    if (lane == 0) smem[wid] = v;\n    __syncthreads();\n", "    if (lane == 0) smem[wid] = v;\n"),
+    "block_sum without its second barrier": (
+        "    if (lane == 0) smem[wid] = v;\n    __syncthreads();\n",
+        "    if (lane == 0) smem[wid] = v;\n",
+    ),
     "warp_sum one shuffle short": ("for (int o = 16; o > 0; o >>= 1)", "for (int o = 16; o > 1; o >>= 1)"),
     # a lane that leaves before its warp's shuffles: a deadlock the emulator reports
-    "a lane exits before the warp's shuffles":
-        ("    if (p >= P) return;\n", "    if (p >= P || ((threadIdx.x & 31) == 5 && p == P - 1)) return;\n"),
+    "a lane exits before the warp's shuffles": (
+        "    if (p >= P) return;\n",
+        "    if (p >= P || ((threadIdx.x & 31) == 5 && p == P - 1)) return;\n",
+    ),
     "cl_partial without its barrier": ("    s2s[t] = q;\n    __syncthreads();\n", "    s2s[t] = q;\n"),
-    "cl_partial's tree without its barrier":
-        ("            s2s[t] += s2s[t + h * ct];\n        }\n        __syncthreads();\n",
-         "            s2s[t] += s2s[t + h * ct];\n        }\n"),
-    "channels-last apply reads its coefficients unsynchronized":
-        ("        csf[c] = (W)shift[j];\n    }\n    __syncthreads();\n", "        csf[c] = (W)shift[j];\n    }\n"),
+    "cl_partial's tree without its barrier": (
+        "            s2s[t] += s2s[t + h * ct];\n        }\n        __syncthreads();\n",
+        "            s2s[t] += s2s[t + h * ct];\n        }\n",
+    ),
+    "channels-last apply reads its coefficients unsynchronized": (
+        "        csf[c] = (W)shift[j];\n    }\n    __syncthreads();\n",
+        "        csf[c] = (W)shift[j];\n    }\n",
+    ),
     # a 16-byte access where a row is not 16-byte aligned (rows of 9797 floats)
-    "cf_apply without its alignment check":
-        ("    bool aligned = ((((unsigned long long)(xp + s0)) & (sizeof(typename V::In) - 1)) |\n"
-         "                    (((unsigned long long)(yp + s0)) & (sizeof(typename V::Out) - 1))) == 0;\n",
-         "    bool aligned = true;\n"),
-    "fused block reads its group's coefficients unsynchronized":
-        ("            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);\n        }\n        __syncthreads();\n",
-         "            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);\n        }\n"),
+    "cf_apply without its alignment check": (
+        "    bool aligned = ((((unsigned long long)(xp + s0)) & (sizeof(typename V::In) - 1)) |\n"
+        "                    (((unsigned long long)(yp + s0)) & (sizeof(typename V::Out) - 1))) == 0;\n",
+        "    bool aligned = true;\n",
+    ),
+    "fused block reads its group's coefficients unsynchronized": (
+        "            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);\n        }\n        __syncthreads();\n",
+        "            csf[c] = (Wt)(b ? b[c0 + c] : 0.0);\n        }\n",
+    ),
 }
 
 
@@ -275,8 +335,14 @@ def test_emulator_catches_a_broken_kernel(be, broken, monkeypatch):
     be._function.cache_clear()
     try:
         failed = 0
-        cases = [((2, 3, 40, 50), 1, None), ((1, 2, 97, 101), 1, None), ((3, 4, 5, 7), 1, None),
-                 ((2, 6, 30, 40), 1, 2), ((2, 37, 11, 40), -1, None), ((2, 300, 3), -1, None)]
+        cases = [
+            ((2, 3, 40, 50), 1, None),
+            ((1, 2, 97, 101), 1, None),
+            ((3, 4, 5, 7), 1, None),
+            ((2, 6, 30, 40), 1, 2),
+            ((2, 37, 11, 40), -1, None),
+            ((2, 300, 3), -1, None),
+        ]
         for shape, ax, G in cases:
             x = make(shape, np.float32)
             try:
@@ -296,8 +362,9 @@ def _on_device_1(x):
         return cp.asarray(x)
 
 
-@pytest.mark.parametrize("shape, channel_axis", [((2, 6, 4, 5), 1), ((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1),
-                                                 ((2, 9, 11, 6), -1)])
+@pytest.mark.parametrize(
+    "shape, channel_axis", [((2, 6, 4, 5), 1), ((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 6), -1)]
+)
 def test_memory_on_x_device(be, shape, channel_axis):
     """#2: x on device 1 while device 0 is current: outputs, coefficients and
     every launch on device 1 (the fake refuses a launch with an array of
@@ -316,10 +383,10 @@ def test_memory_on_x_device(be, shape, channel_axis):
     assert mean.device.id == 1 and var.device.id == 1
     rm, rv = R.stats(x, channel_axis)
     np.testing.assert_allclose(mean.get(), rm, rtol=1e-6)
-    y = fastnorm.normalize(g, rm, rv, w, b, channel_axis=channel_axis)       # host statistics
+    y = fastnorm.normalize(g, rm, rv, w, b, channel_axis=channel_axis)  # host statistics
     assert y.device.id == 1
     R.assert_close(y.get(), R.normalize(x, rm, rv, w, b, channel_axis=channel_axis))
-    y = fastnorm.normalize(g, cp.asarray(rm), cp.asarray(rv), channel_axis=channel_axis)   # on device 0
+    y = fastnorm.normalize(g, cp.asarray(rm), cp.asarray(rv), channel_axis=channel_axis)  # on device 0
     R.assert_close(y.get(), R.normalize(x, rm, rv, channel_axis=channel_axis))
     y = fastnorm.adain(g, g[:1], channel_axis=channel_axis)
     assert y.device.id == 1
@@ -331,10 +398,19 @@ def test_memory_on_x_device(be, shape, channel_axis):
     assert cp.LAUNCHES and {L.device for L in cp.LAUNCHES} == {1}
 
 
-@pytest.mark.parametrize("shape, channel_axis, G", [((9, 8, 3, 4), 1, None), ((5, 4, 30, 40), 1, None),
-                                                    ((5, 2, 97, 101), 1, None), ((4, 6, 20, 30), 1, 2),
-                                                    ((5, 3, 2, 300), -1, None), ((7, 3, 2, 300), -1, 3),
-                                                    ((4, 40, 2000), -1, None), ((5, 200, 3), -1, None)])
+@pytest.mark.parametrize(
+    "shape, channel_axis, G",
+    [
+        ((9, 8, 3, 4), 1, None),
+        ((5, 4, 30, 40), 1, None),
+        ((5, 2, 97, 101), 1, None),
+        ((4, 6, 20, 30), 1, 2),
+        ((5, 3, 2, 300), -1, None),
+        ((7, 3, 2, 300), -1, 3),
+        ((4, 40, 2000), -1, None),
+        ((5, 200, 3), -1, None),
+    ],
+)
 def test_grid_limits_tiled(be, monkeypatch, shape, channel_axis, G):
     """#7: with the device's grid limits shrunk to 7 blocks in x and 3 in y and
     z, every launch still fits (the fake refuses one that does not) and the
@@ -347,8 +423,10 @@ def test_grid_limits_tiled(be, monkeypatch, shape, channel_axis, G):
     y, ref = run_norm(x, channel_axis, G=G, variant=VARIANTS[1])
     R.assert_close(y.get(), ref)
     rm, rv = R.stats(x, channel_axis)
-    R.assert_close(fastnorm.normalize(cp.asarray(x), rm, rv, channel_axis=channel_axis).get(),
-                   R.normalize(x, rm, rv, channel_axis=channel_axis))
+    R.assert_close(
+        fastnorm.normalize(cp.asarray(x), rm, rv, channel_axis=channel_axis).get(),
+        R.normalize(x, rm, rv, channel_axis=channel_axis),
+    )
     t = fastnorm.instance_moments(cp.asarray(x), channel_axis=channel_axis)
     np.testing.assert_allclose(t.m2.get(), fastnorm.instance_moments(x, channel_axis=channel_axis).m2, rtol=1e-12)
 
@@ -387,7 +465,7 @@ def test_one_module_per_dtype_compiled_lazily(be):
         assert len(mods) == 1 and set(names) == set(_names.names("float")), names
         assert all("<" not in n or n.split("<")[1].startswith(("float>", "float, float")) for n in names), names
         run_norm(make((2, 3, 40, 50), np.float16), 1)
-        new = cp.RawModule.compiled[len(mods):]
+        new = cp.RawModule.compiled[len(mods) :]
         assert len(new) == 1 and set(new[0][1]) == set(_names.names("__half")), new
         assert len({o for o, _ in cp.RawModule.compiled}) == 1
         assert fresh is not be

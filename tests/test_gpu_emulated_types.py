@@ -14,6 +14,7 @@ Backward: ``backward(x, dy, code, cl, G, weight, eps, nt)`` against a float64
 NumPy reference, both layouts, G in {1, C/2, C}, with and without weight,
 the same bits when run twice.
 """
+
 import sys
 
 import _reference as R
@@ -32,17 +33,27 @@ pytestmark = [
 
 try:
     import ml_dtypes
+
     BF16 = np.dtype(ml_dtypes.bfloat16)
 except ImportError:  # pragma: no cover
     ml_dtypes = None
     BF16 = None
 
-CHUNK, CL_ROWS, CL_CT = 1024, 16, 32      # as tests/test_gpu_emulated.py: small shapes reach every path
+CHUNK, CL_ROWS, CL_CT = 1024, 16, 32  # as tests/test_gpu_emulated.py: small shapes reach every path
 INTS = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64]
-CODE = {np.dtype(np.float16): V.F16, np.dtype(np.float32): V.F32, np.dtype(np.float64): V.F64,
-        np.dtype(np.uint8): V.U8, np.dtype(np.int8): V.I8, np.dtype(np.uint16): V.U16, np.dtype(np.int16): V.I16,
-        np.dtype(np.uint32): V.U32, np.dtype(np.int32): V.I32, np.dtype(np.uint64): V.U64,
-        np.dtype(np.int64): V.I64}
+CODE = {
+    np.dtype(np.float16): V.F16,
+    np.dtype(np.float32): V.F32,
+    np.dtype(np.float64): V.F64,
+    np.dtype(np.uint8): V.U8,
+    np.dtype(np.int8): V.I8,
+    np.dtype(np.uint16): V.U16,
+    np.dtype(np.int16): V.I16,
+    np.dtype(np.uint32): V.U32,
+    np.dtype(np.int32): V.I32,
+    np.dtype(np.uint64): V.U64,
+    np.dtype(np.int64): V.I64,
+}
 if BF16 is not None:
     CODE[BF16] = V.BF16
 OUTS = [np.float16, np.float32, np.float64] + ([BF16] if BF16 is not None else [])
@@ -50,11 +61,19 @@ FLOATS = OUTS
 # (shape, channel_axis, G): channels first a warp plane, a block plane, a
 # split plane (> 8192), group planes; channels last C = 3, 16, 40 (tiled
 # apply, vector), 37 (tiled, scalar) and groups
-CASES = [((3, 4, 5, 7), 1, None), ((2, 3, 40, 50), 1, None), ((1, 2, 97, 101), 1, None), ((2, 6, 4, 9), 1, 3),
-         ((2, 6, 30, 40), 1, 2), ((2, 9, 11, 3), -1, None), ((2, 7, 5, 16), -1, None), ((1, 6, 7, 40), -1, None),
-         ((2, 5, 3, 37), -1, None), ((2, 9, 11, 6), -1, 3)]
-VARIANTS = [dict(), dict(affine=True, act="relu"), dict(affine=True, act="leaky_relu", slope=0.2),
-            dict(act="silu")]
+CASES = [
+    ((3, 4, 5, 7), 1, None),
+    ((2, 3, 40, 50), 1, None),
+    ((1, 2, 97, 101), 1, None),
+    ((2, 6, 4, 9), 1, 3),
+    ((2, 6, 30, 40), 1, 2),
+    ((2, 9, 11, 3), -1, None),
+    ((2, 7, 5, 16), -1, None),
+    ((1, 6, 7, 40), -1, None),
+    ((2, 5, 3, 37), -1, None),
+    ((2, 9, 11, 6), -1, 3),
+]
+VARIANTS = [dict(), dict(affine=True, act="relu"), dict(affine=True, act="leaky_relu", slope=0.2), dict(act="silu")]
 ACT = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3}
 
 
@@ -73,10 +92,11 @@ def ints(shape, dtype, seed=0):
     16-bit outputs' statistics are float sums of squares, which 2**63-sized
     values overflow, as they do for x.astype(float32))."""
     info = np.iinfo(dtype)
-    lo, hi = max(int(info.min), -2**53), min(int(info.max), 2**54)
+    lo, hi = max(int(info.min), -(2**53)), min(int(info.max), 2**54)
     rng = np.random.default_rng(seed)
-    return rng.integers(lo, hi, size=shape, dtype=np.int64 if lo < 0 or hi < 2**63 else np.uint64,
-                        endpoint=True).astype(dtype)
+    return rng.integers(
+        lo, hi, size=shape, dtype=np.int64 if lo < 0 or hi < 2**63 else np.uint64, endpoint=True
+    ).astype(dtype)
 
 
 def floats(shape, dtype, seed=0, loc=0.5, scale=2.0):
@@ -99,8 +119,20 @@ def norm(be, x, channel_axis, G, variant, odtype, out=None):
     C = x.shape[channel_axis]
     cl = channel_axis == -1
     w, b = coefs(C, variant)
-    y = be.norm(cp.asarray(x), CODE[x.dtype], cl, G or C, w, b, 1e-5, ACT[variant.get("act")],
-                variant.get("slope", 0.01), out, None, CODE[np.dtype(odtype)])
+    y = be.norm(
+        cp.asarray(x),
+        CODE[x.dtype],
+        cl,
+        G or C,
+        w,
+        b,
+        1e-5,
+        ACT[variant.get("act")],
+        variant.get("slope", 0.01),
+        out,
+        None,
+        CODE[np.dtype(odtype)],
+    )
     assert isinstance(y, cp.ndarray) and y.dtype == np.dtype(odtype) and y.shape == x.shape
     return y.get()
 
@@ -167,8 +199,9 @@ def test_integer_extremes(be, dtype, odtype):
 
 
 @pytest.mark.parametrize("dtype", INTS, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("shape, channel_axis", [((2, 3, 5, 7), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 3), -1),
-                                                 ((1, 40, 30, 5), -1)])
+@pytest.mark.parametrize(
+    "shape, channel_axis", [((2, 3, 5, 7), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 3), -1), ((1, 40, 30, 5), -1)]
+)
 def test_integer_moments(be, dtype, shape, channel_axis):
     """Statistics of the exact values, float64: the float64 kernels' sums."""
     x = ints(shape, dtype)
@@ -182,18 +215,20 @@ def test_integer_moments(be, dtype, shape, channel_axis):
     np.testing.assert_allclose(m2.get(), rv * S, rtol=1e-12)
     # the same kernels as the float64 input's
     t = be.triples(cp.asarray(x), CODE[x.dtype], channel_axis == -1, None).get()
-    if x.dtype.itemsize < 8:      # exact in double: the float64 array's bits
+    if x.dtype.itemsize < 8:  # exact in double: the float64 array's bits
         same_bits(t, be.triples(cp.asarray(x.astype(np.float64)), V.F64, channel_axis == -1, None).get())
 
 
 @pytest.mark.parametrize("odtype", OUTS, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.float16, np.float64],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int16, np.uint32, np.int64, np.float16, np.float64], ids=lambda d: np.dtype(d).name
+)
 def test_apply(be, dtype, odtype):
     """The apply primitive (normalize, adain, the Dask blocks): channels
     first (one row a block, and split rows) and last (flat and tiled)."""
-    for k, (shape, ax) in enumerate([((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 6), -1),
-                                     ((1, 6, 7, 40), -1), ((2, 5, 3, 37), -1)]):
+    for k, (shape, ax) in enumerate(
+        [((2, 6, 40, 30), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 6), -1), ((1, 6, 7, 40), -1), ((2, 5, 3, 37), -1)]
+    ):
         x = ints(shape, dtype, seed=k) if np.dtype(dtype).kind in "iu" else floats(shape, dtype, seed=k)
         rm, rv = R.stats(x, ax)
         N, C = rm.shape
@@ -217,12 +252,12 @@ def test_out_and_overlap(be):
     g = cp.asarray(x)
     assert be.norm(g, V.I32, False, 3, None, None, 1e-5, 3, 0.01, out, None, V.F32) is out
     same_bits(out.get(), ref)
-    buf = cp.asarray(x)                      # in place: float32 out over the int32 input
+    buf = cp.asarray(x)  # in place: float32 out over the int32 input
     o = buf.view(np.float32)
     assert be.norm(buf, V.I32, False, 3, None, None, 1e-5, 3, 0.01, o, None, V.F32) is o
     same_bits(o.get(), ref)
-    raw = cp.zeros(x.size * 4 + 64, np.uint8)   # uint8 input inside a float32 output's bytes
-    xin = raw[:x.size].reshape(x.shape)
+    raw = cp.zeros(x.size * 4 + 64, np.uint8)  # uint8 input inside a float32 output's bytes
+    xin = raw[: x.size].reshape(x.shape)
     xin[...] = (x & 0xFF).astype(np.uint8)
     out = raw[64:].view(np.float32).reshape(x.shape)
     ref8 = norm(be, (x & 0xFF).astype(np.uint8), 1, None, {}, np.float32)
@@ -271,8 +306,16 @@ def ref_backward(x, dy, G, w, eps, channel_axis):
     return R.from_cf(gx.reshape(x64.shape), channel_axis), gw, gb, scale
 
 
-BW_CASES = [((2, 4, 5, 7), 1), ((2, 4, 40, 50), 1), ((1, 2, 97, 101), 1), ((3, 6, 13), 1),
-            ((2, 9, 11, 4), -1), ((1, 6, 7, 40), -1), ((2, 13, 6), -1), ((1, 300, 2), -1)]
+BW_CASES = [
+    ((2, 4, 5, 7), 1),
+    ((2, 4, 40, 50), 1),
+    ((1, 2, 97, 101), 1),
+    ((3, 6, 13), 1),
+    ((2, 9, 11, 4), -1),
+    ((1, 6, 7, 40), -1),
+    ((2, 13, 6), -1),
+    ((1, 300, 2), -1),
+]
 # float32 and the 16-bit types compute grad_x in float (sums in double)
 BW_TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-6, np.dtype(np.float16): 2e-3}
 if BF16 is not None:
@@ -286,8 +329,9 @@ def backward(be, x, dy, ax, G, w):
     return gx.get(), gw.get(), gb.get()
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16] + ([BF16] if BF16 is not None else []),
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.float64, np.float32, np.float16] + ([BF16] if BF16 is not None else []), ids=lambda d: np.dtype(d).name
+)
 @pytest.mark.parametrize("shape, channel_axis", BW_CASES)
 @pytest.mark.parametrize("groups", ["C", "C/2", "1"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["ones", "weight"])
@@ -304,8 +348,8 @@ def test_backward(be, dtype, shape, channel_axis, groups, weighted):
     rgx, rgw, rgb, scale = ref_backward(x, dy, G, w, 1e-5, channel_axis)
     tol = BW_TOL[np.dtype(dtype)]
     np.testing.assert_allclose(gx.astype(np.float64), rgx, rtol=0, atol=tol * scale)
-    n = x.size // C      # terms of each affine gradient
-    exact = 1e-13 if dtype == np.float64 else 1e-12      # of inputs stored exactly: sums in double
+    n = x.size // C  # terms of each affine gradient
+    exact = 1e-13 if dtype == np.float64 else 1e-12  # of inputs stored exactly: sums in double
     np.testing.assert_allclose(gb, rgb, rtol=0, atol=exact * n * np.abs(dy.astype(np.float64)).max())
     np.testing.assert_allclose(gw, rgw, rtol=0, atol=max(exact, tol / 10) * n * np.abs(dy.astype(np.float64)).max() * 4)
     again = backward(be, x, dy, channel_axis, G, w)
@@ -313,8 +357,10 @@ def test_backward(be, dtype, shape, channel_axis, groups, weighted):
         same_bits(a, b)
 
 
-@pytest.mark.parametrize("shape, channel_axis, G", [((9, 8, 3, 4), 1, 8), ((5, 2, 97, 101), 1, 1),
-                                                    ((5, 3, 2, 300), -1, 3), ((4, 40, 100), -1, 20)])
+@pytest.mark.parametrize(
+    "shape, channel_axis, G",
+    [((9, 8, 3, 4), 1, 8), ((5, 2, 97, 101), 1, 1), ((5, 3, 2, 300), -1, 3), ((4, 40, 100), -1, 20)],
+)
 def test_backward_grid_limits_tiled(be, monkeypatch, shape, channel_axis, G):
     """Launches tiled to grids of 7 x 3 x 3 blocks give the same bits."""
     x = floats(shape, np.float32, seed=1)
@@ -344,8 +390,16 @@ def test_backward_edge_cases(be):
     np.testing.assert_allclose(gx, rgx, atol=1e-12 * scale)
     np.testing.assert_allclose(gw, 0, atol=1e-12)
     with pytest.raises(TypeError, match="floating"):
-        be.backward(cp.asarray(ints((1, 2, 3), np.uint8)), cp.asarray(ints((1, 2, 3), np.uint8)), V.U8, False, 2,
-                    None, 1e-5, None)
+        be.backward(
+            cp.asarray(ints((1, 2, 3), np.uint8)),
+            cp.asarray(ints((1, 2, 3), np.uint8)),
+            V.U8,
+            False,
+            2,
+            None,
+            1e-5,
+            None,
+        )
 
 
 def test_backward_on_x_device(be):
@@ -370,28 +424,33 @@ def test_every_instantiation_launches(be):
     cp.LAUNCHES.clear()
     for idt in INTS + FLOATS:
         for odt in OUTS:
-            for k, (shape, ax) in enumerate([((2, 3, 4, 5), 1), ((2, 3, 40, 50), 1), ((1, 2, 97, 101), 1),
-                                             ((2, 9, 11, 3), -1), ((1, 6, 7, 40), -1)]):
+            for k, (shape, ax) in enumerate(
+                [((2, 3, 4, 5), 1), ((2, 3, 40, 50), 1), ((1, 2, 97, 101), 1), ((2, 9, 11, 3), -1), ((1, 6, 7, 40), -1)]
+            ):
                 x = ints(shape, idt, k) if np.dtype(idt).kind in "iu" else floats(shape, idt, k)
                 norm(be, x, ax, None, {}, odt)
     for dt in FLOATS:
         for shape, ax in [((2, 3, 40, 50), 1), ((2, 9, 11, 3), -1)]:
             x = floats(shape, dt)
-            backward(be, x, x, ax, shape[ax] if ax == 1 else 1, None)    # channels-last groups: merge_groups
+            backward(be, x, x, ax, shape[ax] if ax == 1 else 1, None)  # channels-last groups: merge_groups
     launched = {L.name for L in cp.LAUNCHES}
     wanted = set(_names.names()) if BF16 is not None else {n for n in _names.names() if "bfloat16" not in n}
     assert wanted <= launched, sorted(wanted - launched)
 
 
 BROKEN = {
-    "bw_cl_partial without its barrier":
-        ("    s2s[t] = q;\n    __syncthreads();\n    for (int m = rl; m > 1;) {",
-         "    s2s[t] = q;\n    for (int m = rl; m > 1;) {"),
-    "bw_cl_dx reads its coefficients unsynchronized":
-        ("        cc[c] = (Wt)c0s[j];\n    }\n    __syncthreads();\n", "        cc[c] = (Wt)c0s[j];\n    }\n"),
-    "bw_cf_dx without its alignment check":
-        ("                     ((unsigned long long)(op + s0))) &\n                    15ull) == 0;\n",
-         "                     ((unsigned long long)(op + s0))) &\n                    15ull) == 0 || true;\n"),
+    "bw_cl_partial without its barrier": (
+        "    s2s[t] = q;\n    __syncthreads();\n    for (int m = rl; m > 1;) {",
+        "    s2s[t] = q;\n    for (int m = rl; m > 1;) {",
+    ),
+    "bw_cl_dx reads its coefficients unsynchronized": (
+        "        cc[c] = (Wt)c0s[j];\n    }\n    __syncthreads();\n",
+        "        cc[c] = (Wt)c0s[j];\n    }\n",
+    ),
+    "bw_cf_dx without its alignment check": (
+        "                     ((unsigned long long)(op + s0))) &\n                    15ull) == 0;\n",
+        "                     ((unsigned long long)(op + s0))) &\n                    15ull) == 0 || true;\n",
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """Host-side logic of the CuPy backend, run without CuPy or a GPU: a minimal
 stand-in for the few CuPy names the code under test touches."""
+
 import importlib
 import sys
 import types
@@ -26,7 +27,7 @@ def gpu_backend(monkeypatch):
     fake = types.ModuleType("cupy")
     calls = []
 
-    def shares_memory(a, b):       # exact, slow, synchronizing: must not run
+    def shares_memory(a, b):  # exact, slow, synchronizing: must not run
         raise AssertionError("cp.shares_memory (exact overlap check) called")
 
     def may_share_memory(a, b):
@@ -50,15 +51,15 @@ def test_out_overlap_check_uses_bounds_only(gpu_backend):
     and seconds per call for an (8, 64, 1024, 1024) pair) is never called."""
     be, calls = gpu_backend
     x = _Arr(1000)
-    xx, out = be._prepare(x, _Arr(1050), None)    # overlapping, different start
+    xx, out = be._prepare(x, _Arr(1050), None)  # overlapping, different start
     assert xx.copied and calls
-    xx, out = be._prepare(x, _Arr(5000), None)    # disjoint
+    xx, out = be._prepare(x, _Arr(5000), None)  # disjoint
     assert xx is x
-    xx, out = be._prepare(x, x, None)             # in place
+    xx, out = be._prepare(x, x, None)  # in place
     assert xx is x
-    xx, out = be._prepare(x, _Arr(1000), None)    # in place: the same start and element size
+    xx, out = be._prepare(x, _Arr(1000), None)  # in place: the same start and element size
     assert xx is x
-    xx, out = be._prepare(_Arr(1000, itemsize=1), _Arr(1000), None)   # uint8 x under a float32 out
+    xx, out = be._prepare(_Arr(1000, itemsize=1), _Arr(1000), None)  # uint8 x under a float32 out
     assert xx.copied
 
 

@@ -6,6 +6,7 @@ sm_80 and sm_90 with no errors and no register spills, and the first-call
 compile time of one dtype's module.  Runs tests/gpu_emu/nvrtc_compile.py in a
 subprocess (it answers CuPy's two device queries; nothing leaks into this
 process).  Skips where CuPy or libnvrtc is missing."""
+
 import json
 import os
 import re
@@ -47,7 +48,7 @@ def test_every_kernel_compiles_without_spills(arch):
     for block in re.split(r"Compiling entry function", log)[1:]:
         name = re.match(r" '(\w+)'", block).group(1)
         regs = int(re.search(r"Used (\d+) registers", block).group(1))
-        assert regs <= (128 if "cf_fused_block" in name else 255), (name, regs)   # 512 / 256 threads a block
+        assert regs <= (128 if "cf_fused_block" in name else 255), (name, regs)  # 512 / 256 threads a block
 
 
 def test_first_call_compile_time_one_dtype(capsys, record_property):
@@ -57,6 +58,8 @@ def test_first_call_compile_time_one_dtype(capsys, record_property):
     assert set(d["mapping"]) == set(_names.names("float"))
     record_property("nvrtc_float32_module_seconds", round(d["seconds"], 2))
     with capsys.disabled():
-        print(f"\n[NVRTC {'.'.join(map(str, d['nvrtc']))}] first-call compile of the float32 module for sm_90: "
-              f"{d['seconds']:.2f} s, cubin {d['size'] // 1024} KiB")
+        print(
+            f"\n[NVRTC {'.'.join(map(str, d['nvrtc']))}] first-call compile of the float32 module for sm_90: "
+            f"{d['seconds']:.2f} s, cubin {d['size'] // 1024} KiB"
+        )
     assert d["seconds"] <= 10.0

@@ -1,13 +1,13 @@
 """float16 conversion: the hardware (F16C / NEON, at the levels that have it)
 and software paths give the same bits, and the normalization results do not
 depend on which ran."""
+
 import numpy as np
 import pytest
+from _isa import LEVELS, UNFUSED_LEVEL, kernels
 
 import fastnorm
 from fastnorm._cpu import _engine as E
-
-from _isa import LEVELS, UNFUSED_LEVEL, kernels
 
 
 def _software_level():
@@ -27,15 +27,14 @@ def _boundary_floats():
     float32 -> float16 conversion: each half, the midpoints to its neighbours,
     +-1..3 ulp of float32 around both, the overflow and subnormal edges, and
     NaNs with assorted payloads."""
-    h = np.arange(0, 0x7C01, dtype=np.uint16)                 # +0 .. +inf
+    h = np.arange(0, 0x7C01, dtype=np.uint16)  # +0 .. +inf
     f = h.view(np.float16).astype(np.float64)
-    mids = (f[:-1] + f[1:]) / 2                                # exact in float32
+    mids = (f[:-1] + f[1:]) / 2  # exact in float32
     centers = np.concatenate([f, mids, [65504.0, 65520.0, 65536.0, 2.0**-24, 2.0**-25, 2.0**-26]])
     bits = centers.astype(np.float32).view(np.uint32).astype(np.int64)
     pats = (bits[:, None] + np.arange(-3, 4)[None, :]).ravel()
     pats = pats[(pats >= 0) & (pats < 2**31)].astype(np.uint32)
-    nans = np.array([0x7F800001, 0x7F802000, 0x7FC00000, 0x7FFFFFFF, 0x7FA5A5A5, 0x7F800FFF],
-                    np.uint32)
+    nans = np.array([0x7F800001, 0x7F802000, 0x7FC00000, 0x7FFFFFFF, 0x7FA5A5A5, 0x7F800FFF], np.uint32)
     rnd = np.random.default_rng(0).integers(0, 2**32, 2**20, dtype=np.uint64).astype(np.uint32)
     allp = np.concatenate([pats, nans, rnd])
     return np.concatenate([allp, allp | np.uint32(0x80000000)]).view(np.float32)
@@ -54,15 +53,14 @@ def test_widen_every_half(level):
         soft = E.half_to_float(h)
     np.testing.assert_array_equal(got.view(np.uint32), soft.view(np.uint32))
     ok = ~np.isnan(h.view(np.float16))
-    np.testing.assert_array_equal(got[ok].view(np.uint32),
-                                  h.view(np.float16)[ok].astype(np.float32).view(np.uint32))
+    np.testing.assert_array_equal(got[ok].view(np.uint32), h.view(np.float16)[ok].astype(np.float32).view(np.uint32))
     # NaNs stay NaN, quieted, payload kept
     assert np.isnan(got[~ok]).all()
     assert ((got[~ok].view(np.uint32) & 0x00400000) != 0).all()
 
 
 @pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("n_extra", [0, 5])   # vector body and scalar tail
+@pytest.mark.parametrize("n_extra", [0, 5])  # vector body and scalar tail
 def test_narrow_rounding_boundaries(level, n_extra):
     f = _boundary_floats()
     f = f[: len(f) - (len(f) % 16) + n_extra] if n_extra else f[: len(f) - (len(f) % 16)]
@@ -91,8 +89,8 @@ def test_norm_bits_independent_of_conversion(shape, channel_axis, activation):
     same bits at every level."""
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(shape) * 4 + 100).astype(np.float16)
-    x.flat[7::173] = np.float16(6e-8)   # subnormal inputs
-    x[0, 0].flat[::97] = np.float16(np.nan)   # one plane non-finite, the rest finite
+    x.flat[7::173] = np.float16(6e-8)  # subnormal inputs
+    x[0, 0].flat[::97] = np.float16(np.nan)  # one plane non-finite, the rest finite
     x[0, 0].flat[5::131] = np.float16(np.inf)
     if channel_axis == -1:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
@@ -102,8 +100,7 @@ def test_norm_bits_independent_of_conversion(shape, channel_axis, activation):
     outs = []
     for level in LEVELS:
         with kernels(isa=level):
-            outs.append(fastnorm.instance_norm(x, w, b, channel_axis=channel_axis,
-                                               activation=activation))
+            outs.append(fastnorm.instance_norm(x, w, b, channel_axis=channel_axis, activation=activation))
     assert np.isfinite(outs[0][1:]).all() and np.isnan(outs[0][0, 0] if channel_axis == 1 else outs[0][0, ..., 0]).all()
     for o in outs[1:]:
         np.testing.assert_array_equal(o.view(np.uint16), outs[0].view(np.uint16))

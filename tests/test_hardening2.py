@@ -1,4 +1,5 @@
 """Issue 18, "Hardening, round two": one test or more per item, named after it."""
+
 import os
 import signal
 import subprocess
@@ -18,9 +19,15 @@ def _run_script(code, timeout=60, env=None):
     (the script and every process it forked are killed)."""
     e = dict(os.environ)
     e.update(env or {})
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=e,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -161,8 +168,11 @@ def test_item3_torch_out_requiring_grad_is_refused(rng, torch_seed):
     b = a.exp()
     before = b.detach().clone()
     leaf = torch.zeros(2, 3, 8, 8, requires_grad=True)
-    calls = [lambda o: fastnorm.instance_norm(t, out=o), lambda o: fastnorm.group_norm(t, 3, out=o),
-             lambda o: fastnorm.normalize(t, torch.zeros(3), torch.ones(3), out=o)]
+    calls = [
+        lambda o: fastnorm.instance_norm(t, out=o),
+        lambda o: fastnorm.group_norm(t, 3, out=o),
+        lambda o: fastnorm.normalize(t, torch.zeros(3), torch.ones(3), out=o),
+    ]
     for call in calls:
         for o in (b, leaf):
             with pytest.raises(RuntimeError, match=r"out requires grad"):
@@ -200,8 +210,11 @@ def test_item3_torch_out_write_is_seen_by_autograd(rng, torch_seed):
 def test_item5_instancenorm_one_spatial_element_training_raises(rng, shape, axis):
     x = rng.random(shape).astype(np.float32)
     layer = fastnorm.InstanceNorm(3, track_running_stats=True, affine=True, channel_axis=axis)
-    with pytest.raises(ValueError, match=r"Expected more than 1 spatial element when training, "
-                                         r"got input size \(" + ", ".join(map(str, shape)) + r"\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected more than 1 spatial element when training, "
+        r"got input size \(" + ", ".join(map(str, shape)) + r"\)",
+    ):
         layer(x, training=True)
     np.testing.assert_array_equal(layer.running_var, np.ones(3, np.float32))
     np.testing.assert_array_equal(layer.running_mean, np.zeros(3, np.float32))
@@ -258,7 +271,8 @@ def test_item6_dask_normalize_negative_var(rng):
     ok = np.abs(var)
     np.testing.assert_array_equal(
         fastnorm.normalize(dx, da.from_array(mean), da.from_array(ok, chunks=(1, 3))).compute(scheduler="sync"),
-        fastnorm.normalize(x, mean, ok))
+        fastnorm.normalize(x, mean, ok),
+    )
 
 
 # ------------------------------------------- item 9: load_state_dict is all or nothing
@@ -266,15 +280,19 @@ def _layer_state(layer):
     return {k: np.array(v, copy=True) for k, v in layer.state_dict().items()}
 
 
-_GOOD_STATE = {"weight": np.full(3, 2.0), "bias": np.full(3, 0.5), "running_mean": np.full(3, 0.25),
-               "running_var": np.full(3, 4.0), "num_batches_tracked": np.array(7)}
+_GOOD_STATE = {
+    "weight": np.full(3, 2.0),
+    "bias": np.full(3, 0.5),
+    "running_mean": np.full(3, 0.25),
+    "running_var": np.full(3, 4.0),
+    "num_batches_tracked": np.array(7),
+}
 _BAD_VALUES = {
     "weight": [np.ones(4), np.array(["a", "b", "c"]), [[1.0, 2.0], [3.0]], np.ones(3, complex)],
     "bias": [np.ones((1, 3)), None, "abc"],
     "running_mean": [np.zeros(2), np.array([object(), 1, 2], dtype=object)],
     "running_var": [np.ones(5), np.array([1.0, -1.0, 1.0])],
-    "num_batches_tracked": [np.array([1, 2]), np.array(1.5), np.array(-1), "seven", np.array(np.nan),
-                            np.array(np.inf)],
+    "num_batches_tracked": [np.array([1, 2]), np.array(1.5), np.array(-1), "seven", np.array(np.nan), np.array(np.inf)],
 }
 
 
@@ -388,7 +406,8 @@ def test_item12_group_norm_2d_inputs(rng):
         fastnorm.instance_norm(x)
     da = pytest.importorskip("dask.array")
     np.testing.assert_array_equal(
-        fastnorm.group_norm(da.from_array(x, chunks=(2, 6)), 3, w, b, eps=1e-3).compute(scheduler="sync"), want)
+        fastnorm.group_norm(da.from_array(x, chunks=(2, 6)), 3, w, b, eps=1e-3).compute(scheduler="sync"), want
+    )
 
 
 def test_item12_torch_group_norm_module_2d_inputs():
@@ -404,15 +423,22 @@ def test_item12_torch_group_norm_module_2d_inputs():
     x = torch.randn(4, 12)
     with torch.no_grad():
         torch.testing.assert_close(mod(x), ref(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(fastnorm.group_norm(x, 3, ref.weight, ref.bias, eps=1e-3),
-                                   torch.nn.functional.group_norm(x, 3, ref.weight, ref.bias, 1e-3),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            fastnorm.group_norm(x, 3, ref.weight, ref.bias, eps=1e-3),
+            torch.nn.functional.group_norm(x, 3, ref.weight, ref.bias, 1e-3),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
-@pytest.mark.parametrize("make", [lambda nn: nn.GroupNorm(3, 6, 1e-3, bias=False),
-                                  lambda nn: nn.InstanceNorm2d(6, affine=True, bias=False),
-                                  lambda nn: nn.InstanceNorm1d(6, affine=True, bias=False,
-                                                               track_running_stats=True)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda nn: nn.GroupNorm(3, 6, 1e-3, bias=False),
+        lambda nn: nn.InstanceNorm2d(6, affine=True, bias=False),
+        lambda nn: nn.InstanceNorm1d(6, affine=True, bias=False, track_running_stats=True),
+    ],
+)
 def test_item12_convert_bias_false(make, torch_seed):
     torch = pytest.importorskip("torch")
     import fastnorm.torch as fnt
@@ -451,7 +477,7 @@ def test_item12_running_stats_update_rounds_once(dtype_name):
     mod = fnt.InstanceNorm1d(64, momentum=-1.2, track_running_stats=True).to(dtype).train()
     worst = 0.0
     with torch.no_grad():
-        for step in range(4):
+        for _ in range(4):
             x = (torch.randn(3, 64, 50) * 3 + torch.linspace(-20, 20, 64)[:, None]).to(dtype)
             rm, rv = mod.running_mean.double(), mod.running_var.double()
             xd = x.double()
@@ -468,7 +494,7 @@ def test_item12_running_stats_update_rounds_once(dtype_name):
 def test_item12_numpy_layer_running_stats_update_rounds_once(rng):
     layer = fastnorm.InstanceNorm(64, momentum=0.7, track_running_stats=True)
     worst = 0.0
-    for step in range(6):
+    for _ in range(6):
         x = (rng.standard_normal((3, 64, 50)) * 3 + np.linspace(-20, 20, 64)[:, None]).astype(np.float32)
         rm, rv = layer.running_mean.astype(np.float64), layer.running_var.astype(np.float64)
         xd = x.astype(np.float64)
@@ -494,20 +520,19 @@ def test_item13_big_endian_input_is_converted_once(rng):
     for a, b in zip(fastnorm.instance_stats(xb.astype(">f8")), fastnorm.instance_stats(x.astype(np.float64))):
         np.testing.assert_array_equal(a, b)
     m, v = fastnorm.instance_stats(x)
-    np.testing.assert_array_equal(fastnorm.normalize(xb, m.astype(">f4"), v.astype(">f4")),
-                                  fastnorm.normalize(x, m, v))
+    np.testing.assert_array_equal(fastnorm.normalize(xb, m.astype(">f4"), v.astype(">f4")), fastnorm.normalize(x, m, v))
     np.testing.assert_array_equal(fastnorm.adain(xb, xb[:1]), fastnorm.adain(x, x[:1]))
     np.testing.assert_array_equal(fastnorm.instance_moments(xb).m2, fastnorm.instance_moments(x).m2)
     da = pytest.importorskip("dask.array")
-    np.testing.assert_array_equal(fastnorm.instance_norm(da.from_array(xb, chunks=(1, 3, 4, 8))).compute(),
-                                  fastnorm.instance_norm(x))
+    np.testing.assert_array_equal(
+        fastnorm.instance_norm(da.from_array(xb, chunks=(1, 3, 4, 8))).compute(), fastnorm.instance_norm(x)
+    )
 
 
 def test_item13_ragged_coefficients_name_the_argument(rng):
     x = rng.standard_normal((2, 3, 8, 8))
     out = np.full_like(x, 5.0)
-    for kw, name in [(dict(weight=[[1.0, 2.0], [3.0], [4.0]]), "weight"),
-                     (dict(bias=[1.0, [2.0, 3.0], 4.0]), "bias")]:
+    for kw, name in [(dict(weight=[[1.0, 2.0], [3.0], [4.0]]), "weight"), (dict(bias=[1.0, [2.0, 3.0], 4.0]), "bias")]:
         with pytest.raises(TypeError, match=rf"^{name} must be an array of 3 numbers, got list"):
             fastnorm.instance_norm(x, out=out, **kw)
     with pytest.raises(TypeError, match=r"^mean must be an array of numbers, got list"):
@@ -534,9 +559,13 @@ def test_item13_non_array_objects_from_torch_and_dask():
         db = None
     if db is not None:
         things.append(db.from_sequence([1.0, 2.0, 3.0]))
-    calls = [lambda a: fastnorm.instance_norm(a), lambda a: fastnorm.group_norm(a, 1),
-             lambda a: fastnorm.instance_stats(a), lambda a: fastnorm.instance_moments(a),
-             lambda a: fastnorm.normalize(a, np.zeros(3), np.ones(3))]
+    calls = [
+        lambda a: fastnorm.instance_norm(a),
+        lambda a: fastnorm.group_norm(a, 1),
+        lambda a: fastnorm.instance_stats(a),
+        lambda a: fastnorm.instance_moments(a),
+        lambda a: fastnorm.normalize(a, np.zeros(3), np.ones(3)),
+    ]
     for thing in things:
         qual = f"{type(thing).__module__}.{type(thing).__qualname__}"
         for call in calls:
@@ -552,8 +581,11 @@ def test_item13_dask_unknown_chunk_sizes(rng):
     dx = da.from_array(x, chunks=(2, 3, 2, 4))
     u = dx[da.from_array(np.array([True, False, True, True]), chunks=2)]
     msg = r"x has unknown chunk sizes \(shape \(nan, 3, 4, 4\)\); call x\.compute_chunk_sizes\(\) first"
-    for call in [lambda: fastnorm.instance_norm(u), lambda: fastnorm.group_norm(u, 3),
-                 lambda: fastnorm.normalize(u, np.zeros(3), np.ones(3))]:
+    for call in [
+        lambda: fastnorm.instance_norm(u),
+        lambda: fastnorm.group_norm(u, 3),
+        lambda: fastnorm.normalize(u, np.zeros(3), np.ones(3)),
+    ]:
         with pytest.raises(ValueError, match=msg):
             call()
     with pytest.raises(ValueError, match=msg.replace("x", "content")):
@@ -561,15 +593,19 @@ def test_item13_dask_unknown_chunk_sizes(rng):
     with pytest.raises(ValueError, match=msg.replace("x", "style")):
         fastnorm.adain(dx, u)
     uc = dx[:, da.from_array(np.array([True, False, True]))]
-    for call in [lambda: fastnorm.instance_norm(uc), lambda: fastnorm.instance_stats(uc),
-                 lambda: fastnorm.group_norm(uc, 1)]:
+    for call in [
+        lambda: fastnorm.instance_norm(uc),
+        lambda: fastnorm.instance_stats(uc),
+        lambda: fastnorm.group_norm(uc, 1),
+    ]:
         with pytest.raises(ValueError, match=msg.replace("nan, 3", "4, nan")):
             call()
     # what works on unknown batch sizes keeps working
     ref = x[[0, 2, 3]]
     # (the same spatial chunks merged in the same order: the same bits)
-    np.testing.assert_array_equal(fastnorm.instance_stats(u)[1].compute(),
-                                  fastnorm.instance_stats(dx)[1].compute()[[0, 2, 3]])
+    np.testing.assert_array_equal(
+        fastnorm.instance_stats(u)[1].compute(), fastnorm.instance_stats(dx)[1].compute()[[0, 2, 3]]
+    )
     np.testing.assert_array_equal(fastnorm.instance_norm(u.rechunk({2: -1})).compute(), fastnorm.instance_norm(ref))
 
 
@@ -594,13 +630,17 @@ def test_item13_instancenorm_momentum_and_channel_axis():
     for ax in (True, 1.0):
         with pytest.raises(TypeError, match=r"channel_axis must be an int \(1, -1 or x.ndim - 1\), got"):
             fastnorm.InstanceNorm(3, channel_axis=ax)
-    with pytest.raises(ValueError, match=r"channel_axis must be 1 \(channels first\) or -1 / x.ndim - 1 "
-                                         r"\(channels last\), got 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"channel_axis must be 1 \(channels first\) or -1 / x.ndim - 1 "
+        r"\(channels last\), got 0",
+    ):
         fastnorm.InstanceNorm(3, channel_axis=0)
     # x.ndim - 1 is channels last, as in the functions (issue 20)
     x = np.random.default_rng(5).standard_normal((2, 9, 3)).astype(np.float32)
-    np.testing.assert_array_equal(fastnorm.InstanceNorm(3, channel_axis=2)(x),
-                                  fastnorm.instance_norm(x, channel_axis=-1))
+    np.testing.assert_array_equal(
+        fastnorm.InstanceNorm(3, channel_axis=2)(x), fastnorm.instance_norm(x, channel_axis=-1)
+    )
     with pytest.raises(ValueError, match="channel_axis"):
         fastnorm.InstanceNorm(3, channel_axis=2)(x[:, :, None, :])
 
@@ -668,10 +708,12 @@ def test_item15_one_thread_inside_dask_threaded_tasks(rng, thread_log):
     dx = da.from_array(x, chunks=(1, 3, 64, 64))
     ds = da.from_array(x, chunks=(2, 3, 32, 64))
     want, want_g = fastnorm.instance_norm(x), fastnorm.group_norm(x, 3)
-    for graph, exact, ref in [(fastnorm.instance_norm(dx), True, want),  # whole planes
-                              (dx.map_blocks(fastnorm.instance_norm), True, want),  # a user's blocks
-                              (fastnorm.instance_norm(ds), False, want),  # spatial chunks
-                              (fastnorm.group_norm(ds, 3), False, want_g)]:
+    for graph, exact, ref in [
+        (fastnorm.instance_norm(dx), True, want),  # whole planes
+        (dx.map_blocks(fastnorm.instance_norm), True, want),  # a user's blocks
+        (fastnorm.instance_norm(ds), False, want),  # spatial chunks
+        (fastnorm.group_norm(ds, 3), False, want_g),
+    ]:
         thread_log.clear()
         y = graph.compute(scheduler="threads")
         assert thread_log and set(thread_log) == {1}, thread_log
@@ -707,8 +749,7 @@ def test_item15_one_thread_inside_distributed_tasks(rng, thread_log):
     dx = da.from_array(x, chunks=(1, 3, 32, 64))
     # (spatial chunks: fastnorm's graph merges statistics; the user's normalizes each block)
     graphs = [fastnorm.instance_norm(dx), dx.map_blocks(fastnorm.instance_norm)]
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-                            dashboard_address=None) as client:
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
         results = []
         for graph in graphs:
             thread_log.clear()
@@ -787,21 +828,19 @@ def test_item4_float64_extreme_magnitudes_give_finite_results(scale, channel_axi
 def test_item4_issue_example_and_moments():
     x = np.array([[[1.0, -1, 2, -2]]]) * 1e154
     y = fastnorm.instance_norm(x)
-    np.testing.assert_allclose(y.ravel(), [0.632455532, -0.632455532, 1.264911064, -1.264911064],
-                               rtol=1e-8)
+    np.testing.assert_allclose(y.ravel(), [0.632455532, -0.632455532, 1.264911064, -1.264911064], rtol=1e-8)
     m = fastnorm.instance_moments(x)
-    assert m.mean[0, 0] == 0.0 and m.m2[0, 0] == np.inf      # 1e309 does not fit a double
+    assert m.mean[0, 0] == 0.0 and m.m2[0, 0] == np.inf  # 1e309 does not fit a double
     mean, var = fastnorm.instance_stats(x)
-    assert var[0, 0] == np.inf                                # 2.5e308 neither
+    assert var[0, 0] == np.inf  # 2.5e308 neither
     x2 = np.array([[[1.0, -1, 2, -2]]]) * 1e150
     mean, var = fastnorm.instance_stats(x2)
     np.testing.assert_allclose(var, [[2.5e300]], rtol=1e-14)
     m = fastnorm.instance_moments(x2 * 1e-450)
-    np.testing.assert_allclose(m.m2, [[10.0 * 1e-600]], rtol=1e-13)   # underflow kept
+    np.testing.assert_allclose(m.m2, [[10.0 * 1e-600]], rtol=1e-13)  # underflow kept
     tiny = np.array([[[1.0, -1, 2, -2]]]) * 1e-300
     y = fastnorm.instance_norm(tiny, eps=0.0)
-    np.testing.assert_allclose(y.ravel(), [0.632455532, -0.632455532, 1.264911064, -1.264911064],
-                               rtol=1e-8)
+    np.testing.assert_allclose(y.ravel(), [0.632455532, -0.632455532, 1.264911064, -1.264911064], rtol=1e-8)
     # NaN data keep their NaN; ordinary planes are unaffected
     z = np.array([[[1.0, np.nan, 2, -2], [1.0, 2.0, 3.0, 4.0]]])
     yz = fastnorm.instance_norm(z)
@@ -817,17 +856,18 @@ def test_item4_float32_variance_overflow_is_not_silent():
     assert var.dtype == np.float32 and var[0, 0] == np.inf
     with pytest.raises(ValueError, match="var must be finite, got inf"):
         fastnorm.normalize(x, mean, var)
-    np.testing.assert_allclose(fastnorm.instance_norm(x).ravel(),
-                               [0.632455532, -0.632455532, 1.264911064, -1.264911064], rtol=1e-6)
+    np.testing.assert_allclose(
+        fastnorm.instance_norm(x).ravel(), [0.632455532, -0.632455532, 1.264911064, -1.264911064], rtol=1e-6
+    )
 
 
 # ---------------------------------------------------------------- item 8
 def test_item8_silu_extremes():
     x = np.array([[[1.0, -1, 2, -2, 0]]], np.float32)
     y = fastnorm.instance_norm(x, weight=[-1e38], activation="silu")
-    assert np.all(y[0, 0, [0, 2]] == 0) and np.all(np.signbit(y[0, 0, [0, 2]]))   # -0
+    assert np.all(y[0, 0, [0, 2]] == 0) and np.all(np.signbit(y[0, 0, [0, 2]]))  # -0
     assert np.all(y[0, 0, [1, 3]] > 1e37)
-    y = fastnorm.instance_norm(x, weight=[-1e39], activation="silu")            # > FLT_MAX
+    y = fastnorm.instance_norm(x, weight=[-1e39], activation="silu")  # > FLT_MAX
     assert not np.isnan(y).any()
     assert y[0, 0, 4] == 0 and np.all(y[0, 0, [0, 2]] == 0) and np.all(np.isinf(y[0, 0, [1, 3]]))
     for dt in (np.float16,) + ((__import__("ml_dtypes").bfloat16,) if _has("ml_dtypes") else ()):
@@ -835,12 +875,17 @@ def test_item8_silu_extremes():
         for act in (None, "silu", "relu"):
             yh = fastnorm.instance_norm(xh, weight=[-1e300], activation=act)
             assert not np.isnan(yh.astype(np.float32)).any(), (dt, act)
-            assert float(yh[0, 0, 4]) == 0.0                     # x == mean: the bias
+            assert float(yh[0, 0, 4]) == 0.0  # x == mean: the bias
         for cl_x in (np.ascontiguousarray(np.moveaxis(xh, 1, -1)),):
             yh = fastnorm.instance_norm(cl_x, weight=[-1e300], channel_axis=-1, activation="silu")
             assert not np.isnan(yh.astype(np.float32)).any()
-    s = fastnorm.normalize(np.array([[[-np.inf, np.inf, np.nan, -1e300, 1e300]]]),
-                           np.zeros((1, 1)), np.ones((1, 1)), eps=0.0, activation="silu")
+    s = fastnorm.normalize(
+        np.array([[[-np.inf, np.inf, np.nan, -1e300, 1e300]]]),
+        np.zeros((1, 1)),
+        np.ones((1, 1)),
+        eps=0.0,
+        activation="silu",
+    )
     assert s[0, 0, 0] == 0 and np.signbit(s[0, 0, 0]) and s[0, 0, 1] == np.inf
     assert np.isnan(s[0, 0, 2]) and s[0, 0, 3] == 0 and s[0, 0, 4] == 1e300
 
@@ -868,7 +913,7 @@ def test_item8_float32_silu_within_one_ulp(channel_axis):
         y = np.moveaxis(y, -1, 1)
     v = np.array((x.astype(np.float64) - mm[..., None]) * (1.0 / np.sqrt(vv[..., None] + 1e-5)))
     with np.errstate(over="ignore"):
-        exact = v / (1.0 + np.exp(-v))                 # float64: ~1e-16 relative
+        exact = v / (1.0 + np.exp(-v))  # float64: ~1e-16 relative
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     err = np.abs(y.astype(np.float64) - exact) / ulp
     assert err.max() <= 1.0, err.max()
@@ -895,11 +940,14 @@ print(status("VmHWM") - base)
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-RSS reset")
 @pytest.mark.parametrize("nt", [1, 2])
-@pytest.mark.parametrize("shape, channel_axis, dtype", [
-    ((16, 1, 1000000), -1, "float32"),      # channels last, a million channels
-    ((16, 1000000, 1), 1, "float32"),       # channels first, one element per plane
-    ((1, 65536, 8192), -1, "float16"),      # channels last, one instance of many chunks
-])
+@pytest.mark.parametrize(
+    "shape, channel_axis, dtype",
+    [
+        ((16, 1, 1000000), -1, "float32"),  # channels last, a million channels
+        ((16, 1000000, 1), 1, "float32"),  # channels first, one element per plane
+        ((1, 65536, 8192), -1, "float16"),  # channels last, one instance of many chunks
+    ],
+)
 def test_item7_working_memory_does_not_grow_with_n_times_c(shape, channel_axis, dtype, nt):
     """The memory a call uses beyond its input and output: working arrays per
     thread and per wave (O(threads x C) for channels last, where a row of C
@@ -910,13 +958,17 @@ def test_item7_working_memory_does_not_grow_with_n_times_c(shape, channel_axis, 
 
     C = shape[-1] if channel_axis == -1 else shape[1]
     per_unit = C if channel_axis == -1 else 0
-    bound = 160 * per_unit * nt + (32 << 20)     # a row of C lanes: about 130 bytes each
+    bound = 160 * per_unit * nt + (32 << 20)  # a row of C lanes: about 130 bytes each
     try:
         open("/proc/self/clear_refs", "w").write("5")
     except OSError:
         pytest.skip("cannot reset the peak RSS here")
-    r = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, repr(shape), str(channel_axis), dtype,
-                        str(nt)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _MEM_SCRIPT, repr(shape), str(channel_axis), dtype, str(nt)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     hidden = int(r.stdout.strip())
     assert hidden <= bound, (hidden / 2**20, bound / 2**20)

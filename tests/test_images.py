@@ -1,10 +1,11 @@
 """Image data as image code holds it (issue 22): integer pixels read directly,
 the output dtype, single images through layout=, on NumPy, torch and Dask."""
+
 import numpy as np
 import pytest
+from _reference import assert_close
 
 import fastnorm
-from _reference import assert_close
 
 INTS = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64]
 
@@ -51,14 +52,17 @@ def test_output_dtype_against_the_reference(rng, dt, out):
 
 def test_float_inputs_with_another_output_dtype(rng):
     x16 = rng.standard_normal((2, 4, 8, 8)).astype(np.float16)
-    np.testing.assert_array_equal(fastnorm.instance_norm(x16, dtype=np.float32),
-                                  fastnorm.instance_norm(x16.astype(np.float32)))
+    np.testing.assert_array_equal(
+        fastnorm.instance_norm(x16, dtype=np.float32), fastnorm.instance_norm(x16.astype(np.float32))
+    )
     x32 = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
-    np.testing.assert_array_equal(fastnorm.instance_norm(x32, dtype="float64"),
-                                  fastnorm.instance_norm(x32.astype(np.float64)))
+    np.testing.assert_array_equal(
+        fastnorm.instance_norm(x32, dtype="float64"), fastnorm.instance_norm(x32.astype(np.float64))
+    )
     m, v = fastnorm.instance_stats(x32)
-    np.testing.assert_array_equal(fastnorm.normalize(x32, m, v, dtype=np.float64),
-                                  fastnorm.normalize(x32.astype(np.float64), m, v))
+    np.testing.assert_array_equal(
+        fastnorm.normalize(x32, m, v, dtype=np.float64), fastnorm.normalize(x32.astype(np.float64), m, v)
+    )
 
 
 def test_out_and_dtype_rules(rng):
@@ -96,7 +100,7 @@ def test_layer_torch_and_dask_take_integers(rng):
     ref = fastnorm.instance_norm(img, layout="CHW")
     np.testing.assert_array_equal(fastnorm.InstanceNorm(3, layout="CHW")(img), ref)
     torch = pytest.importorskip("torch", reason="torch is not installed")
-    t = fastnorm.instance_norm(torch.from_numpy(img), layout="CHW")     # what decode_image returns
+    t = fastnorm.instance_norm(torch.from_numpy(img), layout="CHW")  # what decode_image returns
     assert t.dtype == torch.float32
     np.testing.assert_array_equal(t.numpy(), ref)
     t64 = fastnorm.instance_norm(torch.from_numpy(img), layout="CHW", dtype=torch.float64)

@@ -1,9 +1,10 @@
 """instance_norm / instance_stats against the float64 oracle."""
+
+import _reference as R
 import numpy as np
 import pytest
 
 import fastnorm
-import _reference as R
 
 DTYPES = [np.float32, np.float64, np.float16]
 SHAPES = [(2, 3, 17), (2, 5, 6, 7), (1, 4, 3, 5, 6), (3, 2, 40, 50), (1, 3, 130, 129)]
@@ -39,8 +40,13 @@ def test_affine_and_eps(rng, dtype, channel_axis, eps):
     b = rng.standard_normal(4)
     for wt, bt in ((w, b), (w.astype(np.float32), None), (None, b.astype(np.float16)), (list(w), list(b))):
         y = fastnorm.instance_norm(x, wt, bt, eps=eps, channel_axis=channel_axis)
-        ref = R.instance_norm(x, None if wt is None else np.asarray(wt, np.float64),
-                              None if bt is None else np.asarray(bt, np.float64), eps, channel_axis)
+        ref = R.instance_norm(
+            x,
+            None if wt is None else np.asarray(wt, np.float64),
+            None if bt is None else np.asarray(bt, np.float64),
+            eps,
+            channel_axis,
+        )
         R.assert_close(y, ref)
 
 

@@ -17,16 +17,16 @@ same call on a converted copy (what the engine never makes):
   within float16's rounding of a float64 reference for float32 inputs;
 - statistics alone: the exact values (x.astype(float64)).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from _isa import LEVELS, UNFUSED_LEVEL, kernels
 
 from fastnorm import _validate as V
 from fastnorm._cpu import _backend as B
 from fastnorm._cpu import _engine as E
-
-from _isa import LEVELS, UNFUSED_LEVEL, kernels
 
 try:
     import ml_dtypes
@@ -66,9 +66,9 @@ def _ints(rng, dt, shape):
         if info.min < 0:
             x[2] = info.min + 1
     if np.dtype(dt) == np.int64 and n > 8:
-        x[3:7] = [2 ** 62, 2 ** 62 + 1, 2 ** 62 + 255, -(2 ** 62) - 129]
+        x[3:7] = [2**62, 2**62 + 1, 2**62 + 255, -(2**62) - 129]
     if np.dtype(dt) == np.uint64 and n > 8:
-        x[3:7] = [2 ** 64 - 1, 2 ** 64 - 2, 2 ** 63 + 1, 2 ** 63 - 1]
+        x[3:7] = [2**64 - 1, 2**64 - 2, 2**63 + 1, 2**63 - 1]
     return x.reshape(shape)
 
 
@@ -85,8 +85,13 @@ def _norm_args(rng, C, G, affine):
 
 # channels-first (N, C, *S) and channels-last (N, *S, C) shapes: small planes,
 # planes of several statistics blocks, C < 16 (virtual rows) and wide rows
-SHAPES = [((2, 3, 11, 13), False), ((1, 2, 17000), False), ((2, 9, 7, 3), True),
-          ((1, 37, 37), True), ((1, 3, 2500), True)]
+SHAPES = [
+    ((2, 3, 11, 13), False),
+    ((1, 2, 17000), False),
+    ((2, 9, 7, 3), True),
+    ((1, 37, 37), True),
+    ((1, 3, 2500), True),
+]
 
 
 def _cases(shape, cl):
@@ -115,8 +120,10 @@ def test_integer_into_float32_and_float64_is_the_converted_copy(isa, fused, dt):
                     y = B.norm(x, code, cl, G, w, b, 1e-5, act, 0.1, None, 2, ocode=V.F64)
                     _same(y, B.norm(x64, V.F64, cl, G, w, b, 1e-5, act, 0.1, None, 2))
             # the default output of an integer input is float32
-            assert B.norm(x, code, cl, shape[-1] if cl else shape[1], None, None, 1e-5, 0, 0.0,
-                          None, 1).dtype == np.float32
+            assert (
+                B.norm(x, code, cl, shape[-1] if cl else shape[1], None, None, 1e-5, 0, 0.0, None, 1).dtype
+                == np.float32
+            )
             # statistics alone: the exact values (64-bit: astype's rounding)
             _same(B.triples(x, code, cl, 2), B.triples(x64, V.F64, cl, 2))
 
@@ -168,8 +175,7 @@ def test_apply_with_given_coefficients(isa, fused):
                     for act in (0, 1, 3):
                         y = B.apply(x, code, cl, mean, scale, shift, act, 0.2, None, 2, ocode=oc)
                         assert y.dtype == odt
-                        want = B.apply(ref_x, ref_code, cl, mean, scale, shift, act, 0.2, None, 1,
-                                       ocode=oc)
+                        want = B.apply(ref_x, ref_code, cl, mean, scale, shift, act, 0.2, None, 1, ocode=oc)
                         _same(y, want)
                         if oc in (V.F32, V.F64):
                             _same(y, B.apply(x.astype(odt), oc, cl, mean, scale, shift, act, 0.2, None, 3))
@@ -191,22 +197,25 @@ def test_floating_inputs_into_another_floating_type(isa, fused):
                     for hdt, hcode in halves:
                         xh = base.astype(hdt)
                         for oc, odt in ((V.F32, np.float32), (V.F64, np.float64)):
-                            _same(B.norm(xh, hcode, *args, 2, ocode=oc),
-                                  B.norm(xh.astype(odt), oc, *args, 1))
+                            _same(B.norm(xh, hcode, *args, 2, ocode=oc), B.norm(xh.astype(odt), oc, *args, 1))
                         # into the other 16-bit type: its path on the float32 values
                         for oc2 in (V.F16, V.BF16):
                             if oc2 == hcode or (oc2 == V.BF16 and BF16 is None):
                                 continue
-                            _same(B.norm(xh, hcode, *args, 3, ocode=oc2),
-                                  B.norm(xh.astype(np.float32), V.F32, *args, 1, ocode=oc2))
+                            _same(
+                                B.norm(xh, hcode, *args, 3, ocode=oc2),
+                                B.norm(xh.astype(np.float32), V.F32, *args, 1, ocode=oc2),
+                            )
                     x32 = base.astype(np.float32)
                     x64 = base * 1.0000001
                     # float32 -> float64: x.astype(float64); float64 -> float32: x.astype(float32)
                     _same(B.norm(x32, V.F32, *args, 2, ocode=V.F64), B.norm(x32.astype(np.float64), V.F64, *args, 1))
                     _same(B.norm(x64, V.F64, *args, 2, ocode=V.F32), B.norm(x64.astype(np.float32), V.F32, *args, 1))
                     # float64 -> 16-bit: the 16-bit path on the float32 values
-                    _same(B.norm(x64, V.F64, *args, 3, ocode=V.F16),
-                          B.norm(x64.astype(np.float32), V.F32, *args, 1, ocode=V.F16))
+                    _same(
+                        B.norm(x64, V.F64, *args, 3, ocode=V.F16),
+                        B.norm(x64.astype(np.float32), V.F32, *args, 1, ocode=V.F16),
+                    )
                 # float32 -> float16: within float16's rounding of a float64
                 # reference, plus the float arithmetic of the 16-bit path
                 # (x - mean in float: a few float32 ulps of |x| / std)
@@ -215,7 +224,7 @@ def test_floating_inputs_into_another_floating_type(isa, fused):
                 ref = B.norm(x32.astype(np.float64), V.F64, cl, G, w, b, 1e-5, 0, 0.0, None, 1)
                 ulp = np.spacing(np.abs(ref).astype(np.float16)).astype(np.float64)
                 wmax = np.abs(w).max() if w is not None else 1.0
-                arith = 4 * 2.0 ** -24 * np.abs(x32).max() / x32.std() * wmax + 2.0 ** -24 * np.abs(ref)
+                arith = 4 * 2.0**-24 * np.abs(x32).max() / x32.std() * wmax + 2.0**-24 * np.abs(ref)
                 assert (np.abs(y.astype(np.float64) - ref) <= ulp + arith).all()
 
 
@@ -266,9 +275,10 @@ def test_large_inputs_every_plan():
 
 def test_plan_for_takes_integer_dtypes_and_an_output_dtype():
     p = E.plan_for((1, 2160, 3840, 3), np.uint8, channel_axis=-1, num_threads=1)
-    assert p["stream"] == E.plan_for((1, 2160, 3840, 3), np.uint8, channel_axis=-1, num_threads=1,
-                                     out_dtype=np.float32)["stream"]
-    assert not E.plan_for((1, 2160, 3840, 3), np.uint8, channel_axis=-1, num_threads=1,
-                          out_dtype=np.float16)["stream"]
+    assert (
+        p["stream"]
+        == E.plan_for((1, 2160, 3840, 3), np.uint8, channel_axis=-1, num_threads=1, out_dtype=np.float32)["stream"]
+    )
+    assert not E.plan_for((1, 2160, 3840, 3), np.uint8, channel_axis=-1, num_threads=1, out_dtype=np.float16)["stream"]
     with pytest.raises(ValueError, match="out_dtype"):
         E.plan_for((1, 3, 8, 8), np.uint8, out_dtype=np.int32)

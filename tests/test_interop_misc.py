@@ -1,19 +1,22 @@
 """bfloat16 NumPy arrays, threadpoolctl, import hygiene."""
+
 import subprocess
 import sys
 
+import _reference as R
 import numpy as np
 import pytest
 
 import fastnorm
-import _reference as R
 
 
 def test_import_pulls_no_optional_dependency():
-    code = ("import sys, fastnorm, numpy as np\n"
-            "fastnorm.instance_norm(np.ones((1, 2, 3), np.float32))\n"
-            "bad = [m for m in ('torch', 'cupy', 'dask', 'onnxruntime', 'matplotlib', 'distributed') if m in sys.modules]\n"
-            "print(','.join(bad))\n")
+    code = (
+        "import sys, fastnorm, numpy as np\n"
+        "fastnorm.instance_norm(np.ones((1, 2, 3), np.float32))\n"
+        "bad = [m for m in ('torch', 'cupy', 'dask', 'onnxruntime', 'matplotlib', 'distributed') if m in sys.modules]\n"
+        "print(','.join(bad))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"import fastnorm imported {out}"
 
@@ -61,15 +64,29 @@ def test_bench_ceiling_is_the_faster_copy():
     t2 = {"copy": 1.0, "copy_nt": 1.5, "fastnorm": 2.0}
     B._best_copy(t2)
     assert t2["copy"] == 1.0
-    row = {"shape": "T", "dims": [1, 4, 8, 8], "layout": "cf", "dtype": "float32",
-           "threads": 1, "bytes": 2048, "times": t}
+    row = {
+        "shape": "T",
+        "dims": [1, 4, 8, 8],
+        "layout": "cf",
+        "dtype": "float32",
+        "threads": 1,
+        "bytes": 2048,
+        "times": t,
+    }
     text = B.table([row])
     head = text.splitlines()[0]
     assert "x numpy" in head and "x copy" not in head
     assert "| 0.50 |" in text and "| 2.0 (" in text  # of copy 1.5/3.0; numpy 6/3
     assert B.summary([row])["cf"]["min_copy_fraction"] == 0.5
-    rows = B.run_suite({"T": (1, 4, 8, 8)}, layouts=("cf",), threads=1, repeat=1,
-                       peers=P.peers_available(["none"]), progress=False, min_time=0.0)
+    rows = B.run_suite(
+        {"T": (1, 4, 8, 8)},
+        layouts=("cf",),
+        threads=1,
+        repeat=1,
+        peers=P.peers_available(["none"]),
+        progress=False,
+        min_time=0.0,
+    )
     times = rows[0]["times"]
     assert set(times) == {"copy", "copy_nt", "copy_memcpy", "fastnorm", "fastnorm_out"}
     assert times["copy"] == min(times["copy_nt"], times["copy_memcpy"])
@@ -94,8 +111,7 @@ def test_bench_samples_in_interleaved_rounds():
         if calls["n"] > 3:
             raise RuntimeError("peer broke")
 
-    times, errors = B.timeit_rounds({"a": rec("a"), "b": rec("b"), "bad": flaky},
-                                    repeat=3, min_time=0.0)
+    times, errors = B.timeit_rounds({"a": rec("a"), "b": rec("b"), "bad": flaky}, repeat=3, min_time=0.0)
     assert set(times) == {"a", "b", "bad"}
     assert times["a"] > 0 and times["b"] > 0
     assert times["bad"] is None and "peer broke" in errors["bad"]

@@ -1,17 +1,16 @@
 """Kernel levels: FASTNORM_ISA, show_config's SIMD fields, the plan, and the
 same bits at every level."""
+
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
+from _isa import LEVELS, kernels
 
 import fastnorm
 from fastnorm._cpu import _engine as E
-
-from _isa import LEVELS, kernels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -48,8 +47,7 @@ def _run(env_isa, script=_HASH_SCRIPT):
     else:
         env["FASTNORM_ISA"] = env_isa
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=300)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     return r.stdout.split(), r.stderr
 
@@ -58,7 +56,7 @@ def test_show_config_dicts_names_the_levels():
     d = fastnorm.show_config(mode="dicts")
     assert isinstance(d, dict)
     assert d["simd_levels"] == LEVELS and d["simd_level"] in d["simd_levels"]
-    assert d["simd_level"] == LEVELS[0]            # auto: the best this CPU runs
+    assert d["simd_level"] == LEVELS[0]  # auto: the best this CPU runs
     if os.uname().machine in ("x86_64", "AMD64"):
         assert "x86-64" in d["simd_levels"]
     with pytest.raises(ValueError, match="mode must be 'stdout' or 'dicts', got 'json'"):
@@ -85,7 +83,9 @@ def test_fastnorm_isa_selects_the_level_and_gives_the_same_bits(level):
     assert "RuntimeWarning" not in err
 
 
-@pytest.mark.parametrize("value", ["avx9000", "x86-64-v9", "AUTO-ish", "neon" if os.uname().machine != "aarch64" else "x86-64"])
+@pytest.mark.parametrize(
+    "value", ["avx9000", "x86-64-v9", "AUTO-ish", "neon" if os.uname().machine != "aarch64" else "x86-64"]
+)
 def test_fastnorm_isa_unknown_value_warns_and_runs_auto(value):
     (level, _), err = _run(value)
     assert level == LEVELS[0]
@@ -116,27 +116,27 @@ def test_plan_for_describes_the_plan():
     pipelined and read-then-apply planes, waves for planes larger than a
     thread's share of L2, backward passes past L2, streaming stores past the
     streaming threshold, serial below the parallel threshold."""
-    p = E.plan_for((8, 128, 64, 64), np.float32, 1, 2)            # S2: 16 KiB planes
+    p = E.plan_for((8, 128, 64, 64), np.float32, 1, 2)  # S2: 16 KiB planes
     assert p["layout"] == "channels_first" and p["n_threads"] == 2 and p["fused"]
     assert p["small_planes"] and not p["stream"] and not p["backward"]
-    p = E.plan_for((1, 64, 256, 256), np.float32, 1, 2)           # S1: 256 KiB planes
+    p = E.plan_for((1, 64, 256, 256), np.float32, 1, 2)  # S1: 256 KiB planes
     assert p["fused"] and not p["small_planes"] and p["pipelined"]
-    p = E.plan_for((1, 16, 512, 256), np.float32, 1, 2)           # 512 KiB planes
+    p = E.plan_for((1, 16, 512, 256), np.float32, 1, 2)  # 512 KiB planes
     assert p["fused"] and not p["pipelined"] and not p["backward"]
-    p = E.plan_for((2, 16, 150, 150), np.float32, 1, 2)           # 88 KiB planes, 2 blocks
+    p = E.plan_for((2, 16, 150, 150), np.float32, 1, 2)  # 88 KiB planes, 2 blocks
     assert p["pipelined"] and not p["small_planes"]
-    p = E.plan_for((1, 3, 1080, 1920), np.float32, 1, 2)          # S4: 3 planes of 8 MiB
+    p = E.plan_for((1, 3, 1080, 1920), np.float32, 1, 2)  # S4: 3 planes of 8 MiB
     assert not p["fused"] and p["wave"] >= 1 and p["backward"]
-    assert p["stream"] == E.config()["streaming"]                 # 24 MiB output
-    p = E.plan_for((1, 32, 512, 512), np.float32, 1, 2)           # S6: 32 MiB output
+    assert p["stream"] == E.config()["streaming"]  # 24 MiB output
+    p = E.plan_for((1, 32, 512, 512), np.float32, 1, 2)  # S6: 32 MiB output
     assert p["stream"] == E.config()["streaming"]
-    p = E.plan_for((1, 32, 512, 512), np.float16, 1, 2)           # float16: never streamed
+    p = E.plan_for((1, 32, 512, 512), np.float16, 1, 2)  # float16: never streamed
     assert not p["stream"]
-    p = E.plan_for((1, 4, 8, 8), np.float32, 1, 2)                # tiny: serial
+    p = E.plan_for((1, 4, 8, 8), np.float32, 1, 2)  # tiny: serial
     assert p["n_threads"] == 1 and not p["parallel"]
-    p = E.plan_for((32, 16, 16, 256), np.float32, -1, 2)          # S3 channels last
+    p = E.plan_for((32, 16, 16, 256), np.float32, -1, 2)  # S3 channels last
     assert p["layout"] == "channels_last" and p["fused"] and not p["backward"]
-    p = E.plan_for((1, 256, 256, 64), np.float32, -1, 2)          # S1 channels last
+    p = E.plan_for((1, 256, 256, 64), np.float32, -1, 2)  # S1 channels last
     assert not p["fused"] and p["backward"]
     assert E.plan_for((1, 256, 256, 64), np.float32, -1, 1)["fused"]
     with pytest.raises(ValueError, match="num_threads must be >= 1, got 0"):

@@ -2,6 +2,7 @@
 (tests/c/isa_bits.c): every x86-64 vector width and the scalar layer, and
 NEON on aarch64 (natively or under qemu-user), hash the same.  test_isa.py
 checks the levels of the installed build through FASTNORM_ISA."""
+
 import pytest
 
 
@@ -22,10 +23,13 @@ def _isa_bits(tmp_path, name, flags, cc=None, runner=()):
         pytest.skip("needs a C compiler and the kernel sources")
     exe = str(tmp_path / f"isa_{name}")
     # the build's flags (setup.py) and one target's
-    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-w",
-            f"-DFN_TARGET={name}"]
-    subprocess.run([cc, *base, *flags, "-I", inc, os.path.join(inc, "fn_kernels.c"), src,
-                    "-o", exe, "-lm"], check=True, capture_output=True, text=True)
+    base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-w", f"-DFN_TARGET={name}"]
+    subprocess.run(
+        [cc, *base, *flags, "-I", inc, os.path.join(inc, "fn_kernels.c"), src, "-o", exe, "-lm"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     r = subprocess.run([*runner, exe], capture_output=True, text=True)
     if r.returncode == -signal.SIGILL:
         return None
@@ -64,8 +68,7 @@ def test_every_isa_level_gives_the_same_bits(tmp_path):
     for fused in (True, False):
         ran = {n: h for (n, f), h in got.items() if f == fused and h is not None}
         assert len(set(ran.values())) == 1, ran
-    contracted = _isa_bits(tmp_path, "contract", ["-march=x86-64-v3", "-DFN_FUSED=0",
-                                                  "-ffp-contract=fast"])
+    contracted = _isa_bits(tmp_path, "contract", ["-march=x86-64-v3", "-DFN_FUSED=0", "-ffp-contract=fast"])
     if contracted is not None:
         assert contracted != got["base", False], "the hash does not see contraction"
 
@@ -85,8 +88,9 @@ def test_aarch64_neon_gives_the_same_bits(tmp_path):
     else:
         runner = (qemu, "-L", "/usr/aarch64-linux-gnu")
     neon = _isa_bits(tmp_path, "neon", ["-static"] if runner else [], cc=cc, runner=runner)
-    neon_unfused = _isa_bits(tmp_path, "neon_unfused", ["-DFN_FUSED=0"] + (["-static"] if runner else []),
-                             cc=cc, runner=runner)
+    neon_unfused = _isa_bits(
+        tmp_path, "neon_unfused", ["-DFN_FUSED=0"] + (["-static"] if runner else []), cc=cc, runner=runner
+    )
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert neon == _isa_bits(tmp_path, "v3", ["-march=x86-64-v3"])
         assert neon_unfused == _isa_bits(tmp_path, "base", ["-march=x86-64", "-DFN_FUSED=0"])

@@ -1,5 +1,6 @@
 """Memory: no RSS growth over many calls, returning or raising, and one plane
 larger than 2**31 elements (marker bigmem)."""
+
 import os
 
 import numpy as np
@@ -40,11 +41,13 @@ def test_no_memory_growth_over_many_calls():
 def test_no_memory_growth_over_raising_calls():
     x = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
     out = np.empty_like(x)
-    bad = [lambda: fastnorm.instance_norm(x, eps=-1, out=out),
-           lambda: fastnorm.instance_norm(x > 0),
-           lambda: fastnorm.group_norm(x, 3),
-           lambda: fastnorm.normalize(x, np.zeros(3), np.ones(4)),
-           lambda: fastnorm.instance_norm(x, np.ones(5))]
+    bad = [
+        lambda: fastnorm.instance_norm(x, eps=-1, out=out),
+        lambda: fastnorm.instance_norm(x > 0),
+        lambda: fastnorm.group_norm(x, 3),
+        lambda: fastnorm.normalize(x, np.zeros(3), np.ones(4)),
+        lambda: fastnorm.instance_norm(x, np.ones(5)),
+    ]
     for _ in range(200):
         for f in bad:
             with pytest.raises((TypeError, ValueError)):

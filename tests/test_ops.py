@@ -1,9 +1,10 @@
 """group_norm, fused activations, adain, moments, normalize, InstanceNorm layer."""
+
+import _reference as R
 import numpy as np
 import pytest
 
 import fastnorm
-import _reference as R
 
 DTYPES = [np.float32, np.float64, np.float16]
 
@@ -33,8 +34,9 @@ def test_group_norm_C_groups_is_instance_norm(rng):
     x = make(rng, (2, 5, 30, 30))
     np.testing.assert_array_equal(fastnorm.group_norm(x, 5), fastnorm.instance_norm(x))
     xl = to_layout(x, -1)
-    np.testing.assert_array_equal(fastnorm.group_norm(xl, 5, channel_axis=-1),
-                                  fastnorm.instance_norm(xl, channel_axis=-1))
+    np.testing.assert_array_equal(
+        fastnorm.group_norm(xl, 5, channel_axis=-1), fastnorm.instance_norm(xl, channel_axis=-1)
+    )
 
 
 @pytest.mark.parametrize("channel_axis", [1, -1])
@@ -71,7 +73,9 @@ def test_group_norm_threads_identical(rng, dtype, channel_axis):
 
 
 # ----------------------------------------------------------------- activations
-@pytest.mark.parametrize("activation,slope", [("relu", 0.01), ("leaky_relu", 0.2), ("leaky_relu", 0.01), ("silu", 0.01)])
+@pytest.mark.parametrize(
+    "activation,slope", [("relu", 0.01), ("leaky_relu", 0.2), ("leaky_relu", 0.01), ("silu", 0.01)]
+)
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_activations_reference(rng, activation, slope, channel_axis, dtype):
@@ -156,8 +160,10 @@ def test_tiled_moments_equal_whole(rng, channel_axis, axis):
     np.testing.assert_allclose(m.mean, whole.mean, rtol=1e-14)
     np.testing.assert_allclose(m.m2, whole.m2, rtol=1e-12)
     np.testing.assert_array_equal(m.count, whole.count)
-    m2 = fastnorm.merge_moments(tiles and fastnorm.instance_moments(tiles[0], channel_axis=channel_axis),
-                                fastnorm.instance_moments(tiles[1], channel_axis=channel_axis))
+    m2 = fastnorm.merge_moments(
+        tiles and fastnorm.instance_moments(tiles[0], channel_axis=channel_axis),
+        fastnorm.instance_moments(tiles[1], channel_axis=channel_axis),
+    )
     assert m2.mean.shape == (2, 3) and m2.count.dtype == np.float64
 
 
@@ -194,9 +200,9 @@ def test_tiled_normalize_matches_instance_norm(rng):
     x = make(rng, (1, 3, 600, 200), loc=1e3)
     m = None
     for i in range(0, 600, 128):
-        mt = fastnorm.instance_moments(x[:, :, i:i + 128])
+        mt = fastnorm.instance_moments(x[:, :, i : i + 128])
         m = mt if m is None else m.merge(mt)
-    y = np.concatenate([fastnorm.normalize(x[:, :, i:i + 128], m.mean, m.var) for i in range(0, 600, 128)], axis=2)
+    y = np.concatenate([fastnorm.normalize(x[:, :, i : i + 128], m.mean, m.var) for i in range(0, 600, 128)], axis=2)
     np.testing.assert_allclose(y, fastnorm.instance_norm(x), atol=1e-6)
 
 
@@ -275,5 +281,12 @@ def test_instancenorm_layer_semantics(rng):
     with pytest.raises(KeyError):
         tracked.load_state_dict({"weight": np.ones(3)})
     with pytest.raises(ValueError, match="running_mean"):
-        tracked.load_state_dict({"weight": np.ones(3), "bias": np.zeros(3), "running_mean": np.zeros(4),
-                                 "running_var": np.ones(3), "num_batches_tracked": 0})
+        tracked.load_state_dict(
+            {
+                "weight": np.ones(3),
+                "bias": np.zeros(3),
+                "running_mean": np.zeros(4),
+                "running_var": np.ones(3),
+                "num_batches_tracked": 0,
+            }
+        )

@@ -1,6 +1,7 @@
 """Large outputs fastnorm allocates come from a small pool of freed outputs
 (fn_pool.h): a repeated call reuses mapped pages instead of faulting in fresh
 ones.  Bounded, releasable, invisible to the results."""
+
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def pool():
 
 
 def test_freed_output_is_reused_and_results_unchanged(pool):
-    x = np.random.default_rng(0).standard_normal((1, 8, 256, 256)).astype(np.float32)   # 2 MiB
+    x = np.random.default_rng(0).standard_normal((1, 8, 256, 256)).astype(np.float32)  # 2 MiB
     ref = fastnorm.instance_norm(x).copy()
     E.empty_cache()
     y = fastnorm.instance_norm(x)
@@ -30,9 +31,9 @@ def test_freed_output_is_reused_and_results_unchanged(pool):
     assert y.flags.owndata and y.flags.c_contiguous
     assert E.output_pool()[0] == 0
     del y
-    assert E.output_pool()[0] == x.nbytes            # kept
+    assert E.output_pool()[0] == x.nbytes  # kept
     y2 = fastnorm.instance_norm(x)
-    assert y2.ctypes.data == addr                     # the same block, reused
+    assert y2.ctypes.data == addr  # the same block, reused
     assert E.output_pool()[0] == 0
     np.testing.assert_array_equal(y2, ref)
     # a reused block's old contents never show: every element is written
@@ -42,19 +43,19 @@ def test_freed_output_is_reused_and_results_unchanged(pool):
 
 
 def test_pool_is_bounded_and_releasable(pool):
-    E.output_pool(3 << 20)                            # room for one 2 MiB block
+    E.output_pool(3 << 20)  # room for one 2 MiB block
     x = np.ones((1, 8, 256, 256), np.float32)
     ys = [fastnorm.instance_norm(x) for _ in range(4)]
     del ys
     assert E.output_pool()[0] == x.nbytes
     assert E.empty_cache() == x.nbytes and E.output_pool()[0] == 0
-    E.output_pool(0)                                  # off
+    E.output_pool(0)  # off
     del x
     x = np.ones((1, 8, 256, 256), np.float32)
     y = fastnorm.instance_norm(x)
     del y
     assert E.output_pool()[0] == 0
-    small = fastnorm.instance_norm(np.ones((1, 2, 8, 8), np.float32))   # below the pool's minimum
+    small = fastnorm.instance_norm(np.ones((1, 2, 8, 8), np.float32))  # below the pool's minimum
     del small
     assert E.output_pool()[0] == 0
     with pytest.raises(ValueError, match="cap_bytes must be >= 0, got -1"):

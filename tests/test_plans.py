@@ -3,17 +3,16 @@ every plan forced through _tuning (small planes, pipelined, read-then-apply,
 waves, backward passes, streaming), and the channels-last apply kernels
 against the channels-first ones; the wave plan also against the float64
 oracle.  (test_isa.py checks what plan_for reports.)"""
+
+import _reference as R
 import numpy as np
 import pytest
-
-import fastnorm
-import _reference as R
 from _plans import PLAN_SETTINGS
 
+import fastnorm
 
 # includes planes larger than a wave share (several waves, a partial last wave)
-SPLIT_SHAPES = [(1, 2, 1000, 700), (3, 5, 200, 130), (1, 1, 70001), (2, 3, 17, 18, 19),
-                (2, 7, 300, 300)]
+SPLIT_SHAPES = [(1, 2, 1000, 700), (3, 5, 200, 130), (1, 1, 70001), (2, 3, 17, 18, 19), (2, 7, 300, 300)]
 
 
 @pytest.mark.parametrize("shape", SPLIT_SHAPES)
@@ -29,12 +28,14 @@ def test_every_function_bit_identical_1_to_8_threads(shape, channel_axis):
     mean, var = np.full(C, 10.0), np.full(C, 9.0)
 
     def all_funcs(nt):
-        return [fastnorm.instance_norm(x, channel_axis=channel_axis, activation="silu", num_threads=nt),
-                fastnorm.group_norm(x, G, channel_axis=channel_axis, num_threads=nt),
-                *fastnorm.instance_stats(x, channel_axis=channel_axis, num_threads=nt),
-                fastnorm.instance_moments(x, channel_axis=channel_axis, num_threads=nt).m2,
-                fastnorm.normalize(x, mean, var, channel_axis=channel_axis, num_threads=nt),
-                fastnorm.adain(x, style, channel_axis=channel_axis, alpha=0.7, num_threads=nt)]
+        return [
+            fastnorm.instance_norm(x, channel_axis=channel_axis, activation="silu", num_threads=nt),
+            fastnorm.group_norm(x, G, channel_axis=channel_axis, num_threads=nt),
+            *fastnorm.instance_stats(x, channel_axis=channel_axis, num_threads=nt),
+            fastnorm.instance_moments(x, channel_axis=channel_axis, num_threads=nt).m2,
+            fastnorm.normalize(x, mean, var, channel_axis=channel_axis, num_threads=nt),
+            fastnorm.adain(x, style, channel_axis=channel_axis, alpha=0.7, num_threads=nt),
+        ]
 
     ref = all_funcs(1)
     for nt in range(2, 9):
@@ -59,12 +60,19 @@ def test_every_plan_gives_the_same_bits(dtype, shape):
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
 
     def run():
-        return [fastnorm.instance_norm(x, w, b, activation=act, num_threads=nt).tobytes()
-                for act in (None, "silu", "leaky_relu") for nt in (1, 2, 3)] + \
-               [fastnorm.group_norm(x, G, w, b, num_threads=nt).tobytes()
-                for G in (1, C // 2 if C % 2 == 0 else 1) for nt in (1, 3)] + \
-               [fastnorm.instance_norm(xl, w, b, channel_axis=-1, num_threads=nt).tobytes()
-                for nt in (1, 3)]
+        return (
+            [
+                fastnorm.instance_norm(x, w, b, activation=act, num_threads=nt).tobytes()
+                for act in (None, "silu", "leaky_relu")
+                for nt in (1, 2, 3)
+            ]
+            + [
+                fastnorm.group_norm(x, G, w, b, num_threads=nt).tobytes()
+                for G in (1, C // 2 if C % 2 == 0 else 1)
+                for nt in (1, 3)
+            ]
+            + [fastnorm.instance_norm(xl, w, b, channel_axis=-1, num_threads=nt).tobytes() for nt in (1, 3)]
+        )
 
     ref = run()
     for setting in PLAN_SETTINGS:

@@ -1,15 +1,16 @@
 """Property tests (hypothesis) over every public function: random shapes (zero-size
 axes, one-element planes, C up to 4096, 1 to 3 spatial axes), dtypes, both layouts,
 strided views, affine, eps, out= and in place, against the float64 oracle."""
+
 import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+import _reference as R  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastnorm  # noqa: E402
-import _reference as R  # noqa: E402
 
 DTYPES = [np.float32, np.float64, np.float16]
 MAX_ELEMS = 6000
@@ -33,8 +34,7 @@ def cases(draw, zero_ok=True):
     loc = draw(st.sampled_from([0.0, 1.0, -30.0, 100.0]))
     scale = draw(st.sampled_from([1.0, 0.1, 10.0]))
     view = draw(st.sampled_from(["contiguous", "sliced", "negative", "transposed", "fortran"]))
-    return dict(N=N, C=C, sp=sp, dtype=dtype, channel_axis=channel_axis, seed=seed, loc=loc,
-                scale=scale, view=view)
+    return dict(N=N, C=C, sp=sp, dtype=dtype, channel_axis=channel_axis, seed=seed, loc=loc, scale=scale, view=view)
 
 
 def build(c):
@@ -82,15 +82,21 @@ def run_out(fn, x, mode):
     return fn(x, None)
 
 
-@given(cases(), st.sampled_from(["", "w", "b", "wb"]), EPS, OUTMODE,
-       st.sampled_from([None, "relu", "leaky_relu", "silu"]))
+@given(
+    cases(), st.sampled_from(["", "w", "b", "wb"]), EPS, OUTMODE, st.sampled_from([None, "relu", "leaky_relu", "silu"])
+)
 def test_instance_norm_property(c, aff, eps, mode, act):
     x, rng = build(c)
     w, b = affine(rng, c["C"], aff)
     ax = c["channel_axis"]
     ref = R.instance_norm(x, w, b, eps, ax, act, 0.1)
-    y = run_out(lambda a, o: fastnorm.instance_norm(a, w, b, eps=eps, channel_axis=ax, activation=act,
-                                                    negative_slope=0.1, out=o), x, mode)
+    y = run_out(
+        lambda a, o: fastnorm.instance_norm(
+            a, w, b, eps=eps, channel_axis=ax, activation=act, negative_slope=0.1, out=o
+        ),
+        x,
+        mode,
+    )
     assert y.dtype == x.dtype and y.shape == x.shape and y.flags.c_contiguous
     R.assert_close(y, ref)
 

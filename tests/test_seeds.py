@@ -1,6 +1,7 @@
 """The per-test random streams (conftest.py's rng and torch_seed fixtures):
 seeded from the node id with a stable hash, so a failing case replays in
 another process, and the seed printed with the failure."""
+
 import os
 import re
 import shutil
@@ -12,7 +13,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-_INNER = '''
+_INNER = """
 def test_draws_and_fails(rng):
     print("drew", rng.integers(2**62))
     assert False
@@ -24,7 +25,7 @@ def test_draws_and_passes(rng):
 
 def test_fails_without_rng():
     assert False
-'''
+"""
 
 
 def _run_inner(tmp_path, hashseed):
@@ -33,10 +34,26 @@ def _run_inner(tmp_path, hashseed):
     shutil.copy(os.path.join(HERE, "conftest.py"), d / "conftest.py")
     (d / "test_inner.py").write_text(_INNER)
     env = dict(os.environ, PYTHONHASHSEED=str(hashseed))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
-                        f"--rootdir={d}", f"--junitxml={d / 'junit.xml'}", "test_inner.py"],
-                       cwd=d, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1, r.stdout + r.stderr        # two failures, nothing else wrong
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-s",
+            f"--rootdir={d}",
+            f"--junitxml={d / 'junit.xml'}",
+            "test_inner.py",
+        ],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr  # two failures, nothing else wrong
     return r.stdout, (d / "junit.xml").read_text()
 
 
@@ -63,4 +80,5 @@ def test_seed_is_the_same_in_every_process_and_printed_on_failure(tmp_path):
         assert junit.count('name="rng_seed"') == 2
     assert drawn[0] == drawn[1] and len(drawn[0]) == 2
     assert sorted(int(v) for v in drawn[0]) == sorted(
-        int(np.random.default_rng(s).integers(2**62)) for s in (seed, passing_seed))
+        int(np.random.default_rng(s).integers(2**62)) for s in (seed, passing_seed)
+    )

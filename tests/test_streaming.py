@@ -1,11 +1,12 @@
 """Non-temporal (streaming) stores of large outputs: forced on, at every level
 that has them, the same bits as normal stores at every output alignment;
 the default threshold and the streaming copy of the bench ceiling."""
+
 import numpy as np
 import pytest
+from _isa import LEVELS, kernels
 
 import fastnorm
-from _isa import LEVELS, kernels
 
 
 def _misaligned_like(a, shift):
@@ -13,12 +14,14 @@ def _misaligned_like(a, shift):
     elements past a 64-byte boundary."""
     buf = np.empty(a.size + 16, a.dtype)
     k = (-(buf.ctypes.data // a.itemsize)) % (64 // a.itemsize) + shift
-    return buf[k:k + a.size].reshape(a.shape)
+    return buf[k : k + a.size].reshape(a.shape)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 5, 33, 37), (3, 37, 20, 9), (2, 100, 7, 11), (1, 16, 64, 64),
-                                   (2, 3, 20, 30), (1, 64, 12, 10), (3, 32, 7, 9)])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 5, 33, 37), (3, 37, 20, 9), (2, 100, 7, 11), (1, 16, 64, 64), (2, 3, 20, 30), (1, 64, 12, 10), (3, 32, 7, 9)],
+)
 def test_streaming_stores_give_the_same_bits(dtype, shape):
     """Large float32/float64 outputs are written with non-temporal stores
     (channels first: the lanes before the first aligned line and after the
@@ -47,13 +50,12 @@ def test_streaming_stores_give_the_same_bits(dtype, shape):
                 ol = _misaligned_like(xl, shift)
                 fastnorm.instance_norm(xl, w, b, channel_axis=-1, out=ol, num_threads=nt)
                 got += [o.tobytes(), ol.tobytes()]
-            io = x.copy()                         # in place: y is x
+            io = x.copy()  # in place: y is x
             fastnorm.instance_norm(io, w, b, out=io, num_threads=2)
             got.append(io.tobytes())
             got.append(fastnorm.group_norm(x, 1, w, b, num_threads=2).tobytes())
             got.append(fastnorm.normalize(x, mean, var, w, b, num_threads=2).tobytes())
-            got.append(fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1,
-                                          num_threads=2).tobytes())
+            got.append(fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, num_threads=2).tobytes())
         return got
 
     with kernels(stream=False):

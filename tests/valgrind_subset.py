@@ -1,5 +1,6 @@
 """A small workload for `valgrind --tool=memcheck` (see .ci/valgrind.sh):
 every public function, both layouts, every dtype, odd sizes and tails."""
+
 import numpy as np
 
 import fastnorm

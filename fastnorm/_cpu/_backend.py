@@ -17,6 +17,7 @@ and moments keep results that leave the kernels' range exact (float64 data
 near the ends of the exponent range, 16-bit data with huge affine
 coefficients): fastnorm._range.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,22 +85,46 @@ def _prepare(x: Any, out: Any, dtype: Any = None) -> tuple[np.ndarray, np.ndarra
     if out is not x and np.may_share_memory(out, x):
         # same buffer is fine (elementwise in place, elements of one size); any
         # other overlap is not
-        if not (out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-                and out.strides == x.strides):
+        if not (out.__array_interface__["data"][0] == x.__array_interface__["data"][0] and out.strides == x.strides):
             x = x.copy()
     return x, out
 
 
-def norm(x: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, bias: np.ndarray | None,
-         eps: float, act: int, slope: float, out: np.ndarray | None, nt: int | None,
-         ocode: int | None = None) -> np.ndarray:
+def norm(
+    x: np.ndarray,
+    code: int,
+    cl: bool,
+    G: int,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    act: int,
+    slope: float,
+    out: np.ndarray | None,
+    nt: int | None,
+    ocode: int | None = None,
+) -> np.ndarray:
     ocode = _out_code(code, ocode)
     if ocode == V.F32:  # float32 data and float32 coefficients stay in range
         return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode=ocode)
     return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode)
 
 
-def _norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, stats: bool = False, ocode: int | None = None) -> Any:
+def _norm(
+    x: Any,
+    code: int,
+    cl: bool,
+    G: int,
+    weight: Any,
+    bias: Any,
+    eps: Any,
+    act: int,
+    slope: float,
+    out: Any,
+    nt: int | None,
+    stats: bool = False,
+    ocode: int | None = None,
+) -> Any:
     """The engine's norm; stats=True returns the (N, C or G, 3) triples too."""
     ocode = _out_code(code, ocode)
     x, y = _prepare(x, out, _out_dtype(x, code, ocode))
@@ -123,7 +148,20 @@ def _norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any,
 _FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def _norm_checked(x: Any, code: int, cl: bool, G: int, w: Any, b: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, ocode: int) -> np.ndarray:
+def _norm_checked(
+    x: Any,
+    code: int,
+    cl: bool,
+    G: int,
+    w: Any,
+    b: Any,
+    eps: Any,
+    act: int,
+    slope: float,
+    out: Any,
+    nt: int | None,
+    ocode: int,
+) -> np.ndarray:
     """The engine's norm on an array whose result can leave the kernels' range:
     float64 units whose squared deviations overflow or underflow double
     (fastnorm._range), and 16-bit outputs whose scale or shift overflow float,
@@ -139,7 +177,7 @@ def _norm_checked(x: Any, code: int, cl: bool, G: int, w: Any, b: Any, eps: Any,
         wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
         bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
         if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
-            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)   # cannot overflow
+            return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)  # cannot overflow
         tg = _range.group_triples(triples(x, code, cl, nt), G)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             rs = 1.0 / np.sqrt(tg[..., 2] / tg[..., 0] + eps)
@@ -195,17 +233,28 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
     return out
 
 
-def moments(x: np.ndarray, code: int, cl: bool, nt: int | None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def moments(
+    x: np.ndarray, code: int, cl: bool, nt: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     t = triples(x, code, cl, nt)
     if code == V.F64 and _range.out_of_range(t, None).any():
         return _range.rescaled_triples(triples, x, code, cl, nt, t)
     return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
 
 
-def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-          act: int, slope: float, out: np.ndarray | None, nt: int | None,
-          ocode: int | None = None) -> np.ndarray:
+def apply(
+    x: np.ndarray,
+    code: int,
+    cl: bool,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    act: int,
+    slope: float,
+    out: np.ndarray | None,
+    nt: int | None,
+    ocode: int | None = None,
+) -> np.ndarray:
     """mean, scale, shift: float64 C-contiguous (N, C); the output of code
     ocode (None: x's for a floating x, float32 for an integer one)."""
     ocode = _out_code(code, ocode)
@@ -223,8 +272,9 @@ def apply(x: np.ndarray, code: int, cl: bool, mean: np.ndarray, scale: np.ndarra
     return y
 
 
-def backward(x: np.ndarray, dy: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None,
-             eps: float, nt: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def backward(
+    x: np.ndarray, dy: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, eps: float, nt: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Instance / group norm backward: (grad_x, grad_weight, grad_bias), grad_x
     of x's shape and dtype, the others float64 (C,).  x and dy validated, of
     one shape and dtype; weight None (ones) or float64 (C,)."""

@@ -12,6 +12,7 @@ C long or double.  ``num_threads`` is ignored on the GPU.
 
 Imported only when a CuPy array arrives: ``import fastnorm`` imports no CuPy.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,19 +29,30 @@ from . import _names
 xp = cp
 ARRAY_TYPE = cp.ndarray
 #: dtype code -> C++ type of the kernels' templates
-TNAME = {V.F16: "__half", V.F32: "float", V.F64: "double", V.BF16: "__nv_bfloat16",
-         V.U8: "unsigned char", V.I8: "signed char", V.U16: "unsigned short", V.I16: "short",
-         V.U32: "unsigned int", V.I32: "int", V.U64: "unsigned long long", V.I64: "long long"}
-_NULL = np.uint64(0)   # a null device pointer for optional weight / bias
+TNAME = {
+    V.F16: "__half",
+    V.F32: "float",
+    V.F64: "double",
+    V.BF16: "__nv_bfloat16",
+    V.U8: "unsigned char",
+    V.I8: "signed char",
+    V.U16: "unsigned short",
+    V.I16: "short",
+    V.U32: "unsigned int",
+    V.I32: "int",
+    V.U64: "unsigned long long",
+    V.I64: "long long",
+}
+_NULL = np.uint64(0)  # a null device pointer for optional weight / bias
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _source() -> str:
     with open(os.path.join(os.path.dirname(__file__), "kernels.cu")) as f:
         return f.read()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(device_id: int, m: Any) -> Any:
     """The kernels of module m (_names.modules(): (input type, output type)
     or ("backward", type)) on a device, compiled on first use: a call
@@ -52,7 +64,7 @@ def _module(device_id: int, m: Any) -> Any:
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _function(device_id: int, m: Any, name: str) -> Any:
     return _module(device_id, m).get_function(name)
 
@@ -81,11 +93,12 @@ def _stats_pair(code: int) -> tuple[str, str]:
 def _odtype(ocode: str) -> Any:
     if ocode == "__nv_bfloat16":
         import ml_dtypes
+
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype({"__half": np.float16, "float": np.float32, "double": np.float64}[ocode])
 
 
-_T = 256   # threads per block of the small grid-stride kernels
+_T = 256  # threads per block of the small grid-stride kernels
 
 
 def _grid1(n: int) -> tuple[int]:
@@ -184,8 +197,21 @@ def _cl_triples(x: Any, m: Any, N: int, S: int, C: int) -> Any:
     for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
         for c0, nc in _tiles(_cdiv(C, 256), _names.MAX_GRID_YZ):
             for k0, nk in _tiles(nch, _names.MAX_GRID_X):
-                f((nk, nc, nn), (256,), (x, np.int64(S), np.int64(C), np.int64(rows), np.int64(nch), np.int64(k0),
-                                         np.int64(c0 * 256), np.int64(n0), part))
+                f(
+                    (nk, nc, nn),
+                    (256,),
+                    (
+                        x,
+                        np.int64(S),
+                        np.int64(C),
+                        np.int64(rows),
+                        np.int64(nch),
+                        np.int64(k0),
+                        np.int64(c0 * 256),
+                        np.int64(n0),
+                        part,
+                    ),
+                )
     tri = cp.empty((N * C, 3), cp.float64)
     _fn("merge_chunks", m)(_grid1(N * C), (_T,), (part, np.int64(N), np.int64(C), np.int64(nch), tri))
     return tri
@@ -195,8 +221,9 @@ def _coefs(tri: Any, m: Any, N: int, C: int, Cg: int, w: Any, b: Any, eps: Any) 
     mean = cp.empty(N * C, cp.float64)
     scale = cp.empty(N * C, cp.float64)
     shift = cp.empty(N * C, cp.float64)
-    _fn("coefs_from_triples", m)(_grid1(N * C), (_T,), (tri, np.int64(N), np.int64(C), np.int64(Cg), w, b,
-                                                         np.float64(eps), mean, scale, shift))
+    _fn("coefs_from_triples", m)(
+        _grid1(N * C), (_T,), (tri, np.int64(N), np.int64(C), np.int64(Cg), w, b, np.float64(eps), mean, scale, shift)
+    )
     return mean, scale, shift
 
 
@@ -205,16 +232,23 @@ def _vec(x: Any, y: Any) -> int:
     return 16 // max(x.itemsize, y.itemsize)
 
 
-def _cf_apply(x: Any, y: Any, m: Any, R: int, S: int, mean: Any, scale: Any, shift: Any, act: int, slope: float) -> None:
-    per_block = 256 * 8 * _vec(x, y)   # elements one block covers well
+def _cf_apply(
+    x: Any, y: Any, m: Any, R: int, S: int, mean: Any, scale: Any, shift: Any, act: int, slope: float
+) -> None:
+    per_block = 256 * 8 * _vec(x, y)  # elements one block covers well
     segs = max(1, min(_cdiv(S, per_block), _names.MAX_GRID_X))
     f = _fn(f"cf_apply<{m[0]}, {m[1]}>", m)
     for r0, nr in _tiles(R, max(1, _names.MAX_GRID_X // segs)):
-        f((nr * segs,), (256,), (x, y, np.int64(S), np.int64(segs), np.int64(r0), mean, scale, shift,
-                                 np.int32(act), np.float64(slope)))
+        f(
+            (nr * segs,),
+            (256,),
+            (x, y, np.int64(S), np.int64(segs), np.int64(r0), mean, scale, shift, np.int32(act), np.float64(slope)),
+        )
 
 
-def _cl_apply(x: Any, y: Any, m: Any, N: int, S: int, C: int, mean: Any, scale: Any, shift: Any, act: int, slope: float) -> None:
+def _cl_apply(
+    x: Any, y: Any, m: Any, N: int, S: int, C: int, mean: Any, scale: Any, shift: Any, act: int, slope: float
+) -> None:
     vec = _vec(x, y)
     tail = (np.int32(act), np.float64(slope))
     if C <= _names.CL_CT:
@@ -224,22 +258,55 @@ def _cl_apply(x: Any, y: Any, m: Any, N: int, S: int, C: int, mean: Any, scale: 
         f = _fn(f"cl_apply_flat<{m[0]}, {m[1]}>", m)
         for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
             for b0, nb in _tiles(_cdiv(SC, E), _names.MAX_GRID_X):
-                f((nb, 1, nn), (256,), (x, y, np.int64(S), np.int64(C), np.int64(E), np.int64(b0 * E),
-                                        np.int64(n0), mean, scale, shift) + tail)
+                f(
+                    (nb, 1, nn),
+                    (256,),
+                    (x, y, np.int64(S), np.int64(C), np.int64(E), np.int64(b0 * E), np.int64(n0), mean, scale, shift)
+                    + tail,
+                )
         return
-    rpb = max(1, 8192 // _names.CL_CT)      # rows per block: about 8192 elements
+    rpb = max(1, 8192 // _names.CL_CT)  # rows per block: about 8192 elements
     f = _fn(f"cl_apply_tile<{m[0]}, {m[1]}>", m)
     for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
         for c0, nc in _tiles(_cdiv(C, _names.CL_CT), _names.MAX_GRID_YZ):
             for b0, nb in _tiles(_cdiv(S, rpb), _names.MAX_GRID_X):
-                f((nb, nc, nn), (256,), (x, y, np.int64(S), np.int64(C), np.int64(rpb), np.int64(b0 * rpb),
-                                         np.int64(c0 * _names.CL_CT), np.int64(n0), mean, scale, shift) + tail)
+                f(
+                    (nb, nc, nn),
+                    (256,),
+                    (
+                        x,
+                        y,
+                        np.int64(S),
+                        np.int64(C),
+                        np.int64(rpb),
+                        np.int64(b0 * rpb),
+                        np.int64(c0 * _names.CL_CT),
+                        np.int64(n0),
+                        mean,
+                        scale,
+                        shift,
+                    )
+                    + tail,
+                )
 
 
 # ------------------------------------------------------------ primitives
 # Each primitive runs inside ``with x.device``: outputs, temporaries and the
 # coefficient arrays (moved there where they live elsewhere) are on x's device.
-def norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, act: int, slope: float, out: Any, nt: int | None, ocode: Any = None) -> Any:
+def norm(
+    x: Any,
+    code: int,
+    cl: bool,
+    G: int,
+    weight: Any,
+    bias: Any,
+    eps: Any,
+    act: int,
+    slope: float,
+    out: Any,
+    nt: int | None,
+    ocode: Any = None,
+) -> Any:
     """Instance / group norm of x (any input code) into the output type
     (ocode; None: x's type, float32 for integer x); out, if given, has it."""
     m = _pair(code, ocode)
@@ -255,10 +322,24 @@ def norm(x: Any, code: int, cl: bool, G: int, weight: Any, bias: Any, eps: Any, 
             P, L = N * G, Cg * S
 
             def args(p0: Any) -> Any:
-                return (x, y, np.int64(P), np.int64(p0), np.int64(L), np.int64(G), np.int64(Cg), np.int64(S),
-                        w, b, np.float64(eps), np.int32(act), np.float64(slope))
+                return (
+                    x,
+                    y,
+                    np.int64(P),
+                    np.int64(p0),
+                    np.int64(L),
+                    np.int64(G),
+                    np.int64(Cg),
+                    np.int64(S),
+                    w,
+                    b,
+                    np.float64(eps),
+                    np.int32(act),
+                    np.float64(slope),
+                )
+
             if L <= 32 * _names.WARP_K:
-                ppb = 8      # planes (warps) per block
+                ppb = 8  # planes (warps) per block
                 f = _fn(f"cf_fused_warp<{m[0]}, {m[1]}, {_names.WARP_K}>", m)
                 for b0, nb in _tiles(_cdiv(P, ppb), _names.MAX_GRID_X):
                     f((nb,), (32 * ppb,), args(b0 * ppb))
@@ -304,7 +385,19 @@ def triples(x: Any, code: int, cl: bool, nt: int | None) -> Any:
         return tri.reshape(N, C, 3)
 
 
-def apply(x: Any, code: int, cl: bool, mean: Any, scale: Any, shift: Any, act: int, slope: float, out: Any, nt: int | None, ocode: Any = None) -> Any:
+def apply(
+    x: Any,
+    code: int,
+    cl: bool,
+    mean: Any,
+    scale: Any,
+    shift: Any,
+    act: int,
+    slope: float,
+    out: Any,
+    nt: int | None,
+    ocode: Any = None,
+) -> Any:
     """act((x - mean) * scale + shift) into the output type (as norm's)."""
     m = _pair(code, ocode)
     with x.device:
@@ -326,8 +419,9 @@ def moments(x: Any, code: int, cl: bool, nt: int | None) -> tuple[Any, Any, Any,
         return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
 
 
-def backward(x: Any, dy: Any, code: int, cl: bool, G: int, weight: Any, eps: Any,
-             nt: int | None) -> tuple[Any, Any, Any]:
+def backward(
+    x: Any, dy: Any, code: int, cl: bool, G: int, weight: Any, eps: Any, nt: int | None
+) -> tuple[Any, Any, Any]:
     """Instance / group norm backward: (grad_x, grad_weight, grad_bias).
     x and dy of one floating dtype and shape; weight None (ones) or float64
     (C,).  grad_x has x's shape and dtype, the others are float64 (C,).
@@ -343,7 +437,7 @@ def backward(x: Any, dy: Any, code: int, cl: bool, G: int, weight: Any, eps: Any
         if not x.flags.c_contiguous:
             x = cp.ascontiguousarray(x)
         if dy.device != x.device:
-            dy = dy.copy()           # onto x's device, the current one
+            dy = dy.copy()  # onto x's device, the current one
         if not dy.flags.c_contiguous:
             dy = cp.ascontiguousarray(dy)
         N, C, S = _shape(x, cl)
@@ -353,7 +447,7 @@ def backward(x: Any, dy: Any, code: int, cl: bool, G: int, weight: Any, eps: Any
         if x.size == 0:
             return gx, gw, gb
         t = TNAME[code]
-        m = (t, t)                  # the statistics: the forward module of x's type
+        m = (t, t)  # the statistics: the forward module of x's type
         mb = ("backward", t)
         w = _dvec(weight)
         Cg = C // G
@@ -368,8 +462,23 @@ def backward(x: Any, dy: Any, code: int, cl: bool, G: int, weight: Any, eps: Any
             for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
                 for c0, nc in _tiles(_cdiv(C, 256), _names.MAX_GRID_YZ):
                     for k0, nk in _tiles(nch, _names.MAX_GRID_X):
-                        f((nk, nc, nn), (256,), (x, dy, np.int64(S), np.int64(C), np.int64(rows), np.int64(nch),
-                                                 np.int64(k0), np.int64(c0 * 256), np.int64(n0), mean, part))
+                        f(
+                            (nk, nc, nn),
+                            (256,),
+                            (
+                                x,
+                                dy,
+                                np.int64(S),
+                                np.int64(C),
+                                np.int64(rows),
+                                np.int64(nch),
+                                np.int64(k0),
+                                np.int64(c0 * 256),
+                                np.int64(n0),
+                                mean,
+                                part,
+                            ),
+                        )
             outer, inner = N, C
         else:
             nch = _cdiv(S, _names.CHUNK)
@@ -382,19 +491,36 @@ def backward(x: Any, dy: Any, code: int, cl: bool, G: int, weight: Any, eps: Any
         sums = cp.empty((N * C, 2), cp.float64)
         _fn("sum_chunks", mb)(_grid1(N * C), (_T,), (part, np.int64(outer), np.int64(inner), np.int64(nch), sums))
         cdy, cx, c0s = (cp.empty(N * C, cp.float64) for _ in range(3))
-        _fn("bw_coefs", mb)(_grid1(N * G), (_T,), (sums, rstd, w, np.int64(N), np.int64(C), np.int64(Cg),
-                                                  np.float64(Cg * S), cdy, cx, c0s))
+        _fn("bw_coefs", mb)(
+            _grid1(N * G),
+            (_T,),
+            (sums, rstd, w, np.int64(N), np.int64(C), np.int64(Cg), np.float64(Cg * S), cdy, cx, c0s),
+        )
         _fn("bw_affine", mb)(_grid1(C), (_T,), (sums, rstd, np.int64(N), np.int64(C), gw, gb))
         coefs = (mean, cdy, cx, c0s)
         if cl:
             ct = _names.CL_CT
-            rpb = max(1, 8192 // min(C, ct))      # rows per block: about 8192 elements
+            rpb = max(1, 8192 // min(C, ct))  # rows per block: about 8192 elements
             f = _fn(f"bw_cl_dx<{t}>", mb)
             for n0, nn in _tiles(N, _names.MAX_GRID_YZ):
                 for c0, nc in _tiles(_cdiv(C, ct), _names.MAX_GRID_YZ):
                     for b0, nb in _tiles(_cdiv(S, rpb), _names.MAX_GRID_X):
-                        f((nb, nc, nn), (256,), (x, dy, gx, np.int64(S), np.int64(C), np.int64(rpb), np.int64(b0 * rpb),
-                                                 np.int64(c0 * ct), np.int64(n0)) + coefs)
+                        f(
+                            (nb, nc, nn),
+                            (256,),
+                            (
+                                x,
+                                dy,
+                                gx,
+                                np.int64(S),
+                                np.int64(C),
+                                np.int64(rpb),
+                                np.int64(b0 * rpb),
+                                np.int64(c0 * ct),
+                                np.int64(n0),
+                            )
+                            + coefs,
+                        )
         else:
             segs = max(1, min(_cdiv(S, 256 * 8 * (16 // x.itemsize)), _names.MAX_GRID_X))
             f = _fn(f"bw_cf_dx<{t}>", mb)

@@ -1,10 +1,11 @@
 """``python -m fastnorm bench --device gpu``: CUDA-event timings of fastnorm, torch
 instance_norm / group_norm on CUDA (when torch is installed) and a
 device-to-device copy of the same bytes, over the standard and the large suite."""
+
 from __future__ import annotations
 
-import numpy as np
 import cupy as cp
+import numpy as np
 
 from .harness import STANDARD, TINY, _cl_shape
 
@@ -47,10 +48,19 @@ def run(shapes, dtypes, layouts, repeat=20):
                 x = (cp.random.standard_normal(full, dtype=cp.float32) + 1).astype(dt)
                 y = cp.empty_like(x)
                 ax = 1 if lay == "cf" else -1
-                t = {"fastnorm": gpu_time(lambda: fastnorm.instance_norm(x, channel_axis=ax, out=y), repeat),
-                     "copy": gpu_time(lambda: cp.cuda.runtime.memcpyAsync(
-                         y.data.ptr, x.data.ptr, x.nbytes, cp.cuda.runtime.memcpyDeviceToDevice,
-                         cp.cuda.get_current_stream().ptr), repeat)}
+                t = {
+                    "fastnorm": gpu_time(lambda: fastnorm.instance_norm(x, channel_axis=ax, out=y), repeat),
+                    "copy": gpu_time(
+                        lambda: cp.cuda.runtime.memcpyAsync(
+                            y.data.ptr,
+                            x.data.ptr,
+                            x.nbytes,
+                            cp.cuda.runtime.memcpyDeviceToDevice,
+                            cp.cuda.get_current_stream().ptr,
+                        ),
+                        repeat,
+                    ),
+                }
                 if torch is not None:
                     tx = torch.from_dlpack(x)
                     if lay == "cl":
@@ -59,8 +69,9 @@ def run(shapes, dtypes, layouts, repeat=20):
                     with torch.inference_mode():
                         t["torch_in"] = gpu_time(lambda: F.instance_norm(tx), repeat)
                         t["torch_gn"] = gpu_time(lambda: F.group_norm(tx, tx.shape[1]), repeat)
-                rows.append({"shape": name, "layout": lay, "dtype": np.dtype(dt).name, "bytes": 2 * x.nbytes,
-                             "times_ms": t})
+                rows.append(
+                    {"shape": name, "layout": lay, "dtype": np.dtype(dt).name, "bytes": 2 * x.nbytes, "times_ms": t}
+                )
     return rows
 
 
@@ -71,8 +82,15 @@ def table(rows):
     for r in rows:
         t = r["times_ms"]
         gb = lambda ms: r["bytes"] / (ms * 1e-3) / 1e9  # noqa: E731
-        cells = [r["shape"], r["layout"], r["dtype"], f"{t['fastnorm']:.3f}", f"{gb(t['fastnorm']):.0f}",
-                 f"{gb(t['copy']):.0f}", f"{t['copy'] / t['fastnorm']:.2f}"]
+        cells = [
+            r["shape"],
+            r["layout"],
+            r["dtype"],
+            f"{t['fastnorm']:.3f}",
+            f"{gb(t['fastnorm']):.0f}",
+            f"{gb(t['copy']):.0f}",
+            f"{t['copy'] / t['fastnorm']:.2f}",
+        ]
         cells += [f"{t[p] / t['fastnorm']:.2f}" if p in t else "-" for p in peers]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
@@ -102,8 +120,11 @@ def main(args):
     wall_us = (time.perf_counter() - t0) / 200 * 1e6
     print(f"\ntiny input {TINY}: {tiny_ms * 1e3:.1f} us (CUDA events), {wall_us:.1f} us wall per call")
     for lay in ("cf", "cl"):
-        sp = [r["times_ms"]["torch_in"] / r["times_ms"]["fastnorm"] for r in rows
-              if r["layout"] == lay and "torch_in" in r["times_ms"]]
+        sp = [
+            r["times_ms"]["torch_in"] / r["times_ms"]["fastnorm"]
+            for r in rows
+            if r["layout"] == lay and "torch_in" in r["times_ms"]
+        ]
         if sp:
             print(f"{lay}: median speed-up over torch instance_norm {np.median(sp):.2f}")
     if args.json:

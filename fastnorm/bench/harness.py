@@ -11,6 +11,7 @@ unit fits in one core's L2 and 2/3 of it when it does not (limit_fraction).
 fastnorm is timed as users call it, allocating its output like the peers;
 the call into a preallocated out= is timed beside it (fastnorm_out).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,7 +45,7 @@ def _cl_shape(shape):
     return (shape[0],) + tuple(shape[2:]) + (shape[1],)
 
 
-DEFAULT_L2 = 1 << 20          # bytes per core when the cache size cannot be read
+DEFAULT_L2 = 1 << 20  # bytes per core when the cache size cannot be read
 L2_DIR = "/sys/devices/system/cpu/cpu0/cache"
 
 
@@ -150,8 +151,14 @@ def machine():
     the available SIMD levels, one core's L2 and where that size came from."""
     level, levels = _simd_info()
     l2, src = l2_cache_bytes()
-    return {"cpu": cpu_model(), "simd_level": level, "simd_levels": levels,
-            "isa_env": os.environ.get("FASTNORM_ISA"), "l2_bytes": l2, "l2_source": src}
+    return {
+        "cpu": cpu_model(),
+        "simd_level": level,
+        "simd_levels": levels,
+        "isa_env": os.environ.get("FASTNORM_ISA"),
+        "l2_bytes": l2,
+        "l2_source": src,
+    }
 
 
 def machine_line(m):
@@ -254,7 +261,7 @@ def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None):
 
 
 # -------------------------------------------------------------- contention
-BUSY_SECONDS = 300   # a busy process exits by itself after this, whatever its parent does
+BUSY_SECONDS = 300  # a busy process exits by itself after this, whatever its parent does
 
 # One core's worth of work for --contention: a Python loop that says "ready"
 # once it runs, then spins until its deadline passes or its parent is gone
@@ -281,11 +288,15 @@ def busy_processes(n, seconds=BUSY_SECONDS):
     procs = []
     try:
         for _ in range(n):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-S", "-c", _BUSY_CODE, str(os.getpid()), str(seconds)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-S", "-c", _BUSY_CODE, str(os.getpid()), str(seconds)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                )
+            )
         for p in procs:
-            p.stdout.readline()   # "ready": the run starts under the full load
+            p.stdout.readline()  # "ready": the run starts under the full load
         yield procs
     finally:
         for p in procs:
@@ -301,9 +312,20 @@ def busy_processes(n, seconds=BUSY_SECONDS):
 
 
 # -------------------------------------------------------------------- runs
-def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, repeat=7,
-              peers=None, op="instance_norm", groups=None, activation=None, progress=True,
-              min_time=0.02, l2_bytes=None):
+def run_suite(
+    shapes,
+    dtypes=("float32",),
+    layouts=("cf", "cl"),
+    threads=None,
+    repeat=7,
+    peers=None,
+    op="instance_norm",
+    groups=None,
+    activation=None,
+    progress=True,
+    min_time=0.02,
+    l2_bytes=None,
+):
     """Measure every (shape, layout, dtype) for fastnorm, the copies and each
     peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each.
     Each row also carries its statistics unit's bytes and the limit_fraction
@@ -313,7 +335,7 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
 
     if l2_bytes is None:
         l2_bytes = l2_cache_bytes()[0]
-    progress = progress and _isatty(sys.stderr)   # a bar in a log or a pipe is noise
+    progress = progress and _isatty(sys.stderr)  # a bar in a log or a pipe is noise
 
     nt = threads or E.default_threads()
     peers = peers or peers_available()
@@ -324,8 +346,16 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
     for ci, (sn, shape, lay, dt) in enumerate(cases):
         full = shape if lay == "cf" else _cl_shape(shape)
         x = (1.0 + rng.standard_normal(full)).astype(DTYPES[dt])
-        row = {"shape": sn, "dims": list(shape), "layout": lay, "dtype": dt, "threads": nt,
-               "bytes": arrays_moved(op) * x.nbytes, "op": op, "times": {}}
+        row = {
+            "shape": sn,
+            "dims": list(shape),
+            "layout": lay,
+            "dtype": dt,
+            "threads": nt,
+            "bytes": arrays_moved(op) * x.nbytes,
+            "op": op,
+            "times": {},
+        }
         row["unit_bytes"] = unit_bytes(shape, lay, x.itemsize, op, groups)
         row["limit_fraction"] = limit_fraction(row["unit_bytes"], l2_bytes, op)
         fns = {}
@@ -343,12 +373,11 @@ def run_suite(shapes, dtypes=("float32",), layouts=("cf", "cl"), threads=None, r
         def on_round(r, ci=ci, label=f"{sn} {lay} {dt}"):
             _progress(ci * repeat + r, total, f"{label} round {r + 1}/{repeat}")
 
-        times, errors = timeit_rounds(fns, repeat=repeat, min_time=min_time,
-                                      on_round=on_round if progress else None)
+        times, errors = timeit_rounds(fns, repeat=repeat, min_time=min_time, on_round=on_round if progress else None)
         row["times"].update(times)
         if errors:
             row.setdefault("errors", {}).update(errors)
-        del fns   # the peers' output buffers go before the next case allocates its own
+        del fns  # the peers' output buffers go before the next case allocates its own
         _best_copy(row["times"])
         rows.append(row)
     if progress:
@@ -370,7 +399,7 @@ def _best_copy(times):
 def _isatty(stream):
     try:
         return bool(stream.isatty())
-    except (AttributeError, ValueError):   # no isatty, or a closed stream
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
 
 
@@ -412,8 +441,7 @@ def table(rows, peers=None):
                 names.append(k)
     if peers:
         names = [n for n in names if n in peers]
-    head = ["shape and layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy",
-            "of limit"]
+    head = ["shape and layout", "dtype", "fastnorm ms", "out= ms", "GB/s", "copy GB/s", "of copy", "of limit"]
     head += [f"x {n}" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -422,11 +450,16 @@ def table(rows, peers=None):
         to = t.get("fastnorm_out")
         tc = t.get("copy")
         gbs = lambda s: r["bytes"] / s / 1e9 if s else float("nan")  # noqa: E731
-        cells = [case_label(r["shape"], r["dims"], r["layout"]), r["dtype"],
-                 f"{tf * 1e3:.3f}" if tf else "-", f"{to * 1e3:.3f}" if to else "-",
-                 f"{gbs(tf):.1f}" if tf else "-",
-                 f"{gbs(tc):.1f}" if tc else "-", f"{tc / tf:.2f}" if tf and tc else "-",
-                 f"{of_limit(r):.2f}" if of_limit(r) is not None else "-"]
+        cells = [
+            case_label(r["shape"], r["dims"], r["layout"]),
+            r["dtype"],
+            f"{tf * 1e3:.3f}" if tf else "-",
+            f"{to * 1e3:.3f}" if to else "-",
+            f"{gbs(tf):.1f}" if tf else "-",
+            f"{gbs(tc):.1f}" if tc else "-",
+            f"{tc / tf:.2f}" if tf and tc else "-",
+            f"{of_limit(r):.2f}" if of_limit(r) is not None else "-",
+        ]
         for n in names:
             tp = t.get(n)
             cells.append(f"{tp / tf:.1f} ({gbs(tp):.1f})" if tp and tf else "-")
@@ -434,20 +467,29 @@ def table(rows, peers=None):
     lines.append("")
     op = rows[0].get("op", "instance_norm") if rows else "instance_norm"
     if op in BACKWARD_OPS:
-        lines.append(f"fastnorm ms: grad_x, grad_weight, grad_bias = fastnorm.{op}(grad_out, x), "
-                     "allocating grad_x; the torch peers: the backward alone of their op with weight "
-                     "and bias requiring grad (autograd.grad of a retained graph).")
-        lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes (x and grad_out "
-                     "in, grad_x out); of limit: over the copy's when a unit's x and grad_out fit in one "
-                     "core's L2, else over 3/5 of it (x and grad_out read twice, grad_x written once).")
+        lines.append(
+            f"fastnorm ms: grad_x, grad_weight, grad_bias = fastnorm.{op}(grad_out, x), "
+            "allocating grad_x; the torch peers: the backward alone of their op with weight "
+            "and bias requiring grad (autograd.grad of a retained graph)."
+        )
+        lines.append(
+            "of copy: fastnorm's GB/s over a parallel copy's of the same bytes (x and grad_out "
+            "in, grad_x out); of limit: over the copy's when a unit's x and grad_out fit in one "
+            "core's L2, else over 3/5 of it (x and grad_out read twice, grad_x written once)."
+        )
     else:
-        lines.append(f"fastnorm ms: y = fastnorm.{op}(x), allocating y as the peers do; "
-                     "out= ms: the same call writing into a preallocated out=.")
-        lines.append("of copy: fastnorm's GB/s over a parallel copy's of the same bytes; of limit: over "
-                     "the copy's when a statistics unit (a plane channels first, an instance channels "
-                     "last) fits in one core's L2, else over 2/3 of it (x read twice, y written once).")
-    lines.append("x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); "
-                 "GB/s = (bytes in + bytes out) / median time.")
+        lines.append(
+            f"fastnorm ms: y = fastnorm.{op}(x), allocating y as the peers do; "
+            "out= ms: the same call writing into a preallocated out=."
+        )
+        lines.append(
+            "of copy: fastnorm's GB/s over a parallel copy's of the same bytes; of limit: over "
+            "the copy's when a statistics unit (a plane channels first, an instance channels "
+            "last) fits in one core's L2, else over 2/3 of it (x read twice, y written once)."
+        )
+    lines.append(
+        "x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); GB/s = (bytes in + bytes out) / median time."
+    )
     return "\n".join(lines)
 
 
@@ -482,7 +524,7 @@ def _times(v):
 
 
 def _span(s, key):
-    """"0.58-0.85 (median 0.74)" from summary keys min_/median_/max_KEY; one value if they agree."""
+    """ "0.58-0.85 (median 0.74)" from summary keys min_/median_/max_KEY; one value if they agree."""
     lo, med, hi = (s[f"{k}_{key}"] for k in ("min", "median", "max"))
     return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f} (median {med:.2f})"
 
@@ -529,16 +571,21 @@ def plot(rows, path):
     w = 0.8 / max(len(names), 1)
     for i, n in enumerate(names):
         vals = [r["bytes"] / r["times"][n] / 1e9 if r["times"].get(n) else 0 for r in rows]
-        ax.bar(np.arange(len(rows)) + (i - (len(names) - 1) / 2) * w, vals, w, label=n,
-               color="black" if n == "copy" else None, alpha=0.35 if n == "copy" else 1.0)
+        ax.bar(
+            np.arange(len(rows)) + (i - (len(names) - 1) / 2) * w,
+            vals,
+            w,
+            label=n,
+            color="black" if n == "copy" else None,
+            alpha=0.35 if n == "copy" else 1.0,
+        )
     ax.set_xticks(np.arange(len(rows)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("effective GB/s (read x + write y)")
     nt = rows[0]["threads"] if rows else "?"
     ax.set_title(f"Instance norm on CPU, {nt} thread(s): fastnorm vs peers vs a parallel copy")
-    top = max((r["bytes"] / t / 1e9 for r in rows for n, t in r["times"].items()
-               if t and n in names), default=1.0)
-    ax.set_ylim(0, top * 1.3)   # headroom: the legend sits above the bars
+    top = max((r["bytes"] / t / 1e9 for r in rows for n, t in r["times"].items() if t and n in names), default=1.0)
+    ax.set_ylim(0, top * 1.3)  # headroom: the legend sits above the bars
     ax.legend(fontsize=8, ncol=len(names), loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,10 +12,12 @@ same run.  Where a statistics unit (one image, all its channels, for an
 interleaved layout; one plane for NHW) exceeds a core's L2, x must be read
 twice, so the limit is the copy's bandwidth times (in + out) / (2 in + out).
 """
+
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +52,7 @@ def _convert(x: np.ndarray, y: np.ndarray, nt: int) -> Callable[[], Any]:
     pool = ThreadPoolExecutor(nt) if nt > 1 else None
 
     def part(b: tuple[int, int]) -> None:
-        step = 1 << 16        # tiles that stay in L2 between NumPy's read and write
+        step = 1 << 16  # tiles that stay in L2 between NumPy's read and write
         for s in range(b[0], b[1], step):
             e = min(s + step, b[1])
             yf[s:e] = xf[s:e]
@@ -88,8 +90,14 @@ def _albumentations(x: np.ndarray, layout: str) -> Callable[[], Any] | None:
     return lambda: t(image=x)["image"]
 
 
-def run_images(nt: int, repeat: int = 5, min_time: float = 0.05, l2_bytes: int | None = None,
-               cases: dict[str, Any] | None = None, progress: bool = False) -> list[dict[str, Any]]:
+def run_images(
+    nt: int,
+    repeat: int = 5,
+    min_time: float = 0.05,
+    l2_bytes: int | None = None,
+    cases: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
     """One row per (case, input dtype): median seconds of every column."""
     import fastnorm
 
@@ -114,39 +122,69 @@ def run_images(nt: int, repeat: int = 5, min_time: float = 0.05, l2_bytes: int |
             if alb is not None:
                 fns["albumentations"] = alb
             times, errors = H.timeit_rounds(fns, repeat=repeat, min_time=min_time)
-            if "astype" in times and nt == 1:   # the faster conversion is the ceiling
+            if "astype" in times and nt == 1:  # the faster conversion is the ceiling
                 times["copy"] = min(times["copy"], times.pop("astype"))
             times.pop("astype", None)
             i, o = x.itemsize, 4
             unit = _unit_elems(shape, layout) * i
             frac = 1.0 if unit <= l2_bytes else (i + o) / (2 * i + o)
-            rows.append({"case": name, "shape": list(shape), "layout": layout, "dtype": str(x.dtype),
-                         "threads": nt, "bytes": x.size * (i + o), "times": times, "errors": errors,
-                         "unit_bytes": unit, "limit_fraction": frac})
+            rows.append(
+                {
+                    "case": name,
+                    "shape": list(shape),
+                    "layout": layout,
+                    "dtype": str(x.dtype),
+                    "threads": nt,
+                    "bytes": x.size * (i + o),
+                    "times": times,
+                    "errors": errors,
+                    "unit_bytes": unit,
+                    "limit_fraction": frac,
+                }
+            )
             if progress:
                 print(f"  {name} {x.dtype}: done", flush=True)
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["case", "shape", "layout", "dtype", "threads", "fastnorm ms", "GB/s", "of limit",
-            "x albumentations", "x numpy"]
+    head = [
+        "case",
+        "shape",
+        "layout",
+        "dtype",
+        "threads",
+        "fastnorm ms",
+        "GB/s",
+        "of limit",
+        "x albumentations",
+        "x numpy",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         t = r["times"]
         tf, tc = t.get("fastnorm"), t.get("copy")
         lim = (tc / tf / r["limit_fraction"]) if tf and tc else None
-        cells = [r["case"], "x".join(map(str, r["shape"])), r["layout"], r["dtype"], str(r["threads"]),
-                 f"{tf * 1e3:.2f}" if tf else "-", f"{r['bytes'] / tf / 1e9:.1f}" if tf else "-",
-                 f"{lim:.2f}" if lim else "-"]
+        cells = [
+            r["case"],
+            "x".join(map(str, r["shape"])),
+            r["layout"],
+            r["dtype"],
+            str(r["threads"]),
+            f"{tf * 1e3:.2f}" if tf else "-",
+            f"{r['bytes'] / tf / 1e9:.1f}" if tf else "-",
+            f"{lim:.2f}" if lim else "-",
+        ]
         for p in ("albumentations", "numpy"):
             tp = t.get(p)
             cells.append(f"{tp / tf:.1f}" if tp and tf else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("fastnorm: instance_norm(x, layout=...) into a new float32 array; of limit: its GB/s over a "
-                 "parallel conversion copy's (x into float32, same threads; the faster of a tiled copy and "
-                 "astype), times (in + out) / (2 in + out) where one image (NHW: one plane) exceeds a core's "
-                 "L2; x PEER: PEER's time over fastnorm's (albumentations: Normalize(normalization="
-                 "\"image_per_channel\"), per image, float64 out; numpy: float32 per-image code).")
+    lines.append(
+        "fastnorm: instance_norm(x, layout=...) into a new float32 array; of limit: its GB/s over a "
+        "parallel conversion copy's (x into float32, same threads; the faster of a tiled copy and "
+        "astype), times (in + out) / (2 in + out) where one image (NHW: one plane) exceeds a core's "
+        "L2; x PEER: PEER's time over fastnorm's (albumentations: Normalize(normalization="
+        '"image_per_channel"), per image, float64 out; numpy: float32 per-image code).'
+    )
     return "\n".join(lines)

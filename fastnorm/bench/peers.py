@@ -2,6 +2,7 @@
 (a parallel copy, plain NumPy, torch, ONNX Runtime) and fastnorm itself, each
 a ``Peer`` whose ``make`` returns the callable to time.  A peer imports its
 library only when it runs, so importing this module needs NumPy only."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,7 @@ class Peer:
     or None when the peer cannot run this case."""
 
     name = "peer"
-    title = "a peer"          # how the footer's sentences name it
+    title = "a peer"  # how the footer's sentences name it
 
     def available(self):
         return True
@@ -95,7 +96,7 @@ class FastnormOut(Peer):
         import fastnorm
 
         if op in BACKWARD_OPS:
-            return None   # the backward has no out=
+            return None  # the backward has no out=
         ax = 1 if layout == "cf" else -1
         y = np.empty_like(x)
         if op == "group_norm":
@@ -205,8 +206,7 @@ class OnnxRuntime(Peer):
     title = "ONNX Runtime's InstanceNormalization"
 
     def available(self):
-        return (importlib.util.find_spec("onnxruntime") is not None
-                and importlib.util.find_spec("onnx") is not None)
+        return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
     def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
         if layout != "cf" or op != "instance_norm" or activation or x.dtype != np.float32:
@@ -218,11 +218,14 @@ class OnnxRuntime(Peer):
         et = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.DOUBLE
         node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"], epsilon=1e-5)
         graph = helper.make_graph(
-            [node], "in",
+            [node],
+            "in",
             [helper.make_tensor_value_info("x", et, list(x.shape))],
             [helper.make_tensor_value_info("y", et, list(x.shape))],
-            [helper.make_tensor("s", et, [C], np.ones(C, x.dtype).tolist()),
-             helper.make_tensor("b", et, [C], np.zeros(C, x.dtype).tolist())],
+            [
+                helper.make_tensor("s", et, [C], np.ones(C, x.dtype).tolist()),
+                helper.make_tensor("b", et, [C], np.zeros(C, x.dtype).tolist()),
+            ],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
@@ -235,9 +238,17 @@ class OnnxRuntime(Peer):
 
 
 CEILING = ("copy", "copy_nt")
-OURS = ("fastnorm", "fastnorm_out")   # always measured, never a peer column
-PEERS = [Copy(), StreamCopy(), Fastnorm(), FastnormOut(), NumpyPeer(), TorchInstanceNorm(),
-         TorchGroupNorm(), OnnxRuntime()]
+OURS = ("fastnorm", "fastnorm_out")  # always measured, never a peer column
+PEERS = [
+    Copy(),
+    StreamCopy(),
+    Fastnorm(),
+    FastnormOut(),
+    NumpyPeer(),
+    TorchInstanceNorm(),
+    TorchGroupNorm(),
+    OnnxRuntime(),
+]
 
 
 PEER_NAMES = tuple(p.name for p in PEERS if p.name not in CEILING + OURS)

@@ -14,6 +14,7 @@ __launch_bounds__; arrays carry guard bytes checked after every launch, and
 fresh ones (``empty``) hold 0xff bytes (NaN).  Every launch is recorded in
 LAUNCHES.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +40,8 @@ int32, int64, uint64 = np.int32, np.int64, np.uint64
 uint8, int8, uint16, int16, uint32 = np.uint8, np.int8, np.uint16, np.int16, np.uint32
 nan = np.nan
 NUM_DEVICES = 2
-LIMITS = {"grid_x": 2**31 - 1, "grid_yz": 65535, "block_xy": 1024, "block_z": 64, "threads": 1024,
-          "shared": 48 * 1024}
-LAUNCHES = []          # a Launch per kernel launch
+LIMITS = {"grid_x": 2**31 - 1, "grid_yz": 65535, "block_xy": 1024, "block_z": 64, "threads": 1024, "shared": 48 * 1024}
+LAUNCHES = []  # a Launch per kernel launch
 _GUARD = 256
 _local = threading.local()
 _lock = threading.Lock()
@@ -84,7 +84,7 @@ class Device:
 
 
 # ------------------------------------------------------------------- arrays
-_GUARDS = {}           # id(buffer) -> buffer, start, end of the data
+_GUARDS = {}  # id(buffer) -> buffer, start, end of the data
 
 
 def _alloc(shape, dtype, fill=0xFF):
@@ -92,10 +92,10 @@ def _alloc(shape, dtype, fill=0xFF):
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     buf = np.full(n + 3 * _GUARD, 0xA5, np.uint8)
-    start = (-buf.ctypes.data) % _GUARD + _GUARD        # 256-byte aligned, as CuPy's pool
-    buf[start:start + n] = fill
+    start = (-buf.ctypes.data) % _GUARD + _GUARD  # 256-byte aligned, as CuPy's pool
+    buf[start : start + n] = fill
     _GUARDS[id(buf)] = (buf, start, start + n)
-    a = buf[start:start + n].view(dtype).reshape(shape).view(ndarray)
+    a = buf[start : start + n].view(dtype).reshape(shape).view(ndarray)
     a._dev = _current()
     return a
 
@@ -142,9 +142,10 @@ class ndarray(np.ndarray):
         def plain(a):
             if isinstance(a, ndarray):
                 return a.view(np.ndarray)
-            if isinstance(a, np.ndarray) and a.ndim > 0:   # as CuPy: no implicit host arrays
+            if isinstance(a, np.ndarray) and a.ndim > 0:  # as CuPy: no implicit host arrays
                 raise TypeError(f"Unsupported type {type(a)} (a host array in a CuPy operation)")
             return a
+
         args = [plain(a) for a in inputs]
         if out is not None:
             kw["out"] = tuple(plain(o) for o in out)
@@ -157,7 +158,7 @@ class ndarray(np.ndarray):
         return np.array(self.view(np.ndarray), copy=True)
 
     def copy(self, order="C"):
-        a = _alloc(self.shape, self.dtype)          # on the current device, as CuPy's copy
+        a = _alloc(self.shape, self.dtype)  # on the current device, as CuPy's copy
         a.view(np.ndarray)[...] = self.view(np.ndarray)
         return a
 
@@ -173,7 +174,7 @@ class ndarray(np.ndarray):
         return f"fakecupy.array({self.view(np.ndarray)!r}, device={self._dev})"
 
 
-ndarray.__module__ = "cupy"    # fastnorm dispatches on the type's top-level module
+ndarray.__module__ = "cupy"  # fastnorm dispatches on the type's top-level module
 ndarray.__qualname__ = "ndarray"
 
 
@@ -230,7 +231,9 @@ def asnumpy(a, stream=None):
 
 
 def broadcast_to(a, shape):
-    return np.broadcast_to(_host(a), shape).view(ndarray) if isinstance(a, ndarray) else _wrap(np.broadcast_to(a, shape))
+    return (
+        np.broadcast_to(_host(a), shape).view(ndarray) if isinstance(a, ndarray) else _wrap(np.broadcast_to(a, shape))
+    )
 
 
 def where(c, a, b):
@@ -254,12 +257,21 @@ def get_array_module(*args):
 
 
 # ----------------------------------------------------------------- compiler
-_PTR_DTYPES = {"f32": {np.dtype(np.float32)}, "f64": {np.dtype(np.float64)}, "f16": {np.dtype(np.float16)},
-               "bf16": {"bfloat16"}, "triple": {np.dtype(np.float64)},
-               **{f"{k}{b}": {np.dtype(f"{'uint' if k == 'u' else 'int'}{b}")} for k in "ui" for b in (8, 16, 32, 64)}}
-_SCALARS = {"i64": (np.int64, ctypes.c_int64), "i32": (np.int32, ctypes.c_int32),
-            "f64": (np.float64, ctypes.c_double), "f32": (np.float32, ctypes.c_float),
-            "u64": (np.uint64, ctypes.c_uint64)}
+_PTR_DTYPES = {
+    "f32": {np.dtype(np.float32)},
+    "f64": {np.dtype(np.float64)},
+    "f16": {np.dtype(np.float16)},
+    "bf16": {"bfloat16"},
+    "triple": {np.dtype(np.float64)},
+    **{f"{k}{b}": {np.dtype(f"{'uint' if k == 'u' else 'int'}{b}")} for k in "ui" for b in (8, 16, 32, 64)},
+}
+_SCALARS = {
+    "i64": (np.int64, ctypes.c_int64),
+    "i32": (np.int32, ctypes.c_int32),
+    "f64": (np.float64, ctypes.c_double),
+    "f32": (np.float32, ctypes.c_float),
+    "u64": (np.uint64, ctypes.c_uint64),
+}
 
 
 def _build(code, options, names):
@@ -267,17 +279,33 @@ def _build(code, options, names):
     if not CXX:
         raise RuntimeError("no host C++ compiler (g++) for the CUDA emulator")
     defines = [o for o in options if o.startswith("-D")]
-    unit = [code, ("\nstruct Triple;\nnamespace fnemu { template <> struct Name<Triple> "
-                   "{ static std::string s() { return \"triple\"; } }; }\n")]
+    unit = [
+        code,
+        (
+            "\nstruct Triple;\nnamespace fnemu { template <> struct Name<Triple> "
+            '{ static std::string s() { return "triple"; } }; }\n'
+        ),
+    ]
     for i, n in enumerate(names):
-        unit.append(f'FNEMU_EXPORT int fnemu_launch_{i}(const unsigned *g, const unsigned *b, size_t sm, void **a, '
-                    f'char *e, size_t el) {{ return fnemu::launch(&{n}, g, b, sm, a, e, el); }}\n'
-                    f'FNEMU_EXPORT const char *fnemu_sig_{i}() {{ return fnemu::sig(&{n}); }}\n')
+        unit.append(
+            f"FNEMU_EXPORT int fnemu_launch_{i}(const unsigned *g, const unsigned *b, size_t sm, void **a, "
+            f"char *e, size_t el) {{ return fnemu::launch(&{n}, g, b, sm, a, e, el); }}\n"
+            f"FNEMU_EXPORT const char *fnemu_sig_{i}() {{ return fnemu::sig(&{n}); }}\n"
+        )
     src = "".join(unit)
     with open(SHIM) as f:
         shim = f.read()
-    flags = ["-std=c++17", "-O1", "-fPIC", "-fno-strict-aliasing", "-fsanitize=alignment",
-             "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-fno-gnu-unique", "-w"] + defines
+    flags = [
+        "-std=c++17",
+        "-O1",
+        "-fPIC",
+        "-fno-strict-aliasing",
+        "-fsanitize=alignment",
+        "-fvisibility=hidden",
+        "-fvisibility-inlines-hidden",
+        "-fno-gnu-unique",
+        "-w",
+    ] + defines
     key = hashlib.sha256("\0".join([shim, src, " ".join(flags), CXX]).encode()).hexdigest()[:24]
     d = os.path.join(tempfile.gettempdir(), f"fastnorm-gpu-emu-{os.getuid()}")
     os.makedirs(d, exist_ok=True)
@@ -316,15 +344,23 @@ def helper_lib():
 
 def _bounds(code):
     """__launch_bounds__ of each kernel (by name without template arguments)."""
-    return {m.group(2): int(m.group(1)) for m in
-            re.finditer(r"__launch_bounds__\((\d+)[^)]*\)\s+(\w+)\s*\(", code)}
+    return {m.group(2): int(m.group(1)) for m in re.finditer(r"__launch_bounds__\((\d+)[^)]*\)\s+(\w+)\s*\(", code)}
 
 
 class RawModule:
-    compiled = []      # (options, name_expressions) of every compile, for tests
+    compiled = []  # (options, name_expressions) of every compile, for tests
 
-    def __init__(self, code=None, path=None, options=(), backend="nvrtc", translate_cucomplex=False,
-                 enable_cooperative_groups=False, name_expressions=None, jitify=False):
+    def __init__(
+        self,
+        code=None,
+        path=None,
+        options=(),
+        backend="nvrtc",
+        translate_cucomplex=False,
+        enable_cooperative_groups=False,
+        name_expressions=None,
+        jitify=False,
+    ):
         if code is None:
             with open(path) as f:
                 code = f.read()
@@ -346,8 +382,9 @@ class RawModule:
         if _current() != self._device:
             raise RuntimeError(f"function {name} looked up on device {_current()}, module built on {self._device}")
         i, sig = self._sigs[name]
-        return Function(self, name, getattr(self._lib, f"fnemu_launch_{i}"), sig,
-                        self._limits.get(name.split("<")[0].strip()))
+        return Function(
+            self, name, getattr(self._lib, f"fnemu_launch_{i}"), sig, self._limits.get(name.split("<")[0].strip())
+        )
 
 
 class Function:
@@ -383,7 +420,9 @@ class Function:
         b = tuple(int(v) for v in block) + (1,) * (3 - len(block))
         L = LIMITS
         if min(g) < 1 or g[0] > L["grid_x"] or max(g[1:]) > L["grid_yz"]:
-            raise ValueError(f"{self.name}: grid {g} outside the device limits ({L['grid_x']}, {L['grid_yz']}, {L['grid_yz']})")
+            raise ValueError(
+                f"{self.name}: grid {g} outside the device limits ({L['grid_x']}, {L['grid_yz']}, {L['grid_yz']})"
+            )
         nt = b[0] * b[1] * b[2]
         if min(b) < 1 or max(b[:2]) > L["block_xy"] or b[2] > L["block_z"] or nt > L["threads"]:
             raise ValueError(f"{self.name}: block {b} outside the device limits")
@@ -400,12 +439,27 @@ class Function:
         argv = (ctypes.c_void_p * len(cargs))(*[ctypes.cast(ctypes.pointer(c), ctypes.c_void_p) for c in cargs])
         err = ctypes.create_string_buffer(512)
         with _lock:
-            rc = self.fn((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), ctypes.c_size_t(int(shared_mem)),
-                         argv, err, ctypes.c_size_t(512))
+            rc = self.fn(
+                (ctypes.c_uint * 3)(*g),
+                (ctypes.c_uint * 3)(*b),
+                ctypes.c_size_t(int(shared_mem)),
+                argv,
+                err,
+                ctypes.c_size_t(512),
+            )
             st = (ctypes.c_longlong * 2)()
             self.module._lib.fnemu_stats(st)
-        LAUNCHES.append(Launch(name=self.name, grid=g, block=b, shared_mem=int(shared_mem), device=_current(),
-                               threads=st[0], loading=st[1]))
+        LAUNCHES.append(
+            Launch(
+                name=self.name,
+                grid=g,
+                block=b,
+                shared_mem=int(shared_mem),
+                device=_current(),
+                threads=st[0],
+                loading=st[1],
+            )
+        )
         if rc:
             raise RuntimeError(f"{self.name} grid {g} block {b}: {err.value.decode()}")
         for a in arrays:
@@ -428,9 +482,11 @@ def installed():
     sys.modules["cupy"] = sys.modules[__name__]
     sys.modules.pop("fastnorm._gpu._backend", None)
     import fastnorm._backends as api
+
     saved_loaded = api._loaded.pop("cupy", None)
     try:
         import fastnorm._gpu._backend as be
+
         yield be
     finally:
         api._loaded.pop("cupy", None)

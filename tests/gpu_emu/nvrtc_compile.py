@@ -10,6 +10,7 @@ IN, writing OUT; backward:DTYPE: the backward module; dtype names as numpy's)
 prints one JSON object: options (as NVRTC received them), seconds, the NVRTC
 log, the mangled names, cubin size; or {"skip": reason}.
 """
+
 import io
 import json
 import os
@@ -19,13 +20,14 @@ import time
 
 def main():
     arch, which, extra = sys.argv[1], sys.argv[2], tuple(sys.argv[3:])
-    os.environ["CUPY_CACHE_IN_MEMORY"] = "1"     # compile every time, write no cache
+    os.environ["CUPY_CACHE_IN_MEMORY"] = "1"  # compile every time, write no cache
     try:
         import cupy  # noqa: F401
-        from cupy.cuda import compiler, nvrtc
         from cupy._core import core
+        from cupy.cuda import compiler, nvrtc
+
         version = nvrtc.getVersion()
-    except Exception as e:    # no cupy, or no libnvrtc
+    except Exception as e:  # no cupy, or no libnvrtc
         print(json.dumps({"skip": f"{type(e).__name__}: {e}"[:300]}))
         return
     here = os.path.dirname(os.path.abspath(__file__))
@@ -51,21 +53,30 @@ def main():
         t = time.perf_counter()
         obj, mapping = orig(self, options, log_stream)
         if self.name_expressions:
-            seen.update(options=list(options), seconds=time.perf_counter() - t, size=len(obj),
-                        mapping=dict(mapping or {}))
+            seen.update(
+                options=list(options), seconds=time.perf_counter() - t, size=len(obj), mapping=dict(mapping or {})
+            )
         return obj, mapping
 
     compiler._NVRTCProgram.compile = compile_
     log = io.StringIO()
     options = _names.options() + extra
     try:
-        core.compile_with_cache(code, options, prepend_cupy_headers=False, backend="nvrtc",
-                                translate_cucomplex=False, enable_cooperative_groups=False,
-                                name_expressions=names, log_stream=log, jitify=False)
+        core.compile_with_cache(
+            code,
+            options,
+            prepend_cupy_headers=False,
+            backend="nvrtc",
+            translate_cucomplex=False,
+            enable_cooperative_groups=False,
+            name_expressions=names,
+            log_stream=log,
+            jitify=False,
+        )
     except compiler.CompileException as e:
         print(json.dumps({"error": str(e)[-6000:], "options": list(options)}))
         return
-    except Exception as e:    # loading the module needs a driver: the compile is done
+    except Exception as e:  # loading the module needs a driver: the compile is done
         if "options" not in seen:
             print(json.dumps({"error": f"{type(e).__name__}: {e}"[-3000:]}))
             return
