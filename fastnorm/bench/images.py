@@ -189,8 +189,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines.append(
         "fastnorm: instance_norm(x, layout=...) into a new float32 array; of limit: its GB/s over a "
         "parallel conversion copy's (x into float32, same threads; the fastest of NumPy's tiled cast, "
-        "astype and, for float32, the engine's parallel copies), times (in + out) / (2 in + out) where "
-        "one image (NHW: one plane) exceeds a core's L2; x PEER: PEER's time over fastnorm's (albumentations: Normalize(normalization="
-        '"image_per_channel"), per image, float64 out; numpy: float32 per-image code).'
+        "astype and, for float32, the engine's parallel copies), times (in + out) / (2 in + out) "
+        "where one image (NHW: one plane) exceeds a core's L2; x PEER: PEER's time over fastnorm's "
+        '(albumentations: Normalize(normalization="image_per_channel"), per image, float64 out; '
+        "numpy: float32 per-image code)."
     )
     return "\n".join(lines)
