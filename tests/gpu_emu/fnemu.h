@@ -49,24 +49,45 @@ struct __nv_bfloat16 { unsigned short __x; };
 // counts the 16-bit loads of the running thread (lane activity of 16-bit kernels)
 static long long *fnemu_load_counter = nullptr;
 
-static inline uint32_t fnemu_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float fnemu_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t fnemu_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float fnemu_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
-static inline float __half2float(__half h) {
+static inline float __half2float(__half h)
+{
     if (fnemu_load_counter) ++*fnemu_load_counter;
     uint32_t s = (uint32_t)(h.__x & 0x8000u) << 16, e = (h.__x >> 10) & 0x1fu, m = h.__x & 0x3ffu;
-    if (e == 0) { float v = (float)m * 5.9604644775390625e-08f; return s ? -v : v; }   // m * 2^-24, exact
+    if (e == 0) {
+        float v = (float)m * 5.9604644775390625e-08f;
+        return s ? -v : v;
+    } // m * 2^-24, exact
     if (e == 31) return fnemu_float(s | 0x7f800000u | (m << 13));
     return fnemu_float(s | ((e + 112u) << 23) | (m << 13));
 }
 
-static inline __half __float2half_rn(float f) {   // round to nearest even
+static inline __half __float2half_rn(float f)
+{ // round to nearest even
     uint32_t x = fnemu_bits(f), sign = (x >> 16) & 0x8000u;
     x &= 0x7fffffffu;
     __half h;
-    if (x >= 0x7f800000u) { h.__x = (unsigned short)(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u)); return h; }
-    if (x >= 0x477ff000u) { h.__x = (unsigned short)(sign | 0x7c00u); return h; }     // >= 65520: inf
-    if (x < 0x38800000u) {       // below 2^-14: a subnormal half (or 0), in units of 2^-24
+    if (x >= 0x7f800000u) {
+        h.__x = (unsigned short)(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u));
+        return h;
+    }
+    if (x >= 0x477ff000u) {
+        h.__x = (unsigned short)(sign | 0x7c00u);
+        return h;
+    }                      // >= 65520: inf
+    if (x < 0x38800000u) { // below 2^-14: a subnormal half (or 0), in units of 2^-24
         h.__x = (unsigned short)(sign | (uint32_t)nearbyintf(fnemu_float(x) * 16777216.0f));
         return h;
     }
@@ -76,21 +97,28 @@ static inline __half __float2half_rn(float f) {   // round to nearest even
     return h;
 }
 
-static inline float __bfloat162float(__nv_bfloat16 b) {
+static inline float __bfloat162float(__nv_bfloat16 b)
+{
     if (fnemu_load_counter) ++*fnemu_load_counter;
-    return fnemu_float((uint32_t)b.__x << 16); }
+    return fnemu_float((uint32_t)b.__x << 16);
+}
 
-static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+static inline __nv_bfloat16 __float2bfloat16_rn(float f)
+{
     uint32_t x = fnemu_bits(f);
     __nv_bfloat16 b;
-    if ((x & 0x7fffffffu) > 0x7f800000u) { b.__x = (unsigned short)((x >> 16) | 0x40u); return b; }
+    if ((x & 0x7fffffffu) > 0x7f800000u) {
+        b.__x = (unsigned short)((x >> 16) | 0x40u);
+        return b;
+    }
     x += 0x7fffu + ((x >> 16) & 1u);
     b.__x = (unsigned short)(x >> 16);
     return b;
 }
 
 // ------------------------------------------------------------------ threads
-namespace fnemu {
+namespace fnemu
+{
 
 enum { RUN, AT_BAR, AT_WARP, DONE };
 
@@ -117,14 +145,15 @@ struct Grid {
     std::function<void()> body;
     std::string err;
     unsigned char *dyn_smem;
-    long long threads_run, threads_loading;   // per launch
+    long long threads_run, threads_loading; // per launch
 };
 
 static Grid G;
 static std::vector<char *> stacks;
 static const size_t STACK = 256 * 1024;
 
-static inline void fail(const std::string &msg) {
+static inline void fail(const std::string &msg)
+{
     if (G.err.empty()) G.err = msg;
 }
 
@@ -132,13 +161,18 @@ static inline Fiber &me() { return G.f[G.cur]; }
 
 static inline void yield() { swapcontext(&me().ctx, &G.sched); }
 
-static inline void release_bar() {
+static inline void release_bar()
+{
     for (auto &t : G.f)
-        if (t.state == AT_BAR) { t.state = RUN; G.runnable.insert(t.lin); }
+        if (t.state == AT_BAR) {
+            t.state = RUN;
+            G.runnable.insert(t.lin);
+        }
     G.bar_arrived = 0;
 }
 
-static inline void syncthreads() {
+static inline void syncthreads()
+{
     Fiber &t = me();
     t.state = AT_BAR;
     G.runnable.erase(t.lin);
@@ -147,7 +181,8 @@ static inline void syncthreads() {
 }
 
 // All lanes of `mask` in this warp meet here (a shuffle's exchange point).
-static inline void warp_sync(unsigned mask) {
+static inline void warp_sync(unsigned mask)
+{
     Fiber &t = me();
     int w = t.lin >> 5, lane = t.lin & 31;
     Warp &W = G.warps[w];
@@ -162,7 +197,10 @@ static inline void warp_sync(unsigned mask) {
         for (int l = 0; l < 32; l++) {
             if (!((mask >> l) & 1u)) continue;
             Fiber &o = G.f[(w << 5) + l];
-            if (o.state == AT_WARP) { o.state = RUN; G.runnable.insert(o.lin); }
+            if (o.state == AT_WARP) {
+                o.state = RUN;
+                G.runnable.insert(o.lin);
+            }
         }
         W.arrived = 0;
     }
@@ -170,7 +208,8 @@ static inline void warp_sync(unsigned mask) {
 }
 
 template <typename T>
-static inline T shfl(unsigned mask, T v, int src_in_warp) {
+static inline T shfl(unsigned mask, T v, int src_in_warp)
+{
     static_assert(sizeof(T) <= 8, "shuffle of more than 8 bytes");
     Fiber &t = me();
     int w = t.lin >> 5;
@@ -183,11 +222,12 @@ static inline T shfl(unsigned mask, T v, int src_in_warp) {
     T r;
     u = G.warps[w].slot[src_in_warp & 31];
     memcpy(&r, &u, sizeof(T));
-    warp_sync(mask);          // nobody overwrites a slot before every lane has read
+    warp_sync(mask); // nobody overwrites a slot before every lane has read
     return r;
 }
 
-static void trampoline() {
+static void trampoline()
+{
     G.body();
     Fiber &t = me();
     t.state = DONE;
@@ -200,17 +240,20 @@ static void trampoline() {
 extern "C" char __start_fnemu_shared[] __attribute__((weak));
 extern "C" char __stop_fnemu_shared[] __attribute__((weak));
 
-static std::string describe() {
+static std::string describe()
+{
     std::string s;
     int n[4] = {0, 0, 0, 0};
     for (auto &t : G.f) n[t.state]++;
     char buf[200];
-    snprintf(buf, sizeof buf, "block (%u, %u, %u): %d threads at __syncthreads, %d at a warp shuffle, %d exited",
-             G.blockIdx.x, G.blockIdx.y, G.blockIdx.z, n[AT_BAR], n[AT_WARP], n[DONE]);
+    snprintf(buf, sizeof buf,
+             "block (%u, %u, %u): %d threads at __syncthreads, %d at a warp shuffle, %d exited", G.blockIdx.x,
+             G.blockIdx.y, G.blockIdx.z, n[AT_BAR], n[AT_WARP], n[DONE]);
     return buf;
 }
 
-static int run_block() {
+static int run_block()
+{
     int n = G.nthreads;
     while ((int)stacks.size() < n) stacks.push_back((char *)malloc(STACK));
     G.f.assign(n, Fiber());
@@ -241,7 +284,10 @@ static int run_block() {
         swapcontext(&G.sched, &G.f[G.cur].ctx);
     }
     fnemu_load_counter = nullptr;
-    for (auto &t : G.f) { G.threads_run++; G.threads_loading += t.loads > 0; }
+    for (auto &t : G.f) {
+        G.threads_run++;
+        G.threads_loading += t.loads > 0;
+    }
     if (!G.err.empty()) return 1;
     if (G.live > 0) {
         fail("deadlock: " + describe());
@@ -250,7 +296,8 @@ static int run_block() {
     return 0;
 }
 
-static int run_grid(const unsigned *grid, const unsigned *block, size_t smem, char *errbuf, size_t errlen) {
+static int run_grid(const unsigned *grid, const unsigned *block, size_t smem, char *errbuf, size_t errlen)
+{
     G.grid = {grid[0], grid[1], grid[2]};
     G.block = {block[0], block[1], block[2]};
     G.nthreads = (int)(block[0] * block[1] * block[2]);
@@ -271,25 +318,70 @@ static int run_grid(const unsigned *grid, const unsigned *block, size_t smem, ch
 }
 
 // ------------------------------------------------------- launch signatures
-template <typename X> struct Name { static std::string s() { return "?" + std::to_string(sizeof(X)); } };
-template <> struct Name<float> { static std::string s() { return "f32"; } };
-template <> struct Name<double> { static std::string s() { return "f64"; } };
-template <> struct Name<int> { static std::string s() { return "i32"; } };
-template <> struct Name<unsigned char> { static std::string s() { return "u8"; } };
-template <> struct Name<signed char> { static std::string s() { return "i8"; } };
-template <> struct Name<unsigned short> { static std::string s() { return "u16"; } };
-template <> struct Name<short> { static std::string s() { return "i16"; } };
-template <> struct Name<unsigned int> { static std::string s() { return "u32"; } };
-template <> struct Name<long long> { static std::string s() { return "i64"; } };
-template <> struct Name<unsigned long long> { static std::string s() { return "u64"; } };
-template <> struct Name<__half> { static std::string s() { return "f16"; } };
-template <> struct Name<__nv_bfloat16> { static std::string s() { return "bf16"; } };
-template <typename X> struct Name<X *> {
-    static std::string s() { return std::string(std::is_const<X>::value ? "cp:" : "p:") + Name<typename std::remove_cv<X>::type>::s(); }
+template <typename X>
+struct Name {
+    static std::string s() { return "?" + std::to_string(sizeof(X)); }
+};
+template <>
+struct Name<float> {
+    static std::string s() { return "f32"; }
+};
+template <>
+struct Name<double> {
+    static std::string s() { return "f64"; }
+};
+template <>
+struct Name<int> {
+    static std::string s() { return "i32"; }
+};
+template <>
+struct Name<unsigned char> {
+    static std::string s() { return "u8"; }
+};
+template <>
+struct Name<signed char> {
+    static std::string s() { return "i8"; }
+};
+template <>
+struct Name<unsigned short> {
+    static std::string s() { return "u16"; }
+};
+template <>
+struct Name<short> {
+    static std::string s() { return "i16"; }
+};
+template <>
+struct Name<unsigned int> {
+    static std::string s() { return "u32"; }
+};
+template <>
+struct Name<long long> {
+    static std::string s() { return "i64"; }
+};
+template <>
+struct Name<unsigned long long> {
+    static std::string s() { return "u64"; }
+};
+template <>
+struct Name<__half> {
+    static std::string s() { return "f16"; }
+};
+template <>
+struct Name<__nv_bfloat16> {
+    static std::string s() { return "bf16"; }
+};
+template <typename X>
+struct Name<X *> {
+    static std::string s()
+    {
+        return std::string(std::is_const<X>::value ? "cp:" : "p:") +
+               Name<typename std::remove_cv<X>::type>::s();
+    }
 };
 
 template <typename... A>
-static const char *sig(void (*)(A...)) {
+static const char *sig(void (*)(A...))
+{
     static std::string s;
     s.clear();
     int unused[] = {0, (s += (s.empty() ? "" : ",") + Name<typename std::decay<A>::type>::s(), 0)...};
@@ -298,18 +390,20 @@ static const char *sig(void (*)(A...)) {
 }
 
 template <typename... A, size_t... I>
-static void call(void (*k)(A...), void **args, std::index_sequence<I...>) {
+static void call(void (*k)(A...), void **args, std::index_sequence<I...>)
+{
     k(*static_cast<typename std::decay<A>::type *>(args[I])...);
 }
 
 template <typename... A>
 static int launch(void (*k)(A...), const unsigned *grid, const unsigned *block, size_t smem, void **args,
-                  char *errbuf, size_t errlen) {
+                  char *errbuf, size_t errlen)
+{
     G.body = [=] { call(k, args, std::index_sequence_for<A...>{}); };
     return run_grid(grid, block, smem, errbuf, errlen);
 }
 
-}  // namespace fnemu
+} // namespace fnemu
 
 // 16-byte vector: a copy from or an assignment to memory checks the address
 // is 16-byte aligned (as the GPU requires) and moves the bytes with memcpy:
@@ -317,9 +411,19 @@ static int launch(void (*k)(A...), const unsigned *grid, const unsigned *block, 
 struct alignas(8) uint4 {
     unsigned x, y, z, w;
     uint4() = default;
-    uint4(const uint4 &o) { check(&o); memcpy(this, &o, 16); }
-    uint4 &operator=(const uint4 &o) { check(this); memcpy(this, &o, 16); return *this; }
-    static void check(const void *p) {
+    uint4(const uint4 &o)
+    {
+        check(&o);
+        memcpy(this, &o, 16);
+    }
+    uint4 &operator=(const uint4 &o)
+    {
+        check(this);
+        memcpy(this, &o, 16);
+        return *this;
+    }
+    static void check(const void *p)
+    {
         if ((uintptr_t)p & 15u) {
             char b[96];
             snprintf(b, sizeof b, "misaligned 16-byte access at %p", p);
@@ -332,9 +436,19 @@ struct alignas(8) uint4 {
 struct alignas(4) uint2 {
     unsigned x, y;
     uint2() = default;
-    uint2(const uint2 &o) { check(&o); memcpy(this, &o, 8); }
-    uint2 &operator=(const uint2 &o) { check(this); memcpy(this, &o, 8); return *this; }
-    static void check(const void *p) {
+    uint2(const uint2 &o)
+    {
+        check(&o);
+        memcpy(this, &o, 8);
+    }
+    uint2 &operator=(const uint2 &o)
+    {
+        check(this);
+        memcpy(this, &o, 8);
+        return *this;
+    }
+    static void check(const void *p)
+    {
         if ((uintptr_t)p & 7u) {
             char b[96];
             snprintf(b, sizeof b, "misaligned 8-byte access at %p", p);
@@ -349,21 +463,29 @@ struct alignas(4) uint2 {
 #define gridDim (fnemu::G.grid)
 
 static inline void __syncthreads() { fnemu::syncthreads(); }
-template <typename T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+template <typename T>
+static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32)
+{
     int lane = fnemu::me().lin & 31;
     return fnemu::shfl(mask, v, (lane & ~(width - 1)) + (src & (width - 1)));
 }
-template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int lm, int width = 32) {
+template <typename T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lm, int width = 32)
+{
     int lane = fnemu::me().lin & 31, src = lane ^ lm;
     if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
     return fnemu::shfl(mask, v, src);
 }
-template <typename T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32) {
+template <typename T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32)
+{
     int lane = fnemu::me().lin & 31, src = lane + (int)d;
     if ((src & ~(width - 1)) != (lane & ~(width - 1))) src = lane;
     return fnemu::shfl(mask, v, src);
 }
-template <typename T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32) {
+template <typename T>
+static inline T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32)
+{
     int lane = fnemu::me().lin & 31, src = lane - (int)d;
     if (src < (lane & ~(width - 1))) src = lane;
     return fnemu::shfl(mask, v, src);
@@ -372,18 +494,42 @@ template <typename T> static inline T __shfl_up_sync(unsigned mask, T v, unsigne
 // ------------------------------------------- misaligned vector accesses
 // kernels compiled with -fsanitize=alignment report here (not through
 // libubsan, which is not linked): the launch fails with the message.
-extern "C" void __ubsan_handle_type_mismatch_v1(void *, void *ptr) {
+extern "C" void __ubsan_handle_type_mismatch_v1(void *, void *ptr)
+{
     char b[96];
     snprintf(b, sizeof b, "misaligned or null access at %p", ptr);
     fnemu::fail(b);
 }
 
-
 // threads run by the last launch, and those of them that loaded a 16-bit value
-FNEMU_EXPORT void fnemu_stats(long long *out) { out[0] = fnemu::G.threads_run; out[1] = fnemu::G.threads_loading; }
+FNEMU_EXPORT void fnemu_stats(long long *out)
+{
+    out[0] = fnemu::G.threads_run;
+    out[1] = fnemu::G.threads_loading;
+}
 
 // ------------------------------------------------- conversion test hooks
-FNEMU_EXPORT void fnemu_f2h(const float *a, unsigned short *o, long n) { for (long i = 0; i < n; i++) o[i] = __float2half_rn(a[i]).__x; }
-FNEMU_EXPORT void fnemu_h2f(const unsigned short *a, float *o, long n) { for (long i = 0; i < n; i++) { __half h; h.__x = a[i]; o[i] = __half2float(h); } }
-FNEMU_EXPORT void fnemu_f2b(const float *a, unsigned short *o, long n) { for (long i = 0; i < n; i++) o[i] = __float2bfloat16_rn(a[i]).__x; }
-FNEMU_EXPORT void fnemu_b2f(const unsigned short *a, float *o, long n) { for (long i = 0; i < n; i++) { __nv_bfloat16 h; h.__x = a[i]; o[i] = __bfloat162float(h); } }
+FNEMU_EXPORT void fnemu_f2h(const float *a, unsigned short *o, long n)
+{
+    for (long i = 0; i < n; i++) o[i] = __float2half_rn(a[i]).__x;
+}
+FNEMU_EXPORT void fnemu_h2f(const unsigned short *a, float *o, long n)
+{
+    for (long i = 0; i < n; i++) {
+        __half h;
+        h.__x = a[i];
+        o[i] = __half2float(h);
+    }
+}
+FNEMU_EXPORT void fnemu_f2b(const float *a, unsigned short *o, long n)
+{
+    for (long i = 0; i < n; i++) o[i] = __float2bfloat16_rn(a[i]).__x;
+}
+FNEMU_EXPORT void fnemu_b2f(const unsigned short *a, float *o, long n)
+{
+    for (long i = 0; i < n; i++) {
+        __nv_bfloat16 h;
+        h.__x = a[i];
+        o[i] = __bfloat162float(h);
+    }
+}
