@@ -83,10 +83,10 @@ static inline __half __float2half_rn(float f)
         h.__x = (unsigned short)(sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u));
         return h;
     }
-    if (x >= 0x477ff000u) {
+    if (x >= 0x477ff000u) { // >= 65520: inf
         h.__x = (unsigned short)(sign | 0x7c00u);
         return h;
-    }                      // >= 65520: inf
+    }
     if (x < 0x38800000u) { // below 2^-14: a subnormal half (or 0), in units of 2^-24
         h.__x = (unsigned short)(sign | (uint32_t)nearbyintf(fnemu_float(x) * 16777216.0f));
         return h;
