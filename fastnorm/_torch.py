@@ -74,9 +74,10 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
         y = torch.ops.fastnorm.normalize(
             xv, vec(kw["mean"]), vec(kw["var"]), vec(kw["weight"]), vec(kw["bias"]), eps, act, slope
         )
+    elif name == "instance_norm":
+        y = torch.ops.fastnorm.instance_norm(xv, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     else:
-        C = xv.shape[1]
-        G = C if name == "instance_norm" else V.check_num_groups(kw["num_groups"], C)
+        G = V.check_num_groups(kw["num_groups"], xv.shape[1])
         y = torch.ops.fastnorm.group_norm(xv, G, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     return y.movedim(1, -1) if cl else y
 

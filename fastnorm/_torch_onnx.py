@@ -1,9 +1,10 @@
 """ONNX export of the fastnorm:: operators as standard ONNX nodes, so an
 exported model runs in ONNX Runtime (or any ONNX backend) without fastnorm.
 
-- instance and group norm: Reshape to (N, G, -1) (G = C for instance
-  norm), one InstanceNormalization node, Reshape back, then the per-channel
-  affine (Mul, Add), as torch's own exporter writes group norm;
+- instance norm: one InstanceNormalization node (weight and bias as its
+  scale and B, ones and zeros when absent);
+- group norm: Reshape to (N, G, -1), InstanceNormalization, Reshape back,
+  then the per-channel affine (Mul, Add), as torch's own exporter writes it;
 - normalize with (C,) statistics (evaluation with running statistics): one
   BatchNormalization node (inference form: exactly the same formula);
 - activations: Relu, LeakyRelu, and x * Sigmoid(x) for silu.
@@ -85,7 +86,23 @@ def onnx_translation_table() -> dict[Any, Any]:
         y = op.BatchNormalization(x, w, b, op.CastLike(mean, x), op.CastLike(var, x), epsilon=eps, training_mode=0)
         return act(y, activation, negative_slope)
 
-    return {torch.ops.fastnorm.group_norm.default: group_norm, torch.ops.fastnorm.normalize.default: normalize}
+    def instance_norm(
+        x: Any,
+        weight: Any = None,
+        bias: Any = None,
+        eps: float = 1e-5,
+        activation: str = "",
+        negative_slope: float = 0.01,
+    ) -> Any:
+        w = op.CastLike(weight, x) if weight is not None else ones_like_dim(x, x, 1.0)
+        b = op.CastLike(bias, x) if bias is not None else ones_like_dim(x, x, 0.0)
+        return act(op.InstanceNormalization(x, w, b, epsilon=eps), activation, negative_slope)
+
+    return {
+        torch.ops.fastnorm.instance_norm.default: instance_norm,
+        torch.ops.fastnorm.group_norm.default: group_norm,
+        torch.ops.fastnorm.normalize.default: normalize,
+    }
 
 
 # ------------------------------------------- TorchScript-based (legacy) exporter
@@ -137,5 +154,12 @@ def register_legacy_symbolics(opset: int = OPSET) -> None:
         y = g.op("BatchNormalization", x, w, b, g.op("CastLike", mean, x), g.op("CastLike", var, x), epsilon_f=eps)
         return _legacy_act(g, y, activation, slope)
 
+    @sh.parse_args("v", "v", "v", "f", "s", "f")
+    def instance_norm(g: Any, x: Any, weight: Any, bias: Any, eps: float, activation: str, slope: float) -> Any:
+        w = g.op("CastLike", weight, x) if not sh._is_none(weight) else _legacy_fill(g, x, x, 1.0)
+        b = g.op("CastLike", bias, x) if not sh._is_none(bias) else _legacy_fill(g, x, x, 0.0)
+        return _legacy_act(g, g.op("InstanceNormalization", x, w, b, epsilon_f=eps), activation, slope)
+
+    torch.onnx.register_custom_op_symbolic("fastnorm::instance_norm", instance_norm, opset)
     torch.onnx.register_custom_op_symbolic("fastnorm::group_norm", group_norm, opset)
     torch.onnx.register_custom_op_symbolic("fastnorm::normalize", normalize, opset)

@@ -8,10 +8,12 @@ input; ``register_autograd`` connects the backward kernels, so models train.
 Operators (all tensors on one device; CPU tensors run the CPU engine, CUDA
 tensors the CuPy kernels):
 
-- ``fastnorm::group_norm(x, num_groups, weight?, bias?, eps, activation, negative_slope) -> y``
-  (instance norm is num_groups == C; ``activation`` is "", "relu",
-  "leaky_relu" or "silu");
-- ``fastnorm::group_norm_backward(grad_out, x, num_groups, weight?, eps) -> (grad_x, grad_weight, grad_bias)``;
+- ``fastnorm::instance_norm(x, weight?, bias?, eps, activation, negative_slope) -> y``
+  and ``fastnorm::group_norm(x, num_groups, weight?, bias?, eps, activation,
+  negative_slope) -> y`` (``activation`` is "", "relu", "leaky_relu" or "silu");
+- ``fastnorm::instance_norm_backward(grad_out, x, weight?, eps)`` and
+  ``fastnorm::group_norm_backward(grad_out, x, num_groups, weight?, eps)``,
+  each ``-> (grad_x, grad_weight, grad_bias)``;
 - ``fastnorm::normalize(x, mean, var, weight?, bias?, eps, activation, negative_slope) -> y``
   (given statistics: running statistics in evaluation);
 - ``fastnorm::moments(x) -> (mean, var)``: float64 (N, C), var biased.
@@ -138,6 +140,13 @@ def _(x: Tensor) -> tuple[Tensor, Tensor]:
 def group_norm_backward(
     grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_impl(grad_out, x, num_groups, weight, eps)
+
+
+def _backward_impl(
+    grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward kernels on the tensors' memory (channels_last natively)."""
     from . import _backward
 
     with torch.no_grad():
@@ -235,3 +244,63 @@ def _norm_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
 
 
 normalize.register_autograd(_norm_backward, setup_context=_norm_setup)
+
+
+# ------------------------------------------------------------ instance norm
+# Its own operators (what an exporter maps to one InstanceNormalization node);
+# the kernels are group norm's with one group per channel.
+@torch.library.custom_op("fastnorm::instance_norm", mutates_args=())
+def instance_norm(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
+) -> Tensor:
+    with torch.no_grad():
+        return _api.instance_norm(
+            x.detach(), _opt(weight), _opt(bias), eps=eps, activation=_act(activation), negative_slope=negative_slope
+        )
+
+
+@instance_norm.register_fake
+def _(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
+) -> Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("fastnorm::instance_norm_backward", mutates_args=())
+def instance_norm_backward(
+    grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_impl(grad_out, x, x.shape[1], weight, eps)  # the same kernels, G = C
+
+
+@instance_norm_backward.register_fake
+def _(grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    wdt = weight.dtype if weight is not None else x.dtype
+    C = x.shape[1]
+    return torch.empty_like(x), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
+
+
+def _in_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    x, weight, bias, eps, activation, slope = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.args = (eps, activation, slope, bias is not None)
+
+
+def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
+    x, weight, bias = ctx.saved_tensors
+    eps, activation, slope, has_bias = ctx.args
+    if activation:
+        y_pre = torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01)
+        grad = _activation_grad(y_pre, grad, activation, slope)
+    gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
+    return (
+        gx if ctx.needs_input_grad[0] else None,
+        gw if weight is not None and ctx.needs_input_grad[1] else None,
+        gb if has_bias and ctx.needs_input_grad[2] else None,
+        None,
+        None,
+        None,
+    )
+
+
+instance_norm.register_autograd(_in_backward, setup_context=_in_setup)

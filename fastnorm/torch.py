@@ -87,7 +87,7 @@ class _FastInstanceNorm:
                     mom = float(self.momentum)
                     rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
                     rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
-            y = torch.ops.fastnorm.group_norm(x, C, self.weight, self.bias, self.eps, act, self.negative_slope)
+            y = torch.ops.fastnorm.instance_norm(x, self.weight, self.bias, self.eps, act, self.negative_slope)
         return y.squeeze(0) if unbatched else y
 
 

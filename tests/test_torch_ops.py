@@ -42,6 +42,21 @@ def test_gradcheck_group_norm_operator(G, act, cl, torch_seed):
     assert torch.autograd.gradcheck(lambda x: _gn(x, G, None, None, act), (x,))
 
 
+@pytest.mark.parametrize("act", ["", "leaky_relu", "silu"])
+def test_gradcheck_instance_norm_operators(act, torch_seed):
+    """fastnorm::instance_norm and its backward operator (issue 21's names)."""
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: torch.ops.fastnorm.instance_norm(x, w, b, 1e-5, act, 0.01), (x, w, b)
+    )
+    g = torch.randn_like(x)
+    gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(g, x.detach(), w.detach(), 1e-5)
+    hx, hw, hb = torch.ops.fastnorm.group_norm_backward(g, x.detach(), 4, w.detach(), 1e-5)
+    assert torch.equal(gx, hx) and torch.equal(gw, hw) and torch.equal(gb, hb)
+
+
 def test_gradcheck_normalize_and_public_functions(torch_seed):
     x = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, dtype=torch.float64, requires_grad=True)
@@ -128,10 +143,10 @@ def test_export_trace_script_keep_calling_fastnorm(net, tmp_path):
     with torch.no_grad():
         want = net(x2)
         ep = torch.export.export(ours, (x,))
-        assert "fastnorm.group_norm" in str(ep.graph)
+        assert "fastnorm.instance_norm" in str(ep.graph)
         torch.testing.assert_close(ep.module()(x2), want, atol=1e-4, rtol=1e-4)
         tr = torch.jit.trace(ours, x)
-        assert "fastnorm::group_norm" in str(tr.inlined_graph)
+        assert "fastnorm::instance_norm" in str(tr.inlined_graph)
         torch.testing.assert_close(tr(x2), want, atol=1e-4, rtol=1e-4)  # not a baked constant
         path = str(tmp_path / "traced.pt")
         tr.save(path)
