@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SAN="$(mktemp -d)"
 trap 'rm -rf "$SAN"' EXIT
-cp -r fastnorm tests setup.py pyproject.toml README.md "$SAN"/
+cp -r fastnorm tests setup.py pyproject.toml README.md LICENSE MANIFEST.in "$SAN"/
 rm -f "$SAN"/fastnorm/_cpu/*.so "$SAN"/fastnorm/_cpu/_engine.c
 cd "$SAN"
 # the build requirements (pip's build isolation kept them out of this venv)
@@ -24,7 +24,7 @@ python -c "import fastnorm, sys; c = fastnorm._config.config(); assert 'sanitize
 # torch / dask bring their own runtimes and allocators; the engine is what is checked here
 # (the GPU emulator switches stacks with ucontext, which ASan does not follow;
 # the torch operator tests need benchmarks/, not copied here)
-python -m pytest tests -q -x -p no:cacheprovider -m "not bigmem" \
+python -m pytest tests -q -x -p no:cacheprovider -m "not bigmem and not slow" \
     --ignore=tests/test_torch.py --ignore=tests/test_dask.py --ignore=tests/test_gpu_compile.py \
     --ignore=tests/test_torch_ops.py --ignore=tests/test_gpu_emulated.py \
     --ignore=tests/test_gpu_emulated_types.py --ignore=tests/test_gpu_nvrtc.py

@@ -2,6 +2,12 @@ import os
 import sys
 import zlib
 
+# The engine starts fewer threads than asked while other processes keep cores
+# busy (FASTNORM_DYNAMIC, read once per process). The tests check thread counts
+# and plans as asked, so they must not depend on the machine's load: the suite
+# (and the subprocesses it starts) runs with the load-aware count off.
+os.environ.setdefault("FASTNORM_DYNAMIC", "0")
+
 import numpy as np
 import pytest
 
@@ -42,7 +48,9 @@ def rng(request):
 def torch_seed(request):
     """torch's global generator (tensor draws, module initialization) seeded
     per test, so the test does not depend on what ran before it."""
-    torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch)")
+    from _optional import require
+
+    torch = require("torch", reason="torch is not installed (pip install torch)")
     seed = _use_seed(request)
     torch.manual_seed(seed)
     return seed

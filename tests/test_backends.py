@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 from fastnorm import _backends as B
@@ -24,7 +25,7 @@ def _hooks(proto):
 def _load(lib):
     needs = {"cupy": "cupy", "torch": "torch", "dask": "dask.array"}.get(lib)
     if needs:
-        pytest.importorskip(needs, reason=f"{needs} is not installed")
+        require(needs, reason=f"{needs} is not installed")
     if lib == "cupy":
         try:
             return B.module(lib)
@@ -82,7 +83,7 @@ def test_library_and_dispatch():
     lib, be = B.for_array([[[1.0]]])
     assert lib == "numpy" and be is B.module("numpy")
     assert B.array_module(np.zeros(2)) is np
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     with pytest.raises(TypeError, match=r"x must be an array of floats .* got torch\.Size"):
         B.for_array(torch.Size([1, 2, 3]))
     assert B.array_module(torch.zeros(1)) is torch

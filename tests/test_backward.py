@@ -6,6 +6,7 @@ across thread counts, plans and SIMD levels; bad input."""
 import numpy as np
 import pytest
 from _isa import LEVELS, UNFUSED_LEVEL, kernels, unfused
+from _optional import require
 
 import fastnorm
 from fastnorm._cpu import _engine as E
@@ -145,7 +146,7 @@ torch = None
 
 def _torch():
     global torch
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     return torch
 
 

@@ -4,6 +4,7 @@ chunking), layouts without a batch axis."""
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -30,7 +31,7 @@ def test_backward_with_layout(rng):
 
 
 def test_backward_torch(rng):
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     dy, x, w = _data(rng)
     ref = fastnorm.group_norm_backward(dy, x, 3, w)
     for fmt in (torch.contiguous_format, torch.channels_last):
@@ -43,7 +44,7 @@ def test_backward_torch(rng):
 
 @pytest.mark.parametrize("chunks", [(3, 6, 10, 8), (1, 2, 5, 8), (2, 4, 3, 3)])
 def test_backward_dask(rng, chunks):
-    da = pytest.importorskip("dask.array", reason="dask is not installed")
+    da = require("dask.array", reason="dask is not installed")
     dy, x, w = _data(rng)
     ref = fastnorm.group_norm_backward(dy, x, 3, w)
     r = fastnorm.group_norm_backward(da.from_array(dy, chunks=chunks), da.from_array(x, chunks=chunks), 3, w)

@@ -4,6 +4,7 @@ output, from tiny runs and synthetic rows.  Nothing here asserts a timing."""
 import math
 
 import pytest
+from _optional import require
 
 from fastnorm.__main__ import main
 from fastnorm.bench import harness as B
@@ -258,7 +259,7 @@ def test_plot_without_matplotlib_fails_before_running(monkeypatch, tmp_path, cap
 
 
 def test_plot_with_matplotlib(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     png = tmp_path / "b.png"
     assert main(TINY_RUN + ["--plot", str(png)]) == 0
     assert png.stat().st_size > 0 and f"wrote {png}" in capsys.readouterr().out

@@ -4,6 +4,7 @@ import doctest
 import importlib
 
 import pytest
+from _optional import require
 
 MODULES = ["fastnorm._api", "fastnorm._backward", "fastnorm._layers", "fastnorm._config", "fastnorm.torch"]
 
@@ -11,7 +12,7 @@ MODULES = ["fastnorm._api", "fastnorm._backward", "fastnorm._layers", "fastnorm.
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     if name == "fastnorm.torch":
-        pytest.importorskip("torch", reason="torch is not installed")
+        require("torch", reason="torch is not installed")
     mod = importlib.import_module(name)
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.failed == 0, f"{res.failed} of {res.attempted} examples failed in {name}"

@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -147,7 +148,7 @@ def test_item2_normalize_mean_var_bias_sharing_memory_with_out(rng, nt):
 
 
 def test_item2_torch_weight_sharing_memory_with_out(rng):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = torch.from_numpy(rng.standard_normal((4, 8, 20000)) * 3 + 1)
     w0, b0 = (torch.from_numpy(a) for a in _wb(8))
     want = fastnorm.instance_norm(x, w0.clone(), b0.clone())
@@ -162,7 +163,7 @@ def test_item2_torch_weight_sharing_memory_with_out(rng):
 
 # ------------------------------------------------- item 3: torch out= and autograd
 def test_item3_torch_out_requiring_grad_is_refused(rng, torch_seed):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     t = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
     a = torch.randn(2, 3, 8, 8, requires_grad=True)
     b = a.exp()
@@ -185,7 +186,7 @@ def test_item3_torch_out_requiring_grad_is_refused(rng, torch_seed):
 
 
 def test_item3_torch_out_write_is_seen_by_autograd(rng, torch_seed):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     t = torch.from_numpy(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
     out = torch.empty_like(t)
     v = out._version
@@ -227,7 +228,7 @@ def test_item5_instancenorm_one_spatial_element_training_raises(rng, shape, axis
 
 
 def test_item5_torch_instancenorm_one_spatial_element_training_raises(torch_seed):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     import fastnorm.torch as fnt
 
     x = torch.rand(2, 3, 1)
@@ -251,7 +252,7 @@ def test_item5_torch_instancenorm_one_spatial_element_training_raises(torch_seed
 
 # ------------------------------------------- item 6: Dask normalize with a negative var
 def test_item6_dask_normalize_negative_var(rng):
-    da = pytest.importorskip("dask.array")
+    da = require("dask.array")
     x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
     dx = da.from_array(x, chunks=(1, 3, 8, 16))
     mean = np.zeros((2, 3))
@@ -334,10 +335,10 @@ def test_item10_group_norm_num_groups_none(rng):
     with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
         fastnorm.group_norm(x, None, out=out)
     assert (out == 7.0).all()
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
         fastnorm.group_norm(torch.from_numpy(x), None)
-    da = pytest.importorskip("dask.array")
+    da = require("dask.array")
     with pytest.raises(TypeError, match=r"num_groups must be an int, got None"):
         fastnorm.group_norm(da.from_array(x), None)
 
@@ -373,7 +374,7 @@ def test_item11_masked_arrays_are_refused(rng):
 
 
 def test_item11_dask_masked_arrays_are_refused(rng):
-    da = pytest.importorskip("dask.array")
+    da = require("dask.array")
     x = da.from_array(rng.random((2, 3, 8, 8)), chunks=(1, 3, 4, 8))
     mx = da.ma.masked_greater(x, 0.9)
     msg = r"is a Dask array of numpy\.ma\.MaskedArray chunks: masks are not supported"
@@ -404,14 +405,14 @@ def test_item12_group_norm_2d_inputs(rng):
     # instance norm still needs a spatial axis
     with pytest.raises(ValueError, match="at least 3 dimensions"):
         fastnorm.instance_norm(x)
-    da = pytest.importorskip("dask.array")
+    da = require("dask.array")
     np.testing.assert_array_equal(
         fastnorm.group_norm(da.from_array(x, chunks=(2, 6)), 3, w, b, eps=1e-3).compute(scheduler="sync"), want
     )
 
 
 def test_item12_torch_group_norm_module_2d_inputs():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     import fastnorm.torch as fnt
 
     torch.manual_seed(0)
@@ -440,7 +441,7 @@ def test_item12_torch_group_norm_module_2d_inputs():
     ],
 )
 def test_item12_convert_bias_false(make, torch_seed):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     import fastnorm.torch as fnt
 
     ref = make(torch.nn)
@@ -467,11 +468,11 @@ def _ulps16(a, b):
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_item12_running_stats_update_rounds_once(dtype_name):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     import fastnorm.torch as fnt
 
     if dtype_name == "bfloat16":
-        pytest.importorskip("ml_dtypes")
+        require("ml_dtypes")
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(1)
     mod = fnt.InstanceNorm1d(64, momentum=-1.2, track_running_stats=True).to(dtype).train()
@@ -523,7 +524,7 @@ def test_item13_big_endian_input_is_converted_once(rng):
     np.testing.assert_array_equal(fastnorm.normalize(xb, m.astype(">f4"), v.astype(">f4")), fastnorm.normalize(x, m, v))
     np.testing.assert_array_equal(fastnorm.adain(xb, xb[:1]), fastnorm.adain(x, x[:1]))
     np.testing.assert_array_equal(fastnorm.instance_moments(xb).m2, fastnorm.instance_moments(x).m2)
-    da = pytest.importorskip("dask.array")
+    da = require("dask.array")
     np.testing.assert_array_equal(
         fastnorm.instance_norm(da.from_array(xb, chunks=(1, 3, 4, 8))).compute(), fastnorm.instance_norm(x)
     )
@@ -543,7 +544,7 @@ def test_item13_ragged_coefficients_name_the_argument(rng):
 
 
 def test_item13_torch_adain_names_content():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     with pytest.raises(TypeError, match=r"^content must have a floating or integer dtype"):
         fastnorm.adain(torch.zeros(2, 3, 4, 4, dtype=torch.bool), torch.zeros(2, 3, 4, 4))
     with pytest.raises(TypeError, match=r"^style must have a floating or integer dtype"):
@@ -551,7 +552,7 @@ def test_item13_torch_adain_names_content():
 
 
 def test_item13_non_array_objects_from_torch_and_dask():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     things = [torch.Size([2, 3, 4, 4]), torch.nn.Conv2d(3, 3, 1), torch.float32, torch.device("cpu")]
     try:
         import dask.bag as db
@@ -576,7 +577,7 @@ def test_item13_non_array_objects_from_torch_and_dask():
 
 
 def test_item13_dask_unknown_chunk_sizes(rng):
-    da = pytest.importorskip("dask.array")
+    da = require("dask.array")
     x = rng.standard_normal((4, 3, 4, 4))
     dx = da.from_array(x, chunks=(2, 3, 2, 4))
     u = dx[da.from_array(np.array([True, False, True, True]), chunks=2)]
@@ -610,7 +611,7 @@ def test_item13_dask_unknown_chunk_sizes(rng):
 
 
 def test_item13_torch_channel_axis_bool_or_float(torch_seed):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = torch.rand(2, 3, 4, 4)
     for t in (x, x.contiguous(memory_format=torch.channels_last)):
         for ax in (True, 1.0, np.float64(1)):
@@ -697,8 +698,8 @@ def thread_log(monkeypatch):
 
 
 def test_item15_one_thread_inside_dask_threaded_tasks(rng, thread_log):
-    dask = pytest.importorskip("dask")
-    da = pytest.importorskip("dask.array")
+    dask = require("dask")
+    da = require("dask.array")
     from concurrent.futures import ThreadPoolExecutor
 
     from fastnorm._cpu import _backend
@@ -741,8 +742,8 @@ def test_item15_one_thread_inside_dask_threaded_tasks(rng, thread_log):
 
 
 def test_item15_one_thread_inside_distributed_tasks(rng, thread_log):
-    pytest.importorskip("dask.array")
-    distributed = pytest.importorskip("distributed")
+    require("dask.array")
+    distributed = require("distributed")
     import dask.array as da
 
     x = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)

@@ -3,6 +3,7 @@ the output dtype, single images through layout=, on NumPy, torch and Dask."""
 
 import numpy as np
 import pytest
+from _optional import require
 from _reference import assert_close
 
 import fastnorm
@@ -99,13 +100,13 @@ def test_layer_torch_and_dask_take_integers(rng):
     img = _pixels(rng, (3, 16, 20), np.uint8)
     ref = fastnorm.instance_norm(img, layout="CHW")
     np.testing.assert_array_equal(fastnorm.InstanceNorm(3, layout="CHW")(img), ref)
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     t = fastnorm.instance_norm(torch.from_numpy(img), layout="CHW")  # what decode_image returns
     assert t.dtype == torch.float32
     np.testing.assert_array_equal(t.numpy(), ref)
     t64 = fastnorm.instance_norm(torch.from_numpy(img), layout="CHW", dtype=torch.float64)
     assert t64.dtype == torch.float64
-    da = pytest.importorskip("dask.array", reason="dask is not installed")
+    da = require("dask.array", reason="dask is not installed")
     for chunks in ((3, 16, 20), (1, 8, 10)):
         d = fastnorm.instance_norm(da.from_array(img, chunks=chunks), layout="CHW")
         assert d.dtype == np.float32

@@ -3,6 +3,7 @@
 import _reference as R
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -140,7 +141,7 @@ def test_bit_identical_across_threads(rng, shape, dtype, channel_axis):
 
 
 def test_threadpoolctl_limits_are_respected(rng):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = require("threadpoolctl")
     x = make(rng, (1, 3, 512, 512), np.float32)
     ref = fastnorm.instance_norm(x)
     with threadpoolctl.threadpool_limits(1):
@@ -239,7 +240,7 @@ def test_build_info_is_compiled_into_the_engine():
 # ---------------------------------------------------------------- vs torch
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_matches_torch_instancenorm(rng, nd):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     C = 4
     shape = (2, C) + (9, 8, 7)[:nd]
     x = make(rng, shape, np.float32, loc=1.0, scale=2.0)

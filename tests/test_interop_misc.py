@@ -6,6 +6,7 @@ import sys
 import _reference as R
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -23,7 +24,7 @@ def test_import_pulls_no_optional_dependency():
 
 @pytest.mark.parametrize("channel_axis", [1, -1])
 def test_bfloat16_numpy(channel_axis):
-    ml_dtypes = pytest.importorskip("ml_dtypes")
+    ml_dtypes = require("ml_dtypes")
     x = (np.random.default_rng(0).standard_normal((2, 3, 17, 19)) * 3 + 2).astype(ml_dtypes.bfloat16)
     if channel_axis == -1:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
@@ -37,7 +38,7 @@ def test_bfloat16_numpy(channel_axis):
 
 
 def test_threadpoolctl_sees_and_limits_fastnorm():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = require("threadpoolctl")
     from fastnorm._cpu import _engine
 
     if not _engine.have_openmp():

@@ -4,6 +4,7 @@ the layer, torch and Dask, and every kind of bad layout."""
 
 import numpy as np
 import pytest
+from _optional import require
 from _reference import assert_close
 
 import fastnorm
@@ -163,14 +164,14 @@ def test_layer_takes_a_layout(rng):
 def test_layout_through_torch_and_dask(rng):
     x = (rng.standard_normal((3, 16, 20)) * 5 + 2).astype(np.float32)
     ref = fastnorm.instance_norm(x, layout="CHW")
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     with torch.no_grad():
         t = fastnorm.instance_norm(torch.from_numpy(x), layout="CHW")
     assert isinstance(t, torch.Tensor) and tuple(t.shape) == x.shape
     np.testing.assert_array_equal(t.numpy(), ref)
     tm, tv = fastnorm.instance_stats(torch.from_numpy(x), layout="CHW")
     assert tuple(tm.shape) == (3,)
-    da = pytest.importorskip("dask.array", reason="dask is not installed")
+    da = require("dask.array", reason="dask is not installed")
     for chunks in ((3, 16, 20), (1, 8, 20)):  # whole planes; spatial chunks
         d = da.from_array(x, chunks=chunks)
         np.testing.assert_allclose(fastnorm.instance_norm(d, layout="CHW").compute(), ref, atol=2e-6)

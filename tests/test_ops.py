@@ -3,6 +3,7 @@
 import _reference as R
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -42,7 +43,7 @@ def test_group_norm_C_groups_is_instance_norm(rng):
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("G", [1, 4, 8, 32])
 def test_group_norm_vs_torch(rng, channel_axis, G):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = make(rng, (2, 32, 12, 10), loc=1.0, scale=3.0)
     w = rng.uniform(0.5, 2, 32).astype(np.float32)
     b = rng.standard_normal(32).astype(np.float32)
@@ -89,7 +90,7 @@ def test_fused_activations_reference(rng, activation, slope, channel_axis, dtype
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "silu"])
 def test_fused_activations_vs_torch(rng, activation):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     F = torch.nn.functional
     x = make(rng, (2, 8, 16, 16))
     t = torch.from_numpy(x)
@@ -224,7 +225,7 @@ def test_normalize_errors():
 @pytest.mark.parametrize("momentum", [0.1, 0.3])
 @pytest.mark.parametrize("affine", [True, False])
 def test_instancenorm_layer_vs_torch(rng, momentum, affine):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     C = 5
     tm = torch.nn.InstanceNorm2d(C, affine=affine, track_running_stats=True, momentum=momentum)
     if affine:

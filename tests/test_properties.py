@@ -3,9 +3,9 @@ axes, one-element planes, C up to 4096, 1 to 3 spatial axes), dtypes, both layou
 strided views, affine, eps, out= and in place, against the float64 oracle."""
 
 import numpy as np
-import pytest
+from _optional import require
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = require("hypothesis")
 import _reference as R  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

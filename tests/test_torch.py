@@ -1,8 +1,9 @@
 """torch tensors through every public function, fastnorm.torch modules, convert()."""
 
 import pytest
+from _optional import require
 
-torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch)")
+torch = require("torch", reason="torch is not installed (pip install torch)")
 
 import fastnorm  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
@@ -48,7 +49,7 @@ def test_channels_last_tensors(nd, fmt):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_half_and_bfloat16_tensors(x, dtype):
     if dtype == torch.bfloat16:
-        pytest.importorskip("ml_dtypes")
+        require("ml_dtypes")
     xt = x.to(dtype)
     y = fastnorm.instance_norm(xt)
     assert y.dtype == dtype
@@ -183,7 +184,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 
 @cuda
 def test_cuda_tensors_stay_on_device():
-    pytest.importorskip("cupy", reason="CUDA tensors run through CuPy")
+    require("cupy", reason="CUDA tensors run through CuPy")
     x = torch.randn(2, 6, 40, 30, device="cuda") * 2 + 1
     y = fastnorm.instance_norm(x)
     assert y.is_cuda and y.device == x.device
@@ -206,7 +207,7 @@ def test_cuda_calls_run_on_torchs_stream_and_take_bfloat16():
     """Issue 19 #3 and #9: under torch.cuda.stream(s) the kernels go to s (the
     next torch op is ordered after them); bfloat16 CUDA tensors and a bfloat16
     weight with float32 input work."""
-    cp = pytest.importorskip("cupy", reason="CUDA tensors run through CuPy")
+    cp = require("cupy", reason="CUDA tensors run through CuPy")
     from fastnorm._gpu import _backend as G
 
     seen = []
@@ -228,7 +229,7 @@ def test_cuda_calls_run_on_torchs_stream_and_take_bfloat16():
     torch.cuda.synchronize()
     assert seen and set(seen) == {s.cuda_stream}
     torch.testing.assert_close(z, F.instance_norm(x), atol=1e-5, rtol=1e-5)
-    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    require("ml_dtypes", reason="bfloat16 needs ml_dtypes")
     xb = x.to(torch.bfloat16)
     yb = fastnorm.instance_norm(xb)
     assert yb.dtype == torch.bfloat16 and yb.is_cuda
