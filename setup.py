@@ -8,6 +8,8 @@ Environment switches
   FASTNORM_NO_OPENMP=1  serial build (no OpenMP even where the compiler has it)
   FASTNORM_NATIVE=1     one target, -march=native (this machine only)
   FASTNORM_SANITIZE=1   AddressSanitizer + UndefinedBehaviorSanitizer build (gcc/clang)
+  FASTNORM_DEBUG=1      keep debug information (the default build, like a
+                        release wheel, compiles without it and strips it at link)
 """
 
 import json
@@ -145,8 +147,6 @@ class BuildExt(build_ext):
         if kind == "msvc":
             cflags += ["/O2", "/fp:precise"]
         else:
-            # -ffp-contract=off: no fused multiply-add unless written, so the
-            # x86-64-v4, -v3 and baseline clones (and other CPUs) give the same bits
             # -ffp-contract=off: no multiply-add is fused unless the kernels
             # write it, so every target gives the same bits.  -fno-trapping-math:
             # the activations' selects may be if-converted into vector code
@@ -161,6 +161,11 @@ class BuildExt(build_ext):
                 "-Wno-unreachable-code",
                 "-Wno-psabi",
             ]
+        if kind != "msvc" and not (_flag("FASTNORM_DEBUG") or _flag("FASTNORM_SANITIZE")):
+            # no debug information (Python's own CFLAGS carry -g): it is most
+            # of the engine's size; -S strips what the linked objects still have
+            cflags += ["-g0"]
+            lflags += ["-Wl,-S"]
         macros = []
         if _flag("FASTNORM_SANITIZE") and kind != "msvc":
             san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
@@ -263,7 +268,13 @@ extensions = [
         "fastnorm._cpu._engine",
         ["fastnorm/_cpu/_engine.pyx", "fastnorm/_cpu/fn_dispatch.c"],
         include_dirs=[np.get_include(), "fastnorm/_cpu"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        # NPY_TARGET_VERSION: the oldest NumPy the engine runs with (the
+        # dependency's lower bound). It also exposes the API of that version
+        # (PyDataMem_SetHandler needs 1.22) whatever the build headers' default.
+        define_macros=[
+            ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
+            ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION"),
+        ],
         depends=KERNEL_HEADERS + ["fastnorm/_cpu/fn_kernels.c"],
     )
 ]

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from _optional import require
 
-da = pytest.importorskip("dask.array", reason="dask is not installed (pip install 'dask[array]' distributed)")
-distributed = pytest.importorskip("distributed", reason="distributed is not installed")
+da = require("dask.array", reason="dask is not installed (pip install 'dask[array]' distributed)")
+distributed = require("distributed", reason="distributed is not installed")
 
 import fastnorm  # noqa: E402
 
@@ -22,9 +23,15 @@ def client():
 
 X = (np.random.default_rng(0).standard_normal((4, 6, 36, 40)) * 2 + 5).astype(np.float32)
 CHUNKS = [(4, 6, 36, 40), (2, 3, 36, 40), (1, 1, 36, 40), (4, 6, 9, 40), (3, 4, 11, 13), (1, 2, 7, 6)]
+# hundreds of tiny chunks: scheduling them takes most of a minute
+TINY = (1, 2, 7, 6)
 
 
-@pytest.mark.parametrize("chunks", CHUNKS, ids=[str(c) for c in CHUNKS])
+def chunk_params(chunks):
+    return [pytest.param(c, id=str(c), marks=pytest.mark.slow if c == TINY else ()) for c in chunks]
+
+
+@pytest.mark.parametrize("chunks", chunk_params(CHUNKS))
 @pytest.mark.parametrize("channel_axis", [1, -1])
 def test_instance_norm_any_chunking(client, chunks, channel_axis):
     x = X if channel_axis == 1 else np.ascontiguousarray(np.moveaxis(X, 1, -1))
@@ -43,7 +50,7 @@ def test_instance_norm_any_chunking(client, chunks, channel_axis):
     np.testing.assert_allclose(var.compute(), v0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunks", CHUNKS[1:], ids=[str(c) for c in CHUNKS[1:]])
+@pytest.mark.parametrize("chunks", chunk_params(CHUNKS[1:]))
 def test_other_functions(client, chunks):
     dx = da.from_array(X, chunks=chunks)
     np.testing.assert_allclose(fastnorm.group_norm(dx, 3).compute(), fastnorm.group_norm(X, 3), atol=2e-6)
@@ -80,6 +87,7 @@ def npy_chunks(path, chunks):
     )
 
 
+@pytest.mark.slow
 def test_larger_than_worker_memory(client, tmp_path):
     """A 1.5 GiB array normalized on workers with a 1 GiB memory limit each, from a .npy file."""
     if not hasattr(np.lib.format, "open_memmap"):
@@ -112,7 +120,7 @@ def test_dask_errors():
 
 
 def test_cupy_chunks_use_gpu(client):
-    cp = pytest.importorskip("cupy", reason="CuPy is not installed")
+    cp = require("cupy", reason="CuPy is not installed")
     try:
         if cp.cuda.runtime.getDeviceCount() < 1:
             pytest.skip("no CUDA GPU")

@@ -14,9 +14,11 @@ from fastnorm._gpu import _names
 NVCC = shutil.which("nvcc") or (
     os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if os.environ.get("CUDA_HOME") else None
 )
-pytestmark = pytest.mark.skipif(
-    not NVCC or not os.path.exists(NVCC), reason="no CUDA compiler (nvcc) found on this machine"
-)
+pytestmark = [
+    # every instantiation compiled by nvcc for two architectures: minutes of CPU
+    pytest.mark.slow,
+    pytest.mark.skipif(not NVCC or not os.path.exists(NVCC), reason="no CUDA compiler (nvcc) found on this machine"),
+]
 KERNELS = os.path.join(os.path.dirname(_names.__file__), "kernels.cu")
 
 

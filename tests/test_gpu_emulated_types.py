@@ -27,6 +27,8 @@ from fastnorm import _validate as V
 from fastnorm._gpu import _names
 
 pytestmark = [
+    # every type pair through every kernel on the emulator: minutes of CPU
+    pytest.mark.slow,
     pytest.mark.skipif(not cp.CXX, reason="no host C++ compiler (g++) to build the CUDA emulator"),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CUDA emulator runs on Linux only"),
 ]

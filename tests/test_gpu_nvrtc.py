@@ -17,6 +17,9 @@ import pytest
 
 from fastnorm._gpu import _names
 
+# every instantiation through NVRTC for two architectures: minutes of CPU
+pytestmark = pytest.mark.slow
+
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_emu", "nvrtc_compile.py")
 
 

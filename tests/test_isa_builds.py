@@ -3,7 +3,27 @@
 NEON on aarch64 (natively or under qemu-user), hash the same.  test_isa.py
 checks the levels of the installed build through FASTNORM_ISA."""
 
+import os
+
 import pytest
+
+# the kernels rebuilt once per target's flags (and for aarch64): minutes of CPU
+pytestmark = pytest.mark.slow
+
+
+def _kernel_dir():
+    """fastnorm/_cpu with the kernel sources: the imported package's (a source
+    checkout), else the checkout these tests belong to (an installed wheel
+    carries no C sources)."""
+    import fastnorm as fnm
+
+    for d in (
+        os.path.join(os.path.dirname(fnm.__file__), "_cpu"),
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fastnorm", "_cpu"),
+    ):
+        if os.path.exists(os.path.join(d, "fn_kernels.c")):
+            return d
+    return None
 
 
 def _isa_bits(tmp_path, name, flags, cc=None, runner=()):
@@ -14,12 +34,10 @@ def _isa_bits(tmp_path, name, flags, cc=None, runner=()):
     import signal
     import subprocess
 
-    import fastnorm as fnm
-
-    inc = os.path.join(os.path.dirname(fnm.__file__), "_cpu")
+    inc = _kernel_dir()
     src = os.path.join(os.path.dirname(__file__), "c", "isa_bits.c")
     cc = cc or shutil.which("gcc") or shutil.which("cc")
-    if cc is None or not os.path.exists(os.path.join(inc, "fn_kernels.c")):
+    if cc is None or inc is None:
         pytest.skip("needs a C compiler and the kernel sources")
     exe = str(tmp_path / f"isa_{name}")
     # the build's flags (setup.py) and one target's

@@ -75,6 +75,7 @@ def _mem_available_gib():
     return 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.bigmem
 def test_plane_larger_than_2_31_elements():
     """One float16 plane of 2**31 + 2**16 elements (4 GiB): statistics and a

@@ -10,8 +10,9 @@ import importlib.util
 
 import numpy as np
 import pytest
+from _optional import require
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
+torch = require("torch", reason="torch is not installed")
 import torch.nn.functional as F  # noqa: E402
 
 import fastnorm  # noqa: E402
@@ -116,6 +117,7 @@ def test_training_step_equals_torch(net, memory_format):
     opt.step()
 
 
+@pytest.mark.slow  # inductor compiles two graphs
 def test_compile_fullgraph_inference_and_training(net):
     ours = fnt.convert(copy.deepcopy(net)).eval()
     x = torch.randn(1, 3, 32, 32)
