@@ -107,12 +107,13 @@ def _pool_thread(th: threading.Thread, pool: Any) -> bool:
 def _fast_engine() -> Any:
     """The engine for instance_norm's fast path, or None where it must not run:
     it takes OpenMP's default count as it is, so a default above the CPU
-    backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good."""
+    backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good,
+    and so does a serial engine (the general path says once that it is one)."""
     global _engine, _FAST_CODES
+    from ._cpu import _backend as CB
     from ._cpu import _engine as E
-    from ._cpu._backend import _MAX_THREADS
 
-    if E.default_threads() > _MAX_THREADS:
+    if E.default_threads() > CB._MAX_THREADS or CB.SERIAL:
         _FAST_CODES = {}
         return None
     _engine = E

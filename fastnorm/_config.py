@@ -69,8 +69,9 @@ def show_config(mode: str = "stdout", file: Any = None) -> Any:
     out = file or sys.stdout
     omp = "yes" if c["openmp"] else "NO (serial build: one thread)"
     streaming, above = c["streaming"]
+    serial = "" if c["openmp"] else ": SERIAL BUILD, no OpenMP, every call runs on one thread"
     lines = [
-        f"fastnorm {c['version']} (Python {c['python']})",
+        f"fastnorm {c['version']} (Python {c['python']}){serial}",
         f"  OpenMP          : {omp}",
         f"  default threads : {c['default_threads']}",
         f"  compiler        : {c['compiler']}",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,45 @@ _MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 _modules = sys.modules
 
 
+# A serial engine (built without OpenMP) runs every call on one thread. It
+# says so once per process, the first time a call asks for more threads or
+# would have had more by default, so a build that lost OpenMP is not silent.
+SERIAL = not E.have_openmp()
+_serial_warned = False
+
+
+def _openmp_default() -> int:
+    """The team an OpenMP build would start by default: OMP_NUM_THREADS's
+    first entry, else the CPUs this process may run on."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) > 0:
+        return int(first)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _warn_serial(nt: int | None) -> None:
+    global _serial_warned
+    want = _openmp_default() if nt is None else nt
+    if want > 1 and not _serial_warned:
+        _serial_warned = True
+        asked = f"num_threads={nt}" if nt is not None else f"a default of {want} threads"
+        warnings.warn(
+            f"fastnorm was built without OpenMP (a serial engine): calls run on one thread, not "
+            f"{asked}. Rebuild with a compiler that has OpenMP (gcc's libgomp; with clang, libomp: "
+            f"'brew install libomp' on macOS) to use every core; fastnorm.show_config() describes the build.",
+            RuntimeWarning,
+            stacklevel=V.user_stacklevel(),
+        )
+
+
 def _threads(nt: int | None) -> int:
     """The thread count a call runs with (nt: validated num_threads or None)."""
+    if SERIAL:
+        _warn_serial(nt)
+        return 1
     if _api._forked_child:
         # OpenMP's pool did not survive fork(); one thread never enters it
         return 1
