@@ -15,12 +15,15 @@ trap 'rm -rf "$WORK"' EXIT
 
 # the oldest and newest CPython that requires-python admits (pyenv's)
 find_python() {
-    local v="$1" p
-    p="$(command -v "python$v" || true)"
-    if [ -z "$p" ] && command -v pyenv >/dev/null; then
+    local v="$1" p=""
+    if command -v pyenv >/dev/null; then
         p="$(ls -d "$(pyenv root)"/versions/"$v".*/bin/python 2>/dev/null | sort -V | tail -1 || true)"
     fi
-    [ -n "$p" ] || { echo "python$v not found (pyenv install $v)"; exit 1; }
+    # a pyenv shim exists for versions that are not selected: check it runs
+    if [ -z "$p" ] && command -v "python$v" >/dev/null && "python$v" --version >/dev/null 2>&1; then
+        p="$(command -v "python$v")"
+    fi
+    [ -n "$p" ] || { echo "python$v not found (pyenv install $v)" >&2; exit 1; }
     echo "$p"
 }
 OLD="$(grep -oP 'requires-python = ">=\K[0-9.]+' pyproject.toml)"
