@@ -283,6 +283,7 @@ def bench(args):
             activation=args.activation,
             progress=not args.quiet,
             l2_bytes=mach["l2_bytes"],
+            contention=busy,
         )
         tiny = B.tiny_call_us()
         ended = sum(p.poll() is not None for p in procs)
