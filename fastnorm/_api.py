@@ -135,7 +135,10 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     first = next(iter(sig.parameters))
     if args["layout"] is not None:
         return _with_layout(fn, first, args)
-    _, be = B.for_array(args[first], first)
+    x = args[first]
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # before a tensor's memory format picks an axis
+        V.check_unambiguous(tuple(x.shape), x.dtype, args.get("channel_axis"), first)
+    _, be = B.for_array(x, first)
     return be.call(fn, sig.bind(**args))
 
 
@@ -376,6 +379,7 @@ def _norm(
 def _moments(x: ArrayLike, channel_axis: Any, num_threads: Any) -> tuple[Any, ...]:
     """(code, count, mean, m2, var) of x's planes, float64 (N, C) arrays."""
     be, x = _prep(x)
+    V.check_unambiguous(x.shape, x.dtype, channel_axis)
     code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     nt = V.check_threads(num_threads)
@@ -506,6 +510,7 @@ def instance_moments(
 def _apply_prep(x: ArrayLike, channel_axis: Any) -> tuple[Any, Array, int, bool, int, int]:
     """(backend, x, dtype code, channels last, N, C) of an apply's input."""
     be, x = _prep(x)
+    V.check_unambiguous(x.shape, x.dtype, channel_axis)
     code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
@@ -621,6 +626,7 @@ def adain(
     if layout is not None or (type(content) is not _ndarray and B.library(content) in B.INTEROP):
         return _dispatch(adain, locals())
     be, x = _prep(content, "content")
+    V.check_unambiguous(x.shape, x.dtype, channel_axis, "content")
     code = V.check_x(x.shape, x.dtype, "content")
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
