@@ -23,15 +23,33 @@ Examples
 
 from typing import Any
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as e:
+    if e.name != "torch":  # torch is there but broken: its own error
+        raise
+    raise ModuleNotFoundError(
+        "fastnorm.torch needs PyTorch, which is not installed: pip install torch "
+        "(fastnorm's functions themselves run without it)",
+        name="torch",
+    ) from None
 from torch import Tensor, nn
 
 from . import _torch_ops  # noqa: F401  (registers the fastnorm:: operators)
-from ._torch_onnx import onnx_translation_table, register_legacy_symbolics
+from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 
 register_legacy_symbolics()
+install_export_hint()
 
-__all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "convert", "onnx_translation_table"]
+__all__ = [
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "GroupNorm",
+    "FusedActivation",
+    "convert",
+    "onnx_translation_table",
+]
 
 
 def _spatial(x: Tensor) -> int:
@@ -58,7 +76,10 @@ class _FastInstanceNorm:
         unbatched = input.dim() == self._get_no_batch_dim()
         x = input.unsqueeze(0) if unbatched else input
         C = x.shape[1]
-        if C != self.num_features and self.affine:
+        # the shape checks hold for the shapes a trace records, so a trace
+        # skips them (they would turn traced sizes into Python booleans)
+        tracing = torch.jit.is_tracing()
+        if not tracing and C != self.num_features and self.affine:
             raise ValueError(
                 "expected input's size at dim=1 to match num_features ("
                 + str(self.num_features)
@@ -69,7 +90,7 @@ class _FastInstanceNorm:
         a = self.activation
         act = a if a is not None else ""
         use_input_stats = self.training or not self.track_running_stats
-        if use_input_stats and _spatial(x) == 1:
+        if not tracing and use_input_stats and _spatial(x) == 1:
             # torch's check (the unbiased running_var would be 0 / 0)
             raise ValueError("Expected more than 1 spatial element when training, got input size " + str(x.size()))
         if not use_input_stats:
@@ -83,12 +104,23 @@ class _FastInstanceNorm:
                     # in float64 (the moments' dtype), rounded once into the buffers:
                     # in a float16 / bfloat16 buffer each step would round (and cancel)
                     mean, var = torch.ops.fastnorm.moments(x.detach())
-                    n = float(_spatial(x))
+                    n = _spatial(x)  # a traced size under jit.trace: the correction follows the input
                     mom = float(self.momentum)
                     rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
                     rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
             y = torch.ops.fastnorm.instance_norm(x, self.weight, self.bias, self.eps, act, self.negative_slope)
         return y.squeeze(0) if unbatched else y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _act_repr(self)  # type: ignore[misc]  # torch's class, after this mixin
+
+
+def _act_repr(mod: Any) -> str:
+    """The fused activation in a module's repr ("" when there is none)."""
+    if mod.activation is None:
+        return ""
+    slope = f", negative_slope={mod.negative_slope}" if mod.activation == "leaky_relu" else ""
+    return f", activation={mod.activation!r}{slope}"
 
 
 class InstanceNorm1d(_FastInstanceNorm, nn.InstanceNorm1d):
@@ -120,6 +152,22 @@ class GroupNorm(nn.GroupNorm):
         return torch.ops.fastnorm.group_norm(
             input, self.num_groups, self.weight, self.bias, self.eps, act, self.negative_slope
         )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _act_repr(self)
+
+
+class FusedActivation(nn.Identity):
+    """Stands where convert(fuse_activations=True) removed an activation."""
+
+    activation: str
+
+    def __init__(self, activation: str) -> None:
+        super().__init__()
+        self.activation = activation
+
+    def extra_repr(self) -> str:
+        return f"{self.activation!r}, applied by the norm before it"
 
 
 _SWAP = {
@@ -185,5 +233,5 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
                     child.activation = spec[0]
                     if spec[1]:
                         child.negative_slope = float(getattr(nxt, spec[1]))
-                    parent._modules[names[i + 1]] = nn.Identity()
+                    parent._modules[names[i + 1]] = FusedActivation(spec[0])
     return model
