@@ -28,7 +28,31 @@ OPSET = 17
 
 # ------------------------------------------------------------ dynamo exporter
 def onnx_translation_table() -> dict[Any, Any]:
-    """{fastnorm operator: onnxscript function} for torch.onnx.export(dynamo=True)."""
+    """Return the dynamo ONNX exporter's translations of fastnorm's operators.
+
+    Pass it as ``torch.onnx.export(model, args, path, dynamo=True,
+    custom_translation_table=fastnorm.torch.onnx_translation_table())``: the
+    norms are written as standard InstanceNormalization (and, for group norm,
+    Reshape, Mul, Add) or BatchNormalization nodes, so ONNX Runtime runs the
+    model without fastnorm.  Needs onnxscript.
+
+    Returns
+    -------
+    dict
+        ``{torch.ops.fastnorm.<op>.default: onnxscript function}`` for
+        ``instance_norm``, ``group_norm`` and ``normalize``.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        onnxscript is not installed.
+
+    Examples
+    --------
+    >>> import fastnorm.torch as fnt
+    >>> sorted(str(op) for op in fnt.onnx_translation_table())
+    ['fastnorm.group_norm.default', 'fastnorm.instance_norm.default', 'fastnorm.normalize.default']
+    """
     from onnxscript import opset18
 
     op: Any = opset18  # traced here: values are the exporter's, not onnxscript's typed ones
