@@ -11,7 +11,10 @@ import tempfile
 
 
 def _parser():
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="fastnorm", description="fastnorm command line")
+    p.add_argument("--version", action="version", version=f"fastnorm {__version__}")
     sub = p.add_subparsers(dest="cmd")
     b = sub.add_parser("bench", help="time fastnorm against a parallel copy and the installed peers")
     _bench_options(b)
@@ -283,6 +286,7 @@ def bench(args):
             activation=args.activation,
             progress=not args.quiet,
             l2_bytes=mach["l2_bytes"],
+            contention=busy,
         )
         tiny = B.tiny_call_us()
         ended = sum(p.poll() is not None for p in procs)
@@ -330,6 +334,23 @@ def _bench_images(args):
 
 
 def main(argv=None):
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return rc
+    except BrokenPipeError:
+        # the reader went away (fastnorm info | head): stop quietly, as other
+        # command-line tools do.  stdout is pointed at devnull so that the
+        # interpreter's final flush of the unwritten rest does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # no real file behind stdout
+            pass
+        return 1
+
+
+def _main(argv):
     args = _parser().parse_args(argv)
     if args.cmd == "bench":
         return bench(args)

@@ -136,7 +136,10 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     first = next(iter(sig.parameters))
     if args["layout"] is not None:
         return _with_layout(fn, first, args)
-    _, be = B.for_array(args[first], first)
+    x = args[first]
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # before a tensor's memory format picks an axis
+        V.check_unambiguous(tuple(x.shape), x.dtype, args.get("channel_axis"), first)
+    _, be = B.for_array(x, first)
     return be.call(fn, sig.bind(**args))
 
 
@@ -232,28 +235,44 @@ def instance_norm(
 
     Parameters
     ----------
-    x : array_like, shape (N, C, *spatial) or (N, *spatial, C)
-        float16, float32 or float64 (bfloat16 via ml_dtypes); at least one spatial
-        axis.  Any strides are accepted; a non-C-contiguous input is copied once
-        into a contiguous buffer before the kernels run, and big-endian data
-        (``'>f4'``) is converted once to native byte order (so is the result).
-        NumPy arrays run on the CPU engine, CuPy arrays on the GPU, torch
-        tensors and Dask arrays through their interop layers.
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C), or as ``layout`` says
+        The input: float16, float32, float64, ``ml_dtypes.bfloat16``, or an
+        integer dtype (uint8, int8, uint16, int16, uint32, int32, uint64, int64),
+        read directly by the kernels without a converted copy; at least one
+        spatial axis.  An integer array of 2 or 3 dimensions needs ``layout`` or
+        ``channel_axis`` (an (H, W, 3) photo is not a batch of H instances).
+        Any strides are accepted; a non-C-contiguous input is copied once into
+        a contiguous buffer, and big-endian data (``'>f4'``) is converted once
+        to native byte order.  NumPy arrays run on the CPU engine, CuPy arrays
+        on the GPU, torch tensors and Dask arrays through their interop layers.
     weight, bias : array_like of shape (C,), optional
-        Per-channel affine, any real dtype (cast once to float64).
+        Per-channel affine, any real dtype (cast once to float64); None means
+        ones and zeros.
     eps : float, default 1e-5
         Added to the variance; finite and >= 0.  With ``eps=0`` a constant plane
         gives NaN (0 / 0), as the formula says.
-    channel_axis : {1, -1}, default 1
-        1 for channels first (NCL, NCHW, NCDHW); -1 (or ``x.ndim - 1``) for
-        channels last (NLC, NHWC, NDHWC), computed natively without a transpose.
-    activation : {None, "relu", "leaky_relu", "silu"}
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first (NCL, NCHW, NCDHW); -1 (or
+        ``x.ndim - 1``) for channels last (NLC, NHWC, NDHWC), computed natively
+        without a transpose.
+    layout : str, optional
+        The axes of ``x`` by letter, instead of ``channel_axis``: ``x.ndim``
+        distinct letters, ``N`` (batch) optional and first, ``C`` (channels)
+        optional, right after ``N`` (or first) or last, every other letter a
+        spatial axis (``D``, ``H``, ``W``, ``L``), at least one: ``"NCHW"``,
+        ``"NHWC"``, ``"CHW"``, ``"HWC"``, ``"HW"``, ``"NHW"``, ``"DHW"``...
+        Without ``N`` the input is one instance; without ``C``, one channel.
+    activation : {None, "relu", "leaky_relu", "silu"}, optional
         Applied in the same pass over memory.
     negative_slope : float, default 0.01
         Slope of "leaky_relu" for negative inputs.
+    dtype : dtype, optional
+        The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``
+        (a torch dtype for tensors).  None: x's dtype for floating inputs,
+        float32 for integer inputs.
     out : ndarray, optional
-        C-contiguous, writeable, same shape and dtype as ``x``; may be ``x`` itself
-        (in place).  Returned.
+        Where to write the result: x's shape, the output dtype, C-contiguous and
+        writeable; may be ``x`` itself (in place).  Returned.
     num_threads : int, optional
         OpenMP threads; None uses the OpenMP default (``OMP_NUM_THREADS``,
         threadpoolctl limits).  Either is capped at max(64, 4 x the CPU count).
@@ -265,14 +284,43 @@ def instance_norm(
     Returns
     -------
     ndarray
-        Same shape and dtype as ``x``, C-contiguous.
+        The normalized array, of x's shape (and type: a CuPy array, a torch
+        tensor on x's device, a lazy Dask array), C-contiguous (a channels_last
+        tensor stays channels_last).  Its dtype is ``dtype``, by default x's for
+        floating inputs (native byte order) and float32 for integer inputs.
+        ``out`` when given.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not an array of a supported dtype (bool, complex, object), or
+        an argument has the wrong type (``eps`` not a real number,
+        ``channel_axis`` not an int, ``dtype`` not a floating dtype, ``out`` not
+        an array of the output dtype); the message names the argument and the
+        value received.
+    ValueError
+        ``x`` has fewer than 3 dimensions, is an integer array of 2 or 3
+        dimensions without ``layout`` or ``channel_axis``, or does not fit
+        ``layout``; both ``layout`` and ``channel_axis`` are given;
+        ``channel_axis`` is not 1 or -1; ``eps`` is negative or not finite;
+        ``weight`` or ``bias`` does not have length C; ``activation`` is
+        unknown; ``num_threads`` < 1; ``out`` has the wrong shape, is not
+        C-contiguous or is read-only.
+
+    See Also
+    --------
+    group_norm : Statistics over groups of channels.
+    instance_stats : The mean and variance alone.
+    normalize : Apply given statistics.
 
     Notes
     -----
     Statistics are Welford triples per block of 16384 elements, merged with Chan's
-    formula in double precision; float16 is computed in float32 and rounded once.
-    The mean is applied as a float32 high part plus a low correction, so inputs
-    whose mean is 1e6 times their standard deviation keep full float32 accuracy.
+    formula in double precision; float16 and bfloat16 are computed in float32 and
+    rounded once.  The mean is applied as a float32 high part plus a low
+    correction, so inputs whose mean is 1e6 times their standard deviation keep
+    full float32 accuracy.  Integer inputs give bit for bit the result of
+    normalizing ``x.astype(np.float32)``.
 
     Examples
     --------
@@ -283,6 +331,11 @@ def instance_norm(
     True
     >>> y.shape, y.dtype
     ((1, 2, 3, 4), dtype('float32'))
+    >>> photo = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    >>> fastnorm.instance_norm(photo, layout="HWC").dtype  # integer input: float32
+    dtype('float32')
+    >>> fastnorm.instance_norm(photo, layout="HWC", dtype=np.float16).dtype
+    dtype('float16')
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_norm, locals())
@@ -331,16 +384,73 @@ def group_norm(
     """Group normalization (``torch.nn.functional.group_norm`` semantics).
 
     Statistics per (instance, group of ``C // num_groups`` consecutive channels)
-    over the group's channels and all spatial axes; per-channel affine.  ``x``
-    may also be (N, C), a spatial size of one, as in torch.
+    over the group's channels and all spatial axes; per-channel affine.
     ``num_groups == C`` is instance norm; ``num_groups == 1`` normalizes each
-    instance over (C, *spatial).  Other arguments as in :func:`instance_norm`.
+    instance over (C, *spatial).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C), or as ``layout`` says
+        The input, of the dtypes :func:`instance_norm` takes (floating or
+        integer); (N, C) is accepted too, a spatial size of one, as in torch.
+        An integer array of 2 or 3 dimensions needs ``layout`` or
+        ``channel_axis``.
+    num_groups : int
+        Number of groups, >= 1, dividing C.
+    weight, bias : array_like of shape (C,), optional
+        Per-channel affine, any real dtype (cast once to float64); None means
+        ones and zeros.
+    eps : float, default 1e-5
+        Added to the variance; finite and >= 0.
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first; -1 (or ``x.ndim - 1``) for
+        channels last, computed natively without a transpose.
+    layout : str, optional
+        The axes of ``x`` by letter (``"NCHW"``, ``"HWC"``...), instead of
+        ``channel_axis``, as in :func:`instance_norm`.
+    activation : {None, "relu", "leaky_relu", "silu"}, optional
+        Applied in the same pass over memory.
+    negative_slope : float, default 0.01
+        Slope of "leaky_relu" for negative inputs.
+    dtype : dtype, optional
+        The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``.
+        None: x's dtype for floating inputs, float32 for integer inputs.
+    out : ndarray, optional
+        Where to write the result: x's shape, the output dtype, C-contiguous and
+        writeable; may be ``x`` itself.  Returned.
+    num_threads : int, optional
+        OpenMP threads, as in :func:`instance_norm`; results are bit-identical
+        for every value.
+
+    Returns
+    -------
+    ndarray
+        The normalized array, of x's shape and array type, C-contiguous; its
+        dtype is ``dtype``, by default x's for floating inputs and float32 for
+        integer inputs.  ``out`` when given.
+
+    Raises
+    ------
+    TypeError
+        ``x`` has an unsupported dtype, ``num_groups`` is not an int, or another
+        argument has the wrong type (as in :func:`instance_norm`).
+    ValueError
+        ``x`` has fewer than 2 dimensions, is an integer array of 2 or 3
+        dimensions without ``layout`` or ``channel_axis``, or does not fit
+        ``layout``; ``num_groups`` is < 1 or does not divide C; any other value
+        :func:`instance_norm` refuses.
+
+    See Also
+    --------
+    instance_norm : One group per channel.
 
     Examples
     --------
     >>> import numpy as np, fastnorm
     >>> x = np.random.default_rng(0).standard_normal((2, 6, 4, 4)).astype(np.float32)
     >>> y = fastnorm.group_norm(x, 3)
+    >>> y.shape, y.dtype
+    ((2, 6, 4, 4), dtype('float32'))
     >>> g = y.reshape(2, 3, -1)
     >>> bool(np.allclose(g.mean(-1), 0, atol=1e-5) and np.allclose(g.std(-1), 1, atol=1e-3))
     True
@@ -377,6 +487,7 @@ def _norm(
 def _moments(x: ArrayLike, channel_axis: Any, num_threads: Any) -> tuple[Any, ...]:
     """(code, count, mean, m2, var) of x's planes, float64 (N, C) arrays."""
     be, x = _prep(x)
+    V.check_unambiguous(x.shape, x.dtype, channel_axis)
     code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     nt = V.check_threads(num_threads)
@@ -388,11 +499,47 @@ def instance_stats(
 ) -> tuple[Array, Array]:
     """Mean and biased variance of every (instance, channel) plane.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C), or as ``layout`` says
+        The input, of the dtypes :func:`instance_norm` takes (floating or
+        integer), at least 3 dimensions (fewer with ``layout``).  An integer
+        array of 2 or 3 dimensions needs ``layout`` or ``channel_axis``.
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first; -1 (or ``x.ndim - 1``) for
+        channels last.
+    layout : str, optional
+        The axes of ``x`` by letter, instead of ``channel_axis``, as in
+        :func:`instance_norm`; the statistics then follow it.
+    num_threads : int, optional
+        OpenMP threads, as in :func:`instance_norm`.
+
     Returns
     -------
-    mean, var : arrays of shape (N, C)
-        float64 for float64 input, float32 otherwise (computed in double).
-        Planes with no elements give NaN.
+    mean : ndarray
+        The mean of each plane, of shape (N, C); with ``layout``, the
+        layout's: (C,) without ``N``, (N,) without ``C``, () without either.
+        float64 for float64 and integer inputs, float32 for float32, float16
+        and bfloat16 inputs (computed in double either way).  Of x's array
+        type (torch tensors on x's device, lazy Dask arrays).  Planes with no
+        elements give NaN.
+    var : ndarray
+        The biased variance of each plane: the shape, dtype and array type of
+        ``mean``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` has an unsupported dtype or ``channel_axis`` / ``num_threads`` the
+        wrong type.
+    ValueError
+        ``x`` has fewer than 3 dimensions, is an integer array of 2 or 3
+        dimensions without ``layout`` or ``channel_axis``, or does not fit
+        ``layout``; ``channel_axis`` is not 1 or -1; ``num_threads`` < 1.
+
+    See Also
+    --------
+    instance_moments : Mergeable statistics, for data taken tile by tile.
 
     Examples
     --------
@@ -401,6 +548,10 @@ def instance_stats(
     >>> mean, var = fastnorm.instance_stats(x)
     >>> mean.tolist(), var.tolist()
     ([[1.5, 5.5]], [[1.25, 1.25]])
+    >>> photo = np.zeros((4, 4, 3), np.uint8)
+    >>> mean, var = fastnorm.instance_stats(photo, layout="HWC")
+    >>> mean.shape, mean.dtype
+    ((3,), dtype('float64'))
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_stats, locals())
@@ -413,13 +564,32 @@ def instance_stats(
 class Moments:
     """Welford triple per (instance, channel): ``count``, ``mean``, ``m2``.
 
-    All three are float64 arrays of shape (N, C) (``count`` broadcasts, so a
-    scalar works too); ``var`` is the biased variance ``m2 / count``.  Moments of
-    disjoint pieces of the same planes combine with :meth:`merge` (Chan et al.)
-    into those of the whole array up to double-precision rounding, not bit for
-    bit (the sums are grouped differently): the mean within
+    Moments of disjoint pieces of the same planes combine with :meth:`merge`
+    (Chan et al.) into those of the whole array up to double-precision rounding,
+    not bit for bit (the sums are grouped differently): the mean within
     2e-15 * (|mean| + std), ``m2`` within a relative 1e-13 + 3e-16 * |mean| / std
     (about 1e-10 at a mean of 10**6 standard deviations).  ``count`` is exact.
+    :func:`instance_moments` makes them.
+
+    Parameters
+    ----------
+    count : ndarray
+        Elements per plane, float64, of ``mean``'s shape or broadcasting to it
+        (a scalar works too).
+    mean : ndarray
+        Mean per plane, float64, shape (N, C) (or a layout's shape).
+    m2 : ndarray
+        Sum of squared deviations from the mean per plane, float64, of
+        ``mean``'s shape.
+
+    Attributes
+    ----------
+    count, mean, m2 : ndarray
+        As given.
+    var : ndarray
+        The biased variance ``m2 / count``.
+    shape : tuple of int
+        The shape of ``mean``.
 
     Examples
     --------
@@ -440,16 +610,62 @@ class Moments:
 
     @property
     def var(self) -> Array:
-        """Biased variance, m2 / count."""
+        """Biased variance, ``m2 / count``: float64, of ``mean``'s shape.
+
+        Planes with no elements give NaN.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> fastnorm.instance_moments(np.arange(4.0).reshape(1, 1, 4)).var
+        array([[1.25]])
+        """
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.m2 / self.count
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of ``mean`` (and of ``var``): (N, C), or a layout's shape.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> fastnorm.instance_moments(np.ones((2, 3, 4))).shape
+        (2, 3)
+        """
         return tuple(self.mean.shape)
 
     def merge(self, other: Moments) -> Moments:
-        """Moments of the union of the two samples (Chan's pairwise formula)."""
+        """Merge with the moments of another piece of the same planes.
+
+        The same as :func:`merge_moments` ``(self, other)``.
+
+        Parameters
+        ----------
+        other : Moments
+            Moments of a disjoint piece of the same planes, of the same shape.
+
+        Returns
+        -------
+        Moments
+            Those of the union (float64 ``count``, ``mean``, ``m2``), up to
+            double-precision rounding.
+
+        Raises
+        ------
+        TypeError
+            ``other`` is not a Moments.
+        ValueError
+            The shapes differ.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> x = np.arange(10.0).reshape(1, 1, 10)
+        >>> m = fastnorm.instance_moments(x[..., :3]).merge(fastnorm.instance_moments(x[..., 3:]))
+        >>> float(m.mean[0, 0]), float(m.var[0, 0])
+        (4.5, 8.25)
+        """
         return merge_moments(self, other)
 
     def __repr__(self) -> str:
@@ -460,6 +676,25 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
     """Merge two :class:`Moments` of disjoint samples of the same planes.
 
     Equal to the moments of the union up to rounding (see :class:`Moments`).
+
+    Parameters
+    ----------
+    a, b : Moments
+        Moments of the same shape, of disjoint pieces of the same planes (for
+        example two tiles of one image).
+
+    Returns
+    -------
+    Moments
+        Those of the union: float64 ``count``, ``mean`` and ``m2`` of the
+        common shape (Chan's pairwise formula).
+
+    Raises
+    ------
+    TypeError
+        ``a`` or ``b`` is not a Moments.
+    ValueError
+        Their shapes differ.
 
     Examples
     --------
@@ -486,10 +721,34 @@ def instance_moments(
     Use with :meth:`Moments.merge` to compute statistics of data too large to
     hold at once, tile by tile, then :func:`normalize` each tile.
 
+    Parameters
+    ----------
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C), or as ``layout`` says
+        The input, of the dtypes :func:`instance_norm` takes (floating or
+        integer).  An integer array of 2 or 3 dimensions needs ``layout`` or
+        ``channel_axis``.
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first; -1 (or ``x.ndim - 1``) for
+        channels last.
+    layout : str, optional
+        The axes of ``x`` by letter, instead of ``channel_axis``, as in
+        :func:`instance_norm`; the moments then have the layout's shape.
+    num_threads : int, optional
+        OpenMP threads, as in :func:`instance_norm`.
+
     Returns
     -------
     Moments
-        ``count``, ``mean``, ``m2`` float64 arrays of shape (N, C).
+        ``count``, ``mean`` and ``m2``: float64 arrays of shape (N, C) (with
+        ``layout``, the layout's shape, as :func:`instance_stats`), of x's
+        array type.
+
+    Raises
+    ------
+    TypeError
+        ``x`` has an unsupported dtype or an argument the wrong type.
+    ValueError
+        As :func:`instance_stats`.
 
     Examples
     --------
@@ -497,6 +756,8 @@ def instance_moments(
     >>> m = fastnorm.instance_moments(np.ones((2, 3, 5, 5), np.float32))
     >>> m.count[0, 0], m.mean[0, 0], m.m2[0, 0]
     (np.float64(25.0), np.float64(1.0), np.float64(0.0))
+    >>> m.mean.shape, m.mean.dtype
+    ((2, 3), dtype('float64'))
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_moments, locals())
@@ -507,6 +768,7 @@ def instance_moments(
 def _apply_prep(x: ArrayLike, channel_axis: Any) -> tuple[Any, Array, int, bool, int, int]:
     """(backend, x, dtype code, channels last, N, C) of an apply's input."""
     be, x = _prep(x)
+    V.check_unambiguous(x.shape, x.dtype, channel_axis)
     code = V.check_x(x.shape, x.dtype)
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)
@@ -554,11 +816,59 @@ def normalize(
 ) -> Array:
     """Normalize with given statistics: ``act((x - mean) / sqrt(var + eps) * weight + bias)``.
 
-    ``mean`` and ``var`` have shape (N, C), or (C,) to broadcast over the batch
-    (running statistics).  With :func:`instance_moments` this normalizes an image
-    too large for memory tile by tile with the result of one
-    :func:`instance_norm` call, to rounding (the merged statistics are not bit
-    for bit those of the whole image).  Other arguments as in :func:`instance_norm`.
+    With :func:`instance_moments` this normalizes an image too large for memory
+    tile by tile with the result of one :func:`instance_norm` call, to rounding
+    (the merged statistics are not bit for bit those of the whole image).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C), or as ``layout`` says
+        The input, of the dtypes :func:`instance_norm` takes (floating or
+        integer).  An integer array of 2 or 3 dimensions needs ``layout`` or
+        ``channel_axis``.
+    mean, var : array_like
+        The statistics, any real dtype: shape (N, C), or (C,) to broadcast over
+        the batch (running statistics); with ``layout``, also the layout's shape
+        of :func:`instance_stats` ((N,) without ``C``, () without either).
+        ``var`` must be >= 0 and finite (NaN passes, as in the formula).
+    weight, bias : array_like of shape (C,), optional
+        Per-channel affine, any real dtype; None means ones and zeros.
+    eps : float, default 1e-5
+        Added to the variance; finite and >= 0.
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first; -1 (or ``x.ndim - 1``) for
+        channels last.
+    layout : str, optional
+        The axes of ``x`` by letter, instead of ``channel_axis``, as in
+        :func:`instance_norm`.
+    activation : {None, "relu", "leaky_relu", "silu"}, optional
+        Applied in the same pass over memory.
+    negative_slope : float, default 0.01
+        Slope of "leaky_relu" for negative inputs.
+    dtype : dtype, optional
+        The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``.
+        None: x's dtype for floating inputs, float32 for integer inputs.
+    out : ndarray, optional
+        Where to write the result: x's shape, the output dtype, C-contiguous and
+        writeable; may be ``x`` itself.  Returned.
+    num_threads : int, optional
+        OpenMP threads, as in :func:`instance_norm`.
+
+    Returns
+    -------
+    ndarray
+        The normalized array, of x's shape and array type, C-contiguous; its
+        dtype is ``dtype``, by default x's for floating inputs and float32 for
+        integer inputs.  ``out`` when given.
+
+    Raises
+    ------
+    TypeError
+        ``x``, ``mean`` or ``var`` is not an array of real numbers, or another
+        argument has the wrong type (as in :func:`instance_norm`).
+    ValueError
+        ``mean`` or ``var`` has neither shape (N, C) nor (C,); ``var`` is
+        negative or infinite somewhere; any value :func:`instance_norm` refuses.
 
     Examples
     --------
@@ -568,6 +878,8 @@ def normalize(
     >>> tiles = [fastnorm.normalize(x[:, :, i:i + 50], m.mean, m.var) for i in (0, 50)]
     >>> bool(np.allclose(np.concatenate(tiles, axis=2), fastnorm.instance_norm(x), atol=1e-6))
     True
+    >>> tiles[0].dtype
+    dtype('float32')
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(normalize, locals())
@@ -602,10 +914,53 @@ def adain(
     """Adaptive instance normalization (Huang and Belongie, 2017).
 
     ``content`` normalized per (instance, channel), then scaled by the style's
-    ``sqrt(var + eps)`` and shifted by the style's mean (biased variances).
-    ``style`` has the same layout and channel count, a batch of N or 1
-    (broadcast) and any spatial size.  ``alpha`` in [0, 1] blends:
-    ``alpha * adain + (1 - alpha) * content``, in the same single pass.
+    ``sqrt(var + eps)`` and shifted by the style's mean (biased variances);
+    ``alpha`` blends ``alpha * adain + (1 - alpha) * content`` in the same
+    single pass.
+
+    Parameters
+    ----------
+    content : array_like, shape (N, C, *spatial) or (N, *spatial, C), or as ``layout`` says
+        The input, of the dtypes :func:`instance_norm` takes (floating or
+        integer).  An integer array of 2 or 3 dimensions needs ``layout`` or
+        ``channel_axis``.
+    style : array_like
+        The same kind of array as ``content``, in the same layout, with the same
+        channel count, a batch of N or 1 (broadcast) and any spatial size.
+    eps : float, default 1e-5
+        Added to both variances; finite and >= 0.
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first; -1 (or ``ndim - 1``) for
+        channels last; applies to both arrays.
+    layout : str, optional
+        The axes of both arrays by letter, instead of ``channel_axis``, as in
+        :func:`instance_norm`.
+    alpha : float, default 1.0
+        The style's weight, in [0, 1]; 0 returns the content (in the output
+        dtype).
+    dtype : dtype, optional
+        The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``.
+        None: content's dtype for floating inputs, float32 for integer inputs.
+    num_threads : int, optional
+        OpenMP threads, as in :func:`instance_norm`.
+
+    Returns
+    -------
+    ndarray
+        Of content's shape and array type, C-contiguous; its dtype is ``dtype``,
+        by default content's for floating inputs and float32 for integer inputs.
+
+    Raises
+    ------
+    TypeError
+        ``content`` or ``style`` has an unsupported dtype, ``style`` is not the
+        same kind of array as ``content``, or another argument has the wrong
+        type.
+    ValueError
+        ``style`` has another layout, channel count or batch (other than 1 and
+        N); ``alpha`` is outside [0, 1]; ``content`` is an integer array of 2 or
+        3 dimensions without ``layout`` or ``channel_axis``; any value
+        :func:`instance_norm` refuses.
 
     Examples
     --------
@@ -614,6 +969,8 @@ def adain(
     >>> content = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
     >>> style = (5 + 2 * rng.standard_normal((1, 3, 16, 16))).astype(np.float32)
     >>> y = fastnorm.adain(content, style)
+    >>> y.shape, y.dtype
+    ((2, 3, 32, 32), dtype('float32'))
     >>> smean, svar = fastnorm.instance_stats(style)
     >>> ymean, yvar = fastnorm.instance_stats(y)
     >>> bool(np.allclose(ymean, smean, atol=1e-4) and np.allclose(yvar, svar + 1e-5, rtol=1e-3))
@@ -622,6 +979,7 @@ def adain(
     if layout is not None or (type(content) is not _ndarray and B.library(content) in B.INTEROP):
         return _dispatch(adain, locals())
     be, x = _prep(content, "content")
+    V.check_unambiguous(x.shape, x.dtype, channel_axis, "content")
     code = V.check_x(x.shape, x.dtype, "content")
     cl = V.channels_last(channel_axis, x.ndim)
     N, C, _ = V.layout(x.shape, cl)

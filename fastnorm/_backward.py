@@ -31,7 +31,10 @@ def _backward(
     be, x = _prep(x, "x")
     code = V.check_x(x.shape, x.dtype, "x", 3 if per_channel else 2)
     if V.is_integer(code):
-        raise TypeError(f"x must have a floating dtype ({V.SUPPORTED_DTYPES}), got dtype {x.dtype}")
+        raise TypeError(
+            f"x must have a floating dtype (float16, float32, float64 or ml_dtypes.bfloat16; "
+            f"integer inputs have no gradient), got dtype {x.dtype}"
+        )
     dbe, dy = _prep(grad_out, "grad_out")
     if dbe is not be:
         raise TypeError(
@@ -65,7 +68,7 @@ def instance_norm_backward(
     layout: str | None = None,
     num_threads: int | None = None,
 ) -> tuple[Array, Array, Array]:
-    """Gradients of :func:`fastnorm.instance_norm` with respect to x, weight and bias.
+    """Compute the gradients of :func:`fastnorm.instance_norm` with respect to x, weight and bias.
 
     With ``xhat = (x - mean) * rstd`` per plane (``rstd = 1 / sqrt(var + eps)``,
     the biased variance, recomputed from ``x``) and ``gy = grad_out * weight[c]``::
@@ -101,10 +104,23 @@ def instance_norm_backward(
     Returns
     -------
     grad_x : ndarray
-        Shape and dtype of ``x``, C-contiguous.
+        Shape and dtype of ``x``, C-contiguous, of x's array type (torch
+        tensors on x's device, lazy Dask arrays).
     grad_weight, grad_bias : ndarray, shape (C,)
         float32 for 16- and 32-bit ``x``, float64 for float64 ``x``; computed
         whether or not ``weight`` is given.
+
+    Raises
+    ------
+    TypeError
+        ``x`` does not have a floating dtype (integer inputs have no
+        gradient), ``grad_out`` is another kind of array or has another
+        dtype than ``x``, or an argument has the wrong type.
+    ValueError
+        ``grad_out`` has another shape than ``x``; ``x`` has fewer than 3
+        dimensions or does not fit ``layout``; any value
+        :func:`fastnorm.instance_norm` refuses (``eps``, ``channel_axis``,
+        ``weight``'s length, ``num_threads``).
 
     Notes
     -----
@@ -144,14 +160,53 @@ def group_norm_backward(
     layout: str | None = None,
     num_threads: int | None = None,
 ) -> tuple[Array, Array, Array]:
-    """Gradients of :func:`fastnorm.group_norm` with respect to x, weight and bias.
+    """Compute the gradients of :func:`fastnorm.group_norm` with respect to x, weight and bias.
 
     As :func:`instance_norm_backward`, the means of ``grad_x``'s formula taken
     over each (instance, group of ``C // num_groups`` consecutive channels)
     over all its channels and spatial elements; ``grad_weight`` and
-    ``grad_bias`` stay per channel.  ``x`` may also be (N, C), as in the
-    forward.  grad_weight and grad_bias are float32 for 16- and 32-bit ``x``,
-    float64 for float64 ``x``.
+    ``grad_bias`` stay per channel.
+
+    Parameters
+    ----------
+    grad_out : array_like
+        The gradient of the loss with respect to the forward's output: the
+        shape and dtype of ``x``.
+    x : array_like, shape (N, C, *spatial) or (N, *spatial, C)
+        The forward's input: float16, float32 or float64 (bfloat16 via
+        ml_dtypes); (N, C) is accepted too, as in the forward.
+    num_groups : int
+        The forward's number of groups, >= 1, dividing C.
+    weight : array_like of shape (C,), optional
+        The forward's weight (any real dtype); None means ones.
+    eps : float, default 1e-5
+        The forward's eps; finite and >= 0.
+    channel_axis : {1, -1}, optional
+        1 (the default, None) for channels first, -1 (or ``x.ndim - 1``) for
+        channels last.
+    layout : str, optional
+        The axes of ``x`` and ``grad_out`` by letter, as in
+        :func:`fastnorm.instance_norm` (instead of ``channel_axis``).
+    num_threads : int, optional
+        OpenMP threads, as in :func:`fastnorm.instance_norm`; results are
+        bit-identical for every value.
+
+    Returns
+    -------
+    grad_x : ndarray
+        Shape and dtype of ``x``, C-contiguous, of x's array type.
+    grad_weight, grad_bias : ndarray, shape (C,)
+        float32 for 16- and 32-bit ``x``, float64 for float64 ``x``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` does not have a floating dtype, ``grad_out`` is another kind of
+        array or has another dtype than ``x``, ``num_groups`` is not an int, or
+        another argument has the wrong type.
+    ValueError
+        ``grad_out`` has another shape than ``x``; ``num_groups`` is < 1 or does
+        not divide C; any value :func:`instance_norm_backward` refuses.
 
     Examples
     --------
@@ -160,8 +215,8 @@ def group_norm_backward(
     >>> x = rng.standard_normal((2, 6, 8))
     >>> dy = rng.standard_normal(x.shape)
     >>> gx, gw, gb = fastnorm.group_norm_backward(dy, x, 3, weight=np.full(6, 2.0))
-    >>> gw.dtype, gw.shape
-    (dtype('float64'), (6,))
+    >>> gx.shape, gw.dtype, gw.shape
+    ((2, 6, 8), dtype('float64'), (6,))
     >>> bool(np.allclose(gx.reshape(2, 3, -1).sum(-1), 0))   # per group
     True
     """

@@ -39,9 +39,11 @@ def config() -> dict[str, Any]:
 
 
 def show_config(mode: str = "stdout", file: Any = None) -> Any:
-    """Print (or return) the version, OpenMP, threads, compiler and flags,
-    the SIMD level the kernels run at and the levels available, and which
-    array backends are importable.
+    """Print (or return) this build's configuration.
+
+    The version, OpenMP, threads, compiler and flags, the SIMD level the
+    kernels run at and the levels available, and which array backends are
+    importable.
 
     Parameters
     ----------
@@ -52,6 +54,18 @@ def show_config(mode: str = "stdout", file: Any = None) -> Any:
         CPU runs, best first; ``FASTNORM_ISA`` selects one at import).
     file : file-like, optional
         Where ``"stdout"`` prints (default ``sys.stdout``).
+
+    Returns
+    -------
+    dict or None
+        With ``mode="dicts"`` a dict of str keys (``version``, ``openmp``,
+        ``default_threads``, ``compiler``, ``cflags``, ``simd_level``,
+        ``simd_levels``, ``backends``...); None with ``"stdout"``.
+
+    Raises
+    ------
+    ValueError
+        ``mode`` is neither ``"stdout"`` nor ``"dicts"``.
 
     Examples
     --------

@@ -23,33 +23,55 @@ class InstanceNorm:
     Parameters
     ----------
     num_features : int
-        Channel count C.
+        Channel count C, >= 1.
     eps : float, default 1e-5
+        Added to the variance; finite and >= 0.
     momentum : float in [0, 1] or None, default 0.1
         Running-statistics update factor; None means a cumulative average.
     affine : bool, default False
-        Learnable-style per-channel ``weight`` (ones) and ``bias`` (zeros).
+        Keep a per-channel ``weight`` (ones) and ``bias`` (zeros), float32.
     track_running_stats : bool, default False
-        Keep ``running_mean`` / ``running_var`` (zeros / ones) updated in
-        training with the unbiased variance, and use them in evaluation.
-    channel_axis : int, default 1
-        1 for channels first; -1 or ``x.ndim - 1`` for channels last, as in
-        the functions (checked against each input's ndim).
+        Keep ``running_mean`` / ``running_var`` (zeros / ones, float32) updated
+        in training with the unbiased variance, and use them in evaluation.
+    channel_axis : int, optional
+        1 (the default, None) for channels first; -1 or ``x.ndim - 1`` for
+        channels last, as in the functions (checked against each input's ndim).
     layout : str, optional
         The inputs' axes as in the functions (``"CHW"``, ``"HWC"``,
         ``"NDHWC"``...), instead of ``channel_axis``: ``InstanceNorm(3,
         layout="CHW")`` normalizes single (3, H, W) images.
 
+    Attributes
+    ----------
+    weight, bias : ndarray or None
+        float32 (C,) arrays when ``affine``, else None.
+    running_mean, running_var : ndarray or None
+        float32 (C,) arrays when ``track_running_stats``, else None.
+    num_batches_tracked : ndarray or None
+        A 0-d int64 array when ``track_running_stats``, else None.
+
+    Raises
+    ------
+    TypeError
+        ``num_features``, ``eps``, ``momentum`` or ``channel_axis`` has the
+        wrong type, or ``layout`` is not a string.
+    ValueError
+        ``num_features`` < 1, ``eps`` negative or not finite, ``momentum``
+        outside [0, 1], ``channel_axis`` 0 or below -1, a malformed ``layout``,
+        or both ``layout`` and ``channel_axis``.
+
+    Notes
+    -----
     Calling ``layer(x, training=False)`` follows torch exactly: input statistics
-    when training or when running statistics are not tracked; running
-    statistics in evaluation when they are.  Running statistics are updated in
-    training with the unbiased variance: ``r = (1 - momentum) * r + momentum * batch``.
+    when training or when running statistics are not tracked; running statistics
+    in evaluation when they are.  Running statistics are updated in training with
+    the unbiased variance: ``r = (1 - momentum) * r + momentum * batch``.
     ``momentum=None`` gives the cumulative average that torch documents (torch's
     InstanceNorm implementation actually skips the update in that case); batches
     are then counted in ``num_batches_tracked``, which, as in torch, is otherwise
-    left unchanged by InstanceNorm.  ``state_dict()`` and
-    ``load_state_dict()`` use torch's key names and accept NumPy arrays or torch
-    tensors, so a trained torch InstanceNorm loads directly.
+    left unchanged by InstanceNorm.  ``state_dict()`` and ``load_state_dict()``
+    use torch's key names and accept NumPy arrays or torch tensors, so a trained
+    torch InstanceNorm loads directly.
 
     Examples
     --------
@@ -146,6 +168,43 @@ class InstanceNorm:
             )
 
     def __call__(self, x: Any, training: bool = False, *, num_threads: Any = None) -> Any:
+        """Normalize ``x`` as ``torch.nn.InstanceNorm*d`` would (``forward`` is the same).
+
+        Parameters
+        ----------
+        x : array_like
+            (N, C, *spatial) or (N, *spatial, C) as ``channel_axis`` says, or the
+            constructor's ``layout``, with C = ``num_features``: any array type and
+            dtype :func:`fastnorm.instance_norm` takes.
+        training : bool, default False
+            Use the input's statistics and, when tracked, update the running ones;
+            False uses the running statistics when they are tracked.
+        num_threads : int, optional
+            OpenMP threads, as in :func:`fastnorm.instance_norm`.
+
+        Returns
+        -------
+        ndarray
+            Of x's shape and array type; its dtype is x's for floating inputs and
+            float32 for integer inputs.
+
+        Raises
+        ------
+        ValueError
+            ``x`` does not have ``num_features`` channels, does not fit the
+            layout, or has one spatial element where the input's statistics are
+            used (torch's check).
+        TypeError
+            ``x`` has an unsupported dtype.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> layer = fastnorm.InstanceNorm(3, layout="HWC")
+        >>> y = layer(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+        >>> y.shape, y.dtype
+        ((8, 8, 3), dtype('float32'))
+        """
         shape = getattr(x, "shape", None)
         if shape is None:
             x = V.as_numpy(x)
@@ -211,8 +270,22 @@ class InstanceNorm:
     forward = __call__
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """torch-compatible keys: weight, bias (affine); running_mean, running_var,
-        num_batches_tracked (tracked)."""
+        """Return the layer's arrays under torch's key names.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``weight`` and ``bias`` (float32, (C,)) when ``affine``;
+            ``running_mean``, ``running_var`` (float32, (C,)) and
+            ``num_batches_tracked`` (0-d int64) when ``track_running_stats``.
+            Copies: changing them does not change the layer.
+
+        Examples
+        --------
+        >>> import fastnorm
+        >>> sorted(fastnorm.InstanceNorm(4, affine=True).state_dict())
+        ['bias', 'weight']
+        """
         names = (("weight", "bias") if self.affine else ()) + (
             ("running_mean", "running_var", "num_batches_tracked") if self.track_running_stats else ()
         )
@@ -221,8 +294,42 @@ class InstanceNorm:
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> InstanceNorm:
         """Load arrays (NumPy or torch tensors) saved under torch's key names.
 
-        Every value is checked before any is applied: on an error (which names
-        the key) the layer is left as it was.
+        Every value is checked before any is applied: on an error (which names the
+        key) the layer is left as it was.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Keys as :meth:`state_dict` gives them, optionally with a module path
+            prefix (``"norm1.weight"``), as torch writes them.
+        strict : bool, default True
+            Require exactly the layer's keys; False loads those present and ignores
+            the others.
+
+        Returns
+        -------
+        InstanceNorm
+            The layer itself.
+
+        Raises
+        ------
+        TypeError
+            ``state_dict`` is not a mapping, a key is not a string, or a value is not
+            an array of real numbers.
+        KeyError
+            With ``strict``, keys are missing or unexpected.
+        ValueError
+            A value has the wrong shape, ``running_var`` is negative, or
+            ``num_batches_tracked`` is not one integer >= 0; two keys name the same
+            array.
+
+        Examples
+        --------
+        >>> import numpy as np, fastnorm
+        >>> layer = fastnorm.InstanceNorm(2, affine=True)
+        >>> _ = layer.load_state_dict({"norm.weight": np.array([2.0, 3.0]), "norm.bias": np.zeros(2)})
+        >>> layer.weight
+        array([2., 3.], dtype=float32)
         """
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")

@@ -17,6 +17,7 @@ functions are registered when fastnorm.torch is imported.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -27,7 +28,31 @@ OPSET = 17
 
 # ------------------------------------------------------------ dynamo exporter
 def onnx_translation_table() -> dict[Any, Any]:
-    """{fastnorm operator: onnxscript function} for torch.onnx.export(dynamo=True)."""
+    """Return the dynamo ONNX exporter's translations of fastnorm's operators.
+
+    Pass it as ``torch.onnx.export(model, args, path, dynamo=True,
+    custom_translation_table=fastnorm.torch.onnx_translation_table())``: the
+    norms are written as standard InstanceNormalization (and, for group norm,
+    Reshape, Mul, Add) or BatchNormalization nodes, so ONNX Runtime runs the
+    model without fastnorm.  Needs onnxscript.
+
+    Returns
+    -------
+    dict
+        ``{torch.ops.fastnorm.<op>.default: onnxscript function}`` for
+        ``instance_norm``, ``group_norm`` and ``normalize``.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        onnxscript is not installed.
+
+    Examples
+    --------
+    >>> import fastnorm.torch as fnt
+    >>> sorted(str(op) for op in fnt.onnx_translation_table())
+    ['fastnorm.group_norm.default', 'fastnorm.instance_norm.default', 'fastnorm.normalize.default']
+    """
     from onnxscript import opset18
 
     op: Any = opset18  # traced here: values are the exporter's, not onnxscript's typed ones
@@ -163,3 +188,53 @@ def register_legacy_symbolics(opset: int = OPSET) -> None:
     torch.onnx.register_custom_op_symbolic("fastnorm::instance_norm", instance_norm, opset)
     torch.onnx.register_custom_op_symbolic("fastnorm::group_norm", group_norm, opset)
     torch.onnx.register_custom_op_symbolic("fastnorm::normalize", normalize, opset)
+
+
+# ------------------------------------------------------- a failed export's hint
+EXPORT_HINT = (
+    "This model calls fastnorm's operators (fastnorm::...): the dynamo exporter translates them "
+    "when given their table, torch.onnx.export(..., dynamo=True, "
+    "custom_translation_table=fastnorm.torch.onnx_translation_table()) (needs onnxscript), "
+    "or use the TorchScript exporter, torch.onnx.export(..., dynamo=False)."
+)
+
+
+def _mentions_fastnorm(e: BaseException | None) -> bool:
+    """Whether e or an exception it was raised from names a fastnorm operator."""
+    seen = 0
+    while e is not None and seen < 16:
+        if "fastnorm." in str(e) or "fastnorm::" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
+def _given_table(kwargs: dict[str, Any]) -> bool:
+    table = kwargs.get("custom_translation_table") or {}
+    return any(getattr(k, "namespace", None) == "fastnorm" for k in table)
+
+
+def install_export_hint() -> None:
+    """Wrap torch.onnx.export (once) so that an export failing on a fastnorm
+    operator without its translation table says how to pass it: the hint is
+    added to the exception (a note, shown under its traceback; on Python 3.10
+    appended to its message); the exception and everything else are torch's."""
+    export = torch.onnx.export
+    if getattr(export, "_fastnorm_hint", False):
+        return
+
+    def hinted_export(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return export(*args, **kwargs)
+        except Exception as e:
+            if _mentions_fastnorm(e) and not _given_table(kwargs):
+                if hasattr(e, "add_note"):
+                    e.add_note(EXPORT_HINT)
+                elif e.args and isinstance(e.args[0], str):
+                    e.args = (e.args[0] + "\n\n" + EXPORT_HINT,) + e.args[1:]
+            raise
+
+    functools.update_wrapper(hinted_export, export)
+    hinted_export._fastnorm_hint = True  # type: ignore[attr-defined]
+    torch.onnx.export = hinted_export

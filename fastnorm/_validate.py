@@ -122,6 +122,48 @@ def check_x(shape: Any, dtype: Any, name: str = "x", min_ndim: int = 3) -> int:
     return code
 
 
+def _integer_dtype(dtype: Any) -> bool:
+    """Whether dtype (NumPy's, or a torch.dtype) is an integer type other than bool."""
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str):  # NumPy, CuPy and Dask arrays
+        return kind in "iu"
+    # torch.dtype: no kind; integers are neither floating nor complex
+    return (
+        getattr(dtype, "is_floating_point", True) is False
+        and getattr(dtype, "is_complex", True) is False
+        and str(dtype) != "torch.bool"
+    )
+
+
+def check_unambiguous(shape: Any, dtype: Any, channel_axis: Any, name: str = "x") -> None:
+    """ValueError for an integer array of 2 or 3 dimensions given with neither
+    ``layout=`` nor ``channel_axis=``.
+
+    Integer pixels of 2 or 3 dimensions are almost always one image ((H, W),
+    (H, W, C) or (C, H, W)), which the default channels-first reading takes as
+    a batch (N=H, C=W, L=C for an (H, W, C) photo): every pixel's channels
+    would be normalized against each other, without an error.  The caller must
+    say which axes are which.  Callers run this only where layout= is None
+    (a layout is mapped to channel_axis before the check)."""
+    if channel_axis is not None or len(shape) not in (2, 3) or not _integer_dtype(dtype):
+        return
+    dt = str(dtype).replace("torch.", "")
+    dims = tuple(int(d) if d == d else d for d in shape)  # a Dask array's unknown sizes are NaN
+    if len(shape) == 3:
+        hint = (
+            'layout="HWC" (one image, channels last, as PIL and OpenCV give it), '
+            'layout="CHW" (one image, channels first, as torchvision gives it) '
+            'or layout="NCL" (a batch of 1-d signals)'
+        )
+    else:
+        hint = 'layout="HW" (one single-channel image), or channel_axis=1 for a batch of shape (N, C)'
+    raise ValueError(
+        f"{name} of shape {dims} and dtype {dt} is ambiguous without layout= or channel_axis=: "
+        f"an integer array of {len(shape)} dimensions is usually an image, which the default "
+        f"channels-first reading would take as a batch of {dims[0]}; pass {hint}"
+    )
+
+
 def channels_last(channel_axis: Any, ndim: int) -> bool:
     """True for channels-last (-1 or ndim-1), False for channels-first (1 or
     None, the default)."""
@@ -333,6 +375,7 @@ def validate_norm(
     CuPy or Dask array.  num_groups is PER_CHANNEL for instance norm; group
     norm also takes (N, C) inputs (a spatial size of one), as torch does."""
     per_channel = num_groups is PER_CHANNEL
+    check_unambiguous(x.shape, x.dtype, channel_axis, name)
     code = check_x(x.shape, x.dtype, name, 3 if per_channel else 2)
     cl = channels_last(channel_axis, len(x.shape))
     C = int(x.shape[-1] if cl else x.shape[1])

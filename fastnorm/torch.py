@@ -1,12 +1,15 @@
-"""Drop-in torch.nn modules backed by fastnorm (inference), and convert().
+"""Drop-in torch.nn modules backed by fastnorm, and convert().
 
 ``InstanceNorm1d/2d/3d`` and ``GroupNorm`` subclass torch's own classes, so
 constructor arguments, parameters, buffers and ``state_dict`` keys are torch's;
-only ``forward`` runs fastnorm's kernels.  There is no backward pass yet: a
-forward that needs gradients raises a clear error (run inference under
-``torch.inference_mode()`` or ``torch.no_grad()``).
+only ``forward`` runs fastnorm's kernels, through the ``fastnorm::`` custom
+operators, which autograd differentiates with fastnorm's backward kernels and
+which torch.compile, torch.export, jit.trace / jit.script and both ONNX
+exporters handle.
 
-Importing this module imports torch; ``import fastnorm`` does not.
+Importing this module imports torch (``import fastnorm`` does not), and wraps
+``torch.onnx.export`` only to add a note naming :func:`onnx_translation_table`
+to an export that fails on a fastnorm operator without it.
 
 Examples
 --------
@@ -23,15 +26,33 @@ Examples
 
 from typing import Any
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as e:
+    if e.name != "torch":  # torch is there but broken: its own error
+        raise
+    raise ModuleNotFoundError(
+        "fastnorm.torch needs PyTorch, which is not installed: pip install torch "
+        "(fastnorm's functions themselves run without it)",
+        name="torch",
+    ) from None
 from torch import Tensor, nn
 
 from . import _torch_ops  # noqa: F401  (registers the fastnorm:: operators)
-from ._torch_onnx import onnx_translation_table, register_legacy_symbolics
+from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 
 register_legacy_symbolics()
+install_export_hint()
 
-__all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "convert", "onnx_translation_table"]
+__all__ = [
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "GroupNorm",
+    "FusedActivation",
+    "convert",
+    "onnx_translation_table",
+]
 
 
 def _spatial(x: Tensor) -> int:
@@ -54,11 +75,44 @@ class _FastInstanceNorm:
         self.negative_slope = 0.01
 
     def forward(self, input: Tensor) -> Tensor:
+        """Normalize ``input`` as torch's module would.
+
+        Parameters
+        ----------
+        input : torch.Tensor
+            (N, C, *spatial), or (C, *spatial) unbatched, with torch's number
+            of spatial axes for the class; float16, bfloat16, float32 or
+            float64, on the CPU or a CUDA device (channels_last memory is
+            kept).
+
+        Returns
+        -------
+        torch.Tensor
+            Of input's shape, dtype and device, followed by the fused
+            activation when there is one.
+
+        Raises
+        ------
+        ValueError
+            ``input`` has the wrong number of dimensions, does not have
+            ``num_features`` channels (with ``affine``), or has one spatial
+            element where its own statistics are used (torch's checks).
+
+        Examples
+        --------
+        >>> import torch, fastnorm.torch as fnt
+        >>> x = torch.randn(3, 8, 8)
+        >>> torch.allclose(fnt.InstanceNorm2d(3)(x), torch.nn.InstanceNorm2d(3)(x), atol=1e-5)
+        True
+        """
         self._check_input_dim(input)
         unbatched = input.dim() == self._get_no_batch_dim()
         x = input.unsqueeze(0) if unbatched else input
         C = x.shape[1]
-        if C != self.num_features and self.affine:
+        # the shape checks hold for the shapes a trace records, so a trace
+        # skips them (they would turn traced sizes into Python booleans)
+        tracing = torch.jit.is_tracing()
+        if not tracing and C != self.num_features and self.affine:
             raise ValueError(
                 "expected input's size at dim=1 to match num_features ("
                 + str(self.num_features)
@@ -69,7 +123,7 @@ class _FastInstanceNorm:
         a = self.activation
         act = a if a is not None else ""
         use_input_stats = self.training or not self.track_running_stats
-        if use_input_stats and _spatial(x) == 1:
+        if not tracing and use_input_stats and _spatial(x) == 1:
             # torch's check (the unbiased running_var would be 0 / 0)
             raise ValueError("Expected more than 1 spatial element when training, got input size " + str(x.size()))
         if not use_input_stats:
@@ -83,28 +137,181 @@ class _FastInstanceNorm:
                     # in float64 (the moments' dtype), rounded once into the buffers:
                     # in a float16 / bfloat16 buffer each step would round (and cancel)
                     mean, var = torch.ops.fastnorm.moments(x.detach())
-                    n = float(_spatial(x))
+                    n = _spatial(x)  # a traced size under jit.trace: the correction follows the input
                     mom = float(self.momentum)
                     rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
                     rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
             y = torch.ops.fastnorm.instance_norm(x, self.weight, self.bias, self.eps, act, self.negative_slope)
         return y.squeeze(0) if unbatched else y
 
+    def extra_repr(self) -> str:
+        """Describe the module for its repr: torch's settings and the fused activation.
+
+        Returns
+        -------
+        str
+            torch's ``extra_repr`` followed by ``, activation=...`` (and the
+            slope of ``"leaky_relu"``) when an activation is fused.
+
+        Examples
+        --------
+        >>> import fastnorm.torch as fnt
+        >>> fnt.InstanceNorm2d(4).extra_repr()
+        '4, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=False'
+        """
+        return super().extra_repr() + _act_repr(self)  # type: ignore[misc]  # torch's class, after this mixin
+
+
+def _act_repr(mod: Any) -> str:
+    """The fused activation in a module's repr ("" when there is none)."""
+    if mod.activation is None:
+        return ""
+    slope = f", negative_slope={mod.negative_slope}" if mod.activation == "leaky_relu" else ""
+    return f", activation={mod.activation!r}{slope}"
+
 
 class InstanceNorm1d(_FastInstanceNorm, nn.InstanceNorm1d):
-    """torch.nn.InstanceNorm1d with fastnorm's kernels."""
+    """``torch.nn.InstanceNorm1d`` on fastnorm's kernels.
+
+    Parameters, buffers, ``state_dict`` keys and semantics (training and
+    evaluation, running statistics, unbatched inputs) are torch's; the
+    forward pass and its backward run fastnorm's kernels.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``torch.nn.InstanceNorm1d``'s constructor arguments: num_features, eps=1e-5,
+        momentum=0.1, affine=False, track_running_stats=False (and bias,
+        device, dtype where torch has them).
+
+    Attributes
+    ----------
+    activation : str or None
+        The activation applied in the same pass (``"relu"``, ``"leaky_relu"``,
+        ``"silu"``), set by ``convert(fuse_activations=True)``; None by default.
+    negative_slope : float
+        The slope of ``"leaky_relu"``.
+
+    See Also
+    --------
+    convert : Swap torch's modules in a model for these.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> norm = fnt.InstanceNorm1d(4, affine=True)
+    >>> y = norm(torch.randn(2, 4, 16))
+    >>> tuple(y.shape), y.dtype
+    ((2, 4, 16), torch.float32)
+    """
 
 
 class InstanceNorm2d(_FastInstanceNorm, nn.InstanceNorm2d):
-    """torch.nn.InstanceNorm2d with fastnorm's kernels."""
+    """``torch.nn.InstanceNorm2d`` on fastnorm's kernels.
+
+    Parameters, buffers, ``state_dict`` keys and semantics (training and
+    evaluation, running statistics, unbatched inputs) are torch's; the
+    forward pass and its backward run fastnorm's kernels.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``torch.nn.InstanceNorm2d``'s constructor arguments: num_features, eps=1e-5,
+        momentum=0.1, affine=False, track_running_stats=False (and bias,
+        device, dtype where torch has them).
+
+    Attributes
+    ----------
+    activation : str or None
+        The activation applied in the same pass (``"relu"``, ``"leaky_relu"``,
+        ``"silu"``), set by ``convert(fuse_activations=True)``; None by default.
+    negative_slope : float
+        The slope of ``"leaky_relu"``.
+
+    See Also
+    --------
+    convert : Swap torch's modules in a model for these.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> norm = fnt.InstanceNorm2d(4, affine=True)
+    >>> y = norm(torch.randn(2, 4, 8, 8))
+    >>> tuple(y.shape), y.dtype
+    ((2, 4, 8, 8), torch.float32)
+    """
 
 
 class InstanceNorm3d(_FastInstanceNorm, nn.InstanceNorm3d):
-    """torch.nn.InstanceNorm3d with fastnorm's kernels."""
+    """``torch.nn.InstanceNorm3d`` on fastnorm's kernels.
+
+    Parameters, buffers, ``state_dict`` keys and semantics (training and
+    evaluation, running statistics, unbatched inputs) are torch's; the
+    forward pass and its backward run fastnorm's kernels.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``torch.nn.InstanceNorm3d``'s constructor arguments: num_features, eps=1e-5,
+        momentum=0.1, affine=False, track_running_stats=False (and bias,
+        device, dtype where torch has them).
+
+    Attributes
+    ----------
+    activation : str or None
+        The activation applied in the same pass (``"relu"``, ``"leaky_relu"``,
+        ``"silu"``), set by ``convert(fuse_activations=True)``; None by default.
+    negative_slope : float
+        The slope of ``"leaky_relu"``.
+
+    See Also
+    --------
+    convert : Swap torch's modules in a model for these.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> norm = fnt.InstanceNorm3d(4, affine=True)
+    >>> y = norm(torch.randn(2, 4, 4, 4, 4))
+    >>> tuple(y.shape), y.dtype
+    ((2, 4, 4, 4, 4), torch.float32)
+    """
 
 
 class GroupNorm(nn.GroupNorm):
-    """torch.nn.GroupNorm with fastnorm's kernels."""
+    """``torch.nn.GroupNorm`` on fastnorm's kernels.
+
+    Parameters, buffers, ``state_dict`` keys and semantics (training and
+    evaluation, running statistics, unbatched inputs) are torch's; the
+    forward pass and its backward run fastnorm's kernels.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``torch.nn.GroupNorm``'s constructor arguments: num_groups,
+        num_channels, eps=1e-5, affine=True (and bias, device, dtype where
+        torch has them).
+
+    Attributes
+    ----------
+    activation : str or None
+        The activation applied in the same pass (``"relu"``, ``"leaky_relu"``,
+        ``"silu"``), set by ``convert(fuse_activations=True)``; None by default.
+    negative_slope : float
+        The slope of ``"leaky_relu"``.
+
+    See Also
+    --------
+    convert : Swap torch's modules in a model for these.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> norm = fnt.GroupNorm(2, 4)
+    >>> y = norm(torch.randn(2, 4, 8, 8))
+    >>> tuple(y.shape), y.dtype
+    ((2, 4, 8, 8), torch.float32)
+    """
 
     activation: str | None
     negative_slope: float
@@ -115,11 +322,99 @@ class GroupNorm(nn.GroupNorm):
         self.negative_slope = 0.01
 
     def forward(self, input: Tensor) -> Tensor:
+        """Normalize ``input`` as ``torch.nn.GroupNorm`` would.
+
+        Parameters
+        ----------
+        input : torch.Tensor
+            (N, C, *spatial) or (N, C); float16, bfloat16, float32 or float64,
+            on the CPU or a CUDA device.
+
+        Returns
+        -------
+        torch.Tensor
+            Of input's shape, dtype and device, followed by the fused
+            activation when there is one.
+
+        Raises
+        ------
+        ValueError
+            ``input``'s channel count is not ``num_channels`` or not divisible
+            by ``num_groups``.
+
+        Examples
+        --------
+        >>> import torch, fastnorm.torch as fnt
+        >>> x = torch.randn(2, 4, 8, 8)
+        >>> torch.allclose(fnt.GroupNorm(2, 4)(x), torch.nn.GroupNorm(2, 4)(x), atol=1e-5)
+        True
+        """
         a = self.activation
         act = a if a is not None else ""
         return torch.ops.fastnorm.group_norm(
             input, self.num_groups, self.weight, self.bias, self.eps, act, self.negative_slope
         )
+
+    def extra_repr(self) -> str:
+        """Describe the module for its repr: torch's settings and the fused activation.
+
+        Returns
+        -------
+        str
+            torch's ``extra_repr`` followed by ``, activation=...`` (and the
+            slope of ``"leaky_relu"``) when an activation is fused.
+
+        Examples
+        --------
+        >>> import fastnorm.torch as fnt
+        >>> fnt.GroupNorm(2, 4).extra_repr()
+        '2, 4, eps=1e-05, affine=True, bias=True'
+        """
+        return super().extra_repr() + _act_repr(self)
+
+
+class FusedActivation(nn.Identity):
+    """Stands where ``convert(fuse_activations=True)`` removed an activation.
+
+    It returns its input unchanged (an ``nn.Identity``): the norm before it
+    applies the activation in its own pass.  It says which one when the model
+    is printed.
+
+    Parameters
+    ----------
+    activation : str
+        The activation the preceding norm applies: ``"relu"``,
+        ``"leaky_relu"`` or ``"silu"``.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> model = torch.nn.Sequential(torch.nn.InstanceNorm2d(4), torch.nn.ReLU())
+    >>> fnt.convert(model, fuse_activations=True)[1]
+    FusedActivation('relu', applied by the norm before it)
+    """
+
+    activation: str
+
+    def __init__(self, activation: str) -> None:
+        super().__init__()
+        self.activation = activation
+
+    def extra_repr(self) -> str:
+        """Name the activation and where it went, for the printed model.
+
+        Returns
+        -------
+        str
+            The activation's name and "applied by the norm before it".
+
+        Examples
+        --------
+        >>> import fastnorm.torch as fnt
+        >>> fnt.FusedActivation("silu").extra_repr()
+        "'silu', applied by the norm before it"
+        """
+        return f"{self.activation!r}, applied by the norm before it"
 
 
 _SWAP = {
@@ -159,12 +454,36 @@ def _replacement(mod: Any) -> Any:
 
 
 def convert(model: Any, *, fuse_activations: bool = False) -> Any:
-    """Swap every nn.InstanceNorm{1,2,3}d and nn.GroupNorm in ``model`` for
-    fastnorm's modules, in place, and return the model.
+    """Swap torch's instance and group norms in ``model`` for fastnorm's, in place.
 
-    With ``fuse_activations=True``, a ReLU / LeakyReLU / SiLU that directly
-    follows a swapped module inside an ``nn.Sequential`` is folded into it (one
-    pass over memory) and replaced by ``nn.Identity``.
+    Every ``nn.InstanceNorm{1,2,3}d`` and ``nn.GroupNorm`` (exactly those
+    classes, not subclasses) becomes the fastnorm module of the same class
+    name, with the same settings, parameters, buffers, device, dtype and
+    training mode.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; a norm module itself is replaced and returned.
+    fuse_activations : bool, default False
+        Fold a ReLU / LeakyReLU / SiLU that directly follows a swapped
+        module inside an ``nn.Sequential`` into it (one pass over memory);
+        its place holds a :class:`FusedActivation`, and the norm's repr
+        names the activation.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself, changed in place (or the new module when ``model``
+        is one norm).
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.InstanceNorm2d(4), torch.nn.ReLU())
+    >>> model = fnt.convert(model, fuse_activations=True)
+    >>> isinstance(model[1], fnt.InstanceNorm2d), model[1].activation
+    (True, 'relu')
     """
     if isinstance(model, nn.Module) and type(model) in _SWAP:
         return _replacement(model)
@@ -185,5 +504,5 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
                     child.activation = spec[0]
                     if spec[1]:
                         child.negative_slope = float(getattr(nxt, spec[1]))
-                    parent._modules[names[i + 1]] = nn.Identity()
+                    parent._modules[names[i + 1]] = FusedActivation(spec[0])
     return model

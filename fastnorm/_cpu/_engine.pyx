@@ -424,7 +424,29 @@ def _select_at_import():
         warnings.warn(
             f"FASTNORM_ISA={want!r} is not a level this CPU and build run; valid: "
             f"'auto', {', '.join(repr(v) for v in simd_levels())}. Running 'auto' "
-            f"({fn_level().decode()}).", RuntimeWarning, stacklevel=2)
+            f"({fn_level().decode()}).", RuntimeWarning, stacklevel=_caller_level())
+
+
+def _caller_level():
+    """The warnings stacklevel of the first frame outside the import machinery
+    and outside fastnorm (the user's line that imported or first called it).
+
+    This module's initialisation runs without a Python frame of its own, so
+    the innermost frame is importlib's; warnings walks back one frame per
+    level from there, which is what this counts."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    f = sys._getframe(0)
+    level = 1
+    while f is not None and f.f_back is not None:
+        name = f.f_code.co_filename
+        if not (name.startswith("<frozen importlib") or os.path.abspath(name).startswith(pkg)):
+            break
+        f = f.f_back
+        level += 1
+    return level
 
 
 _select_at_import()

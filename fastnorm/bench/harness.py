@@ -230,14 +230,18 @@ def timeit(fn, repeat=7, min_time=0.02):
     return float(np.median([_sample(fn, k) for _ in range(repeat)]))
 
 
-def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None):
+def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None, samples=None):
     """Median seconds per call of each callable in ``fns`` (name -> callable),
     sampled in interleaved rounds: one sample of each callable per round.  On
     a shared machine a burst from the neighbours then slows one round of
     every callable alike, instead of every sample of one of them, so the
     ratios between them (fraction of copy, speed-ups) stay fair.  A callable
-    that raises gets None and its error in the second returned dict."""
-    times, errors, ks, samples = {}, {}, {}, {}
+    that raises gets None and its error in the second returned dict.  A dict
+    given as ``samples`` receives every callable's seconds per call, one per
+    round (what spread() reads)."""
+    times, errors, ks = {}, {}, {}
+    if samples is None:
+        samples = {}
     for name, fn in fns.items():
         try:
             ks[name] = _batch(fn, min_time)
@@ -257,7 +261,113 @@ def timeit_rounds(fns, repeat=7, min_time=0.02, on_round=None):
                 errors[name] = _error_text(e)
     for name, s in samples.items():
         times[name] = float(np.median(s))
+    for name in times:
+        if times[name] is None:
+            samples.pop(name, None)
     return {name: times[name] for name in fns}, errors
+
+
+def spread(samples):
+    """The slowest sample over the fastest (1.0 for one sample or none)."""
+    s = [v for v in samples if v and v > 0]
+    return max(s) / min(s) if len(s) > 1 else 1.0
+
+
+# ------------------------------------------------------------ load and noise
+#: the copy is a plain stream of loads and stores: on a quiet machine its
+#: samples within one case agree closely; a slowest sample this many times
+#: the fastest means the ceiling itself was not measured
+COPY_SPREAD_MAX = 1.5
+#: cores that other processes may keep busy, on average over a case, before
+#: the case counts as measured under load
+OTHERS_BUSY_MAX = 0.5
+#: fastnorm reads and writes at least the bytes the copy does, so its
+#: bandwidth cannot exceed the copy's limit; a ratio above this (rounding
+#: and the medians' own noise allowed) is a measuring error
+OF_LIMIT_MAX = 1.1
+
+
+def _cpu_busy_seconds(stat="/proc/stat"):
+    """Seconds all CPUs have spent busy (not idle or waiting for I/O) since
+    boot, from the first line of /proc/stat; None where it cannot be read."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        ticks = [int(v) for v in fields[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    if fields[0] != "cpu" or len(ticks) < 5:
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    # guest time is already counted in user time
+    busy = sum(ticks[:8]) - idle if len(ticks) >= 8 else sum(ticks) - idle
+    return busy / hz
+
+
+class OthersBusy:
+    """Measures how many cores other processes kept busy while the block ran:
+    all CPUs' busy time (/proc/stat) less this process's own CPU time (every
+    thread of it), over the wall time.  ``cores`` is None where /proc/stat
+    cannot be read (not Linux)."""
+
+    def __init__(self, stat="/proc/stat"):
+        self.stat = stat
+        self.cores = None
+
+    def __enter__(self):
+        self._busy = _cpu_busy_seconds(self.stat)
+        self._own = time.process_time()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        busy = _cpu_busy_seconds(self.stat)
+        wall = time.perf_counter() - self._wall
+        if busy is not None and self._busy is not None and wall > 0:
+            own = time.process_time() - self._own
+            self.cores = max(0.0, (busy - self._busy - own) / wall)
+        return False
+
+
+def noise(row):
+    """Why a row's ratios cannot be trusted, as phrases (empty when they can):
+    the copy's samples spread more than COPY_SPREAD_MAX, other processes kept
+    more than OTHERS_BUSY_MAX cores busy beyond a --contention run's own busy
+    processes, or fastnorm beat the copy's limit by more than OF_LIMIT_MAX."""
+    why = []
+    sp = row.get("spread", {}).get("copy")
+    if sp is not None and sp > COPY_SPREAD_MAX:
+        why.append(f"the copy's samples varied {sp:.1f}x")
+    busy = row.get("others_busy")
+    if busy is not None and busy - row.get("contention", 0) > OTHERS_BUSY_MAX:
+        why.append(f"other processes kept {busy:.1f} cores busy")
+    ol = of_limit(row)
+    if ol is not None and ol > OF_LIMIT_MAX:
+        why.append(f"of limit {ol:.2f} is above the copy's ceiling")
+    return why
+
+
+def load_warning(rows):
+    """Lines warning that the ratios were measured under load or with an
+    unstable ceiling, naming the cases and suggesting a quiet rerun; [] when
+    every row is clean.  table() appends them, footer() repeats the gist."""
+    bad = [(r, noise(r)) for r in rows]
+    bad = [(r, why) for r, why in bad if why]
+    if not bad:
+        return []
+    lines = [
+        f"warning: {len(bad)} of {len(rows)} cases (ratios marked !) were measured under load or with an "
+        "unstable copy ceiling; their ratios (of copy, of limit, x PEER) are not fastnorm's and "
+        "can exceed what the hardware allows:"
+    ]
+    for r, why in bad:
+        lines.append(f"  {case_label(r['shape'], r['dims'], r['layout'])} {r['dtype']}: {'; '.join(why)}")
+    lines.append(
+        "Rerun on a quiet machine (no other busy processes; fewer --threads than cores if "
+        "others must run) for numbers to quote."
+    )
+    return lines
 
 
 # -------------------------------------------------------------- contention
@@ -325,11 +435,15 @@ def run_suite(
     progress=True,
     min_time=0.02,
     l2_bytes=None,
+    contention=0,
 ):
     """Measure every (shape, layout, dtype) for fastnorm, the copies and each
     peer, in interleaved rounds (timeit_rounds): ``repeat`` samples of each.
     Each row also carries its statistics unit's bytes and the limit_fraction
-    that follows from them and ``l2_bytes`` (default: l2_cache_bytes()).
+    that follows from them and ``l2_bytes`` (default: l2_cache_bytes()), the
+    spread of each callable's samples (``spread``), the cores other processes
+    kept busy meanwhile (``others_busy``) and ``contention``, the busy
+    processes the bench itself started (noise() reads these three).
     ``progress`` draws a bar on stderr, only when stderr is a terminal."""
     from .._cpu import _engine as E
 
@@ -373,12 +487,19 @@ def run_suite(
         def on_round(r, ci=ci, label=f"{sn} {lay} {dt}"):
             _progress(ci * repeat + r, total, f"{label} round {r + 1}/{repeat}")
 
-        times, errors = timeit_rounds(fns, repeat=repeat, min_time=min_time, on_round=on_round if progress else None)
+        samples = {}
+        with OthersBusy() as load:
+            times, errors = timeit_rounds(
+                fns, repeat=repeat, min_time=min_time, on_round=on_round if progress else None, samples=samples
+            )
         row["times"].update(times)
+        row["spread"] = {name: spread(v) for name, v in samples.items()}
+        row["others_busy"] = load.cores
+        row["contention"] = contention
         if errors:
             row.setdefault("errors", {}).update(errors)
         del fns  # the peers' output buffers go before the next case allocates its own
-        _best_copy(row["times"])
+        _best_copy(row["times"], row["spread"])
         rows.append(row)
     if progress:
         _progress(total, total, "done")
@@ -386,14 +507,18 @@ def run_suite(
     return rows
 
 
-def _best_copy(times):
+def _best_copy(times, spreads=None):
     """The ceiling is the faster of the two copies: times["copy"] becomes that
     one; the memcpy one is kept as "copy_memcpy" (the streaming one stays
-    "copy_nt")."""
+    "copy_nt").  ``spreads`` (name -> spread) follows the same renaming."""
     tm, tn = times.get("copy"), times.get("copy_nt")
     if tm is not None and tn is not None:
         times["copy_memcpy"] = tm
         times["copy"] = min(tm, tn)
+        if spreads is not None and "copy" in spreads and "copy_nt" in spreads:
+            spreads["copy_memcpy"] = spreads["copy"]
+            if tn < tm:
+                spreads["copy"] = spreads["copy_nt"]
 
 
 def _isatty(stream):
@@ -450,6 +575,7 @@ def table(rows, peers=None):
         to = t.get("fastnorm_out")
         tc = t.get("copy")
         gbs = lambda s: r["bytes"] / s / 1e9 if s else float("nan")  # noqa: E731
+        mark = " !" if noise(r) else ""  # load_warning() below says why
         cells = [
             case_label(r["shape"], r["dims"], r["layout"]),
             r["dtype"],
@@ -457,8 +583,8 @@ def table(rows, peers=None):
             f"{to * 1e3:.3f}" if to else "-",
             f"{gbs(tf):.1f}" if tf else "-",
             f"{gbs(tc):.1f}" if tc else "-",
-            f"{tc / tf:.2f}" if tf and tc else "-",
-            f"{of_limit(r):.2f}" if of_limit(r) is not None else "-",
+            f"{tc / tf:.2f}{mark}" if tf and tc else "-",
+            f"{of_limit(r):.2f}{mark}" if of_limit(r) is not None else "-",
         ]
         for n in names:
             tp = t.get(n)
@@ -490,6 +616,9 @@ def table(rows, peers=None):
     lines.append(
         "x PEER = PEER's time / fastnorm's time (PEER's GB/s in brackets); GB/s = (bytes in + bytes out) / median time."
     )
+    warn = load_warning(rows)
+    if warn:
+        lines += [""] + warn
     return "\n".join(lines)
 
 
@@ -505,6 +634,7 @@ def summary(rows):
         fr = [v for v in map(of_copy, rs) if v is not None]
         fl = [v for v in map(of_limit, rs) if v is not None]
         s = out[lay] = {"cases": len(rs), "min_copy_fraction": min(fr) if fr else math.nan}
+        s["noisy_cases"] = sum(1 for r in rs if noise(r))
         if fr:
             s["median_copy_fraction"], s["max_copy_fraction"] = float(np.median(fr)), max(fr)
         if fl:
@@ -552,6 +682,11 @@ def footer(summ):
             if "median_of_limit" in s:
                 text += f" and {_span(s, 'of_limit')} of its limit"
             lines.append(text + ".")
+        if s.get("noisy_cases"):
+            lines.append(
+                f"  ({s['noisy_cases']} of these {s['cases']} cases were measured under load or with an "
+                "unstable copy: see the warning under the table, and rerun on a quiet machine.)"
+            )
     return lines
 
 
