@@ -4,6 +4,7 @@ every pixel's R, G, B normalized against each other, silently."""
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -73,7 +74,7 @@ def test_floats_and_4d_integers_keep_the_default():
 
 
 def test_torch_uint8_chw_tensor_is_refused():
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     t = torch.from_numpy(PHOTO.transpose(2, 0, 1).copy())  # (3, 48, 64) uint8, as decode_image gives
     with pytest.raises(ValueError, match=r'x of shape \(3, 48, 64\) and dtype uint8 is ambiguous.*layout="CHW"'):
         fastnorm.instance_norm(t)
@@ -85,7 +86,7 @@ def test_torch_uint8_chw_tensor_is_refused():
 
 
 def test_dask_uint8_photo_is_refused():
-    da = pytest.importorskip("dask.array", reason="dask is not installed")
+    da = require("dask.array", reason="dask is not installed")
     x = da.from_array(PHOTO, chunks=(16, 64, 3))
     for fn in ("instance_norm", "group_norm", "instance_stats", "normalize"):
         with pytest.raises(ValueError, match="ambiguous.*layout="):

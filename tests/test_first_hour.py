@@ -10,6 +10,7 @@ import textwrap
 import warnings
 
 import pytest
+from _optional import require
 
 import fastnorm
 from fastnorm.__main__ import main
@@ -96,7 +97,7 @@ def _model(torch, **kw):
 
 
 def test_fused_activations_show_in_the_printed_model():
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     import fastnorm.torch as fnt
 
     model = fnt.convert(_model(torch), fuse_activations=True)
@@ -117,7 +118,7 @@ def test_fused_activations_show_in_the_printed_model():
 
 @pytest.mark.parametrize("training", [False, True])
 def test_jit_trace_of_a_converted_model_gives_no_tracer_warnings(training):
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch", reason="torch is not installed")
     import fastnorm.torch as fnt
 
     torch.manual_seed(0)
@@ -140,8 +141,8 @@ def test_jit_trace_of_a_converted_model_gives_no_tracer_warnings(training):
 
 
 def test_dynamo_onnx_export_without_the_table_names_it(tmp_path):
-    torch = pytest.importorskip("torch", reason="torch is not installed")
-    pytest.importorskip("onnxscript", reason="onnxscript is not installed (the dynamo ONNX exporter needs it)")
+    torch = require("torch", reason="torch is not installed")
+    require("onnxscript", reason="onnxscript is not installed (the dynamo ONNX exporter needs it)")
     import fastnorm.torch as fnt
 
     model = fnt.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.InstanceNorm2d(4))).eval()

@@ -7,8 +7,9 @@ import importlib
 import inspect
 
 import pytest
+from _optional import require
 
-numpydoc_validate = pytest.importorskip("numpydoc.validate", reason="numpydoc is not installed (the test extra)")
+numpydoc_validate = require("numpydoc.validate", reason="numpydoc is not installed (the test extra)")
 
 #: the numpydoc checks that must pass
 CHECKS = {
