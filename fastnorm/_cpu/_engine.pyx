@@ -1327,6 +1327,7 @@ cdef struct bwd_t:
     bint backward      # the grad pass of a share runs from its end
     Py_ssize_t wave    # units (planes of a group / instances) per wave
     double eps
+    const double *eps_u  # (N, G): eps per unit, or NULL (eps for every unit)
     const double *w
     double *psdy       # (N, C): sum(dy)
     double *psdyx      # (N, C): sum(dy * (x - mean))
@@ -1391,8 +1392,8 @@ cdef void bwd_cf_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
                     fn_bsum_merge(&st[k], &rec[row * nb + j])
             i = (u % G) * Cg
             wg = bp.w + i if bp.w != NULL else NULL
-            bp.pr[u] = fn_bwd_unit(st, Cg, bp.eps, wg, bp.psdy + u * Cg, bp.psdyx + u * Cg,
-                                   coef + 4 * (u - u0) * Cg)
+            bp.pr[u] = fn_bwd_unit(st, Cg, bp.eps_u[u] if bp.eps_u != NULL else bp.eps, wg,
+                                   bp.psdy + u * Cg, bp.psdyx + u * Cg, coef + 4 * (u - u0) * Cg)
             u += team
         fn_barrier()
         if nb == 1 and not bp.backward:
@@ -1411,10 +1412,14 @@ cdef void bwd_cf_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
 
 def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_t N, Py_ssize_t G,
                 Py_ssize_t Cg, Py_ssize_t S, object weight, double eps, int n_threads,
-                cnp.ndarray grad_weight, cnp.ndarray grad_bias):
+                cnp.ndarray grad_weight, cnp.ndarray grad_bias, object eps_units=None,
+                object sums_out=None):
     """Instance / group norm backward, channels first: x, dy, gx viewed as
     (N, G, Cg*S); weight None or float64 (G*Cg,); grad_weight, grad_bias
-    float64 (G*Cg,) written.  S > 0 and N*G*Cg > 0."""
+    float64 (G*Cg,) written.  S > 0 and N*G*Cg > 0.  eps_units: None, or
+    float64 (N*G,) C-contiguous, each unit's eps in place of eps.  sums_out: None,
+    or float64 (2*N*C + N*G,) C-contiguous, written with the per-(n, c)
+    sum(dy), the per-(n, c) sum(dy * (x - mean)) and the per-(n, g) rstd."""
     cdef Py_ssize_t C = G * Cg, R = N * C, U = N * G
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (S + FN_BLOCK - 1) // FN_BLOCK
@@ -1427,6 +1432,7 @@ def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
     cdef double *sums = NULL
     bp.dt = dt
     bp.eps = eps
+    bp.eps_u = dptr(eps_units)
     bp.w = dptr(weight)
     bp.stream = stream_for(dt, FN_ACT_NONE, R * S * isz)
     bp.wave = (nth * BWD_WAVE_BYTES) // ub if ub > 0 else U
@@ -1436,10 +1442,13 @@ def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
         rec = <fn_bsum *>alloc_or_raise(bp.wave * Cg * nb * sizeof(fn_bsum), "the block sums")
         st = <fn_bsum *>alloc_or_raise(nth * Cg * sizeof(fn_bsum), "the channel sums")
         coef = <double *>alloc_or_raise(4 * bp.wave * Cg * sizeof(double), "the coefficients")
-        sums = <double *>alloc_or_raise((2 * R + U) * sizeof(double), "the per-plane sums")
-        bp.psdy = sums
-        bp.psdyx = sums + R
-        bp.pr = sums + 2 * R
+        if sums_out is None:
+            sums = <double *>alloc_or_raise((2 * R + U) * sizeof(double), "the per-plane sums")
+            bp.psdy = sums
+        else:
+            bp.psdy = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums_out)
+        bp.psdyx = bp.psdy + R
+        bp.pr = bp.psdy + 2 * R
         with nogil:
             with parallel(num_threads=nth):
                 bwd_cf_waves(&bp, <const char *>cnp.PyArray_DATA(x), <const char *>cnp.PyArray_DATA(dy),
@@ -1528,7 +1537,8 @@ cdef void bwd_cl_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
             k = n - n0
             for g in range(G):
                 wg = bp.w + g * Cg if bp.w != NULL else NULL
-                bp.pr[n * G + g] = fn_bwd_unit(st + k * C + g * Cg, Cg, bp.eps, wg,
+                bp.pr[n * G + g] = fn_bwd_unit(st + k * C + g * Cg, Cg,
+                                               bp.eps_u[n * G + g] if bp.eps_u != NULL else bp.eps, wg,
                                                bp.psdy + n * C + g * Cg, bp.psdyx + n * C + g * Cg,
                                                cf + 4 * (k * C + g * Cg))
             bwd_cl_tiles(bp.dt, C, q.m, cf + 4 * k * C, tiles + k * tsz)
@@ -1549,10 +1559,11 @@ cdef void bwd_cl_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
 
 def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_t N, Py_ssize_t S,
                 Py_ssize_t C, Py_ssize_t G, object weight, double eps, int n_threads,
-                cnp.ndarray grad_weight, cnp.ndarray grad_bias):
+                cnp.ndarray grad_weight, cnp.ndarray grad_bias, object eps_units=None,
+                object sums_out=None):
     """Instance / group norm backward, channels last: x, dy, gx viewed as
     (N, S, C); weight None or float64 (C,); grad_weight, grad_bias float64 (C,)
-    written.  S > 0 and N*C > 0."""
+    written.  S > 0 and N*C > 0.  eps_units, sums_out: as backward_cf's."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
     cdef Py_ssize_t ib = 2 * S * C * isz
@@ -1571,6 +1582,7 @@ def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
     cdef char *scratch
     bp.dt = dt
     bp.eps = eps
+    bp.eps_u = dptr(eps_units)
     bp.w = dptr(weight)
     bp.stream = stream_for(dt, FN_ACT_NONE, N * S * C * isz)
     bp.wave = (nth * BWD_WAVE_BYTES) // ib if ib > 0 else N
@@ -1583,10 +1595,13 @@ def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
         st = <fn_bsum *>alloc_or_raise(bp.wave * C * sizeof(fn_bsum), "the channel sums")
         cf = <double *>alloc_or_raise(4 * bp.wave * C * sizeof(double), "the coefficients")
         tiles = <char *>alloc_or_raise(bp.wave * tsz, "the coefficient tiles")
-        sums = <double *>alloc_or_raise((2 * N * C + N * G) * sizeof(double), "the per-channel sums")
-        bp.psdy = sums
-        bp.psdyx = sums + N * C
-        bp.pr = sums + 2 * N * C
+        if sums_out is None:
+            sums = <double *>alloc_or_raise((2 * N * C + N * G) * sizeof(double), "the per-channel sums")
+            bp.psdy = sums
+        else:
+            bp.psdy = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums_out)
+        bp.psdyx = bp.psdy + N * C
+        bp.pr = bp.psdy + 2 * N * C
         scratch = aligned_scratch(nth * stride, &sbase)
         with nogil:
             with parallel(num_threads=nth):
