@@ -25,6 +25,7 @@ with the same static schedule (each thread re-reads what it just read).
 """
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
+from libc.stdint cimport SIZE_MAX
 cimport numpy as cnp
 import numpy as np
 
@@ -1211,8 +1212,12 @@ def output_pool(cap_bytes=None):
     """(bytes held, cap): the freed outputs kept for reuse; with cap_bytes,
     set the cap (0 turns the pool off; FASTNORM_CACHE_BYTES at import)."""
     if cap_bytes is not None:
+        if not isinstance(cap_bytes, int) or isinstance(cap_bytes, bool):
+            raise TypeError(f"cap_bytes must be an int, got {cap_bytes!r}")
         if cap_bytes < 0:
             raise ValueError(f"cap_bytes must be >= 0, got {cap_bytes!r}")
+        if cap_bytes > SIZE_MAX:
+            raise ValueError(f"cap_bytes must be at most {SIZE_MAX}, got {cap_bytes!r}")
         fn_pool_set_cap(cap_bytes)
     return fn_pool_held(), fn_pool_get_cap()
 
@@ -1231,10 +1236,10 @@ def _pool_from_env():
         return
     try:
         cap = int(v)
-        if cap < 0:
+        if cap < 0 or cap > SIZE_MAX:  # a size_t holds the cap
             raise ValueError
     except ValueError:
-        warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count >= 0; keeping "
+        warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count in [0, {SIZE_MAX}]; keeping "
                       f"{fn_pool_get_cap()} bytes", RuntimeWarning, stacklevel=2)
         return
     fn_pool_set_cap(cap)
