@@ -214,9 +214,11 @@ def _norm_checked(
     return apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt, ocode)
 
 
-def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
+def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | None = None) -> np.ndarray:
     """(N, C, 3) float64 triples of the exact values (any storage code);
-    count 0 rows for empty planes."""
+    count 0 rows for empty planes.  ocode, for an integer x: of the values the
+    kernels of that output code load instead (x.astype(float32) for float32
+    and 16-bit outputs), the statistics of the call on the converted copy."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     shape = x.shape
@@ -226,10 +228,11 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
     if N * C == 0:
         return out
     S = x.size // (N * C)
+    odt = ocode if ocode is not None and V.is_integer(code) else -1
     if cl:
-        E.stats_cl(x, code, N, S, C, _threads(nt), out)
+        E.stats_cl(x, code, N, S, C, _threads(nt), out, odt)
     else:
-        E.stats_cf(x, code, N * C, S, _threads(nt), out)
+        E.stats_cf(x, code, N * C, S, _threads(nt), out, odt)
     return out
 
 

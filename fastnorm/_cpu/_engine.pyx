@@ -747,9 +747,12 @@ cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
         o[3 * i + 2] = tri[i].m2
 
 
-def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out):
-    """Triples of P contiguous planes of length L into out (P, 3) float64 (the
-    exact values of any input code: the kernels that load double)."""
+def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out,
+             int odt=-1):
+    """Triples of P contiguous planes of length L into out (P, 3) float64: of
+    the exact values of any input code (odt -1: the kernels that load double),
+    or of the values the kernels of output code odt load (an integer x read as
+    x.astype(float32) for a float32 or 16-bit odt)."""
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
     cdef Py_ssize_t items = P * nb
@@ -757,17 +760,19 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, c
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
     cdef fn_triple *btri
     cdef Py_ssize_t p, it
+    if odt < 0:
+        odt = FN_F64
     n_threads = team_for(n_threads, P * L)
     cdef bint par = n_threads > 1
     if owns_units(P, n_threads, 0) or L == 0:
         with nogil:
             for p in prange(P, num_threads=n_threads, schedule='static', use_threads_if=par):
-                plane_stats(dt, FN_F64, xp + p * L * isz, L, isz, &tri[p])
+                plane_stats(dt, odt, xp + p * L * isz, L, isz, &tri[p])
         return out
     btri = <fn_triple *>alloc_or_raise(items * sizeof(fn_triple), "the block statistics")
     with nogil:
         for it in prange(items, num_threads=n_threads, schedule='static'):
-            cf_block_stats(dt, FN_F64, xp, it, nb, L, isz, &btri[it])
+            cf_block_stats(dt, odt, xp, it, nb, L, isz, &btri[it])
         for p in range(P):
             merge_blocks(&tri[p], &btri[p * nb], nb)
     free(btri)
@@ -1101,8 +1106,9 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssiz
 
 
 def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int n_threads,
-             cnp.ndarray out):
-    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64."""
+             cnp.ndarray out, int odt=-1):
+    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64;
+    odt as stats_cf's."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
     cdef Py_ssize_t items = N * q.nch
@@ -1112,6 +1118,8 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
     cdef fn_triple *ct = NULL
     cdef char *sbase = NULL
     cdef char *scratch
+    if odt < 0:
+        odt = FN_F64
     n_threads = team_for(n_threads, N * S * C)
     cdef bint par = n_threads > 1
     try:
@@ -1123,7 +1131,7 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
                 for it in prange(items, schedule='static'):
                     n = it // q.nch
                     k = it - n * q.nch
-                    cl_chunk_stats(dt, FN_F64, xp + n * S * C * isz, S, C, isz, &q, k,
+                    cl_chunk_stats(dt, odt, xp + n * S * C * isz, S, C, isz, &q, k,
                                    scratch + tid * q.stride, ct + it * C)
             for n in prange(N, num_threads=n_threads, schedule='static', use_threads_if=par):
                 zero_triples(tri + n * C, C)
