@@ -1005,8 +1005,10 @@ def adain(
     odtype, ocode = V.out_dtype(dtype, x.dtype, code)
     nt = V.check_threads(num_threads)
     xp = be.xp
-    tc = be.triples(x, code, cl, nt)
-    ts = be.triples(s, scode, scl, nt)
+    # an integer input's statistics are those of the values the output type's
+    # kernels load: the call equals the one on x.astype(float32) bit for bit
+    tc = be.triples(x, code, cl, nt, ocode)
+    ts = be.triples(s, scode, scl, nt, ocode)
     mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))
     return be.apply(
         x,

@@ -84,9 +84,11 @@ class ComputeBackend(Protocol):
         ocode: the output's dtype code (None: x's; required for integer x)."""
         ...
 
-    def triples(self, x: Array, code: int, cl: bool, nt: int | None) -> Array:
+    def triples(self, x: Array, code: int, cl: bool, nt: int | None, ocode: int | None = None) -> Array:
         """Welford triples (count, mean, m2) per (instance, channel): float64
-        (N, C, 3); count 0 (mean and m2 unspecified) for empty planes."""
+        (N, C, 3); count 0 (mean and m2 unspecified) for empty planes.  Of
+        the exact values, or for an integer x with ocode given, of the values
+        the kernels of output code ocode load (what a norm into ocode uses)."""
         ...
 
     def moments(self, x: Array, code: int, cl: bool, nt: int | None) -> tuple[Array, Array, Array, Array]:

@@ -129,6 +129,11 @@ def instance_norm_backward(
     rounded once, for float32 and float64; in float32 for 16-bit storage.  A
     plane of one element has ``xhat = 0`` (its ``grad_x`` is 0).  An empty
     ``x`` gives an empty ``grad_x`` and zero ``grad_weight`` / ``grad_bias``.
+    Planes whose coefficients would leave the working precision's range
+    (float64 data beyond about 1e100 or below 1e-100 in magnitude, 16-bit
+    data whose coefficients overflow or underflow float) are computed again,
+    from a copy scaled by a power of two or in float64: the gradients are
+    accurate wherever the exact ones are finite.
 
     Examples
     --------

@@ -134,3 +134,51 @@ def rescaled_triples(
         m2 = np.where(redo, np.ldexp(ts[..., 2], 2 * k), m2)
         var = np.where(redo, np.ldexp(ts[..., 2] / ts[..., 0], 2 * k), var)
     return count, mean, m2, var
+
+
+# ---------------------------------------------------------------- backward
+# The backward's coefficient of (x - mean) is -rstd**3 * mean(gy * (x - mean)):
+# rstd**3 stays a normal double with room to spare while rstd is in
+# [2**-300, 2**300], i.e. var + eps in [2**-600, 2**600]
+_BWD_R_LO = 2.0**-300
+_BWD_R_HI = 2.0**300
+# eps scaled past this dominates the scaled variance (at most 1): the unit is
+# scaled by eps instead of by its data
+_BWD_EPS_HI = 2.0**600
+
+
+def backward_out_of_range(r: Any) -> Any:
+    """Bool (N, G): the units whose backward rstd r (N, G) is outside
+    [2**-300, 2**300] or NaN (rstd**3 near or past the ends of double)."""
+    with np.errstate(invalid="ignore"):
+        return ~((r >= _BWD_R_LO) & (r <= _BWD_R_HI))
+
+
+def backward_exponents(x: Any, cl: bool, G: int, bad: Any, eps: float) -> tuple[Any, Any]:
+    """(k, redo) for the bad units (N, G) of float64 x: k the power of two
+    whose scaling x * 2**-k, eps * 2**-2k brings rstd**3 back into range: the
+    exponent of max|x| of the unit (the scaled data below 1 in magnitude), or
+    of sqrt(eps) where eps would dominate the scaled variance or the unit is
+    all zeros.  redo: the bad units with finite data and such a k != 0 (a NaN
+    or an infinity in the data keeps its NaN result)."""
+    v = _unit_view(np.abs(x), cl, G)
+    amax = v.max(axis=(1, 3)) if cl else v.max(axis=2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(amax)
+        _, kx = np.frexp(np.where(finite & (amax > 0), amax, 1.0))
+        if eps > 0:
+            ke = (int(np.frexp(eps)[1]) + 1) // 2  # eps * 2**-2ke in [1/4, 1)
+            by_eps = (amax == 0) | (np.ldexp(float(eps), -2 * kx) > _BWD_EPS_HI)
+            k = np.where(by_eps, ke, kx)
+            redo = bad & finite
+        else:
+            k = kx
+            redo = bad & finite & (amax > 0)
+    redo &= k != 0
+    return np.where(redo, k, 0).astype(np.int64), redo
+
+
+def unit_broadcast(a: Any, cl: bool) -> Any:
+    """(N, G) per-unit values shaped to broadcast against _unit_view's
+    (N, G, L) or (N, rows, G, Cg)."""
+    return a[:, None, :, None] if cl else a[:, :, None]

@@ -282,3 +282,34 @@ def test_plan_for_takes_integer_dtypes_and_an_output_dtype():
     assert not E.plan_for((1, 2160, 3840, 3), np.uint8, channel_axis=-1, num_threads=1, out_dtype=np.float16)["stream"]
     with pytest.raises(ValueError, match="out_dtype"):
         E.plan_for((1, 3, 8, 8), np.uint8, out_dtype=np.int32)
+
+
+@pytest.mark.parametrize("isa, fused", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("dt", INTS, ids=lambda d: np.dtype(d).name)
+def test_adain_of_integers_is_the_call_on_the_converted_copy(isa, fused, dt):
+    """fastnorm.adain on integer content and style (and each with a floating
+    other side) equals the call on their astype(float32) copies bit for bit,
+    and with dtype=float64 / float16 the call on the copies into that type
+    (values above 2^24 included: the statistics are of the loaded values)."""
+    import fastnorm
+
+    rng = np.random.default_rng(24)
+    with kernels(isa=isa, fused=fused):
+        for shape, cl in SHAPES:
+            ax = -1 if cl else 1
+            x = _ints(rng, dt, shape)
+            s = _ints(rng, dt, (1,) + shape[1:])
+            sf = rng.standard_normal(s.shape).astype(np.float32) * 3 + 1
+            x32, s32 = x.astype(np.float32), s.astype(np.float32)
+            for nt in (1, 3):
+                for alpha in (1.0, 0.6):
+                    kw = dict(channel_axis=ax, alpha=alpha, num_threads=nt)
+                    _same(fastnorm.adain(x, s, **kw), fastnorm.adain(x32, s32, **kw))
+                    _same(fastnorm.adain(x, sf, **kw), fastnorm.adain(x32, sf, **kw))
+                    _same(fastnorm.adain(x32, s, **kw), fastnorm.adain(x32, s32, **kw))
+            kw = dict(channel_axis=ax, num_threads=2)
+            _same(
+                fastnorm.adain(x, s, dtype=np.float64, **kw),
+                fastnorm.adain(x.astype(np.float64), s.astype(np.float64), **kw),
+            )
+            _same(fastnorm.adain(x, s, dtype=np.float16, **kw), fastnorm.adain(x32, s32, dtype=np.float16, **kw))

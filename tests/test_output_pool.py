@@ -70,3 +70,41 @@ def test_pool_size_from_environment():
     env["FASTNORM_CACHE_BYTES"] = "lots"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "RuntimeWarning" in r.stderr and "FASTNORM_CACHE_BYTES" in r.stderr
+
+
+def test_pool_size_from_environment_out_of_range():
+    """A byte count beyond size_t warns and keeps the default, as text and
+    negative values do; fastnorm imports and runs."""
+    default = "from fastnorm._cpu import _engine as E; print(E.output_pool()[1])"
+    want = subprocess.run(
+        [sys.executable, "-c", default],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "FASTNORM_CACHE_BYTES"},
+    )
+    assert want.returncode == 0, want.stderr
+    code = (
+        "import numpy as np, fastnorm; from fastnorm._cpu import _engine as E; "
+        "fastnorm.instance_norm(np.ones((1, 2, 3, 3))); print(E.output_pool()[1])"
+    )
+    smax = sys.maxsize * 2 + 1  # the largest size_t
+    for v in (str(smax + 1), str(smax + 5), "1" + "0" * 40, f" {smax + 1} "):
+        env = dict(os.environ, FASTNORM_CACHE_BYTES=v)
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "RuntimeWarning" in r.stderr and "FASTNORM_CACHE_BYTES" in r.stderr, r.stderr
+        assert r.stdout.strip() == want.stdout.strip()
+    # the largest size_t is a byte count like any other
+    env = dict(os.environ, FASTNORM_CACHE_BYTES=str(smax))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == str(smax) and "Warning" not in r.stderr, r.stderr
+
+
+def test_output_pool_cap_out_of_range():
+    old = E.output_pool()[1]
+    smax = sys.maxsize * 2 + 1
+    with pytest.raises(ValueError, match=f"cap_bytes must be at most {smax}, got {smax + 1}"):
+        E.output_pool(smax + 1)
+    with pytest.raises(TypeError, match=r"cap_bytes must be an int, got 1.5"):
+        E.output_pool(1.5)
+    assert E.output_pool()[1] == old

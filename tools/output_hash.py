@@ -1,25 +1,65 @@
 """One hash of fastnorm's outputs over every public function, layout, dtype and
-thread count, through NumPy, torch tensors and Dask arrays (where installed).
+thread count, through NumPy, torch tensors and Dask arrays.
 
 A refactor that must not change behaviour prints the same hash before and
 after:  python tools/output_hash.py   (add -v for one hash per function).
+
+The hash covers outputs only.  A case that raises is listed (on stderr, with
+its own hash) and the tool exits 1; fastnorm or its engine not importable
+exits 2, and so does an expected array library that is missing: torch, dask
+and ml_dtypes unless --expect names others (--expect "" for none) or
+--allow-missing is given.  The line before the hash says which array libraries
+the hash covers: hashes are comparable only between runs with the same line.
+
+Options
+  -v                one hash per function
+  --expect LIBS     comma-separated libraries that must be importable
+                    (default torch,dask,ml_dtypes)
+  --allow-missing   hash without the expected libraries that are missing
+  --only NAMES      comma-separated functions (as -v names them) to hash alone
 """
 
+import argparse
 import hashlib
+import importlib
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fastnorm
+
+OPTIONAL = ("torch", "dask", "ml_dtypes")
+
+
+def _fail(msg):
+    print(f"output_hash: {msg}", file=sys.stderr)
+    sys.exit(2)
+
 
 try:
-    import ml_dtypes
+    import fastnorm
+    from fastnorm._cpu import _engine
+except Exception as e:  # any failure to import is fatal here
+    _fail(f"fastnorm cannot be imported ({type(e).__name__}: {e}); build the engine first")
 
-    DTYPES = [np.float16, np.float32, np.float64, ml_dtypes.bfloat16]
-except ImportError:
-    DTYPES = [np.float16, np.float32, np.float64]
+DTYPES = [np.float16, np.float32, np.float64]
+
+
+def _libraries(expect, allow_missing):
+    """{name: version} of the optional array libraries that import; exits 2
+    where an expected one does not (unless allow_missing)."""
+    have, missing = {}, {}
+    for name in OPTIONAL + tuple(n for n in expect if n not in OPTIONAL):
+        try:
+            mod = importlib.import_module(name)
+            have[name] = getattr(mod, "__version__", "?")
+        except Exception as e:  # a broken install counts as missing
+            missing[name] = f"{type(e).__name__}: {e}"
+    for name in expect:
+        if name in missing and not allow_missing:
+            _fail(f"expected library {name} cannot be imported ({missing[name]}); install it, or pass --allow-missing")
+    return have, missing
 
 
 def _bytes(a):
@@ -108,65 +148,110 @@ def cases():
             )
 
 
-def main():
-    verbose = "-v" in sys.argv
-    per = {}
-    for fn, tag, call in cases():
-        h = per.setdefault(fn, hashlib.sha256())
+class _Hashes:
+    """Per-function output hashes, and the cases that raised (kept apart)."""
+
+    def __init__(self, only):
+        self.only = only
+        self.per = {}
+        self.errors = []
+
+    def wants(self, fn):
+        return self.only is None or fn in self.only
+
+    def record(self, fn, tag, call):
+        if not self.wants(fn):
+            return
+        h = self.per.setdefault(fn, hashlib.sha256())
         h.update(tag.encode())
         try:
-            h.update(_bytes(call()))
-        except Exception as e:  # an error is an output too
-            h.update(f"{type(e).__name__}: {e}".encode())
-    # through the interop layers: torch tensors and Dask arrays
+            out = _bytes(call())
+        except Exception as e:  # recorded and reported, never hashed
+            self.errors.append((fn, tag, f"{type(e).__name__}: {e}"))
+            return
+        h.update(out)
+
+
+def _interop(hs, have):
+    """The torch tensor and Dask array cases (where the library is present)."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 6, 20, 24)).astype(np.float32) * 4 + 3
     w = rng.standard_normal(6)
-    try:
+    if "torch" in have and hs.wants("torch"):
         import torch
 
         t = torch.from_numpy(x)
         tl = t.contiguous(memory_format=torch.channels_last)
-        h = per.setdefault("torch", hashlib.sha256())
         for xt in (t, tl, t.to(torch.bfloat16), t.half()):
-            with torch.no_grad():
-                for out in (
-                    fastnorm.instance_norm(xt, torch.from_numpy(w)),
-                    fastnorm.group_norm(xt, 3),
-                    fastnorm.instance_stats(xt),
-                    fastnorm.adain(xt, xt[:1]),
-                    fastnorm.normalize(xt, *fastnorm.instance_stats(xt)),
-                ):
-                    h.update(_bytes(out))
-    except ImportError:
-        pass
-    try:
+            calls = (
+                lambda: fastnorm.instance_norm(xt, torch.from_numpy(w)),
+                lambda: fastnorm.group_norm(xt, 3),
+                lambda: fastnorm.instance_stats(xt),
+                lambda: fastnorm.adain(xt, xt[:1]),
+                lambda: fastnorm.normalize(xt, *fastnorm.instance_stats(xt)),
+            )
+            for call in calls:
+                with torch.no_grad():
+                    hs.record("torch", "", call)
+    if "dask" in have and hs.wants("dask"):
         import dask
         import dask.array as da
 
-        h = per.setdefault("dask", hashlib.sha256())
         with dask.config.set(scheduler="synchronous"):
             for chunks in ((1, 3, 20, 24), (2, 6, 7, 24)):
                 d = da.from_array(x, chunks=chunks)
-                for out in (
-                    fastnorm.instance_norm(d, w),
-                    fastnorm.group_norm(d, 3),
-                    fastnorm.instance_stats(d),
-                    fastnorm.instance_moments(d),
-                    fastnorm.adain(d, d[:1]),
-                    fastnorm.normalize(d, *fastnorm.instance_stats(x)),
-                ):
-                    h.update(_bytes(out))
-    except ImportError:
-        pass
+                calls = (
+                    lambda: fastnorm.instance_norm(d, w),
+                    lambda: fastnorm.group_norm(d, 3),
+                    lambda: fastnorm.instance_stats(d),
+                    lambda: fastnorm.instance_moments(d),
+                    lambda: fastnorm.adain(d, d[:1]),
+                    lambda: fastnorm.normalize(d, *fastnorm.instance_stats(x)),
+                )
+                for call in calls:
+                    hs.record("dask", "", call)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-v", action="store_true", help="one hash per function")
+    ap.add_argument("--expect", default=",".join(OPTIONAL), help="libraries that must be importable")
+    ap.add_argument("--allow-missing", action="store_true", help="hash without missing expected libraries")
+    ap.add_argument("--only", default=None, help="comma-separated functions to hash alone")
+    args = ap.parse_args(argv)
+    expect = [n.strip() for n in args.expect.split(",") if n.strip()]
+    have, missing = _libraries(expect, args.allow_missing)
+    if "ml_dtypes" in have:
+        import ml_dtypes
+
+        DTYPES.append(ml_dtypes.bfloat16)
+    hs = _Hashes(None if args.only is None else {n.strip() for n in args.only.split(",")})
+    for fn, tag, call in cases():
+        hs.record(fn, tag, call)
+    _interop(hs, have)
+    print(f"fastnorm from {os.path.dirname(fastnorm.__file__)}, kernels {_engine.config()['isa']}")
+    covered = ", ".join(f"{n} {v}" for n, v in sorted(have.items())) or "none"
+    print(
+        f"array libraries covered: numpy {np.__version__}, {covered}; missing: {', '.join(sorted(missing)) or 'none'}"
+    )
     total = hashlib.sha256()
-    for fn in sorted(per):
-        d = per[fn].hexdigest()[:16]
+    for fn in sorted(hs.per):
+        d = hs.per[fn].hexdigest()[:16]
         total.update(d.encode())
-        if verbose:
+        if args.v:
             print(f"{fn:18s} {d}")
+    status = 0
+    if hs.errors:
+        eh = hashlib.sha256()
+        print(f"exceptions: {len(hs.errors)} cases raised (not in the output hash):", file=sys.stderr)
+        for fn, tag, err in hs.errors:
+            eh.update(f"{fn} {tag} {err}\n".encode())
+            print(f"  {fn} {tag}: {err}", file=sys.stderr)
+        print(f"exceptions hash {eh.hexdigest()[:16]}", file=sys.stderr)
+        status = 1
     print(total.hexdigest()[:16])
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -252,9 +252,11 @@ def _norm_checked(
     return apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt, ocode)
 
 
-def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
+def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | None = None) -> np.ndarray:
     """(N, C, 3) float64 triples of the exact values (any storage code);
-    count 0 rows for empty planes."""
+    count 0 rows for empty planes.  ocode, for an integer x: of the values the
+    kernels of that output code load instead (x.astype(float32) for float32
+    and 16-bit outputs), the statistics of the call on the converted copy."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     shape = x.shape
@@ -264,10 +266,11 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None) -> np.ndarray:
     if N * C == 0:
         return out
     S = x.size // (N * C)
+    odt = ocode if ocode is not None and V.is_integer(code) else -1
     if cl:
-        E.stats_cl(x, code, N, S, C, _threads(nt), out)
+        E.stats_cl(x, code, N, S, C, _threads(nt), out, odt)
     else:
-        E.stats_cf(x, code, N * C, S, _threads(nt), out)
+        E.stats_cf(x, code, N * C, S, _threads(nt), out, odt)
     return out
 
 
@@ -310,12 +313,47 @@ def apply(
     return y
 
 
+def _backward_run(
+    x: np.ndarray,
+    dy: np.ndarray,
+    code: int,
+    cl: bool,
+    G: int,
+    weight: np.ndarray | None,
+    eps: float,
+    nt: int | None,
+    eps_units: np.ndarray | None = None,
+    sums: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """The engine's backward of C-contiguous nonempty x and dy: (grad_x,
+    grad_weight, grad_bias, sums); eps_units: float64 (N, G) eps per unit;
+    sums: also return the per-(n, c) sum(dy), sum(dy * (x - mean)) and the
+    per-(n, g) rstd, one float64 array (2*N*C + N*G,)."""
+    N, C, S = V.layout(x.shape, cl)
+    gx = E.empty(x.shape, x.dtype)
+    gw = np.zeros(C)
+    gb = np.zeros(C)
+    su = np.empty(2 * N * C + N * G) if sums else None
+    eu = None if eps_units is None else np.ascontiguousarray(eps_units, dtype=np.float64).reshape(-1)
+    if cl:
+        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, _threads(nt), gw, gb, eu, su)
+    else:
+        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, _threads(nt), gw, gb, eu, su)
+    return gx, gw, gb, su
+
+
 def backward(
     x: np.ndarray, dy: np.ndarray, code: int, cl: bool, G: int, weight: np.ndarray | None, eps: float, nt: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Instance / group norm backward: (grad_x, grad_weight, grad_bias), grad_x
     of x's shape and dtype, the others float64 (C,).  x and dy validated, of
-    one shape and dtype; weight None (ones) or float64 (C,)."""
+    one shape and dtype; weight None (ones) or float64 (C,).
+
+    Units (instance, group) whose coefficients leave the kernels' range are
+    computed again: float64 ones from data scaled by a power of two
+    (fastnorm._range), 16-bit ones in float64 (the type their coefficients
+    overflow or underflow in is float).  float32 data need neither: their
+    coefficients stay far inside double's range."""
     if V.is_integer(code):
         raise TypeError("the backward takes floating inputs only")
     if not x.flags.c_contiguous:
@@ -323,13 +361,123 @@ def backward(
     if not dy.flags.c_contiguous:
         dy = np.ascontiguousarray(dy)
     N, C, S = V.layout(x.shape, cl)
-    gx = E.empty(x.shape, x.dtype)
+    if x.size == 0:
+        return E.empty(x.shape, x.dtype), np.zeros(C), np.zeros(C)
+    gx, gw, gb, sums = _backward_run(x, dy, code, cl, G, weight, eps, nt, sums=code != V.F32)
+    if code == V.F64:
+        return _backward_f64_range(x, dy, cl, G, weight, eps, nt, gx, gw, gb, sums)
+    if code != V.F32:
+        return _backward_16_range(x, dy, cl, G, weight, eps, nt, gx, gw, gb, sums)
+    return gx, gw, gb
+
+
+def _affine_sums(psdy: np.ndarray, contrib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """grad_weight and grad_bias from the per-(n, c) terms (N, C), added over n
+    in order from zero, as the engine adds them."""
+    C = psdy.shape[1]
     gw = np.zeros(C)
     gb = np.zeros(C)
-    if x.size == 0:
+    for n in range(psdy.shape[0]):
+        np.add(gb, psdy[n], out=gb)
+        np.add(gw, contrib[n], out=gw)
+    return gw, gb
+
+
+def _backward_f64_range(
+    x: np.ndarray,
+    dy: np.ndarray,
+    cl: bool,
+    G: int,
+    weight: np.ndarray | None,
+    eps: float,
+    nt: int | None,
+    gx: np.ndarray,
+    gw: np.ndarray,
+    gb: np.ndarray,
+    sums: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 units whose rstd**3 left double's range, computed again from
+    x * 2**-k with eps * 2**-2k per unit (the same xhat, exact: a power of two
+    changes only the exponent): grad_x is the scaled run's times 2**-k,
+    grad_weight's terms sum(dy * xhat) and grad_bias's sum(dy) are unchanged
+    by the scaling.  A unit is taken from the scaled run only where that run's
+    rstd is in range; grad_weight and grad_bias are then added again from the
+    per-(n, c) terms in the engine's order."""
+    N, C, S = V.layout(x.shape, cl)
+    NC = N * C
+    r = sums[2 * NC :].reshape(N, G)
+    bad = _range.backward_out_of_range(r)
+    if not bad.any():
         return gx, gw, gb
-    if cl:
-        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, _threads(nt), gw, gb)
-    else:
-        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, _threads(nt), gw, gb)
+    k, redo = _range.backward_exponents(x, cl, G, bad, eps)
+    if not redo.any():
+        return gx, gw, gb
+    xs = _range.scaled(x, cl, G, k)
+    with np.errstate(under="ignore", over="ignore"):
+        eps_u = np.ldexp(float(eps), -2 * k)
+    gxs, _, _, sums2 = _backward_run(xs, dy, V.F64, cl, G, weight, eps, nt, eps_units=eps_u, sums=True)
+    r2 = sums2[2 * NC :].reshape(N, G)
+    use = redo & ~_range.backward_out_of_range(r2)
+    if not use.any():
+        return gx, gw, gb
+    ub = _range.unit_broadcast(use, cl)
+    gv = _range._unit_view(gx, cl, G)  # a view: gx is C-contiguous
+    with np.errstate(under="ignore", over="ignore"):
+        gv[...] = np.where(ub, np.ldexp(_range._unit_view(gxs, cl, G), -_range.unit_broadcast(k, cl)), gv)
+    Cg = C // G
+    contrib = np.repeat(r, Cg, axis=1) * sums[NC : 2 * NC].reshape(N, C)
+    contrib2 = np.repeat(r2, Cg, axis=1) * sums2[NC : 2 * NC].reshape(N, C)
+    contrib = np.where(np.repeat(use, Cg, axis=1), contrib2, contrib)
+    gw, gb = _affine_sums(sums[:NC].reshape(N, C), contrib)
+    return gx, gw, gb
+
+
+# 16-bit grad_x is computed in float from double coefficients rounded to float:
+# coefficients of magnitude in [2**-100, 2**100] (or 0) keep float's full
+# precision and leave room for the products with 16-bit data
+_F_COEF_LO = 2.0**-100
+_F_COEF_HI = 2.0**100
+
+
+def _float_safe(a: Any) -> Any:
+    with np.errstate(invalid="ignore"):
+        m = np.abs(a)
+        return (m == 0) | ((m >= _F_COEF_LO) & (m <= _F_COEF_HI))
+
+
+def _backward_16_range(
+    x: np.ndarray,
+    dy: np.ndarray,
+    cl: bool,
+    G: int,
+    weight: np.ndarray | None,
+    eps: float,
+    nt: int | None,
+    gx: np.ndarray,
+    gw: np.ndarray,
+    gb: np.ndarray,
+    sums: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """16-bit units whose coefficients (a1 = r * w, a0 = -r * mean(gy),
+    a2 = -r**3 * mean(gy * (x - mean)), from the engine's sums) are not float
+    safe: grad_x of those units computed in float64 (x and dy converted
+    exactly) and rounded once.  grad_weight and grad_bias are sums in double
+    already, kept."""
+    N, C, S = V.layout(x.shape, cl)
+    NC = N * C
+    Cg = C // G
+    r = sums[2 * NC :].reshape(N, G, 1)
+    wg = (weight if weight is not None else np.ones(C)).reshape(G, Cg)
+    cnt = float(Cg * S)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        a = (sums[:NC].reshape(N, G, Cg) * wg).sum(-1, keepdims=True) / cnt
+        b = (sums[NC : 2 * NC].reshape(N, G, Cg) * wg).sum(-1, keepdims=True) / cnt
+        ok = _float_safe(r * wg).all(-1) & _float_safe(-r * a)[..., 0] & _float_safe(-(r * r * r) * b)[..., 0]
+    if ok.all():
+        return gx, gw, gb
+    gx64 = backward(x.astype(np.float64), dy.astype(np.float64), V.F64, cl, G, weight, eps, nt)[0]
+    ub = _range.unit_broadcast(~ok, cl)
+    gv = _range._unit_view(gx, cl, G)
+    with np.errstate(over="ignore", under="ignore"):
+        gv[...] = np.where(ub, _range._unit_view(gx64, cl, G).astype(x.dtype), gv)
     return gx, gw, gb

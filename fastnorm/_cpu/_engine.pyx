@@ -25,6 +25,7 @@ with the same static schedule (each thread re-reads what it just read).
 """
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
+from libc.stdint cimport SIZE_MAX
 cimport numpy as cnp
 import numpy as np
 
@@ -768,9 +769,12 @@ cdef void _store_triples(const fn_triple *tri, Py_ssize_t n, object out):
         o[3 * i + 2] = tri[i].m2
 
 
-def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out):
-    """Triples of P contiguous planes of length L into out (P, 3) float64 (the
-    exact values of any input code: the kernels that load double)."""
+def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out,
+             int odt=-1):
+    """Triples of P contiguous planes of length L into out (P, 3) float64: of
+    the exact values of any input code (odt -1: the kernels that load double),
+    or of the values the kernels of output code odt load (an integer x read as
+    x.astype(float32) for a float32 or 16-bit odt)."""
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (L + FN_BLOCK - 1) // FN_BLOCK
     cdef Py_ssize_t items = P * nb
@@ -778,17 +782,19 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, c
     cdef fn_triple *tri = <fn_triple *>cnp.PyArray_DATA(out)
     cdef fn_triple *btri
     cdef Py_ssize_t p, it
+    if odt < 0:
+        odt = FN_F64
     n_threads = team_for(n_threads, P * L)
     cdef bint par = n_threads > 1
     if owns_units(P, n_threads, 0) or L == 0:
         with nogil:
             for p in prange(P, num_threads=n_threads, schedule='static', use_threads_if=par):
-                plane_stats(dt, FN_F64, xp + p * L * isz, L, isz, &tri[p])
+                plane_stats(dt, odt, xp + p * L * isz, L, isz, &tri[p])
         return out
     btri = <fn_triple *>alloc_or_raise(items * sizeof(fn_triple), "the block statistics")
     with nogil:
         for it in prange(items, num_threads=n_threads, schedule='static'):
-            cf_block_stats(dt, FN_F64, xp, it, nb, L, isz, &btri[it])
+            cf_block_stats(dt, odt, xp, it, nb, L, isz, &btri[it])
         for p in range(P):
             merge_blocks(&tri[p], &btri[p * nb], nb)
     free(btri)
@@ -1122,8 +1128,9 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssiz
 
 
 def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int n_threads,
-             cnp.ndarray out):
-    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64."""
+             cnp.ndarray out, int odt=-1):
+    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64;
+    odt as stats_cf's."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
     cdef Py_ssize_t items = N * q.nch
@@ -1133,6 +1140,8 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
     cdef fn_triple *ct = NULL
     cdef char *sbase = NULL
     cdef char *scratch
+    if odt < 0:
+        odt = FN_F64
     n_threads = team_for(n_threads, N * S * C)
     cdef bint par = n_threads > 1
     try:
@@ -1144,7 +1153,7 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
                 for it in prange(items, schedule='static'):
                     n = it // q.nch
                     k = it - n * q.nch
-                    cl_chunk_stats(dt, FN_F64, xp + n * S * C * isz, S, C, isz, &q, k,
+                    cl_chunk_stats(dt, odt, xp + n * S * C * isz, S, C, isz, &q, k,
                                    scratch + tid * q.stride, ct + it * C)
             for n in prange(N, num_threads=n_threads, schedule='static', use_threads_if=par):
                 zero_triples(tri + n * C, C)
@@ -1233,8 +1242,12 @@ def output_pool(cap_bytes=None):
     """(bytes held, cap): the freed outputs kept for reuse; with cap_bytes,
     set the cap (0 turns the pool off; FASTNORM_CACHE_BYTES at import)."""
     if cap_bytes is not None:
+        if not isinstance(cap_bytes, int) or isinstance(cap_bytes, bool):
+            raise TypeError(f"cap_bytes must be an int, got {cap_bytes!r}")
         if cap_bytes < 0:
             raise ValueError(f"cap_bytes must be >= 0, got {cap_bytes!r}")
+        if cap_bytes > SIZE_MAX:
+            raise ValueError(f"cap_bytes must be at most {SIZE_MAX}, got {cap_bytes!r}")
         fn_pool_set_cap(cap_bytes)
     return fn_pool_held(), fn_pool_get_cap()
 
@@ -1253,10 +1266,10 @@ def _pool_from_env():
         return
     try:
         cap = int(v)
-        if cap < 0:
+        if cap < 0 or cap > SIZE_MAX:  # a size_t holds the cap
             raise ValueError
     except ValueError:
-        warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count >= 0; keeping "
+        warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count in [0, {SIZE_MAX}]; keeping "
                       f"{fn_pool_get_cap()} bytes", RuntimeWarning, stacklevel=2)
         return
     fn_pool_set_cap(cap)
@@ -1349,6 +1362,7 @@ cdef struct bwd_t:
     bint backward      # the grad pass of a share runs from its end
     Py_ssize_t wave    # units (planes of a group / instances) per wave
     double eps
+    const double *eps_u  # (N, G): eps per unit, or NULL (eps for every unit)
     const double *w
     double *psdy       # (N, C): sum(dy)
     double *psdyx      # (N, C): sum(dy * (x - mean))
@@ -1413,8 +1427,8 @@ cdef void bwd_cf_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
                     fn_bsum_merge(&st[k], &rec[row * nb + j])
             i = (u % G) * Cg
             wg = bp.w + i if bp.w != NULL else NULL
-            bp.pr[u] = fn_bwd_unit(st, Cg, bp.eps, wg, bp.psdy + u * Cg, bp.psdyx + u * Cg,
-                                   coef + 4 * (u - u0) * Cg)
+            bp.pr[u] = fn_bwd_unit(st, Cg, bp.eps_u[u] if bp.eps_u != NULL else bp.eps, wg,
+                                   bp.psdy + u * Cg, bp.psdyx + u * Cg, coef + 4 * (u - u0) * Cg)
             u += team
         fn_barrier()
         if nb == 1 and not bp.backward:
@@ -1433,10 +1447,14 @@ cdef void bwd_cf_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
 
 def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_t N, Py_ssize_t G,
                 Py_ssize_t Cg, Py_ssize_t S, object weight, double eps, int n_threads,
-                cnp.ndarray grad_weight, cnp.ndarray grad_bias):
+                cnp.ndarray grad_weight, cnp.ndarray grad_bias, object eps_units=None,
+                object sums_out=None):
     """Instance / group norm backward, channels first: x, dy, gx viewed as
     (N, G, Cg*S); weight None or float64 (G*Cg,); grad_weight, grad_bias
-    float64 (G*Cg,) written.  S > 0 and N*G*Cg > 0."""
+    float64 (G*Cg,) written.  S > 0 and N*G*Cg > 0.  eps_units: None, or
+    float64 (N*G,) C-contiguous, each unit's eps in place of eps.  sums_out: None,
+    or float64 (2*N*C + N*G,) C-contiguous, written with the per-(n, c)
+    sum(dy), the per-(n, c) sum(dy * (x - mean)) and the per-(n, g) rstd."""
     cdef Py_ssize_t C = G * Cg, R = N * C, U = N * G
     cdef Py_ssize_t isz = x.itemsize
     cdef Py_ssize_t nb = (S + FN_BLOCK - 1) // FN_BLOCK
@@ -1449,6 +1467,7 @@ def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
     cdef double *sums = NULL
     bp.dt = dt
     bp.eps = eps
+    bp.eps_u = dptr(eps_units)
     bp.w = dptr(weight)
     bp.stream = stream_for(dt, FN_ACT_NONE, R * S * isz)
     bp.wave = (nth * BWD_WAVE_BYTES) // ub if ub > 0 else U
@@ -1458,10 +1477,13 @@ def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
         rec = <fn_bsum *>alloc_or_raise(bp.wave * Cg * nb * sizeof(fn_bsum), "the block sums")
         st = <fn_bsum *>alloc_or_raise(nth * Cg * sizeof(fn_bsum), "the channel sums")
         coef = <double *>alloc_or_raise(4 * bp.wave * Cg * sizeof(double), "the coefficients")
-        sums = <double *>alloc_or_raise((2 * R + U) * sizeof(double), "the per-plane sums")
-        bp.psdy = sums
-        bp.psdyx = sums + R
-        bp.pr = sums + 2 * R
+        if sums_out is None:
+            sums = <double *>alloc_or_raise((2 * R + U) * sizeof(double), "the per-plane sums")
+            bp.psdy = sums
+        else:
+            bp.psdy = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums_out)
+        bp.psdyx = bp.psdy + R
+        bp.pr = bp.psdy + 2 * R
         with nogil:
             with parallel(num_threads=nth):
                 bwd_cf_waves(&bp, <const char *>cnp.PyArray_DATA(x), <const char *>cnp.PyArray_DATA(dy),
@@ -1550,7 +1572,8 @@ cdef void bwd_cl_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
             k = n - n0
             for g in range(G):
                 wg = bp.w + g * Cg if bp.w != NULL else NULL
-                bp.pr[n * G + g] = fn_bwd_unit(st + k * C + g * Cg, Cg, bp.eps, wg,
+                bp.pr[n * G + g] = fn_bwd_unit(st + k * C + g * Cg, Cg,
+                                               bp.eps_u[n * G + g] if bp.eps_u != NULL else bp.eps, wg,
                                                bp.psdy + n * C + g * Cg, bp.psdyx + n * C + g * Cg,
                                                cf + 4 * (k * C + g * Cg))
             bwd_cl_tiles(bp.dt, C, q.m, cf + 4 * k * C, tiles + k * tsz)
@@ -1571,10 +1594,11 @@ cdef void bwd_cl_waves(const bwd_t *bp, const char *xp, const char *dp, char *gp
 
 def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_t N, Py_ssize_t S,
                 Py_ssize_t C, Py_ssize_t G, object weight, double eps, int n_threads,
-                cnp.ndarray grad_weight, cnp.ndarray grad_bias):
+                cnp.ndarray grad_weight, cnp.ndarray grad_bias, object eps_units=None,
+                object sums_out=None):
     """Instance / group norm backward, channels last: x, dy, gx viewed as
     (N, S, C); weight None or float64 (C,); grad_weight, grad_bias float64 (C,)
-    written.  S > 0 and N*C > 0."""
+    written.  S > 0 and N*C > 0.  eps_units, sums_out: as backward_cf's."""
     cdef Py_ssize_t isz = x.itemsize
     cdef cl_plan q = make_cl_plan(S, C)
     cdef Py_ssize_t ib = 2 * S * C * isz
@@ -1593,6 +1617,7 @@ def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
     cdef char *scratch
     bp.dt = dt
     bp.eps = eps
+    bp.eps_u = dptr(eps_units)
     bp.w = dptr(weight)
     bp.stream = stream_for(dt, FN_ACT_NONE, N * S * C * isz)
     bp.wave = (nth * BWD_WAVE_BYTES) // ib if ib > 0 else N
@@ -1605,10 +1630,13 @@ def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
         st = <fn_bsum *>alloc_or_raise(bp.wave * C * sizeof(fn_bsum), "the channel sums")
         cf = <double *>alloc_or_raise(4 * bp.wave * C * sizeof(double), "the coefficients")
         tiles = <char *>alloc_or_raise(bp.wave * tsz, "the coefficient tiles")
-        sums = <double *>alloc_or_raise((2 * N * C + N * G) * sizeof(double), "the per-channel sums")
-        bp.psdy = sums
-        bp.psdyx = sums + N * C
-        bp.pr = sums + 2 * N * C
+        if sums_out is None:
+            sums = <double *>alloc_or_raise((2 * N * C + N * G) * sizeof(double), "the per-channel sums")
+            bp.psdy = sums
+        else:
+            bp.psdy = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums_out)
+        bp.psdyx = bp.psdy + N * C
+        bp.pr = bp.psdy + 2 * N * C
         scratch = aligned_scratch(nth * stride, &sbase)
         with nogil:
             with parallel(num_threads=nth):

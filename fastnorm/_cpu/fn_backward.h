@@ -78,7 +78,10 @@ static inline void fn_bsum_merge(fn_bsum *a, const fn_bsum *b)
  * coefficients (mu, a1, a2, a0) into coef[4k..4k+3]; returns rstd.  w: the
  * group's Cg weights, or NULL for ones.  A unit of one element has xhat = 0:
  * its grad_x is r * (gy - gy) = 0, written exactly (zero coefficients; the
- * formula would leave the rounding of r * w * dy). */
+ * formula would leave the rounding of r * w * dy).  Where r^3 or a2 leave
+ * double's range (float64 data beyond about 1e100 or below 1e-100 in
+ * magnitude) the caller computes the unit again from data scaled by a power of
+ * two, with eps scaled to match (fastnorm._range). */
 static inline double fn_bwd_unit(const fn_bsum *st, fn_ssize Cg, double eps, const double *w, double *sdy,
                                  double *sdyxc, double *coef)
 {
@@ -102,7 +105,9 @@ static inline double fn_bwd_unit(const fn_bsum *st, fn_ssize Cg, double eps, con
         wk = w != NULL ? w[k] : 1.0;
         coef[4 * k] = mu;
         coef[4 * k + 1] = r * wk;
-        coef[4 * k + 2] = -(r * r * r) * b;
+        /* b = 0 (a constant unit, or no correlation): a2 is -b exactly, also
+         * where r^3 overflows (a constant unit with a tiny eps) */
+        coef[4 * k + 2] = b == 0.0 ? -b : -(r * r * r) * b;
         coef[4 * k + 3] = -r * a;
     }
     return r;

@@ -84,10 +84,13 @@ def _pair(code: int, ocode: Any) -> tuple[str, str]:
     return TNAME[code], TNAME[ocode]
 
 
-def _stats_pair(code: int) -> tuple[str, str]:
+def _stats_pair(code: int, ocode: int | None = None) -> tuple[str, str]:
     """The module whose statistics kernels serve triples / moments: x's own
-    (float64 for integer x: exact values, sums in double)."""
-    return TNAME[code], TNAME[V.F64 if V.is_integer(code) else code]
+    (for integer x: float64, exact values, sums in double; or the output
+    code ocode's, its loads, where given)."""
+    if V.is_integer(code):
+        return TNAME[code], TNAME[V.F64 if ocode is None else ocode]
+    return TNAME[code], TNAME[code]
 
 
 def _odtype(ocode: str) -> Any:
@@ -370,8 +373,9 @@ def _cl_group_triples(x: Any, m: Any, N: int, S: int, C: int, G: int) -> Any:
     return tri
 
 
-def triples(x: Any, code: int, cl: bool, nt: int | None) -> Any:
-    """(N, C, 3) float64 Welford triples; integer x: of the exact values (sums in double)."""
+def triples(x: Any, code: int, cl: bool, nt: int | None, ocode: int | None = None) -> Any:
+    """(N, C, 3) float64 Welford triples; integer x: of the exact values (sums
+    in double), or with ocode, as the kernels of that output code load them."""
     with x.device:
         if not x.flags.c_contiguous:
             x = cp.ascontiguousarray(x)
@@ -380,7 +384,7 @@ def triples(x: Any, code: int, cl: bool, nt: int | None) -> Any:
             return cp.empty((N, C, 3), cp.float64)
         if S == 0:
             return cp.zeros((N, C, 3), cp.float64)
-        m = _stats_pair(code)
+        m = _stats_pair(code, ocode)
         tri = _cl_triples(x, m, N, S, C) if cl else _cf_triples(x, m, N * C, S)
         return tri.reshape(N, C, 3)
 
