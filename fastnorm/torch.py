@@ -2,9 +2,10 @@
 
 ``InstanceNorm1d/2d/3d`` and ``GroupNorm`` subclass torch's own classes, so
 constructor arguments, parameters, buffers and ``state_dict`` keys are torch's;
-only ``forward`` runs fastnorm's kernels.  There is no backward pass yet: a
-forward that needs gradients raises a clear error (run inference under
-``torch.inference_mode()`` or ``torch.no_grad()``).
+only ``forward`` runs fastnorm's kernels, as the fastnorm:: custom operators
+(fastnorm._torch_ops): modules train (autograd), compile, export, trace and
+script.  Shapes stay symbolic in ``forward`` (no size is converted to a Python
+number), so an export with dynamic dimensions takes every shape.
 
 Importing this module imports torch; ``import fastnorm`` does not.
 
@@ -83,7 +84,7 @@ class _FastInstanceNorm:
                     # in float64 (the moments' dtype), rounded once into the buffers:
                     # in a float16 / bfloat16 buffer each step would round (and cancel)
                     mean, var = torch.ops.fastnorm.moments(x.detach())
-                    n = float(_spatial(x))
+                    n = _spatial(x)  # symbolic under torch.export: float() would specialize it
                     mom = float(self.momentum)
                     rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
                     rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
