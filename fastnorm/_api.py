@@ -185,12 +185,25 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
     return r.reshape(x.shape)
 
 
+def _same_kind(a: Any, a_name: str, b: Any, b_name: str) -> None:
+    """TypeError naming both arguments where two arrays that must be of one
+    library are not (a NumPy array with a torch tensor, a CuPy array with a
+    NumPy array); array-likes (lists) count as NumPy."""
+    la, lb = B.for_array(a, a_name)[0], B.for_array(b, b_name)[0]
+    if la != lb:
+        ta, tb = type(a), type(b)
+        raise TypeError(
+            f"{a_name} and {b_name} must be the same kind of array, got {a_name} "
+            f"{ta.__module__}.{ta.__qualname__} and {b_name} {tb.__module__}.{tb.__qualname__}"
+        )
+
+
 def _prep(x: Any, name: str = "x") -> tuple[Any, Any]:
     """(compute backend, x as its array in native byte order)."""
     _, be = B.for_array(x, name)
     x = be.asarray(x, name)
-    if not x.dtype.isnative and x.dtype.kind == "f":
-        # big-endian data ('>f4'): converted once to native byte order
+    if not x.dtype.isnative and x.dtype.kind in "fiu":
+        # big-endian data ('>f4', '>i2'): converted once to native byte order
         x = x.astype(x.dtype.newbyteorder("="))
     return be, x
 
@@ -243,7 +256,7 @@ def instance_norm(
         ``channel_axis`` (an (H, W, 3) photo is not a batch of H instances).
         Any strides are accepted; a non-C-contiguous input is copied once into
         a contiguous buffer, and big-endian data (``'>f4'``) is converted once
-        to native byte order.  NumPy arrays run on the CPU engine, CuPy arrays
+        to native byte order (so is an integer one, ``'>i2'``).  NumPy arrays run on the CPU engine, CuPy arrays
         on the GPU, torch tensors and Dask arrays through their interop layers.
     weight, bias : array_like of shape (C,), optional
         Per-channel affine, any real dtype (cast once to float64); None means
@@ -978,6 +991,7 @@ def adain(
     """
     if layout is not None or (type(content) is not _ndarray and B.library(content) in B.INTEROP):
         return _dispatch(adain, locals())
+    _same_kind(content, "content", style, "style")
     be, x = _prep(content, "content")
     V.check_unambiguous(x.shape, x.dtype, channel_axis, "content")
     code = V.check_x(x.shape, x.dtype, "content")

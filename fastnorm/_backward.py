@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _backends as B
 from . import _validate as V
-from ._api import _dispatch, _prep
+from ._api import _dispatch, _prep, _same_kind
 from ._backends import Array, ArrayLike
 
 _ndarray = np.ndarray
@@ -28,12 +28,13 @@ def _backward(
 ) -> tuple[Array, Array, Array]:
     """Validate (x first: grad_out is checked against it), then run the backend."""
     per_channel = num_groups is V.PER_CHANNEL
+    _same_kind(grad_out, "grad_out", x, "x")
     be, x = _prep(x, "x")
     code = V.check_x(x.shape, x.dtype, "x", 3 if per_channel else 2)
     if V.is_integer(code):
         raise TypeError(
-            f"x must have a floating dtype (float16, float32, float64 or ml_dtypes.bfloat16; "
-            f"integer inputs have no gradient), got dtype {x.dtype}"
+            f"x must have a floating dtype ({V.FLOAT_NAMES}) for the backward: integer inputs "
+            f"have no gradient, got dtype {x.dtype}"
         )
     dbe, dy = _prep(grad_out, "grad_out")
     if dbe is not be:

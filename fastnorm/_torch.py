@@ -11,6 +11,7 @@ computed in float32.  Imported only when a tensor arrives.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -34,20 +35,20 @@ def _needs_grad(kw: dict[str, Any]) -> bool:
     )
 
 
-#: the public functions that have a backward (through the fastnorm:: operators)
-_DIFFERENTIABLE = ("instance_norm", "group_norm", "normalize")
+#: the public functions that run as fastnorm:: custom operators (fastnorm._torch_ops)
+#: under autograd and under torch.jit.trace, so both follow them
+_OPERATORS = ("instance_norm", "group_norm", "normalize", "adain")
 
 
 def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     """fn on tensors that require grad: the fastnorm:: custom operators, which
-    autograd differentiates (fastnorm._torch_ops).  The channel axis moves to
-    dim 1 as a view; weight, bias and statistics become tensors on x's device."""
+    autograd differentiates; functions without one raise."""
     name = fn.__name__
-    if name not in _DIFFERENTIABLE:
+    if name not in _OPERATORS:
         raise RuntimeError(
             f"fastnorm.{name} has no backward pass: an input requires grad while autograd is enabled. "
             f"Call it under torch.no_grad() / torch.inference_mode(), or detach() the input "
-            f"(instance_norm, group_norm and normalize are differentiable)."
+            f"(instance_norm, group_norm, normalize and adain are differentiable)."
         )
     if kw.get("out") is not None:
         raise RuntimeError(
@@ -56,19 +57,56 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
         )
     if kw.get("dtype") is not None:
         raise RuntimeError("dtype= cannot be used when an input requires grad; cast the result instead")
+    return _op_call(name, kw)
+
+
+def _traced_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
+    """fn under torch.jit.trace: the operator where there is one (the trace
+    records it, and replays it on new inputs); otherwise None after a
+    TracerWarning, and the caller computes the values the trace then holds as
+    constants."""
+    name = fn.__name__
+    if name in _OPERATORS and kw.get("out") is None and kw.get("dtype") is None:
+        return _op_call(name, kw)
+    why = "out= and dtype= have no operator form" if name in _OPERATORS else "it has no operator form"
+    warnings.warn(
+        f"fastnorm.{name} is recorded in the trace as constants ({why}): the traced function "
+        f"returns this input's result for every input. Call it without out= / dtype=, use "
+        f"fastnorm.torch's modules, or torch.export.",
+        torch.jit.TracerWarning,
+        stacklevel=4,
+    )
+    return None
+
+
+def _op_call(name: str, kw: dict[str, Any]) -> Any:
+    """The fastnorm:: operator of public function name.  The channel axis moves
+    to dim 1 as a view; weight, bias and statistics become tensors on x's
+    device (tensors keep their autograd history)."""
     from . import _torch_ops  # noqa: F401  (registers the operators)
 
-    x = kw["x"]
+    first = "content" if name == "adain" else "x"
+    x = kw[first]
     cl = V.channels_last(kw["channel_axis"], x.dim())
-    xv = x.movedim(-1, 1) if cl else x
+
+    def view(t: Any, arg: str) -> Any:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{arg} must be a torch.Tensor like {first}, got {type(t).__name__}")
+        if cl:
+            V.channels_last(kw["channel_axis"], t.dim())  # style: the same layout, checked as for arrays
+        return t.movedim(-1, 1) if cl else t
 
     def vec(v: Any) -> Any:
         if v is None or isinstance(v, torch.Tensor):
             return None if v is None else v.to(x.device)
         return torch.as_tensor(np.asarray(v, np.float64), device=x.device)
 
-    act = kw["activation"] or ""
+    xv = view(x, first)
     eps = V.check_eps(kw["eps"])
+    if name == "adain":
+        y = torch.ops.fastnorm.adain(xv, view(kw["style"], "style"), eps, V.check_alpha(kw["alpha"]))
+        return y.movedim(1, -1) if cl else y
+    act = kw["activation"] or ""
     _, slope = V.check_activation(kw["activation"], kw["negative_slope"])
     if name == "normalize":
         y = torch.ops.fastnorm.normalize(
@@ -77,7 +115,11 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     elif name == "instance_norm":
         y = torch.ops.fastnorm.instance_norm(xv, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     else:
-        G = V.check_num_groups(kw["num_groups"], xv.shape[1])
+        with warnings.catch_warnings():
+            # under torch.jit.trace sizes are tensors: this value only validates
+            # num_groups here (the operator checks it again on every input)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            G = V.check_num_groups(kw["num_groups"], int(xv.shape[1]))
         y = torch.ops.fastnorm.group_norm(xv, G, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     return y.movedim(1, -1) if cl else y
 
@@ -112,6 +154,24 @@ def _bf16_dtype(name: str) -> Any:
     except ImportError:
         raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)") from None
     return ml_dtypes.bfloat16
+
+
+#: the torch output dtypes (dtype=) and their NumPy names; bfloat16 is ml_dtypes'
+_OUT_DTYPES = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
+
+
+def _numpy_dtype(d: Any) -> Any:
+    """The NumPy dtype of a torch dtype given as dtype=: the floating output
+    types (the others, float8 or integers, are refused naming the value)."""
+    if d == torch.bfloat16:
+        return _bf16_dtype("dtype")
+    name = _OUT_DTYPES.get(d)
+    if name is None:
+        raise TypeError(
+            f"dtype must be None or a floating dtype (torch.float16, torch.float32, torch.float64 "
+            f"or torch.bfloat16), got {d}"
+        )
+    return np.dtype(name)
 
 
 def to_array(t: Any, name: str = "x") -> Any:
@@ -200,6 +260,10 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     x = kw[first]
     if _needs_grad(kw):
         return _autograd_call(fn, kw)
+    if torch.jit.is_tracing():
+        r = _traced_call(fn, kw)
+        if r is not None:
+            return r
     channel_axis = kw["channel_axis"]
     V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
     cl = _is_cl(x, channel_axis)
@@ -218,9 +282,7 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     if cl:
         kw["channel_axis"] = -1
     if isinstance(kw.get("dtype"), torch.dtype):  # dtype=torch.float32 means numpy's
-        kw["dtype"] = (
-            _bf16_dtype("dtype") if kw["dtype"] == torch.bfloat16 else torch.empty(0, dtype=kw["dtype"]).numpy().dtype
-        )
+        kw["dtype"] = _numpy_dtype(kw["dtype"])
     if x.device.type == "cuda":
         # on x's device and torch's current stream there: the next torch op
         # is ordered after the kernels, and torch's allocator sees the use

@@ -16,10 +16,17 @@ tensors the CuPy kernels):
   each ``-> (grad_x, grad_weight, grad_bias)``;
 - ``fastnorm::normalize(x, mean, var, weight?, bias?, eps, activation, negative_slope) -> y``
   (given statistics: running statistics in evaluation);
+- ``fastnorm::adain(content, style, eps, alpha) -> y``;
 - ``fastnorm::moments(x) -> (mean, var)``: float64 (N, C), var biased.
 
-Channels-first tensors whose memory is channels-last (``channels_last``)
-run natively; outputs keep the input's memory format.  Exporters: see
+Every floating tensor argument is differentiable (x, weight, bias, mean,
+var, content, style); an integer x (uint8 images) is refused when an input
+requires grad, as integer inputs have no gradient.  ``moments`` and the
+backward operators have no backward of their own: torch says so when one is
+asked for (a second derivative).
+
+Channels-first tensors whose memory is channels-last (``channels_last``,
+or any rank permuted so) run natively; outputs keep the input's memory format.  Exporters: see
 fastnorm.torch's onnx support (InstanceNormalization / GroupNormalization).
 
 Imported by fastnorm.torch; importing it imports torch.
@@ -46,6 +53,23 @@ def _act(activation: str) -> str | None:
 
 def _opt(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
+
+
+def _out_like(x: Tensor) -> Tensor:
+    """The forward's output for fake tensors: x's dtype, float32 for integer
+    inputs (as the kernels write)."""
+    return torch.empty_like(x, dtype=x.dtype if x.is_floating_point() else torch.float32)
+
+
+def _refuse_integer(op: str, x: Tensor, name: str = "x") -> None:
+    """TypeError at the forward for an integer input under autograd: its
+    backward would need a floating x."""
+    if not x.is_floating_point():
+        raise TypeError(
+            f"fastnorm::{op}: {name} has the integer dtype {x.dtype} while an input requires grad; "
+            f"integer inputs have no gradient. Convert {name} to a floating dtype ({name}.float()) "
+            f"for training, or call under torch.no_grad() / torch.inference_mode()."
+        )
 
 
 # ----------------------------------------------------------------- forward
@@ -81,7 +105,7 @@ def _(
     activation: str,
     negative_slope: float,
 ) -> Tensor:
-    return torch.empty_like(x)
+    return _out_like(x)
 
 
 @torch.library.custom_op("fastnorm::normalize", mutates_args=())
@@ -119,7 +143,7 @@ def _(
     activation: str,
     negative_slope: float,
 ) -> Tensor:
-    return torch.empty_like(x)
+    return _out_like(x)
 
 
 @torch.library.custom_op("fastnorm::moments", mutates_args=())
@@ -144,17 +168,17 @@ def group_norm_backward(
 
 
 def _backward_impl(
-    grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
+    grad_out: Tensor, x: Tensor, num_groups: int | None, weight: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The backward kernels on the tensors' memory (channels_last natively)."""
+    """The backward kernels on the tensors' memory (channels-last natively, any
+    rank); num_groups None is instance norm (one group per channel, C = 0 too)."""
     from . import _backward
 
     with torch.no_grad():
         cl = T._is_cl(x, 1)
         g, xx = grad_out.detach(), x.detach()
-        if cl:  # channels-last memory: run the channels-last kernels on it
-            g = g.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-            a, ga, ax = T.to_array(xx.movedim(1, -1)), T.to_array(g.movedim(1, -1)), -1
+        if cl:  # channels-last memory (x moved to (N, *spatial, C) is contiguous): the channels-last kernels
+            a, ga, ax = T.to_array(xx.movedim(1, -1)), T.to_array(g.movedim(1, -1).contiguous()), -1
         else:
             a, ga, ax = T.to_array(xx.contiguous()), T.to_array(g.contiguous()), 1
         w = (
@@ -162,7 +186,10 @@ def _backward_impl(
             if weight is None
             else T.to_array(weight.detach().double().cpu() if x.device.type == "cpu" else weight.detach().double())
         )
-        gx, gw, gb = _backward.group_norm_backward(ga, a, num_groups, w, eps=eps, channel_axis=ax)
+        if num_groups is None:
+            gx, gw, gb = _backward.instance_norm_backward(ga, a, w, eps=eps, channel_axis=ax)
+        else:
+            gx, gw, gb = _backward.group_norm_backward(ga, a, num_groups, w, eps=eps, channel_axis=ax)
         gx = T.from_array(gx, x)
         if cl:
             gx = gx.movedim(-1, 1)
@@ -191,6 +218,7 @@ def _activation_grad(y_pre: Tensor, g: Tensor, activation: str, slope: float) ->
 
 def _gn_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, G, weight, bias, eps, activation, slope = inputs
+    _refuse_integer("group_norm", x)
     ctx.save_for_backward(x, weight, bias)
     ctx.args = (G, eps, activation, slope, bias is not None)
 
@@ -218,29 +246,48 @@ group_norm.register_autograd(_gn_backward, setup_context=_gn_setup)
 
 def _norm_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, mean, var, weight, bias, eps, activation, slope = inputs
+    _refuse_integer("normalize", x)
     ctx.save_for_backward(x, mean, var, weight, bias)
     ctx.args = (eps, activation, slope)
 
 
+def _nc(t: Tensor, x: Tensor) -> Tensor:
+    """A (N, C) or (C,) statistic as float64 broadcasting against x (N, C, *spatial)."""
+    shape = (t.shape[0] if t.dim() == 2 else 1, x.shape[1]) + (1,) * (x.dim() - 2)
+    return t.double().reshape(shape)
+
+
+def _to_stat(g: Tensor, t: Tensor) -> Tensor:
+    """The (N, C) gradient g of a statistic given as t ((N, C), or (C,)
+    broadcast over the batch: summed over it), in t's dtype."""
+    return (g if t.dim() == 2 else g.sum(0)).to(t.dtype)
+
+
 def _norm_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    """normalize is affine in x given the statistics (treated as constants,
-    as running statistics are): y = (x - mean) * rstd * w + b."""
+    """y = (x - mean) * rstd * w + b with rstd = 1 / sqrt(var + eps), the
+    statistics inputs (running statistics, or learned ones): every input gets
+    its gradient, mean and var summed over the batch where they broadcast."""
     x, mean, var, weight, bias = ctx.saved_tensors
     eps, activation, slope = ctx.args
     if activation:
         y_pre = torch.ops.fastnorm.normalize(x, mean, var, weight, bias, eps, "", 0.01)
         grad = _activation_grad(y_pre, grad, activation, slope)
-    N, C = x.shape[0], x.shape[1]
-    shape = (N if mean.dim() == 2 else 1, C) + (1,) * (x.dim() - 2)
-    rstd = torch.rsqrt(var.double() + eps).reshape(shape)
+    C = x.shape[1]
+    need = ctx.needs_input_grad
+    rstd = torch.rsqrt(_nc(var, x) + eps)
     g64 = grad.double()
-    xhat = (x.double() - mean.double().reshape(shape)) * rstd
-    wv = weight.double().reshape((1, C) + (1,) * (x.dim() - 2)) if weight is not None else 1.0
-    gx = (g64 * wv * rstd).to(x.dtype) if ctx.needs_input_grad[0] else None
-    red = [0] + list(range(2, x.dim()))
-    gw = (g64 * xhat).sum(red).to(weight.dtype) if weight is not None and ctx.needs_input_grad[3] else None
-    gb = g64.sum(red).to(bias.dtype) if bias is not None and ctx.needs_input_grad[4] else None
-    return gx, None, None, gw, gb, None, None, None
+    xhat = (x.double() - _nc(mean, x)) * rstd
+    gy = g64 * weight.double().reshape((1, C) + (1,) * (x.dim() - 2)) if weight is not None else g64
+    space = list(range(2, x.dim()))
+    red = [0] + space
+    gx = (gy * rstd).to(x.dtype) if need[0] else None
+    # dy/dmean = -w * rstd; dy/dvar = -w * xhat * rstd^2 / 2 (per element, summed over the plane)
+    r2 = rstd.reshape(rstd.shape[:2])
+    gm = _to_stat(-(gy.sum(space) * r2), mean) if need[1] else None
+    gv = _to_stat(-0.5 * (gy * xhat).sum(space) * r2 * r2, var) if need[2] else None
+    gw = (g64 * xhat).sum(red).to(weight.dtype) if weight is not None and need[3] else None
+    gb = g64.sum(red).to(bias.dtype) if bias is not None and need[4] else None
+    return gx, gm, gv, gw, gb, None, None, None
 
 
 normalize.register_autograd(_norm_backward, setup_context=_norm_setup)
@@ -263,14 +310,14 @@ def instance_norm(
 def _(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
 ) -> Tensor:
-    return torch.empty_like(x)
+    return _out_like(x)
 
 
 @torch.library.custom_op("fastnorm::instance_norm_backward", mutates_args=())
 def instance_norm_backward(
     grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_impl(grad_out, x, x.shape[1], weight, eps)  # the same kernels, G = C
+    return _backward_impl(grad_out, x, None, weight, eps)  # the same kernels, one group per channel
 
 
 @instance_norm_backward.register_fake
@@ -282,6 +329,7 @@ def _(grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[T
 
 def _in_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, weight, bias, eps, activation, slope = inputs
+    _refuse_integer("instance_norm", x)
     ctx.save_for_backward(x, weight, bias)
     ctx.args = (eps, activation, slope, bias is not None)
 
@@ -304,3 +352,63 @@ def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
 
 
 instance_norm.register_autograd(_in_backward, setup_context=_in_setup)
+
+
+# -------------------------------------------------------------------- adain
+@torch.library.custom_op("fastnorm::adain", mutates_args=())
+def adain(content: Tensor, style: Tensor, eps: float, alpha: float) -> Tensor:
+    with torch.no_grad():
+        return _api.adain(content.detach(), style.detach(), eps=eps, alpha=alpha)
+
+
+@adain.register_fake
+def _(content: Tensor, style: Tensor, eps: float, alpha: float) -> Tensor:
+    return _out_like(content)
+
+
+def _adain_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    content, style, eps, alpha = inputs
+    _refuse_integer("adain", content, "content")
+    _refuse_integer("adain", style, "style")
+    ctx.save_for_backward(content, style)
+    ctx.args = (eps, alpha)
+
+
+def _adain_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
+    """y = alpha * (xhat * std_s + mean_s) + (1 - alpha) * content, with xhat
+    the content normalized per plane (eps in its variance) and std_s =
+    sqrt(var_s + eps) of the style's plane (biased variances).
+
+    d/dcontent: alpha * std_s times instance norm's backward (per plane, std_s
+    is a constant weight) plus (1 - alpha); d/dstyle through its mean and
+    standard deviation: (g_mean + g_std * (s - mean_s) / std_s) / S_style,
+    with g_mean = alpha * sum(grad), g_std = alpha * sum(grad * xhat) over the
+    content's plane (summed over the batch for a style batch of 1)."""
+    x, s = ctx.saved_tensors
+    eps, alpha = ctx.args
+    N, C = x.shape[0], x.shape[1]
+    xs = (N, C) + (1,) * (x.dim() - 2)
+    ms, vs = torch.ops.fastnorm.moments(s)
+    std_s = torch.sqrt(vs + eps)
+    gx = gs = None
+    if ctx.needs_input_grad[0]:
+        gin = torch.ops.fastnorm.instance_norm_backward(grad, x, None, eps)[0]
+        gx = (alpha * std_s.expand(N, C).reshape(xs) * gin.double() + (1.0 - alpha) * grad.double()).to(x.dtype)
+    if ctx.needs_input_grad[1]:
+        mc, vc = torch.ops.fastnorm.moments(x)
+        xhat = (x.double() - mc.reshape(xs)) * torch.rsqrt(vc + eps).reshape(xs)
+        space = list(range(2, x.dim()))
+        g64 = grad.double()
+        g_mean, g_std = alpha * g64.sum(space), alpha * (g64 * xhat).sum(space)
+        if s.shape[0] != N:  # a style batch of 1, broadcast over the content's
+            g_mean, g_std = g_mean.sum(0, keepdim=True), g_std.sum(0, keepdim=True)
+        ss = tuple(s.shape[:2]) + (1,) * (s.dim() - 2)
+        count = 1
+        for d in s.shape[2:]:
+            count *= d
+        dev = (s.double() - ms.reshape(ss)) / std_s.reshape(ss)
+        gs = ((g_mean.reshape(ss) + g_std.reshape(ss) * dev) / count).to(s.dtype)
+    return gx, gs, None, None
+
+
+adain.register_autograd(_adain_backward, setup_context=_adain_setup)

@@ -34,6 +34,8 @@ _CODES = {
 }
 #: the codes of the floating (output) types
 FLOAT_CODES = (F16, F32, F64, BF16)
+#: their names, for messages
+FLOAT_NAMES = "float16, float32, float64 or ml_dtypes.bfloat16"
 
 #: fused activations, in the order of the kernels' enum
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3}
@@ -230,6 +232,12 @@ def as_real(a: Any, name: str, what: str, kind: str, xp: Any = np) -> Any:
     to the host) with a real dtype; TypeError naming what it must be."""
     refuse_mask(a, name)
     lib = library(a)
+    if lib == "torch" and getattr(a, "requires_grad", False) and _grad_enabled():
+        raise TypeError(
+            f"{name} is a torch.Tensor that requires grad, but the input is not a torch.Tensor: "
+            f"fastnorm differentiates calls on tensors only. Pass the input as a tensor "
+            f"(torch.from_numpy(x)), or {name}.detach()."
+        )
     if lib == "torch" or (xp is np and (lib == "cupy" or hasattr(a, "__cuda_array_interface__"))):
         a = to_host(a)
     try:
@@ -241,8 +249,13 @@ def as_real(a: Any, name: str, what: str, kind: str, xp: Any = np) -> Any:
     return arr
 
 
+def _grad_enabled() -> bool:
+    """torch's grad mode (torch is loaded: one of its tensors is at hand)."""
+    return bool(sys.modules["torch"].is_grad_enabled())
+
+
 #: output dtype codes (dtype=): the floating types
-_OUT_NAMES = "float16, float32, float64 or ml_dtypes.bfloat16"
+_OUT_NAMES = FLOAT_NAMES
 
 
 def is_integer(code: int) -> bool:

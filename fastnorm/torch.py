@@ -3,9 +3,11 @@
 ``InstanceNorm1d/2d/3d`` and ``GroupNorm`` subclass torch's own classes, so
 constructor arguments, parameters, buffers and ``state_dict`` keys are torch's;
 only ``forward`` runs fastnorm's kernels, through the ``fastnorm::`` custom
-operators, which autograd differentiates with fastnorm's backward kernels and
-which torch.compile, torch.export, jit.trace / jit.script and both ONNX
-exporters handle.
+operators (fastnorm._torch_ops), which autograd differentiates with fastnorm's
+backward kernels and which torch.compile, torch.export, jit.trace / jit.script
+and both ONNX exporters handle.  Shapes stay symbolic in ``forward`` (no size
+is converted to a Python number), so an export with dynamic dimensions takes
+every shape.
 
 Importing this module imports torch (``import fastnorm`` does not), and wraps
 ``torch.onnx.export`` only to add a note naming :func:`onnx_translation_table`
@@ -137,7 +139,7 @@ class _FastInstanceNorm:
                     # in float64 (the moments' dtype), rounded once into the buffers:
                     # in a float16 / bfloat16 buffer each step would round (and cancel)
                     mean, var = torch.ops.fastnorm.moments(x.detach())
-                    n = _spatial(x)  # a traced size under jit.trace: the correction follows the input
+                    n = _spatial(x)  # symbolic under torch.export, traced under jit.trace: float() would specialize it
                     mom = float(self.momentum)
                     rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
                     rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))

@@ -159,3 +159,47 @@ def test_message_shows_value():
         fastnorm.instance_norm(X, eps=-0.5)
     with pytest.raises(TypeError, match="complex64"):
         fastnorm.instance_norm(X.astype(np.complex64))
+
+
+def test_mixed_array_types_name_both_arguments():
+    """A NumPy array where a tensor of the first argument's kind is needed
+    (and the other way round): a TypeError naming both, not an AttributeError
+    from deep inside."""
+    torch = pytest.importorskip("torch")
+    dy = np.ones((2, 4, 5), np.float32)
+    xt = torch.ones(2, 4, 5)
+    for call, words in [
+        (lambda: fastnorm.instance_norm_backward(dy, xt), ("grad_out", "numpy.ndarray", "x", "torch.Tensor")),
+        (lambda: fastnorm.group_norm_backward(dy, xt, 2), ("grad_out", "numpy.ndarray", "x", "torch.Tensor")),
+        (lambda: fastnorm.adain(dy, xt), ("content", "numpy.ndarray", "style", "torch.Tensor")),
+    ]:
+        with pytest.raises(TypeError, match="must be the same kind of array") as e:
+            call()
+        for word in words:
+            assert word in str(e.value), str(e.value)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor like grad_out"):
+        fastnorm.instance_norm_backward(xt, dy)
+
+
+def test_torch_dtype_that_is_no_output_type_names_dtype():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(2, 4, 5)
+    for d in [getattr(torch, "float8_e4m3fn", torch.complex64), torch.complex64, torch.int32, torch.bool]:
+        with pytest.raises(TypeError, match=rf"dtype must be None or a floating dtype .*got {d}"):
+            fastnorm.instance_norm(x, dtype=d)
+    assert fastnorm.instance_norm(x, dtype=torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dt", [">i2", ">u2", ">i4", ">u8", ">i8"])
+def test_big_endian_integers_are_converted_once(dt):
+    """As big-endian floats are: the result of the native-order input."""
+    rng = np.random.default_rng(7)
+    native = rng.integers(0, 1000, (2, 3, 4, 5)).astype(np.dtype(dt).newbyteorder("="))
+    big = native.astype(dt)
+    assert not big.dtype.isnative
+    np.testing.assert_array_equal(fastnorm.instance_norm(big), fastnorm.instance_norm(native))
+    np.testing.assert_array_equal(
+        fastnorm.group_norm(big, 3, activation="relu"), fastnorm.group_norm(native, 3, activation="relu")
+    )
+    for a, b in zip(fastnorm.instance_stats(big), fastnorm.instance_stats(native)):
+        np.testing.assert_array_equal(a, b)
