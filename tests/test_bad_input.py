@@ -6,6 +6,7 @@ object and long double.)"""
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -165,7 +166,7 @@ def test_mixed_array_types_name_both_arguments():
     """A NumPy array where a tensor of the first argument's kind is needed
     (and the other way round): a TypeError naming both, not an AttributeError
     from deep inside."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     dy = np.ones((2, 4, 5), np.float32)
     xt = torch.ones(2, 4, 5)
     for call, words in [
@@ -182,7 +183,7 @@ def test_mixed_array_types_name_both_arguments():
 
 
 def test_torch_dtype_that_is_no_output_type_names_dtype():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = torch.randn(2, 4, 5)
     for d in [getattr(torch, "float8_e4m3fn", torch.complex64), torch.complex64, torch.int32, torch.bool]:
         with pytest.raises(TypeError, match=rf"dtype must be None or a floating dtype .*got {d}"):

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-import pytest
+from _optional import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "output_hash.py")
@@ -30,7 +30,7 @@ def _blocker(tmp_path, name):
 
 
 def test_missing_expected_library_fails(tmp_path):
-    pytest.importorskip("dask")
+    require("dask")
     path = _blocker(tmp_path, "dask")
     r = _run(["--only", "normalize"], env_path=path)
     assert r.returncode == 2, r.stdout + r.stderr

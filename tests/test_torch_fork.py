@@ -13,10 +13,11 @@ import sys
 import textwrap
 
 import pytest
+from _optional import require
 
 import fastnorm
 
-pytest.importorskip("torch", reason="torch is not installed")
+require("torch", reason="torch is not installed")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))

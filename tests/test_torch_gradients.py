@@ -10,8 +10,9 @@ and what has no gradient says so at the forward instead of training wrong.
 
 import numpy as np
 import pytest
+from _optional import require
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
+torch = require("torch", reason="torch is not installed")
 import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 

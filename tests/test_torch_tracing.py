@@ -7,8 +7,9 @@ has no operator form."""
 import warnings
 
 import pytest
+from _optional import require
 
-torch = pytest.importorskip("torch", reason="torch is not installed")
+torch = require("torch", reason="torch is not installed")
 
 import fastnorm  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
