@@ -767,7 +767,8 @@ def test_item14_docs_promise_what_merge_delivers():
     def words(text):
         return " ".join(text.split())
 
-    readme = words(open(os.path.join(ROOT, "README.md")).read())
+    # the README of the checkout (or sdist) these tests belong to
+    readme = words(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read())
     moments_doc = words(_api.Moments.__doc__)
     for text in (moments_doc, words(_api.merge_moments.__doc__), readme):
         assert "merge exactly" not in text and "exactly as if" not in text

@@ -13,7 +13,9 @@ import fastnorm
 from fastnorm._cpu import _engine as E
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+# where the fastnorm under test lives (a checkout, or site-packages for an
+# installed sdist or wheel): the subprocesses import that one
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))
 
 # a hash of outputs over both layouts, four dtypes' worth of kernels, affine,
 # groups, activations, statistics and thread counts

@@ -86,7 +86,10 @@ def test_fastnorm_calls_in_a_forked_child_of_a_torch_process_finish():
 def test_readme_documents_fork_with_torch():
     """The fork paragraph says that torch's own work hangs in a forked child
     and gives both ways out."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    # the README of the checkout (or sdist) these tests belong to
+    with open(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"), encoding="utf-8"
+    ) as f:
         text = " ".join(f.read().split())
     para = re.search(r"Threads: in a child process created by `fork\(\)`.*?(?=###|$)", text)
     assert para is not None
