@@ -44,8 +44,7 @@ for f in LICENSE tests/conftest.py tests/_reference.py tests/_isa.py tests/_plan
     [ -e "$SRC/$f" ] || { echo "sdist lacks $f"; exit 1; }
 done
 "$WORK/old/bin/python" -m pip install -q "$SDIST[test]"
-(cd "$WORK" && "$WORK/old/bin/python" -m pytest "$SRC/tests" -q -p no:cacheprovider \
-    -o cache_dir="$WORK/.pytest_cache")
+(cd "$WORK" && "$WORK/old/bin/python" -m pytest "$SRC/tests" -q -p no:cacheprovider)
 "$WORK/old/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('sdist tested on', sys.version.split()[0])"
 
 # ---- the wheel, on the newest Python -----------------------------------
@@ -80,6 +79,5 @@ PY
 "$PY_NEW" -m venv "$WORK/wheel-env"
 "$WORK/wheel-env/bin/python" -m pip install -q --upgrade pip
 "$WORK/wheel-env/bin/python" -m pip install -q "$WHEEL[test]"
-(cd "$WORK" && "$WORK/wheel-env/bin/python" -m pytest "$ROOT/tests" -q -p no:cacheprovider \
-    -o cache_dir="$WORK/.pytest_cache")
+(cd "$WORK" && "$WORK/wheel-env/bin/python" -m pytest "$ROOT/tests" -q -p no:cacheprovider)
 "$WORK/wheel-env/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('wheel tested on', sys.version.split()[0])"

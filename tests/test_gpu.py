@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from _optional import require
 
-cp = require("cupy", reason="CuPy is not installed (pip install 'fastnorm[gpu]')")
+cp = require("cupy", reason="CuPy is not installed (pip install 'pyfastnorm[gpu]')")
 try:
     HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
 except Exception:  # no driver
