@@ -191,10 +191,9 @@ def _same_kind(a: Any, a_name: str, b: Any, b_name: str) -> None:
     NumPy array); array-likes (lists) count as NumPy."""
     la, lb = B.for_array(a, a_name)[0], B.for_array(b, b_name)[0]
     if la != lb:
-        ta, tb = type(a), type(b)
         raise TypeError(
             f"{a_name} and {b_name} must be the same kind of array, got {a_name} "
-            f"{ta.__module__}.{ta.__qualname__} and {b_name} {tb.__module__}.{tb.__qualname__}"
+            f"{B.type_name(a)} and {b_name} {B.type_name(b)}"
         )
 
 

@@ -172,6 +172,12 @@ def library(a: object) -> str:
     return t.__module__.partition(".")[0]
 
 
+def type_name(a: object) -> str:
+    """a's type as module.qualname, for messages ("torch.Tensor")."""
+    t = type(a)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
 def module(lib: str) -> Any:
     """The backend module of a library in MODULES, imported on first use."""
     be = _loaded.get(lib)

@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+import fastnorm
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
@@ -99,7 +101,9 @@ def test_readme_block_runs(code, tmp_path):
     _stand_ins(code, str(tmp_path))
     script = tmp_path / "readme_block.py"
     script.write_text(code)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    # the fastnorm under test: a checkout's, or an installed sdist's or wheel's
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
     r = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600
     )

@@ -22,12 +22,23 @@ Options
 import argparse
 import hashlib
 import importlib
+import importlib.machinery
 import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The checkout this tool belongs to, first where its engine is built; else
+# last, so an installed fastnorm (an sdist's or a wheel's tests) is the one
+# hashed rather than the unbuilt sources beside the tool.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if any(
+    os.path.exists(os.path.join(_ROOT, "fastnorm", "_cpu", "_engine" + ext))
+    for ext in importlib.machinery.EXTENSION_SUFFIXES
+):
+    sys.path.insert(0, _ROOT)
+else:
+    sys.path.append(_ROOT)
 
 OPTIONAL = ("torch", "dask", "ml_dtypes")
 
