@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import types
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,7 +53,7 @@ def user_stacklevel() -> int:
     import os
 
     pkg = os.path.dirname(os.path.abspath(__file__))
-    f = sys._getframe(1)
+    f: types.FrameType | None = sys._getframe(1)
     level = 1
     while f is not None:
         name = os.path.abspath(f.f_code.co_filename)
