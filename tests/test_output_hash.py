@@ -9,11 +9,18 @@ import sys
 
 from _optional import require
 
+import fastnorm
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "output_hash.py")
 
 
-def _run(args, cwd=ROOT, env_path=None, code=None):
+# where the fastnorm under test lives (the checkout, or site-packages for an
+# installed sdist or wheel): `python -c` runs there so it imports that one
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))
+
+
+def _run(args, cwd=PKG_ROOT, env_path=None, code=None):
     env = dict(os.environ)
     if env_path is not None:
         env["PYTHONPATH"] = os.pathsep.join([env_path] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -58,9 +65,12 @@ def test_unbuilt_engine_fails(tmp_path):
     )
     (tmp_path / "tools").mkdir()
     shutil.copy(TOOL, tmp_path / "tools")
+    # the copy first on the path, ahead of any installed fastnorm
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
     r = subprocess.run(
         [sys.executable, str(tmp_path / "tools" / "output_hash.py"), "--expect", ""],
         cwd=str(tmp_path),
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
