@@ -45,7 +45,7 @@ for f in LICENSE tests/conftest.py tests/_reference.py tests/_isa.py tests/_plan
 done
 "$WORK/old/bin/python" -m pip install -q "$SDIST[test]"
 (cd "$WORK" && "$WORK/old/bin/python" -m pytest "$SRC/tests" -q -p no:cacheprovider)
-"$WORK/old/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('sdist tested on', sys.version.split()[0])"
+(cd "$WORK" && "$WORK/old/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('sdist tested on', sys.version.split()[0])")
 
 # ---- the wheel, on the newest Python -----------------------------------
 "$PY_NEW" -m venv "$WORK/new"
@@ -80,4 +80,4 @@ PY
 "$WORK/wheel-env/bin/python" -m pip install -q --upgrade pip
 "$WORK/wheel-env/bin/python" -m pip install -q "$WHEEL[test]"
 (cd "$WORK" && "$WORK/wheel-env/bin/python" -m pytest "$ROOT/tests" -q -p no:cacheprovider)
-"$WORK/wheel-env/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('wheel tested on', sys.version.split()[0])"
+(cd "$WORK" && "$WORK/wheel-env/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('wheel tested on', sys.version.split()[0])")
