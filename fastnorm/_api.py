@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import sys
-import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -24,100 +22,39 @@ import numpy as np
 
 from . import _backends as B
 from . import _formulas as F
+from . import _threads as T
 from . import _validate as V
 from ._backends import Array, ArrayLike
 
 _ndarray = np.ndarray
-# the dtypes of the fast path (float64 goes through _norm's range check)
+# the dtypes of the fast path (float64 goes through _norm's range check);
+# emptied for good where the thread policy turns the fast path off
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float16): V.F16}
+# the fast path's engine, once the thread policy has allowed it (fastnorm._threads)
 _engine = None
-
-#: True in a child process created by fork() from a process that imported fastnorm
-_forked_child = False
-
-
-def _after_fork_in_child() -> None:
-    """Run the CPU engine serial in a forked child.
-
-    GNU libgomp's thread pool does not survive fork(): the child inherits the
-    parent's pool bookkeeping but not its threads, and its first parallel region
-    waits for them forever.  A call with one thread never enters the pool, so in
-    the child every call runs on one thread (an explicit ``num_threads`` too:
-    the CPU backend's ``_threads`` returns 1), and the fast path, which asks
-    OpenMP for its default count, is switched off.
-    """
-    global _forked_child, _FAST_CODES
-    _forked_child = True
-    _FAST_CODES = {}
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 _modules = sys.modules
 
 
-def _in_dask_task() -> bool:
-    """True in a task that Dask's threaded scheduler or a distributed worker runs.
-
-    Such tasks run several at a time, one per core: each starting OpenMP's
-    default team would oversubscribe the CPUs, so the CPU backend runs them on
-    one thread (as BLAS libraries are limited under Dask).  Nothing is imported:
-    without Dask loaded this is one dictionary lookup.  The synchronous
-    scheduler runs one task at a time in the calling thread, which keeps the
-    default.
-    """
-    if "dask" not in _modules:
-        return False
-    th = threading.current_thread()
-    if th is threading.main_thread():  # both schedulers run tasks in pool threads
-        return False
-    worker = _modules.get("distributed.worker")
-    if worker is not None:
-        try:
-            worker.get_worker()  # set for the duration of a task (a context variable)
-            return True
-        except ValueError:
-            pass
-    threaded = _modules.get("dask.threaded")
-    if threaded is None:
-        return False
-    # the threaded scheduler's pools: its default, one per (thread, num_workers),
-    # and a pool given through dask.config.set(pool=...)
-    pools = [threaded.default_pool]
-    for by_workers in list(threaded.pools.values()):
-        pools.extend(list(by_workers.values()))
-    config = _modules.get("dask.config")
-    if config is not None:
-        pools.append(config.get("pool", None))
-    return any(_pool_thread(th, p) for p in pools if p is not None)
-
-
-def _pool_thread(th: threading.Thread, pool: Any) -> bool:
-    """Whether thread th belongs to a concurrent.futures.ThreadPoolExecutor: by the
-    name the executor gives its threads (set before a thread starts) or, where the
-    executor has no such prefix, by its set of threads (a new thread joins that
-    set only after it has started, and may already be running a task)."""
-    prefix = getattr(pool, "_thread_name_prefix", None)
-    if prefix:
-        return th.name.startswith(prefix + "_")
-    return th in getattr(pool, "_threads", ())
-
-
 def _fast_engine() -> Any:
-    """The engine for instance_norm's fast path, or None where it must not run:
-    it takes OpenMP's default count as it is, so a default above the CPU
-    backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good,
-    and so does a serial engine (the general path says once that it is one)."""
+    """The engine for instance_norm's fast path, or None where it must not
+    run (fastnorm._threads.fast_path_engine decides); None turns the fast
+    path off for the rest of the process."""
     global _engine, _FAST_CODES
-    from ._cpu import _backend as CB
-    from ._cpu import _engine as E
-
-    if E.default_threads() > CB._MAX_THREADS or CB.SERIAL:
+    E = T.fast_path_engine()
+    if E is None:
         _FAST_CODES = {}
         return None
     _engine = E
     return E
+
+
+def _drop_fast_engine() -> None:
+    """In a forked child: forget the parent's answer, ask the policy again."""
+    global _engine
+    _engine = None
+
+
+T.at_fork_in_child(_drop_fast_engine)
 
 
 def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
@@ -371,7 +308,7 @@ def instance_norm(
             and x.ndim >= 3
             and x.flags.c_contiguous
             and x.size
-            and ("dask" not in _modules or not _in_dask_task())
+            and ("dask" not in _modules or not T.in_dask_task())
         ):
             E = _engine or _fast_engine()
             if E is not None:

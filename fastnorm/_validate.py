@@ -46,23 +46,6 @@ SUPPORTED_DTYPES = (
 )
 
 
-def user_stacklevel() -> int:
-    """The warnings.warn stacklevel, for a warning issued by the function that
-    calls this, that names the first frame outside fastnorm (the user's line)."""
-    import os
-
-    pkg = os.path.dirname(os.path.abspath(__file__))
-    f = sys._getframe(1)
-    level = 1
-    while f is not None:
-        name = os.path.abspath(f.f_code.co_filename)
-        if not (name.startswith(pkg + os.sep) or f.f_code.co_filename.startswith("<frozen importlib")):
-            return level
-        f = f.f_back
-        level += 1
-    return level
-
-
 def _shape_str(shape: Any) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 

@@ -45,13 +45,14 @@ import multiprocessing as mp
 import os
 import numpy as np
 import fastnorm
-from fastnorm._cpu import _backend
+from fastnorm import _threads
+from fastnorm._cpu import _engine
 
 def child_calls(x):
     cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     w = np.linspace(0.5, 2.0, x.shape[1])
     m = fastnorm.instance_moments(x, num_threads=2)
-    return (_backend._threads(None), _backend._threads(8),
+    return (_threads.team(None), _threads.team(8),
             fastnorm.instance_norm(x, num_threads=2), fastnorm.instance_norm(x, w, w),
             fastnorm.instance_norm(cl, channel_axis=-1, num_threads=4), fastnorm.group_norm(x, 2),
             fastnorm.instance_stats(x)[1], fastnorm.normalize(x, m.mean, m.var),
@@ -77,7 +78,7 @@ if __name__ == "__main__":
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0, status
     # the parent keeps its threads
-    assert _backend._threads(None) == min(_backend.default_threads(), _backend._MAX_THREADS)
+    assert _threads.team(None) == min(_engine.default_threads(), _threads.MAX_THREADS)
     print("ok")
 """
 
@@ -648,12 +649,13 @@ def test_item13_instancenorm_momentum_and_channel_axis():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts threads in /proc")
 def test_item13_omp_num_threads_is_capped():
-    from fastnorm._cpu import _backend
+    from fastnorm import _threads
 
-    cap = _backend._MAX_THREADS
+    cap = _threads.MAX_THREADS
     code = """
     import numpy as np, fastnorm
-    from fastnorm._cpu import _backend
+    from fastnorm import _threads
+    from fastnorm._cpu import _engine
 
     def threads():
         with open("/proc/self/status") as f:
@@ -663,7 +665,7 @@ def test_item13_omp_num_threads_is_capped():
     fastnorm.instance_norm(x)                          # the fast path
     fastnorm.instance_norm(x, np.ones(4))              # the general path
     fastnorm.instance_stats(x)
-    print(_backend.default_threads(), _backend._threads(None), threads())
+    print(_engine.default_threads(), _threads.team(None), threads())
     """
     out = _run_script(code, env={"OMP_NUM_THREADS": str(cap + 64)})
     omp, used, threads = map(int, out.split())
@@ -677,11 +679,11 @@ def test_item13_omp_num_threads_is_capped():
 def thread_log(monkeypatch):
     """Every thread count a CPU engine call gets ("fast" for instance_norm's fast
     path, which takes OpenMP's default)."""
-    from fastnorm import _api
-    from fastnorm._cpu import _backend, _engine
+    from fastnorm import _api, _threads
+    from fastnorm._cpu import _engine
 
     log = []
-    threads = _backend._threads
+    threads = _threads.team
 
     def logged(nt):
         log.append(threads(nt))
@@ -692,7 +694,7 @@ def thread_log(monkeypatch):
             log.append("fast")
             return _engine.fast_norm_cf(*a)
 
-    monkeypatch.setattr(_backend, "_threads", logged)
+    monkeypatch.setattr(_threads, "team", logged)
     monkeypatch.setattr(_api, "_engine", Fast())
     return log
 
@@ -702,9 +704,10 @@ def test_item15_one_thread_inside_dask_threaded_tasks(rng, thread_log):
     da = require("dask.array")
     from concurrent.futures import ThreadPoolExecutor
 
-    from fastnorm._cpu import _backend
+    from fastnorm import _threads
+    from fastnorm._cpu import _engine
 
-    default = min(_backend.default_threads(), _backend._MAX_THREADS)
+    default = min(_engine.default_threads(), _threads.MAX_THREADS)
     x = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)
     dx = da.from_array(x, chunks=(1, 3, 64, 64))
     ds = da.from_array(x, chunks=(2, 3, 32, 64))

@@ -15,83 +15,25 @@ converted copy of x.  triples and moments read the exact values (double).
 Inputs are validated by fastnorm._api; nothing here validates again.  norm
 and moments keep results that leave the kernels' range exact (float64 data
 near the ends of the exponent range, 16-bit data with huge affine
-coefficients): fastnorm._range.
+coefficients): fastnorm._range.  The thread count of every engine call is
+fastnorm._threads's (``T.team``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
-import warnings
 from typing import Any
 
 import numpy as np
 
-from .. import _api, _range
 from .. import _formulas as F
+from .. import _range
+from .. import _threads as T
 from .. import _validate as V
 from . import _engine as E
 
 xp = np
 ARRAY_TYPE = np.ndarray
-
-default_threads = E.default_threads
-
-
-_MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
-_modules = sys.modules
-
-
-# A serial engine (built without OpenMP) runs every call on one thread. It
-# says so once per process, the first time a call asks for more threads or
-# would have had more by default, so a build that lost OpenMP is not silent.
-SERIAL = not E.have_openmp()
-_serial_warned = False
-
-
-def _openmp_default() -> int:
-    """The team an OpenMP build would start by default: OMP_NUM_THREADS's
-    first entry, else the CPUs this process may run on."""
-    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if first.isdigit() and int(first) > 0:
-        return int(first)
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _warn_serial(nt: int | None) -> None:
-    global _serial_warned
-    want = _openmp_default() if nt is None else nt
-    if want > 1 and not _serial_warned:
-        _serial_warned = True
-        asked = f"num_threads={nt}" if nt is not None else f"a default of {want} threads"
-        warnings.warn(
-            f"fastnorm was built without OpenMP (a serial engine): calls run on one thread, not "
-            f"{asked}. Rebuild with a compiler that has OpenMP (gcc's libgomp; with clang, libomp: "
-            f"'brew install libomp' on macOS) to use every core; fastnorm.show_config() describes the build.",
-            RuntimeWarning,
-            stacklevel=V.user_stacklevel(),
-        )
-
-
-def _threads(nt: int | None) -> int:
-    """The thread count a call runs with (nt: validated num_threads or None)."""
-    if SERIAL:
-        _warn_serial(nt)
-        return 1
-    if _api._forked_child:
-        # OpenMP's pool did not survive fork(); one thread never enters it
-        return 1
-    if nt is None:
-        if "dask" in _modules and _api._in_dask_task():
-            return 1  # Dask runs a task per core already
-        nt = E.default_threads()
-    # results are identical for every count, so an absurd request (num_threads=10**6,
-    # OMP_NUM_THREADS=30000) is capped instead of asking OpenMP for that many threads
-    return min(nt, _MAX_THREADS)
 
 
 def asarray(x: Any, name: str = "x") -> np.ndarray:
@@ -177,9 +119,9 @@ def _norm(
             tri[...] = (0.0, np.nan, np.nan)
         return (y, tri) if stats else y
     if cl:
-        E.norm_cl(x, y, code, ocode, N, S, C, G, weight, bias, eps, act, slope, _threads(nt), tri)
+        E.norm_cl(x, y, code, ocode, N, S, C, G, weight, bias, eps, act, slope, T.team(nt), tri)
     else:
-        E.norm_cf(x, y, code, ocode, N, G, C // G, S, weight, bias, eps, act, slope, _threads(nt), tri)
+        E.norm_cf(x, y, code, ocode, N, G, C // G, S, weight, bias, eps, act, slope, T.team(nt), tri)
     return (y, tri) if stats else y
 
 
@@ -268,9 +210,9 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | Non
     S = x.size // (N * C)
     odt = ocode if ocode is not None and V.is_integer(code) else -1
     if cl:
-        E.stats_cl(x, code, N, S, C, _threads(nt), out, odt)
+        E.stats_cl(x, code, N, S, C, T.team(nt), out, odt)
     else:
-        E.stats_cf(x, code, N * C, S, _threads(nt), out, odt)
+        E.stats_cf(x, code, N * C, S, T.team(nt), out, odt)
     return out
 
 
@@ -307,9 +249,9 @@ def apply(
         return y
     S = x.size // (N * C)
     if cl:
-        E.apply_cl(x, y, code, ocode, N, S, C, mean, scale, shift, act, slope, _threads(nt))
+        E.apply_cl(x, y, code, ocode, N, S, C, mean, scale, shift, act, slope, T.team(nt))
     else:
-        E.apply_cf(x, y, code, ocode, N * C, S, mean, scale, shift, act, slope, _threads(nt))
+        E.apply_cf(x, y, code, ocode, N * C, S, mean, scale, shift, act, slope, T.team(nt))
     return y
 
 
@@ -336,9 +278,9 @@ def _backward_run(
     su = np.empty(2 * N * C + N * G) if sums else None
     eu = None if eps_units is None else np.ascontiguousarray(eps_units, dtype=np.float64).reshape(-1)
     if cl:
-        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, _threads(nt), gw, gb, eu, su)
+        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, T.team(nt), gw, gb, eu, su)
     else:
-        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, _threads(nt), gw, gb, eu, su)
+        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, T.team(nt), gw, gb, eu, su)
     return gx, gw, gb, su
 
 
