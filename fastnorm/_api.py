@@ -128,17 +128,16 @@ def _same_kind(a: Any, a_name: str, b: Any, b_name: str) -> None:
     NumPy array); array-likes (lists) count as NumPy."""
     la, lb = B.for_array(a, a_name)[0], B.for_array(b, b_name)[0]
     if la != lb:
-        ta, tb = type(a), type(b)
         raise TypeError(
             f"{a_name} and {b_name} must be the same kind of array, got {a_name} "
-            f"{ta.__module__}.{ta.__qualname__} and {b_name} {tb.__module__}.{tb.__qualname__}"
+            f"{B.type_name(a)} and {b_name} {B.type_name(b)}"
         )
 
 
 def _prep(x: Any, name: str = "x") -> tuple[Any, Any]:
     """(compute backend, x as its array in native byte order)."""
     _, be = B.for_array(x, name)
-    x = be.asarray(x, name)
+    x = V.as_array(x, be.xp, name)
     if not x.dtype.isnative and x.dtype.kind in "fiu":
         # big-endian data ('>f4', '>i2'): converted once to native byte order
         x = x.astype(x.dtype.newbyteorder("="))
@@ -152,7 +151,7 @@ def _out(be: Any, out: Any, x: Any, odtype: Any, dtype: Any) -> Any:
         return None
     if odtype != x.dtype and getattr(out, "dtype", odtype) != odtype:
         raise TypeError(f"out must have dtype {odtype} (the output dtype, dtype={dtype!r}), got dtype {out.dtype}")
-    return be.check_out(out, x.shape, odtype)
+    return V.check_out(out, x.shape, odtype, "out", be.ARRAY_TYPE, be.ARRAY_NAME)
 
 
 def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
@@ -725,29 +724,6 @@ def _apply_prep(x: ArrayLike, channel_axis: Any) -> tuple[Any, Array, int, bool,
     return be, x, code, cl, N, C
 
 
-def _per_channel(a: Any, name: str, N: int, C: int, xp: ModuleType = np) -> Array:
-    """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
-    arr = V.as_real(a, name, "an array of numbers", "a real dtype", xp)
-    if arr.shape == (C,):
-        arr = xp.broadcast_to(arr, (N, C))
-    elif arr.shape != (N, C):
-        raise ValueError(f"{name} must have shape ({N}, {C}) or ({C},), got shape {V._shape_str(arr.shape)}")
-    return xp.ascontiguousarray(arr, dtype=xp.float64)
-
-
-def _check_var(v: Array) -> Array:
-    """v itself; ValueError where a variance is negative or +inf (NaN passes,
-    as in the formula): an infinite variance would silently give zeros."""
-    if bool((v < 0).any()):
-        raise ValueError("var must be >= 0 everywhere, got a negative variance")
-    if bool((v == np.inf).any()):
-        raise ValueError(
-            "var must be finite, got inf (a float32 variance overflows for data "
-            "above ~1.8e19: compute the statistics of x.astype(np.float64))"
-        )
-    return v
-
-
 def normalize(
     x: ArrayLike,
     mean: ArrayLike,
@@ -835,8 +811,8 @@ def normalize(
         return _dispatch(normalize, locals())
     be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
-    m = _per_channel(mean, "mean", N, C, xp)
-    v = _check_var(_per_channel(var, "var", N, C, xp))
+    m = V.per_channel(mean, "mean", N, C, xp)
+    v = V.check_var(V.per_channel(var, "var", N, C, xp))
     eps = V.check_eps(eps)
     act, slope = V.check_activation(activation, negative_slope)
     nt = V.check_threads(num_threads)
@@ -976,7 +952,7 @@ def adain(
     )
 
 
-def _apply_coefs(
+def apply_coefs(
     x: ArrayLike,
     mean: Any,
     scale: Any,
@@ -988,13 +964,15 @@ def _apply_coefs(
     dtype: Any = None,
     num_threads: int | None = None,
 ) -> Array:
-    """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
-    of shape (N, C).  The building block of the interop layers (Dask blocks)."""
+    """``act((x - mean) * scale + shift)`` with per-(n, c) coefficients of
+    shape (N, C), validated as the public functions validate.  Not a public
+    function of fastnorm: the entry of the interop layers whose coefficients
+    are computed outside (Dask's normalize pass, block by block)."""
     be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
-    m = _per_channel(mean, "mean", N, C, xp)
-    s = _per_channel(scale, "scale", N, C, xp)
-    h = _per_channel(shift, "shift", N, C, xp)
+    m = V.per_channel(mean, "mean", N, C, xp)
+    s = V.per_channel(scale, "scale", N, C, xp)
+    h = V.per_channel(shift, "shift", N, C, xp)
     act, slope = V.check_activation(activation, negative_slope)
     _, ocode = V.out_dtype(dtype, x.dtype, code)
     nt = V.check_threads(num_threads)

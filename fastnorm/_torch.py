@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -299,3 +299,10 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
         _increment_version(out)
         return out
     return _wrap(r, x, cl)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
+    from . import _torch as _self
+    from ._backends import InteropBackend
+
+    _conforms: InteropBackend = _self

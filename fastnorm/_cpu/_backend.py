@@ -12,7 +12,8 @@ for a floating x, float32 for an integer x), reading x converted on load by
 the output type's kernels (fn_base.h, "Input and output types"): never a
 converted copy of x.  triples and moments read the exact values (double).
 
-Inputs are validated by fastnorm._api; nothing here validates again.  norm
+Inputs are validated by fastnorm._api and fastnorm._validate (which also
+checks ``out`` against ARRAY_TYPE); nothing here validates again.  norm
 and moments keep results that leave the kernels' range exact (float64 data
 near the ends of the exponent range, 16-bit data with huge affine
 coefficients): fastnorm._range.  The thread count of every engine call is
@@ -22,37 +23,30 @@ fastnorm._threads's (``T.team``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _codes as K
 from .. import _formulas as F
 from .. import _range
 from .. import _threads as T
-from .. import _validate as V
 from . import _engine as E
 
 xp = np
 ARRAY_TYPE = np.ndarray
-
-
-def asarray(x: Any, name: str = "x") -> np.ndarray:
-    return V.as_numpy(x, name)
-
-
-def check_out(out: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    return V.check_out(out, shape, dtype)
+ARRAY_NAME = "numpy.ndarray"
 
 
 def _out_code(code: int, ocode: int | None) -> int:
     """The output code: ocode, else x's code (floating) or float32 (integer)."""
     if ocode is not None:
         return ocode
-    return code if code in V.FLOAT_CODES else V.F32
+    return code if code in K.FLOAT_CODES else K.F32
 
 
 def _out_dtype(x: np.ndarray, code: int, ocode: int) -> Any:
-    return x.dtype if ocode == code else V.code_dtype(ocode)
+    return x.dtype if ocode == code else K.code_dtype(ocode)
 
 
 def _prepare(x: Any, out: Any, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +79,7 @@ def norm(
     ocode: int | None = None,
 ) -> np.ndarray:
     ocode = _out_code(code, ocode)
-    if ocode == V.F32:  # float32 data and float32 coefficients stay in range
+    if ocode == K.F32:  # float32 data and float32 coefficients stay in range
         return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode=ocode)
     return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode)
 
@@ -151,9 +145,9 @@ def _norm_checked(
     Integer inputs into float64 need no rescue: their squares (< 2^128) stay
     far inside double's range and their variance is 0 or at least 1/4."""
     C = x.shape[-1] if cl else x.shape[1]
-    if x.size == 0 or (ocode == V.F64 and code not in V.FLOAT_CODES):
+    if x.size == 0 or (ocode == K.F64 and code not in K.FLOAT_CODES):
         return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
-    if ocode != V.F64:
+    if ocode != K.F64:
         wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
         bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
         if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
@@ -166,7 +160,7 @@ def _norm_checked(
             return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
         # in float64 (the engine reads x itself, exact values), rounded once
         # to the 16-bit type
-        y64 = _norm(x, code, cl, G, w, b, eps, act, slope, None, nt, ocode=V.F64)
+        y64 = _norm(x, code, cl, G, w, b, eps, act, slope, None, nt, ocode=K.F64)
         odtype = _out_dtype(x, code, ocode)
         y = out if out is not None else np.empty(x.shape, odtype)
         with np.errstate(over="ignore"):
@@ -208,7 +202,7 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | Non
     if N * C == 0:
         return out
     S = x.size // (N * C)
-    odt = ocode if ocode is not None and V.is_integer(code) else -1
+    odt = ocode if ocode is not None and K.is_integer(code) else -1
     if cl:
         E.stats_cl(x, code, N, S, C, T.team(nt), out, odt)
     else:
@@ -220,7 +214,7 @@ def moments(
     x: np.ndarray, code: int, cl: bool, nt: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     t = triples(x, code, cl, nt)
-    if code == V.F64 and _range.out_of_range(t, None).any():
+    if code == K.F64 and _range.out_of_range(t, None).any():
         return _range.rescaled_triples(triples, x, code, cl, nt, t)
     return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
 
@@ -271,7 +265,7 @@ def _backward_run(
     grad_weight, grad_bias, sums); eps_units: float64 (N, G) eps per unit;
     sums: also return the per-(n, c) sum(dy), sum(dy * (x - mean)) and the
     per-(n, g) rstd, one float64 array (2*N*C + N*G,)."""
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     gx = E.empty(x.shape, x.dtype)
     gw = np.zeros(C)
     gb = np.zeros(C)
@@ -296,19 +290,19 @@ def backward(
     (fastnorm._range), 16-bit ones in float64 (the type their coefficients
     overflow or underflow in is float).  float32 data need neither: their
     coefficients stay far inside double's range."""
-    if V.is_integer(code):
+    if K.is_integer(code):
         raise TypeError("the backward takes floating inputs only")
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     if not dy.flags.c_contiguous:
         dy = np.ascontiguousarray(dy)
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     if x.size == 0:
         return E.empty(x.shape, x.dtype), np.zeros(C), np.zeros(C)
-    gx, gw, gb, sums = _backward_run(x, dy, code, cl, G, weight, eps, nt, sums=code != V.F32)
-    if code == V.F64:
+    gx, gw, gb, sums = _backward_run(x, dy, code, cl, G, weight, eps, nt, sums=code != K.F32)
+    if code == K.F64:
         return _backward_f64_range(x, dy, cl, G, weight, eps, nt, gx, gw, gb, sums)
-    if code != V.F32:
+    if code != K.F32:
         return _backward_16_range(x, dy, cl, G, weight, eps, nt, gx, gw, gb, sums)
     return gx, gw, gb
 
@@ -345,7 +339,7 @@ def _backward_f64_range(
     by the scaling.  A unit is taken from the scaled run only where that run's
     rstd is in range; grad_weight and grad_bias are then added again from the
     per-(n, c) terms in the engine's order."""
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     NC = N * C
     r = sums[2 * NC :].reshape(N, G)
     bad = _range.backward_out_of_range(r)
@@ -357,7 +351,7 @@ def _backward_f64_range(
     xs = _range.scaled(x, cl, G, k)
     with np.errstate(under="ignore", over="ignore"):
         eps_u = np.ldexp(float(eps), -2 * k)
-    gxs, _, _, sums2 = _backward_run(xs, dy, V.F64, cl, G, weight, eps, nt, eps_units=eps_u, sums=True)
+    gxs, _, _, sums2 = _backward_run(xs, dy, K.F64, cl, G, weight, eps, nt, eps_units=eps_u, sums=True)
     r2 = sums2[2 * NC :].reshape(N, G)
     use = redo & ~_range.backward_out_of_range(r2)
     if not use.any():
@@ -405,7 +399,7 @@ def _backward_16_range(
     safe: grad_x of those units computed in float64 (x and dy converted
     exactly) and rounded once.  grad_weight and grad_bias are sums in double
     already, kept."""
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     NC = N * C
     Cg = C // G
     r = sums[2 * NC :].reshape(N, G, 1)
@@ -417,9 +411,16 @@ def _backward_16_range(
         ok = _float_safe(r * wg).all(-1) & _float_safe(-r * a)[..., 0] & _float_safe(-(r * r * r) * b)[..., 0]
     if ok.all():
         return gx, gw, gb
-    gx64 = backward(x.astype(np.float64), dy.astype(np.float64), V.F64, cl, G, weight, eps, nt)[0]
+    gx64 = backward(x.astype(np.float64), dy.astype(np.float64), K.F64, cl, G, weight, eps, nt)[0]
     ub = _range.unit_broadcast(~ok, cl)
     gv = _range._unit_view(gx, cl, G)
     with np.errstate(over="ignore", under="ignore"):
         gv[...] = np.where(ub, _range._unit_view(gx64, cl, G).astype(x.dtype), gv)
     return gx, gw, gb
+
+
+if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
+    from .._backends import ComputeBackend
+    from . import _backend as _self
+
+    _conforms: ComputeBackend = _self
