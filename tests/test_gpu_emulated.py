@@ -356,7 +356,7 @@ def test_emulator_catches_a_broken_kernel(be, broken, monkeypatch):
         be._function.cache_clear()
 
 
-# ------------------------------------------------------ issue 19 defects
+# ------------------------------ devices, grid limits, lanes and compilation
 def _on_device_1(x):
     with cp.cuda.Device(1):
         return cp.asarray(x)
