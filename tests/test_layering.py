@@ -20,7 +20,7 @@ LAYERS = [
     (
         "interop",
         ["fastnorm.torch", "fastnorm._torch", "fastnorm._torch_ops", "fastnorm._torch_onnx", "fastnorm._dask"]
-        + ["fastnorm._layers"],
+        + ["fastnorm._torch_arrays", "fastnorm._layers"],
     ),
     ("api", ["fastnorm._api", "fastnorm._backward"]),
     ("validation", ["fastnorm._validate"]),
