@@ -150,8 +150,8 @@ class BuildExt(build_ext):
             # -ffp-contract=off: no multiply-add is fused unless the kernels
             # write it, so every target gives the same bits.  -fno-trapping-math:
             # the activations' selects may be if-converted into vector code
-            # without masks (AVX2, SSE2: silu's loops stayed scalar, 16x slower
-            # than AVX-512); it changes no value, only the floating-point flags
+            # without masks (on AVX2 and SSE2 silu's loops stay scalar without
+            # it); it changes no value, only the floating-point flags
             cflags += [
                 "-O3",
                 "-fno-math-errno",
@@ -189,14 +189,6 @@ class BuildExt(build_ext):
                     stacklevel=2,
                 )
                 print("WARNING: fastnorm built WITHOUT OpenMP (serial engine)", file=sys.stderr)
-        if (
-            not openmp
-            and kind != "msvc"
-            and _probe_openmp(self.compiler, ["-fopenmp-simd"], [], "int main(void) { return 0; }")
-        ):
-            # the kernels' `omp simd` loops (the vector fused multiply-add)
-            # need no runtime, only this flag, to be vectorized
-            cflags += ["-fopenmp-simd"]
         targets = kernel_targets(kind, _flag("FASTNORM_NATIVE"))
         objects = self._compile_kernels(targets, kernel_cflags)
         macros += [("FN_HAVE_" + suffix, "1") for suffix, _, _ in targets]

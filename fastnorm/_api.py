@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import sys
-import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -24,100 +22,39 @@ import numpy as np
 
 from . import _backends as B
 from . import _formulas as F
+from . import _threads as T
 from . import _validate as V
 from ._backends import Array, ArrayLike
 
 _ndarray = np.ndarray
-# the dtypes of the fast path (float64 goes through _norm's range check)
+# the dtypes of the fast path (float64 goes through _norm's range check);
+# emptied for good where the thread policy turns the fast path off
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float16): V.F16}
+# the fast path's engine, once the thread policy has allowed it (fastnorm._threads)
 _engine = None
-
-#: True in a child process created by fork() from a process that imported fastnorm
-_forked_child = False
-
-
-def _after_fork_in_child() -> None:
-    """Run the CPU engine serial in a forked child.
-
-    GNU libgomp's thread pool does not survive fork(): the child inherits the
-    parent's pool bookkeeping but not its threads, and its first parallel region
-    waits for them forever.  A call with one thread never enters the pool, so in
-    the child every call runs on one thread (an explicit ``num_threads`` too:
-    the CPU backend's ``_threads`` returns 1), and the fast path, which asks
-    OpenMP for its default count, is switched off.
-    """
-    global _forked_child, _FAST_CODES
-    _forked_child = True
-    _FAST_CODES = {}
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 _modules = sys.modules
 
 
-def _in_dask_task() -> bool:
-    """True in a task that Dask's threaded scheduler or a distributed worker runs.
-
-    Such tasks run several at a time, one per core: each starting OpenMP's
-    default team would oversubscribe the CPUs, so the CPU backend runs them on
-    one thread (as BLAS libraries are limited under Dask).  Nothing is imported:
-    without Dask loaded this is one dictionary lookup.  The synchronous
-    scheduler runs one task at a time in the calling thread, which keeps the
-    default.
-    """
-    if "dask" not in _modules:
-        return False
-    th = threading.current_thread()
-    if th is threading.main_thread():  # both schedulers run tasks in pool threads
-        return False
-    worker = _modules.get("distributed.worker")
-    if worker is not None:
-        try:
-            worker.get_worker()  # set for the duration of a task (a context variable)
-            return True
-        except ValueError:
-            pass
-    threaded = _modules.get("dask.threaded")
-    if threaded is None:
-        return False
-    # the threaded scheduler's pools: its default, one per (thread, num_workers),
-    # and a pool given through dask.config.set(pool=...)
-    pools = [threaded.default_pool]
-    for by_workers in list(threaded.pools.values()):
-        pools.extend(list(by_workers.values()))
-    config = _modules.get("dask.config")
-    if config is not None:
-        pools.append(config.get("pool", None))
-    return any(_pool_thread(th, p) for p in pools if p is not None)
-
-
-def _pool_thread(th: threading.Thread, pool: Any) -> bool:
-    """Whether thread th belongs to a concurrent.futures.ThreadPoolExecutor: by the
-    name the executor gives its threads (set before a thread starts) or, where the
-    executor has no such prefix, by its set of threads (a new thread joins that
-    set only after it has started, and may already be running a task)."""
-    prefix = getattr(pool, "_thread_name_prefix", None)
-    if prefix:
-        return th.name.startswith(prefix + "_")
-    return th in getattr(pool, "_threads", ())
-
-
 def _fast_engine() -> Any:
-    """The engine for instance_norm's fast path, or None where it must not run:
-    it takes OpenMP's default count as it is, so a default above the CPU
-    backend's cap (OMP_NUM_THREADS=30000) turns the fast path off for good,
-    and so does a serial engine (the general path says once that it is one)."""
+    """The engine for instance_norm's fast path, or None where it must not
+    run (fastnorm._threads.fast_path_engine decides); None turns the fast
+    path off for the rest of the process."""
     global _engine, _FAST_CODES
-    from ._cpu import _backend as CB
-    from ._cpu import _engine as E
-
-    if E.default_threads() > CB._MAX_THREADS or CB.SERIAL:
+    E = T.fast_path_engine()
+    if E is None:
         _FAST_CODES = {}
         return None
     _engine = E
     return E
+
+
+def _drop_fast_engine() -> None:
+    """In a forked child: forget the parent's answer, ask the policy again."""
+    global _engine
+    _engine = None
+
+
+T.at_fork_in_child(_drop_fast_engine)
 
 
 def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
@@ -200,7 +137,7 @@ def _same_kind(a: Any, a_name: str, b: Any, b_name: str) -> None:
 def _prep(x: Any, name: str = "x") -> tuple[Any, Any]:
     """(compute backend, x as its array in native byte order)."""
     _, be = B.for_array(x, name)
-    x = be.asarray(x, name)
+    x = V.as_array(x, be.xp, name)
     if not x.dtype.isnative and x.dtype.kind in "fiu":
         # big-endian data ('>f4', '>i2'): converted once to native byte order
         x = x.astype(x.dtype.newbyteorder("="))
@@ -214,7 +151,7 @@ def _out(be: Any, out: Any, x: Any, odtype: Any, dtype: Any) -> Any:
         return None
     if odtype != x.dtype and getattr(out, "dtype", odtype) != odtype:
         raise TypeError(f"out must have dtype {odtype} (the output dtype, dtype={dtype!r}), got dtype {out.dtype}")
-    return be.check_out(out, x.shape, odtype)
+    return V.check_out(out, x.shape, odtype, "out", be.ARRAY_TYPE, be.ARRAY_NAME)
 
 
 def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
@@ -370,7 +307,7 @@ def instance_norm(
             and x.ndim >= 3
             and x.flags.c_contiguous
             and x.size
-            and ("dask" not in _modules or not _in_dask_task())
+            and ("dask" not in _modules or not T.in_dask_task())
         ):
             E = _engine or _fast_engine()
             if E is not None:
@@ -787,29 +724,6 @@ def _apply_prep(x: ArrayLike, channel_axis: Any) -> tuple[Any, Array, int, bool,
     return be, x, code, cl, N, C
 
 
-def _per_channel(a: Any, name: str, N: int, C: int, xp: ModuleType = np) -> Array:
-    """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
-    arr = V.as_real(a, name, "an array of numbers", "a real dtype", xp)
-    if arr.shape == (C,):
-        arr = xp.broadcast_to(arr, (N, C))
-    elif arr.shape != (N, C):
-        raise ValueError(f"{name} must have shape ({N}, {C}) or ({C},), got shape {V._shape_str(arr.shape)}")
-    return xp.ascontiguousarray(arr, dtype=xp.float64)
-
-
-def _check_var(v: Array) -> Array:
-    """v itself; ValueError where a variance is negative or +inf (NaN passes,
-    as in the formula): an infinite variance would silently give zeros."""
-    if bool((v < 0).any()):
-        raise ValueError("var must be >= 0 everywhere, got a negative variance")
-    if bool((v == np.inf).any()):
-        raise ValueError(
-            "var must be finite, got inf (a float32 variance overflows for data "
-            "above ~1.8e19: compute the statistics of x.astype(np.float64))"
-        )
-    return v
-
-
 def normalize(
     x: ArrayLike,
     mean: ArrayLike,
@@ -897,8 +811,8 @@ def normalize(
         return _dispatch(normalize, locals())
     be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
-    m = _per_channel(mean, "mean", N, C, xp)
-    v = _check_var(_per_channel(var, "var", N, C, xp))
+    m = V.per_channel(mean, "mean", N, C, xp)
+    v = V.check_var(V.per_channel(var, "var", N, C, xp))
     eps = V.check_eps(eps)
     act, slope = V.check_activation(activation, negative_slope)
     nt = V.check_threads(num_threads)
@@ -1038,7 +952,7 @@ def adain(
     )
 
 
-def _apply_coefs(
+def apply_coefs(
     x: ArrayLike,
     mean: Any,
     scale: Any,
@@ -1050,13 +964,15 @@ def _apply_coefs(
     dtype: Any = None,
     num_threads: int | None = None,
 ) -> Array:
-    """Private: ``act((x - mean) * scale + shift)`` with per-(n, c) coefficients
-    of shape (N, C).  The building block of the interop layers (Dask blocks)."""
+    """``act((x - mean) * scale + shift)`` with per-(n, c) coefficients of
+    shape (N, C), validated as the public functions validate.  Not a public
+    function of fastnorm: the entry of the interop layers whose coefficients
+    are computed outside (Dask's normalize pass, block by block)."""
     be, x, code, cl, N, C = _apply_prep(x, channel_axis)
     xp = be.xp
-    m = _per_channel(mean, "mean", N, C, xp)
-    s = _per_channel(scale, "scale", N, C, xp)
-    h = _per_channel(shift, "shift", N, C, xp)
+    m = V.per_channel(mean, "mean", N, C, xp)
+    s = V.per_channel(scale, "scale", N, C, xp)
+    h = V.per_channel(shift, "shift", N, C, xp)
     act, slope = V.check_activation(activation, negative_slope)
     _, ocode = V.out_dtype(dtype, x.dtype, code)
     nt = V.check_threads(num_threads)

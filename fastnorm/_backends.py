@@ -14,7 +14,9 @@ and mypy check the modules against the protocols):
   public function (eagerly, or per block in a lazy graph) and wraps the result.
 
 A backend module is imported only when an array of its library arrives, so
-``import fastnorm`` imports none of the optional libraries.
+``import fastnorm`` imports none of the optional libraries; this module
+names them by string (MODULES) and imports none of them.  Each one states
+at its end, for mypy, the protocol it satisfies.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,11 +40,12 @@ ArrayLike = Any
 
 @runtime_checkable
 class ComputeBackend(Protocol):
-    """Kernels for one array library.  Inputs arrive validated (``_api``):
-    ``x`` is the backend's array with a supported dtype (``code``, see
-    ``_validate.dtype_code``), ``cl`` says channels last, coefficient arrays
+    """Kernels for one array library.  Inputs arrive validated (``_api``, by
+    ``_validate``): ``x`` is the backend's array with a supported dtype
+    (``code``, see ``_codes``), ``cl`` says channels last, coefficient arrays
     are float64 (N, C) of the backend's library.  Outputs are new C-contiguous
-    arrays, or ``out`` (already checked by ``check_out``) written and returned."""
+    arrays, or ``out`` (already checked by ``_validate.check_out`` against
+    ARRAY_TYPE) written and returned."""
 
     @property
     def xp(self) -> ModuleType:
@@ -54,13 +57,9 @@ class ComputeBackend(Protocol):
         """The arrays it serves (anything else from its library is refused)."""
         ...
 
-    def asarray(self, x: Any, name: str) -> Array:
-        """x as the backend's array (array-likes converted), or TypeError."""
-        ...
-
-    def check_out(self, out: Any, shape: tuple[int, ...], dtype: Any) -> Array:
-        """out itself if it is a writeable C-contiguous array of the backend's
-        type with this shape and dtype, else TypeError / ValueError."""
+    @property
+    def ARRAY_NAME(self) -> str:
+        """How messages name its arrays ("numpy.ndarray")."""
         ...
 
     def norm(
@@ -141,16 +140,6 @@ class InteropBackend(Protocol):
 
 Backend = ComputeBackend | InteropBackend
 
-if TYPE_CHECKING:  # mypy checks each backend module against its protocol
-    from . import _dask, _torch
-    from ._cpu import _backend as _cpu_backend
-    from ._gpu import _backend as _gpu_backend
-
-    _cpu: ComputeBackend = _cpu_backend
-    _gpu: ComputeBackend = _gpu_backend
-    _torch_be: InteropBackend = _torch
-    _dask_be: InteropBackend = _dask
-
 #: array library (the top-level module of an array's type) -> backend module
 MODULES = {
     "numpy": "fastnorm._cpu._backend",
@@ -173,7 +162,7 @@ def library(a: object) -> str:
 
 
 def type_name(a: object) -> str:
-    """a's type as module.qualname, for messages ("torch.Tensor")."""
+    """The full name of a's type, for messages ("torch.Tensor")."""
     t = type(a)
     return f"{t.__module__}.{t.__qualname__}"
 
@@ -196,10 +185,8 @@ def for_array(x: object, name: str = "x") -> tuple[str, Any]:
         lib = "numpy"
     be = module(lib)
     if lib != "numpy" and not isinstance(x, be.ARRAY_TYPE):
-        t = type(x)
         raise TypeError(
-            f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), "
-            f"got {t.__module__}.{t.__qualname__}"
+            f"{name} must be an array of floats (NumPy, CuPy, torch.Tensor or Dask array), got {type_name(x)}"
         )
     return lib, be
 

@@ -1,6 +1,6 @@
 """Backward of instance and group normalization: the gradients of
 ``y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]`` with respect to x,
-weight and bias, for training (issue 21).  The statistics are recomputed from
+weight and bias, for training.  The statistics are recomputed from
 x (nothing saved by the forward is needed).
 
 NumPy arrays run on the CPU engine (fastnorm._cpu._engine.backward_cf /

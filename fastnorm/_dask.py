@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -145,7 +145,7 @@ def _apply_block(block: Any, mean: Any, scale: Any, shift: Any, cl: bool, rest: 
     ax = -1 if cl else 1
     n = block.shape[0]
     c = block.shape[ax]
-    return _api._apply_coefs(
+    return _api.apply_coefs(
         block, mean.reshape(n, c), scale.reshape(n, c), shift.reshape(n, c), channel_axis=ax, **rest
     )
 
@@ -294,7 +294,7 @@ def _as_nc(a: Any, name: str, N: int, C: int) -> Any:
         elif a.shape != (N, C):
             raise ValueError(f"{name} must have shape ({N}, {C}) or ({C},), got shape {V._shape_str(a.shape)}")
         return a.astype(np.float64)
-    return da.from_array(_api._per_channel(a, name, N, C), chunks=-1)
+    return da.from_array(V.per_channel(a, name, N, C), chunks=-1)
 
 
 def normalize(kw: dict[str, Any]) -> Any:
@@ -305,9 +305,9 @@ def normalize(kw: dict[str, Any]) -> Any:
     var = kw["var"]
     if isinstance(var, da.Array):
         # checked where it is known: in the graph, failing the compute
-        v = _as_nc(var, "var", N, C).map_blocks(_api._check_var, dtype=np.float64)
+        v = _as_nc(var, "var", N, C).map_blocks(V.check_var, dtype=np.float64)
     else:
-        v = da.from_array(_api._check_var(_api._per_channel(var, "var", N, C)), chunks=-1)
+        v = da.from_array(V.check_var(V.per_channel(var, "var", N, C)), chunks=-1)
     eps = V.check_eps(kw["eps"])
     V.check_activation(kw["activation"], kw["negative_slope"])
     V.check_threads(kw["num_threads"])
@@ -439,3 +439,10 @@ _IMPL = {
 def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     """The lazy counterpart of the public function fn on args' Dask arrays."""
     return _IMPL[fn.__name__](dict(args.arguments))
+
+
+if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
+    from . import _dask as _self
+    from ._backends import InteropBackend
+
+    _conforms: InteropBackend = _self

@@ -13,14 +13,14 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from . import _api
 from . import _validate as V
-from ._backends import library
+from ._torch_arrays import from_array, is_channels_last, numpy_dtype, to_array
 
 ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
@@ -124,84 +124,6 @@ def _op_call(name: str, kw: dict[str, Any]) -> Any:
     return y.movedim(1, -1) if cl else y
 
 
-def _is_cl(t: Any, channel_axis: Any) -> bool:
-    """A logically channels-first tensor whose memory is channels-last."""
-    return (
-        (channel_axis is None or channel_axis == 1)
-        and t.dim() >= 3
-        and not t.is_contiguous()
-        and t.movedim(1, -1).is_contiguous()
-    )
-
-
-#: tensor dtypes the kernels read directly: floats and integers (bool is not a number here)
-_DTYPES = {
-    torch.float16,
-    torch.float32,
-    torch.float64,
-    torch.bfloat16,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-} | {getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n)}
-
-
-def _bf16_dtype(name: str) -> Any:
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)") from None
-    return ml_dtypes.bfloat16
-
-
-#: the torch output dtypes (dtype=) and their NumPy names; bfloat16 is ml_dtypes'
-_OUT_DTYPES = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
-
-
-def _numpy_dtype(d: Any) -> Any:
-    """The NumPy dtype of a torch dtype given as dtype=: the floating output
-    types (the others, float8 or integers, are refused naming the value)."""
-    if d == torch.bfloat16:
-        return _bf16_dtype("dtype")
-    name = _OUT_DTYPES.get(d)
-    if name is None:
-        raise TypeError(
-            f"dtype must be None or a floating dtype (torch.float16, torch.float32, torch.float64 "
-            f"or torch.bfloat16), got {d}"
-        )
-    return np.dtype(name)
-
-
-def to_array(t: Any, name: str = "x") -> Any:
-    """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a tensor; bfloat16 goes
-    over as its 16-bit pattern viewed as ml_dtypes.bfloat16."""
-    t = t.detach()
-    if t.device.type not in ("cpu", "cuda"):
-        raise TypeError(f"{name} must be a CPU or CUDA tensor, got device {t.device}")
-    if t.dtype not in _DTYPES:
-        raise TypeError(f"{name} must have a floating or integer dtype ({V.SUPPORTED_DTYPES}), got dtype {t.dtype}")
-    if t.device.type == "cuda":
-        import cupy
-
-        if t.dtype == torch.bfloat16:
-            return cupy.from_dlpack(t.view(torch.int16)).view(_bf16_dtype(name))
-        return cupy.from_dlpack(t)
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(_bf16_dtype(name))
-    return t.numpy()
-
-
-def from_array(a: Any, like: Any) -> Any:
-    """Tensor sharing a's memory, on like's device."""
-    if library(a) == "cupy":
-        return torch.from_dlpack(a)
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
 def _out_array(out: Any, x: Any, cl: bool) -> Any:
     """The array view of a torch out= tensor, checked against x."""
     if not isinstance(out, torch.Tensor):
@@ -266,7 +188,7 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
             return r
     channel_axis = kw["channel_axis"]
     V.channels_last(channel_axis, x.dim())  # the same check as for arrays (True, 1.0 refused)
-    cl = _is_cl(x, channel_axis)
+    cl = is_channels_last(x, channel_axis)
     out = kw.get("out")
     for name, v in kw.items():
         if name == first:
@@ -282,7 +204,7 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     if cl:
         kw["channel_axis"] = -1
     if isinstance(kw.get("dtype"), torch.dtype):  # dtype=torch.float32 means numpy's
-        kw["dtype"] = _numpy_dtype(kw["dtype"])
+        kw["dtype"] = numpy_dtype(kw["dtype"])
     if x.device.type == "cuda":
         # on x's device and torch's current stream there: the next torch op
         # is ordered after the kernels, and torch's allocator sees the use
@@ -299,3 +221,10 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
         _increment_version(out)
         return out
     return _wrap(r, x, cl)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
+    from . import _torch as _self
+    from ._backends import InteropBackend
+
+    _conforms: InteropBackend = _self

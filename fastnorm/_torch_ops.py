@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from . import _api
-from . import _torch as T
+from . import _torch_arrays as TA
 
 _ACTS = ("", "relu", "leaky_relu", "silu")
 
@@ -175,26 +175,26 @@ def _backward_impl(
     from . import _backward
 
     with torch.no_grad():
-        cl = T._is_cl(x, 1)
+        cl = TA.is_channels_last(x, 1)
         g, xx = grad_out.detach(), x.detach()
         if cl:  # channels-last memory (x moved to (N, *spatial, C) is contiguous): the channels-last kernels
-            a, ga, ax = T.to_array(xx.movedim(1, -1)), T.to_array(g.movedim(1, -1).contiguous()), -1
+            a, ga, ax = TA.to_array(xx.movedim(1, -1)), TA.to_array(g.movedim(1, -1).contiguous()), -1
         else:
-            a, ga, ax = T.to_array(xx.contiguous()), T.to_array(g.contiguous()), 1
+            a, ga, ax = TA.to_array(xx.contiguous()), TA.to_array(g.contiguous()), 1
         w = (
             None
             if weight is None
-            else T.to_array(weight.detach().double().cpu() if x.device.type == "cpu" else weight.detach().double())
+            else TA.to_array(weight.detach().double().cpu() if x.device.type == "cpu" else weight.detach().double())
         )
         if num_groups is None:
             gx, gw, gb = _backward.instance_norm_backward(ga, a, w, eps=eps, channel_axis=ax)
         else:
             gx, gw, gb = _backward.group_norm_backward(ga, a, num_groups, w, eps=eps, channel_axis=ax)
-        gx = T.from_array(gx, x)
+        gx = TA.from_array(gx, x)
         if cl:
             gx = gx.movedim(-1, 1)
         wdt = weight.dtype if weight is not None else x.dtype
-        return gx, T.from_array(gw, x).to(wdt), T.from_array(gb, x).to(wdt)
+        return gx, TA.from_array(gw, x).to(wdt), TA.from_array(gb, x).to(wdt)
 
 
 @group_norm_backward.register_fake

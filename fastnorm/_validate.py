@@ -1,7 +1,11 @@
 """Argument checks shared by every backend: one place, one message style.
 
 Every message names the argument and shows the value received.  Nothing here
-writes to an output: callers validate everything first, then compute.
+writes to an output: callers validate everything first, then compute.  The
+layer between the public functions (fastnorm._api) and the backends: it
+checks arrays against the backend that will take them (``as_array``,
+``check_out``), and hands on the kernels' vocabulary (fastnorm._codes) to
+the layers above.
 """
 
 from __future__ import annotations
@@ -9,32 +13,35 @@ from __future__ import annotations
 import math
 import numbers
 import sys
-import types
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _codes
 from ._backends import library, to_host
 
-#: storage codes understood by the CPU engine (and the GPU kernels): the
-#: floating ones (every output type) first, then the integer inputs
-F16, F32, F64, BF16 = 0, 1, 2, 3
-U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11
-_CODES = {
-    np.dtype(np.float16): F16,
-    np.dtype(np.float32): F32,
-    np.dtype(np.float64): F64,
-    np.dtype(np.uint8): U8,
-    np.dtype(np.int8): I8,
-    np.dtype(np.uint16): U16,
-    np.dtype(np.int16): I16,
-    np.dtype(np.uint32): U32,
-    np.dtype(np.int32): I32,
-    np.dtype(np.uint64): U64,
-    np.dtype(np.int64): I64,
-}
-#: the codes of the floating (output) types
-FLOAT_CODES = (F16, F32, F64, BF16)
+# the kernels' vocabulary, handed on to the layers above (V.F32, V.is_integer, V.layout)
+from ._codes import (  # noqa: F401
+    _CODES,
+    BF16,
+    F16,
+    F32,
+    F64,
+    FLOAT_CODES,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    code_dtype,
+    is_integer,
+)
+
+layout = _codes.layout
+
 #: their names, for messages
 FLOAT_NAMES = "float16, float32, float64 or ml_dtypes.bfloat16"
 
@@ -45,23 +52,6 @@ SUPPORTED_DTYPES = (
     "float16, float32, float64 (and ml_dtypes.bfloat16), or an integer dtype "
     "(uint8, int8, uint16, int16, uint32, int32, uint64, int64; not bool)"
 )
-
-
-def user_stacklevel() -> int:
-    """The warnings.warn stacklevel, for a warning issued by the function that
-    calls this, that names the first frame outside fastnorm (the user's line)."""
-    import os
-
-    pkg = os.path.dirname(os.path.abspath(__file__))
-    f: types.FrameType | None = sys._getframe(1)
-    level = 1
-    while f is not None:
-        name = os.path.abspath(f.f_code.co_filename)
-        if not (name.startswith(pkg + os.sep) or f.f_code.co_filename.startswith("<frozen importlib")):
-            return level
-        f = f.f_back
-        level += 1
-    return level
 
 
 def _shape_str(shape: Any) -> str:
@@ -76,18 +66,6 @@ def dtype_code(dtype: Any, name: str = "x") -> int:
     if getattr(dtype, "name", None) == "bfloat16":
         return BF16
     raise TypeError(f"{name} must have a supported dtype ({SUPPORTED_DTYPES}), got dtype {dtype}")
-
-
-def code_dtype(code: int) -> Any:
-    """The dtype of an engine code (bfloat16 needs ml_dtypes)."""
-    if code == BF16:
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    for dt, c in _CODES.items():
-        if c == code:
-            return dt
-    raise ValueError(f"unknown dtype code {code!r}")
 
 
 def refuse_mask(a: Any, name: str, what: str = "is a numpy.ma.MaskedArray") -> None:
@@ -112,6 +90,37 @@ def as_numpy(x: Any, name: str = "x") -> np.ndarray:
     if a.dtype == object:
         raise TypeError(f"{name} must be an array or array-like of floats, got an object array from {type(x).__name__}")
     return a
+
+
+def as_array(x: Any, xp: Any, name: str = "x") -> Any:
+    """x as an array of the compute backend whose array module is xp: NumPy's
+    takes array-likes (lists, objects with __array__); the arrays of another
+    library arrive as they are (fastnorm._backends.for_array chose their
+    backend by their type)."""
+    return as_numpy(x, name) if xp is np else x
+
+
+def per_channel(a: Any, name: str, N: int, C: int, xp: Any = np) -> Any:
+    """(N, C) float64 from an (N, C) or (C,) array (broadcast over the batch)."""
+    arr = as_real(a, name, "an array of numbers", "a real dtype", xp)
+    if arr.shape == (C,):
+        arr = xp.broadcast_to(arr, (N, C))
+    elif arr.shape != (N, C):
+        raise ValueError(f"{name} must have shape ({N}, {C}) or ({C},), got shape {_shape_str(arr.shape)}")
+    return xp.ascontiguousarray(arr, dtype=xp.float64)
+
+
+def check_var(v: Any) -> Any:
+    """v itself; ValueError where a variance is negative or +inf (NaN passes,
+    as in the formula): an infinite variance would silently give zeros."""
+    if bool((v < 0).any()):
+        raise ValueError("var must be >= 0 everywhere, got a negative variance")
+    if bool((v == np.inf).any()):
+        raise ValueError(
+            "var must be finite, got inf (a float32 variance overflows for data "
+            "above ~1.8e19: compute the statistics of x.astype(np.float64))"
+        )
+    return v
 
 
 def check_x(shape: Any, dtype: Any, name: str = "x", min_ndim: int = 3) -> int:
@@ -259,11 +268,6 @@ def _grad_enabled() -> bool:
 _OUT_NAMES = FLOAT_NAMES
 
 
-def is_integer(code: int) -> bool:
-    """Whether a dtype code is an integer input type (read as exact values)."""
-    return code not in (F16, F32, F64, BF16)
-
-
 def out_dtype(dtype: Any, x_dtype: Any, code: int) -> tuple[Any, int]:
     """(output dtype, its code) for dtype= (None: x's dtype for floating
     inputs, float32 for integer inputs)."""
@@ -284,7 +288,9 @@ def out_dtype(dtype: Any, x_dtype: Any, code: int) -> tuple[Any, int]:
 def check_out(
     out: Any, shape: Any, dtype: Any, name: str = "out", array_type: Any = np.ndarray, type_name: str = "numpy.ndarray"
 ) -> Any:
-    """A writeable C-contiguous array of the backend's type with x's shape and dtype."""
+    """out itself if it is a writeable C-contiguous array of the backend's type
+    (array_type, named type_name in messages) with x's shape and dtype, else
+    TypeError / ValueError."""
     refuse_mask(out, name)
     if not isinstance(out, array_type):
         raise TypeError(f"{name} must be None or a {type_name}, got {type(out).__name__}")
@@ -335,16 +341,6 @@ def check_alpha(alpha: Any) -> float:
     if not (0.0 <= a <= 1.0):
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return a
-
-
-def layout(shape: Any, cl: bool) -> tuple[int, int, int]:
-    """(N, C, S) of a validated shape."""
-    N = int(shape[0])
-    C = int(shape[-1] if cl else shape[1])
-    S = 1
-    for d in shape[1:-1] if cl else shape[2:]:
-        S *= int(d)
-    return N, C, S
 
 
 #: validate_norm's num_groups for instance norm: one group per channel

@@ -1,4 +1,4 @@
-"""instance_norm_backward / group_norm_backward (issue 21): against a float64
+"""instance_norm_backward / group_norm_backward: against a float64
 NumPy oracle of the formulas and against torch.autograd; every layout, group
 count, with and without weight, empty and one-element planes, bit-identical
 across thread counts, plans and SIMD levels; bad input."""

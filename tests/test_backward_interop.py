@@ -1,5 +1,5 @@
 """The backward functions take every array type and layout= like the forward
-ones (issue 21): torch tensors (channels_last kept), Dask arrays (any
+ones: torch tensors (channels_last kept), Dask arrays (any
 chunking), layouts without a batch axis."""
 
 import numpy as np

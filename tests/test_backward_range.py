@@ -107,7 +107,7 @@ def test_float64_magnitude_sweep(eps, cl, G):
             _close(a, b, 1e-12, f"1e{e} {name}")
 
 
-def test_issue_example():
+def test_grad_x_scales_inversely_with_x_at_1e110():
     """grad_x of x * 1e110 is grad_x of x divided by 1e110 (eps = 0: exact
     scaling), within float64's rounding."""
     r = np.random.default_rng(0)

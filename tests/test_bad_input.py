@@ -1,8 +1,8 @@
 """One table of every invalid argument of every public function: exact exception
 type, a message naming the argument (and where it matters, the value or the
-property that failed), and out left untouched.  (Integer inputs are valid
-since issue 22: the bad dtypes here are bool, complex, bytes, timedelta,
-object and long double.)"""
+property that failed), and out left untouched.  (Integer inputs are valid:
+the bad dtypes here are bool, complex, bytes, timedelta, object and long
+double.)"""
 
 import numpy as np
 import pytest

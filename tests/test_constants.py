@@ -1,6 +1,7 @@
 """Constants that more than one language states must agree.
 
-The dtype and activation codes cross from Python (fastnorm/_validate.py) into
+The dtype codes (fastnorm/_codes.py) and the activation codes
+(fastnorm/_validate.py) cross from Python into
 C (fastnorm/_cpu/fn_base.h, which the Cython engine and the C harness include)
 and CUDA (fastnorm/_gpu/kernels.cu, reached through fastnorm/_gpu/_backend.py
 and _names.py); the GPU host code restates the kernels' chunk sizes and launch
@@ -19,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {
+    "codes": "fastnorm/_codes.py",
     "validate": "fastnorm/_validate.py",
     "fn_base": "fastnorm/_cpu/fn_base.h",
     "engine": "fastnorm/_cpu/_engine.pyx",
@@ -42,7 +44,7 @@ DTYPE_NAMES = {
     "FN_U64": "U64",
     "FN_I64": "I64",
 }
-# the NumPy type of each code in _validate._CODES (bfloat16: by name, from ml_dtypes)
+# the NumPy type of each code in _codes._CODES (bfloat16: by name, from ml_dtypes)
 CODE_TYPES = {
     "F16": "float16",
     "F32": "float32",
@@ -112,23 +114,24 @@ def _mismatches(src):
     """Every disagreement between the sources, as readable lines (empty: all agree)."""
     bad = []
     val = _py_assigns(src["validate"])
+    kc = _py_assigns(src["codes"])
 
-    # dtype codes: _validate.F16... == fn_base.h's FN_F16...
+    # dtype codes: _codes.F16... == fn_base.h's FN_F16...
     c_dt = _c_enum(src["fn_base"], DTYPE_NAMES)
     if set(c_dt) != set(DTYPE_NAMES):
         bad.append(f"fn_base.h: storage enum has {sorted(c_dt)}, expected {sorted(DTYPE_NAMES)}")
-    py_dt = {py: ast.literal_eval(val[py]) for py in DTYPE_NAMES.values() if py in val}
+    py_dt = {py: ast.literal_eval(kc[py]) for py in DTYPE_NAMES.values() if py in kc}
     for c, py in DTYPE_NAMES.items():
         if c in c_dt and c_dt[c] != py_dt.get(py):
-            bad.append(f"dtype code {py}: _validate.py {py_dt.get(py)} != fn_base.h {c} = {c_dt[c]}")
-    # _validate._CODES maps each NumPy type to its code's name
+            bad.append(f"dtype code {py}: _codes.py {py_dt.get(py)} != fn_base.h {c} = {c_dt[c]}")
+    # _codes._CODES maps each NumPy type to its code's name
     codes = {}
-    for k, v in zip(val["_CODES"].keys, val["_CODES"].values):
+    for k, v in zip(kc["_CODES"].keys, kc["_CODES"].values):
         # np.dtype(np.uint8): U8
         codes[ast.unparse(k)] = ast.unparse(v)
     for py, tname in CODE_TYPES.items():
         if codes.get(f"np.dtype(np.{tname})") != py:
-            bad.append(f"_validate._CODES[np.dtype(np.{tname})] is {codes.get(f'np.dtype(np.{tname})')}, expected {py}")
+            bad.append(f"_codes._CODES[np.dtype(np.{tname})] is {codes.get(f'np.dtype(np.{tname})')}, expected {py}")
     # the input / output code counts
     if _c_define(src["fn_base"], "FN_NCODES") != len(DTYPE_NAMES):
         bad.append(f"fn_base.h FN_NCODES = {_c_define(src['fn_base'], 'FN_NCODES')}, {len(DTYPE_NAMES)} codes")
@@ -141,7 +144,7 @@ def _mismatches(src):
     types = ast.literal_eval(names["TYPES"])
     tname = {}
     for k, v in zip(_py_assigns(src["gpu_backend"])["TNAME"].keys, _py_assigns(src["gpu_backend"])["TNAME"].values):
-        tname[k.attr] = ast.literal_eval(v)  # V.F16 -> "__half"
+        tname[k.attr] = ast.literal_eval(v)  # K.F16 -> "__half"
     by_name = {"float16": "F16", "float32": "F32", "float64": "F64", "bfloat16": "BF16"}
     for dname, code in by_name.items():
         if tname.get(code) != types.get(dname):
@@ -197,18 +200,18 @@ def test_constants_agree_across_languages():
 
 # (file, what to find, what to put instead): one side of each pair changed
 MUTATIONS = [
-    ("validate", "F16, F32, F64, BF16 = 0, 1, 2, 3", "F16, F32, F64, BF16 = 0, 1, 3, 2"),
+    ("codes", "F16, F32, F64, BF16 = 0, 1, 2, 3", "F16, F32, F64, BF16 = 0, 1, 3, 2"),
     ("fn_base", "FN_BF16 = 3", "FN_BF16 = 4"),
     ("fn_base", "FN_I64 = 11", "FN_I64 = 12"),
     (
-        "validate",
+        "codes",
         "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 8, 9, 10, 11",
         "U8, I8, U16, I16, U32, I32, U64, I64 = 4, 5, 6, 7, 9, 8, 10, 11",
     ),
-    ("validate", "np.dtype(np.int16): I16", "np.dtype(np.int16): U16"),
+    ("codes", "np.dtype(np.int16): I16", "np.dtype(np.int16): U16"),
     ("fn_base", "#define FN_NCODES 12", "#define FN_NCODES 11"),
     ("engine", "cnp.import_array()\n", "cnp.import_array()\nF32 = 1\n"),
-    ("gpu_backend", 'V.F16: "__half"', 'V.F16: "float"'),
+    ("gpu_backend", 'K.F16: "__half"', 'K.F16: "float"'),
     ("gpu_names", '"bfloat16": "__nv_bfloat16"', '"bfloat16": "__half"'),
     ("validate", '"silu": 3', '"silu": 4'),
     ("validate", '"relu": 1', '"relu": 1, "gelu": 4'),

@@ -130,7 +130,7 @@ def test_cupy_chunks_use_gpu(client):
     y = fastnorm.instance_norm(dx).compute(scheduler="threads")
     assert isinstance(y, cp.ndarray)
     np.testing.assert_allclose(cp.asnumpy(y), fastnorm.instance_norm(X), atol=2e-6)
-    # issue 19 #6: an affine (NumPy weight / bias) and a NumPy style with CuPy chunks
+    # an affine (NumPy weight / bias) and a NumPy style with CuPy chunks
     w, b = np.linspace(0.5, 2, X.shape[1]), np.linspace(-1, 1, X.shape[1])
     y = fastnorm.instance_norm(dx, w, b).compute(scheduler="threads")
     np.testing.assert_allclose(cp.asnumpy(y), fastnorm.instance_norm(X, w, b), atol=1e-5)

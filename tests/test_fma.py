@@ -20,7 +20,7 @@ def test_engine_multiply_add_is_what_it_says(unfused):
     the FMA kernels and for the unfused ones that CPUs without FMA run."""
     from fractions import Fraction
 
-    from fastnorm._api import _apply_coefs
+    from fastnorm._api import apply_coefs
     from fastnorm._cpu import _engine as E
 
     rng = np.random.default_rng(7)
@@ -28,10 +28,8 @@ def test_engine_multiply_add_is_what_it_says(unfused):
     mean, scale, shift = 0.3141592653589793, 1.2345678901234567, 0.5772156649015329
     with _isa_unfused() if unfused else kernels():
         fused_now = E.fused_multiply_add()
-        y = _apply_coefs(
-            x, np.full((1, 1), mean), np.full((1, 1), scale), np.full((1, 1), shift), num_threads=1
-        ).ravel()
-        yl = _apply_coefs(
+        y = apply_coefs(x, np.full((1, 1), mean), np.full((1, 1), scale), np.full((1, 1), shift), num_threads=1).ravel()
+        yl = apply_coefs(
             x.reshape(1, -1, 1),
             np.full((1, 1), mean),
             np.full((1, 1), scale),

@@ -196,7 +196,7 @@ def test_normalize_adain_apply(be, dtype, shape, channel_axis):
     N, C = rm.shape
     w, b = affine(C)
     sc = 1 / np.sqrt(rv + 1e-5) * w
-    y = fastnorm._api._apply_coefs(
+    y = fastnorm._api.apply_coefs(
         g,
         cp.asarray(rm),
         cp.asarray(sc),
@@ -356,7 +356,7 @@ def test_emulator_catches_a_broken_kernel(be, broken, monkeypatch):
         be._function.cache_clear()
 
 
-# ------------------------------------------------------ issue 19 defects
+# ------------------------------ devices, grid limits, lanes and compilation
 def _on_device_1(x):
     with cp.cuda.Device(1):
         return cp.asarray(x)

@@ -1,4 +1,4 @@
-"""Image data as image code holds it (issue 22): integer pixels read directly,
+"""Image data as image code holds it: integer pixels read directly,
 the output dtype, single images through layout=, on NumPy, torch and Dask."""
 
 import numpy as np

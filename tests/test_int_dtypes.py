@@ -1,5 +1,5 @@
 """Integer inputs and an output dtype other than the input's, at the engine
-level (issue 22): the CPU backend's primitives norm / apply / triples /
+level: the CPU backend's primitives norm / apply / triples /
 moments with ``ocode``, at every SIMD level of this build and CPU.
 
 The contract (fn_base.h, "Input and output types"): the kernels that run are

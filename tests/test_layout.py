@@ -1,4 +1,4 @@
-"""layout= (issue 22): every layout against a float64 reference that reduces
+"""layout=: every layout against a float64 reference that reduces
 over the layout's spatial letters directly, statistics in the layout's shape,
 the layer, torch and Dask, and every kind of bad layout."""
 

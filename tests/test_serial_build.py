@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 
 import fastnorm
-from fastnorm._cpu import _backend as CB
+from fastnorm import _threads as T
 
 
 @pytest.fixture
 def serial(monkeypatch):
     from fastnorm import _api
 
-    monkeypatch.setattr(CB, "SERIAL", True)
-    monkeypatch.setattr(CB, "_serial_warned", False)
+    T.engine()  # the engine's facts are read when it loads: before one is overridden
+    monkeypatch.setattr(T, "SERIAL", True)
+    monkeypatch.setattr(T, "_serial_warned", False)
     # instance_norm's fast path, as a serial engine has it: off
     monkeypatch.setattr(_api, "_engine", None)
     monkeypatch.setattr(_api, "_FAST_CODES", dict(_api._FAST_CODES))

@@ -80,7 +80,7 @@ def test_every_function_accepts_tensors(x):
 
 
 def test_tensors_requiring_grad_are_differentiated(x):
-    """Issue 21: the public functions and the modules run under autograd
+    """The public functions and the modules run under autograd
     (the fastnorm:: operators); functions without a backward say so."""
     xr = x.clone().requires_grad_(True)
     w = torch.linspace(0.5, 2, 6, requires_grad=True)
@@ -204,7 +204,7 @@ def test_cuda_tensors_stay_on_device():
 
 @cuda
 def test_cuda_calls_run_on_torchs_stream_and_take_bfloat16():
-    """Issue 19 #3 and #9: under torch.cuda.stream(s) the kernels go to s (the
+    """Under torch.cuda.stream(s) the kernels go to s (the
     next torch op is ordered after them); bfloat16 CUDA tensors and a bfloat16
     weight with float32 input work."""
     cp = require("cupy", reason="CUDA tensors run through CuPy")

@@ -1,4 +1,4 @@
-"""torch, done properly (issue 21): the fastnorm:: custom operators under
+"""torch, done properly: the fastnorm:: custom operators under
 autograd (gradcheck in float64), a training step against torch's gradients in
 both memory formats, torch.compile(fullgraph) in inference_mode / no_grad /
 training, torch.export, torch.jit.trace with a second input that differs,
@@ -45,7 +45,7 @@ def test_gradcheck_group_norm_operator(G, act, cl, torch_seed):
 
 @pytest.mark.parametrize("act", ["", "leaky_relu", "silu"])
 def test_gradcheck_instance_norm_operators(act, torch_seed):
-    """fastnorm::instance_norm and its backward operator (issue 21's names)."""
+    """fastnorm::instance_norm and its backward operator."""
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)

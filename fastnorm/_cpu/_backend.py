@@ -12,105 +12,41 @@ for a floating x, float32 for an integer x), reading x converted on load by
 the output type's kernels (fn_base.h, "Input and output types"): never a
 converted copy of x.  triples and moments read the exact values (double).
 
-Inputs are validated by fastnorm._api; nothing here validates again.  norm
+Inputs are validated by fastnorm._api and fastnorm._validate (which also
+checks ``out`` against ARRAY_TYPE); nothing here validates again.  norm
 and moments keep results that leave the kernels' range exact (float64 data
 near the ends of the exponent range, 16-bit data with huge affine
-coefficients): fastnorm._range.
+coefficients): fastnorm._range.  The thread count of every engine call is
+fastnorm._threads's (``T.team``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
-import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _api, _range
+from .. import _codes as K
 from .. import _formulas as F
-from .. import _validate as V
+from .. import _range
+from .. import _threads as T
 from . import _engine as E
 
 xp = np
 ARRAY_TYPE = np.ndarray
-
-default_threads = E.default_threads
-
-
-_MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
-_modules = sys.modules
-
-
-# A serial engine (built without OpenMP) runs every call on one thread. It
-# says so once per process, the first time a call asks for more threads or
-# would have had more by default, so a build that lost OpenMP is not silent.
-SERIAL = not E.have_openmp()
-_serial_warned = False
-
-
-def _openmp_default() -> int:
-    """The team an OpenMP build would start by default: OMP_NUM_THREADS's
-    first entry, else the CPUs this process may run on."""
-    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if first.isdigit() and int(first) > 0:
-        return int(first)
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _warn_serial(nt: int | None) -> None:
-    global _serial_warned
-    want = _openmp_default() if nt is None else nt
-    if want > 1 and not _serial_warned:
-        _serial_warned = True
-        asked = f"num_threads={nt}" if nt is not None else f"a default of {want} threads"
-        warnings.warn(
-            f"fastnorm was built without OpenMP (a serial engine): calls run on one thread, not "
-            f"{asked}. Rebuild with a compiler that has OpenMP (gcc's libgomp; with clang, libomp: "
-            f"'brew install libomp' on macOS) to use every core; fastnorm.show_config() describes the build.",
-            RuntimeWarning,
-            stacklevel=V.user_stacklevel(),
-        )
-
-
-def _threads(nt: int | None) -> int:
-    """The thread count a call runs with (nt: validated num_threads or None)."""
-    if SERIAL:
-        _warn_serial(nt)
-        return 1
-    if _api._forked_child:
-        # OpenMP's pool did not survive fork(); one thread never enters it
-        return 1
-    if nt is None:
-        if "dask" in _modules and _api._in_dask_task():
-            return 1  # Dask runs a task per core already
-        nt = E.default_threads()
-    # results are identical for every count, so an absurd request (num_threads=10**6,
-    # OMP_NUM_THREADS=30000) is capped instead of asking OpenMP for that many threads
-    return min(nt, _MAX_THREADS)
-
-
-def asarray(x: Any, name: str = "x") -> np.ndarray:
-    return V.as_numpy(x, name)
-
-
-def check_out(out: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    return V.check_out(out, shape, dtype)
+ARRAY_NAME = "numpy.ndarray"
 
 
 def _out_code(code: int, ocode: int | None) -> int:
     """The output code: ocode, else x's code (floating) or float32 (integer)."""
     if ocode is not None:
         return ocode
-    return code if code in V.FLOAT_CODES else V.F32
+    return code if code in K.FLOAT_CODES else K.F32
 
 
 def _out_dtype(x: np.ndarray, code: int, ocode: int) -> Any:
-    return x.dtype if ocode == code else V.code_dtype(ocode)
+    return x.dtype if ocode == code else K.code_dtype(ocode)
 
 
 def _prepare(x: Any, out: Any, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +79,7 @@ def norm(
     ocode: int | None = None,
 ) -> np.ndarray:
     ocode = _out_code(code, ocode)
-    if ocode == V.F32:  # float32 data and float32 coefficients stay in range
+    if ocode == K.F32:  # float32 data and float32 coefficients stay in range
         return _norm(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode=ocode)
     return _norm_checked(x, code, cl, G, weight, bias, eps, act, slope, out, nt, ocode)
 
@@ -177,9 +113,9 @@ def _norm(
             tri[...] = (0.0, np.nan, np.nan)
         return (y, tri) if stats else y
     if cl:
-        E.norm_cl(x, y, code, ocode, N, S, C, G, weight, bias, eps, act, slope, _threads(nt), tri)
+        E.norm_cl(x, y, code, ocode, N, S, C, G, weight, bias, eps, act, slope, T.team(nt), tri)
     else:
-        E.norm_cf(x, y, code, ocode, N, G, C // G, S, weight, bias, eps, act, slope, _threads(nt), tri)
+        E.norm_cf(x, y, code, ocode, N, G, C // G, S, weight, bias, eps, act, slope, T.team(nt), tri)
     return (y, tri) if stats else y
 
 
@@ -209,9 +145,9 @@ def _norm_checked(
     Integer inputs into float64 need no rescue: their squares (< 2^128) stay
     far inside double's range and their variance is 0 or at least 1/4."""
     C = x.shape[-1] if cl else x.shape[1]
-    if x.size == 0 or (ocode == V.F64 and code not in V.FLOAT_CODES):
+    if x.size == 0 or (ocode == K.F64 and code not in K.FLOAT_CODES):
         return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
-    if ocode != V.F64:
+    if ocode != K.F64:
         wmax = float(np.abs(w).max()) if w is not None and len(w) else 1.0
         bmax = float(np.abs(b).max()) if b is not None and len(b) else 0.0
         if bmax <= _FLT_MAX and eps > 0 and wmax / math.sqrt(eps) <= _FLT_MAX:
@@ -224,7 +160,7 @@ def _norm_checked(
             return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
         # in float64 (the engine reads x itself, exact values), rounded once
         # to the 16-bit type
-        y64 = _norm(x, code, cl, G, w, b, eps, act, slope, None, nt, ocode=V.F64)
+        y64 = _norm(x, code, cl, G, w, b, eps, act, slope, None, nt, ocode=K.F64)
         odtype = _out_dtype(x, code, ocode)
         y = out if out is not None else np.empty(x.shape, odtype)
         with np.errstate(over="ignore"):
@@ -266,11 +202,11 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | Non
     if N * C == 0:
         return out
     S = x.size // (N * C)
-    odt = ocode if ocode is not None and V.is_integer(code) else -1
+    odt = ocode if ocode is not None and K.is_integer(code) else -1
     if cl:
-        E.stats_cl(x, code, N, S, C, _threads(nt), out, odt)
+        E.stats_cl(x, code, N, S, C, T.team(nt), out, odt)
     else:
-        E.stats_cf(x, code, N * C, S, _threads(nt), out, odt)
+        E.stats_cf(x, code, N * C, S, T.team(nt), out, odt)
     return out
 
 
@@ -278,7 +214,7 @@ def moments(
     x: np.ndarray, code: int, cl: bool, nt: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     t = triples(x, code, cl, nt)
-    if code == V.F64 and _range.out_of_range(t, None).any():
+    if code == K.F64 and _range.out_of_range(t, None).any():
         return _range.rescaled_triples(triples, x, code, cl, nt, t)
     return t[..., 0].copy(), t[..., 1].copy(), t[..., 2].copy(), F.variance(t)
 
@@ -307,9 +243,9 @@ def apply(
         return y
     S = x.size // (N * C)
     if cl:
-        E.apply_cl(x, y, code, ocode, N, S, C, mean, scale, shift, act, slope, _threads(nt))
+        E.apply_cl(x, y, code, ocode, N, S, C, mean, scale, shift, act, slope, T.team(nt))
     else:
-        E.apply_cf(x, y, code, ocode, N * C, S, mean, scale, shift, act, slope, _threads(nt))
+        E.apply_cf(x, y, code, ocode, N * C, S, mean, scale, shift, act, slope, T.team(nt))
     return y
 
 
@@ -329,16 +265,16 @@ def _backward_run(
     grad_weight, grad_bias, sums); eps_units: float64 (N, G) eps per unit;
     sums: also return the per-(n, c) sum(dy), sum(dy * (x - mean)) and the
     per-(n, g) rstd, one float64 array (2*N*C + N*G,)."""
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     gx = E.empty(x.shape, x.dtype)
     gw = np.zeros(C)
     gb = np.zeros(C)
     su = np.empty(2 * N * C + N * G) if sums else None
     eu = None if eps_units is None else np.ascontiguousarray(eps_units, dtype=np.float64).reshape(-1)
     if cl:
-        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, _threads(nt), gw, gb, eu, su)
+        E.backward_cl(x, dy, gx, code, N, S, C, G, weight, eps, T.team(nt), gw, gb, eu, su)
     else:
-        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, _threads(nt), gw, gb, eu, su)
+        E.backward_cf(x, dy, gx, code, N, G, C // G, S, weight, eps, T.team(nt), gw, gb, eu, su)
     return gx, gw, gb, su
 
 
@@ -354,19 +290,19 @@ def backward(
     (fastnorm._range), 16-bit ones in float64 (the type their coefficients
     overflow or underflow in is float).  float32 data need neither: their
     coefficients stay far inside double's range."""
-    if V.is_integer(code):
+    if K.is_integer(code):
         raise TypeError("the backward takes floating inputs only")
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     if not dy.flags.c_contiguous:
         dy = np.ascontiguousarray(dy)
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     if x.size == 0:
         return E.empty(x.shape, x.dtype), np.zeros(C), np.zeros(C)
-    gx, gw, gb, sums = _backward_run(x, dy, code, cl, G, weight, eps, nt, sums=code != V.F32)
-    if code == V.F64:
+    gx, gw, gb, sums = _backward_run(x, dy, code, cl, G, weight, eps, nt, sums=code != K.F32)
+    if code == K.F64:
         return _backward_f64_range(x, dy, cl, G, weight, eps, nt, gx, gw, gb, sums)
-    if code != V.F32:
+    if code != K.F32:
         return _backward_16_range(x, dy, cl, G, weight, eps, nt, gx, gw, gb, sums)
     return gx, gw, gb
 
@@ -403,7 +339,7 @@ def _backward_f64_range(
     by the scaling.  A unit is taken from the scaled run only where that run's
     rstd is in range; grad_weight and grad_bias are then added again from the
     per-(n, c) terms in the engine's order."""
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     NC = N * C
     r = sums[2 * NC :].reshape(N, G)
     bad = _range.backward_out_of_range(r)
@@ -415,7 +351,7 @@ def _backward_f64_range(
     xs = _range.scaled(x, cl, G, k)
     with np.errstate(under="ignore", over="ignore"):
         eps_u = np.ldexp(float(eps), -2 * k)
-    gxs, _, _, sums2 = _backward_run(xs, dy, V.F64, cl, G, weight, eps, nt, eps_units=eps_u, sums=True)
+    gxs, _, _, sums2 = _backward_run(xs, dy, K.F64, cl, G, weight, eps, nt, eps_units=eps_u, sums=True)
     r2 = sums2[2 * NC :].reshape(N, G)
     use = redo & ~_range.backward_out_of_range(r2)
     if not use.any():
@@ -463,7 +399,7 @@ def _backward_16_range(
     safe: grad_x of those units computed in float64 (x and dy converted
     exactly) and rounded once.  grad_weight and grad_bias are sums in double
     already, kept."""
-    N, C, S = V.layout(x.shape, cl)
+    N, C, S = K.layout(x.shape, cl)
     NC = N * C
     Cg = C // G
     r = sums[2 * NC :].reshape(N, G, 1)
@@ -475,9 +411,16 @@ def _backward_16_range(
         ok = _float_safe(r * wg).all(-1) & _float_safe(-r * a)[..., 0] & _float_safe(-(r * r * r) * b)[..., 0]
     if ok.all():
         return gx, gw, gb
-    gx64 = backward(x.astype(np.float64), dy.astype(np.float64), V.F64, cl, G, weight, eps, nt)[0]
+    gx64 = backward(x.astype(np.float64), dy.astype(np.float64), K.F64, cl, G, weight, eps, nt)[0]
     ub = _range.unit_broadcast(~ok, cl)
     gv = _range._unit_view(gx, cl, G)
     with np.errstate(over="ignore", under="ignore"):
         gv[...] = np.where(ub, _range._unit_view(gx64, cl, G).astype(x.dtype), gv)
     return gx, gw, gb
+
+
+if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
+    from .._backends import ComputeBackend
+    from . import _backend as _self
+
+    _conforms: ComputeBackend = _self

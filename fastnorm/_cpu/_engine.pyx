@@ -169,7 +169,8 @@ cdef struct plan_t:
 cdef inline int team_for(int n_threads, Py_ssize_t work) noexcept nogil:
     """Threads for a call of `work` elements: 1 below SERIAL_BELOW_N, else at
     most n_threads and, when other processes keep cores busy, no more than
-    the cores left to us (fn_threads_now)."""
+    the cores left to us (fn_threads_now).  The last step of the thread
+    policy of fastnorm/_threads.py, which decided n_threads."""
     if n_threads <= 1 or work < SERIAL_BELOW_N:
         return 1
     return fn_threads_now(n_threads, omp_get_num_procs())
@@ -1202,7 +1203,7 @@ def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads, int stream=-1
     -1 (default) non-temporal from the kernels' streaming threshold up.  The
     bench times both and keeps the faster: which one wins depends on the size
     and on how much last-level cache the machine gives (glibc's memcpy picks
-    its own non-temporal threshold from the reported L3, 480 MiB on this VM)."""
+    its own non-temporal threshold from the reported L3)."""
     cdef const char *s = <const char *>cnp.PyArray_DATA(src)
     cdef char *d = <char *>cnp.PyArray_DATA(dst)
     cdef Py_ssize_t nbytes = src.nbytes

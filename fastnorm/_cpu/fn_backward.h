@@ -1,5 +1,5 @@
 /*
- * Backward kernels of instance / group norm (issue 21): the gradients of
+ * Backward kernels of instance / group norm: the gradients of
  * y = (x - mean) * rstd * w[c] + b[c] with respect to x, w and b, the
  * statistics recomputed from x.
  *

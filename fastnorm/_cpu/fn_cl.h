@@ -67,8 +67,8 @@ FN_INLINE void FN(cl_apply_tiles)(const FN_TI *x, FN_TO *y, fn_ssize nr, fn_ssiz
     stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
-         * tile, the stream stores of neighbouring lines interleave and ran
-         * 1.6x slower), the coefficients read from L1 */
+         * tile, the stream stores of neighbouring lines interleave, which
+         * write-combining handles worse), the coefficients read from L1 */
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)

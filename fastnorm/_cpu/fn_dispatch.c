@@ -195,9 +195,12 @@ void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads,
 }
 
 /* ---- threads under load ------------------------------------------------ */
-/* A team runs at the pace of its slowest thread (static schedule, barriers):
+/* The last step of the thread policy (fastnorm/_threads.py decides the
+ * team a call asks for; this trims it to the cores free now).
+ * A team runs at the pace of its slowest thread (static schedule, barriers):
  * a thread that shares its core with another busy process stalls all the
- * others, so on a loaded machine a 2-thread call ran 35x slower than alone.
+ * others, so on a loaded machine a small team can be many times slower than
+ * one thread (benchmarks/README.md, "Threads under load").
  * Before a parallel region the engine asks how many cores are not busy with
  * other processes' runnable threads (Linux: procs_running in /proc/loadavg,
  * read at most every FN_LOAD_EVERY_NS) and starts no more threads than that.

@@ -17,31 +17,32 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cupy as cp
 import numpy as np
 
+from .. import _codes as K
 from .. import _formulas as F
-from .. import _validate as V
 from . import _names
 
 xp = cp
 ARRAY_TYPE = cp.ndarray
+ARRAY_NAME = "cupy.ndarray (x is a CuPy array)"
 #: dtype code -> C++ type of the kernels' templates
 TNAME = {
-    V.F16: "__half",
-    V.F32: "float",
-    V.F64: "double",
-    V.BF16: "__nv_bfloat16",
-    V.U8: "unsigned char",
-    V.I8: "signed char",
-    V.U16: "unsigned short",
-    V.I16: "short",
-    V.U32: "unsigned int",
-    V.I32: "int",
-    V.U64: "unsigned long long",
-    V.I64: "long long",
+    K.F16: "__half",
+    K.F32: "float",
+    K.F64: "double",
+    K.BF16: "__nv_bfloat16",
+    K.U8: "unsigned char",
+    K.I8: "signed char",
+    K.U16: "unsigned short",
+    K.I16: "short",
+    K.U32: "unsigned int",
+    K.I32: "int",
+    K.U64: "unsigned long long",
+    K.I64: "long long",
 }
 _NULL = np.uint64(0)  # a null device pointer for optional weight / bias
 
@@ -80,7 +81,7 @@ def _pair(code: int, ocode: Any) -> tuple[str, str]:
     """The module (input type, output type) of a norm / apply: ocode None is
     x's own type (float32 for integer x)."""
     if ocode is None:
-        ocode = V.F32 if V.is_integer(code) else code
+        ocode = K.F32 if K.is_integer(code) else code
     return TNAME[code], TNAME[ocode]
 
 
@@ -88,8 +89,8 @@ def _stats_pair(code: int, ocode: int | None = None) -> tuple[str, str]:
     """The module whose statistics kernels serve triples / moments: x's own
     (for integer x: float64, exact values, sums in double; or the output
     code ocode's, its loads, where given)."""
-    if V.is_integer(code):
-        return TNAME[code], TNAME[V.F64 if ocode is None else ocode]
+    if K.is_integer(code):
+        return TNAME[code], TNAME[K.F64 if ocode is None else ocode]
     return TNAME[code], TNAME[code]
 
 
@@ -117,15 +118,6 @@ def _tiles(n: int, limit: Any) -> Any:
 
 def _cdiv(a: Any, b: Any) -> int:
     return (a + b - 1) // b
-
-
-# ------------------------------------------------------------ validation
-def asarray(x: Any, name: str = "x") -> Any:
-    return x
-
-
-def check_out(out: Any, shape: Any, dtype: Any) -> Any:
-    return V.check_out(out, shape, dtype, "out", cp.ndarray, "cupy.ndarray (x is a CuPy array)")
 
 
 def _prepare(x: Any, out: Any, odtype: Any) -> tuple[Any, Any]:
@@ -435,7 +427,7 @@ def backward(
     order (chunk blocks, chunks merged in order, n in order: the same bits
     every run); then grad_x = r * (gy - mean(gy) - xhat * mean(gy * xhat)),
     gy = dy * w, in the working type (float for float32 and the 16-bit types)."""
-    if V.is_integer(code):
+    if K.is_integer(code):
         raise TypeError("the backward takes floating inputs only")
     with x.device:
         if not x.flags.c_contiguous:
@@ -532,3 +524,10 @@ def backward(
             for r0, nr in _tiles(R, max(1, _names.MAX_GRID_X // segs)):
                 f((nr * segs,), (256,), (x, dy, gx, np.int64(S), np.int64(segs), np.int64(r0)) + coefs)
     return gx, gw, gb
+
+
+if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
+    from .._backends import ComputeBackend
+    from . import _backend as _self
+
+    _conforms: ComputeBackend = _self

@@ -1,5 +1,5 @@
 """``python -m fastnorm bench --suite images``: per-image, per-channel
-normalization of image data as image code holds it (issue 22).
+normalization of image data as image code holds it.
 
 Cases: a 4K photo (2160, 3840, 3) uint8 HWC, a batch (64, 512, 512, 3) uint8
 NHWC, a microscopy stack (16, 2048, 2048) uint16 NHW, and the same three as

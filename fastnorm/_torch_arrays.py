@@ -1,0 +1,94 @@
+"""torch tensors as the arrays the kernels take, and arrays back as
+tensors, without copies: CPU tensors as NumPy views, CUDA tensors as CuPy
+views (DLPack), bfloat16 as its 16-bit pattern viewed as
+``ml_dtypes.bfloat16``.  Shared by the torch layer (fastnorm._torch) and
+the operators' backward (fastnorm._torch_ops).  Importing it imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _validate as V
+from ._backends import library
+
+
+def is_channels_last(t: Any, channel_axis: Any) -> bool:
+    """A logically channels-first tensor whose memory is channels-last."""
+    return (
+        (channel_axis is None or channel_axis == 1)
+        and t.dim() >= 3
+        and not t.is_contiguous()
+        and t.movedim(1, -1).is_contiguous()
+    )
+
+
+#: tensor dtypes the kernels read directly: floats and integers (bool is not a number here)
+_DTYPES = {
+    torch.float16,
+    torch.float32,
+    torch.float64,
+    torch.bfloat16,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+} | {getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n)}
+
+
+def _bf16_dtype(name: str) -> Any:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)") from None
+    return ml_dtypes.bfloat16
+
+
+#: the torch output dtypes (dtype=) and their NumPy names; bfloat16 is ml_dtypes'
+_OUT_DTYPES = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
+
+
+def numpy_dtype(d: Any) -> Any:
+    """The NumPy dtype of a torch dtype given as dtype=: the floating output
+    types (the others, float8 or integers, are refused naming the value)."""
+    if d == torch.bfloat16:
+        return _bf16_dtype("dtype")
+    name = _OUT_DTYPES.get(d)
+    if name is None:
+        raise TypeError(
+            f"dtype must be None or a floating dtype (torch.float16, torch.float32, torch.float64 "
+            f"or torch.bfloat16), got {d}"
+        )
+    return np.dtype(name)
+
+
+def to_array(t: Any, name: str = "x") -> Any:
+    """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a tensor; bfloat16 goes
+    over as its 16-bit pattern viewed as ml_dtypes.bfloat16."""
+    t = t.detach()
+    if t.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"{name} must be a CPU or CUDA tensor, got device {t.device}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{name} must have a floating or integer dtype ({V.SUPPORTED_DTYPES}), got dtype {t.dtype}")
+    if t.device.type == "cuda":
+        import cupy
+
+        if t.dtype == torch.bfloat16:
+            return cupy.from_dlpack(t.view(torch.int16)).view(_bf16_dtype(name))
+        return cupy.from_dlpack(t)
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_bf16_dtype(name))
+    return t.numpy()
+
+
+def from_array(a: Any, like: Any) -> Any:
+    """Tensor sharing a's memory, on like's device."""
+    if library(a) == "cupy":
+        return torch.from_dlpack(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
