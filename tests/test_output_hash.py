@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from _optional import require
 
 import fastnorm
@@ -36,6 +37,7 @@ def _blocker(tmp_path, name):
     return str(d)
 
 
+@pytest.mark.slow  # several Python processes that import torch and dask
 def test_missing_expected_library_fails(tmp_path):
     require("dask")
     path = _blocker(tmp_path, "dask")
@@ -97,6 +99,7 @@ def _last(r):
     return r.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # several Python processes that import torch and dask
 def test_exceptions_are_listed_and_kept_out_of_the_hash():
     args = ["--only", "adain", "--expect", ""]
     clean = _run(args)

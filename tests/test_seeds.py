@@ -10,6 +10,7 @@ import sys
 import zlib
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,6 +63,7 @@ def test_rng_is_seeded_from_a_stable_hash_of_the_node_id(rng, request):
     assert rng.integers(2**62) == want.integers(2**62)
 
 
+@pytest.mark.slow  # two pytest runs in subprocesses
 def test_seed_is_the_same_in_every_process_and_printed_on_failure(tmp_path):
     """Two processes with different string-hash salts draw the same numbers;
     the failing test that used rng names its seed, the others do not."""

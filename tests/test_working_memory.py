@@ -32,7 +32,8 @@ print(status("VmHWM") - base)
     [
         ((16, 1, 1000000), -1, "float32"),  # channels last, a million channels
         ((16, 1000000, 1), 1, "float32"),  # channels first, one element per plane
-        ((1, 65536, 8192), -1, "float16"),  # channels last, one instance of many chunks
+        # channels last, one instance of many chunks: a 1 GiB input
+        pytest.param((1, 65536, 8192), -1, "float16", marks=pytest.mark.slow),
     ],
 )
 def test_working_memory_does_not_grow_with_n_times_c(shape, channel_axis, dtype, nt):
