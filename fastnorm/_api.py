@@ -74,8 +74,11 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     if args["layout"] is not None:
         return _with_layout(fn, first, args)
     x = args[first]
-    if hasattr(x, "shape") and hasattr(x, "dtype"):  # before a tensor's memory format picks an axis
-        V.check_unambiguous(tuple(x.shape), x.dtype, args.get("channel_axis"), first)
+    # before a tensor's memory format picks an axis; adain's style is an image too
+    for name in (first, "style"):
+        a = args.get(name)
+        if hasattr(a, "shape") and hasattr(a, "dtype"):
+            V.check_unambiguous(tuple(a.shape), a.dtype, args.get("channel_axis"), name)
     _, be = B.for_array(x, first)
     return be.call(fn, sig.bind(**args))
 
@@ -915,6 +918,7 @@ def adain(
         raise TypeError(
             f"style must be the same kind of array as content ({type(x).__name__}), got {type(style).__name__}"
         )
+    V.check_unambiguous(s.shape, s.dtype, channel_axis, "style")
     scode = V.check_x(s.shape, s.dtype, "style")
     try:
         scl = V.channels_last(channel_axis, s.ndim)

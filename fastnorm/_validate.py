@@ -168,7 +168,10 @@ def check_unambiguous(shape: Any, dtype: Any, channel_axis: Any, name: str = "x"
             'or layout="NCL" (a batch of 1-d signals)'
         )
     else:
-        hint = 'layout="HW" (one single-channel image), or channel_axis=1 for a batch of shape (N, C)'
+        hint = (
+            'layout="HW" (one single-channel image) or channel_axis=1 for a batch of shape (N, C); '
+            'an image with channels has 3 dimensions and takes layout="HWC", layout="CHW" or layout="NCL"'
+        )
     raise ValueError(
         f"{name} of shape {dims} and dtype {dt} is ambiguous without layout= or channel_axis=: "
         f"an integer array of {len(shape)} dimensions is usually an image, which the default "

@@ -48,6 +48,22 @@ def test_2d_integer_without_layout_is_refused():
         fastnorm.group_norm(gray, 1)
     with pytest.raises(ValueError, match=r'layout="HW"'):
         fastnorm.instance_norm(gray)
+    # the same three suggestions as for a 3-D image
+    with pytest.raises(ValueError, match=r'layout.*"HWC".*"CHW".*"NCL"'):
+        fastnorm.instance_norm(gray)
+
+
+def test_adains_integer_style_photo_is_refused():
+    """The style is an image too: a uint8 (H, W, 3) style without layout= is
+    refused by name, NumPy and torch alike."""
+    content = PHOTO.astype(np.float32)
+    with pytest.raises(ValueError, match=r"^style .*layout.*\"HWC\""):
+        fastnorm.adain(content, PHOTO)
+    y = fastnorm.adain(content, PHOTO, layout="HWC")
+    assert y.shape == PHOTO.shape
+    torch = require("torch", reason="torch is not installed")
+    with pytest.raises(ValueError, match=r"^style .*layout"):
+        fastnorm.adain(torch.from_numpy(content), torch.from_numpy(PHOTO))
 
 
 @pytest.mark.parametrize("fn", sorted(CALLS))
