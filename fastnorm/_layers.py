@@ -140,6 +140,9 @@ class InstanceNorm:
                 )
             V.check_layout(layout, (1,) * len(layout) if isinstance(layout, str) else (), "x")
         self.layout = layout
+        # neither given: an integer image of 2 or 3 dimensions is ambiguous, as
+        # in the functions (checked per call, where x's dtype is known)
+        self._axes_given = layout is not None or channel_axis is not None
         self.channel_axis = None if layout is not None else 1 if channel_axis is None else int(channel_axis)
         C = self.num_features
         self.weight = np.ones(C, np.float32) if self.affine else None
@@ -211,6 +214,8 @@ class InstanceNorm:
             shape = x.shape
         if self.layout is None:
             assert self.channel_axis is not None
+            if not self._axes_given:
+                V.check_unambiguous(tuple(shape), getattr(x, "dtype", None), None, "x")
             return self._forward(x, shape, self.channel_axis, training, num_threads)
         L = V.check_layout(self.layout, tuple(shape))
         y = self._forward(x.reshape(L.canonical(shape)), shape, -1 if L.cl else 1, training, num_threads)

@@ -109,3 +109,16 @@ def test_dask_uint8_photo_is_refused():
             CALLS[fn](x)
     y = fastnorm.instance_norm(x, layout="HWC").compute()
     np.testing.assert_array_equal(y, fastnorm.instance_norm(PHOTO, layout="HWC"))
+
+
+def test_the_numpy_layer_refuses_an_integer_photo_without_axes():
+    """fastnorm.InstanceNorm built without layout or channel_axis reads x as
+    the functions do: a uint8 (H, W, 3) photo is refused, with layout or
+    channel_axis given at construction it runs."""
+    with pytest.raises(ValueError, match=r"layout"):
+        fastnorm.InstanceNorm(64)(PHOTO)
+    with pytest.raises(ValueError, match=r"layout"):
+        fastnorm.InstanceNorm(64, track_running_stats=True)(PHOTO, training=True)
+    y = fastnorm.InstanceNorm(3, layout="HWC")(PHOTO)
+    np.testing.assert_array_equal(y, fastnorm.instance_norm(PHOTO, layout="HWC"))
+    assert fastnorm.InstanceNorm(64, channel_axis=1)(PHOTO).shape == PHOTO.shape
