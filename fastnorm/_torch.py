@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import _api
+from . import _threads as T
 from . import _validate as V
 from ._torch_arrays import from_array, is_channels_last, numpy_dtype, to_array
 
@@ -74,7 +75,7 @@ def _traced_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
         f"returns this input's result for every input. Call it without out= / dtype=, use "
         f"fastnorm.torch's modules, or torch.export.",
         torch.jit.TracerWarning,
-        stacklevel=4,
+        stacklevel=T.user_stacklevel(),
     )
     return None
 

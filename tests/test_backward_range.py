@@ -5,12 +5,14 @@ the default eps; float32, bfloat16 and float16 over their ranges), against an
 mpmath oracle of the exact formulas; bit-identical across SIMD levels and
 thread counts there too."""
 
-import mpmath
 import numpy as np
 import pytest
 from _isa import LEVELS, kernels
+from _optional import require
 
 import fastnorm
+
+mpmath = require("mpmath", reason="mpmath is the oracle (the test extra)")
 
 try:
     import ml_dtypes

@@ -116,3 +116,9 @@ def test_exceptions_are_listed_and_kept_out_of_the_hash():
     assert _last(runs[0]) == _last(runs[1])
     # and a run whose cases raised never prints the clean run's hash
     assert _last(runs[0]) != _last(clean)
+
+
+def test_only_with_an_unknown_name_fails():
+    r = _run(["--only", "no_such_function", "--expect", ""])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no_such_function" in r.stderr and r.stdout.strip() == ""

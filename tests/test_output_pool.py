@@ -108,3 +108,27 @@ def test_output_pool_cap_out_of_range():
     with pytest.raises(TypeError, match=r"cap_bytes must be an int, got 1.5"):
         E.output_pool(1.5)
     assert E.output_pool()[1] == old
+
+
+def test_pool_size_warning_names_the_users_line(tmp_path):
+    """The FASTNORM_CACHE_BYTES warning points at the line of the user's
+    script that loaded the engine, not at importlib's frozen frames."""
+    script = tmp_path / "user_script.py"
+    script.write_text("import numpy as np\nimport fastnorm\nfastnorm.instance_norm(np.ones((1, 2, 3, 3)))\n")
+    env = dict(os.environ, FASTNORM_CACHE_BYTES="lots")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "FASTNORM_CACHE_BYTES" in r.stderr and "user_script.py:3: RuntimeWarning" in r.stderr, r.stderr
+    assert "frozen" not in r.stderr
+
+
+def test_output_pool_takes_numpy_integers():
+    held, cap = E.output_pool()
+    try:
+        assert E.output_pool(np.int64(1 << 20))[1] == 1 << 20
+        with pytest.raises(TypeError, match="cap_bytes"):
+            E.output_pool(True)
+        with pytest.raises(TypeError, match="cap_bytes"):
+            E.output_pool(1.5)
+    finally:
+        E.output_pool(cap)

@@ -240,6 +240,10 @@ def main(argv=None):
     for fn, tag, call in cases():
         hs.record(fn, tag, call)
     _interop(hs, have)
+    if hs.only is not None and not hs.only <= set(hs.per):
+        unknown = ", ".join(sorted(hs.only - set(hs.per)))
+        print(f"output_hash: --only names no case: {unknown} (-v lists the functions)", file=sys.stderr)
+        return 2
     print(f"fastnorm from {os.path.dirname(fastnorm.__file__)}, kernels {_engine.config()['isa']}")
     covered = ", ".join(f"{n} {v}" for n, v in sorted(have.items())) or "none"
     print(

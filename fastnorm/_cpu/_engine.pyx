@@ -436,15 +436,18 @@ def _caller_level():
     This module's initialisation runs without a Python frame of its own, so
     the innermost frame is importlib's; warnings walks back one frame per
     level from there, which is what this counts."""
+    import importlib
     import os
     import sys
 
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    machinery = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
     f = sys._getframe(0)
     level = 1
     while f is not None and f.f_back is not None:
         name = f.f_code.co_filename
-        if not (name.startswith("<frozen importlib") or os.path.abspath(name).startswith(pkg)):
+        path = os.path.abspath(name)
+        if not (name.startswith("<frozen importlib") or path.startswith(pkg) or path.startswith(machinery)):
             break
         f = f.f_back
         level += 1
@@ -1243,8 +1246,9 @@ def output_pool(cap_bytes=None):
     """(bytes held, cap): the freed outputs kept for reuse; with cap_bytes,
     set the cap (0 turns the pool off; FASTNORM_CACHE_BYTES at import)."""
     if cap_bytes is not None:
-        if not isinstance(cap_bytes, int) or isinstance(cap_bytes, bool):
+        if isinstance(cap_bytes, bool) or not hasattr(type(cap_bytes), "__index__"):
             raise TypeError(f"cap_bytes must be an int, got {cap_bytes!r}")
+        cap_bytes = cap_bytes.__index__()  # NumPy integers too
         if cap_bytes < 0:
             raise ValueError(f"cap_bytes must be >= 0, got {cap_bytes!r}")
         if cap_bytes > SIZE_MAX:
@@ -1271,7 +1275,7 @@ def _pool_from_env():
             raise ValueError
     except ValueError:
         warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count in [0, {SIZE_MAX}]; keeping "
-                      f"{fn_pool_get_cap()} bytes", RuntimeWarning, stacklevel=2)
+                      f"{fn_pool_get_cap()} bytes", RuntimeWarning, stacklevel=_caller_level())
         return
     fn_pool_set_cap(cap)
 
