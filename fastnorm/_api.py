@@ -76,7 +76,7 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     x = args[first]
     # before a tensor's memory format picks an axis; adain's style is an image too
     for name in (first, "style"):
-        a = args.get(name)
+        a: Any = args.get(name)
         if hasattr(a, "shape") and hasattr(a, "dtype"):
             V.check_unambiguous(tuple(a.shape), a.dtype, args.get("channel_axis"), name)
     _, be = B.for_array(x, first)

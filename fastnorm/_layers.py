@@ -142,7 +142,7 @@ class InstanceNorm:
         self.layout = layout
         # neither given: an integer image of 2 or 3 dimensions is ambiguous, as
         # in the functions (checked per call, where x's dtype is known)
-        self._axes_given = layout is not None or channel_axis is not None
+        self._axes_given: bool = layout is not None or channel_axis is not None
         self.channel_axis = None if layout is not None else 1 if channel_axis is None else int(channel_axis)
         C = self.num_features
         self.weight = np.ones(C, np.float32) if self.affine else None
