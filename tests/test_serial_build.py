@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 from fastnorm import _threads as T
@@ -69,6 +70,8 @@ def test_serial_build_is_said_on_show_configs_first_line(monkeypatch):
 def test_a_real_serial_build_warns(tmp_path):
     """FASTNORM_NO_OPENMP=1 builds a serial engine (one kernel level, to keep
     it short) that reports itself and warns at num_threads=2."""
+    require("Cython.Build", reason="the build needs Cython and setuptools (pip install Cython setuptools)")
+    require("setuptools", reason="the build needs Cython and setuptools (pip install Cython setuptools)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = tmp_path / "src"
     if not os.path.isdir(os.path.join(root, ".git")):
