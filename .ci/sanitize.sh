@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SAN="$(mktemp -d)"
 trap 'rm -rf "$SAN"' EXIT
-cp -r fastnorm tests setup.py pyproject.toml README.md LICENSE MANIFEST.in "$SAN"/
+cp -r fastnorm tests tools setup.py pyproject.toml README.md LICENSE MANIFEST.in "$SAN"/
 rm -f "$SAN"/fastnorm/_cpu/*.so "$SAN"/fastnorm/_cpu/_engine.c
 cd "$SAN"
 # the build requirements (pip's build isolation kept them out of this venv)
