@@ -250,6 +250,9 @@ KERNEL_HEADERS = [
         "fn_apply.h",
         "fn_cl.h",
         "fn_dispatch.h",
+        "fn_threads.h",
+        "fn_plan.h",
+        "fn_drive.h",
         "fn_pool.h",
         "fn_backward.h",
     )
@@ -258,7 +261,13 @@ KERNEL_HEADERS = [
 extensions = [
     Extension(
         "fastnorm._cpu._engine",
-        ["fastnorm/_cpu/_engine.pyx", "fastnorm/_cpu/fn_dispatch.c"],
+        [
+            "fastnorm/_cpu/_engine.pyx",
+            "fastnorm/_cpu/fn_dispatch.c",
+            "fastnorm/_cpu/fn_threads.c",
+            "fastnorm/_cpu/fn_plan.c",
+            "fastnorm/_cpu/fn_drive.c",
+        ],
         include_dirs=[np.get_include(), "fastnorm/_cpu"],
         # NPY_TARGET_VERSION: the oldest NumPy the engine runs with (the
         # dependency's lower bound). It also exposes the API of that version

@@ -6,34 +6,7 @@
 #define FN_DISPATCH_H
 
 #include "fn_base.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#define FN_HAVE_OPENMP 1
-#else
-#define FN_HAVE_OPENMP 0
-static inline int omp_get_max_threads(void) { return 1; }
-static inline int omp_get_thread_num(void) { return 0; }
-static inline int omp_get_num_procs(void) { return 1; }
-#endif
-
-/* Team size and barrier of the enclosing parallel region.  The barrier is an
- * orphaned directive called from a Cython `with parallel()` block that every
- * thread of the team runs through (Cython has no barrier of its own). */
-static inline int fn_team_size(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-static inline void fn_barrier(void)
-{
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-}
+#include "fn_threads.h"
 
 /* What the kernels run: the table of one target, and whether its streaming
  * stores may be used (tests turn them off; they change no bit). */
@@ -52,12 +25,6 @@ int fn_select(const char *name, int fused);
 const char *fn_levels(void);
 /* Every level this build has, runnable here or not, comma-separated. */
 const char *fn_built_levels(void);
-
-/* Threads to start for a parallel region: at most want, no more than the
- * ncpu cores minus those busy with other processes (FASTNORM_DYNAMIC=0 turns
- * this off); fn_team_finished records a region's end. */
-int fn_threads_now(int want, int ncpu);
-void fn_team_finished(int team);
 
 void fn_parallel_copy(const char *src, char *dst, fn_ssize nbytes, int nthreads, int stream);
 

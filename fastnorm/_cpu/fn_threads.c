@@ -1,0 +1,107 @@
+/*
+ * The team of a call (fn_threads.h): the last step of the thread policy.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__linux__)
+#include <time.h>
+#endif
+
+#include "fn_threads.h"
+
+int fn_team_for(int n_threads, fn_ssize work)
+{
+    if (n_threads <= 1 || work < FN_SERIAL_BELOW_N) return 1;
+    return fn_threads_now(n_threads, omp_get_num_procs());
+}
+
+/* The last step of the thread policy (fastnorm/_threads.py decides the
+ * team a call asks for; this trims it to the cores free now).
+ * A team runs at the pace of its slowest thread (static schedule, barriers):
+ * a thread that shares its core with another busy process stalls all the
+ * others, so on a loaded machine a small team can be many times slower than
+ * one thread (benchmarks/README.md, "Threads under load").
+ * Before a parallel region the engine asks how many cores are not busy with
+ * other processes' runnable threads (Linux: procs_running in /proc/loadavg,
+ * read at most every FN_LOAD_EVERY_NS) and starts no more threads than that.
+ * Our own workers spin for a while after a region and count as running: the
+ * ones of a region that ended less than FN_SPIN_NS ago are not "other"
+ * threads.  A reading is one instant: the busy count is the least of the last
+ * three, so a task that was runnable for a moment (a kernel worker, a
+ * shell) does not cost a quiet machine a thread, while a busy process,
+ * runnable in every reading, does.  Results are bit-identical for any
+ * thread count. */
+#define FN_LOAD_EVERY_NS 20000000LL
+#define FN_SPIN_NS 20000000LL
+static int fn_dynamic = -1;           /* -1: read FASTNORM_DYNAMIC once */
+static long long fn_load_at = -1;     /* when procs_running was last read */
+static int fn_busy[3] = {-1, -1, -1}; /* other runnable threads, last 3 readings */
+static int fn_busy_next = 0;
+static long long fn_team_end = -1; /* when our last team finished */
+static int fn_team_last = 1;
+
+static long long fn_now_ns(void)
+{
+#if defined(__linux__)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#else
+    return 0;
+#endif
+}
+
+static int fn_read_running(void)
+{
+#if defined(__linux__)
+    char buf[128];
+    int running = 0, total = 0;
+    double a, b, c;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f == NULL) return 0;
+    if (fgets(buf, sizeof buf, f) == NULL ||
+        sscanf(buf, "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5)
+        running = 0;
+    fclose(f);
+    return running;
+#else
+    return 0;
+#endif
+}
+
+int fn_threads_now(int want, int ncpu)
+{
+    long long now;
+    int others, free_cpus;
+    if (fn_dynamic < 0) {
+        const char *e = getenv("FASTNORM_DYNAMIC");
+        fn_dynamic = !(e != NULL && (strcmp(e, "0") == 0 || strcmp(e, "false") == 0 || strcmp(e, "no") == 0 ||
+                                     strcmp(e, "off") == 0));
+    }
+    if (want <= 1 || !fn_dynamic) return want;
+    now = fn_now_ns();
+    if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS || now < fn_load_at) {
+        int running = fn_read_running(), busy;
+        fn_load_at = now;
+        if (running <= 0) return want; /* unknown: trust the request */
+        busy = running - 1;            /* the caller is running */
+        if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
+            busy -= fn_team_last - 1; /* our own spinning workers */
+        fn_busy[fn_busy_next] = busy < 0 ? 0 : busy;
+        fn_busy_next = (fn_busy_next + 1) % 3;
+    }
+    others = fn_busy[0];
+    if (fn_busy[1] >= 0 && (others < 0 || fn_busy[1] < others)) others = fn_busy[1];
+    if (fn_busy[2] >= 0 && (others < 0 || fn_busy[2] < others)) others = fn_busy[2];
+    if (others <= 0) return want; /* a quiet machine: as asked */
+    free_cpus = ncpu - others;
+    if (free_cpus < 1) free_cpus = 1;
+    return want < free_cpus ? want : free_cpus;
+}
+
+void fn_team_finished(int team)
+{
+    fn_team_end = fn_now_ns();
+    fn_team_last = team;
+}
