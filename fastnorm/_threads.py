@@ -18,10 +18,10 @@ The team of a call is decided in this order (``team``):
 4. capped at ``MAX_THREADS``: results are identical for every count, so an
    absurd request (``num_threads=10**6``, ``OMP_NUM_THREADS=30000``) is
    capped instead of asking OpenMP for that many threads;
-5. inside the engine, per call (``team_for`` in ``_cpu/_engine.pyx``): one
-   thread below a minimum of work, and no more threads than the cores other
-   processes leave free (``fn_threads_now`` in ``_cpu/fn_dispatch.c``, which
-   reads the run queue; ``FASTNORM_DYNAMIC=0`` turns it off).  The plan may
+5. inside the engine, per call (``fn_team_for`` in ``_cpu/fn_threads.c``):
+   one thread below a minimum of work, and no more threads than the cores
+   other processes leave free (``fn_threads_now``, which reads the run
+   queue; ``FASTNORM_DYNAMIC=0`` turns it off).  The plan may
    use fewer threads than the team; it never uses more.
 
 ``instance_norm``'s fast path skips steps 1-4 (the engine takes OpenMP's

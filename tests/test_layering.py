@@ -29,7 +29,16 @@ LAYERS = [
         ["fastnorm._backends", "fastnorm._cpu._backend", "fastnorm._gpu._backend", "fastnorm._range"]
         + ["fastnorm._threads"],
     ),
-    ("kernels", ["fastnorm._cpu._engine", "fastnorm._gpu._names", "fastnorm._codes", "fastnorm._formulas"]),
+    (
+        "kernels",
+        [
+            "fastnorm._cpu._engine",
+            "fastnorm._cpu._env",
+            "fastnorm._gpu._names",
+            "fastnorm._codes",
+            "fastnorm._formulas",
+        ],
+    ),
     ("packages", ["fastnorm._cpu", "fastnorm._gpu"]),  # empty __init__.py files
 ]
 

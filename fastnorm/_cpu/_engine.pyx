@@ -12,25 +12,16 @@ from libc.stdint cimport SIZE_MAX
 cimport numpy as cnp
 import numpy as np
 
+from fastnorm._codes import _CODES, BF16
+from fastnorm._cpu import _env
+
 cnp.import_array()
 
 cdef extern from "fn_dispatch.h" nogil:
-    # storage codes (fn_base.h; fastnorm._validate maps dtypes to the same
-    # numbers, tests/test_constants.py checks) and the activation without one
+    # codes of fn_base.h (fastnorm._codes states the storage codes in Python;
+    # tests/test_constants.py checks that the two agree)
     enum:
-        FN_F16
-        FN_F32
         FN_F64
-        FN_BF16
-        FN_U8
-        FN_I8
-        FN_U16
-        FN_I16
-        FN_U32
-        FN_I32
-        FN_U64
-        FN_I64
-        FN_NCODES
         FN_NOUT
         FN_ACT_NONE
     ctypedef struct fn_triple:
@@ -169,9 +160,9 @@ def _backward_tuning(wave_bytes=None):
     return old
 
 
-_DTYPE_CODES = {"float16": FN_F16, "float32": FN_F32, "float64": FN_F64, "bfloat16": FN_BF16,
-                "uint8": FN_U8, "int8": FN_I8, "uint16": FN_U16, "int16": FN_I16,
-                "uint32": FN_U32, "int32": FN_I32, "uint64": FN_U64, "int64": FN_I64}
+def _code(dt):
+    """The engine code of a dtype, or None."""
+    return BF16 if dt.name == "bfloat16" else _CODES.get(dt)
 
 
 def plan_for(shape, dtype, channel_axis=1, num_threads=None, out_dtype=None):
@@ -189,13 +180,12 @@ def plan_for(shape, dtype, channel_axis=1, num_threads=None, out_dtype=None):
     if len(shape) < 3:
         raise ValueError(f"shape must have at least 3 dimensions, got {shape!r}")
     dt = np.dtype(dtype)
-    if dt.name not in _DTYPE_CODES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPE_CODES)}, got {dt.name!r}")
-    if out_dtype is None:
-        odt = dt if _DTYPE_CODES[dt.name] < FN_NOUT else np.dtype(np.float32)
-    else:
-        odt = np.dtype(out_dtype)
-    if odt.name not in _DTYPE_CODES or _DTYPE_CODES[odt.name] >= FN_NOUT:
+    if _code(dt) is None:
+        raise ValueError(f"dtype must be one of {sorted([d.name for d in _CODES] + ['bfloat16'])}, "
+                         f"got {dt.name!r}")
+    odt = np.dtype(out_dtype) if out_dtype is not None else dt if dt.kind == "f" or dt.name == "bfloat16" \
+        else np.dtype(np.float32)
+    if _code(odt) is None or _code(odt) >= FN_NOUT:
         raise ValueError(f"out_dtype must be one of float16, float32, float64, bfloat16, got {odt.name!r}")
     if channel_axis not in (1, -1, len(shape) - 1):
         raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
@@ -208,10 +198,10 @@ def plan_for(shape, dtype, channel_axis=1, num_threads=None, out_dtype=None):
     S = int(np.prod(shape)) // (N * C) if N * C else 0
     if cl:
         q = fn_cl_geometry(S, C)
-        pl = fn_plan_cl(_DTYPE_CODES[dt.name], _DTYPE_CODES[odt.name], N, S, C, dt.itemsize, odt.itemsize,
+        pl = fn_plan_cl(_code(dt), _code(odt), N, S, C, dt.itemsize, odt.itemsize,
                         &q, n_threads, FN_ACT_NONE, 0.0)
     else:
-        pl = fn_plan_cf(_DTYPE_CODES[dt.name], _DTYPE_CODES[odt.name], N * C, S, dt.itemsize, odt.itemsize,
+        pl = fn_plan_cf(_code(dt), _code(odt), N * C, S, dt.itemsize, odt.itemsize,
                         n_threads, FN_ACT_NONE, 0.0)
     return {
         "layout": "channels_last" if cl else "channels_first",
@@ -291,46 +281,13 @@ def build_info():
 
 def _select_at_import():
     """FASTNORM_ISA: "auto" (default) or a level of simd_levels(); anything
-    else warns (naming the variable, the value and the valid levels) and runs
-    auto."""
-    import os
-    import warnings
-
-    want = os.environ.get("FASTNORM_ISA", "auto").strip() or "auto"
+    else warns and runs auto."""
+    want = _env.isa_request()
     fn_select(b"auto", -1)
-    if want == "auto":
-        return
-    if fn_select(want.encode(), -1) != 0:
+    if want != "auto" and fn_select(want.encode(), -1) != 0:
         fn_select(b"auto", -1)
-        warnings.warn(
-            f"FASTNORM_ISA={want!r} is not a level this CPU and build run; valid: "
-            f"'auto', {', '.join(repr(v) for v in simd_levels())}. Running 'auto' "
-            f"({fn_level().decode()}).", RuntimeWarning, stacklevel=_caller_level())
-
-
-def _caller_level():
-    """The warnings stacklevel of the first frame outside the import machinery
-    and outside fastnorm (the user's line that imported or first called it).
-
-    This module's initialisation runs without a Python frame of its own, so
-    the innermost frame is importlib's; warnings walks back one frame per
-    level from there, which is what this counts."""
-    import importlib
-    import os
-    import sys
-
-    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    machinery = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
-    f = sys._getframe(0)
-    level = 1
-    while f is not None and f.f_back is not None:
-        name = f.f_code.co_filename
-        path = os.path.abspath(name)
-        if not (name.startswith("<frozen importlib") or path.startswith(pkg) or path.startswith(machinery)):
-            break
-        f = f.f_back
-        level += 1
-    return level
+        _env.warn(f"FASTNORM_ISA={want!r} is not a level this CPU and build run; valid: 'auto', "
+                  f"{', '.join(repr(v) for v in simd_levels())}. Running 'auto' ({fn_level().decode()}).")
 
 
 _select_at_import()
@@ -384,15 +341,11 @@ def float_to_half(cnp.ndarray src):
 
 
 # ---------------------------------------------------------------- drivers
-cdef inline const double *dptr(object a):
+# Thin calls of fn_drive.h's drivers, which document the arguments; the
+# arrays are validated and C-contiguous (fastnorm._cpu._backend).
+cdef inline double *dptr(object a):
     """The data of a float64 array, or NULL for None."""
-    if a is None:
-        return NULL
-    return <const double *>cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
-cdef inline void *data(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+    return NULL if a is None else <double *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 cdef int check(int rc, const fn_err *err) except -1:
@@ -404,38 +357,60 @@ cdef int check(int rc, const fn_err *err) except -1:
 def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg,
             Py_ssize_t S, object weight, object bias, double eps, int act, double slope,
             int n_threads, object stats_out=None):
-    """Instance / group norm, channels first: x viewed as (N, G, Cg*S), of
-    input code dt, into y of output code odt (a floating code).  weight,
-    bias: None or float64 arrays of length G*Cg.  stats_out: None or a
-    float64 array (N*G, 3) that receives the (count, mean, M2) triples."""
+    """Instance / group norm of x viewed as (N, G, Cg*S) into y; stats_out:
+    None or float64 (N*G, 3) for the (count, mean, M2) triples."""
     cdef fn_err err
     cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef void *yp = cnp.PyArray_DATA(y)
-    cdef Py_ssize_t isz = x.itemsize, osz = y.itemsize
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
-    cdef fn_triple *so = <fn_triple *>data(stats_out)
+    cdef fn_triple *so = <fn_triple *>dptr(stats_out)
     with nogil:
-        rc = fn_drive_norm_cf(xp, yp, dt, odt, isz, osz, N, G, Cg, S, w, b, eps, act, slope, n_threads, so,
+        rc = fn_drive_norm_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                              cnp.PyArray_ITEMSIZE(y), N, G, Cg, S, w, b, eps, act, slope, n_threads, so,
                               &err)
+    check(rc, &err)
+    return y
+
+
+def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
+            Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
+            int n_threads, object stats_out=None):
+    """Instance / group norm of x viewed as (N, S, C) into y; stats_out: None
+    or float64 (N, C, 3)."""
+    cdef fn_err err
+    cdef int rc
+    cdef const double *w = dptr(weight)
+    cdef const double *b = dptr(bias)
+    cdef fn_triple *so = <fn_triple *>dptr(stats_out)
+    with nogil:
+        rc = fn_drive_norm_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                              cnp.PyArray_ITEMSIZE(y), N, S, C, G, w, b, eps, act, slope, n_threads, so, &err)
     check(rc, &err)
     return y
 
 
 def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, cnp.ndarray out,
              int odt=-1):
-    """Triples of P contiguous planes of length L into out (P, 3) float64: of
-    the exact values of any input code (odt -1: the kernels that load double),
-    or of the values the kernels of output code odt load (an integer x read as
-    x.astype(float32) for a float32 or 16-bit odt)."""
+    """Triples of P planes of L into out (P, 3) float64: of the exact values
+    (odt -1), or of the values the kernels of output code odt load."""
     cdef fn_err err
     cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef Py_ssize_t isz = x.itemsize
-    cdef fn_triple *o = <fn_triple *>cnp.PyArray_DATA(out)
     with nogil:
-        rc = fn_drive_stats_cf(xp, dt, FN_F64 if odt < 0 else odt, isz, P, L, n_threads, o, &err)
+        rc = fn_drive_stats_cf(cnp.PyArray_DATA(x), dt, FN_F64 if odt < 0 else odt, cnp.PyArray_ITEMSIZE(x),
+                               P, L, n_threads, <fn_triple *>cnp.PyArray_DATA(out), &err)
+    check(rc, &err)
+    return out
+
+
+def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int n_threads,
+             cnp.ndarray out, int odt=-1):
+    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3)
+    float64; odt as stats_cf's."""
+    cdef fn_err err
+    cdef int rc
+    with nogil:
+        rc = fn_drive_stats_cl(cnp.PyArray_DATA(x), dt, FN_F64 if odt < 0 else odt, cnp.PyArray_ITEMSIZE(x),
+                               N, S, C, n_threads, <fn_triple *>cnp.PyArray_DATA(out), &err)
     check(rc, &err)
     return out
 
@@ -444,51 +419,12 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t R, Py_ssi
              cnp.ndarray mean, cnp.ndarray scale, cnp.ndarray shift, int act, double slope,
              int n_threads):
     """y[r, :] = act((x[r, :] - mean[r]) * scale[r] + shift[r]) for R rows of S."""
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef void *yp = cnp.PyArray_DATA(y)
-    cdef Py_ssize_t isz = x.itemsize, osz = y.itemsize
-    cdef const double *m = dptr(mean)
-    cdef const double *sc = dptr(scale)
-    cdef const double *sh = dptr(shift)
     with nogil:
-        fn_drive_apply_cf(xp, yp, dt, odt, isz, osz, R, S, m, sc, sh, act, slope, n_threads)
+        fn_drive_apply_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                          cnp.PyArray_ITEMSIZE(y), R, S, <double *>cnp.PyArray_DATA(mean),
+                          <double *>cnp.PyArray_DATA(scale), <double *>cnp.PyArray_DATA(shift), act, slope,
+                          n_threads)
     return y
-
-
-def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
-            Py_ssize_t G, object weight, object bias, double eps, int act, double slope,
-            int n_threads, object stats_out=None):
-    """Instance / group norm, channels last: x viewed as (N, S, C), of input
-    code dt, into y of output code odt.  stats_out: None or float64 (N, C, 3)
-    for the per-channel triples."""
-    cdef fn_err err
-    cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef void *yp = cnp.PyArray_DATA(y)
-    cdef Py_ssize_t isz = x.itemsize, osz = y.itemsize
-    cdef const double *w = dptr(weight)
-    cdef const double *b = dptr(bias)
-    cdef fn_triple *so = <fn_triple *>data(stats_out)
-    with nogil:
-        rc = fn_drive_norm_cl(xp, yp, dt, odt, isz, osz, N, S, C, G, w, b, eps, act, slope, n_threads, so,
-                              &err)
-    check(rc, &err)
-    return y
-
-
-def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, int n_threads,
-             cnp.ndarray out, int odt=-1):
-    """Per-channel triples of x viewed as (N, S, C) into out (N, C, 3) float64;
-    odt as stats_cf's."""
-    cdef fn_err err
-    cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef Py_ssize_t isz = x.itemsize
-    cdef fn_triple *o = <fn_triple *>cnp.PyArray_DATA(out)
-    with nogil:
-        rc = fn_drive_stats_cl(xp, dt, FN_F64 if odt < 0 else odt, isz, N, S, C, n_threads, o, &err)
-    check(rc, &err)
-    return out
 
 
 def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,
@@ -497,14 +433,11 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssi
     """y[n, s, c] = act((x[n, s, c] - mean[n, c]) * scale[n, c] + shift[n, c])."""
     cdef fn_err err
     cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef void *yp = cnp.PyArray_DATA(y)
-    cdef Py_ssize_t isz = x.itemsize, osz = y.itemsize
-    cdef const double *m = dptr(mean)
-    cdef const double *sc = dptr(scale)
-    cdef const double *sh = dptr(shift)
     with nogil:
-        rc = fn_drive_apply_cl(xp, yp, dt, odt, isz, osz, N, S, C, m, sc, sh, act, slope, n_threads, &err)
+        rc = fn_drive_apply_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                               cnp.PyArray_ITEMSIZE(y), N, S, C, <double *>cnp.PyArray_DATA(mean),
+                               <double *>cnp.PyArray_DATA(scale), <double *>cnp.PyArray_DATA(shift), act,
+                               slope, n_threads, &err)
     check(rc, &err)
     return y
 
@@ -513,25 +446,19 @@ def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
                 Py_ssize_t Cg, Py_ssize_t S, object weight, double eps, int n_threads,
                 cnp.ndarray grad_weight, cnp.ndarray grad_bias, object eps_units=None,
                 object sums_out=None):
-    """Instance / group norm backward, channels first: x, dy, gx viewed as
-    (N, G, Cg*S); weight None or float64 (G*Cg,); grad_weight, grad_bias
-    float64 (G*Cg,) written.  S > 0 and N*G*Cg > 0.  eps_units: None, or
-    float64 (N*G,) C-contiguous, each unit's eps in place of eps.  sums_out:
-    None, or float64 (2*N*C + N*G,) C-contiguous, written with the per-(n, c)
-    sum(dy), the per-(n, c) sum(dy * (x - mean)) and the per-(n, g) rstd."""
+    """Backward of x, dy viewed as (N, G, Cg*S) into gx, grad_weight,
+    grad_bias; eps_units None or float64 (N*G,); sums_out None or float64
+    (2*N*C + N*G,)."""
     cdef fn_err err
     cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef const void *dp = cnp.PyArray_DATA(dy)
-    cdef void *gp = cnp.PyArray_DATA(gx)
-    cdef Py_ssize_t isz = x.itemsize
     cdef const double *w = dptr(weight)
     cdef const double *eu = dptr(eps_units)
-    cdef double *gw = <double *>cnp.PyArray_DATA(grad_weight)
-    cdef double *gb = <double *>cnp.PyArray_DATA(grad_bias)
-    cdef double *so = <double *>data(sums_out)
+    cdef double *so = dptr(sums_out)
     with nogil:
-        rc = fn_drive_backward_cf(xp, dp, gp, dt, isz, N, G, Cg, S, w, eps, eu, n_threads, gw, gb, so, &err)
+        rc = fn_drive_backward_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(dy), cnp.PyArray_DATA(gx), dt,
+                                  cnp.PyArray_ITEMSIZE(x), N, G, Cg, S, w, eps, eu, n_threads,
+                                  <double *>cnp.PyArray_DATA(grad_weight),
+                                  <double *>cnp.PyArray_DATA(grad_bias), so, &err)
     check(rc, &err)
     return gx
 
@@ -540,22 +467,17 @@ def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
                 Py_ssize_t C, Py_ssize_t G, object weight, double eps, int n_threads,
                 cnp.ndarray grad_weight, cnp.ndarray grad_bias, object eps_units=None,
                 object sums_out=None):
-    """Instance / group norm backward, channels last: x, dy, gx viewed as
-    (N, S, C); weight None or float64 (C,); grad_weight, grad_bias float64 (C,)
-    written.  S > 0 and N*C > 0.  eps_units, sums_out: as backward_cf's."""
+    """Backward of x, dy viewed as (N, S, C); the rest as backward_cf's."""
     cdef fn_err err
     cdef int rc
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef const void *dp = cnp.PyArray_DATA(dy)
-    cdef void *gp = cnp.PyArray_DATA(gx)
-    cdef Py_ssize_t isz = x.itemsize
     cdef const double *w = dptr(weight)
     cdef const double *eu = dptr(eps_units)
-    cdef double *gw = <double *>cnp.PyArray_DATA(grad_weight)
-    cdef double *gb = <double *>cnp.PyArray_DATA(grad_bias)
-    cdef double *so = <double *>data(sums_out)
+    cdef double *so = dptr(sums_out)
     with nogil:
-        rc = fn_drive_backward_cl(xp, dp, gp, dt, isz, N, S, C, G, w, eps, eu, n_threads, gw, gb, so, &err)
+        rc = fn_drive_backward_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(dy), cnp.PyArray_DATA(gx), dt,
+                                  cnp.PyArray_ITEMSIZE(x), N, S, C, G, w, eps, eu, n_threads,
+                                  <double *>cnp.PyArray_DATA(grad_weight),
+                                  <double *>cnp.PyArray_DATA(grad_bias), so, &err)
     check(rc, &err)
     return gx
 
@@ -623,21 +545,9 @@ def empty_cache():
 
 
 def _pool_from_env():
-    import os
-    import warnings
-
-    v = os.environ.get("FASTNORM_CACHE_BYTES")
-    if v is None or not v.strip():
-        return
-    try:
-        cap = int(v)
-        if cap < 0 or cap > SIZE_MAX:  # a size_t holds the cap
-            raise ValueError
-    except ValueError:
-        warnings.warn(f"FASTNORM_CACHE_BYTES={v!r} is not a byte count in [0, {SIZE_MAX}]; keeping "
-                      f"{fn_pool_get_cap()} bytes", RuntimeWarning, stacklevel=_caller_level())
-        return
-    fn_pool_set_cap(cap)
+    cap = _env.cache_bytes(SIZE_MAX, fn_pool_get_cap())
+    if cap is not None:
+        fn_pool_set_cap(cap)
 
 
 _pool_from_env()

@@ -170,9 +170,10 @@ typedef struct {
  * while plane p (still in L2) is normalized, so the read and the write
  * streams overlap like a copy's.  Else each plane is read, then normalized
  * (from its end when larger than L2).  Plane p is in group (goff + p) % G. */
-static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_ssize p1, fn_ssize L, fn_ssize S,
-                     fn_ssize G, fn_ssize goff, fn_ssize Cg, fn_ssize nb, double eps, const double *w,
-                     const double *b, fn_triple *tri, double *mean, double *scale, double *shift)
+static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_ssize p1, fn_ssize L,
+                     fn_ssize S, fn_ssize G, fn_ssize goff, fn_ssize Cg, fn_ssize nb, double eps,
+                     const double *w, const double *b, fn_triple *tri, double *mean, double *scale,
+                     double *shift)
 {
     const int dt = pl->dt, odt = pl->odt;
     const fn_ssize isz = pl->isz, osz = pl->osz;
@@ -200,7 +201,8 @@ static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_
             }
             if (nxt) {
                 plane_stats(dt, odt, xp + L * isz, L, isz, &tri[p + 1]);
-                fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
+                fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale,
+                               shift);
             }
             continue;
         }
@@ -211,8 +213,8 @@ static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_
             if (nxt && interleave) {
                 /* one row per plane: the next plane's block statistics
                  * interleaved with this block's apply */
-                fn_stats_apply(dt, odt, xp + (L + s0) * isz, s1 - s0, &bt, xp + s0 * isz, yp + s0 * osz, s1 - s0,
-                               mean[p], scale[p], shift[p]);
+                fn_stats_apply(dt, odt, xp + (L + s0) * isz, s1 - s0, &bt, xp + s0 * isz, yp + s0 * osz,
+                               s1 - s0, mean[p], scale[p], shift[p]);
                 fn_merge(&tri[p + 1], &bt);
                 continue;
             }
@@ -222,7 +224,8 @@ static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_
             }
             seg_apply(pl, xp, yp, s0, s1, S, p * Cg, mean, scale, shift);
         }
-        if (nxt) fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
+        if (nxt)
+            fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
 }
 
@@ -236,8 +239,8 @@ static void cf_batches(const cf_job *j, fn_ssize p0, fn_ssize p1, fn_triple *tri
     fn_ssize q, q1;
     for (q = p0; q < p1; q = q1) {
         q1 = q + batch < p1 ? q + batch : p1;
-        cf_range(pl, j->x + q * j->L * pl->isz, j->y + q * j->L * pl->osz, 0, q1 - q, j->L, j->S, j->G, q % j->G,
-                 j->Cg, j->nb, j->eps, j->w, j->b, tri_all != NULL ? tri_all + q : tri_buf, coef,
+        cf_range(pl, j->x + q * j->L * pl->isz, j->y + q * j->L * pl->osz, 0, q1 - q, j->L, j->S, j->G,
+                 q % j->G, j->Cg, j->nb, j->eps, j->w, j->b, tri_all != NULL ? tri_all + q : tri_buf, coef,
                  coef + batch * j->Cg, coef + 2 * batch * j->Cg);
     }
 }
@@ -247,7 +250,8 @@ static void cf_wave_stats(void *ctx, fn_ssize a, fn_ssize e, fn_ssize r0, fn_ssi
 {
     const cf_job *j = (const cf_job *)ctx;
     fn_ssize it;
-    for (it = a; it < e; it++) cf_block_stats(j->pl->dt, j->pl->odt, j->x, it, j->nb, j->L, j->pl->isz, &j->btri[it]);
+    for (it = a; it < e; it++)
+        cf_block_stats(j->pl->dt, j->pl->odt, j->x, it, j->nb, j->L, j->pl->isz, &j->btri[it]);
     (void)r0, (void)u0, (void)tid;
 }
 static void cf_wave_unit(void *ctx, fn_ssize p, fn_ssize u0, int tid)
@@ -265,20 +269,21 @@ static void cf_wave_apply(void *ctx, fn_ssize a, fn_ssize e, fn_ssize u0, int ba
         it = backward ? e - 1 - k : a + k;
         p = it / j->nb;
         s0 = (it - p * j->nb) * FN_BLOCK;
-        seg_apply(j->pl, j->x + p * j->L * j->pl->isz, j->y + p * j->L * j->pl->osz, s0, block_end(s0, j->L), j->S,
-                  p * j->Cg, j->mean, j->scale, j->shift);
+        seg_apply(j->pl, j->x + p * j->L * j->pl->isz, j->y + p * j->L * j->pl->osz, s0, block_end(s0, j->L),
+                  j->S, p * j->Cg, j->mean, j->scale, j->shift);
     }
     (void)u0;
 }
 
-int fn_drive_norm_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N, fn_ssize G,
-                     fn_ssize Cg, fn_ssize S, const double *w, const double *b, double eps, int act, double slope,
-                     int n_threads, fn_triple *stats_out, fn_err *err)
+int fn_drive_norm_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                     fn_ssize G, fn_ssize Cg, fn_ssize S, const double *w, const double *b, double eps,
+                     int act, double slope, int n_threads, fn_triple *stats_out, fn_err *err)
 {
     const fn_ssize P = N * G, L = Cg * S, R = N * G * Cg, nb = (L + FN_BLOCK - 1) / FN_BLOCK;
     const fn_plan pl = fn_plan_cf(dt, odt, P, L, isz, osz, n_threads, act, slope);
     const int nth = pl.n_threads, keep = stats_out != NULL;
-    const fn_ssize batch = fn_tune.plane_batch < P ? fn_tune.plane_batch : P, ts = (fn_ssize)sizeof(fn_triple);
+    const fn_ssize batch = fn_tune.plane_batch < P ? fn_tune.plane_batch : P,
+                   ts = (fn_ssize)sizeof(fn_triple);
     cf_job j;
     fn_triple *tri, *btri = NULL;
     double *coef;
@@ -301,11 +306,11 @@ int fn_drive_norm_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_s
             int wk; /* one worker per thread, each a contiguous range of planes */
 #pragma omp parallel for num_threads(nth) schedule(static, 1) if (pl.parallel)
             for (wk = 0; wk < nth; wk++)
-                cf_batches(&j, (P * wk) / nth, (P * (wk + 1)) / nth, keep ? tri : NULL, tri + (keep ? 0 : wk * batch),
-                           coef + wk * 3 * batch * Cg, batch);
+                cf_batches(&j, (P * wk) / nth, (P * (wk + 1)) / nth, keep ? tri : NULL,
+                           tri + (keep ? 0 : wk * batch), coef + wk * 3 * batch * Cg, batch);
         } else {
-            const fn_waves wv = {P, pl.wave, nb, 0, pl.backward, 0, &j, NULL, cf_wave_stats, NULL, cf_wave_unit,
-                                 cf_wave_apply};
+            const fn_waves wv = {P,    pl.wave,      nb,           0, pl.backward, 0, &j, NULL, cf_wave_stats,
+                                 NULL, cf_wave_unit, cf_wave_apply};
 #pragma omp parallel num_threads(nth)
             fn_run_waves(&wv);
         }
@@ -341,9 +346,9 @@ int fn_drive_stats_cf(const void *xv, int dt, int odt, fn_ssize isz, fn_ssize P,
     return 0;
 }
 
-void fn_drive_apply_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize R, fn_ssize S,
-                       const double *mean, const double *scale, const double *shift, int act, double slope,
-                       int n_threads)
+void fn_drive_apply_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize R,
+                       fn_ssize S, const double *mean, const double *scale, const double *shift, int act,
+                       double slope, int n_threads)
 {
     const char *x = (const char *)xv;
     char *y = (char *)yv;
@@ -353,8 +358,8 @@ void fn_drive_apply_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, 
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
     for (it = 0; it < items; it++) {
         const fn_ssize r = it / nb, s0 = (it - r * nb) * FN_BLOCK;
-        fn_apply(dt, odt, x + (r * S + s0) * isz, y + (r * S + s0) * osz, block_end(s0, S) - s0, mean[r], scale[r],
-                 shift[r], act, slope, stream);
+        fn_apply(dt, odt, x + (r * S + s0) * isz, y + (r * S + s0) * osz, block_end(s0, S) - s0, mean[r],
+                 scale[r], shift[r], act, slope, stream);
     }
 }
 
@@ -388,8 +393,8 @@ static void cl_chunk_apply(const cl_job *j, fn_ssize n, fn_ssize k, const char *
     const fn_plan *pl = j->pl;
     const fn_cl_geom *q = j->q;
     const fn_ssize r0 = k * q->RC, r1 = r0 + q->RC < j->S ? r0 + q->RC : j->S, off = (n * j->S + r0) * j->C;
-    fn_apply_cl(pl->dt, pl->odt, j->x + off * pl->isz, j->y + off * pl->osz, r1 - r0, j->C, q->m, tiles, pl->act,
-                pl->slope, pl->stream);
+    fn_apply_cl(pl->dt, pl->odt, j->x + off * pl->isz, j->y + off * pl->osz, r1 - r0, j->C, q->m, tiles,
+                pl->act, pl->slope, pl->stream);
 }
 
 /* Working-precision (hi, lo, scale, shift) arrays of W = C * m lanes for one
@@ -483,7 +488,8 @@ static void cl_wave_stats(void *ctx, fn_ssize a, fn_ssize e, fn_ssize r0, fn_ssi
     const cl_job *j = (const cl_job *)ctx;
     fn_ssize it;
     for (it = a; it < e; it++)
-        cl_chunk_stats(j, it / j->q->nch, it % j->q->nch, j->scratch + tid * j->q->stride, j->ct + (it - r0) * j->C);
+        cl_chunk_stats(j, it / j->q->nch, it % j->q->nch, j->scratch + tid * j->q->stride,
+                       j->ct + (it - r0) * j->C);
     (void)n0;
 }
 static void cl_wave_merge(void *ctx, fn_ssize r0, fn_ssize r1, fn_ssize n0, int tid, int team)
@@ -521,9 +527,9 @@ static fn_ssize cl_tile_bytes(int odt, const fn_cl_geom *q, int arrays)
     return arrays * q->W * (odt == FN_F64 || odt == FN_F32 ? 8 : 4);
 }
 
-int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N, fn_ssize S,
-                     fn_ssize C, fn_ssize G, const double *w, const double *b, double eps, int act, double slope,
-                     int n_threads, fn_triple *stats_out, fn_err *err)
+int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                     fn_ssize S, fn_ssize C, fn_ssize G, const double *w, const double *b, double eps,
+                     int act, double slope, int n_threads, fn_triple *stats_out, fn_err *err)
 {
     const fn_cl_geom q = fn_cl_geometry(S, C);
     const fn_plan pl = fn_plan_cl(dt, odt, N, S, C, isz, osz, &q, n_threads, act, slope);
@@ -554,8 +560,9 @@ int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_s
                 cl_instance(&j, n, tid, j.tri_w + (keep ? n : tid) * C);
             }
         } else {
-            const fn_waves wv = {N,        pl.wave,       q.nch,        rnd,         pl.backward, 1, &j,
-                                 cl_wave_begin, cl_wave_stats, cl_wave_merge, cl_wave_unit, cl_wave_apply};
+            const fn_waves wv = {
+                N,  pl.wave,       q.nch,         rnd,           pl.backward,  1,
+                &j, cl_wave_begin, cl_wave_stats, cl_wave_merge, cl_wave_unit, cl_wave_apply};
 #pragma omp parallel num_threads(nth)
             fn_run_waves(&wv);
         }
@@ -607,9 +614,9 @@ int fn_drive_stats_cl(const void *x, int dt, int odt, fn_ssize isz, fn_ssize N, 
     return err->what == NULL ? 0 : -1;
 }
 
-int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N, fn_ssize S,
-                      fn_ssize C, const double *mean, const double *scale, const double *shift, int act,
-                      double slope, int n_threads, fn_err *err)
+int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                      fn_ssize S, fn_ssize C, const double *mean, const double *scale, const double *shift,
+                      int act, double slope, int n_threads, fn_err *err)
 {
     const fn_cl_geom q = fn_cl_geometry(S, C);
     const fn_plan pl = fn_plan_cl(dt, odt, N, S, C, isz, osz, &q, n_threads, act, slope);
@@ -620,7 +627,8 @@ int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_
     j.pl = &pl, j.q = &q, j.x = (const char *)x, j.y = (char *)y, j.S = S, j.C = C;
     j.tiles = (char *)fn_alloc(N * tsz, "the coefficient tiles", err);
     if (j.tiles == NULL) return -1;
-    for (n = 0; n < N; n++) cl_tile_coefs(odt, C, q.m, mean + n * C, scale + n * C, shift + n * C, j.tiles + n * tsz);
+    for (n = 0; n < N; n++)
+        cl_tile_coefs(odt, C, q.m, mean + n * C, scale + n * C, shift + n * C, j.tiles + n * tsz);
 #pragma omp parallel for num_threads(pl.n_threads) schedule(static) if (pl.parallel)
     for (it = 0; it < items; it++) cl_chunk_apply(&j, it / q.nch, it % q.nch, j.tiles + (it / q.nch) * tsz);
     free(j.tiles);
@@ -638,8 +646,8 @@ static void fn_bsums(int dt, const void *x, const void *dy, fn_ssize rows, fn_ss
 {
     fn_config.t->bwd[dt].sums(x, dy, rows, S, rec);
 }
-static void fn_bgrad(int dt, const void *x, const void *dy, void *gx, fn_ssize rows, fn_ssize S, const double *coef,
-                     int stream)
+static void fn_bgrad(int dt, const void *x, const void *dy, void *gx, fn_ssize rows, fn_ssize S,
+                     const double *coef, int stream)
 {
     fn_config.t->bwd[dt].grad(x, dy, gx, rows, S, coef, stream);
 }
@@ -682,8 +690,8 @@ static void bwd_affine(const bwd_job *j, fn_ssize N, double *gw, double *gb)
 static void bwd_unit(const bwd_job *j, fn_ssize u, const fn_bsum *st, double *coef)
 {
     const fn_ssize Cg = j->Cg, g = u % j->G;
-    j->pr[u] = fn_bwd_unit(st, Cg, j->eps_u != NULL ? j->eps_u[u] : j->eps, j->w != NULL ? j->w + g * Cg : NULL,
-                           j->psdy + u * Cg, j->psdyx + u * Cg, coef);
+    j->pr[u] = fn_bwd_unit(st, Cg, j->eps_u != NULL ? j->eps_u[u] : j->eps,
+                           j->w != NULL ? j->w + g * Cg : NULL, j->psdy + u * Cg, j->psdyx + u * Cg, coef);
 }
 
 /* channels first: units are planes of a group (Cg rows of S), items the
@@ -763,9 +771,30 @@ static void bwd_init(bwd_job *j, const void *x, const void *dy, void *gx, int dt
     j->S = S, j->C = C, j->G = G, j->Cg = C / G, j->eps = eps, j->eps_u = eps_u, j->w = w;
 }
 
-int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N, fn_ssize G,
-                         fn_ssize Cg, fn_ssize S, const double *w, double eps, const double *eps_u, int n_threads,
-                         double *grad_weight, double *grad_bias, double *sums_out, fn_err *err)
+/* Run a backward's waves on nth threads and sum grad_weight, grad_bias; then
+ * (or when an allocation failed) free its arrays. */
+static int bwd_run(bwd_job *j, const fn_waves *wv, fn_ssize N, int nth, double *gw, double *gb, double *sums,
+                   char *sbase, const fn_err *err)
+{
+    if (err->what == NULL) {
+#pragma omp parallel num_threads(nth)
+        fn_run_waves(wv);
+        bwd_affine(j, N, gw, gb);
+        if (nth > 1) fn_team_finished(nth);
+    }
+    free(j->rec);
+    free(j->st);
+    free(j->coef);
+    free(j->tiles);
+    free(sums);
+    free(sbase);
+    return err->what == NULL ? 0 : -1;
+}
+
+int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N,
+                         fn_ssize G, fn_ssize Cg, fn_ssize S, const double *w, double eps,
+                         const double *eps_u, int n_threads, double *grad_weight, double *grad_bias,
+                         double *sums_out, fn_err *err)
 {
     const fn_ssize C = G * Cg, R = N * C, U = N * G, nb = (S + FN_BLOCK - 1) / FN_BLOCK;
     const int nth = fn_team_for(n_threads, R * S);
@@ -778,19 +807,11 @@ int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssi
     j.st = (fn_bsum *)fn_alloc(nth * Cg * (fn_ssize)sizeof(fn_bsum), "the channel sums", err);
     j.coef = (double *)fn_alloc(4 * j.bp.wave * Cg * 8, "the coefficients", err);
     sums = bwd_sums(&j, N, sums_out, "the per-plane sums", err);
-    if (err->what == NULL) {
-        const fn_waves wv = {U, j.bp.wave, Cg * nb, 0, j.bp.backward, 0, &j, NULL, bwd_cf_stats, NULL, bwd_cf_unit,
-                             bwd_cf_apply};
-#pragma omp parallel num_threads(nth)
-        fn_run_waves(&wv);
-        bwd_affine(&j, N, grad_weight, grad_bias);
-        if (nth > 1) fn_team_finished(nth);
+    {
+        const fn_waves wv = {U,  j.bp.wave, Cg * nb,      0,    j.bp.backward, 0,
+                             &j, NULL,      bwd_cf_stats, NULL, bwd_cf_unit,   bwd_cf_apply};
+        return bwd_run(&j, &wv, N, nth, grad_weight, grad_bias, sums, NULL, err);
     }
-    free(j.rec);
-    free(j.st);
-    free(j.coef);
-    free(sums);
-    return err->what == NULL ? 0 : -1;
 }
 
 /* channels last: units are instances, items their chunks; the running sums,
@@ -815,7 +836,8 @@ static void bwd_cl_stats(void *ctx, fn_ssize a, fn_ssize e, fn_ssize r0, fn_ssiz
         s1 = s0 + q->RC < j->S ? s0 + q->RC : j->S;
         off = (n * j->S + s0) * j->C * j->isz;
         fn_config.t->bwd[j->dt].sums_cl(j->x + off, j->dy + off, s1 - s0, j->C, q->m, q->R,
-                                        (double *)(void *)(j->scratch + tid * j->stride), j->rec + (it - r0) * j->C);
+                                        (double *)(void *)(j->scratch + tid * j->stride),
+                                        j->rec + (it - r0) * j->C);
     }
     (void)n0;
 }
@@ -826,7 +848,8 @@ static void bwd_cl_merge(void *ctx, fn_ssize r0, fn_ssize r1, fn_ssize n0, int t
     fn_ssize c0, c1, it, c;
     fn_team_share(0, C, tid, team, &c0, &c1);
     for (it = r0; it < r1; it++)
-        for (c = c0; c < c1; c++) fn_bsum_merge(&j->st[(it / j->q->nch - n0) * C + c], &j->rec[(it - r0) * C + c]);
+        for (c = c0; c < c1; c++)
+            fn_bsum_merge(&j->st[(it / j->q->nch - n0) * C + c], &j->rec[(it - r0) * C + c]);
 }
 /* Per-lane (W = C * m) coefficient arrays of one instance from its
  * per-channel (mu, a1, a2, a0) rows: 4 arrays of doubles, or 5 of floats
@@ -884,9 +907,9 @@ static void bwd_cl_apply(void *ctx, fn_ssize a, fn_ssize e, fn_ssize n0, int bac
     }
 }
 
-int fn_drive_backward_cl(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N, fn_ssize S,
-                         fn_ssize C, fn_ssize G, const double *w, double eps, const double *eps_u, int n_threads,
-                         double *grad_weight, double *grad_bias, double *sums_out, fn_err *err)
+int fn_drive_backward_cl(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N,
+                         fn_ssize S, fn_ssize C, fn_ssize G, const double *w, double eps, const double *eps_u,
+                         int n_threads, double *grad_weight, double *grad_bias, double *sums_out, fn_err *err)
 {
     const fn_cl_geom q = fn_cl_geometry(S, C);
     const int nth = fn_team_for(n_threads, N * S * C);
@@ -908,19 +931,9 @@ int fn_drive_backward_cl(const void *x, const void *dy, void *gx, int dt, fn_ssi
     j.tiles = (char *)fn_alloc(j.bp.wave * j.tsz, "the coefficient tiles", err);
     sums = bwd_sums(&j, N, sums_out, "the per-channel sums", err);
     j.scratch = fn_alloc_lines(nth * j.stride, &sbase, "the channels-last scratch", err);
-    if (err->what == NULL) {
-        const fn_waves wv = {N,           j.bp.wave,    q.nch,        rnd,         j.bp.backward, 1, &j,
-                             bwd_cl_begin, bwd_cl_stats, bwd_cl_merge, bwd_cl_unit, bwd_cl_apply};
-#pragma omp parallel num_threads(nth)
-        fn_run_waves(&wv);
-        bwd_affine(&j, N, grad_weight, grad_bias);
-        if (nth > 1) fn_team_finished(nth);
+    {
+        const fn_waves wv = {N,  j.bp.wave,    q.nch,        rnd,          j.bp.backward, 1,
+                             &j, bwd_cl_begin, bwd_cl_stats, bwd_cl_merge, bwd_cl_unit,   bwd_cl_apply};
+        return bwd_run(&j, &wv, N, nth, grad_weight, grad_bias, sums, sbase, err);
     }
-    free(j.rec);
-    free(j.st);
-    free(j.coef);
-    free(j.tiles);
-    free(sums);
-    free(sbase);
-    return err->what == NULL ? 0 : -1;
 }

@@ -27,29 +27,29 @@ typedef struct {
 
 /* Instance / group norm, channels first: x viewed as (N, G, Cg * S).  w, b:
  * NULL or G * Cg doubles; stats_out: NULL or N * G triples written. */
-int fn_drive_norm_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N, fn_ssize G,
-                     fn_ssize Cg, fn_ssize S, const double *w, const double *b, double eps, int act, double slope,
-                     int n_threads, fn_triple *stats_out, fn_err *err);
+int fn_drive_norm_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                     fn_ssize G, fn_ssize Cg, fn_ssize S, const double *w, const double *b, double eps,
+                     int act, double slope, int n_threads, fn_triple *stats_out, fn_err *err);
 /* Triples of P planes of L elements into out[P]. */
 int fn_drive_stats_cf(const void *x, int dt, int odt, fn_ssize isz, fn_ssize P, fn_ssize L, int n_threads,
                       fn_triple *out, fn_err *err);
 /* y[r, :] = act((x[r, :] - mean[r]) * scale[r] + shift[r]) for R rows of S. */
-void fn_drive_apply_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize R, fn_ssize S,
-                       const double *mean, const double *scale, const double *shift, int act, double slope,
-                       int n_threads);
+void fn_drive_apply_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize R,
+                       fn_ssize S, const double *mean, const double *scale, const double *shift, int act,
+                       double slope, int n_threads);
 
 /* Instance / group norm, channels last: x viewed as (N, S, C), G groups of
  * C / G channels; stats_out: NULL or N * C per-channel triples written. */
-int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N, fn_ssize S,
-                     fn_ssize C, fn_ssize G, const double *w, const double *b, double eps, int act, double slope,
-                     int n_threads, fn_triple *stats_out, fn_err *err);
+int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                     fn_ssize S, fn_ssize C, fn_ssize G, const double *w, const double *b, double eps,
+                     int act, double slope, int n_threads, fn_triple *stats_out, fn_err *err);
 /* Per-channel triples of x viewed as (N, S, C) into out[N * C]. */
 int fn_drive_stats_cl(const void *x, int dt, int odt, fn_ssize isz, fn_ssize N, fn_ssize S, fn_ssize C,
                       int n_threads, fn_triple *out, fn_err *err);
 /* y[n, s, c] = act((x[n, s, c] - mean[n, c]) * scale[n, c] + shift[n, c]). */
-int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N, fn_ssize S,
-                      fn_ssize C, const double *mean, const double *scale, const double *shift, int act,
-                      double slope, int n_threads, fn_err *err);
+int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                      fn_ssize S, fn_ssize C, const double *mean, const double *scale, const double *shift,
+                      int act, double slope, int n_threads, fn_err *err);
 
 /* Backward, channels first (x, dy, gx viewed as (N, G, Cg * S), S > 0,
  * N * G * Cg > 0) and channels last ((N, S, C), G groups): gx written, and
@@ -57,11 +57,13 @@ int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_
  * N * G doubles, each unit's eps in place of eps; sums_out: NULL or
  * 2 * N * C + N * G doubles written with the per-(n, c) sum(dy), the
  * per-(n, c) sum(dy * (x - mean)) and the per-(n, g) rstd. */
-int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N, fn_ssize G,
-                         fn_ssize Cg, fn_ssize S, const double *w, double eps, const double *eps_u, int n_threads,
-                         double *grad_weight, double *grad_bias, double *sums_out, fn_err *err);
-int fn_drive_backward_cl(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N, fn_ssize S,
-                         fn_ssize C, fn_ssize G, const double *w, double eps, const double *eps_u, int n_threads,
-                         double *grad_weight, double *grad_bias, double *sums_out, fn_err *err);
+int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N,
+                         fn_ssize G, fn_ssize Cg, fn_ssize S, const double *w, double eps,
+                         const double *eps_u, int n_threads, double *grad_weight, double *grad_bias,
+                         double *sums_out, fn_err *err);
+int fn_drive_backward_cl(const void *x, const void *dy, void *gx, int dt, fn_ssize isz, fn_ssize N,
+                         fn_ssize S, fn_ssize C, fn_ssize G, const double *w, double eps, const double *eps_u,
+                         int n_threads, double *grad_weight, double *grad_bias, double *sums_out,
+                         fn_err *err);
 
 #endif /* FN_DRIVE_H */

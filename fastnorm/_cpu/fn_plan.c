@@ -11,14 +11,14 @@
 #define FN_CL_CHUNK 65536
 
 fn_tunables fn_tune = {
-    (fn_ssize)1 << 18, /* pipeline_max_bytes */
-    (fn_ssize)1 << 19, /* wave_bytes */
-    (fn_ssize)1 << 20, /* backward_min_bytes */
-    1,                 /* small_planes */
-    4096,              /* plane_batch */
+    (fn_ssize)1 << 18,  /* pipeline_max_bytes */
+    (fn_ssize)1 << 19,  /* wave_bytes */
+    (fn_ssize)1 << 20,  /* backward_min_bytes */
+    1,                  /* small_planes */
+    4096,               /* plane_batch */
     (fn_ssize)16 << 20, /* ct_round_bytes */
     (fn_ssize)20 << 20, /* stream_above_bytes */
-    (fn_ssize)1 << 19, /* bwd_wave_bytes */
+    (fn_ssize)1 << 19,  /* bwd_wave_bytes */
 };
 
 int fn_stream_for(int odt, int act, fn_ssize out_bytes)
@@ -60,8 +60,8 @@ static void fn_plan_common(fn_plan *pl, int dt, int odt, fn_ssize isz, fn_ssize 
     pl->stream = fn_stream_for(odt, act, work * osz);
 }
 
-fn_plan fn_plan_cf(int dt, int odt, fn_ssize P, fn_ssize L, fn_ssize isz, fn_ssize osz, int n_threads, int act,
-                   double slope)
+fn_plan fn_plan_cf(int dt, int odt, fn_ssize P, fn_ssize L, fn_ssize isz, fn_ssize osz, int n_threads,
+                   int act, double slope)
 {
     fn_plan pl;
     const fn_ssize nb = (L + FN_BLOCK - 1) / FN_BLOCK, ub = L * fn_plan_bytes(isz, osz);

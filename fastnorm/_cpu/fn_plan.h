@@ -76,9 +76,7 @@ typedef struct {
  * rows (about CL_CHUNK elements: the unit of parallel work, one triple per
  * channel per chunk, chunks merged in order), nch chunks, and the bytes of
  * per-thread scratch (3 * W + 2 * C doubles, whole cache lines). */
-typedef struct {
-    fn_ssize m, W, R, RC, nch, stride;
-} fn_cl_geom;
+typedef struct { fn_ssize m, W, R, RC, nch, stride; } fn_cl_geom;
 
 /* The backward's split: units (planes of a group, or instances) per wave,
  * whether the grad pass runs from the end of a share, streaming stores. */
@@ -90,8 +88,8 @@ typedef struct {
 
 int fn_stream_for(int odt, int act, fn_ssize out_bytes);
 int fn_owns_units(fn_ssize units, int n_threads, fn_ssize unit_bytes);
-fn_plan fn_plan_cf(int dt, int odt, fn_ssize P, fn_ssize L, fn_ssize isz, fn_ssize osz, int n_threads, int act,
-                   double slope);
+fn_plan fn_plan_cf(int dt, int odt, fn_ssize P, fn_ssize L, fn_ssize isz, fn_ssize osz, int n_threads,
+                   int act, double slope);
 fn_cl_geom fn_cl_geometry(fn_ssize S, fn_ssize C);
 fn_plan fn_plan_cl(int dt, int odt, fn_ssize N, fn_ssize S, fn_ssize C, fn_ssize isz, fn_ssize osz,
                    const fn_cl_geom *q, int n_threads, int act, double slope);
