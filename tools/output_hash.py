@@ -17,6 +17,14 @@ Options
                     (default torch,dask,ml_dtypes)
   --allow-missing   hash without the expected libraries that are missing
   --only NAMES      comma-separated functions (as -v names them) to hash alone
+  --threads LIST    comma-separated thread counts (default 1,2,3): every
+                    case runs with each and must give the same bytes (a
+                    difference is reported like an exception); the hash
+                    does not depend on the list
+  --tuning SPEC     plan thresholds to force first, KEY=VALUE,... with the
+                    keywords of fastnorm._cpu._engine._tuning (for example
+                    wave_bytes=4096,ct_round_bytes=1): every plan gives the
+                    same hash
 """
 
 import argparse
@@ -107,55 +115,54 @@ def cases():
                 ax = -1 if cl else 1
                 xx = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if cl else x
                 ss = np.ascontiguousarray(np.moveaxis(style, 1, -1)) if cl else style
-                for nt in (1, 2, 3):
-                    tag = f"{shape} {np.dtype(dt)} cl={cl} nt={nt}"
-                    for act in (None, "relu", "leaky_relu", "silu"):
-                        yield (
-                            "instance_norm",
-                            tag + act.__repr__(),
-                            lambda xx=xx, act=act: fastnorm.instance_norm(
-                                xx, w, b, channel_axis=ax, activation=act, num_threads=nt
-                            ),
-                        )
+                tag = f"{shape} {np.dtype(dt)} cl={cl}"
+                for act in (None, "relu", "leaky_relu", "silu"):
                     yield (
                         "instance_norm",
-                        tag,
-                        lambda xx=xx: fastnorm.instance_norm(xx, channel_axis=ax, num_threads=nt),
-                    )
-                    if C % 2 == 0:
-                        yield (
-                            "group_norm",
-                            tag,
-                            lambda xx=xx: fastnorm.group_norm(
-                                xx, C // 2, w, b, channel_axis=ax, num_threads=nt, activation="silu"
-                            ),
-                        )
-                    yield (
-                        "instance_stats",
-                        tag,
-                        lambda xx=xx: fastnorm.instance_stats(xx, channel_axis=ax, num_threads=nt),
-                    )
-                    yield (
-                        "instance_moments",
-                        tag,
-                        lambda xx=xx: fastnorm.instance_moments(xx, channel_axis=ax, num_threads=nt),
-                    )
-                    yield (
-                        "normalize",
-                        tag,
-                        lambda xx=xx: fastnorm.normalize(
-                            xx, m, v, w, b, channel_axis=ax, num_threads=nt, activation="leaky_relu"
+                        tag + act.__repr__(),
+                        lambda nt, xx=xx, act=act: fastnorm.instance_norm(
+                            xx, w, b, channel_axis=ax, activation=act, num_threads=nt
                         ),
                     )
+                yield (
+                    "instance_norm",
+                    tag,
+                    lambda nt, xx=xx: fastnorm.instance_norm(xx, channel_axis=ax, num_threads=nt),
+                )
+                if C % 2 == 0:
                     yield (
-                        "adain",
+                        "group_norm",
                         tag,
-                        lambda xx=xx, ss=ss: fastnorm.adain(xx, ss, channel_axis=ax, alpha=0.7, num_threads=nt),
+                        lambda nt, xx=xx: fastnorm.group_norm(
+                            xx, C // 2, w, b, channel_axis=ax, num_threads=nt, activation="silu"
+                        ),
                     )
+                yield (
+                    "instance_stats",
+                    tag,
+                    lambda nt, xx=xx: fastnorm.instance_stats(xx, channel_axis=ax, num_threads=nt),
+                )
+                yield (
+                    "instance_moments",
+                    tag,
+                    lambda nt, xx=xx: fastnorm.instance_moments(xx, channel_axis=ax, num_threads=nt),
+                )
+                yield (
+                    "normalize",
+                    tag,
+                    lambda nt, xx=xx: fastnorm.normalize(
+                        xx, m, v, w, b, channel_axis=ax, num_threads=nt, activation="leaky_relu"
+                    ),
+                )
+                yield (
+                    "adain",
+                    tag,
+                    lambda nt, xx=xx, ss=ss: fastnorm.adain(xx, ss, channel_axis=ax, alpha=0.7, num_threads=nt),
+                )
             yield (
                 "InstanceNorm",
                 f"{shape} {np.dtype(dt)}",
-                lambda x=x: fastnorm.InstanceNorm(C, affine=True, track_running_stats=True)(x, training=True),
+                lambda nt, x=x: fastnorm.InstanceNorm(C, affine=True, track_running_stats=True)(x, training=True),
             )
 
 
@@ -170,17 +177,26 @@ class _Hashes:
     def wants(self, fn):
         return self.only is None or fn in self.only
 
-    def record(self, fn, tag, call):
+    def record(self, fn, tag, call, threads=None):
+        """Hash call's output; with threads, call(nt) for each count, which
+        must all give the same bytes (the output is hashed once)."""
         if not self.wants(fn):
             return
         h = self.per.setdefault(fn, hashlib.sha256())
         h.update(tag.encode())
-        try:
-            out = _bytes(call())
-        except Exception as e:  # recorded and reported, never hashed
-            self.errors.append((fn, tag, f"{type(e).__name__}: {e}"))
-            return
-        h.update(out)
+        first = None
+        for nt in threads or (None,):
+            try:
+                out = _bytes(call() if nt is None else call(nt))
+            except Exception as e:  # recorded and reported, never hashed
+                self.errors.append((fn, f"{tag} nt={nt}", f"{type(e).__name__}: {e}"))
+                return
+            if first is None:
+                first = out
+            elif out != first:
+                self.errors.append((fn, f"{tag} nt={nt}", f"differs from nt={threads[0]}"))
+                return
+        h.update(first)
 
 
 def _interop(hs, have):
@@ -223,12 +239,24 @@ def _interop(hs, have):
                     hs.record("dask", "", call)
 
 
+def _tuning(spec):
+    """KEY=VALUE,... of _engine._tuning's keywords as a dict (ints; small_planes a bool)."""
+    out = {}
+    for item in spec.split(","):
+        k, _, v = item.partition("=")
+        k = k.strip()
+        out[k] = v.strip().lower() in ("1", "true") if k == "small_planes" else int(v)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-v", action="store_true", help="one hash per function")
     ap.add_argument("--expect", default=",".join(OPTIONAL), help="libraries that must be importable")
     ap.add_argument("--allow-missing", action="store_true", help="hash without missing expected libraries")
     ap.add_argument("--only", default=None, help="comma-separated functions to hash alone")
+    ap.add_argument("--threads", default="1,2,3", help="thread counts every case runs with (same bytes required)")
+    ap.add_argument("--tuning", default="", help="plan thresholds to force, KEY=VALUE,... (_engine._tuning)")
     args = ap.parse_args(argv)
     expect = [n.strip() for n in args.expect.split(",") if n.strip()]
     have, missing = _libraries(expect, args.allow_missing)
@@ -237,8 +265,11 @@ def main(argv=None):
 
         DTYPES.append(ml_dtypes.bfloat16)
     hs = _Hashes(None if args.only is None else {n.strip() for n in args.only.split(",")})
+    if args.tuning:
+        _engine._tuning(**_tuning(args.tuning))
+    threads = [int(t) for t in args.threads.split(",")]
     for fn, tag, call in cases():
-        hs.record(fn, tag, call)
+        hs.record(fn, tag, call, threads)
     _interop(hs, have)
     if hs.only is not None and not hs.only <= set(hs.per):
         unknown = ", ".join(sorted(hs.only - set(hs.per)))
