@@ -43,6 +43,7 @@ def _bench_options(b):
         "--peers",
         default=None,
         help="comma list of numpy, torch_in (torch instance_norm), torch_gn (torch group_norm), "
+        "torch_compile (torch.compile's generated instance_norm, compiled per case: seconds each), "
         "onnxruntime; or none (default: every installed one)",
     )
     b.add_argument(

@@ -205,25 +205,25 @@ def test_unknown_peer_is_an_error(bad, capsys):
         main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", bad])
     msg = str(e.value)
     assert msg.startswith("--peers: unknown peer") and repr(bad.split(",")[-1]) in msg
-    assert "numpy, torch_in, torch_gn, onnxruntime" in msg
+    assert "numpy, torch_in, torch_gn, torch_compile, onnxruntime" in msg
     assert capsys.readouterr().out == ""  # rejected before anything ran
 
 
 def test_numpy_only_says_how_to_add_the_others(monkeypatch, capsys):
-    _uninstall(monkeypatch, "torch_in", "torch_gn", "onnxruntime")
+    _uninstall(monkeypatch, "torch_in", "torch_gn", "torch_compile", "onnxruntime")
     monkeypatch.setattr(P, "_have", lambda m: m == "onnx")
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet"])
     out = capsys.readouterr().out
     assert "peers: numpy\n" in out
     assert (
-        "not installed: torch_in, torch_gn, onnxruntime; install torch and onnxruntime "
+        "not installed: torch_in, torch_gn, torch_compile, onnxruntime; install torch and onnxruntime "
         '(pip install ".[bench]" torch) to compare against them'
     ) in out
 
 
 def test_named_peer_not_installed(monkeypatch, capsys):
-    _uninstall(monkeypatch, "torch_in", "torch_gn")
+    _uninstall(monkeypatch, "torch_in", "torch_gn", "torch_compile")
     monkeypatch.setattr(P, "_have", lambda m: m != "torch")
     monkeypatch.setattr(B, "run_suite", lambda *a, **k: [])
     main(["bench", "--shapes", "2x8x32x32", "--repeat", "1", "--quiet", "--peers", "numpy,torch_in"])

@@ -201,6 +201,42 @@ class TorchGroupNorm(TorchInstanceNorm):
         return run
 
 
+class TorchCompile(TorchInstanceNorm):
+    """What torch.compile (inductor, default mode, fullgraph, static shapes)
+    generates for ``act(instance_norm(x))``: the fused code a deployer gets
+    without fastnorm.  Compiled once per case in ``make`` (seconds: inductor
+    writes and builds C++), for the case's thread count (its OpenMP regions
+    take the team size at compile time)."""
+
+    name = "torch_compile"
+    title = "torch.compile's generated instance_norm"
+
+    def make(self, x, layout, nt, op="instance_norm", groups=None, activation=None):
+        import torch
+        import torch.nn.functional as F
+
+        if x.dtype == np.float16 or op not in ("instance_norm", "group_norm"):
+            return None
+        torch.set_num_threads(nt)
+        torch._dynamo.reset()  # a fresh compile: the cache does not key on the thread count
+        t = self._tensor(x, layout)
+        G = t.shape[1] if op == "instance_norm" else groups
+        act = {None: None, "relu": torch.relu, "silu": F.silu, "leaky_relu": F.leaky_relu}[activation]
+
+        def f(t):
+            y = F.instance_norm(t, eps=1e-5) if op == "instance_norm" else F.group_norm(t, G, eps=1e-5)
+            return act(y) if act else y
+
+        g = torch.compile(f, fullgraph=True, dynamic=False)
+
+        def run():
+            with torch.inference_mode():
+                return g(t)
+
+        run()  # compile here, not in the first timed call
+        return run
+
+
 class OnnxRuntime(Peer):
     name = "onnxruntime"
     title = "ONNX Runtime's InstanceNormalization"
@@ -247,6 +283,7 @@ PEERS = [
     NumpyPeer(),
     TorchInstanceNorm(),
     TorchGroupNorm(),
+    TorchCompile(),
     OnnxRuntime(),
 ]
 
@@ -256,7 +293,12 @@ PEER_TITLES = {p.name: p.title for p in PEERS}
 
 
 # the modules a peer imports, and the pip argument that installs each
-PEER_NEEDS = {"torch_in": ("torch",), "torch_gn": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
+PEER_NEEDS = {
+    "torch_in": ("torch",),
+    "torch_gn": ("torch",),
+    "torch_compile": ("torch",),
+    "onnxruntime": ("onnxruntime", "onnx"),
+}
 PIP_ARGS = {"torch": "torch", "onnxruntime": '".[bench]"', "onnx": '".[bench]"'}
 
 
