@@ -397,35 +397,45 @@ static void cl_chunk_apply(const cl_job *j, fn_ssize n, fn_ssize k, const char *
                 pl->act, pl->slope, pl->stream);
 }
 
-/* Working-precision (hi, lo, scale, shift) arrays of W = C * m lanes for one
- * instance, in the output type odt's working precision (double for
- * float32/float64, float with the mean split into hi + lo for 16-bit). */
-static void cl_tile_coefs(int odt, fn_ssize C, fn_ssize m, const double *mean, const double *scale,
-                          const double *shift, char *dst)
+/* The per-lane coefficient arrays of one instance (W = C * m lanes, lane j
+ * of channel j % C) from ncol per-channel columns, column k of channel c at
+ * col[k][c * step].  Float32/float64 (applied in double): one array of
+ * doubles per column, plus an array of zeros after the first when zero_lo.
+ * 16-bit (applied in float): floats, the first column split into hi + lo
+ * (its double = hi + lo to float's precision twice), then the others. */
+static void lane_coefs(int odt, int zero_lo, fn_ssize C, fn_ssize m, int ncol, const double *const *col,
+                       fn_ssize step, char *dst)
 {
     const fn_ssize W = C * m;
     fn_ssize jj, c;
+    int k;
     if (odt == FN_F64 || odt == FN_F32) {
         double *d = (double *)(void *)dst;
         for (jj = 0; jj < W; jj++) {
-            c = jj % C;
-            d[jj] = mean[c];
-            d[W + jj] = 0.0;
-            d[2 * W + jj] = scale[c];
-            d[3 * W + jj] = shift[c];
+            c = (jj % C) * step;
+            d[jj] = col[0][c];
+            if (zero_lo) d[W + jj] = 0.0;
+            for (k = 1; k < ncol; k++) d[(k + zero_lo) * W + jj] = col[k][c];
         }
     } else {
         float *f = (float *)(void *)dst;
         float h;
         for (jj = 0; jj < W; jj++) {
-            c = jj % C;
-            h = (float)mean[c];
+            c = (jj % C) * step;
+            h = (float)col[0][c];
             f[jj] = h;
-            f[W + jj] = (float)(mean[c] - (double)h);
-            f[2 * W + jj] = (float)scale[c];
-            f[3 * W + jj] = (float)shift[c];
+            f[W + jj] = (float)(col[0][c] - (double)h);
+            for (k = 1; k < ncol; k++) f[(k + 1) * W + jj] = (float)col[k][c];
         }
     }
+}
+/* the forward's (mean, lo, scale, shift) lanes */
+static void cl_tile_coefs(int odt, fn_ssize C, fn_ssize m, const double *mean, const double *scale,
+                          const double *shift, char *dst)
+{
+    const double *col[3];
+    col[0] = mean, col[1] = scale, col[2] = shift;
+    lane_coefs(odt, 1, C, m, 3, col, 1, dst);
 }
 
 /* Per-channel coefficients of one instance from its C channel triples; with
@@ -851,35 +861,13 @@ static void bwd_cl_merge(void *ctx, fn_ssize r0, fn_ssize r1, fn_ssize n0, int t
         for (c = c0; c < c1; c++)
             fn_bsum_merge(&j->st[(it / j->q->nch - n0) * C + c], &j->rec[(it - r0) * C + c]);
 }
-/* Per-lane (W = C * m) coefficient arrays of one instance from its
- * per-channel (mu, a1, a2, a0) rows: 4 arrays of doubles, or 5 of floats
- * (hi, lo, a1, a2, a0) for 16-bit. */
+/* the backward's lanes from per-channel (mu, a1, a2, a0) rows: 4 arrays of
+ * doubles, or 5 of floats (hi, lo, a1, a2, a0) for 16-bit */
 static void bwd_cl_tiles(int dt, fn_ssize C, fn_ssize m, const double *cf, char *dst)
 {
-    const fn_ssize W = C * m;
-    fn_ssize jj, c;
-    if (dt == FN_F64 || dt == FN_F32) {
-        double *d = (double *)(void *)dst;
-        for (jj = 0; jj < W; jj++) {
-            c = jj % C;
-            d[jj] = cf[4 * c];
-            d[W + jj] = cf[4 * c + 1];
-            d[2 * W + jj] = cf[4 * c + 2];
-            d[3 * W + jj] = cf[4 * c + 3];
-        }
-    } else {
-        float *f = (float *)(void *)dst;
-        float h;
-        for (jj = 0; jj < W; jj++) {
-            c = jj % C;
-            h = (float)cf[4 * c];
-            f[jj] = h;
-            f[W + jj] = (float)(cf[4 * c] - (double)h);
-            f[2 * W + jj] = (float)cf[4 * c + 1];
-            f[3 * W + jj] = (float)cf[4 * c + 2];
-            f[4 * W + jj] = (float)cf[4 * c + 3];
-        }
-    }
+    const double *col[4];
+    col[0] = cf, col[1] = cf + 1, col[2] = cf + 2, col[3] = cf + 3;
+    lane_coefs(dt, 0, C, m, 4, col, 4, dst);
 }
 static void bwd_cl_unit(void *ctx, fn_ssize n, fn_ssize n0, int tid)
 {
