@@ -1,7 +1,8 @@
 /*
  * The vector layer: one set of named operations whose lane count is the
  * target's, chosen by the flags the translation unit is compiled with
- * (setup.py compiles fn_kernels.c once per target).
+ * (setup.py compiles fn_kernels.c once per target).  Each kernel variant
+ * (fn_kernels_gen.c) names the loads and stores of its types.
  *
  *   fn_vd  FN_VL doubles   (8 AVX-512, 4 AVX2, 2 SSE2 / NEON, 1 scalar)
  *   fn_vs  FN_FL floats    (16 AVX-512, 8 AVX2, 4 SSE2 / NEON, 1 scalar)
