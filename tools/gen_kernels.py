@@ -93,12 +93,14 @@ EXACT_INT = {"u8": "int32_t", "i8": "int32_t", "u16": "uint64_t", "i16": "uint64
 EXACT_INT_CL = ("u8", "i8")
 
 # ------------------------------------------------------- derived from it
-FLOATING = ("f16", "f32", "f64", "bf16")
+FLOATING = OUTPUTS  # the floating storage types are the output types
 HALF = {"f16": ("fn_h2f", "fn_f2h"), "bf16": ("fn_b2f", "fn_f2b")}  # to / from float, one element
+_BYTES = {"8": 1, "16": 2, "32": 4, "64": 8, "float": 4, "double": 8}
 
 
 def _size(t):
-    return {"uint8_t": 1, "int8_t": 1, "uint16_t": 2, "int16_t": 2, "float": 4}.get(TYPES[t][1], 8)
+    ctype = TYPES[t][1]
+    return _BYTES[ctype if ctype in _BYTES else re.sub(r"\D", "", ctype)]
 
 
 def pair_name(i, o):
