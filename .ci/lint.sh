@@ -16,6 +16,9 @@ major="$(clang-format --version | sed -n 's/.*version \([0-9]*\).*/\1/p')"
 [ "${major:-0}" -ge 23 ] || echo "lint: WARNING: clang-format $major; the sources were formatted with 23"
 C_FILES=(fastnorm/_cpu/fn_*.c fastnorm/_cpu/fn_*.h fastnorm/_gpu/kernels.cu tests/c/*.c tests/gpu_emu/*.h)
 clang-format --dry-run -Werror "${C_FILES[@]}" || { echo "lint: clang-format: run clang-format -i on the files above"; fail=1; }
+# the generated kernel variants (fn_kernels_gen.c, clang-format off) are what
+# tools/gen_kernels.py writes from the templates
+python tools/gen_kernels.py --check || fail=1
 
 # ---- Cython: cython-lint
 need cython-lint "pip install cython-lint"

@@ -40,7 +40,8 @@ echo "sdist: $(basename "$SDIST") $(du -h "$SDIST" | cut -f1)"
 tar -xzf "$SDIST" -C "$WORK"
 SRC="$(ls -d "$WORK"/pyfastnorm-*/)"
 for f in LICENSE tests/conftest.py tests/_reference.py tests/_isa.py tests/_plans.py tests/c/isa_bits.c \
-    tests/gpu_emu/fnemu.h benchmarks/style_transfer.py; do
+    tests/gpu_emu/fnemu.h benchmarks/style_transfer.py fastnorm/_cpu/fn_kernels_gen.c \
+    fastnorm/_cpu/fn_kernels.c.src tools/gen_kernels.py; do
     [ -e "$SRC/$f" ] || { echo "sdist lacks $f"; exit 1; }
 done
 "$WORK/old/bin/python" -m pip install -q "$SDIST[test]"
@@ -64,7 +65,7 @@ name = path.rsplit("/", 1)[-1]
 assert "manylinux" in name, f"not a manylinux wheel: {name}"
 z = zipfile.ZipFile(path)
 names = z.namelist()
-sources = [n for n in names if n.endswith((".c", ".h", ".pyx"))]
+sources = [n for n in names if n.endswith((".c", ".h", ".pyx", ".c.src"))]
 assert not sources, f"C/Cython sources in the wheel: {sources}"
 engines = [n for n in names if "/_engine." in n and n.endswith(".so")]
 assert len(engines) == 1, engines

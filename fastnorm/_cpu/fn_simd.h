@@ -1,7 +1,8 @@
 /*
  * The vector layer: one set of named operations whose lane count is the
  * target's, chosen by the flags the translation unit is compiled with
- * (setup.py compiles fn_kernels.c once per target).
+ * (setup.py compiles fn_kernels.c once per target).  Each kernel variant
+ * (fn_kernels_gen.c) names the loads and stores of its types.
  *
  *   fn_vd  FN_VL doubles   (8 AVX-512, 4 AVX2, 2 SSE2 / NEON, 1 scalar)
  *   fn_vs  FN_FL floats    (16 AVX-512, 8 AVX2, 4 SSE2 / NEON, 1 scalar)
@@ -473,21 +474,37 @@ FN_INLINE void fn_sfence(void) {}
  * integers (AVX-512 and NEON convert them), and the values rounded to float
  * first (x.astype(float32), for float32 and 16-bit outputs) of the types that
  * float does not hold exactly.  Not speed targets. */
-#define FN_VD_LANES(NAME, T, CONV)                    \
-    FN_INLINE fn_vd NAME(const T *p)                  \
-    {                                                 \
-        double t_[FN_VL];                             \
-        int i_;                                       \
-        for (i_ = 0; i_ < FN_VL; i_++) t_[i_] = CONV; \
-        return vd_load(t_);                           \
-    }
 #ifndef FN_HAVE_VD_I64
-FN_VD_LANES(vd_load_i64, int64_t, (double)p[i_])
-FN_VD_LANES(vd_load_u64, uint64_t, (double)p[i_])
+FN_INLINE fn_vd vd_load_i64(const int64_t *p)
+{
+    double t[FN_VL];
+    int i;
+    for (i = 0; i < FN_VL; i++) t[i] = (double)p[i];
+    return vd_load(t);
+}
+FN_INLINE fn_vd vd_load_u64(const uint64_t *p)
+{
+    double t[FN_VL];
+    int i;
+    for (i = 0; i < FN_VL; i++) t[i] = (double)p[i];
+    return vd_load(t);
+}
 #endif
 #if !(defined(FN_HAVE_VD_I64) && defined(__AVX512F__))
-FN_VD_LANES(vd_load_i64f, int64_t, (double)(float)p[i_])
-FN_VD_LANES(vd_load_u64f, uint64_t, (double)(float)p[i_])
+FN_INLINE fn_vd vd_load_i64f(const int64_t *p)
+{
+    double t[FN_VL];
+    int i;
+    for (i = 0; i < FN_VL; i++) t[i] = (double)(float)p[i];
+    return vd_load(t);
+}
+FN_INLINE fn_vd vd_load_u64f(const uint64_t *p)
+{
+    double t[FN_VL];
+    int i;
+    for (i = 0; i < FN_VL; i++) t[i] = (double)(float)p[i];
+    return vd_load(t);
+}
 #endif
 /* 32-bit integers and doubles: the exact double rounded once to float */
 FN_INLINE fn_vd fn_vd_via_float(fn_vd v)
