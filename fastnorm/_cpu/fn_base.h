@@ -49,6 +49,19 @@ typedef ptrdiff_t fn_ssize; /* Py_ssize_t without Python.h */
 #define FN_CL_WALK 16384       /* bytes: channels-last statistics block for rows wider than a tile */
 #define FN_CL_APPLY_BYTES 8192 /* bytes of input per group of channels-last apply rows */
 #define FN_KEEP_MAX 1024       /* float32 planes up to this keep their widened doubles */
+#define FN_ALIAS_BYTES 1024    /* fn_store_ahead: store-to-load distances that stall */
+
+/* Whether an elementwise pass reading x and writing y, run forward, would
+ * store just ahead of its loads: y starts less than FN_ALIAS_BYTES after x
+ * in the low 12 address bits, so each load matches the address bits of a
+ * store a few steps earlier, which the CPU makes it wait for ("4K
+ * aliasing").  Such passes run from their end instead; the order of an
+ * elementwise pass changes no bit. */
+FN_INLINE int fn_store_ahead(const void *x, const void *y)
+{
+    const size_t d = ((size_t)(uintptr_t)y - (size_t)(uintptr_t)x) & 4095u;
+    return d > 0 && d < FN_ALIAS_BYTES;
+}
 
 /* activations fused into the apply pass */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };

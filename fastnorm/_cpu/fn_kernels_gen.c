@@ -2884,6 +2884,14 @@ static void apply_f32(const void *xv, void *yv, fn_ssize n, double mean, double 
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
                 y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+        if (!stream && fn_store_ahead(x, y)) { /* from the end: fn_store_ahead */
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv),
+                        vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv));
+            return;
+        }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv);
@@ -2949,18 +2957,23 @@ static void stats_apply_f32(const void *xsv, fn_ssize ns, fn_triple *t, const vo
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    const int rev = fn_store_ahead(xav, yav);
+    fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
-    /* steps of FN_LANES elements of each while both have whole steps left */
+    /* steps of FN_LANES elements of each while both have whole steps left;
+     * the apply's from the end where its stores run just ahead of its loads
+     * (fn_store_ahead) */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
-    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+    for (i = 0; i < both; i += FN_LANES) {
+        j = rev ? both - FN_LANES - i : i;
         lanes_step_f32(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_f32(xa + j + k), hv), scv, fv),
                     vd_fma(vd_sub(vd_load_f32(xa + j + k + FN_VL), hv), scv, fv));
     }
+    j = both;
     for (; i < nv; i += FN_LANES) lanes_step_f32(&l, xs + i, shv);
     lanes_done_f32(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
@@ -3569,6 +3582,14 @@ static void apply_f64(const void *xv, void *yv, fn_ssize n, double mean, double 
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
                 y[i] = (double)FN_FMA((*(x + i)) - mean, sc, sh);
+        if (!stream && fn_store_ahead(x, y)) { /* from the end: fn_store_ahead */
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (double)FN_FMA((*(x + i)) - mean, sc, sh);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                (vd_store(y + i, vd_fma(vd_sub(vd_load(x + i), hv), scv, shv)), vd_store((y + i) + FN_VL,
+                        vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv)));
+            return;
+        }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(vd_load(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv);
@@ -3634,18 +3655,23 @@ static void stats_apply_f64(const void *xsv, fn_ssize ns, fn_triple *t, const vo
     double *ya = (double *)yav;
     const double sft = ns > 0 ? (*(xs)) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    const int rev = fn_store_ahead(xav, yav);
+    fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
-    /* steps of FN_LANES elements of each while both have whole steps left */
+    /* steps of FN_LANES elements of each while both have whole steps left;
+     * the apply's from the end where its stores run just ahead of its loads
+     * (fn_store_ahead) */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
-    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+    for (i = 0; i < both; i += FN_LANES) {
+        j = rev ? both - FN_LANES - i : i;
         lanes_step_f64(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             (vd_store(ya + j + k, vd_fma(vd_sub(vd_load(xa + j + k), hv), scv, fv)), vd_store((ya + j + k) + FN_VL,
                     vd_fma(vd_sub(vd_load(xa + j + k + FN_VL), hv), scv, fv)));
     }
+    j = both;
     for (; i < nv; i += FN_LANES) lanes_step_f64(&l, xs + i, shv);
     lanes_done_f64(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
@@ -5926,6 +5952,14 @@ static void apply_u8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
                 y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+        if (!stream && fn_store_ahead(x, y)) { /* from the end: fn_store_ahead */
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv),
+                        vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv));
+            return;
+        }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv);
@@ -5954,18 +5988,23 @@ static void stats_apply_u8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    const int rev = fn_store_ahead(xav, yav);
+    fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
-    /* steps of FN_LANES elements of each while both have whole steps left */
+    /* steps of FN_LANES elements of each while both have whole steps left;
+     * the apply's from the end where its stores run just ahead of its loads
+     * (fn_store_ahead) */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
-    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+    for (i = 0; i < both; i += FN_LANES) {
+        j = rev ? both - FN_LANES - i : i;
         lanes_step_u8(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_u8(xa + j + k), hv), scv, fv),
                     vd_fma(vd_sub(vd_load_u8(xa + j + k + FN_VL), hv), scv, fv));
     }
+    j = both;
     for (; i < nv; i += FN_LANES) lanes_step_u8(&l, xs + i, shv);
     lanes_done_u8(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
@@ -6135,6 +6174,14 @@ static void apply_i8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
                 y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+        if (!stream && fn_store_ahead(x, y)) { /* from the end: fn_store_ahead */
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv),
+                        vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv));
+            return;
+        }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv);
@@ -6163,18 +6210,23 @@ static void stats_apply_i8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    const int rev = fn_store_ahead(xav, yav);
+    fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
-    /* steps of FN_LANES elements of each while both have whole steps left */
+    /* steps of FN_LANES elements of each while both have whole steps left;
+     * the apply's from the end where its stores run just ahead of its loads
+     * (fn_store_ahead) */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
-    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+    for (i = 0; i < both; i += FN_LANES) {
+        j = rev ? both - FN_LANES - i : i;
         lanes_step_i8(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_i8(xa + j + k), hv), scv, fv),
                     vd_fma(vd_sub(vd_load_i8(xa + j + k + FN_VL), hv), scv, fv));
     }
+    j = both;
     for (; i < nv; i += FN_LANES) lanes_step_i8(&l, xs + i, shv);
     lanes_done_i8(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
@@ -6344,6 +6396,14 @@ static void apply_u16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
                 y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+        if (!stream && fn_store_ahead(x, y)) { /* from the end: fn_store_ahead */
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv),
+                        vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv));
+            return;
+        }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv);
@@ -6372,18 +6432,23 @@ static void stats_apply_u16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    const int rev = fn_store_ahead(xav, yav);
+    fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
-    /* steps of FN_LANES elements of each while both have whole steps left */
+    /* steps of FN_LANES elements of each while both have whole steps left;
+     * the apply's from the end where its stores run just ahead of its loads
+     * (fn_store_ahead) */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
-    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+    for (i = 0; i < both; i += FN_LANES) {
+        j = rev ? both - FN_LANES - i : i;
         lanes_step_u16(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_u16(xa + j + k), hv), scv, fv),
                     vd_fma(vd_sub(vd_load_u16(xa + j + k + FN_VL), hv), scv, fv));
     }
+    j = both;
     for (; i < nv; i += FN_LANES) lanes_step_u16(&l, xs + i, shv);
     lanes_done_u16(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
@@ -6553,6 +6618,14 @@ static void apply_i16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
         if (stream)
             for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
                 y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+        if (!stream && fn_store_ahead(x, y)) { /* from the end: fn_store_ahead */
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)FN_FMA(((double)*(x + i)) - mean, sc, sh);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv),
+                        vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv));
+            return;
+        }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
             fn_vd d0 = vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv);
             fn_vd d1 = vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv);
@@ -6581,18 +6654,23 @@ static void stats_apply_i16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
     const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
-    fn_ssize i, j = 0, nv = ns - ns % FN_LANES, both;
+    const int rev = fn_store_ahead(xav, yav);
+    fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
-    /* steps of FN_LANES elements of each while both have whole steps left */
+    /* steps of FN_LANES elements of each while both have whole steps left;
+     * the apply's from the end where its stores run just ahead of its loads
+     * (fn_store_ahead) */
     both = nv < na - na % FN_LANES ? nv : na - na % FN_LANES;
-    for (i = 0; i < both; i += FN_LANES, j += FN_LANES) {
+    for (i = 0; i < both; i += FN_LANES) {
+        j = rev ? both - FN_LANES - i : i;
         lanes_step_i16(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
             vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_i16(xa + j + k), hv), scv, fv),
                     vd_fma(vd_sub(vd_load_i16(xa + j + k + FN_VL), hv), scv, fv));
     }
+    j = both;
     for (; i < nv; i += FN_LANES) lanes_step_i16(&l, xs + i, shv);
     lanes_done_i16(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
