@@ -163,10 +163,10 @@ typedef struct {
                      fn_triple *out);
     void (*apply_cl)(const void *x, void *y, fn_ssize rows, fn_ssize C, fn_ssize m, const void *coef, int act,
                      double slope, int stream);
-    /* stats of one block and, interleaved, the apply of another run (no
-     * activation, normal stores): what stats then apply would give */
+    /* stats of one block and, interleaved, the apply of another run (normal
+     * stores): what stats then apply would give */
     void (*stats_apply)(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                        double mean, double sc, double sh);
+                        double mean, double sc, double sh, int act, double slope);
 } fn_dtype_kernels;
 
 struct fn_bwd_kernels_s; /* the backward kernels: fn_backward.h */

@@ -58,9 +58,10 @@ static inline void fn_apply_cl(int dt, int odt, const void *x, void *y, fn_ssize
     FN_K(dt, odt)->apply_cl(x, y, rows, C, m, coef, act, slope, stream);
 }
 static inline void fn_stats_apply(int dt, int odt, const void *xs, fn_ssize ns, fn_triple *t, const void *xa,
-                                  void *ya, fn_ssize na, double mean, double sc, double sh)
+                                  void *ya, fn_ssize na, double mean, double sc, double sh, int act,
+                                  double slope)
 {
-    FN_K(dt, odt)->stats_apply(xs, ns, t, xa, ya, na, mean, sc, sh);
+    FN_K(dt, odt)->stats_apply(xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static inline int fn_can_stream(void) { return fn_config.stream && fn_config.t->stream; }
 static inline void fn_widen_f16(const uint16_t *src, float *dst, fn_ssize n)

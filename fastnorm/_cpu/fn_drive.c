@@ -177,7 +177,11 @@ static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_
 {
     const int dt = pl->dt, odt = pl->odt;
     const fn_ssize isz = pl->isz, osz = pl->osz;
-    const int interleave = Cg == 1 && pl->act == FN_ACT_NONE && !pl->stream;
+    /* the next plane's statistics interleaved with this plane's apply: one
+     * row per plane, an activation the vector loops run, normal stores */
+    const int interleave = Cg == 1 &&
+                           (pl->act == FN_ACT_NONE || pl->act == FN_ACT_RELU || pl->act == FN_ACT_LEAKY) &&
+                           !pl->stream;
     fn_ssize p, k, s0, s1;
     fn_triple bt;
     if (p0 >= p1) return;
@@ -214,7 +218,7 @@ static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_
                 /* one row per plane: the next plane's block statistics
                  * interleaved with this block's apply */
                 fn_stats_apply(dt, odt, xp + (L + s0) * isz, s1 - s0, &bt, xp + s0 * isz, yp + s0 * osz,
-                               s1 - s0, mean[p], scale[p], shift[p]);
+                               s1 - s0, mean[p], scale[p], shift[p], pl->act, pl->slope);
                 fn_merge(&tri[p + 1], &bt);
                 continue;
             }

@@ -129,6 +129,24 @@ FN_INLINE double fn_silu_libm(double v)
  * scalar in the float32 loops, and v * 0 + 0 would give NaN for -inf */
 static volatile double fn_relu_zero = 0.0;
 
+/* The activations the vector apply loops run (the others take the
+ * activation switch's loops): none, relu and leaky relu, each exactly its
+ * scalar form (fn_d_act; fn_simd.h's vd_relu, vd_leaky). */
+FN_INLINE int fn_act_in_vectors(int act)
+{
+    return act == FN_ACT_NONE || act == FN_ACT_RELU || act == FN_ACT_LEAKY;
+}
+FN_INLINE fn_vd fn_vd_act(fn_vd v, int act, fn_vd sv)
+{
+    return act == FN_ACT_RELU ? vd_relu(v) : act == FN_ACT_LEAKY ? vd_leaky(v, sv) : v;
+}
+FN_INLINE double fn_d_act(double v, int act, double slope)
+{
+    return act == FN_ACT_RELU    ? (v < 0.0 ? fn_relu_zero : v)
+           : act == FN_ACT_LEAKY ? (v >= 0.0 ? v : v * slope)
+                                 : v;
+}
+
 /* The activation loops (fn_apply.c.src) switch on act over FN_ACT_RELU,
  * FN_ACT_LEAKY, FN_ACT_SILU and none, one loop each: the generator's acts_d
  * (working value v in double; silu fn_silu_d, fn_silu_libm for float64) and
@@ -209,10 +227,10 @@ FN_NOINLINE static void fn_buf_apply(const fn_buf_pair *d, const void *x, void *
 
 FN_NOINLINE static void fn_buf_stats_apply(const fn_buf_pair *d, const void *xs, fn_ssize ns, fn_triple *t,
                                            const void *xa, void *ya, fn_ssize na, double mean, double sc,
-                                           double sh)
+                                           double sh, int act, double slope)
 {
     d->stats(xs, ns, t);
-    fn_buf_apply(d, xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
+    fn_buf_apply(d, xa, ya, na, mean, sc, sh, act, slope, 0);
 }
 
 /* each plane's statistics, coefficients and apply in turn (the formulas of

@@ -2902,6 +2902,25 @@ static void apply_f32(const void *xv, void *yv, fn_ssize n, double mean, double 
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+    if (fn_act_in_vectors(act)) {
+        /* relu and leaky relu in vectors: vd_relu and vd_leaky are exactly
+         * the scalar expressions (fn_d_act); from the end where the stores
+         * would run just ahead of the loads (fn_store_ahead) */
+        const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        if (fn_store_ahead(x, y)) {
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), act, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), act, sv));
+            return;
+        }
+        for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), act, sv));
+        for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+        return;
+    }
     switch (act) {
     case FN_ACT_RELU: {
         const double zr = (double)fn_relu_zero;
@@ -2944,23 +2963,29 @@ static void apply_f32(const void *xv, void *yv, fn_ssize n, double mean, double 
 
 /* ------------------------------------- statistics and apply, interleaved */
 /* The statistics of block xs (ns elements, its triple into t) and the apply
- * without activation of a run xa -> ya (na elements, one mean / scale /
- * shift) in one loop.  The statistics are bound by the latency of their lane
- * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
- * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what the statistics
- * (stats_in_f32) and apply_f32 do, in the same order, so the same bits. */
+ * of a run xa -> ya (na elements, one mean / scale / shift, no activation,
+ * relu or leaky relu) in one loop.  The statistics are bound by the latency
+ * of their lane chains (FN_LANES lanes, one dependent add per lane per
+ * FN_LANES elements), the apply by throughput: interleaved, the apply's
+ * independent work fills the chains' latency.  Each half does exactly what
+ * the statistics (stats_in_f32) and apply_f32 do, in the same order, so
+ * the same bits.  Other activations: the two one after the other. */
 static void stats_apply_f32(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
-                              fn_ssize na, double mean, double sc, double sh)
+                              fn_ssize na, double mean, double sc, double sh, int act, double slope)
 {
     const float *xs = (const float *)xsv, *xa = (const float *)xav;
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
-    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh), sv = vd_set1(slope);
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
+    if (!fn_act_in_vectors(act)) {
+        stats_in_f32(xs, ns, t);
+        apply_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
+        return;
+    }
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -2970,16 +2995,16 @@ static void stats_apply_f32(const void *xsv, fn_ssize ns, fn_triple *t, const vo
         j = rev ? both - FN_LANES - i : i;
         lanes_step_f32(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_f32(xa + j + k), hv), scv, fv),
-                    vd_fma(vd_sub(vd_load_f32(xa + j + k + FN_VL), hv), scv, fv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + k), hv), scv, fv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + k + FN_VL), hv), scv, fv), act, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_f32(&l, xs + i, shv);
     lanes_done_f32(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, vd_fma(vd_sub(vd_load_f32(xa + j), hv), scv, fv),
-                vd_fma(vd_sub(vd_load_f32(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++) ya[j] = (float)FN_FMA(((double)*(xa + j)) - mean, sc, sh);
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j), hv), scv, fv), act, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + FN_VL), hv), scv, fv), act, sv));
+    for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -3033,10 +3058,10 @@ static void planes_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
           : stats_in_f32(x + (p0) * L, L, &tri[p0]));
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE && !keep) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act) && !keep) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_f32(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -3600,6 +3625,25 @@ static void apply_f64(const void *xv, void *yv, fn_ssize n, double mean, double 
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+    if (fn_act_in_vectors(act)) {
+        /* relu and leaky relu in vectors: vd_relu and vd_leaky are exactly
+         * the scalar expressions (fn_d_act); from the end where the stores
+         * would run just ahead of the loads (fn_store_ahead) */
+        const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        if (fn_store_ahead(x, y)) {
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                (vd_store(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), act, sv)), vd_store((y + i) + FN_VL,
+                        fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), act, sv)));
+            return;
+        }
+        for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+            (vd_store(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), act, sv)), vd_store((y + i) + FN_VL,
+                    fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), act, sv)));
+        for (; i < n; i++) y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
+        return;
+    }
     switch (act) {
     case FN_ACT_RELU: {
         const double zr = (double)fn_relu_zero;
@@ -3642,23 +3686,29 @@ static void apply_f64(const void *xv, void *yv, fn_ssize n, double mean, double 
 
 /* ------------------------------------- statistics and apply, interleaved */
 /* The statistics of block xs (ns elements, its triple into t) and the apply
- * without activation of a run xa -> ya (na elements, one mean / scale /
- * shift) in one loop.  The statistics are bound by the latency of their lane
- * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
- * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what the statistics
- * (stats_in_f64) and apply_f64 do, in the same order, so the same bits. */
+ * of a run xa -> ya (na elements, one mean / scale / shift, no activation,
+ * relu or leaky relu) in one loop.  The statistics are bound by the latency
+ * of their lane chains (FN_LANES lanes, one dependent add per lane per
+ * FN_LANES elements), the apply by throughput: interleaved, the apply's
+ * independent work fills the chains' latency.  Each half does exactly what
+ * the statistics (stats_in_f64) and apply_f64 do, in the same order, so
+ * the same bits.  Other activations: the two one after the other. */
 static void stats_apply_f64(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
-                              fn_ssize na, double mean, double sc, double sh)
+                              fn_ssize na, double mean, double sc, double sh, int act, double slope)
 {
     const double *xs = (const double *)xsv, *xa = (const double *)xav;
     double *ya = (double *)yav;
     const double sft = ns > 0 ? (*(xs)) : 0.0;
-    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh), sv = vd_set1(slope);
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
+    if (!fn_act_in_vectors(act)) {
+        stats_in_f64(xs, ns, t);
+        apply_f64(xav, yav, na, mean, sc, sh, act, slope, 0);
+        return;
+    }
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -3668,16 +3718,16 @@ static void stats_apply_f64(const void *xsv, fn_ssize ns, fn_triple *t, const vo
         j = rev ? both - FN_LANES - i : i;
         lanes_step_f64(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            (vd_store(ya + j + k, vd_fma(vd_sub(vd_load(xa + j + k), hv), scv, fv)), vd_store((ya + j + k) + FN_VL,
-                    vd_fma(vd_sub(vd_load(xa + j + k + FN_VL), hv), scv, fv)));
+            (vd_store(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + k), hv), scv, fv), act, sv)), vd_store((ya + j + k) + FN_VL,
+                    fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + k + FN_VL), hv), scv, fv), act, sv)));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_f64(&l, xs + i, shv);
     lanes_done_f64(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        (vd_store(ya + j, vd_fma(vd_sub(vd_load(xa + j), hv), scv, fv)), vd_store((ya + j) + FN_VL,
-                vd_fma(vd_sub(vd_load(xa + j + FN_VL), hv), scv, fv)));
-    for (; j < na; j++) ya[j] = (double)FN_FMA((*(xa + j)) - mean, sc, sh);
+        (vd_store(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load(xa + j), hv), scv, fv), act, sv)), vd_store((ya + j) + FN_VL,
+                fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + FN_VL), hv), scv, fv), act, sv)));
+    for (; j < na; j++) ya[j] = (double)fn_d_act(FN_FMA((*(xa + j)) - mean, sc, sh), act, slope);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -3697,10 +3747,10 @@ static void planes_f64(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
     stats_in_f64(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_f64(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -4293,10 +4343,10 @@ static void apply_f16(const void *xv, void *yv, fn_ssize n, double mean, double 
 
 /* ------------------------------------- statistics and apply, interleaved */
 static void stats_apply_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
     stats_in_f16((const uint16_t *)xs, ns, t);
-    apply_f16(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
+    apply_f16(xa, ya, na, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -4316,10 +4366,10 @@ static void planes_f16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
     stats_in_f16(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_f16(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -4809,10 +4859,10 @@ static void apply_bf16(const void *xv, void *yv, fn_ssize n, double mean, double
 
 /* ------------------------------------- statistics and apply, interleaved */
 static void stats_apply_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
     stats_in_bf16((const uint16_t *)xs, ns, t);
-    apply_bf16(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
+    apply_bf16(xa, ya, na, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -4832,10 +4882,10 @@ static void planes_bf16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_s
     stats_in_bf16(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_bf16(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -5325,10 +5375,10 @@ static void apply_f32_f16(const void *xv, void *yv, fn_ssize n, double mean, dou
 
 /* ------------------------------------- statistics and apply, interleaved */
 static void stats_apply_f32_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
     stats_in_f32((const float *)xs, ns, t);
-    apply_f32_f16(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
+    apply_f32_f16(xa, ya, na, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -5348,10 +5398,10 @@ static void planes_f32_f16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
     stats_in_f32(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_f32_f16(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -5562,10 +5612,10 @@ static void apply_f32_bf16(const void *xv, void *yv, fn_ssize n, double mean, do
 
 /* ------------------------------------- statistics and apply, interleaved */
 static void stats_apply_f32_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
     stats_in_f32((const float *)xs, ns, t);
-    apply_f32_bf16(xa, ya, na, mean, sc, sh, FN_ACT_NONE, 0.0, 0);
+    apply_f32_bf16(xa, ya, na, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -5585,10 +5635,10 @@ static void planes_f32_bf16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, 
     stats_in_f32(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_f32_bf16(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -5970,28 +6020,53 @@ static void apply_u8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+    if (fn_act_in_vectors(act)) {
+        /* relu and leaky relu in vectors: vd_relu and vd_leaky are exactly
+         * the scalar expressions (fn_d_act); from the end where the stores
+         * would run just ahead of the loads (fn_store_ahead) */
+        const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        if (fn_store_ahead(x, y)) {
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), act, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), act, sv));
+            return;
+        }
+        for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), act, sv));
+        for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+        return;
+    }
     fn_buf_apply(&bpa_u8, xv, yv, n, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------- statistics and apply, interleaved */
 /* The statistics of block xs (ns elements, its triple into t) and the apply
- * without activation of a run xa -> ya (na elements, one mean / scale /
- * shift) in one loop.  The statistics are bound by the latency of their lane
- * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
- * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what the statistics
- * (stats_in_u8) and apply_u8_f32 do, in the same order, so the same bits. */
+ * of a run xa -> ya (na elements, one mean / scale / shift, no activation,
+ * relu or leaky relu) in one loop.  The statistics are bound by the latency
+ * of their lane chains (FN_LANES lanes, one dependent add per lane per
+ * FN_LANES elements), the apply by throughput: interleaved, the apply's
+ * independent work fills the chains' latency.  Each half does exactly what
+ * the statistics (stats_in_u8) and apply_u8_f32 do, in the same order, so
+ * the same bits.  Other activations: the two one after the other. */
 static void stats_apply_u8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
-                              fn_ssize na, double mean, double sc, double sh)
+                              fn_ssize na, double mean, double sc, double sh, int act, double slope)
 {
     const uint8_t *xs = (const uint8_t *)xsv, *xa = (const uint8_t *)xav;
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
-    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh), sv = vd_set1(slope);
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
+    if (!fn_act_in_vectors(act)) {
+        stats_in_u8(xs, ns, t);
+        apply_u8_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
+        return;
+    }
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6001,16 +6076,16 @@ static void stats_apply_u8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
         j = rev ? both - FN_LANES - i : i;
         lanes_step_u8(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_u8(xa + j + k), hv), scv, fv),
-                    vd_fma(vd_sub(vd_load_u8(xa + j + k + FN_VL), hv), scv, fv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + k), hv), scv, fv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + k + FN_VL), hv), scv, fv), act, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_u8(&l, xs + i, shv);
     lanes_done_u8(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, vd_fma(vd_sub(vd_load_u8(xa + j), hv), scv, fv),
-                vd_fma(vd_sub(vd_load_u8(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++) ya[j] = (float)FN_FMA(((double)*(xa + j)) - mean, sc, sh);
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j), hv), scv, fv), act, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + FN_VL), hv), scv, fv), act, sv));
+    for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -6030,10 +6105,10 @@ static void planes_u8_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn
     stats_in_u8(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_u8_f32(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -6192,28 +6267,53 @@ static void apply_i8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+    if (fn_act_in_vectors(act)) {
+        /* relu and leaky relu in vectors: vd_relu and vd_leaky are exactly
+         * the scalar expressions (fn_d_act); from the end where the stores
+         * would run just ahead of the loads (fn_store_ahead) */
+        const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        if (fn_store_ahead(x, y)) {
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), act, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), act, sv));
+            return;
+        }
+        for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), act, sv));
+        for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+        return;
+    }
     fn_buf_apply(&bpa_i8, xv, yv, n, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------- statistics and apply, interleaved */
 /* The statistics of block xs (ns elements, its triple into t) and the apply
- * without activation of a run xa -> ya (na elements, one mean / scale /
- * shift) in one loop.  The statistics are bound by the latency of their lane
- * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
- * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what the statistics
- * (stats_in_i8) and apply_i8_f32 do, in the same order, so the same bits. */
+ * of a run xa -> ya (na elements, one mean / scale / shift, no activation,
+ * relu or leaky relu) in one loop.  The statistics are bound by the latency
+ * of their lane chains (FN_LANES lanes, one dependent add per lane per
+ * FN_LANES elements), the apply by throughput: interleaved, the apply's
+ * independent work fills the chains' latency.  Each half does exactly what
+ * the statistics (stats_in_i8) and apply_i8_f32 do, in the same order, so
+ * the same bits.  Other activations: the two one after the other. */
 static void stats_apply_i8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
-                              fn_ssize na, double mean, double sc, double sh)
+                              fn_ssize na, double mean, double sc, double sh, int act, double slope)
 {
     const int8_t *xs = (const int8_t *)xsv, *xa = (const int8_t *)xav;
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
-    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh), sv = vd_set1(slope);
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
+    if (!fn_act_in_vectors(act)) {
+        stats_in_i8(xs, ns, t);
+        apply_i8_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
+        return;
+    }
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6223,16 +6323,16 @@ static void stats_apply_i8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
         j = rev ? both - FN_LANES - i : i;
         lanes_step_i8(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_i8(xa + j + k), hv), scv, fv),
-                    vd_fma(vd_sub(vd_load_i8(xa + j + k + FN_VL), hv), scv, fv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + k), hv), scv, fv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + k + FN_VL), hv), scv, fv), act, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_i8(&l, xs + i, shv);
     lanes_done_i8(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, vd_fma(vd_sub(vd_load_i8(xa + j), hv), scv, fv),
-                vd_fma(vd_sub(vd_load_i8(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++) ya[j] = (float)FN_FMA(((double)*(xa + j)) - mean, sc, sh);
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j), hv), scv, fv), act, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + FN_VL), hv), scv, fv), act, sv));
+    for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -6252,10 +6352,10 @@ static void planes_i8_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn
     stats_in_i8(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_i8_f32(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -6414,28 +6514,53 @@ static void apply_u16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+    if (fn_act_in_vectors(act)) {
+        /* relu and leaky relu in vectors: vd_relu and vd_leaky are exactly
+         * the scalar expressions (fn_d_act); from the end where the stores
+         * would run just ahead of the loads (fn_store_ahead) */
+        const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        if (fn_store_ahead(x, y)) {
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), act, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), act, sv));
+            return;
+        }
+        for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), act, sv));
+        for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+        return;
+    }
     fn_buf_apply(&bpa_u16, xv, yv, n, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------- statistics and apply, interleaved */
 /* The statistics of block xs (ns elements, its triple into t) and the apply
- * without activation of a run xa -> ya (na elements, one mean / scale /
- * shift) in one loop.  The statistics are bound by the latency of their lane
- * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
- * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what the statistics
- * (stats_in_u16) and apply_u16_f32 do, in the same order, so the same bits. */
+ * of a run xa -> ya (na elements, one mean / scale / shift, no activation,
+ * relu or leaky relu) in one loop.  The statistics are bound by the latency
+ * of their lane chains (FN_LANES lanes, one dependent add per lane per
+ * FN_LANES elements), the apply by throughput: interleaved, the apply's
+ * independent work fills the chains' latency.  Each half does exactly what
+ * the statistics (stats_in_u16) and apply_u16_f32 do, in the same order, so
+ * the same bits.  Other activations: the two one after the other. */
 static void stats_apply_u16_f32(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
-                              fn_ssize na, double mean, double sc, double sh)
+                              fn_ssize na, double mean, double sc, double sh, int act, double slope)
 {
     const uint16_t *xs = (const uint16_t *)xsv, *xa = (const uint16_t *)xav;
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
-    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh), sv = vd_set1(slope);
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
+    if (!fn_act_in_vectors(act)) {
+        stats_in_u16(xs, ns, t);
+        apply_u16_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
+        return;
+    }
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6445,16 +6570,16 @@ static void stats_apply_u16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
         j = rev ? both - FN_LANES - i : i;
         lanes_step_u16(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_u16(xa + j + k), hv), scv, fv),
-                    vd_fma(vd_sub(vd_load_u16(xa + j + k + FN_VL), hv), scv, fv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + k), hv), scv, fv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + k + FN_VL), hv), scv, fv), act, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_u16(&l, xs + i, shv);
     lanes_done_u16(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, vd_fma(vd_sub(vd_load_u16(xa + j), hv), scv, fv),
-                vd_fma(vd_sub(vd_load_u16(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++) ya[j] = (float)FN_FMA(((double)*(xa + j)) - mean, sc, sh);
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j), hv), scv, fv), act, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + FN_VL), hv), scv, fv), act, sv));
+    for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -6474,10 +6599,10 @@ static void planes_u16_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
     stats_in_u16(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_u16_f32(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -6636,28 +6761,53 @@ static void apply_i16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
         if (stream) fn_sfence(); /* the streamed lines are visible before we return */
         return;
     }
+    if (fn_act_in_vectors(act)) {
+        /* relu and leaky relu in vectors: vd_relu and vd_leaky are exactly
+         * the scalar expressions (fn_d_act); from the end where the stores
+         * would run just ahead of the loads (fn_store_ahead) */
+        const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        if (fn_store_ahead(x, y)) {
+            fn_ssize e = n - n % (2 * FN_VL);
+            for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), act, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), act, sv));
+            return;
+        }
+        for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), act, sv));
+        for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+        return;
+    }
     fn_buf_apply(&bpa_i16, xv, yv, n, mean, sc, sh, act, slope, 0);
 }
 
 /* ------------------------------------- statistics and apply, interleaved */
 /* The statistics of block xs (ns elements, its triple into t) and the apply
- * without activation of a run xa -> ya (na elements, one mean / scale /
- * shift) in one loop.  The statistics are bound by the latency of their lane
- * chains (FN_LANES lanes, one dependent add per lane per FN_LANES elements),
- * the apply by throughput: interleaved, the apply's independent work fills
- * the chains' latency.  Each half does exactly what the statistics
- * (stats_in_i16) and apply_i16_f32 do, in the same order, so the same bits. */
+ * of a run xa -> ya (na elements, one mean / scale / shift, no activation,
+ * relu or leaky relu) in one loop.  The statistics are bound by the latency
+ * of their lane chains (FN_LANES lanes, one dependent add per lane per
+ * FN_LANES elements), the apply by throughput: interleaved, the apply's
+ * independent work fills the chains' latency.  Each half does exactly what
+ * the statistics (stats_in_i16) and apply_i16_f32 do, in the same order, so
+ * the same bits.  Other activations: the two one after the other. */
 static void stats_apply_i16_f32(const void *xsv, fn_ssize ns, fn_triple *t, const void *xav, void *yav,
-                              fn_ssize na, double mean, double sc, double sh)
+                              fn_ssize na, double mean, double sc, double sh, int act, double slope)
 {
     const int16_t *xs = (const int16_t *)xsv, *xa = (const int16_t *)xav;
     float *ya = (float *)yav;
     const double sft = ns > 0 ? ((double)*(xs)) : 0.0;
-    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh);
+    const fn_vd shv = vd_set1(sft), hv = vd_set1(mean), scv = vd_set1(sc), fv = vd_set1(sh), sv = vd_set1(slope);
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
     int k;
+    if (!fn_act_in_vectors(act)) {
+        stats_in_i16(xs, ns, t);
+        apply_i16_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
+        return;
+    }
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6667,16 +6817,16 @@ static void stats_apply_i16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
         j = rev ? both - FN_LANES - i : i;
         lanes_step_i16(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, vd_fma(vd_sub(vd_load_i16(xa + j + k), hv), scv, fv),
-                    vd_fma(vd_sub(vd_load_i16(xa + j + k + FN_VL), hv), scv, fv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + k), hv), scv, fv), act, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + k + FN_VL), hv), scv, fv), act, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_i16(&l, xs + i, shv);
     lanes_done_i16(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, vd_fma(vd_sub(vd_load_i16(xa + j), hv), scv, fv),
-                vd_fma(vd_sub(vd_load_i16(xa + j + FN_VL), hv), scv, fv));
-    for (; j < na; j++) ya[j] = (float)FN_FMA(((double)*(xa + j)) - mean, sc, sh);
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j), hv), scv, fv), act, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + FN_VL), hv), scv, fv), act, sv));
+    for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
 /* ------------------------------------------------ small planes, one call */
@@ -6696,10 +6846,10 @@ static void planes_i16_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
     stats_in_i16(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && act == FN_ACT_NONE) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_i16_f32(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
-                              shift[p]);
+                              shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
@@ -6847,9 +6997,9 @@ static void apply_cl_f16_f32(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_f16_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f16_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f16_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f16_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_f16_f64 = {cvd_f16, sizeof(uint16_t), sizeof(double), sizeof(double), sizeof(double), stats_f16, apply_f64, apply_cl_f64};
 static void apply_f16_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -6869,9 +7019,9 @@ static void apply_cl_f16_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_f16_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f16_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f16_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f16_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_f16_bf16 = {cvf_f16, sizeof(uint16_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_f16, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_f16_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -6891,9 +7041,9 @@ static void apply_cl_f16_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_f16_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f16_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f16_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f16_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_f32_f64 = {cvd_f32, sizeof(float), sizeof(double), sizeof(double), sizeof(double), stats_f32, apply_f64, apply_cl_f64};
 static void apply_f32_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -6913,9 +7063,9 @@ static void apply_cl_f32_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_f32_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f32_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f32_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f32_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_f64_f16 = {cvf_f64, sizeof(double), sizeof(float), sizeof(uint16_t), sizeof(float), stats_f64f, apply_f32_f16, apply_cl_f32_f16};
 static void apply_f64_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -6935,9 +7085,9 @@ static void apply_cl_f64_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_f64_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f64_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f64_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f64_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_f64_f32 = {cvf_f64, sizeof(double), sizeof(float), sizeof(float), sizeof(double), stats_f64f, apply_f32, apply_cl_f32};
 static void apply_f64_f32(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -6957,9 +7107,9 @@ static void apply_cl_f64_f32(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_f64_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f64_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f64_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f64_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_f64_bf16 = {cvf_f64, sizeof(double), sizeof(float), sizeof(uint16_t), sizeof(float), stats_f64f, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_f64_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -6979,9 +7129,9 @@ static void apply_cl_f64_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_f64_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_f64_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_f64_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_f64_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_bf16_f16 = {cvf_bf16, sizeof(uint16_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_bf16, apply_f32_f16, apply_cl_f32_f16};
 static void apply_bf16_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7001,9 +7151,9 @@ static void apply_cl_bf16_f16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_bf16_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_bf16_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_bf16_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_bf16_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_bf16_f32 = {cvf_bf16, sizeof(uint16_t), sizeof(float), sizeof(float), sizeof(double), stats_bf16, apply_f32, apply_cl_f32};
 static void apply_bf16_f32(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7023,9 +7173,9 @@ static void apply_cl_bf16_f32(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_bf16_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_bf16_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_bf16_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_bf16_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_bf16_f64 = {cvd_bf16, sizeof(uint16_t), sizeof(double), sizeof(double), sizeof(double), stats_bf16, apply_f64, apply_cl_f64};
 static void apply_bf16_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7045,9 +7195,9 @@ static void apply_cl_bf16_f64(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_bf16_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_bf16_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_bf16_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_bf16_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u8_f16 = {cvf_u8, sizeof(uint8_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_u8, apply_f32_f16, apply_cl_f32_f16};
 static void apply_u8_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7067,9 +7217,9 @@ static void apply_cl_u8_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, f
     fn_buf_apply_cl(&bp_u8_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u8_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u8_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u8_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u8_f64 = {cvd_u8, sizeof(uint8_t), sizeof(double), sizeof(double), sizeof(double), stats_exact_u8, apply_f64, apply_cl_f64};
 static void apply_u8_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7089,9 +7239,9 @@ static void apply_cl_u8_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, f
     fn_buf_apply_cl(&bp_u8_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u8_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u8_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u8_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u8_bf16 = {cvf_u8, sizeof(uint8_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_u8, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_u8_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7111,9 +7261,9 @@ static void apply_cl_u8_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u8_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u8_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u8_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u8_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i8_f16 = {cvf_i8, sizeof(int8_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_i8, apply_f32_f16, apply_cl_f32_f16};
 static void apply_i8_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7133,9 +7283,9 @@ static void apply_cl_i8_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, f
     fn_buf_apply_cl(&bp_i8_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i8_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i8_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i8_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i8_f64 = {cvd_i8, sizeof(int8_t), sizeof(double), sizeof(double), sizeof(double), stats_exact_i8, apply_f64, apply_cl_f64};
 static void apply_i8_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7155,9 +7305,9 @@ static void apply_cl_i8_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, f
     fn_buf_apply_cl(&bp_i8_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i8_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i8_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i8_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i8_bf16 = {cvf_i8, sizeof(int8_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_i8, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_i8_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7177,9 +7327,9 @@ static void apply_cl_i8_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i8_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i8_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i8_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i8_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u16_f16 = {cvf_u16, sizeof(uint16_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_u16, apply_f32_f16, apply_cl_f32_f16};
 static void apply_u16_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7199,9 +7349,9 @@ static void apply_cl_u16_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u16_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u16_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u16_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u16_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u16_f64 = {cvd_u16, sizeof(uint16_t), sizeof(double), sizeof(double), sizeof(double), stats_exact_u16, apply_f64, apply_cl_f64};
 static void apply_u16_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7221,9 +7371,9 @@ static void apply_cl_u16_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u16_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u16_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u16_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u16_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u16_bf16 = {cvf_u16, sizeof(uint16_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_u16, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_u16_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7243,9 +7393,9 @@ static void apply_cl_u16_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_u16_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u16_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u16_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u16_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i16_f16 = {cvf_i16, sizeof(int16_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_i16, apply_f32_f16, apply_cl_f32_f16};
 static void apply_i16_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7265,9 +7415,9 @@ static void apply_cl_i16_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i16_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i16_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i16_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i16_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i16_f64 = {cvd_i16, sizeof(int16_t), sizeof(double), sizeof(double), sizeof(double), stats_exact_i16, apply_f64, apply_cl_f64};
 static void apply_i16_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7287,9 +7437,9 @@ static void apply_cl_i16_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i16_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i16_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i16_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i16_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i16_bf16 = {cvf_i16, sizeof(int16_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_exact_i16, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_i16_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7309,9 +7459,9 @@ static void apply_cl_i16_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_i16_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i16_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i16_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i16_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u32_f16 = {cvf_u32, sizeof(uint32_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_u32f, apply_f32_f16, apply_cl_f32_f16};
 static void apply_u32_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7331,9 +7481,9 @@ static void apply_cl_u32_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u32_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u32_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u32_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u32_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u32_f32 = {cvf_u32, sizeof(uint32_t), sizeof(float), sizeof(float), sizeof(double), stats_u32f, apply_f32, apply_cl_f32};
 static void apply_u32_f32(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7353,9 +7503,9 @@ static void apply_cl_u32_f32(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u32_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u32_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u32_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u32_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u32_f64 = {cvd_u32, sizeof(uint32_t), sizeof(double), sizeof(double), sizeof(double), stats_u32, apply_f64, apply_cl_f64};
 static void apply_u32_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7375,9 +7525,9 @@ static void apply_cl_u32_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u32_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u32_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u32_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u32_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u32_bf16 = {cvf_u32, sizeof(uint32_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_u32f, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_u32_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7397,9 +7547,9 @@ static void apply_cl_u32_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_u32_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u32_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u32_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u32_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i32_f16 = {cvf_i32, sizeof(int32_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_i32f, apply_f32_f16, apply_cl_f32_f16};
 static void apply_i32_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7419,9 +7569,9 @@ static void apply_cl_i32_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i32_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i32_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i32_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i32_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i32_f32 = {cvf_i32, sizeof(int32_t), sizeof(float), sizeof(float), sizeof(double), stats_i32f, apply_f32, apply_cl_f32};
 static void apply_i32_f32(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7441,9 +7591,9 @@ static void apply_cl_i32_f32(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i32_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i32_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i32_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i32_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i32_f64 = {cvd_i32, sizeof(int32_t), sizeof(double), sizeof(double), sizeof(double), stats_i32, apply_f64, apply_cl_f64};
 static void apply_i32_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7463,9 +7613,9 @@ static void apply_cl_i32_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i32_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i32_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i32_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i32_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i32_bf16 = {cvf_i32, sizeof(int32_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_i32f, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_i32_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7485,9 +7635,9 @@ static void apply_cl_i32_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_i32_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i32_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i32_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i32_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u64_f16 = {cvf_u64, sizeof(uint64_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_u64f, apply_f32_f16, apply_cl_f32_f16};
 static void apply_u64_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7507,9 +7657,9 @@ static void apply_cl_u64_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u64_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u64_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u64_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u64_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u64_f32 = {cvf_u64, sizeof(uint64_t), sizeof(float), sizeof(float), sizeof(double), stats_u64f, apply_f32, apply_cl_f32};
 static void apply_u64_f32(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7529,9 +7679,9 @@ static void apply_cl_u64_f32(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u64_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u64_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u64_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u64_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u64_f64 = {cvd_u64, sizeof(uint64_t), sizeof(double), sizeof(double), sizeof(double), stats_u64, apply_f64, apply_cl_f64};
 static void apply_u64_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7551,9 +7701,9 @@ static void apply_cl_u64_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_u64_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u64_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u64_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u64_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_u64_bf16 = {cvf_u64, sizeof(uint64_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_u64f, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_u64_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7573,9 +7723,9 @@ static void apply_cl_u64_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_u64_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_u64_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_u64_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_u64_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i64_f16 = {cvf_i64, sizeof(int64_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_i64f, apply_f32_f16, apply_cl_f32_f16};
 static void apply_i64_f16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7595,9 +7745,9 @@ static void apply_cl_i64_f16(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i64_f16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i64_f16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i64_f16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i64_f16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i64_f32 = {cvf_i64, sizeof(int64_t), sizeof(float), sizeof(float), sizeof(double), stats_i64f, apply_f32, apply_cl_f32};
 static void apply_i64_f32(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7617,9 +7767,9 @@ static void apply_cl_i64_f32(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i64_f32, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i64_f32(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i64_f32, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i64_f32, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i64_f64 = {cvd_i64, sizeof(int64_t), sizeof(double), sizeof(double), sizeof(double), stats_i64, apply_f64, apply_cl_f64};
 static void apply_i64_f64(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7639,9 +7789,9 @@ static void apply_cl_i64_f64(const void *x, void *y, fn_ssize rows, fn_ssize C, 
     fn_buf_apply_cl(&bp_i64_f64, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i64_f64(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i64_f64, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i64_f64, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 static const fn_buf_pair bp_i64_bf16 = {cvf_i64, sizeof(int64_t), sizeof(float), sizeof(uint16_t), sizeof(float), stats_i64f, apply_f32_bf16, apply_cl_f32_bf16};
 static void apply_i64_bf16(const void *x, void *y, fn_ssize n, double mean, double sc, double sh, int act,
@@ -7661,9 +7811,9 @@ static void apply_cl_i64_bf16(const void *x, void *y, fn_ssize rows, fn_ssize C,
     fn_buf_apply_cl(&bp_i64_bf16, x, y, rows, C, m, coef, act, slope, stream);
 }
 static void stats_apply_i64_bf16(const void *xs, fn_ssize ns, fn_triple *t, const void *xa, void *ya, fn_ssize na,
-                              double mean, double sc, double sh)
+                              double mean, double sc, double sh, int act, double slope)
 {
-    fn_buf_stats_apply(&bp_i64_bf16, xs, ns, t, xa, ya, na, mean, sc, sh);
+    fn_buf_stats_apply(&bp_i64_bf16, xs, ns, t, xa, ya, na, mean, sc, sh, act, slope);
 }
 
 /* ---- bulk float16 conversion (tests, and the engine's hooks) --------- */
