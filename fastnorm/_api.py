@@ -57,6 +57,10 @@ def _drop_fast_engine() -> None:
 T.at_fork_in_child(_drop_fast_engine)
 
 
+#: the public functions' signatures, read once (inspect.signature costs microseconds a call)
+_SIGNATURES: dict[Callable[..., Any], inspect.Signature] = {}
+
+
 def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     """fn (a public function) called with ``layout=`` or with an array of an
     interop library (torch, Dask).  Each public function starts with::
@@ -69,7 +73,9 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     other change (and a plain NumPy call pays two comparisons).  A layout is
     mapped to channel_axis on views with unit axes inserted (never a copy),
     then fn runs again on them; the results get the layout's shapes back."""
-    sig = inspect.signature(fn)
+    sig = _SIGNATURES.get(fn)
+    if sig is None:
+        sig = _SIGNATURES[fn] = inspect.signature(fn)
     first = next(iter(sig.parameters))
     if args["layout"] is not None:
         return _with_layout(fn, first, args)
@@ -80,7 +86,9 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
         if hasattr(a, "shape") and hasattr(a, "dtype"):
             V.check_unambiguous(tuple(a.shape), a.dtype, args.get("channel_axis"), name)
     _, be = B.for_array(x, first)
-    return be.call(fn, sig.bind(**args))
+    # args is the function's own locals(): exactly its parameters, in order,
+    # already bound by the call (sig.bind would check them again, slowly)
+    return be.call(fn, inspect.BoundArguments(sig, dict(args)))
 
 
 def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> Any:

@@ -200,7 +200,7 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
             kw[name] = to_array(v.detach().movedim(1, -1) if cl else v.detach(), name)
         elif name == "out":
             kw[name] = None if v is None else _out_array(v, x, cl)
-        else:
+        elif isinstance(v, torch.Tensor):
             kw[name] = _host_or_same(v, x)
     if cl:
         kw["channel_axis"] = -1
