@@ -55,10 +55,27 @@ def _opt(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
 
 
+def _like_memory(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """An empty tensor of x's shape in the memory the kernels write for x:
+    channels-last where x's memory is (TA.is_channels_last), else contiguous."""
+    if TA.is_channels_last(x, 1):
+        return x.new_empty(x.movedim(1, -1).shape, dtype=dtype).movedim(-1, 1)
+    return x.new_empty(x.shape, dtype=dtype)
+
+
 def _out_like(x: Tensor) -> Tensor:
     """The forward's output for fake tensors: x's dtype, float32 for integer
-    inputs (as the kernels write)."""
-    return torch.empty_like(x, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    inputs (as the kernels write), in the memory the kernels write."""
+    return _like_memory(x, x.dtype if x.is_floating_point() else torch.float32)
+
+
+#: Every operator takes its tensors in any strides: channels-last memory runs
+#: natively, other layouts are read as they are (copied where the kernels need
+#: contiguous memory), and the outputs' memory is _like_memory's.  So
+#: torch.compile keeps the layout it chose for the surrounding ops (inductor
+#: runs CPU convolutions channels-last) instead of converting to the eager
+#: strides before each operator and back after it.
+_ANY_STRIDES = (torch.Tag.flexible_layout,)
 
 
 def _refuse_integer(op: str, x: Tensor, name: str = "x") -> None:
@@ -73,7 +90,7 @@ def _refuse_integer(op: str, x: Tensor, name: str = "x") -> None:
 
 
 # ----------------------------------------------------------------- forward
-@torch.library.custom_op("fastnorm::group_norm", mutates_args=())
+@torch.library.custom_op("fastnorm::group_norm", mutates_args=(), tags=_ANY_STRIDES)
 def group_norm(
     x: Tensor,
     num_groups: int,
@@ -108,7 +125,7 @@ def _(
     return _out_like(x)
 
 
-@torch.library.custom_op("fastnorm::normalize", mutates_args=())
+@torch.library.custom_op("fastnorm::normalize", mutates_args=(), tags=_ANY_STRIDES)
 def normalize(
     x: Tensor,
     mean: Tensor,
@@ -146,7 +163,7 @@ def _(
     return _out_like(x)
 
 
-@torch.library.custom_op("fastnorm::moments", mutates_args=())
+@torch.library.custom_op("fastnorm::moments", mutates_args=(), tags=_ANY_STRIDES)
 def moments(x: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         m = _api.instance_moments(x.detach())
@@ -160,7 +177,7 @@ def _(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # ---------------------------------------------------------------- backward
-@torch.library.custom_op("fastnorm::group_norm_backward", mutates_args=())
+@torch.library.custom_op("fastnorm::group_norm_backward", mutates_args=(), tags=_ANY_STRIDES)
 def group_norm_backward(
     grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -201,7 +218,7 @@ def _backward_impl(
 def _(grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     wdt = weight.dtype if weight is not None else x.dtype
     C = x.shape[1]
-    return torch.empty_like(x), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
+    return _like_memory(x, x.dtype), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
 
 
 def _activation_grad(y_pre: Tensor, g: Tensor, activation: str, slope: float) -> Tensor:
@@ -296,7 +313,7 @@ normalize.register_autograd(_norm_backward, setup_context=_norm_setup)
 # ------------------------------------------------------------ instance norm
 # Its own operators (what an exporter maps to one InstanceNormalization node);
 # the kernels are group norm's with one group per channel.
-@torch.library.custom_op("fastnorm::instance_norm", mutates_args=())
+@torch.library.custom_op("fastnorm::instance_norm", mutates_args=(), tags=_ANY_STRIDES)
 def instance_norm(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
 ) -> Tensor:
@@ -313,7 +330,7 @@ def _(
     return _out_like(x)
 
 
-@torch.library.custom_op("fastnorm::instance_norm_backward", mutates_args=())
+@torch.library.custom_op("fastnorm::instance_norm_backward", mutates_args=(), tags=_ANY_STRIDES)
 def instance_norm_backward(
     grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -324,7 +341,7 @@ def instance_norm_backward(
 def _(grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     wdt = weight.dtype if weight is not None else x.dtype
     C = x.shape[1]
-    return torch.empty_like(x), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
+    return _like_memory(x, x.dtype), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
 
 
 def _in_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -355,7 +372,7 @@ instance_norm.register_autograd(_in_backward, setup_context=_in_setup)
 
 
 # -------------------------------------------------------------------- adain
-@torch.library.custom_op("fastnorm::adain", mutates_args=())
+@torch.library.custom_op("fastnorm::adain", mutates_args=(), tags=_ANY_STRIDES)
 def adain(content: Tensor, style: Tensor, eps: float, alpha: float) -> Tensor:
     with torch.no_grad():
         return _api.adain(content.detach(), style.detach(), eps=eps, alpha=alpha)

@@ -138,6 +138,37 @@ def test_compile_fullgraph_inference_and_training(net):
     torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow  # inductor compiles a graph
+def test_compile_keeps_inductors_channels_last_around_the_operator(monkeypatch):
+    """Inductor runs CPU convolutions channels-last even for an NCHW model;
+    the operators take any strides (Tag.flexible_layout), so the compiled
+    graph hands the convolution's channels-last output to fastnorm as it is
+    and gets channels-last back, with no conversion on either side, and the
+    result is eager torch's."""
+    from torch._inductor import config
+    from torch._inductor.utils import run_and_get_code
+
+    monkeypatch.setattr(config, "force_disable_caches", True)  # a graph compiled before the tags lacked them
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.InstanceNorm2d(8, affine=True),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+    ).eval()
+    ours = fnt.convert(copy.deepcopy(net), fuse_activations=True)
+    x = torch.randn(2, 8, 16, 16)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        y, (code, *_) = run_and_get_code(torch.compile(ours, fullgraph=True), x)
+        torch.testing.assert_close(y, net(x), atol=1e-4, rtol=1e-4)
+    call = next(line for line in code.splitlines() if "torch.ops.fastnorm.instance_norm.default(" in line)
+    arg = call.split("default(")[1].split(",")[0]
+    # the operator's input is the convolution's own output, not a converted copy
+    assert f"{arg} = extern_kernels.convolution(" in code, code
+    assert "(2, 8, 16, 16), (2048, 1, 128, 8)" in code  # channels-last strides asserted for its output
+
+
 def test_export_trace_script_keep_calling_fastnorm(net, tmp_path):
     ours = fnt.convert(copy.deepcopy(net)).eval()
     net.eval()
