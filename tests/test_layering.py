@@ -34,6 +34,7 @@ LAYERS = [
         [
             "fastnorm._cpu._engine",
             "fastnorm._cpu._env",
+            "fastnorm._cpu._plans",
             "fastnorm._gpu._names",
             "fastnorm._codes",
             "fastnorm._formulas",

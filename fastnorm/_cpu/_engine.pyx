@@ -12,8 +12,8 @@ from libc.stdint cimport SIZE_MAX
 cimport numpy as cnp
 import numpy as np
 
-from fastnorm._codes import _CODES, BF16
 from fastnorm._cpu import _env
+from fastnorm._cpu._plans import plan_for  # noqa: F401  (the engine's plan, described)
 
 cnp.import_array()
 
@@ -122,99 +122,43 @@ BLOCK = FN_BLOCK
 
 
 # ------------------------------------------------------------------ plans
+_TUNABLES = ("pipeline_max_bytes", "wave_bytes", "small_planes", "backward_min_bytes", "stream_above_bytes",
+             "plane_batch", "ct_round_bytes")
+_FLOORS = {"stream_above_bytes": 0, "wave_bytes": 1, "plane_batch": 1, "ct_round_bytes": 1}
+
+
 def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
             backward_min_bytes=None, stream_above_bytes=None, plane_batch=None,
             ct_round_bytes=None):
-    """Read (and, for tests and experiments, set) the plan thresholds
-    (fn_plan.h); returns the old (pipeline_max_bytes, wave_bytes,
-    small_planes, backward_min_bytes, stream_above_bytes, plane_batch,
-    ct_round_bytes).  Every setting gives the same bits; only the speed and
-    the working memory change."""
-    old = (fn_tune.pipeline_max_bytes, fn_tune.wave_bytes, bool(fn_tune.small_planes),
-           fn_tune.backward_min_bytes, fn_tune.stream_above_bytes, fn_tune.plane_batch,
-           fn_tune.ct_round_bytes)
-    if stream_above_bytes is not None:
-        fn_tune.stream_above_bytes = max(0, stream_above_bytes)
-    if backward_min_bytes is not None:
-        fn_tune.backward_min_bytes = backward_min_bytes
-    if pipeline_max_bytes is not None:
-        fn_tune.pipeline_max_bytes = pipeline_max_bytes
-    if wave_bytes is not None:
-        fn_tune.wave_bytes = max(1, wave_bytes)
-    if small_planes is not None:
-        fn_tune.small_planes = 1 if small_planes else 0
-    if plane_batch is not None:
-        fn_tune.plane_batch = max(1, plane_batch)
-    if ct_round_bytes is not None:
-        fn_tune.ct_round_bytes = max(1, ct_round_bytes)
+    """Read (and, for tests and experiments, set) the plan thresholds of
+    fn_plan.h; returns the old values in _TUNABLES' order.  Every setting
+    gives the same bits; only the speed and the working memory change."""
+    global fn_tune
+    new, t = locals(), dict(fn_tune)
+    old = tuple(bool(t[k]) if k == "small_planes" else t[k] for k in _TUNABLES)
+    for k in _TUNABLES:
+        if new[k] is not None:
+            t[k] = int(bool(new[k])) if k == "small_planes" else max(_FLOORS.get(k, new[k]), new[k])
+    fn_tune = t
     return old
 
 
 def _backward_tuning(wave_bytes=None):
-    """Read (and, for tests and experiments, set) the backward's wave size in
-    bytes of x and dy per thread; returns the old value.  Every setting gives
-    the same bits."""
+    """Read (and set) the backward's wave size in bytes of x and dy per
+    thread; returns the old value.  Every setting gives the same bits."""
     old = fn_tune.bwd_wave_bytes
     if wave_bytes is not None:
         fn_tune.bwd_wave_bytes = max(1, wave_bytes)
     return old
 
 
-def _code(dt):
-    """The engine code of a dtype, or None."""
-    return BF16 if dt.name == "bfloat16" else _CODES.get(dt)
-
-
-def plan_for(shape, dtype, channel_axis=1, num_threads=None, out_dtype=None):
-    """The plan instance_norm runs for an array of this shape and dtype into
-    out_dtype (default: dtype for a floating dtype, float32 for an integer
-    one), as a dict: layout, n_threads, parallel, fused (one thread per plane
-    or instance; else waves of `wave` planes or instances shared by the
-    threads), small_planes, pipelined, backward, stream, level (fn_plan.h).
-    Every plan gives the same bits; this says which one runs (tests, and
-    `python -m fastnorm bench`)."""
-    cdef fn_cl_geom q
-    cdef fn_plan pl
-    cdef Py_ssize_t N, C, S
-    shape = tuple(int(d) for d in shape)
-    if len(shape) < 3:
-        raise ValueError(f"shape must have at least 3 dimensions, got {shape!r}")
-    dt = np.dtype(dtype)
-    if _code(dt) is None:
-        raise ValueError(f"dtype must be one of {sorted([d.name for d in _CODES] + ['bfloat16'])}, "
-                         f"got {dt.name!r}")
-    odt = np.dtype(out_dtype) if out_dtype is not None else dt if dt.kind == "f" or dt.name == "bfloat16" \
-        else np.dtype(np.float32)
-    if _code(odt) is None or _code(odt) >= FN_NOUT:
-        raise ValueError(f"out_dtype must be one of float16, float32, float64, bfloat16, got {odt.name!r}")
-    if channel_axis not in (1, -1, len(shape) - 1):
-        raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis!r}")
-    cl = channel_axis != 1
-    n_threads = omp_get_max_threads() if num_threads is None else int(num_threads)
-    if n_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
-    N = shape[0]
-    C = shape[len(shape) - 1] if cl else shape[1]
-    S = int(np.prod(shape)) // (N * C) if N * C else 0
+def _plan(bint cl, int dt, int odt, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, Py_ssize_t isz,
+          Py_ssize_t osz, int n_threads):
+    """The plan of fn_plan_cl or fn_plan_cf, as a dict (plan_for describes it)."""
+    cdef fn_cl_geom q = fn_cl_geometry(S, C)
     if cl:
-        q = fn_cl_geometry(S, C)
-        pl = fn_plan_cl(_code(dt), _code(odt), N, S, C, dt.itemsize, odt.itemsize,
-                        &q, n_threads, FN_ACT_NONE, 0.0)
-    else:
-        pl = fn_plan_cf(_code(dt), _code(odt), N * C, S, dt.itemsize, odt.itemsize,
-                        n_threads, FN_ACT_NONE, 0.0)
-    return {
-        "layout": "channels_last" if cl else "channels_first",
-        "n_threads": pl.n_threads,
-        "parallel": bool(pl.parallel),
-        "fused": bool(pl.fused),
-        "wave": pl.wave,
-        "small_planes": bool(pl.small_planes),
-        "pipelined": bool(pl.pipelined),
-        "backward": bool(pl.backward),
-        "stream": bool(pl.stream),
-        "level": fn_level().decode(),
-    }
+        return fn_plan_cl(dt, odt, N, S, C, isz, osz, &q, n_threads, FN_ACT_NONE, 0.0)
+    return fn_plan_cf(dt, odt, N * C, S, isz, osz, n_threads, FN_ACT_NONE, 0.0)
 
 
 # ------------------------------------------------------- configuration
