@@ -32,7 +32,7 @@ def plan_for(
         raise ValueError(f"shape must have at least 3 dimensions, got {shape!r}")
     dt = np.dtype(dtype)
     if _code(dt) is None:
-        names = sorted([np.dtype(d).name for d in _CODES] + ["bfloat16"])
+        names = sorted([str(d) for d in _CODES] + ["bfloat16"])
         raise ValueError(f"dtype must be one of {names}, got {dt.name!r}")
     floating = dt.kind == "f" or dt.name == "bfloat16"
     odt: Any = np.dtype(out_dtype) if out_dtype is not None else dt if floating else np.dtype(np.float32)
