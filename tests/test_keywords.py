@@ -290,10 +290,10 @@ def test_a_new_keyword_is_caught_on_every_path():
     }
     # an operator that gains it: its fake, its ONNX translation and the modules' calls must follow
     src = (ROOT / "fastnorm/_torch_ops.py").read_text()
+    head = '@torch.library.custom_op("fastnorm::instance_norm", mutates_args=(), tags=_ANY_STRIDES)\n'
     grown = src.replace(
-        '@torch.library.custom_op("fastnorm::instance_norm", mutates_args=(), tags=_ANY_STRIDES)\ndef instance_norm(\n    x: Tensor,',
-        '@torch.library.custom_op("fastnorm::instance_norm", mutates_args=(), tags=_ANY_STRIDES)\ndef instance_norm(\n    x: Tensor,\n'
-        "    clip: float,",
+        head + "def instance_norm(\n    x: Tensor,",
+        head + "def instance_norm(\n    x: Tensor,\n    clip: float,",
     )
     assert grown != src
     assert fakes(ast.parse(grown)) != operators(ast.parse(grown))

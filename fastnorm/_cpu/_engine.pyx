@@ -12,8 +12,7 @@ from libc.stdint cimport SIZE_MAX
 cimport numpy as cnp
 import numpy as np
 
-from fastnorm._cpu import _env
-from fastnorm._cpu._plans import plan_for  # noqa: F401  (the engine's plan, described)
+from fastnorm._cpu import _env, _plans
 
 cnp.import_array()
 
@@ -159,6 +158,9 @@ def _plan(bint cl, int dt, int odt, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, Py
     if cl:
         return fn_plan_cl(dt, odt, N, S, C, isz, osz, &q, n_threads, FN_ACT_NONE, 0.0)
     return fn_plan_cf(dt, odt, N * C, S, isz, osz, n_threads, FN_ACT_NONE, 0.0)
+
+
+plan_for = _plans.plan_for  # the engine's plan for a shape, described
 
 
 # ------------------------------------------------------- configuration
