@@ -203,3 +203,50 @@ def test_one_thread_inside_distributed_tasks(rng, thread_log):
             assert thread_log and set(thread_log) == {1}, thread_log
     np.testing.assert_allclose(results[0], fastnorm.instance_norm(x), atol=2e-6, rtol=1e-6)
     np.testing.assert_array_equal(results[1][:, :, :32], fastnorm.instance_norm(x[:, :, :32]))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="the load check reads Linux's /proc")
+def test_load_check_does_not_count_this_process_own_threads():
+    """The team cap counts other processes' runnable threads only: this
+    process's own busy threads (OpenMP workers spinning after another
+    library's region, here plain threads in GIL-free NumPy loops) are not
+    load, while the same work in another process is.  Readings are compared
+    with a baseline taken in the same run, so other load on the machine
+    moves both sides."""
+    from fastnorm._cpu import _engine as E
+
+    code = """
+        import threading, time, subprocess, sys
+        import numpy as np
+        from fastnorm._cpu import _engine as E
+
+        def readings(n=30):
+            r = []
+            for _ in range(n):
+                r.append(E._busy_others())
+                time.sleep(0.002)
+            return r
+
+        base = readings()
+        stop = threading.Event()
+        def spin():
+            a = np.ones(1 << 22); b = np.empty_like(a)
+            while not stop.is_set():
+                np.multiply(a, 1.000001, out=b)
+        ts = [threading.Thread(target=spin) for _ in range(2)]
+        for t in ts: t.start()
+        time.sleep(0.05)
+        own = readings()
+        stop.set()
+        for t in ts: t.join()
+        p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.3)
+        other = readings()
+        p.kill(); p.wait()
+        print(min(base), max(base), min(own), max(own), min(other), max(other))
+    """
+    if E._busy_others() < 0:
+        pytest.skip("no load reading on this system")
+    b0, b1, o0, o1, x0, x1 = map(int, _run_script(code).split())
+    assert o0 <= b1, f"own threads counted as load: baseline {b0}-{b1}, with own busy threads {o0}-{o1}"
+    assert x1 >= b0 + 1, f"another process's busy thread not seen: baseline {b0}-{b1}, with it {x0}-{x1}"

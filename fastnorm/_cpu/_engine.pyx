@@ -94,6 +94,10 @@ cdef extern from "fn_drive.h" nogil:
                              const double *eps_u, int n_threads, double *grad_weight, double *grad_bias,
                              double *sums_out, fn_err *err)
 
+cdef extern from "fn_threads.h" nogil:
+    int fn_busy_now()
+
+
 cdef extern from "fn_pool.h":
     object fn_pool_capsule()
     size_t fn_pool_clear()
@@ -488,6 +492,12 @@ def output_pool(cap_bytes=None):
 def empty_cache():
     """Release the freed outputs kept for reuse; returns the bytes released."""
     return fn_pool_clear()
+
+
+def _busy_others():
+    """One reading of the thread policy's load check: runnable threads of
+    other processes (this process's own are not counted), -1 when unknown."""
+    return fn_busy_now()
 
 
 def _pool_from_env():

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
+#include <dirent.h>
 #include <time.h>
 #endif
 
@@ -25,15 +26,20 @@ int fn_team_for(int n_threads, fn_ssize work)
  * Before a parallel region the engine asks how many cores are not busy with
  * other processes' runnable threads (Linux: procs_running in /proc/loadavg,
  * read at most every FN_LOAD_EVERY_NS) and starts no more threads than that.
- * Our own workers spin for a while after a region and count as running: the
- * ones of a region that ended less than FN_SPIN_NS ago are not "other"
- * threads.  A reading is one instant: the busy count is the least of the last
- * three, so a task that was runnable for a moment (a kernel worker, a
- * shell) does not cost a quiet machine a thread, while a busy process,
- * runnable in every reading, does.  Results are bit-identical for any
+ * This process's own runnable threads are not "other" threads: the caller,
+ * and the OpenMP workers spinning after a region, ours or another library's
+ * sharing the runtime (torch's convolutions run on the same libgomp pool, so
+ * in a network the workers that spin after each convolution are the ones the
+ * next fastnorm call runs on).  They are counted from /proc/self/task (state
+ * R) with the reading; a process of more than FN_OWN_TASKS_MAX threads skips
+ * that count (its cost grows with the threads) and assumes the workers of our
+ * own region that ended less than FN_SPIN_NS ago.  A reading is one instant: the busy count is the least of
+ * the last three, so a task that was runnable for a moment (a kernel worker, a shell) does not cost a quiet
+ * machine a thread, while a busy process, runnable in every reading, does.  Results are bit-identical for any
  * thread count. */
 #define FN_LOAD_EVERY_NS 20000000LL
 #define FN_SPIN_NS 20000000LL
+#define FN_OWN_TASKS_MAX 64
 static int fn_dynamic = -1;           /* -1: read FASTNORM_DYNAMIC once */
 static long long fn_load_at = -1;     /* when procs_running was last read */
 static int fn_busy[3] = {-1, -1, -1}; /* other runnable threads, last 3 readings */
@@ -70,6 +76,57 @@ static int fn_read_running(void)
 #endif
 }
 
+/* this process's runnable threads (the caller included), -1 when unknown or
+ * when the process has more than FN_OWN_TASKS_MAX threads */
+static int fn_own_running(void)
+{
+#if defined(__linux__)
+    char path[64], buf[512];
+    int running = 0, tasks = 0;
+    struct dirent *e;
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) return -1;
+    while ((e = readdir(d)) != NULL) {
+        FILE *f;
+        size_t n;
+        char *p;
+        if (e->d_name[0] == '.') continue;
+        if (++tasks > FN_OWN_TASKS_MAX) {
+            running = -1;
+            break;
+        }
+        snprintf(path, sizeof path, "/proc/self/task/%.32s/stat", e->d_name);
+        f = fopen(path, "r");
+        if (f == NULL) continue; /* the thread ended */
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+        if (p != NULL && p[1] == ' ' && p[2] == 'R') running++;
+    }
+    closedir(d);
+    return running;
+#else
+    return -1;
+#endif
+}
+
+int fn_busy_now(void)
+{
+    long long now = fn_now_ns();
+    int running = fn_read_running(), own, busy;
+    if (running <= 0) return -1; /* unknown */
+    own = fn_own_running();
+    if (own >= 1) {
+        busy = running - own;
+    } else {
+        busy = running - 1; /* the caller is running */
+        if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
+            busy -= fn_team_last - 1; /* our own spinning workers */
+    }
+    return busy < 0 ? 0 : busy;
+}
+
 int fn_threads_now(int want, int ncpu)
 {
     long long now;
@@ -82,13 +139,10 @@ int fn_threads_now(int want, int ncpu)
     if (want <= 1 || !fn_dynamic) return want;
     now = fn_now_ns();
     if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS || now < fn_load_at) {
-        int running = fn_read_running(), busy;
+        int busy = fn_busy_now();
         fn_load_at = now;
-        if (running <= 0) return want; /* unknown: trust the request */
-        busy = running - 1;            /* the caller is running */
-        if (fn_team_end >= 0 && now - fn_team_end < FN_SPIN_NS)
-            busy -= fn_team_last - 1; /* our own spinning workers */
-        fn_busy[fn_busy_next] = busy < 0 ? 0 : busy;
+        if (busy < 0) return want; /* unknown: trust the request */
+        fn_busy[fn_busy_next] = busy;
         fn_busy_next = (fn_busy_next + 1) % 3;
     }
     others = fn_busy[0];

@@ -62,8 +62,11 @@ int fn_team_for(int n_threads, fn_ssize work);
 
 /* Threads to start for a parallel region: at most want, no more than the
  * ncpu cores minus those busy with other processes (FASTNORM_DYNAMIC=0 turns
- * this off); fn_team_finished records a region's end. */
+ * this off); fn_team_finished records a region's end.  fn_busy_now is one
+ * reading: the runnable threads of other processes (this process's own, its
+ * spinning OpenMP workers included, are not counted), -1 when unknown. */
 int fn_threads_now(int want, int ncpu);
+int fn_busy_now(void);
 void fn_team_finished(int team);
 
 #endif /* FN_THREADS_H */
