@@ -55,6 +55,39 @@ def _opt(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
 
 
+#: dtypes the CPU kernels read as NumPy views directly (_on_host)
+_HOST_X = (torch.float32, torch.float64, torch.float16)
+_HOST_VEC = (torch.float32, torch.float64)
+
+
+def _on_host(x: Tensor, *vecs: Tensor | None) -> tuple[Any, ...] | None:
+    """The operators' short way to the CPU kernels: x as the NumPy view of its
+    memory (channels-first, or channels-last memory as (N, *spatial, C)) and
+    the per-channel vectors as NumPy views, plus whether x went over channels
+    last; None where the general torch layer must handle the call (other
+    devices or dtypes, strided memory).  The public function still validates
+    every value; this skips only the tensor dispatch, whose Python runs on
+    caches a convolution has just evicted, once per layer."""
+    if x.device.type != "cpu" or x.dtype not in _HOST_X:
+        return None
+    for v in vecs:
+        if v is not None and (v.device.type != "cpu" or v.dtype not in _HOST_VEC or v.dim() != 1):
+            return None
+    x = x.detach()
+    if x.is_contiguous():
+        cl = False
+    elif TA.is_channels_last(x, 1):
+        x, cl = x.movedim(1, -1), True
+    else:
+        return None
+    return (x.numpy(), *(None if v is None else v.detach().numpy() for v in vecs), cl)
+
+
+def _from_host(r: Any, cl: bool) -> Tensor:
+    t = torch.from_numpy(r)
+    return t.movedim(-1, 1) if cl else t
+
+
 def _like_memory(x: Tensor, dtype: torch.dtype) -> Tensor:
     """An empty tensor of x's shape in the memory the kernels write for x:
     channels-last where x's memory is (TA.is_channels_last), else contiguous."""
@@ -100,6 +133,20 @@ def group_norm(
     activation: str,
     negative_slope: float,
 ) -> Tensor:
+    h = _on_host(x, weight, bias)
+    if h is not None:
+        a, w, b, cl = h
+        r = _api.group_norm(
+            a,
+            num_groups,
+            w,
+            b,
+            eps=eps,
+            channel_axis=-1 if cl else None,
+            activation=_act(activation),
+            negative_slope=negative_slope,
+        )
+        return _from_host(r, cl)
     with torch.no_grad():
         return _api.group_norm(
             x.detach(),
@@ -317,6 +364,13 @@ normalize.register_autograd(_norm_backward, setup_context=_norm_setup)
 def instance_norm(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
 ) -> Tensor:
+    h = _on_host(x, weight, bias)
+    if h is not None:
+        a, w, b, cl = h
+        r = _api.instance_norm(
+            a, w, b, eps=eps, channel_axis=-1 if cl else None, activation=_act(activation), negative_slope=negative_slope
+        )
+        return _from_host(r, cl)
     with torch.no_grad():
         return _api.instance_norm(
             x.detach(), _opt(weight), _opt(bias), eps=eps, activation=_act(activation), negative_slope=negative_slope
