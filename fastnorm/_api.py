@@ -29,6 +29,7 @@ from ._backends import Array, ArrayLike
 _ndarray = np.ndarray
 # the dtypes of the fast path (float64 goes through _norm's range check);
 # emptied for good where the thread policy turns the fast path off
+_INF = math.inf
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float16): V.F16}
 # the fast path's engine, once the thread policy has allowed it (fastnorm._threads)
 _engine = None
@@ -297,32 +298,30 @@ def instance_norm(
     >>> fastnorm.instance_norm(photo, layout="HWC", dtype=np.float16).dtype
     dtype('float16')
     """
-    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
-        return _dispatch(instance_norm, locals())
-    # fast path: the common call on a plain ndarray (same checks, cheaper form)
-    if (
-        type(x) is _ndarray
-        and weight is None
-        and bias is None
-        and out is None
-        and activation is None
-        and num_threads is None
-        and dtype is None
-        and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
-        and type(eps) is float
-        and 0.0 <= eps < math.inf
-    ):
-        code = _FAST_CODES.get(x.dtype)
+    if layout is None and type(x) is _ndarray:
+        # fast path: the common call on a plain ndarray (same checks, cheaper
+        # form; the engine takes it only when x is C-contiguous, at least 3-d
+        # and not empty, else it answers None)
         if (
-            code is not None
-            and x.ndim >= 3
-            and x.flags.c_contiguous
-            and x.size
-            and ("dask" not in _modules or not T.in_dask_task())
+            weight is None
+            and bias is None
+            and out is None
+            and activation is None
+            and num_threads is None
+            and dtype is None
+            and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
+            and type(eps) is float
+            and 0.0 <= eps < _INF
         ):
-            E = _engine or _fast_engine()
-            if E is not None:
-                return E.fast_norm_cf(x, code, eps)
+            code = _FAST_CODES.get(x.dtype)
+            if code is not None and ("dask" not in _modules or not T.in_dask_task()):
+                E = _engine or _fast_engine()
+                if E is not None:
+                    y = E.fast_norm_cf(x, code, eps)
+                    if y is not None:
+                        return y
+    elif layout is not None or B.library(x) in B.INTEROP:
+        return _dispatch(instance_norm, locals())
     return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
 
 

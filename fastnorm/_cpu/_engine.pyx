@@ -96,6 +96,7 @@ cdef extern from "fn_drive.h" nogil:
 
 cdef extern from "fn_threads.h" nogil:
     int fn_busy_now()
+    const Py_ssize_t FN_SERIAL_BELOW_N
 
 
 cdef extern from "fn_pool.h":
@@ -511,11 +512,14 @@ _pool_from_env()
 
 # ------------------------------------------------------------- fast path
 def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=None):
-    """instance_norm of a validated C-contiguous channels-first array with no
-    affine, no activation and the default thread count: the per-call overhead
-    floor for small inputs.  odt, odtype: the output code and dtype (default:
-    x's, for a floating x)."""
+    """instance_norm of a validated channels-first array with no affine, no
+    activation and the default thread count: the per-call overhead floor for
+    small inputs; None (nothing done) unless x is C-contiguous, at least 3-d
+    and not empty.  odt, odtype: the output code and dtype (default: x's,
+    for a floating x)."""
     cdef int nd = cnp.PyArray_NDIM(x)
+    if nd < 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_SIZE(x) == 0:
+        return None
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
     cdef cnp.ndarray y
     cdef Py_ssize_t N = dims[0], C = dims[1]
@@ -528,4 +532,17 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     else:
         y = empty((<object>x).shape, odtype)
     cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C)
-    return norm_cf(x, y, dt, odt, N, C, 1, S, None, None, eps, 0, 0.0, omp_get_max_threads())
+    cdef fn_err err
+    cdef int rc
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int xs = cnp.PyArray_ITEMSIZE(x), ys = cnp.PyArray_ITEMSIZE(y), nt = omp_get_max_threads()
+    if N * C * S < FN_SERIAL_BELOW_N:
+        # one thread and well under a microsecond of work: releasing the GIL
+        # would cost more than other threads could gain from it
+        rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, NULL, NULL, eps, 0, 0.0, nt, NULL, &err)
+    else:
+        with nogil:
+            rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, NULL, NULL, eps, 0, 0.0, nt, NULL, &err)
+    check(rc, &err)
+    return y

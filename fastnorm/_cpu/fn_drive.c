@@ -97,6 +97,21 @@ static void fn_run_waves(const fn_waves *wv)
     }
 }
 
+/* fn_run_waves on a team of nth.  One thread runs it with no OpenMP region
+ * at all (its barriers then bind to no team and return): libgomp sets up a
+ * team and wakes the pool's docked threads even for an if(0) region, about
+ * half a microsecond, as much as a tiny call's whole work.  The same rule
+ * holds for every region of the drivers: below two threads, plain loops. */
+static void fn_team_run_waves(const fn_waves *wv, int nth)
+{
+    if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+        fn_run_waves(wv);
+    } else {
+        fn_run_waves(wv);
+    }
+}
+
 /* ---- shared helpers --------------------------------------------------------- */
 static const fn_triple fn_zero_triple = {0.0, 0.0, 0.0};
 
@@ -308,15 +323,20 @@ int fn_drive_norm_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_s
         j.btri = btri, j.tri = tri, j.mean = coef, j.scale = coef + R, j.shift = coef + 2 * R;
         if (pl.fused) {
             int wk; /* one worker per thread, each a contiguous range of planes */
-#pragma omp parallel for num_threads(nth) schedule(static, 1) if (pl.parallel)
-            for (wk = 0; wk < nth; wk++)
-                cf_batches(&j, (P * wk) / nth, (P * (wk + 1)) / nth, keep ? tri : NULL,
-                           tri + (keep ? 0 : wk * batch), coef + wk * 3 * batch * Cg, batch);
+            if (pl.parallel) {
+#pragma omp parallel for num_threads(nth) schedule(static, 1)
+                for (wk = 0; wk < nth; wk++)
+                    cf_batches(&j, (P * wk) / nth, (P * (wk + 1)) / nth, keep ? tri : NULL,
+                               tri + (keep ? 0 : wk * batch), coef + wk * 3 * batch * Cg, batch);
+            } else { /* no OpenMP region: libgomp sets up a team even for an if(0) region */
+                for (wk = 0; wk < nth; wk++)
+                    cf_batches(&j, (P * wk) / nth, (P * (wk + 1)) / nth, keep ? tri : NULL,
+                               tri + (keep ? 0 : wk * batch), coef + wk * 3 * batch * Cg, batch);
+            }
         } else {
             const fn_waves wv = {P,    pl.wave,      nb,           0, pl.backward, 0, &j, NULL, cf_wave_stats,
                                  NULL, cf_wave_unit, cf_wave_apply};
-#pragma omp parallel num_threads(nth)
-            fn_run_waves(&wv);
+            fn_team_run_waves(&wv, nth);
         }
         if (pl.parallel) fn_team_finished(nth);
         if (keep) memcpy(stats_out, tri, (size_t)(P * ts));
@@ -337,17 +357,34 @@ int fn_drive_stats_cf(const void *xv, int dt, int odt, fn_ssize isz, fn_ssize P,
     fn_ssize p, it;
     err->what = NULL;
     if (fn_owns_units(P, nth, 0) || L == 0) {
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
-        for (p = 0; p < P; p++) plane_stats(dt, odt, x + p * L * isz, L, isz, &out[p]);
+        if (nth > 1) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+            for (p = 0; p < P; p++) plane_stats(dt, odt, x + p * L * isz, L, isz, &out[p]);
+        } else {
+            for (p = 0; p < P; p++) plane_stats(dt, odt, x + p * L * isz, L, isz, &out[p]);
+        }
         return 0;
     }
     btri = (fn_triple *)fn_alloc(items * (fn_ssize)sizeof(fn_triple), "the block statistics", err);
     if (btri == NULL) return -1;
+    if (nth > 1) {
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (it = 0; it < items; it++) cf_block_stats(dt, odt, x, it, nb, L, isz, &btri[it]);
+        for (it = 0; it < items; it++) cf_block_stats(dt, odt, x, it, nb, L, isz, &btri[it]);
+    } else {
+        for (it = 0; it < items; it++) cf_block_stats(dt, odt, x, it, nb, L, isz, &btri[it]);
+    }
     for (p = 0; p < P; p++) merge_blocks(&out[p], &btri[p * nb], nb);
     free(btri);
     return 0;
+}
+
+static void apply_cf_block(int dt, int odt, const char *x, char *y, fn_ssize isz, fn_ssize osz, fn_ssize S,
+                           fn_ssize nb, fn_ssize it, const double *mean, const double *scale,
+                           const double *shift, int act, double slope, int stream)
+{
+    const fn_ssize r = it / nb, s0 = (it - r * nb) * FN_BLOCK;
+    fn_apply(dt, odt, x + (r * S + s0) * isz, y + (r * S + s0) * osz, block_end(s0, S) - s0, mean[r],
+             scale[r], shift[r], act, slope, stream);
 }
 
 void fn_drive_apply_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize R,
@@ -359,11 +396,13 @@ void fn_drive_apply_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, 
     const fn_ssize nb = (S + FN_BLOCK - 1) / FN_BLOCK, items = R * nb;
     const int stream = fn_stream_for(odt, act, R * S * osz), nth = fn_team_for(n_threads, R * S);
     fn_ssize it;
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
-    for (it = 0; it < items; it++) {
-        const fn_ssize r = it / nb, s0 = (it - r * nb) * FN_BLOCK;
-        fn_apply(dt, odt, x + (r * S + s0) * isz, y + (r * S + s0) * osz, block_end(s0, S) - s0, mean[r],
-                 scale[r], shift[r], act, slope, stream);
+    if (nth > 1) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (it = 0; it < items; it++)
+            apply_cf_block(dt, odt, x, y, isz, osz, S, nb, it, mean, scale, shift, act, slope, stream);
+    } else {
+        for (it = 0; it < items; it++)
+            apply_cf_block(dt, odt, x, y, isz, osz, S, nb, it, mean, scale, shift, act, slope, stream);
     }
 }
 
@@ -568,17 +607,20 @@ int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_s
     if (err->what == NULL) {
         if (pl.fused) {
             fn_ssize n;
-#pragma omp parallel for num_threads(nth) schedule(static) if (pl.parallel)
-            for (n = 0; n < N; n++) {
-                const int tid = fn_team_id();
-                cl_instance(&j, n, tid, j.tri_w + (keep ? n : tid) * C);
+            if (pl.parallel) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+                for (n = 0; n < N; n++) {
+                    const int tid = fn_team_id();
+                    cl_instance(&j, n, tid, j.tri_w + (keep ? n : tid) * C);
+                }
+            } else {
+                for (n = 0; n < N; n++) cl_instance(&j, n, 0, j.tri_w + (keep ? n : 0) * C);
             }
         } else {
             const fn_waves wv = {
                 N,  pl.wave,       q.nch,         rnd,           pl.backward,  1,
                 &j, cl_wave_begin, cl_wave_stats, cl_wave_merge, cl_wave_unit, cl_wave_apply};
-#pragma omp parallel num_threads(nth)
-            fn_run_waves(&wv);
+            fn_team_run_waves(&wv, nth);
         }
         if (pl.parallel) fn_team_finished(nth);
         if (keep) memcpy(stats_out, j.tri_w, (size_t)(N * C * ts));
@@ -589,6 +631,14 @@ int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_s
     free(j.ct);
     free(sbase);
     return err->what == NULL ? 0 : -1;
+}
+
+/* the channel triples of one instance from its nch chunks' */
+static void cl_merge_chunks(fn_triple *out, const fn_triple *ct, fn_ssize nch, fn_ssize C)
+{
+    fn_ssize k;
+    zero_triples(out, C);
+    for (k = 0; k < nch; k++) merge_triples(out, ct + k * C, C);
 }
 
 int fn_drive_stats_cl(const void *x, int dt, int odt, fn_ssize isz, fn_ssize N, fn_ssize S, fn_ssize C,
@@ -608,19 +658,22 @@ int fn_drive_stats_cl(const void *x, int dt, int odt, fn_ssize isz, fn_ssize N, 
     j.ct = (fn_triple *)fn_alloc(items * C * (fn_ssize)sizeof(fn_triple), "the chunk statistics", err);
     j.scratch = fn_alloc_lines(nth * q.stride, &sbase, "the channels-last scratch", err);
     if (err->what == NULL) {
-#pragma omp parallel num_threads(nth) if (nth > 1)
-        {
-            const int tid = fn_team_id();
-            fn_ssize it;
+        if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+            {
+                const int tid = fn_team_id();
+                fn_ssize it;
 #pragma omp for schedule(static)
+                for (it = 0; it < items; it++)
+                    cl_chunk_stats(&j, it / q.nch, it % q.nch, j.scratch + tid * q.stride, j.ct + it * C);
+            }
+#pragma omp parallel for num_threads(nth) schedule(static)
+            for (n = 0; n < N; n++) cl_merge_chunks(out + n * C, j.ct + n * q.nch * C, q.nch, C);
+        } else {
+            fn_ssize it;
             for (it = 0; it < items; it++)
-                cl_chunk_stats(&j, it / q.nch, it % q.nch, j.scratch + tid * q.stride, j.ct + it * C);
-        }
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
-        for (n = 0; n < N; n++) {
-            fn_ssize k;
-            zero_triples(out + n * C, C);
-            for (k = 0; k < q.nch; k++) merge_triples(out + n * C, j.ct + (n * q.nch + k) * C, C);
+                cl_chunk_stats(&j, it / q.nch, it % q.nch, j.scratch, j.ct + it * C);
+            for (n = 0; n < N; n++) cl_merge_chunks(out + n * C, j.ct + n * q.nch * C, q.nch, C);
         }
     }
     free(j.ct);
@@ -643,8 +696,14 @@ int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_
     if (j.tiles == NULL) return -1;
     for (n = 0; n < N; n++)
         cl_tile_coefs(odt, C, q.m, mean + n * C, scale + n * C, shift + n * C, j.tiles + n * tsz);
-#pragma omp parallel for num_threads(pl.n_threads) schedule(static) if (pl.parallel)
-    for (it = 0; it < items; it++) cl_chunk_apply(&j, it / q.nch, it % q.nch, j.tiles + (it / q.nch) * tsz);
+    if (pl.parallel) {
+#pragma omp parallel for num_threads(pl.n_threads) schedule(static)
+        for (it = 0; it < items; it++)
+            cl_chunk_apply(&j, it / q.nch, it % q.nch, j.tiles + (it / q.nch) * tsz);
+    } else {
+        for (it = 0; it < items; it++)
+            cl_chunk_apply(&j, it / q.nch, it % q.nch, j.tiles + (it / q.nch) * tsz);
+    }
     free(j.tiles);
     return 0;
 }
@@ -791,8 +850,7 @@ static int bwd_run(bwd_job *j, const fn_waves *wv, fn_ssize N, int nth, double *
                    char *sbase, const fn_err *err)
 {
     if (err->what == NULL) {
-#pragma omp parallel num_threads(nth)
-        fn_run_waves(wv);
+        fn_team_run_waves(wv, nth);
         bwd_affine(j, N, gw, gb);
         if (nth > 1) fn_team_finished(nth);
     }
