@@ -228,3 +228,25 @@ def test_operator_bad_input():
         torch.ops.fastnorm.group_norm(x, 3, None, None, 1e-5, "", 0.01)
     with pytest.raises(ValueError, match="eps"):
         torch.ops.fastnorm.group_norm(x, 2, None, None, -1.0, "", 0.01)
+
+
+def test_networks_bench_rows_compare_outputs():
+    """benchmarks/networks.py runs both networks eager and a training step,
+    in both formats, and its table gives the outputs' difference (a '-' for
+    the training step, which has none)."""
+    from benchmarks import networks
+
+    for net in ("style", "cyclegan"):
+        rows = networks.run(net, 32, 1, ["eager", "train"], 1)
+        assert [(m, f) for m, f, *_ in rows] == [
+            ("eager", "NCHW"),
+            ("eager", "NHWC"),
+            ("train", "NCHW"),
+            ("train", "NHWC"),
+        ]
+        for mode, _, tr, tf, d in rows:
+            assert tr > 0 and tf > 0
+            if mode == "eager":
+                assert d < 1e-4, (net, d)
+        text = networks.table(net, 32, 1, rows)
+        assert "| train | NCHW |" in text and text.count(" | - |") == 2
