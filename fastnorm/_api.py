@@ -298,30 +298,30 @@ def instance_norm(
     >>> fastnorm.instance_norm(photo, layout="HWC", dtype=np.float16).dtype
     dtype('float16')
     """
-    if layout is None and type(x) is _ndarray:
-        # fast path: the common call on a plain ndarray (same checks, cheaper
-        # form; the engine takes it only when x is C-contiguous, at least 3-d
-        # and not empty, else it answers None)
-        if (
-            weight is None
-            and bias is None
-            and out is None
-            and activation is None
-            and num_threads is None
-            and dtype is None
-            and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
-            and type(eps) is float
-            and 0.0 <= eps < _INF
-        ):
-            code = _FAST_CODES.get(x.dtype)
-            if code is not None and ("dask" not in _modules or not T.in_dask_task()):
-                E = _engine or _fast_engine()
-                if E is not None:
-                    y = E.fast_norm_cf(x, code, eps)
-                    if y is not None:
-                        return y
-    elif layout is not None or B.library(x) in B.INTEROP:
+    if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_norm, locals())
+    # fast path: the common call on a plain ndarray (same checks, cheaper form;
+    # the engine takes it only when x is C-contiguous, at least 3-d and not
+    # empty, else it answers None)
+    if (
+        type(x) is _ndarray
+        and weight is None
+        and bias is None
+        and out is None
+        and activation is None
+        and num_threads is None
+        and dtype is None
+        and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
+        and type(eps) is float
+        and 0.0 <= eps < _INF
+    ):
+        code = _FAST_CODES.get(x.dtype)
+        if code is not None and ("dask" not in _modules or not T.in_dask_task()):
+            E = _engine or _fast_engine()
+            if E is not None:
+                y = E.fast_norm_cf(x, code, eps)
+                if y is not None:
+                    return y
     return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
 
 

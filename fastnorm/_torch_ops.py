@@ -368,7 +368,13 @@ def instance_norm(
     if h is not None:
         a, w, b, cl = h
         r = _api.instance_norm(
-            a, w, b, eps=eps, channel_axis=-1 if cl else None, activation=_act(activation), negative_slope=negative_slope
+            a,
+            w,
+            b,
+            eps=eps,
+            channel_axis=-1 if cl else None,
+            activation=_act(activation),
+            negative_slope=negative_slope,
         )
         return _from_host(r, cl)
     with torch.no_grad():
