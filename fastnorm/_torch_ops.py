@@ -268,6 +268,26 @@ def _(grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: 
     return _like_memory(x, x.dtype), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
 
 
+def _saved_output(activation: str, output: Tensor) -> tuple[Tensor, ...]:
+    """What a forward with a fused activation keeps for its backward beside
+    its inputs: the output for relu, whose derivative is read from it (y > 0
+    exactly where the pre-activation is: torch's relu keeps its result the
+    same way), nothing for the others (their backward recomputes the
+    pre-activation output)."""
+    return (output,) if activation == "relu" else ()
+
+
+def _activation_grad_from(ctx: Any, saved: tuple[Tensor, ...], grad: Tensor, recompute: Any) -> Tensor:
+    """grad through the forward's fused activation (ctx.act: its name and
+    slope); recompute gives the pre-activation output where it is needed."""
+    activation, slope = ctx.act
+    if not activation:
+        return grad
+    if activation == "relu":
+        return torch.ops.aten.threshold_backward(grad, saved[0], 0)
+    return _activation_grad(recompute(), grad, activation, slope)
+
+
 def _activation_grad(y_pre: Tensor, g: Tensor, activation: str, slope: float) -> Tensor:
     """g times the activation's derivative at the pre-activation output."""
     if activation == "relu":
@@ -283,16 +303,17 @@ def _activation_grad(y_pre: Tensor, g: Tensor, activation: str, slope: float) ->
 def _gn_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, G, weight, bias, eps, activation, slope = inputs
     _refuse_integer("group_norm", x)
-    ctx.save_for_backward(x, weight, bias)
+    ctx.save_for_backward(x, weight, bias, *_saved_output(activation, output))
     ctx.args = (G, eps, activation, slope, bias is not None)
+    ctx.act = (activation, slope)
 
 
 def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    x, weight, bias = ctx.saved_tensors
+    x, weight, bias, *saved = ctx.saved_tensors
     G, eps, activation, slope, has_bias = ctx.args
-    if activation:
-        y_pre = torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01)
-        grad = _activation_grad(y_pre, grad, activation, slope)
+    grad = _activation_grad_from(
+        ctx, tuple(saved), grad, lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01)
+    )
     gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
     return (
         gx if ctx.needs_input_grad[0] else None,
@@ -407,16 +428,17 @@ def _(grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[T
 def _in_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, weight, bias, eps, activation, slope = inputs
     _refuse_integer("instance_norm", x)
-    ctx.save_for_backward(x, weight, bias)
+    ctx.save_for_backward(x, weight, bias, *_saved_output(activation, output))
     ctx.args = (eps, activation, slope, bias is not None)
+    ctx.act = (activation, slope)
 
 
 def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    x, weight, bias = ctx.saved_tensors
+    x, weight, bias, *saved = ctx.saved_tensors
     eps, activation, slope, has_bias = ctx.args
-    if activation:
-        y_pre = torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01)
-        grad = _activation_grad(y_pre, grad, activation, slope)
+    grad = _activation_grad_from(
+        ctx, tuple(saved), grad, lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01)
+    )
     gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
     return (
         gx if ctx.needs_input_grad[0] else None,

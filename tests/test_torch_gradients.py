@@ -144,6 +144,50 @@ def test_gradcheck_operators(rank, how, torch_seed):
     assert gradcheck(lambda c, s: ops.adain(c, s, 1e-5, 0.8), (x, style))
 
 
+@pytest.mark.parametrize("op", ["instance_norm", "group_norm"])
+@pytest.mark.parametrize("how", ["first", "memory"])
+def test_fused_relu_backward_reads_the_output(op, how, torch_seed):
+    """A fused relu's backward takes its mask from the saved output (as
+    torch's relu does from its result): gradcheck holds, the gradients equal
+    torch's relu after the unfused operator, and the backward runs no
+    forward operator again."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops = torch.ops.fastnorm
+    x, _ = _x(4, how)
+    w, b = _affine()
+
+    def fused(x, w, b):
+        if op == "instance_norm":
+            return ops.instance_norm(x, w, b, 1e-5, "relu", 0.01)
+        return ops.group_norm(x, 2, w, b, 1e-5, "relu", 0.01)
+
+    def unfused(x, w, b):
+        if op == "instance_norm":
+            return torch.relu(ops.instance_norm(x, w, b, 1e-5, "", 0.01))
+        return torch.relu(ops.group_norm(x, 2, w, b, 1e-5, "", 0.01))
+
+    assert gradcheck(fused, (x, w, b))
+    g = torch.randn_like(x)
+    ref = torch.autograd.grad(unfused(x, w, b), (x, w, b), g)
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    y = fused(x, w, b)
+    with Log() as log:
+        got = torch.autograd.grad(y, (x, w, b), g)
+    for a, r in zip(got, ref):
+        torch.testing.assert_close(a, r, rtol=0, atol=0)
+    assert not [f for f in log.ops if f.startswith(f"fastnorm.{op}.")], log.ops
+
+
 # -------------------------------------------------------------------- modules
 MODULES = [
     (torch.nn.InstanceNorm1d, (C,), 3),
