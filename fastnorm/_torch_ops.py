@@ -23,7 +23,9 @@ Every floating tensor argument is differentiable (x, weight, bias, mean,
 var, content, style); an integer x (uint8 images) is refused when an input
 requires grad, as integer inputs have no gradient.  ``moments`` and the
 backward operators have no backward of their own: torch says so when one is
-asked for (a second derivative).
+asked for (a second derivative).  A fused relu keeps its output for the
+backward, as ``torch.relu`` keeps its result: changing that output in place
+before the backward is an error there too.
 
 Channels-first tensors whose memory is channels-last (``channels_last``,
 or any rank permuted so) run natively; outputs keep the input's memory format.  Exporters: see

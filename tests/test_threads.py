@@ -210,7 +210,8 @@ def test_load_check_does_not_count_this_process_own_threads():
     """The team cap counts other processes' runnable threads only: this
     process's own busy threads (OpenMP workers spinning after another
     library's region, here plain threads in GIL-free NumPy loops) are not
-    load, while the same work in another process is.  Readings are compared
+    load, while the same work in another process is, and so are this
+    process's threads while another fastnorm call is running in it.  Readings are compared
     with a baseline taken in the same run, so other load on the machine
     moves both sides."""
     from fastnorm._cpu import _engine as E
@@ -220,10 +221,10 @@ def test_load_check_does_not_count_this_process_own_threads():
         import numpy as np
         from fastnorm._cpu import _engine as E
 
-        def readings(n=30):
+        def readings(n=30, concurrent_calls=0):
             r = []
             for _ in range(n):
-                r.append(E._busy_others())
+                r.append(E._busy_others(concurrent_calls))
                 time.sleep(0.002)
             return r
 
@@ -237,16 +238,19 @@ def test_load_check_does_not_count_this_process_own_threads():
         for t in ts: t.start()
         time.sleep(0.05)
         own = readings()
+        conc = readings(concurrent_calls=1)
         stop.set()
         for t in ts: t.join()
         p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         time.sleep(0.3)
         other = readings()
         p.kill(); p.wait()
-        print(min(base), max(base), min(own), max(own), min(other), max(other))
+        print(min(base), max(base), min(own), max(own), min(other), max(other), min(conc), max(conc))
     """
     if E._busy_others() < 0:
         pytest.skip("no load reading on this system")
-    b0, b1, o0, o1, x0, x1 = map(int, _run_script(code).split())
+    b0, b1, o0, o1, x0, x1, c0, c1 = map(int, _run_script(code).split())
     assert o0 <= b1, f"own threads counted as load: baseline {b0}-{b1}, with own busy threads {o0}-{o1}"
     assert x1 >= b0 + 1, f"another process's busy thread not seen: baseline {b0}-{b1}, with it {x0}-{x1}"
+    # while another fastnorm call runs in this process, its team must count
+    assert c1 >= b0 + 1, f"a concurrent call's threads not seen: baseline {b0}-{b1}, with it {c0}-{c1}"

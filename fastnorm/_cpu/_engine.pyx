@@ -96,6 +96,8 @@ cdef extern from "fn_drive.h" nogil:
 
 cdef extern from "fn_threads.h" nogil:
     int fn_busy_now()
+    void fn_call_enter()
+    void fn_call_leave()
     const Py_ssize_t FN_SERIAL_BELOW_N
 
 
@@ -316,9 +318,11 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssiz
     cdef const double *b = dptr(bias)
     cdef fn_triple *so = <fn_triple *>dptr(stats_out)
     with nogil:
+        fn_call_enter()
         rc = fn_drive_norm_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
                               cnp.PyArray_ITEMSIZE(y), N, G, Cg, S, w, b, eps, act, slope, n_threads, so,
                               &err)
+        fn_call_leave()
     check(rc, &err)
     return y
 
@@ -334,8 +338,10 @@ def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssiz
     cdef const double *b = dptr(bias)
     cdef fn_triple *so = <fn_triple *>dptr(stats_out)
     with nogil:
+        fn_call_enter()
         rc = fn_drive_norm_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
                               cnp.PyArray_ITEMSIZE(y), N, S, C, G, w, b, eps, act, slope, n_threads, so, &err)
+        fn_call_leave()
     check(rc, &err)
     return y
 
@@ -347,8 +353,10 @@ def stats_cf(cnp.ndarray x, int dt, Py_ssize_t P, Py_ssize_t L, int n_threads, c
     cdef fn_err err
     cdef int rc
     with nogil:
+        fn_call_enter()
         rc = fn_drive_stats_cf(cnp.PyArray_DATA(x), dt, FN_F64 if odt < 0 else odt, cnp.PyArray_ITEMSIZE(x),
                                P, L, n_threads, <fn_triple *>cnp.PyArray_DATA(out), &err)
+        fn_call_leave()
     check(rc, &err)
     return out
 
@@ -360,8 +368,10 @@ def stats_cl(cnp.ndarray x, int dt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C, in
     cdef fn_err err
     cdef int rc
     with nogil:
+        fn_call_enter()
         rc = fn_drive_stats_cl(cnp.PyArray_DATA(x), dt, FN_F64 if odt < 0 else odt, cnp.PyArray_ITEMSIZE(x),
                                N, S, C, n_threads, <fn_triple *>cnp.PyArray_DATA(out), &err)
+        fn_call_leave()
     check(rc, &err)
     return out
 
@@ -371,10 +381,12 @@ def apply_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t R, Py_ssi
              int n_threads):
     """y[r, :] = act((x[r, :] - mean[r]) * scale[r] + shift[r]) for R rows of S."""
     with nogil:
+        fn_call_enter()
         fn_drive_apply_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
                           cnp.PyArray_ITEMSIZE(y), R, S, <double *>cnp.PyArray_DATA(mean),
                           <double *>cnp.PyArray_DATA(scale), <double *>cnp.PyArray_DATA(shift), act, slope,
                           n_threads)
+        fn_call_leave()
     return y
 
 
@@ -385,10 +397,12 @@ def apply_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssi
     cdef fn_err err
     cdef int rc
     with nogil:
+        fn_call_enter()
         rc = fn_drive_apply_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
                                cnp.PyArray_ITEMSIZE(y), N, S, C, <double *>cnp.PyArray_DATA(mean),
                                <double *>cnp.PyArray_DATA(scale), <double *>cnp.PyArray_DATA(shift), act,
                                slope, n_threads, &err)
+        fn_call_leave()
     check(rc, &err)
     return y
 
@@ -406,10 +420,12 @@ def backward_cf(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
     cdef const double *eu = dptr(eps_units)
     cdef double *so = dptr(sums_out)
     with nogil:
+        fn_call_enter()
         rc = fn_drive_backward_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(dy), cnp.PyArray_DATA(gx), dt,
                                   cnp.PyArray_ITEMSIZE(x), N, G, Cg, S, w, eps, eu, n_threads,
                                   <double *>cnp.PyArray_DATA(grad_weight),
                                   <double *>cnp.PyArray_DATA(grad_bias), so, &err)
+        fn_call_leave()
     check(rc, &err)
     return gx
 
@@ -425,10 +441,12 @@ def backward_cl(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray gx, int dt, Py_ssize_
     cdef const double *eu = dptr(eps_units)
     cdef double *so = dptr(sums_out)
     with nogil:
+        fn_call_enter()
         rc = fn_drive_backward_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(dy), cnp.PyArray_DATA(gx), dt,
                                   cnp.PyArray_ITEMSIZE(x), N, S, C, G, w, eps, eu, n_threads,
                                   <double *>cnp.PyArray_DATA(grad_weight),
                                   <double *>cnp.PyArray_DATA(grad_bias), so, &err)
+        fn_call_leave()
     check(rc, &err)
     return gx
 
@@ -495,10 +513,18 @@ def empty_cache():
     return fn_pool_clear()
 
 
-def _busy_others():
+def _busy_others(int concurrent_calls=0):
     """One reading of the thread policy's load check: runnable threads of
-    other processes (this process's own are not counted), -1 when unknown."""
-    return fn_busy_now()
+    other processes (this process's own are not counted), -1 when unknown;
+    as if concurrent_calls other fastnorm calls were running (then this
+    process's threads count, but for our own spinning workers)."""
+    cdef int k, r
+    for k in range(concurrent_calls + 1):
+        fn_call_enter()
+    r = fn_busy_now()
+    for k in range(concurrent_calls + 1):
+        fn_call_leave()
+    return r
 
 
 def _pool_from_env():
@@ -543,6 +569,8 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
         rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, NULL, NULL, eps, 0, 0.0, nt, NULL, &err)
     else:
         with nogil:
+            fn_call_enter()
             rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, NULL, NULL, eps, 0, 0.0, nt, NULL, &err)
+            fn_call_leave()
     check(rc, &err)
     return y

@@ -101,10 +101,13 @@ static void fn_run_waves(const fn_waves *wv)
  * at all (its barriers then bind to no team and return): libgomp sets up a
  * team and wakes the pool's docked threads even for an if(0) region, about
  * half a microsecond, as much as a tiny call's whole work.  The same rule
- * holds for every region of the drivers: below two threads, plain loops. */
+ * holds for every region of the drivers: below two threads, plain loops
+ * (which take thread 0 explicitly).  Called from inside an active parallel
+ * region (a caller's own OpenMP code), the waves' barriers and thread ids
+ * would bind to the caller's team: there they get a team of their own. */
 static void fn_team_run_waves(const fn_waves *wv, int nth)
 {
-    if (nth > 1) {
+    if (nth > 1 || fn_in_parallel()) {
 #pragma omp parallel num_threads(nth)
         fn_run_waves(wv);
     } else {

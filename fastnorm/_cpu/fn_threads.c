@@ -31,9 +31,13 @@ int fn_team_for(int n_threads, fn_ssize work)
  * sharing the runtime (torch's convolutions run on the same libgomp pool, so
  * in a network the workers that spin after each convolution are the ones the
  * next fastnorm call runs on).  They are counted from /proc/self/task (state
- * R) with the reading; a process of more than FN_OWN_TASKS_MAX threads skips
- * that count (its cost grows with the threads) and assumes the workers of our
- * own region that ended less than FN_SPIN_NS ago.  A reading is one instant: the busy count is the least of
+ * R) with the reading.  That count is not used, and the older rule holds
+ * (other threads of this process are load, except the workers of our own
+ * region that ended less than FN_SPIN_NS ago), when another fastnorm call is
+ * running in this process (fn_call_enter / fn_call_leave around every
+ * driver call: two concurrent teams must see each other), or when the
+ * process has more than FN_OWN_TASKS_MAX threads (the count's cost grows
+ * with them).  A reading is one instant: the busy count is the least of
  * the last three, so a task that was runnable for a moment (a kernel worker, a shell) does not cost a quiet
  * machine a thread, while a busy process, runnable in every reading, does.  Results are bit-identical for any
  * thread count. */
@@ -44,6 +48,7 @@ static int fn_dynamic = -1;           /* -1: read FASTNORM_DYNAMIC once */
 static long long fn_load_at = -1;     /* when procs_running was last read */
 static int fn_busy[3] = {-1, -1, -1}; /* other runnable threads, last 3 readings */
 static int fn_busy_next = 0;
+static int fn_in_flight = 0;       /* driver calls running in this process */
 static long long fn_team_end = -1; /* when our last team finished */
 static int fn_team_last = 1;
 
@@ -111,12 +116,39 @@ static int fn_own_running(void)
 #endif
 }
 
+void fn_call_enter(void)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_add_fetch(&fn_in_flight, 1, __ATOMIC_RELAXED);
+#else
+    fn_in_flight++;
+#endif
+}
+
+void fn_call_leave(void)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_sub_fetch(&fn_in_flight, 1, __ATOMIC_RELAXED);
+#else
+    fn_in_flight--;
+#endif
+}
+
+static int fn_calls_in_flight(void)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(&fn_in_flight, __ATOMIC_RELAXED);
+#else
+    return fn_in_flight;
+#endif
+}
+
 int fn_busy_now(void)
 {
     long long now = fn_now_ns();
     int running = fn_read_running(), own, busy;
     if (running <= 0) return -1; /* unknown */
-    own = fn_own_running();
+    own = fn_calls_in_flight() > 1 ? -1 : fn_own_running();
     if (own >= 1) {
         busy = running - own;
     } else {

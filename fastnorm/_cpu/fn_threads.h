@@ -39,6 +39,15 @@ static inline int fn_team_size(void)
 #endif
 }
 static inline int fn_team_id(void) { return omp_get_thread_num(); }
+/* inside an active parallel region (a team of more than one thread) */
+static inline int fn_in_parallel(void)
+{
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
 static inline void fn_barrier(void)
 {
 #ifdef _OPENMP
@@ -67,6 +76,10 @@ int fn_team_for(int n_threads, fn_ssize work);
  * spinning OpenMP workers included, are not counted), -1 when unknown. */
 int fn_threads_now(int want, int ncpu);
 int fn_busy_now(void);
+/* Around every driver call (the binding's): while two run at once, each
+ * counts the other's threads as load. */
+void fn_call_enter(void);
+void fn_call_leave(void);
 void fn_team_finished(int team);
 
 #endif /* FN_THREADS_H */
