@@ -15,8 +15,12 @@
 #ifndef FN_POOL_H
 #define FN_POOL_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #define FN_POOL_MIN ((size_t)1 << 20)
 #define FN_POOL_SLOTS 8
@@ -52,6 +56,26 @@ static void fn_pool_remove(int i) /* with the lock held */
     fn_pool_count--;
 }
 
+/* A new block of 4 MiB or more asks Linux for transparent huge pages, as
+ * NumPy's own allocator does for its arrays (numpy/_core/src/multiarray/
+ * alloc.c, indicate_hugepages): with THP in "madvise" mode an output without
+ * the hint is mapped in 4 KiB pages, and writing it misses the TLB once a
+ * page (an 8 MiB output took up to 1.6x the time of the same call writing
+ * into a NumPy-allocated out=).  Errors are ignored (older kernels). */
+#define FN_POOL_HUGE ((size_t)1 << 22)
+static void fn_pool_hint_huge(void *p, size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p != NULL && n >= FN_POOL_HUGE) {
+        const uintptr_t off = 4096u - (uintptr_t)p % 4096u;
+        (void)madvise((char *)p + off, n - off, MADV_HUGEPAGE);
+    }
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 static void *fn_pool_malloc(void *ctx, size_t n)
 {
     int i;
@@ -67,6 +91,9 @@ static void *fn_pool_malloc(void *ctx, size_t n)
             }
         fn_pool_unlock();
         if (p != NULL) return p;
+        p = malloc(n);
+        fn_pool_hint_huge(p, n);
+        return p;
     }
     return malloc(n ? n : 1);
 }
