@@ -6,7 +6,9 @@
 #include <string.h>
 #if defined(__linux__)
 #include <dirent.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 #endif
 
 #include "fn_threads.h"
@@ -36,14 +38,19 @@ int fn_team_for(int n_threads, fn_ssize work)
  * region that ended less than FN_SPIN_NS ago), when another fastnorm call is
  * running in this process (fn_call_enter / fn_call_leave around every
  * driver call: two concurrent teams must see each other), or when the
- * process has more than FN_OWN_TASKS_MAX threads (the count's cost grows
- * with them).  A reading is one instant: the busy count is the least of
- * the last three, so a task that was runnable for a moment (a kernel worker, a shell) does not cost a quiet
- * machine a thread, while a busy process, runnable in every reading, does.  Results are bit-identical for any
+ * process has more than FN_OWN_TASKS_MAX threads.  The count reads one small
+ * file per thread (a few microseconds each), so a process of T threads
+ * reads at most every (1 + T / 32) * FN_LOAD_EVERY_NS: a torch process on a
+ * 64-core server (over 64 threads) pays about as much per second as a small
+ * one.  A reading is one instant: the busy count is the least of the last
+ * three, so a task that was runnable for a moment (a kernel worker, a
+ * shell) does not cost a quiet machine a thread, while a busy process,
+ * runnable in every reading, does.  Results are bit-identical for any
  * thread count. */
 #define FN_LOAD_EVERY_NS 20000000LL
 #define FN_SPIN_NS 20000000LL
-#define FN_OWN_TASKS_MAX 64
+#define FN_OWN_TASKS_MAX 1024
+static int fn_own_tasks = 0;          /* this process's threads at the last count */
 static int fn_dynamic = -1;           /* -1: read FASTNORM_DYNAMIC once */
 static long long fn_load_at = -1;     /* when procs_running was last read */
 static int fn_busy[3] = {-1, -1, -1}; /* other runnable threads, last 3 readings */
@@ -87,13 +94,12 @@ static int fn_own_running(void)
 {
 #if defined(__linux__)
     char path[64], buf[512];
-    int running = 0, tasks = 0;
+    int running = 0, tasks = 0, fd;
     struct dirent *e;
     DIR *d = opendir("/proc/self/task");
     if (d == NULL) return -1;
     while ((e = readdir(d)) != NULL) {
-        FILE *f;
-        size_t n;
+        ssize_t n;
         char *p;
         if (e->d_name[0] == '.') continue;
         if (++tasks > FN_OWN_TASKS_MAX) {
@@ -101,15 +107,17 @@ static int fn_own_running(void)
             break;
         }
         snprintf(path, sizeof path, "/proc/self/task/%.32s/stat", e->d_name);
-        f = fopen(path, "r");
-        if (f == NULL) continue; /* the thread ended */
-        n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
+        fd = open(path, O_RDONLY);
+        if (fd < 0) continue; /* the thread ended */
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
         buf[n] = '\0';
         p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
         if (p != NULL && p[1] == ' ' && p[2] == 'R') running++;
     }
     closedir(d);
+    fn_own_tasks = tasks;
     return running;
 #else
     return -1;
@@ -170,7 +178,7 @@ int fn_threads_now(int want, int ncpu)
     }
     if (want <= 1 || !fn_dynamic) return want;
     now = fn_now_ns();
-    if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS || now < fn_load_at) {
+    if (fn_load_at < 0 || now - fn_load_at > FN_LOAD_EVERY_NS * (1 + fn_own_tasks / 32) || now < fn_load_at) {
         int busy = fn_busy_now();
         fn_load_at = now;
         if (busy < 0) return want; /* unknown: trust the request */
