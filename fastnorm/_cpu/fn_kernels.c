@@ -136,9 +136,20 @@ FN_INLINE int fn_act_in_vectors(int act)
 {
     return act == FN_ACT_NONE || act == FN_ACT_RELU || act == FN_ACT_LEAKY;
 }
-FN_INLINE fn_vd fn_vd_act(fn_vd v, int act, fn_vd sv)
+/* The vector loops' code for act: leaky relu with 0 < slope <= 1 (every
+ * usual slope) as FN_VACT_LEAKY_UNIT, vd_leaky_unit's two operations for
+ * vd_leaky's three, the same values; a code only fn_vd_act reads. */
+enum { FN_VACT_LEAKY_UNIT = 16 };
+FN_INLINE int fn_vector_act(int act, double slope)
 {
-    return act == FN_ACT_RELU ? vd_relu(v) : act == FN_ACT_LEAKY ? vd_leaky(v, sv) : v;
+    return act == FN_ACT_LEAKY && slope > 0.0 && slope <= 1.0 ? FN_VACT_LEAKY_UNIT : act;
+}
+FN_INLINE fn_vd fn_vd_act(fn_vd v, int vact, fn_vd sv)
+{
+    return vact == FN_ACT_RELU          ? vd_relu(v)
+           : vact == FN_VACT_LEAKY_UNIT ? vd_leaky_unit(v, sv)
+           : vact == FN_ACT_LEAKY       ? vd_leaky(v, sv)
+                                        : v;
 }
 FN_INLINE double fn_d_act(double v, int act, double slope)
 {

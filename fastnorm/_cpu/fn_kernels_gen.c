@@ -2907,17 +2907,18 @@ static void apply_f32(const void *xv, void *yv, fn_ssize n, double mean, double 
          * the scalar expressions (fn_d_act); from the end where the stores
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        const int vact = fn_vector_act(act, slope);
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
             for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
-                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), act, sv),
-                        fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), act, sv));
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), vact, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), vact, sv));
             return;
         }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), act, sv));
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), vact, sv));
         for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
         return;
     }
@@ -2980,12 +2981,13 @@ static void stats_apply_f32(const void *xsv, fn_ssize ns, fn_triple *t, const vo
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
-    int k;
+    int k, vact;
     if (!fn_act_in_vectors(act)) {
         stats_in_f32(xs, ns, t);
         apply_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
         return;
     }
+    vact = fn_vector_act(act, slope);
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -2995,15 +2997,15 @@ static void stats_apply_f32(const void *xsv, fn_ssize ns, fn_triple *t, const vo
         j = rev ? both - FN_LANES - i : i;
         lanes_step_f32(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + k), hv), scv, fv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + k + FN_VL), hv), scv, fv), act, sv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + k), hv), scv, fv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + k + FN_VL), hv), scv, fv), vact, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_f32(&l, xs + i, shv);
     lanes_done_f32(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j), hv), scv, fv), act, sv),
-                fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + FN_VL), hv), scv, fv), act, sv));
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j), hv), scv, fv), vact, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_f32(xa + j + FN_VL), hv), scv, fv), vact, sv));
     for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
@@ -3630,17 +3632,18 @@ static void apply_f64(const void *xv, void *yv, fn_ssize n, double mean, double 
          * the scalar expressions (fn_d_act); from the end where the stores
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        const int vact = fn_vector_act(act, slope);
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
             for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
-                (vd_store(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), act, sv)), vd_store((y + i) + FN_VL,
-                        fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), act, sv)));
+                (vd_store(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), vact, sv)), vd_store((y + i) + FN_VL,
+                        fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), vact, sv)));
             return;
         }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-            (vd_store(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), act, sv)), vd_store((y + i) + FN_VL,
-                    fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), act, sv)));
+            (vd_store(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), vact, sv)), vd_store((y + i) + FN_VL,
+                    fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), vact, sv)));
         for (; i < n; i++) y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
         return;
     }
@@ -3703,12 +3706,13 @@ static void stats_apply_f64(const void *xsv, fn_ssize ns, fn_triple *t, const vo
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
-    int k;
+    int k, vact;
     if (!fn_act_in_vectors(act)) {
         stats_in_f64(xs, ns, t);
         apply_f64(xav, yav, na, mean, sc, sh, act, slope, 0);
         return;
     }
+    vact = fn_vector_act(act, slope);
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -3718,15 +3722,15 @@ static void stats_apply_f64(const void *xsv, fn_ssize ns, fn_triple *t, const vo
         j = rev ? both - FN_LANES - i : i;
         lanes_step_f64(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            (vd_store(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + k), hv), scv, fv), act, sv)), vd_store((ya + j + k) + FN_VL,
-                    fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + k + FN_VL), hv), scv, fv), act, sv)));
+            (vd_store(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + k), hv), scv, fv), vact, sv)), vd_store((ya + j + k) + FN_VL,
+                    fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + k + FN_VL), hv), scv, fv), vact, sv)));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_f64(&l, xs + i, shv);
     lanes_done_f64(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        (vd_store(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load(xa + j), hv), scv, fv), act, sv)), vd_store((ya + j) + FN_VL,
-                fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + FN_VL), hv), scv, fv), act, sv)));
+        (vd_store(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load(xa + j), hv), scv, fv), vact, sv)), vd_store((ya + j) + FN_VL,
+                fn_vd_act(vd_fma(vd_sub(vd_load(xa + j + FN_VL), hv), scv, fv), vact, sv)));
     for (; j < na; j++) ya[j] = (double)fn_d_act(FN_FMA((*(xa + j)) - mean, sc, sh), act, slope);
 }
 
@@ -6025,17 +6029,18 @@ static void apply_u8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
          * the scalar expressions (fn_d_act); from the end where the stores
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        const int vact = fn_vector_act(act, slope);
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
             for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
-                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), act, sv),
-                        fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), act, sv));
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), vact, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), vact, sv));
             return;
         }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), act, sv));
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), vact, sv));
         for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
         return;
     }
@@ -6061,12 +6066,13 @@ static void stats_apply_u8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
-    int k;
+    int k, vact;
     if (!fn_act_in_vectors(act)) {
         stats_in_u8(xs, ns, t);
         apply_u8_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
         return;
     }
+    vact = fn_vector_act(act, slope);
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6076,15 +6082,15 @@ static void stats_apply_u8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
         j = rev ? both - FN_LANES - i : i;
         lanes_step_u8(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + k), hv), scv, fv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + k + FN_VL), hv), scv, fv), act, sv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + k), hv), scv, fv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + k + FN_VL), hv), scv, fv), vact, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_u8(&l, xs + i, shv);
     lanes_done_u8(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j), hv), scv, fv), act, sv),
-                fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + FN_VL), hv), scv, fv), act, sv));
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j), hv), scv, fv), vact, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_u8(xa + j + FN_VL), hv), scv, fv), vact, sv));
     for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
@@ -6272,17 +6278,18 @@ static void apply_i8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
          * the scalar expressions (fn_d_act); from the end where the stores
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        const int vact = fn_vector_act(act, slope);
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
             for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
-                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), act, sv),
-                        fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), act, sv));
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), vact, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), vact, sv));
             return;
         }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), act, sv));
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), vact, sv));
         for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
         return;
     }
@@ -6308,12 +6315,13 @@ static void stats_apply_i8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
-    int k;
+    int k, vact;
     if (!fn_act_in_vectors(act)) {
         stats_in_i8(xs, ns, t);
         apply_i8_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
         return;
     }
+    vact = fn_vector_act(act, slope);
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6323,15 +6331,15 @@ static void stats_apply_i8_f32(const void *xsv, fn_ssize ns, fn_triple *t, const
         j = rev ? both - FN_LANES - i : i;
         lanes_step_i8(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + k), hv), scv, fv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + k + FN_VL), hv), scv, fv), act, sv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + k), hv), scv, fv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + k + FN_VL), hv), scv, fv), vact, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_i8(&l, xs + i, shv);
     lanes_done_i8(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j), hv), scv, fv), act, sv),
-                fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + FN_VL), hv), scv, fv), act, sv));
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j), hv), scv, fv), vact, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_i8(xa + j + FN_VL), hv), scv, fv), vact, sv));
     for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
@@ -6519,17 +6527,18 @@ static void apply_u16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
          * the scalar expressions (fn_d_act); from the end where the stores
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        const int vact = fn_vector_act(act, slope);
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
             for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
-                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), act, sv),
-                        fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), act, sv));
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), vact, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), vact, sv));
             return;
         }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), act, sv));
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), vact, sv));
         for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
         return;
     }
@@ -6555,12 +6564,13 @@ static void stats_apply_u16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
-    int k;
+    int k, vact;
     if (!fn_act_in_vectors(act)) {
         stats_in_u16(xs, ns, t);
         apply_u16_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
         return;
     }
+    vact = fn_vector_act(act, slope);
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6570,15 +6580,15 @@ static void stats_apply_u16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
         j = rev ? both - FN_LANES - i : i;
         lanes_step_u16(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + k), hv), scv, fv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + k + FN_VL), hv), scv, fv), act, sv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + k), hv), scv, fv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + k + FN_VL), hv), scv, fv), vact, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_u16(&l, xs + i, shv);
     lanes_done_u16(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j), hv), scv, fv), act, sv),
-                fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + FN_VL), hv), scv, fv), act, sv));
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j), hv), scv, fv), vact, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_u16(xa + j + FN_VL), hv), scv, fv), vact, sv));
     for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 
@@ -6766,17 +6776,18 @@ static void apply_i16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
          * the scalar expressions (fn_d_act); from the end where the stores
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
+        const int vact = fn_vector_act(act, slope);
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
             for (i = e - 2 * FN_VL; i >= 0; i -= 2 * FN_VL)
-                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), act, sv),
-                        fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), act, sv));
+                vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), vact, sv),
+                        fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), vact, sv));
             return;
         }
         for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), act, sv));
+            vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), vact, sv));
         for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
         return;
     }
@@ -6802,12 +6813,13 @@ static void stats_apply_i16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
     const int rev = fn_store_ahead(xav, yav);
     fn_ssize i, j, nv = ns - ns % FN_LANES, both;
     fn_lanes l;
-    int k;
+    int k, vact;
     if (!fn_act_in_vectors(act)) {
         stats_in_i16(xs, ns, t);
         apply_i16_f32(xav, yav, na, mean, sc, sh, act, slope, 0);
         return;
     }
+    vact = fn_vector_act(act, slope);
     fn_lanes_zero(&l);
     /* steps of FN_LANES elements of each while both have whole steps left;
      * the apply's from the end where its stores run just ahead of its loads
@@ -6817,15 +6829,15 @@ static void stats_apply_i16_f32(const void *xsv, fn_ssize ns, fn_triple *t, cons
         j = rev ? both - FN_LANES - i : i;
         lanes_step_i16(&l, xs + i, shv);
         FN_UNROLL for (k = 0; k < FN_LANES; k += 2 * FN_VL)
-            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + k), hv), scv, fv), act, sv),
-                    fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + k + FN_VL), hv), scv, fv), act, sv));
+            vd2_store_f32(ya + j + k, fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + k), hv), scv, fv), vact, sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + k + FN_VL), hv), scv, fv), vact, sv));
     }
     j = both;
     for (; i < nv; i += FN_LANES) lanes_step_i16(&l, xs + i, shv);
     lanes_done_i16(&l, xs, nv, ns, sft, t);
     for (; j + 2 * FN_VL <= na; j += 2 * FN_VL)
-        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j), hv), scv, fv), act, sv),
-                fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + FN_VL), hv), scv, fv), act, sv));
+        vd2_store_f32(ya + j, fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j), hv), scv, fv), vact, sv),
+                fn_vd_act(vd_fma(vd_sub(vd_load_i16(xa + j + FN_VL), hv), scv, fv), vact, sv));
     for (; j < na; j++) ya[j] = (float)fn_d_act(FN_FMA(((double)*(xa + j)) - mean, sc, sh), act, slope);
 }
 

@@ -17,7 +17,11 @@
  *     rounded to float first (what float32 and 16-bit outputs load), stores
  *     narrow with one rounding to nearest even.
  *   - vd_relu(v) is exactly v < 0 ? 0 : v (NaN and -0 pass through) and
- *     vd_leaky(v, s) exactly v >= 0 ? v : v * s, the kernels' scalar forms.
+ *     vd_leaky(v, s) exactly v >= 0 ? v : v * s, the kernels' scalar forms;
+ *     vd_leaky_unit(v, s) is vd_leaky's value for 0 < s <= 1 only, as
+ *     max(v * s, v) where the ISA's max returns its second operand for a
+ *     NaN (x86): v >= 0 gives v * s <= v, v < 0 gives v * s >= v, -0 and
+ *     +-inf keep v, a NaN is v itself (v * s would be that NaN too).
  *   - vd_stream / vd2_stream_f32 need their address aligned to the store's
  *     size (FN_STREAM_ALIGN bytes); vd_stream16 / vd_stream16_f32 store in
  *     16-byte pieces and need 16-byte alignment only (NumPy's large arrays
@@ -80,6 +84,7 @@ FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GE_OQ), _mm512_mul_pd(v, s),
                                 v);
 }
+FN_INLINE fn_vd vd_leaky_unit(fn_vd v, fn_vd s) { return _mm512_max_pd(_mm512_mul_pd(v, s), v); }
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return _mm512_fmadd_pd(a, b, c); }
 FN_INLINE fn_vd vd_load_f32(const float *p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { _mm256_storeu_ps(p, _mm512_cvtpd_ps(v)); }
@@ -195,6 +200,7 @@ FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
 {
     return _mm256_blendv_pd(_mm256_mul_pd(v, s), v, _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_GE_OQ));
 }
+FN_INLINE fn_vd vd_leaky_unit(fn_vd v, fn_vd s) { return _mm256_max_pd(_mm256_mul_pd(v, s), v); }
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return _mm256_fmadd_pd(a, b, c); }
 FN_INLINE fn_vd vd_load_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { _mm_storeu_ps(p, _mm256_cvtpd_ps(v)); }
@@ -296,6 +302,7 @@ FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
     const __m128d m = _mm_cmpge_pd(v, _mm_setzero_pd());
     return _mm_or_pd(_mm_and_pd(m, v), _mm_andnot_pd(m, _mm_mul_pd(v, s)));
 }
+FN_INLINE fn_vd vd_leaky_unit(fn_vd v, fn_vd s) { return _mm_max_pd(_mm_mul_pd(v, s), v); }
 #if FN_FUSED
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return _mm_fmadd_pd(a, b, c); }
 FN_INLINE fn_vs vs_fma(fn_vs a, fn_vs b, fn_vs c) { return _mm_fmadd_ps(a, b, c); }
@@ -380,6 +387,7 @@ FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
 {
     return vbslq_f64(vcgeq_f64(v, vdupq_n_f64(0.0)), v, vmulq_f64(v, s));
 }
+FN_INLINE fn_vd vd_leaky_unit(fn_vd v, fn_vd s) { return vd_leaky(v, s); } /* NEON's max is not x86's */
 #if FN_FUSED
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return vfmaq_f64(c, a, b); }
 FN_INLINE fn_vs vs_fma(fn_vs a, fn_vs b, fn_vs c) { return vfmaq_f32(c, a, b); }
@@ -466,6 +474,7 @@ FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return a + b; }
 FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return a - b; }
 FN_INLINE fn_vd vd_relu(fn_vd v) { return v < 0.0 ? 0.0 : v; }
 FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s) { return v >= 0.0 ? v : v * s; }
+FN_INLINE fn_vd vd_leaky_unit(fn_vd v, fn_vd s) { return vd_leaky(v, s); }
 FN_INLINE fn_vd vd_fma(fn_vd a, fn_vd b, fn_vd c) { return FN_FMA(a, b, c); }
 FN_INLINE fn_vd vd_load_f32(const float *p) { return (double)*p; }
 FN_INLINE void vd_store_f32(float *p, fn_vd v) { *p = (float)v; }
