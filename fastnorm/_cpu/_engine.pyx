@@ -518,11 +518,11 @@ def _busy_others(int concurrent_calls=0):
     other processes (this process's own are not counted), -1 when unknown;
     as if concurrent_calls other fastnorm calls were running (then this
     process's threads count, but for our own spinning workers)."""
-    cdef int k, r
-    for k in range(concurrent_calls + 1):
+    cdef int _k, r
+    for _k in range(concurrent_calls + 1):
         fn_call_enter()
     r = fn_busy_now()
-    for k in range(concurrent_calls + 1):
+    for _k in range(concurrent_calls + 1):
         fn_call_leave()
     return r
 
@@ -570,7 +570,8 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     else:
         with nogil:
             fn_call_enter()
-            rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, NULL, NULL, eps, 0, 0.0, nt, NULL, &err)
+            rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, NULL, NULL, eps, 0, 0.0, nt, NULL,
+                                  &err)
             fn_call_leave()
     check(rc, &err)
     return y
