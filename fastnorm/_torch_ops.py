@@ -279,10 +279,11 @@ def _saved_output(activation: str, output: Tensor) -> tuple[Tensor, ...]:
     return (output,) if activation == "relu" else ()
 
 
-def _activation_grad_from(ctx: Any, saved: tuple[Tensor, ...], grad: Tensor, recompute: Any) -> Tensor:
-    """grad through the forward's fused activation (ctx.act: its name and
-    slope); recompute gives the pre-activation output where it is needed."""
-    activation, slope = ctx.act
+def _activation_grad_from(
+    activation: str, slope: float, saved: tuple[Tensor, ...], grad: Tensor, recompute: Any
+) -> Tensor:
+    """grad through the forward's fused activation; saved is _saved_output's,
+    recompute gives the pre-activation output where it is needed."""
     if not activation:
         return grad
     if activation == "relu":
@@ -307,14 +308,13 @@ def _gn_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     _refuse_integer("group_norm", x)
     ctx.save_for_backward(x, weight, bias, *_saved_output(activation, output))
     ctx.args = (G, eps, activation, slope, bias is not None)
-    ctx.act = (activation, slope)
 
 
 def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     x, weight, bias, *saved = ctx.saved_tensors
     G, eps, activation, slope, has_bias = ctx.args
     grad = _activation_grad_from(
-        ctx, tuple(saved), grad, lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01)
+        activation, slope, tuple(saved), grad, lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01)
     )
     gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
     return (
@@ -432,14 +432,13 @@ def _in_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     _refuse_integer("instance_norm", x)
     ctx.save_for_backward(x, weight, bias, *_saved_output(activation, output))
     ctx.args = (eps, activation, slope, bias is not None)
-    ctx.act = (activation, slope)
 
 
 def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     x, weight, bias, *saved = ctx.saved_tensors
     eps, activation, slope, has_bias = ctx.args
     grad = _activation_grad_from(
-        ctx, tuple(saved), grad, lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01)
+        activation, slope, tuple(saved), grad, lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01)
     )
     gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
     return (
