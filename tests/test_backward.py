@@ -276,6 +276,57 @@ def test_bit_identical_threads_and_waves(rng, shape, G, cl, dtype):
         E._backward_tuning(wave_bytes=old)
 
 
+CF_FUSED = [
+    ((32, 16, 8, 8), 16),  # small planes: fused by default
+    ((4, 8, 40, 40), 2),  # groups of 4 planes
+    ((3, 4, 50000), 4),  # planes of several blocks
+    ((5, 3, 7), 3),  # fewer units than some teams
+]
+
+
+@pytest.mark.parametrize("shape,G", CF_FUSED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_bit_identical_fused_and_waves(rng, shape, G, dtype):
+    """Channels first: units a thread runs whole (fused) give the waves' bits,
+    for every team, with and without the waves' fused planes.  Every result
+    is kept and each output poisoned first (a pool buffer of its size filled
+    with NaN, then freed), so an element the kernels skip cannot keep the
+    bits of an earlier call's output."""
+    x, dy = _data(rng, shape, dtype, False, offset=10.0)
+    w = rng.standard_normal(shape[1])
+    keep = []
+
+    def run(nt):
+        poison = E.empty(x.shape, x.dtype)
+        poison.fill(np.nan)
+        del poison
+        keep.append(_call(dy, x, G, w, False, num_threads=nt))
+        return _bits(keep[-1])
+
+    old = E._backward_tuning(fused_max_bytes=-1)  # waves only
+    try:
+        want = run(1)
+        assert run(2) == want
+        E._backward_tuning(fused_max_bytes=1 << 40)  # every unit fused
+        for nt in (1, 2, 3, 4):
+            assert run(nt) == want
+    finally:
+        E._backward_tuning(*old)
+    for nt in (1, 2):  # the default plan
+        assert run(nt) == want
+
+
+def test_backward_tuning_reads_and_restores():
+    old = E._backward_tuning(fused_max_bytes=123)
+    assert isinstance(old, tuple) and len(old) == 2
+    try:
+        assert E._backward_tuning(fused_max_bytes=456) == (old[0], 123)
+        assert E._backward_tuning() == old[0]
+    finally:
+        E._backward_tuning(*old)
+    assert E._backward_tuning(fused_max_bytes=old[1]) == old
+
+
 @pytest.mark.parametrize("cl", [False, True], ids=["cf", "cl"])
 def test_bit_identical_streaming(rng, cl):
     x, dy = _data(rng, (2, 4, 100, 64), np.float32, cl)

@@ -48,7 +48,7 @@ cdef extern from "fn_dispatch.h" nogil:
 cdef extern from "fn_plan.h" nogil:
     ctypedef struct fn_tunables:
         Py_ssize_t pipeline_max_bytes, wave_bytes, backward_min_bytes, plane_batch, ct_round_bytes
-        Py_ssize_t stream_above_bytes, bwd_wave_bytes
+        Py_ssize_t stream_above_bytes, bwd_wave_bytes, bwd_fused_max_bytes
         int small_planes
     fn_tunables fn_tune
     ctypedef struct fn_plan:
@@ -149,12 +149,19 @@ def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
     return old
 
 
-def _backward_tuning(wave_bytes=None):
+def _backward_tuning(wave_bytes=None, fused_max_bytes=None):
     """Read (and set) the backward's wave size in bytes of x and dy per
-    thread; returns the old value.  Every setting gives the same bits."""
+    thread, and (keyword) the largest channels-first unit whose x and dy one
+    thread runs whole (fused; -1: never); returns the old wave size, or with
+    fused_max_bytes given the old (wave_bytes, fused_max_bytes).  Every
+    setting gives the same bits."""
     old = fn_tune.bwd_wave_bytes
+    old_fused = fn_tune.bwd_fused_max_bytes
     if wave_bytes is not None:
         fn_tune.bwd_wave_bytes = max(1, wave_bytes)
+    if fused_max_bytes is not None:
+        fn_tune.bwd_fused_max_bytes = max(-1, fused_max_bytes)
+        return old, old_fused
     return old
 
 

@@ -50,6 +50,11 @@ typedef struct {
     /* x and dy bytes of a backward wave per thread (the grad pass re-reads
      * them from L2, where grad_x's lines are written too) */
     fn_ssize bwd_wave_bytes;
+    /* channels-first backward units whose x and dy fit L1 (up to this many
+     * bytes) are fused: each thread owns whole units, summed then written
+     * while cached, with no waves and no barriers (the waves' fixed costs
+     * dominate small planes) */
+    fn_ssize bwd_fused_max_bytes;
 } fn_tunables;
 extern fn_tunables fn_tune;
 
@@ -79,9 +84,13 @@ typedef struct {
 typedef struct { fn_ssize m, W, R, RC, nch, stride; } fn_cl_geom;
 
 /* The backward's split: units (planes of a group, or instances) per wave,
- * whether the grad pass runs from the end of a share, streaming stores. */
+ * whether the grad pass runs from the end of a share, streaming stores;
+ * fused (channels first, units of at most bwd_fused_max_bytes): each thread
+ * owns a contiguous range of whole units and runs both passes of one unit
+ * before the next. */
 typedef struct {
     fn_ssize wave;
+    int fused;
     int backward;
     int stream;
 } fn_bwd_plan;
