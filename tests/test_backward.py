@@ -273,7 +273,7 @@ def test_bit_identical_threads_and_waves(rng, shape, G, cl, dtype):
         for nt in (1, 2, 3):
             assert _bits(_call(dy, x, G, w, cl, num_threads=nt)) == want
     finally:
-        E._backward_tuning(wave_bytes=old)
+        E._backward_tuning(*old)
 
 
 CF_FUSED = [
@@ -307,9 +307,10 @@ def test_bit_identical_fused_and_waves(rng, shape, G, dtype):
     try:
         want = run(1)
         assert run(2) == want
-        E._backward_tuning(fused_max_bytes=1 << 40)  # every unit fused
-        for nt in (1, 2, 3, 4):
-            assert run(nt) == want
+        for batch in (0, 1 << 12, 1 << 40):  # one unit, a few, all a thread's units at a time
+            E._backward_tuning(fused_max_bytes=1 << 40, fused_batch_bytes=batch)  # every unit fused
+            for nt in (1, 2, 3, 4):
+                assert run(nt) == want
     finally:
         E._backward_tuning(*old)
     for nt in (1, 2):  # the default plan
@@ -317,14 +318,15 @@ def test_bit_identical_fused_and_waves(rng, shape, G, dtype):
 
 
 def test_backward_tuning_reads_and_restores():
-    old = E._backward_tuning(fused_max_bytes=123)
-    assert isinstance(old, tuple) and len(old) == 2
+    old = E._backward_tuning(fused_max_bytes=123, fused_batch_bytes=7)
+    assert isinstance(old, tuple) and len(old) == 3
     try:
-        assert E._backward_tuning(fused_max_bytes=456) == (old[0], 123)
-        assert E._backward_tuning() == old[0]
+        assert E._backward_tuning() == (old[0], 123, 7)
+        assert E._backward_tuning(fused_max_bytes=-5, fused_batch_bytes=-1) == (old[0], 123, 7)
+        assert E._backward_tuning() == (old[0], -1, 0)  # clamped: never fused, one unit per batch
     finally:
         E._backward_tuning(*old)
-    assert E._backward_tuning(fused_max_bytes=old[1]) == old
+    assert E._backward_tuning() == old
 
 
 @pytest.mark.parametrize("cl", [False, True], ids=["cf", "cl"])

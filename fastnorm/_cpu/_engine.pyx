@@ -48,7 +48,7 @@ cdef extern from "fn_dispatch.h" nogil:
 cdef extern from "fn_plan.h" nogil:
     ctypedef struct fn_tunables:
         Py_ssize_t pipeline_max_bytes, wave_bytes, backward_min_bytes, plane_batch, ct_round_bytes
-        Py_ssize_t stream_above_bytes, bwd_wave_bytes, bwd_fused_max_bytes
+        Py_ssize_t stream_above_bytes, bwd_wave_bytes, bwd_fused_max_bytes, bwd_fused_batch_bytes
         int small_planes
     fn_tunables fn_tune
     ctypedef struct fn_plan:
@@ -149,19 +149,20 @@ def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
     return old
 
 
-def _backward_tuning(wave_bytes=None, fused_max_bytes=None):
-    """Read (and set) the backward's wave size in bytes of x and dy per
-    thread, and (keyword) the largest channels-first unit whose x and dy one
-    thread runs whole (fused; -1: never); returns the old wave size, or with
-    fused_max_bytes given the old (wave_bytes, fused_max_bytes).  Every
-    setting gives the same bits."""
-    old = fn_tune.bwd_wave_bytes
-    old_fused = fn_tune.bwd_fused_max_bytes
+def _backward_tuning(wave_bytes=None, fused_max_bytes=None, fused_batch_bytes=None):
+    """Read (and set) the backward's plan thresholds: the wave size in bytes
+    of x and dy per thread, the largest channels-first unit (x and dy bytes)
+    one thread runs whole (fused; -1: never), and the bytes of whole units a
+    fused thread sums before it writes them (at least one unit).  Returns the
+    old (wave_bytes, fused_max_bytes, fused_batch_bytes).  Every setting gives
+    the same bits."""
+    old = (fn_tune.bwd_wave_bytes, fn_tune.bwd_fused_max_bytes, fn_tune.bwd_fused_batch_bytes)
     if wave_bytes is not None:
         fn_tune.bwd_wave_bytes = max(1, wave_bytes)
     if fused_max_bytes is not None:
         fn_tune.bwd_fused_max_bytes = max(-1, fused_max_bytes)
-        return old, old_fused
+    if fused_batch_bytes is not None:
+        fn_tune.bwd_fused_batch_bytes = max(0, fused_batch_bytes)
     return old
 
 

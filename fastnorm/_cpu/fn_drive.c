@@ -746,6 +746,7 @@ typedef struct {
     const fn_cl_geom *q;
     char *scratch, *tiles;
     fn_ssize stride, tsz;
+    fn_ssize batch; /* fused: units per batch */
 } bwd_job;
 
 static void bwd_zero(fn_bsum *s, fn_ssize n) { memset(s, 0, (size_t)n * sizeof(fn_bsum)); }
@@ -866,24 +867,29 @@ static int bwd_run(bwd_job *j, const fn_waves *wv, fn_ssize N, int nth, double *
     return err->what == NULL ? 0 : -1;
 }
 
-/* Fused: units [u0, u1) on one thread, each summed, then written while its
- * x and dy are still in L1.  The records, merges and coefficients are the
- * waves' own (this thread's rec, st and coef), so the same bits.  (Summing
- * unit u + 1 between the passes of unit u measured slower on 4 KiB planes.) */
+/* Fused: units [u0, u1) on one thread, a batch of j->batch units at a time:
+ * summed, their coefficients, then written while their x and dy are still
+ * in L1 / L2 (the batch's coefficients side by side, so their divisions and
+ * square roots overlap instead of waiting on each other).  The records,
+ * merges and coefficients are the waves' own (this thread's rec, st and
+ * coef), so the same bits. */
 static void bwd_cf_owned(const bwd_job *j, fn_ssize u0, fn_ssize u1, int tid)
 {
-    const fn_ssize Cg = j->Cg, S = j->S, nb = bwd_nb(j), rb = Cg * S * j->isz;
-    fn_bsum *rec = j->rec + tid * Cg * nb, *st = j->st + tid * Cg;
-    double *coef = j->coef + tid * 4 * Cg;
-    fn_ssize u, k, b;
-    for (u = u0; u < u1; u++) {
-        fn_bsums(j->dt, j->x + u * rb, j->dy + u * rb, Cg, S, rec);
-        for (k = 0; k < Cg; k++) {
-            bwd_zero(&st[k], 1);
-            for (b = 0; b < nb; b++) fn_bsum_merge(&st[k], &rec[k * nb + b]);
+    const fn_ssize Cg = j->Cg, S = j->S, nb = bwd_nb(j), rb = Cg * S * j->isz, B = j->batch;
+    fn_bsum *rec = j->rec + tid * B * Cg * nb, *st = j->st + tid * Cg;
+    double *coef = j->coef + tid * B * 4 * Cg;
+    fn_ssize u, v, n, k, b;
+    for (u = u0; u < u1; u += n) {
+        n = u1 - u < B ? u1 - u : B;
+        fn_bsums(j->dt, j->x + u * rb, j->dy + u * rb, n * Cg, S, rec);
+        for (v = 0; v < n; v++) {
+            for (k = 0; k < Cg; k++) {
+                bwd_zero(&st[k], 1);
+                for (b = 0; b < nb; b++) fn_bsum_merge(&st[k], &rec[(v * Cg + k) * nb + b]);
+            }
+            bwd_unit(j, u + v, st, coef + v * 4 * Cg);
         }
-        bwd_unit(j, u, st, coef);
-        fn_bgrad(j->dt, j->x + u * rb, j->dy + u * rb, j->gx + u * rb, Cg, S, coef, j->bp.stream);
+        fn_bgrad(j->dt, j->x + u * rb, j->dy + u * rb, j->gx + u * rb, n * Cg, S, coef, j->bp.stream);
     }
 }
 
@@ -900,7 +906,8 @@ int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssi
     err->what = NULL;
     bwd_init(&j, x, dy, gx, dt, isz, S, C, G, w, eps, eps_u);
     j.bp = fn_plan_bwd(dt, U, 2 * Cg * S * isz, R * S * isz, nth);
-    held = j.bp.fused ? nth : j.bp.wave; /* units whose records and coefficients are held at once */
+    j.batch = j.bp.fused ? j.bp.batch : 0;
+    held = j.bp.fused ? nth * j.batch : j.bp.wave; /* units whose records and coefficients are held at once */
     j.rec = (fn_bsum *)fn_alloc(held * Cg * nb * (fn_ssize)sizeof(fn_bsum), "the block sums", err);
     j.st = (fn_bsum *)fn_alloc(nth * Cg * (fn_ssize)sizeof(fn_bsum), "the channel sums", err);
     j.coef = (double *)fn_alloc(4 * held * Cg * 8, "the coefficients", err);

@@ -20,6 +20,7 @@ fn_tunables fn_tune = {
     (fn_ssize)20 << 20, /* stream_above_bytes */
     (fn_ssize)1 << 19,  /* bwd_wave_bytes */
     (fn_ssize)16 << 10, /* bwd_fused_max_bytes */
+    (fn_ssize)32 << 10, /* bwd_fused_batch_bytes */
 };
 
 int fn_stream_for(int odt, int act, fn_ssize out_bytes)
@@ -142,6 +143,9 @@ fn_bwd_plan fn_plan_bwd(int dt, fn_ssize U, fn_ssize unit_bytes, fn_ssize total_
     bp.wave = unit_bytes > 0 ? (nth * fn_tune.bwd_wave_bytes) / unit_bytes : U;
     bp.wave = bp.wave < 1 ? 1 : (bp.wave > U ? U : bp.wave);
     bp.backward = (bp.wave * unit_bytes + nth - 1) / nth > fn_tune.backward_min_bytes;
-    bp.fused = unit_bytes <= fn_tune.bwd_fused_max_bytes && fn_owns_units(U, nth, unit_bytes);
+    /* one thread runs its waves without barriers: fusing gains nothing there */
+    bp.fused = nth > 1 && unit_bytes <= fn_tune.bwd_fused_max_bytes && fn_owns_units(U, nth, unit_bytes);
+    bp.batch = unit_bytes > 0 ? fn_tune.bwd_fused_batch_bytes / unit_bytes : 1;
+    bp.batch = bp.batch < 1 ? 1 : (bp.batch > U ? U : bp.batch);
     return bp;
 }

@@ -51,10 +51,13 @@ typedef struct {
      * them from L2, where grad_x's lines are written too) */
     fn_ssize bwd_wave_bytes;
     /* channels-first backward units whose x and dy fit L1 (up to this many
-     * bytes) are fused: each thread owns whole units, summed then written
-     * while cached, with no waves and no barriers (the waves' fixed costs
-     * dominate small planes) */
+     * bytes) are fused on a team of two or more: each thread owns whole
+     * units, summed then written while cached, with no waves and no barriers
+     * (the waves' barriers dominate small planes; one thread has none) */
     fn_ssize bwd_fused_max_bytes;
+    /* a fused backward thread sums about this many bytes of whole units
+     * (at least one), then writes them */
+    fn_ssize bwd_fused_batch_bytes;
 } fn_tunables;
 extern fn_tunables fn_tune;
 
@@ -90,6 +93,7 @@ typedef struct { fn_ssize m, W, R, RC, nch, stride; } fn_cl_geom;
  * before the next. */
 typedef struct {
     fn_ssize wave;
+    fn_ssize batch; /* fused: units summed, then written, at a time (bwd_fused_batch_bytes) */
     int fused;
     int backward;
     int stream;
