@@ -1,5 +1,6 @@
 """torch tensors through every public function, fastnorm.torch modules, convert()."""
 
+import numpy as np
 import pytest
 from _optional import require
 
@@ -32,6 +33,82 @@ def test_returns_tensor_without_copy(x):
     ptr = xi.data_ptr()
     assert fastnorm.instance_norm(xi, out=xi) is xi and xi.data_ptr() == ptr
     torch.testing.assert_close(xi, y, atol=0, rtol=0)
+
+
+PLAIN_CASES = [
+    # (function, kwargs, takes the short path)
+    ("instance_norm", {}, True),
+    ("instance_norm", {"activation": "relu", "eps": 1e-3}, True),
+    ("group_norm", {"num_groups": 3}, True),
+    ("instance_norm", {"weight": "array"}, True),  # a NumPy weight is not a tensor
+    ("instance_norm", {"weight": "tensor"}, False),
+    ("instance_norm", {"channel_axis": 1}, False),
+    ("instance_norm", {"dtype": torch.float64}, False),
+]
+
+
+@pytest.mark.parametrize("fname,kw,plain", PLAIN_CASES)
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_plain_tensor_calls_take_the_short_path(monkeypatch, fname, kw, plain, fmt, dtype, with_out):
+    """CPU float32/float64 tensors with nothing else to convert skip the
+    general path (fastnorm._torch._plain_call), with the general path's bits,
+    memory format and out= semantics; anything else still takes it."""
+    from fastnorm import _torch as FT
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(2, 6, 12, 10, generator=g, dtype=dtype) * 3 + 1
+    x = {
+        "contiguous": base,
+        "channels_last": base.to(memory_format=torch.channels_last),
+        "strided": base[..., ::2],
+    }[fmt]
+    kw = dict(kw)
+    if kw.get("weight") == "array":
+        kw["weight"] = np.linspace(0.5, 2.0, 6)
+    elif kw.get("weight") == "tensor":
+        kw["weight"] = torch.linspace(0.5, 2.0, 6)
+    if with_out and "dtype" in kw:
+        pytest.skip("dtype= with out= is another test's case")
+    fn = getattr(fastnorm, fname)
+
+    def as_np(v):
+        return v.numpy() if isinstance(v, torch.Tensor) else np.float64 if v is torch.float64 else v
+
+    nkw = {k: as_np(v) for k, v in kw.items()}
+    if fmt == "channels_last":  # computed channels last, as its memory is
+        nkw["channel_axis"] = -1
+        want = np.moveaxis(fn(np.moveaxis(x.numpy(), 1, -1), **nkw), -1, 1)
+    else:
+        want = fn(np.ascontiguousarray(x.numpy()), **nkw)
+    general = []
+    real = FT._needs_grad
+    monkeypatch.setattr(FT, "_needs_grad", lambda k: general.append(1) or real(k))
+    out = torch.full_like(x, float("nan")) if with_out else None
+    got = fn(x, out=out, **kw) if with_out else fn(x, **kw)
+    short = plain and fmt != "strided"
+    assert (not general) == short, "short path taken" if general == [] else "general path taken"
+    if with_out:
+        assert got is out
+    assert isinstance(got, torch.Tensor) and got.shape == x.shape
+    if fmt == "channels_last" and not with_out:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(got.contiguous().numpy(), want)
+
+
+def test_plain_path_keeps_autograd_and_versions():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    with torch.no_grad():  # requires grad, autograd off: the short path, on a detached view
+        y = fastnorm.instance_norm(x)
+    assert not y.requires_grad
+    np.testing.assert_array_equal(y.numpy(), fastnorm.instance_norm(x.detach().numpy()))
+    out = torch.empty(2, 4, 8, 8)
+    v = out._version
+    fastnorm.instance_norm(x.detach(), out=out)
+    assert out._version > v  # autograd sees the write
+    y = fastnorm.instance_norm(x)  # autograd on: the general path
+    assert y.requires_grad  # the operator, differentiable
 
 
 @pytest.mark.parametrize("nd,fmt", [(4, torch.channels_last), (5, torch.channels_last_3d)])
