@@ -74,11 +74,11 @@ def adain_coefs(
     """(mean, scale, shift) of shape (N, C) for adain: content triples tc
     (N, C, 3), style triples ts (N or 1, C, 3), blended with the content by
     alpha in the same affine map."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # NaN or infinite planes: NaN outputs, no warning
         rstd_c = 1.0 / xp.sqrt(tc[..., 2] / tc[..., 0] + eps)
         std_s = xp.sqrt(ts[..., 2] / ts[..., 0] + eps)
-    mean_c = tc[..., 1]
-    mean_s = xp.broadcast_to(ts[..., 1], shape)
-    scale = xp.broadcast_to(alpha * (std_s * rstd_c) + (1.0 - alpha), shape)
-    shift = alpha * mean_s + (1.0 - alpha) * mean_c
+        mean_c = tc[..., 1]
+        mean_s = xp.broadcast_to(ts[..., 1], shape)
+        scale = xp.broadcast_to(alpha * (std_s * rstd_c) + (1.0 - alpha), shape)
+        shift = alpha * mean_s + (1.0 - alpha) * mean_c
     return mean_c, scale, shift

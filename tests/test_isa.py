@@ -161,3 +161,71 @@ def test_plan_choices_are_what_runs():
     finally:
         E._tuning(*old)
     assert E.plan_for(shape, np.float32, 1, 2)["pipelined"]
+
+
+def _nan_planes(rng, shape, dtype):
+    """Planes holding NaNs of both signs and several payloads, infinities,
+    and planes of finite values only."""
+    x = rng.standard_normal(shape).astype(dtype)
+    bits = x.view({8: np.uint64, 4: np.uint32, 2: np.uint16}[x.itemsize])
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    flat[0, :, ::5] = np.nan
+    flat[0, 1::2, 1::7] = -np.nan
+    flat[-1, 0, 2] = np.inf
+    flat[-1, 1, 3] = -np.inf
+    flat[-1, 1, 4] = np.inf
+    bits.reshape(-1)[::13] ^= 1  # other payloads (finite values move one ulp)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("cl", [False, True], ids=["cf", "cl"])
+def test_nan_planes_give_the_same_bits_at_every_level(dtype, cl):
+    """A unit with NaN statistics (a NaN or infinities in it) is all NaN, and
+    the NaNs are the same at every level, plan and thread count: an element
+    that is NaN keeps its own NaN (quieted), every other one is the positive
+    default NaN.  (x86 returns the first NaN operand, and the vector widths
+    order the multiply-add's operands differently: NaN coefficients gave
+    NaNs of either sign.)"""
+    from _plans import PLAN_SETTINGS
+
+    rng = np.random.default_rng(7)
+    shape = (3, 6, 9, 41)
+    x = _nan_planes(rng, shape, dtype)
+    if cl:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    ax = -1 if cl else 1
+    w, b = np.linspace(-1.0, 2.0, 6), np.linspace(0.5, -0.5, 6)
+
+    def run(nt):
+        return [
+            fastnorm.instance_norm(x, channel_axis=ax, activation=act, weight=ww, bias=bb, num_threads=nt).tobytes()
+            for act in (None, "relu", "leaky_relu", "silu")
+            for ww, bb in ((None, None), (w, b))
+        ] + [fastnorm.group_norm(x, 3, channel_axis=ax, num_threads=nt).tobytes()]
+
+    want = run(1)
+    for level in LEVELS:
+        with kernels(isa=level):
+            assert run(1) == want, level
+            assert run(2) == want, level
+    for setting in PLAN_SETTINGS:
+        old = E._tuning(**setting)
+        try:
+            assert run(2) == want, setting
+        finally:
+            E._tuning(*old)
+    y = fastnorm.instance_norm(x, channel_axis=ax)
+    ybits = y.view({8: np.uint64, 4: np.uint32, 2: np.uint16}[y.itemsize])
+    xbits = x.view(ybits.dtype)
+    quiet = {8: 1 << 51, 4: 1 << 22, 2: 1 << 9}[y.itemsize]
+    default = np.array(np.nan, dtype).view(ybits.dtype)
+    xm = np.moveaxis(x, ax, 1).reshape(3, 6, -1)
+    nan_unit = ~np.isfinite(xm).all(axis=-1)  # (N, C)
+    assert nan_unit.sum() == 8  # instance 0: every channel; instance 2: channels 0 and 1
+    mask = np.moveaxis(np.broadcast_to(nan_unit[:, :, None], xm.shape).reshape(np.moveaxis(x, ax, 1).shape), 1, ax)
+    assert np.isnan(y[mask]).all() and np.isfinite(y[~mask]).all()
+    own = np.isnan(x) & mask
+    if dtype != np.float16 or E.config()["half_hw"]:
+        np.testing.assert_array_equal(ybits[own], xbits[own] | quiet)  # its own NaN, quieted
+    np.testing.assert_array_equal(ybits[mask & ~np.isnan(x)], default)  # the default NaN

@@ -128,18 +128,27 @@ static inline double fn_lanes_sum(const double *s)
     return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
 }
 
-/* Per-channel coefficients of one (instance, group) from its triple. */
+/* Per-channel coefficients of one (instance, group) from its triple.
+ * NaN statistics (the unit holds a NaN, or infinities): every output is NaN,
+ * and which NaN must not depend on the target.  x86 returns the first NaN
+ * operand of an operation, and the vector widths compile the multiply-add
+ * with different operand orders, so NaN coefficients gave NaNs whose sign
+ * and payload differed between SIMD levels.  Here such a unit gets mean =
+ * FN_NAN, scale 1 and shift 0: x - mean is x's own NaN (quieted) where x is
+ * NaN, else FN_NAN, and it is the multiply-add's only NaN operand. */
+#define FN_NAN ((double)NAN) /* the quiet NaN with sign and payload 0 */
 static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn_ssize Cg, fn_ssize row0,
                                   const double *w, const double *b, double *mean, double *scale,
                                   double *shift)
 {
-    double rs = 1.0 / sqrt(t->m2 / t->n + eps);
+    const double rs = 1.0 / sqrt(t->m2 / t->n + eps);
+    const int nan = t->mean != t->mean || t->m2 != t->m2;
     fn_ssize k, c;
     for (k = 0; k < Cg; k++) {
         c = g * Cg + k;
-        mean[row0 + k] = t->mean;
-        scale[row0 + k] = w != NULL ? rs * w[c] : rs;
-        shift[row0 + k] = b != NULL ? b[c] : 0.0;
+        mean[row0 + k] = nan ? FN_NAN : t->mean;
+        scale[row0 + k] = nan ? 1.0 : (w != NULL ? rs * w[c] : rs);
+        shift[row0 + k] = nan ? 0.0 : (b != NULL ? b[c] : 0.0);
     }
 }
 
