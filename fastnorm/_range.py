@@ -109,6 +109,13 @@ def norm_coefs(ts: Any, k: Any, eps: Any, w: Any, b: Any, G: int, C: int) -> tup
     if w is not None:
         scale = scale * np.asarray(w, dtype=np.float64)[None, :]
     shift = np.broadcast_to(np.asarray(b, dtype=np.float64) if b is not None else 0.0, (N, C))
+    # NaN statistics: the engine's rule (fn_group_coefs), so NaN outputs keep
+    # the same bits whether or not another unit of the call was rescaled
+    nan = np.repeat(np.isnan(ms) | np.isnan(m2s), Cg, axis=1)
+    if nan.any():
+        mean = np.where(nan, np.nan, mean)
+        scale = np.where(nan, 1.0, scale)
+        shift = np.where(nan, 0.0, shift)
     return (np.ascontiguousarray(mean), np.ascontiguousarray(scale), np.ascontiguousarray(shift, dtype=np.float64))
 
 

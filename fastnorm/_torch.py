@@ -213,14 +213,19 @@ def _plain_call(fn: Callable[..., Any], kw: dict[str, Any], first: str, x: Any) 
     elif x.dim() >= 3 and x.movedim(1, -1).is_contiguous():
         cl = True
         x = x.movedim(1, -1)
-        kw["channel_axis"] = -1
     else:
         return None
+    out_view = None
     if out is not None:
         ot = out.movedim(1, -1) if cl else out
-        if not ot.is_contiguous():
+        if not ot.is_contiguous():  # not x's memory format: the general path's error
             return None
-        kw["out"] = ot.numpy()
+        out_view = ot.numpy()
+    # every check passed: only now is kw changed (the general path takes it as it came)
+    if out_view is not None:
+        kw["out"] = out_view
+    if cl:
+        kw["channel_axis"] = -1
     kw[first] = x.numpy()
     r = fn(**kw)
     if out is not None:

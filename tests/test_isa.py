@@ -229,3 +229,17 @@ def test_nan_planes_give_the_same_bits_at_every_level(dtype, cl):
     if dtype != np.float16 or E.config()["half_hw"]:
         np.testing.assert_array_equal(ybits[own], xbits[own] | quiet)  # its own NaN, quieted
     np.testing.assert_array_equal(ybits[mask & ~np.isnan(x)], default)  # the default NaN
+
+
+def test_nan_planes_keep_their_bits_when_another_unit_is_rescaled():
+    """float64 units beyond double's comfortable range are normalized from
+    rescaled data (fastnorm._range): a NaN unit in the same call keeps the
+    engine's NaN bits."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 40))
+    x[0, 1, ::4] = -np.nan
+    alone = fastnorm.instance_norm(x[:1])
+    x[1] *= 1e200  # rescaled
+    both = fastnorm.instance_norm(x)
+    np.testing.assert_array_equal(both[:1].view(np.uint64), alone.view(np.uint64))
+    assert np.isfinite(both[1]).all()

@@ -97,6 +97,29 @@ def test_plain_tensor_calls_take_the_short_path(monkeypatch, fname, kw, plain, f
     np.testing.assert_array_equal(got.contiguous().numpy(), want)
 
 
+@pytest.mark.parametrize("fname", ["instance_norm", "group_norm"])
+@pytest.mark.parametrize("x_cl,out_cl", [(True, False), (False, True)])
+def test_plain_path_leaves_mismatched_out_to_the_general_path(monkeypatch, fname, x_cl, out_cl):
+    """x and out in different memory formats: the general path's error, with
+    the arguments as they came (a channels_last x must not reach it with
+    channel_axis=-1 already set, which read W as the channel axis)."""
+    from fastnorm import _torch as FT
+
+    fmt = torch.channels_last
+    x = torch.randn(2, 3, 4, 5)
+    out = torch.empty(2, 3, 4, 5)
+    x = x.to(memory_format=fmt) if x_cl else x
+    out = out.to(memory_format=fmt) if out_cl else out
+    fn = getattr(fastnorm, fname)
+    args = (3,) if fname == "group_norm" else ()
+    with pytest.raises(ValueError) as got:
+        fn(x, *args, out=out)
+    monkeypatch.setattr(FT, "_plain_call", lambda *a: None)
+    with pytest.raises(ValueError) as want:
+        fn(x, *args, out=out)
+    assert str(got.value) == str(want.value) and "out must be" in str(got.value)
+
+
 def test_plain_path_keeps_autograd_and_versions():
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
     with torch.no_grad():  # requires grad, autograd off: the short path, on a detached view

@@ -907,6 +907,7 @@ int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssi
     bwd_init(&j, x, dy, gx, dt, isz, S, C, G, w, eps, eps_u);
     j.bp = fn_plan_bwd(dt, U, 2 * Cg * S * isz, R * S * isz, nth);
     j.batch = j.bp.fused ? j.bp.batch : 0;
+    if (j.batch > (U + nth - 1) / nth) j.batch = (U + nth - 1) / nth; /* no more than a thread's share */
     held = j.bp.fused ? nth * j.batch : j.bp.wave; /* units whose records and coefficients are held at once */
     j.rec = (fn_bsum *)fn_alloc(held * Cg * nb * (fn_ssize)sizeof(fn_bsum), "the block sums", err);
     j.st = (fn_bsum *)fn_alloc(nth * Cg * (fn_ssize)sizeof(fn_bsum), "the channel sums", err);
