@@ -21,7 +21,7 @@ import torch
 from . import _api
 from . import _threads as T
 from . import _validate as V
-from ._torch_arrays import from_array, is_channels_last, numpy_dtype, to_array
+from ._torch_arrays import from_array, from_host, host_layout, host_view, is_channels_last, numpy_dtype, to_array
 
 ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
@@ -206,33 +206,26 @@ def _plain_call(fn: Callable[..., Any], kw: dict[str, Any], first: str, x: Any) 
             return None
     if torch.jit.is_tracing():
         return None
-    if x.requires_grad:  # autograd is off: a view without the flag (Tensor.numpy refuses it)
-        x = x.detach()
-    if x.is_contiguous():
-        cl = False
-    elif x.dim() >= 3 and x.movedim(1, -1).is_contiguous():
-        cl = True
-        x = x.movedim(1, -1)
-    else:
+    h = host_layout(host_view(x))  # autograd is off here: x may still require grad
+    if h is None:
         return None
-    out_view = None
+    a, cl = h
+    o = None
     if out is not None:
-        ot = out.movedim(1, -1) if cl else out
-        if not ot.is_contiguous():  # not x's memory format: the general path's error
+        o = host_layout(out.numpy())
+        if o is None or o[1] != cl:  # not x's memory format: the general path's error
             return None
-        out_view = ot.numpy()
     # every check passed: only now is kw changed (the general path takes it as it came)
-    if out_view is not None:
-        kw["out"] = out_view
+    if o is not None:
+        kw["out"] = o[0]
     if cl:
         kw["channel_axis"] = -1
-    kw[first] = x.numpy()
+    kw[first] = a
     r = fn(**kw)
     if out is not None:
         _increment_version(out)
         return out
-    r = torch.from_numpy(r)
-    return r.movedim(-1, 1) if cl else r
+    return from_host(r, cl)
 
 
 def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:

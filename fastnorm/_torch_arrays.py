@@ -92,3 +92,37 @@ def from_array(a: Any, like: Any) -> Any:
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
+
+
+#: per rank, the axes that take (N, C, *spatial) to (N, *spatial, C), and back
+_TO_CL = {n: (0, *range(2, n), 1) for n in range(3, 9)}
+_FROM_CL = {n: (0, n - 1, *range(1, n - 1)) for n in range(3, 9)}
+
+
+def host_view(t: Any) -> Any:
+    """The NumPy view of a CPU tensor's memory (a detached view first where
+    it requires grad: Tensor.numpy refuses those)."""
+    return (t.detach() if t.requires_grad else t).numpy()
+
+
+def host_layout(a: Any) -> tuple[Any, bool] | None:
+    """(a, False) for C-contiguous memory, (a as (N, *spatial, C), True) for
+    channels-last memory, None for other strides: is_channels_last's rule,
+    read from NumPy's flags.  The short paths to the CPU kernels run once
+    per layer on caches a convolution has just evicted, where one torch call
+    costs 10-70 us (Tensor.device 40, detach 45, movedim 70; a getter 10):
+    they make the fewest torch calls and map the layout in NumPy."""
+    if a.flags.c_contiguous:
+        return a, False
+    if a.ndim in _TO_CL:
+        t = a.transpose(_TO_CL[a.ndim])
+        if t.flags.c_contiguous:
+            return t, True
+    return None
+
+
+def from_host(r: Any, cl: bool) -> Any:
+    """The kernels' result as a tensor of the input's logical shape on the
+    same memory (channels-last memory mapped back in NumPy: torch.from_numpy
+    keeps any strides)."""
+    return torch.from_numpy(r.transpose(_FROM_CL[r.ndim]) if cl else r)

@@ -62,47 +62,26 @@ _HOST_X = (torch.float32, torch.float64, torch.float16)
 _HOST_VEC = (torch.float32, torch.float64)
 
 
-def _host_view(t: Tensor) -> Any:
-    """The NumPy view of a CPU tensor's memory (a detached view first where
-    it requires grad: Tensor.numpy refuses those)."""
-    return (t.detach() if t.requires_grad else t).numpy()
-
-
-#: per rank, the axes that take (N, C, *spatial) to (N, *spatial, C), and back
-_TO_CL = {n: (0, *range(2, n), 1) for n in range(3, 9)}
-_FROM_CL = {n: (0, n - 1, *range(1, n - 1)) for n in range(3, 9)}
-
-
 def _on_host(x: Tensor, *vecs: Tensor | None) -> tuple[Any, ...] | None:
     """The operators' short way to the CPU kernels: x as the NumPy view of its
     memory (channels-first, or channels-last memory as (N, *spatial, C)) and
     the per-channel vectors as NumPy views, plus whether x went over channels
     last; None where the general torch layer must handle the call (other
     devices or dtypes, strided memory).  The public function still validates
-    every value; this skips only the tensor dispatch.  It runs once per layer
-    on caches a convolution has just evicted, where one torch call costs
-    10-70 us (Tensor.device 40, detach 45, movedim 70; a getter 10): the
-    fewest torch calls, and the layout read and mapped in NumPy."""
+    every value; this skips only the tensor dispatch, with the fewest torch
+    calls (TA.host_layout)."""
     if not x.is_cpu or x.dtype not in _HOST_X:
         return None
     for v in vecs:
         if v is not None and (not v.is_cpu or v.dtype not in _HOST_VEC or v.dim() != 1):
             return None
-    a = _host_view(x)
-    if a.flags.c_contiguous:
-        cl = False
-    elif a.ndim in _TO_CL and a.transpose(_TO_CL[a.ndim]).flags.c_contiguous:
-        a, cl = a.transpose(_TO_CL[a.ndim]), True
-    else:
+    h = TA.host_layout(TA.host_view(x))
+    if h is None:
         return None
-    return (a, *(None if v is None else _host_view(v) for v in vecs), cl)
+    return (h[0], *(None if v is None else TA.host_view(v) for v in vecs), h[1])
 
 
-def _from_host(r: Any, cl: bool) -> Tensor:
-    """The kernels' result as a tensor of x's logical shape on the same memory
-    (channels-last memory mapped back in NumPy: torch.from_numpy keeps any
-    strides)."""
-    return torch.from_numpy(r.transpose(_FROM_CL[r.ndim]) if cl else r)
+_from_host = TA.from_host
 
 
 def _like_memory(x: Tensor, dtype: torch.dtype) -> Tensor:

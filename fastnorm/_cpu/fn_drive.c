@@ -793,18 +793,24 @@ static void bwd_cf_stats(void *ctx, fn_ssize a, fn_ssize e, fn_ssize r0, fn_ssiz
     }
     (void)r0, (void)tid;
 }
+/* unit u's coefficients from the block records of its Cg rows (rec: Cg * nb,
+ * row-major), merged in block order into st (Cg running sums) */
+static void bwd_unit_from_records(const bwd_job *j, fn_ssize u, const fn_bsum *rec, fn_bsum *st, double *coef)
+{
+    const fn_ssize nb = bwd_nb(j);
+    fn_ssize k, b;
+    for (k = 0; k < j->Cg; k++) {
+        bwd_zero(&st[k], 1);
+        for (b = 0; b < nb; b++) fn_bsum_merge(&st[k], &rec[k * nb + b]);
+    }
+    bwd_unit(j, u, st, coef);
+}
 static void bwd_cf_unit(void *ctx, fn_ssize u, fn_ssize u0, int tid)
 {
     const bwd_job *j = (const bwd_job *)ctx;
-    const fn_ssize nb = bwd_nb(j), Cg = j->Cg;
-    fn_bsum *st = j->st + tid * Cg;
-    fn_ssize k, b, row;
-    for (k = 0; k < Cg; k++) {
-        row = (u - u0) * Cg + k;
-        bwd_zero(&st[k], 1);
-        for (b = 0; b < nb; b++) fn_bsum_merge(&st[k], &j->rec[row * nb + b]);
-    }
-    bwd_unit(j, u, st, j->coef + 4 * (u - u0) * Cg);
+    const fn_ssize Cg = j->Cg;
+    bwd_unit_from_records(j, u, j->rec + (u - u0) * Cg * bwd_nb(j), j->st + tid * Cg,
+                          j->coef + 4 * (u - u0) * Cg);
 }
 static void bwd_cf_apply(void *ctx, fn_ssize a, fn_ssize e, fn_ssize u0, int backward)
 {
@@ -878,17 +884,11 @@ static void bwd_cf_owned(const bwd_job *j, fn_ssize u0, fn_ssize u1, int tid)
     const fn_ssize Cg = j->Cg, S = j->S, nb = bwd_nb(j), rb = Cg * S * j->isz, B = j->batch;
     fn_bsum *rec = j->rec + tid * B * Cg * nb, *st = j->st + tid * Cg;
     double *coef = j->coef + tid * B * 4 * Cg;
-    fn_ssize u, v, n, k, b;
+    fn_ssize u, v, n;
     for (u = u0; u < u1; u += n) {
         n = u1 - u < B ? u1 - u : B;
         fn_bsums(j->dt, j->x + u * rb, j->dy + u * rb, n * Cg, S, rec);
-        for (v = 0; v < n; v++) {
-            for (k = 0; k < Cg; k++) {
-                bwd_zero(&st[k], 1);
-                for (b = 0; b < nb; b++) fn_bsum_merge(&st[k], &rec[(v * Cg + k) * nb + b]);
-            }
-            bwd_unit(j, u + v, st, coef + v * 4 * Cg);
-        }
+        for (v = 0; v < n; v++) bwd_unit_from_records(j, u + v, rec + v * Cg * nb, st, coef + v * 4 * Cg);
         fn_bgrad(j->dt, j->x + u * rb, j->dy + u * rb, j->gx + u * rb, n * Cg, S, coef, j->bp.stream);
     }
 }
@@ -907,20 +907,15 @@ int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssi
     bwd_init(&j, x, dy, gx, dt, isz, S, C, G, w, eps, eps_u);
     j.bp = fn_plan_bwd(dt, U, 2 * Cg * S * isz, R * S * isz, nth);
     j.batch = j.bp.fused ? j.bp.batch : 0;
-    if (j.batch > (U + nth - 1) / nth) j.batch = (U + nth - 1) / nth; /* no more than a thread's share */
     held = j.bp.fused ? nth * j.batch : j.bp.wave; /* units whose records and coefficients are held at once */
     j.rec = (fn_bsum *)fn_alloc(held * Cg * nb * (fn_ssize)sizeof(fn_bsum), "the block sums", err);
     j.st = (fn_bsum *)fn_alloc(nth * Cg * (fn_ssize)sizeof(fn_bsum), "the channel sums", err);
     j.coef = (double *)fn_alloc(4 * held * Cg * 8, "the coefficients", err);
     sums = bwd_sums(&j, N, sums_out, "the per-plane sums", err);
-    if (j.bp.fused && err->what == NULL) {
-        int wk; /* no barriers or team ids: a plain loop for one thread, also inside a caller's region */
-        if (nth > 1) {
+    if (j.bp.fused && err->what == NULL) { /* a team of two or more (fn_plan_bwd) */
+        int wk; /* no barriers or team ids: also right in a caller's region (a nested team of one) */
 #pragma omp parallel for num_threads(nth) schedule(static, 1)
-            for (wk = 0; wk < nth; wk++) bwd_cf_owned(&j, (U * wk) / nth, (U * (wk + 1)) / nth, wk);
-        } else {
-            bwd_cf_owned(&j, 0, U, 0);
-        }
+        for (wk = 0; wk < nth; wk++) bwd_cf_owned(&j, (U * wk) / nth, (U * (wk + 1)) / nth, wk);
         return bwd_run(&j, NULL, N, nth, grad_weight, grad_bias, sums, NULL, err);
     }
     {

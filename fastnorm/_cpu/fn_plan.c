@@ -139,6 +139,7 @@ fn_ssize fn_cl_round_chunks(fn_ssize C, fn_ssize rec_bytes, int nth, fn_ssize it
 fn_bwd_plan fn_plan_bwd(int dt, fn_ssize U, fn_ssize unit_bytes, fn_ssize total_bytes, int nth)
 {
     fn_bwd_plan bp;
+    fn_ssize share;
     bp.stream = fn_stream_for(dt, FN_ACT_NONE, total_bytes);
     bp.wave = unit_bytes > 0 ? (nth * fn_tune.bwd_wave_bytes) / unit_bytes : U;
     bp.wave = bp.wave < 1 ? 1 : (bp.wave > U ? U : bp.wave);
@@ -146,6 +147,7 @@ fn_bwd_plan fn_plan_bwd(int dt, fn_ssize U, fn_ssize unit_bytes, fn_ssize total_
     /* one thread runs its waves without barriers: fusing gains nothing there */
     bp.fused = nth > 1 && unit_bytes <= fn_tune.bwd_fused_max_bytes && fn_owns_units(U, nth, unit_bytes);
     bp.batch = unit_bytes > 0 ? fn_tune.bwd_fused_batch_bytes / unit_bytes : 1;
-    bp.batch = bp.batch < 1 ? 1 : (bp.batch > U ? U : bp.batch);
+    share = (U + nth - 1) / nth; /* no more than a thread's share */
+    bp.batch = bp.batch < 1 ? 1 : (bp.batch > share ? share : bp.batch);
     return bp;
 }
