@@ -43,6 +43,11 @@ def test_every_function_bit_identical_1_to_8_threads(shape, channel_axis):
             np.testing.assert_array_equal(a, b)
 
 
+# every activation code of the vector loops: none, relu, leaky relu with a
+# slope in (0, 1] and outside it, and silu (the activation switch's loops)
+ACTS = ((None, 0.01), ("silu", 0.01), ("leaky_relu", 0.01), ("relu", 0.01), ("leaky_relu", -1.5))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape", [(4, 6, 16, 16), (2, 4, 8, 8, 8), (3, 2, 130, 140), (1, 3, 50000)])
 def test_every_plan_gives_the_same_bits(dtype, shape):
@@ -62,13 +67,14 @@ def test_every_plan_gives_the_same_bits(dtype, shape):
     def run():
         return (
             [
-                fastnorm.instance_norm(x, w, b, activation=act, num_threads=nt).tobytes()
-                for act in (None, "silu", "leaky_relu")
+                fastnorm.instance_norm(x, w, b, activation=act, negative_slope=slope, num_threads=nt).tobytes()
+                for act, slope in ACTS
                 for nt in (1, 2, 3)
             ]
             + [
-                fastnorm.group_norm(x, G, w, b, num_threads=nt).tobytes()
+                fastnorm.group_norm(x, G, w, b, activation=act, negative_slope=slope, num_threads=nt).tobytes()
                 for G in (1, C // 2 if C % 2 == 0 else 1)
+                for act, slope in ACTS[:1] + ACTS[3:]
                 for nt in (1, 3)
             ]
             + [fastnorm.instance_norm(xl, w, b, channel_axis=-1, num_threads=nt).tobytes() for nt in (1, 3)]

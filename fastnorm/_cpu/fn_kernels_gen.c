@@ -3032,14 +3032,30 @@ FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, fn_tri
     for (i = nv; i < n; i++) buf[i] = (double)x[i];
     lanes_done_f32(&l, x, nv, n, sh, t);
 }
-FN_INLINE void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double mean, double sc, double sh)
+/* act, vact: constants at every call (fn_apply_keep_f32's switch), so each
+ * activation gets its own loop */
+FN_INLINE void fn_apply_keep_act_f32(const double *buf, float *y, fn_ssize n, double mean, double sc, double sh,
+                                     const int act, const int vact, double slope)
 {
-    const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh);
+    const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
     fn_ssize i;
     for (i = 0; i + 2 * FN_VL <= n; i += 2 * FN_VL)
-        vd2_store_f32(y + i, vd_fma(vd_sub(vd_load(buf + i), hv), scv, shv),
-                      vd_fma(vd_sub(vd_load(buf + i + FN_VL), hv), scv, shv));
-    for (; i < n; i++) y[i] = (float)FN_FMA(buf[i] - mean, sc, sh);
+        vd2_store_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(buf + i), hv), scv, shv), vact, sv),
+                      fn_vd_act(vd_fma(vd_sub(vd_load(buf + i + FN_VL), hv), scv, shv), vact, sv));
+    for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(buf[i] - mean, sc, sh), act, slope);
+}
+/* act: none or an activation fn_act_in_vectors runs */
+static void fn_apply_keep_f32(const double *buf, float *y, fn_ssize n, double mean, double sc, double sh, int act,
+                              double slope)
+{
+    switch (fn_vector_act(act, slope)) {
+    case FN_ACT_RELU: fn_apply_keep_act_f32(buf, y, n, mean, sc, sh, FN_ACT_RELU, FN_ACT_RELU, slope); break;
+    case FN_VACT_LEAKY_UNIT:
+        fn_apply_keep_act_f32(buf, y, n, mean, sc, sh, FN_ACT_LEAKY, FN_VACT_LEAKY_UNIT, slope);
+        break;
+    case FN_ACT_LEAKY: fn_apply_keep_act_f32(buf, y, n, mean, sc, sh, FN_ACT_LEAKY, FN_ACT_LEAKY, slope); break;
+    default: fn_apply_keep_act_f32(buf, y, n, mean, sc, sh, FN_ACT_NONE, FN_ACT_NONE, slope); break;
+    }
 }
 
 /* Channels-first planes [p0, p1) of L = Cg * S elements, each one statistics
@@ -3053,7 +3069,7 @@ static void planes_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
     const float *x = (const float *)xv;
     float *y = (float *)yv;
     fn_ssize p, r;
-    const int keep = L <= FN_KEEP_MAX && act == FN_ACT_NONE;
+    const int keep = L <= FN_KEEP_MAX && fn_act_in_vectors(act);
     double kb[2][FN_KEEP_MAX];
     if (p0 >= p1) return;
     (keep ? fn_stats_keep_f32(x + (p0) * L, L, kb[(p0) & 1], &tri[p0])
@@ -3072,7 +3088,8 @@ static void planes_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
                   : stats_in_f32(x + (p + 1) * L, L, &tri[p + 1]));
         for (r = p * Cg; r < (p + 1) * Cg; r++) {
             if (keep) {
-                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r], shift[r]);
+                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r], shift[r], act,
+                                  slope);
                 continue;
             }
             apply_f32(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
