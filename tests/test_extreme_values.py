@@ -127,3 +127,23 @@ def test_float32_silu_within_one_ulp(channel_axis):
     ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
     err = np.abs(y.astype(np.float64) - exact) / ulp
     assert err.max() <= 1.0, err.max()
+
+
+def test_float32_silu_sweep_and_limits():
+    """silu of the float32 values themselves (mean 0, variance 1, eps 0, so
+    the normalized value is x exactly): within 0.501 ulp of the exact silu
+    over a dense sweep of [-110, 110] (the double formula rounds once; the
+    margin is its exp's 1e-11), and exact at the limits: -0 below -708
+    (the exact value is under 1e-305 in magnitude), x itself above 708."""
+    sweep = np.linspace(-110, 110, 400_001)
+    lim = np.array([-708.5, -709.0, -1e30, -np.inf, 707.9, 708.0, 800.0, 1e30, np.inf])
+    x = np.concatenate([sweep, lim]).astype(np.float32)[None, None]
+    y = fastnorm.normalize(x, np.zeros((1, 1)), np.ones((1, 1)), eps=0.0, activation="silu")[0, 0]
+    v = x[0, 0, : sweep.size].astype(np.float64)
+    exact = v / (1.0 + np.exp(-v))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    err = np.abs(y[: sweep.size].astype(np.float64) - exact) / ulp
+    assert err.max() <= 0.501, err.max()
+    tail = y[sweep.size :]
+    assert np.array_equal(tail[:4], np.zeros(4, np.float32)) and np.all(np.signbit(tail[:4]))
+    assert np.array_equal(tail[4:], lim[4:].astype(np.float32))

@@ -62,18 +62,23 @@ FN_INLINE void fn_prefetch_lines(const void *p, fn_ssize nbytes, int write)
     }
 }
 
-/* silu(v) = v / (1 + exp(-v)) in double, branch-free so the apply loops stay
- * vectorized.  exp: Cody-Waite reduction by ln 2 (n = round(x / ln 2) read
- * from the low bits of x / ln 2 + 1.5 * 2^52, so no float -> int64
+/* silu(v) = v * sigmoid(v) in double, branch-free so the apply loops stay
+ * vectorized, written with t = exp(-|v|) in (0, 1]:
+ *   silu(v) = v / (1 + t)      for v >= 0,
+ *   silu(v) = v * t / (1 + t)  for v < 0,
+ * so the divisor is in [1, 2] and exp needs no upper clamp and no overflow
+ * check.  exp(-|v|): the argument clamped below at -708 (the result is set
+ * to -0 below -708, where the exact silu is under 1e-305 in magnitude, so a
+ * float32 or 16-bit -0), Cody-Waite reduction by ln 2 (n = round(x / ln 2)
+ * read from the low bits of x / ln 2 + 1.5 * 2^52, so no float -> int64
  * conversion, which AVX2 lacks), a degree-9 Taylor polynomial on
- * |r| <= ln 2 / 2 (relative error < 1e-11), 2^n built from its bits; the
- * argument is clamped to [-708, 709] and the result set to +inf above
- * 709.78 and 0 below -745.2.  float32 and 16-bit results, rounded once from
- * this double, are within 1 ulp of the exact silu (float exp and sigmoid
- * were 2.2 ulp off); float64 uses libm's exp (fn_silu_libm).  The limits are
- * exact: silu(-inf) = -0, silu(+inf) = +inf, silu(NaN) = that NaN (one NaN
- * operand only, so its sign cannot depend on the operand order a given
- * vector width compiles to). */
+ * |r| <= ln 2 / 2 (relative error < 1e-11, smallest near r = 0), 2^n in
+ * [2^-1021, 1] built from its bits.  float32 and 16-bit results, rounded once
+ * from this double, are within 1 ulp of the exact silu (float exp and
+ * sigmoid were 2.2 ulp off); float64 uses libm's exp (fn_silu_libm).  The
+ * limits are exact: silu(-inf) = -0, silu(+inf) = +inf, silu(NaN) = that NaN
+ * (one NaN operand only, so its sign cannot depend on the operand order a
+ * given vector width compiles to). */
 FN_INLINE double fn_u2d(uint64_t u)
 {
     double d;
@@ -86,15 +91,14 @@ FN_INLINE uint64_t fn_d2u(double d)
     memcpy(&u, &d, 8);
     return u;
 }
-FN_INLINE double fn_exp_d(double x)
+/* exp(x) for x in [-708, 0] */
+FN_INLINE double fn_exp_neg_d(double x)
 {
     const double big = 6755399441055744.0; /* 1.5 * 2^52 */
-    double xc = x == x ? x : 0.0, t, n, r, p;
-    xc = xc < -708.0 ? -708.0 : xc;
-    xc = xc > 709.0 ? 709.0 : xc;
-    t = FN_FMA(xc, 1.4426950408889634, big);
+    double t, n, r, p;
+    t = FN_FMA(x, 1.4426950408889634, big);
     n = t - big;
-    r = FN_FMA(n, -6.93147180369123816490e-01, xc);
+    r = FN_FMA(n, -6.93147180369123816490e-01, x);
     r = FN_FMA(n, -1.90821492927058770002e-10, r);
     p = 2.7557319223985893e-06;
     p = FN_FMA(p, r, 2.4801587301587302e-05);
@@ -106,15 +110,15 @@ FN_INLINE double fn_exp_d(double x)
     p = FN_FMA(p, r, 0.5);
     p = FN_FMA(p, r, 1.0);
     p = FN_FMA(p, r, 1.0);
-    p = p * fn_u2d((fn_d2u(t) + 1023u) << 52); /* 2^n: n in [-1022, 1023] */
-    p = x > 709.782712893384 ? (double)INFINITY : p;
-    p = x < -745.2 ? 0.0 : p;
-    return p;
+    return p * fn_u2d((fn_d2u(t) + 1023u) << 52); /* 2^n: n in [-1021, 0] */
 }
 FN_INLINE double fn_silu_d(double v)
 {
-    double q = v / (1.0 + fn_exp_d(-v));
-    q = v < -745.2 ? -0.0 : q; /* v / inf: -0, also for -inf */
+    double a = -fabs(v), t, q;
+    a = a < -708.0 ? -708.0 : a;
+    t = fn_exp_neg_d(a);
+    q = (v >= 0.0 ? v : v * t) / (1.0 + t);
+    q = v < -708.0 ? -0.0 : q;
     return v == v ? q : v;
 }
 FN_INLINE double fn_silu_libm(double v)
