@@ -300,26 +300,36 @@ def instance_norm(
     """
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_norm, locals())
-    # fast path: the common call on a plain ndarray (same checks, cheaper form;
-    # the engine takes it only when x is C-contiguous, at least 3-d and not
-    # empty, else it answers None)
+    # fast path: the common call on a plain ndarray, with or without out= and
+    # num_threads= (same checks, cheaper form; the engine takes it only when x
+    # is C-contiguous, at least 3-d and not empty and out is a plain fit, else
+    # it answers None)
     if (
         type(x) is _ndarray
         and weight is None
         and bias is None
-        and out is None
         and activation is None
-        and num_threads is None
+        and type(negative_slope) is float  # checked even when no activation reads it
+        and -_INF < negative_slope < _INF
         and dtype is None
         and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
         and type(eps) is float
         and 0.0 <= eps < _INF
+        and (num_threads is None or (type(num_threads) is int and num_threads > 0))
+        and (out is None or type(out) is _ndarray)
     ):
         code = _FAST_CODES.get(x.dtype)
-        if code is not None and ("dask" not in _modules or not T.in_dask_task()):
+        # out=: float32 only (its coefficients cannot leave range, so the
+        # engine cannot fail after it started writing out); an explicit
+        # num_threads holds inside a Dask task too (fastnorm._threads.team)
+        if (
+            code is not None
+            and (out is None or code == V.F32)
+            and (num_threads is not None or "dask" not in _modules or not T.in_dask_task())
+        ):
             E = _engine or _fast_engine()
             if E is not None:
-                y = E.fast_norm_cf(x, code, eps)
+                y = E.fast_norm_cf(x, code, eps, out=out, nt=0 if num_threads is None else T.team(num_threads))
                 if y is not None:
                     return y
     return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)

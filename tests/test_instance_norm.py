@@ -251,3 +251,82 @@ def test_matches_torch_instancenorm(rng, nd):
         ref = mod(torch.from_numpy(x)).numpy()
     y = fastnorm.instance_norm(x, mod.weight.detach().numpy(), mod.bias.detach().numpy(), eps=mod.eps)
     np.testing.assert_allclose(y, ref, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------ instance_norm's fast path
+def _general(monkeypatch):
+    """Count the calls that reach the general path (_api._norm)."""
+    from fastnorm import _api
+
+    calls = []
+    general = _api._norm
+
+    def counted(*a, **k):
+        calls.append(1)
+        return general(*a, **k)
+
+    monkeypatch.setattr(_api, "_norm", counted)
+    return calls
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 8, 8), (2, 8, 64, 64), (3, 5, 7)])
+def test_fast_path_takes_out_and_num_threads(monkeypatch, shape):
+    """A plain float32 call with out= (a fresh array or x itself) or an int
+    num_threads runs the fast path, with the general path's bits; numpy
+    integers for num_threads still work (through the general path)."""
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32) * 3 + 1
+    ref = fastnorm.instance_norm(x, num_threads=np.int64(1))  # the general path
+    calls = _general(monkeypatch)
+    for nt in (None, 1, 2, 3):
+        o = np.full_like(x, np.nan)
+        assert fastnorm.instance_norm(x, out=o, num_threads=nt) is o
+        np.testing.assert_array_equal(o, ref)
+        np.testing.assert_array_equal(fastnorm.instance_norm(x, num_threads=nt), ref)
+        xi = x.copy()
+        assert fastnorm.instance_norm(xi, out=xi, num_threads=nt) is xi  # in place
+        np.testing.assert_array_equal(xi, ref)
+    assert calls == []
+    np.testing.assert_array_equal(fastnorm.instance_norm(x, num_threads=np.int32(2)), ref)
+    assert calls == [1]
+
+
+def test_fast_path_leaves_other_outs_to_the_general_path(monkeypatch):
+    """What the fast path does not take goes to the general path, which gives
+    the right answer or the right error: an out that overlaps x in part, a
+    float16 out, strided, read-only or misshapen outs, bad num_threads."""
+    buf = np.random.default_rng(4).standard_normal(2 * 8 * 16 * 16 + 8).astype(np.float32)
+    x = buf[: 2 * 8 * 16 * 16].reshape(2, 8, 16, 16)
+    ref = fastnorm.instance_norm(x.copy())
+    calls = _general(monkeypatch)
+    o = buf[8:].reshape(x.shape)  # shifted by 8 elements: a partial overlap
+    fastnorm.instance_norm(x, out=o)
+    np.testing.assert_array_equal(o, ref)
+    assert calls == [1]
+    xh = ref.astype(np.float16)
+    oh = np.empty_like(xh)
+    fastnorm.instance_norm(xh, out=oh)
+    np.testing.assert_array_equal(oh, fastnorm.instance_norm(xh))
+    assert calls == [1, 1]
+    x = ref.copy()
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    for bad, exc in [
+        (np.empty((2, 8, 16, 32), np.float32)[..., ::2], ValueError),
+        (ro, ValueError),
+        (np.empty((2, 8, 16, 15), np.float32), ValueError),
+        (np.empty(x.shape, np.float64), TypeError),
+    ]:
+        with pytest.raises(exc, match="out"):
+            fastnorm.instance_norm(x, out=bad)
+    for nt, exc in [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)]:
+        with pytest.raises(exc, match="num_threads"):
+            fastnorm.instance_norm(x, num_threads=nt)
+
+
+@pytest.mark.parametrize("slope, exc", [(float("nan"), ValueError), (float("inf"), ValueError), ("0.1", TypeError)])
+def test_plain_call_checks_negative_slope(slope, exc):
+    """negative_slope is checked without an activation too, on the plain call
+    as on every other."""
+    x = np.ones((1, 2, 4, 4), np.float32)
+    with pytest.raises(exc, match="negative_slope"):
+        fastnorm.instance_norm(x, negative_slope=slope)

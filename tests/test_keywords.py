@@ -86,7 +86,6 @@ def _keys_read(node, var="kw"):
 #: keywords the fast-path guard does not test, and why
 FAST_PATH_UNTESTED = {
     "layout": "the dispatch line before it sends every layout= call away",
-    "negative_slope": "read only with an activation, and the guard requires activation None",
 }
 
 

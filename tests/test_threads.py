@@ -120,7 +120,8 @@ def test_omp_num_threads_is_capped():
 @pytest.fixture
 def thread_log(monkeypatch):
     """Every thread count a CPU engine call gets ("fast" for instance_norm's fast
-    path, which takes OpenMP's default)."""
+    path with OpenMP's default; with an explicit num_threads it asks the
+    policy, so the count is logged)."""
     from fastnorm import _api, _threads
     from fastnorm._cpu import _engine
 
@@ -132,9 +133,10 @@ def thread_log(monkeypatch):
         return log[-1]
 
     class Fast:
-        def fast_norm_cf(self, *a):
-            log.append("fast")
-            return _engine.fast_norm_cf(*a)
+        def fast_norm_cf(self, *a, **k):
+            if not k.get("nt"):
+                log.append("fast")
+            return _engine.fast_norm_cf(*a, **k)
 
     monkeypatch.setattr(_threads, "team", logged)
     monkeypatch.setattr(_api, "_engine", Fast())

@@ -545,19 +545,36 @@ _pool_from_env()
 
 
 # ------------------------------------------------------------- fast path
-def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=None):
-    """instance_norm of a validated channels-first array with no affine, no
-    activation and the default thread count: the per-call overhead floor for
-    small inputs; None (nothing done) unless x is C-contiguous, at least 3-d
-    and not empty.  odt, odtype: the output code and dtype (default: x's,
-    for a floating x)."""
+def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=None, cnp.ndarray out=None,
+                 int nt=0):
+    """instance_norm of a validated channels-first array with no affine and
+    no activation: the per-call overhead floor for small inputs; None
+    (nothing done) unless x is C-contiguous, at least 3-d and not empty.
+    odt, odtype: the output code and dtype (default: x's, for a floating x).
+    out: None, or an array the call writes (x's shape and dtype,
+    C-contiguous, writeable, x itself or not overlapping it; else None, and
+    the general path checks it and says why).  nt: the team (the thread
+    policy's answer for an explicit num_threads), 0 for OpenMP's default."""
     cdef int nd = cnp.PyArray_NDIM(x)
     if nd < 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_SIZE(x) == 0:
         return None
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
     cdef cnp.ndarray y
     cdef Py_ssize_t N = dims[0], C = dims[1]
-    if odt < 0:
+    cdef char *lo
+    cdef char *hi
+    if out is not None:
+        if (odt >= 0 or cnp.PyArray_NDIM(out) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(out)
+                or not cnp.PyArray_ISWRITEABLE(out) or cnp.PyArray_TYPE(out) != cnp.PyArray_TYPE(x)
+                or not cnp.PyArray_SAMESHAPE(out, x)):
+            return None
+        lo = <char *>cnp.PyArray_DATA(x)
+        hi = <char *>cnp.PyArray_DATA(out)
+        if hi != lo and hi < lo + cnp.PyArray_NBYTES(x) and lo < hi + cnp.PyArray_NBYTES(out):
+            return None  # partial overlap: the general path reads a copy of x
+        odt = dt
+        y = out
+    elif odt < 0:
         odt = dt
         if x.nbytes < FN_POOL_MIN:
             y = cnp.PyArray_EMPTY(nd, dims, cnp.PyArray_TYPE(x), 0)
@@ -570,7 +587,9 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     cdef int rc
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef void *yp = cnp.PyArray_DATA(y)
-    cdef int xs = cnp.PyArray_ITEMSIZE(x), ys = cnp.PyArray_ITEMSIZE(y), nt = omp_get_max_threads()
+    cdef int xs = cnp.PyArray_ITEMSIZE(x), ys = cnp.PyArray_ITEMSIZE(y)
+    if nt <= 0:
+        nt = omp_get_max_threads()
     if N * C * S < FN_SERIAL_BELOW_N:
         # one thread and well under a microsecond of work: releasing the GIL
         # would cost more than other threads could gain from it
