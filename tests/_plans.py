@@ -17,4 +17,6 @@ PLAN_SETTINGS = [
     dict(stream_above_bytes=0),
     dict(stream_above_bytes=0, wave_bytes=1 << 12),
     dict(stream_above_bytes=0, small_planes=False, pipeline_max_bytes=0, backward_min_bytes=0),
+    dict(cl_rows_above_bytes=0),
+    dict(cl_rows_above_bytes=0, wave_bytes=1 << 12),
 ]

@@ -120,3 +120,32 @@ def test_channels_last_apply_bits_equal_channels_first(dtype, C):
         zf = fastnorm.normalize(x, mean, var, w, b, num_threads=nt)
         zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, num_threads=nt)
         np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
+    """Channels-last rows wider than a register tile at every level (C = 80,
+    136: W > 64 lanes) are normalized row by row past cl_rows_above_bytes and
+    tile by tile below it: the same bits, at 1-3 threads, fused and in
+    waves, with the float16 -> float32 pair too."""
+    from fastnorm._cpu import _engine as E
+
+    rng = np.random.default_rng(12)
+    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (80, 136)]
+    cases.append((rng.standard_normal((3, 33, 136)) * 3 + 4).astype(np.float16))
+
+    def run():
+        out = []
+        for x in cases:
+            kw = {"dtype": np.float32} if x.dtype == np.float16 else {}
+            for nt in (1, 2, 3):
+                out.append(fastnorm.instance_norm(x, channel_axis=-1, num_threads=nt, **kw).tobytes())
+        return out
+
+    ref = run()
+    for setting in (dict(cl_rows_above_bytes=0), dict(cl_rows_above_bytes=0, wave_bytes=1 << 10)):
+        old = E._tuning(**setting)
+        try:
+            assert run() == ref, setting
+        finally:
+            E._tuning(*old)

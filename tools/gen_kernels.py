@@ -157,6 +157,7 @@ def _pair_row(i, o):
         SK=stats_kind(i, o),
         WD=wd,
         KEEP=i == o == "f32",
+        ROWS=i == o and i in ("f32", "f64"),
         ACT_VIA=i not in FLOATING,
         VIA="bpa_" + i,
         BWD=i == o and i in BACKWARD,

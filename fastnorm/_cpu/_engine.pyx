@@ -48,7 +48,8 @@ cdef extern from "fn_dispatch.h" nogil:
 cdef extern from "fn_plan.h" nogil:
     ctypedef struct fn_tunables:
         Py_ssize_t pipeline_max_bytes, wave_bytes, backward_min_bytes, plane_batch, ct_round_bytes
-        Py_ssize_t stream_above_bytes, bwd_wave_bytes, bwd_fused_max_bytes, bwd_fused_batch_bytes
+        Py_ssize_t stream_above_bytes, cl_rows_above_bytes, bwd_wave_bytes, bwd_fused_max_bytes
+        Py_ssize_t bwd_fused_batch_bytes
         int small_planes
     fn_tunables fn_tune
     ctypedef struct fn_plan:
@@ -129,13 +130,14 @@ BLOCK = FN_BLOCK
 
 # ------------------------------------------------------------------ plans
 _TUNABLES = ("pipeline_max_bytes", "wave_bytes", "small_planes", "backward_min_bytes", "stream_above_bytes",
-             "plane_batch", "ct_round_bytes")
-_FLOORS = {"stream_above_bytes": 0, "wave_bytes": 1, "plane_batch": 1, "ct_round_bytes": 1}
+             "plane_batch", "ct_round_bytes", "cl_rows_above_bytes")
+_FLOORS = {"stream_above_bytes": 0, "wave_bytes": 1, "plane_batch": 1, "ct_round_bytes": 1,
+           "cl_rows_above_bytes": 0}
 
 
 def _tuning(pipeline_max_bytes=None, wave_bytes=None, small_planes=None,
             backward_min_bytes=None, stream_above_bytes=None, plane_batch=None,
-            ct_round_bytes=None):
+            ct_round_bytes=None, cl_rows_above_bytes=None):
     """Read (and, for tests and experiments, set) the plan thresholds of
     fn_plan.h; returns the old values in _TUNABLES' order.  Every setting
     gives the same bits; only the speed and the working memory change."""

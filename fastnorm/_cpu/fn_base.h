@@ -51,6 +51,10 @@ typedef ptrdiff_t fn_ssize; /* Py_ssize_t without Python.h */
 #define FN_KEEP_MAX 1024       /* float32 planes up to this keep their widened doubles */
 #define FN_ALIAS_BYTES 1024    /* fn_store_ahead: store-to-load distances that stall */
 
+/* apply_cl's stream argument: bit 0 non-temporal stores, FN_CL_ROWS: rows
+ * wider than a register tile normalized row by row (fn_plan.h, fn_plan.rows) */
+#define FN_CL_ROWS 2
+
 /* Whether an elementwise pass reading x and writing y, run forward, would
  * store just ahead of its loads: y starts less than FN_ALIAS_BYTES after x
  * in the low 12 address bits, so each load matches the address bits of a

@@ -440,7 +440,7 @@ static void cl_chunk_apply(const cl_job *j, fn_ssize n, fn_ssize k, const char *
     const fn_cl_geom *q = j->q;
     const fn_ssize r0 = k * q->RC, r1 = r0 + q->RC < j->S ? r0 + q->RC : j->S, off = (n * j->S + r0) * j->C;
     fn_apply_cl(pl->dt, pl->odt, j->x + off * pl->isz, j->y + off * pl->osz, r1 - r0, j->C, q->m, tiles,
-                pl->act, pl->slope, pl->stream);
+                pl->act, pl->slope, pl->stream | (pl->rows ? FN_CL_ROWS : 0));
 }
 
 /* The per-lane coefficient arrays of one instance (W = C * m lanes, lane j

@@ -3159,6 +3159,20 @@ FN_INLINE void cl_apply_rows_f32(const float *x, float *y, fn_ssize nr, fn_ssize
                 y[r * W + j] = (float)FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]);
 }
 
+/* Rows of several tiles past the caches (fn_plan.rows): row by row, front to
+ * back, the coefficients read from L1 (W a multiple of FN_VL).  The float32
+ * and float64 pairs only (the other pairs keep their tiles); out of line, so
+ * the tiled loops compile as without it. */
+FN_NOINLINE static void cl_apply_by_rows_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                               const double *sc, const double *sf)
+{
+    fn_ssize r, j;
+    for (r = 0; r < nr; r++)
+        for (j = 0; j < W; j += FN_VL)
+            vd_store_f32(y + r * W + j, vd_fma(vd_sub(vd_load_f32(x + r * W + j), vd_load(hi + j)), vd_load(sc + j),
+                                          vd_load(sf + j)));
+}
+
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
  * input (or output, the wider) so that a group's tiles walk an L1-sized piece.  Streaming only for
  * rows of whole vectors of at most 64 lanes (a group of rows is then one
@@ -3183,6 +3197,7 @@ FN_INLINE void cl_apply_tiles_f32(const float *x, float *y, fn_ssize nr, fn_ssiz
         fn_sfence();
         return;
     }
+
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) cl_apply_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
@@ -3202,7 +3217,12 @@ static void apply_cl_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_f32(x, y, vr, W, hi, sc, sf, stream);
+        if ((stream & FN_CL_ROWS) && !(stream & 1) && W > FN_TILE_LANES && W % FN_VL == 0) {
+            cl_apply_by_rows_f32(x, y, vr, W, hi, sc, sf);
+            cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+            return;
+        }
+        cl_apply_tiles_f32(x, y, vr, W, hi, sc, sf, stream & 1);
         cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
@@ -3844,6 +3864,20 @@ FN_INLINE void cl_apply_rows_f64(const double *x, double *y, fn_ssize nr, fn_ssi
                 y[r * W + j] = (double)FN_FMA((*(x + r * W + j)) - hi[j], sc[j], sf[j]);
 }
 
+/* Rows of several tiles past the caches (fn_plan.rows): row by row, front to
+ * back, the coefficients read from L1 (W a multiple of FN_VL).  The float32
+ * and float64 pairs only (the other pairs keep their tiles); out of line, so
+ * the tiled loops compile as without it. */
+FN_NOINLINE static void cl_apply_by_rows_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                               const double *sc, const double *sf)
+{
+    fn_ssize r, j;
+    for (r = 0; r < nr; r++)
+        for (j = 0; j < W; j += FN_VL)
+            vd_store(y + r * W + j, vd_fma(vd_sub(vd_load(x + r * W + j), vd_load(hi + j)), vd_load(sc + j),
+                                          vd_load(sf + j)));
+}
+
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
  * input (or output, the wider) so that a group's tiles walk an L1-sized piece.  Streaming only for
  * rows of whole vectors of at most 64 lanes (a group of rows is then one
@@ -3868,6 +3902,7 @@ FN_INLINE void cl_apply_tiles_f64(const double *x, double *y, fn_ssize nr, fn_ss
         fn_sfence();
         return;
     }
+
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) cl_apply_rows_f64(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
@@ -3887,7 +3922,12 @@ static void apply_cl_f64(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_f64(x, y, vr, W, hi, sc, sf, stream);
+        if ((stream & FN_CL_ROWS) && !(stream & 1) && W > FN_TILE_LANES && W % FN_VL == 0) {
+            cl_apply_by_rows_f64(x, y, vr, W, hi, sc, sf);
+            cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+            return;
+        }
+        cl_apply_tiles_f64(x, y, vr, W, hi, sc, sf, stream & 1);
         cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
@@ -6228,6 +6268,7 @@ FN_INLINE void cl_apply_tiles_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn
         fn_sfence();
         return;
     }
+
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) cl_apply_rows_u8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
@@ -6247,7 +6288,7 @@ static void apply_cl_u8_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C,
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_u8_f32(x, y, vr, W, hi, sc, sf, stream);
+        cl_apply_tiles_u8_f32(x, y, vr, W, hi, sc, sf, stream & 1);
         cl_apply_tiles_u8_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
@@ -6477,6 +6518,7 @@ FN_INLINE void cl_apply_tiles_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_
         fn_sfence();
         return;
     }
+
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) cl_apply_rows_i8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
@@ -6496,7 +6538,7 @@ static void apply_cl_i8_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C,
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_i8_f32(x, y, vr, W, hi, sc, sf, stream);
+        cl_apply_tiles_i8_f32(x, y, vr, W, hi, sc, sf, stream & 1);
         cl_apply_tiles_i8_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
@@ -6726,6 +6768,7 @@ FN_INLINE void cl_apply_tiles_u16_f32(const uint16_t *x, float *y, fn_ssize nr, 
         fn_sfence();
         return;
     }
+
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) cl_apply_rows_u16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
@@ -6745,7 +6788,7 @@ static void apply_cl_u16_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_u16_f32(x, y, vr, W, hi, sc, sf, stream);
+        cl_apply_tiles_u16_f32(x, y, vr, W, hi, sc, sf, stream & 1);
         cl_apply_tiles_u16_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }
@@ -6975,6 +7018,7 @@ FN_INLINE void cl_apply_tiles_i16_f32(const int16_t *x, float *y, fn_ssize nr, f
         fn_sfence();
         return;
     }
+
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
         if (stream) cl_apply_rows_i16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
@@ -6994,7 +7038,7 @@ static void apply_cl_i16_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_i16_f32(x, y, vr, W, hi, sc, sf, stream);
+        cl_apply_tiles_i16_f32(x, y, vr, W, hi, sc, sf, stream & 1);
         cl_apply_tiles_i16_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
         return;
     }

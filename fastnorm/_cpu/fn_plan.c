@@ -18,6 +18,7 @@ fn_tunables fn_tune = {
     4096,               /* plane_batch */
     (fn_ssize)16 << 20, /* ct_round_bytes */
     (fn_ssize)20 << 20, /* stream_above_bytes */
+    (fn_ssize)12 << 20, /* cl_rows_above_bytes */
     (fn_ssize)1 << 19,  /* bwd_wave_bytes */
     (fn_ssize)16 << 10, /* bwd_fused_max_bytes */
     (fn_ssize)32 << 10, /* bwd_fused_batch_bytes */
@@ -60,6 +61,7 @@ static void fn_plan_common(fn_plan *pl, int dt, int odt, fn_ssize isz, fn_ssize 
     pl->n_threads = fn_team_for(n_threads, work);
     pl->parallel = pl->n_threads > 1;
     pl->stream = fn_stream_for(odt, act, work * osz);
+    pl->rows = 0;
 }
 
 fn_plan fn_plan_cf(int dt, int odt, fn_ssize P, fn_ssize L, fn_ssize isz, fn_ssize osz, int n_threads,
@@ -119,6 +121,8 @@ fn_plan fn_plan_cl(int dt, int odt, fn_ssize N, fn_ssize S, fn_ssize C, fn_ssize
     pl.fused = fn_owns_units(N, pl.n_threads, S * C * eb);
     pl.small_planes = 0;
     pl.pipelined = 0;
+    pl.rows = act == FN_ACT_NONE && (odt == FN_F32 || odt == FN_F64) &&
+              N * S * C * osz > fn_tune.cl_rows_above_bytes;
     pl.wave = pl.fused ? 0 : fn_wave_units(pl.n_threads, S * C * eb, N);
     if (pl.fused) {
         pl.backward = S * C * eb > fn_tune.backward_min_bytes;

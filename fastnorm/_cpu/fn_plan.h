@@ -47,6 +47,13 @@ typedef struct {
      * written with non-temporal stores where the target has them: past the
      * last-level cache a normal store first reads the line it writes */
     fn_ssize stream_above_bytes;
+    /* channels-last float32/float64 outputs without activation larger than
+     * this, in rows wider than a register tile, are normalized row by row
+     * (coefficients read from L1) instead of tile by tile: past the caches
+     * whole rows stream better than the tiles' column strips (a line or two
+     * of each row at a time); in cache the tiles are faster (benchmarks/
+     * README.md, round 15) */
+    fn_ssize cl_rows_above_bytes;
     /* x and dy bytes of a backward wave per thread (the grad pass re-reads
      * them from L2, where grad_x's lines are written too) */
     fn_ssize bwd_wave_bytes;
@@ -75,6 +82,7 @@ typedef struct {
     int pipelined;    /* channels first, fused, plane p+1 read while p is written */
     int backward;     /* the normalize pass of a large unit / share from its end */
     int stream;       /* non-temporal output stores */
+    int rows;         /* channels last: wide rows normalized row by row (cl_rows_above_bytes) */
     fn_ssize wave;    /* planes (instances) per wave when not fused */
 } fn_plan;
 
