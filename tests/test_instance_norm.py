@@ -315,9 +315,12 @@ def test_fast_path_leaves_other_outs_to_the_general_path(monkeypatch):
         (ro, ValueError),
         (np.empty((2, 8, 16, 15), np.float32), ValueError),
         (np.empty(x.shape, np.float64), TypeError),
+        (np.empty(x.shape, ">f4"), TypeError),  # float32, but not in native byte order
+        (x.view(">f4"), TypeError),  # x's own memory, read as big-endian
     ]:
         with pytest.raises(exc, match="out"):
             fastnorm.instance_norm(x, out=bad)
+    np.testing.assert_array_equal(x, ref)  # nothing written
     for nt, exc in [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError)]:
         with pytest.raises(exc, match="num_threads"):
             fastnorm.instance_norm(x, num_threads=nt)

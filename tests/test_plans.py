@@ -131,7 +131,8 @@ def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
     from fastnorm._cpu import _engine as E
 
     rng = np.random.default_rng(12)
-    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (80, 136)]
+    # C = 5: virtual rows of 16 rows (W = 80) and a tail of 15 rows (S = 63)
+    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (5, 80, 136)]
     cases.append((rng.standard_normal((3, 33, 136)) * 3 + 4).astype(np.float16))
 
     def run():
@@ -143,9 +144,31 @@ def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
         return out
 
     ref = run()
-    for setting in (dict(cl_rows_above_bytes=0), dict(cl_rows_above_bytes=0, wave_bytes=1 << 10)):
+    settings = (
+        dict(cl_rows_above_bytes=0),
+        dict(cl_rows_above_bytes=0, wave_bytes=1 << 10),
+        dict(cl_rows_above_bytes=0, stream_above_bytes=0),  # also where the output streams
+    )
+    for setting in settings:
         old = E._tuning(**setting)
         try:
             assert run() == ref, setting
         finally:
             E._tuning(*old)
+
+
+def test_plan_rows_is_for_wide_channels_last_outputs_past_the_threshold():
+    """plan_for tells where the rows path runs: channels last, float32 or
+    float64 output over cl_rows_above_bytes, with or without streaming."""
+    from fastnorm._cpu import _engine as E
+
+    old = E._tuning(cl_rows_above_bytes=12 << 20)
+    try:
+        assert E.plan_for((1, 128, 128, 256), np.float32, channel_axis=-1)["rows"]
+        assert E.plan_for((1, 160, 160, 256), np.float32, channel_axis=-1)["rows"]  # 25 MiB: streamed too
+        assert E.plan_for((1, 128, 128, 128), np.float64, channel_axis=-1)["rows"]
+        assert not E.plan_for((1, 64, 64, 256), np.float32, channel_axis=-1)["rows"]  # 4 MiB
+        assert not E.plan_for((1, 160, 160, 256), np.float16, channel_axis=-1)["rows"]  # applied in float
+        assert not E.plan_for((1, 256, 128, 128), np.float32)["rows"]  # channels first
+    finally:
+        E._tuning(*old)

@@ -53,7 +53,7 @@ cdef extern from "fn_plan.h" nogil:
         int small_planes
     fn_tunables fn_tune
     ctypedef struct fn_plan:
-        int n_threads, parallel, fused, small_planes, pipelined, backward, stream
+        int n_threads, parallel, fused, small_planes, pipelined, backward, stream, rows
         Py_ssize_t wave
     ctypedef struct fn_cl_geom:
         pass
@@ -553,9 +553,9 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     no activation: the per-call overhead floor for small inputs; None
     (nothing done) unless x is C-contiguous, at least 3-d and not empty.
     odt, odtype: the output code and dtype (default: x's, for a floating x).
-    out: None, or an array the call writes (x's shape and dtype,
-    C-contiguous, writeable, x itself or not overlapping it; else None, and
-    the general path checks it and says why).  nt: the team (the thread
+    out: None, or an array the call writes (x's shape and dtype in native
+    byte order, C-contiguous, writeable, x itself or not overlapping it;
+    else None, and the general path checks it and says why).  nt: the team (the thread
     policy's answer for an explicit num_threads), 0 for OpenMP's default."""
     cdef int nd = cnp.PyArray_NDIM(x)
     if nd < 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_SIZE(x) == 0:
@@ -568,6 +568,7 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     if out is not None:
         if (odt >= 0 or cnp.PyArray_NDIM(out) != nd or not cnp.PyArray_IS_C_CONTIGUOUS(out)
                 or not cnp.PyArray_ISWRITEABLE(out) or cnp.PyArray_TYPE(out) != cnp.PyArray_TYPE(x)
+                or not cnp.PyArray_ISNOTSWAPPED(out)
                 or not cnp.PyArray_SAMESHAPE(out, x)):
             return None
         lo = <char *>cnp.PyArray_DATA(x)

@@ -22,7 +22,8 @@ def plan_for(
     out_dtype (default: dtype for a floating dtype, float32 for an integer
     one), as a dict: layout, n_threads, parallel, fused (one thread per plane
     or instance; else waves of `wave` planes or instances shared by the
-    threads), small_planes, pipelined, backward, stream, level (fn_plan.h).
+    threads), small_planes, pipelined, backward, stream, rows (channels last:
+    rows wider than a register tile normalized row by row), level (fn_plan.h).
     Every plan gives the same bits; this says which one runs (tests, and
     `python -m fastnorm bench`)."""
     from fastnorm._cpu import _engine as E
@@ -47,7 +48,7 @@ def plan_for(
     N, C = shape[0], shape[-1] if cl else shape[1]
     S = int(np.prod(shape)) // (N * C) if N * C else 0
     pl = E._plan(cl, _code(dt), _code(odt), N, C, S, dt.itemsize, odt.itemsize, n_threads)
-    keys = ("n_threads", "parallel", "fused", "wave", "small_planes", "pipelined", "backward", "stream")
+    keys = ("n_threads", "parallel", "fused", "wave", "small_planes", "pipelined", "backward", "stream", "rows")
     out: dict[str, Any] = {"layout": "channels_last" if cl else "channels_first"}
     out.update({k: pl[k] if k in ("n_threads", "wave") else bool(pl[k]) for k in keys})
     out["level"] = E.config()["isa"]

@@ -68,14 +68,14 @@ FN_INLINE void fn_prefetch_lines(const void *p, fn_ssize nbytes, int write)
  *   silu(v) = v * t / (1 + t)  for v < 0,
  * so the divisor is in [1, 2] and exp needs no upper clamp and no overflow
  * check.  exp(-|v|): the argument clamped below at -708 (the result is set
- * to -0 below -708, where the exact silu is under 1e-305 in magnitude, so a
+ * to -0 below -708, where the exact silu is under 2.4e-305 in magnitude, so a
  * float32 or 16-bit -0), Cody-Waite reduction by ln 2 (n = round(x / ln 2)
  * read from the low bits of x / ln 2 + 1.5 * 2^52, so no float -> int64
  * conversion, which AVX2 lacks), a degree-9 Taylor polynomial on
  * |r| <= ln 2 / 2 (relative error < 1e-11, smallest near r = 0), 2^n in
- * [2^-1021, 1] built from its bits.  float32 and 16-bit results, rounded once
- * from this double, are within 1 ulp of the exact silu (float exp and
- * sigmoid were 2.2 ulp off); float64 uses libm's exp (fn_silu_libm).  The
+ * [2^-1021, 1] built from its bits.  float32 results, rounded once from this
+ * double, and 16-bit results, rounded from that float32, are within 1 ulp of
+ * the exact silu (float exp and sigmoid were 2.2 ulp off); float64 uses libm's exp (fn_silu_libm).  The
  * limits are exact: silu(-inf) = -0, silu(+inf) = +inf, silu(NaN) = that NaN
  * (one NaN operand only, so its sign cannot depend on the operand order a
  * given vector width compiles to). */

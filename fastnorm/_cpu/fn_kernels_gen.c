@@ -3217,7 +3217,10 @@ static void apply_cl_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        if ((stream & FN_CL_ROWS) && !(stream & 1) && W > FN_TILE_LANES && W % FN_VL == 0) {
+        /* not where the tiles stream (their streamed rows of up to 64 lanes
+         * already run row by row): cl_apply_tiles' condition */
+        const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
+        if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
             cl_apply_by_rows_f32(x, y, vr, W, hi, sc, sf);
             cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
             return;
@@ -3922,7 +3925,10 @@ static void apply_cl_f64(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        if ((stream & FN_CL_ROWS) && !(stream & 1) && W > FN_TILE_LANES && W % FN_VL == 0) {
+        /* not where the tiles stream (their streamed rows of up to 64 lanes
+         * already run row by row): cl_apply_tiles' condition */
+        const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
+        if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
             cl_apply_by_rows_f64(x, y, vr, W, hi, sc, sf);
             cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
             return;
