@@ -2870,7 +2870,7 @@ static void stats_cl_exact_i8(const void *xv, fn_ssize rows, fn_ssize C, fn_ssiz
  * conversions below. */
 /* ------------------------------------------------------- apply f32 */
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
- * be x.  stream: non-temporal stores (no activation), the lanes before the
+ * be x.  stream: non-temporal stores (none, relu, leaky relu), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
 static void apply_f32(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                         double slope, int stream)
@@ -2908,6 +2908,16 @@ static void apply_f32(const void *xv, void *yv, fn_ssize n, double mean, double 
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
         const int vact = fn_vector_act(act, slope);
+        if (stream && FN_HAVE_STREAM) { /* as the plain loop's stream: aligned lines, then a fence */
+            for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
+                y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+                vd2_stream_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i), hv), scv, shv), vact, sv),
+                         fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + i + FN_VL), hv), scv, shv), vact, sv));
+            for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            fn_sfence();
+            return;
+        }
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
@@ -3635,7 +3645,7 @@ static void bgrad_cl_f32(const void *xv, const void *dyv, void *gv, fn_ssize row
 
 /* ------------------------------------------------------- apply f64 */
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
- * be x.  stream: non-temporal stores (no activation), the lanes before the
+ * be x.  stream: non-temporal stores (none, relu, leaky relu), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
 static void apply_f64(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                         double slope, int stream)
@@ -3673,6 +3683,16 @@ static void apply_f64(const void *xv, void *yv, fn_ssize n, double mean, double 
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
         const int vact = fn_vector_act(act, slope);
+        if (stream && FN_HAVE_STREAM) { /* as the plain loop's stream: aligned lines, then a fence */
+            for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
+                y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
+            for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+                (vd_stream(y + i, fn_vd_act(vd_fma(vd_sub(vd_load(x + i), hv), scv, shv), vact, sv)), vd_stream((y + i) + FN_VL,
+                         fn_vd_act(vd_fma(vd_sub(vd_load(x + i + FN_VL), hv), scv, shv), vact, sv)));
+            for (; i < n; i++) y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
+            fn_sfence();
+            return;
+        }
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (double)fn_d_act(FN_FMA((*(x + i)) - mean, sc, sh), act, slope);
@@ -6055,7 +6075,7 @@ static const fn_buf_pair bpa_i16 = {cvf_i16, sizeof(int16_t), sizeof(float), siz
 
 /* ------------------------------------------------------- apply u8_f32 */
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
- * be x.  stream: non-temporal stores (no activation), the lanes before the
+ * be x.  stream: non-temporal stores (none, relu, leaky relu), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
 static void apply_u8_f32(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                         double slope, int stream)
@@ -6093,6 +6113,16 @@ static void apply_u8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
         const int vact = fn_vector_act(act, slope);
+        if (stream && FN_HAVE_STREAM) { /* as the plain loop's stream: aligned lines, then a fence */
+            for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
+                y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+                vd2_stream_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i), hv), scv, shv), vact, sv),
+                         fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + i + FN_VL), hv), scv, shv), vact, sv));
+            for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            fn_sfence();
+            return;
+        }
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
@@ -6305,7 +6335,7 @@ static void apply_cl_u8_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C,
 
 /* ------------------------------------------------------- apply i8_f32 */
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
- * be x.  stream: non-temporal stores (no activation), the lanes before the
+ * be x.  stream: non-temporal stores (none, relu, leaky relu), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
 static void apply_i8_f32(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                         double slope, int stream)
@@ -6343,6 +6373,16 @@ static void apply_i8_f32(const void *xv, void *yv, fn_ssize n, double mean, doub
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
         const int vact = fn_vector_act(act, slope);
+        if (stream && FN_HAVE_STREAM) { /* as the plain loop's stream: aligned lines, then a fence */
+            for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
+                y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+                vd2_stream_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i), hv), scv, shv), vact, sv),
+                         fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + i + FN_VL), hv), scv, shv), vact, sv));
+            for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            fn_sfence();
+            return;
+        }
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
@@ -6555,7 +6595,7 @@ static void apply_cl_i8_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C,
 
 /* ------------------------------------------------------- apply u16_f32 */
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
- * be x.  stream: non-temporal stores (no activation), the lanes before the
+ * be x.  stream: non-temporal stores (none, relu, leaky relu), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
 static void apply_u16_f32(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                         double slope, int stream)
@@ -6593,6 +6633,16 @@ static void apply_u16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
         const int vact = fn_vector_act(act, slope);
+        if (stream && FN_HAVE_STREAM) { /* as the plain loop's stream: aligned lines, then a fence */
+            for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
+                y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+                vd2_stream_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i), hv), scv, shv), vact, sv),
+                         fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + i + FN_VL), hv), scv, shv), vact, sv));
+            for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            fn_sfence();
+            return;
+        }
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
@@ -6805,7 +6855,7 @@ static void apply_cl_u16_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C
 
 /* ------------------------------------------------------- apply i16_f32 */
 /* y = act((x - mean) * sc + sh) over a run, in double, rounded once; y may
- * be x.  stream: non-temporal stores (no activation), the lanes before the
+ * be x.  stream: non-temporal stores (none, relu, leaky relu), the lanes before the
  * first aligned output line and after the last full vector stored normally. */
 static void apply_i16_f32(const void *xv, void *yv, fn_ssize n, double mean, double sc, double sh, int act,
                         double slope, int stream)
@@ -6843,6 +6893,16 @@ static void apply_i16_f32(const void *xv, void *yv, fn_ssize n, double mean, dou
          * would run just ahead of the loads (fn_store_ahead) */
         const fn_vd hv = vd_set1(mean), scv = vd_set1(sc), shv = vd_set1(sh), sv = vd_set1(slope);
         const int vact = fn_vector_act(act, slope);
+        if (stream && FN_HAVE_STREAM) { /* as the plain loop's stream: aligned lines, then a fence */
+            for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
+                y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            for (; i + 2 * FN_VL <= n; i += 2 * FN_VL)
+                vd2_stream_f32(y + i, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i), hv), scv, shv), vact, sv),
+                         fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + i + FN_VL), hv), scv, shv), vact, sv));
+            for (; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);
+            fn_sfence();
+            return;
+        }
         if (fn_store_ahead(x, y)) {
             fn_ssize e = n - n % (2 * FN_VL);
             for (i = e; i < n; i++) y[i] = (float)fn_d_act(FN_FMA(((double)*(x + i)) - mean, sc, sh), act, slope);

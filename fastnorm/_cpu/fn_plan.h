@@ -43,9 +43,10 @@ typedef struct {
     /* the channels-last wave plan holds the triples of at most about this
      * many bytes of chunks at once */
     fn_ssize ct_round_bytes;
-    /* float32/float64 outputs without activation larger than this are
-     * written with non-temporal stores where the target has them: past the
-     * last-level cache a normal store first reads the line it writes */
+    /* float32/float64 outputs without activation or with relu / leaky relu
+     * (channels first: the vector loops) larger than this are written with
+     * non-temporal stores where the target has them: past the last-level
+     * cache a normal store first reads the line it writes */
     fn_ssize stream_above_bytes;
     /* channels-last float32/float64 outputs without activation larger than
      * this, in rows wider than a register tile, are normalized row by row
