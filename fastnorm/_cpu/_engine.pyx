@@ -555,8 +555,9 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     odt, odtype: the output code and dtype (default: x's, for a floating x).
     out: None, or an array the call writes (x's shape and dtype in native
     byte order, C-contiguous, writeable, x itself or not overlapping it;
-    else None, and the general path checks it and says why).  nt: the team (the thread
-    policy's answer for an explicit num_threads), 0 for OpenMP's default."""
+    else None, and the general path checks it and says why).  nt: the team
+    (the thread policy's answer for an explicit num_threads), 0 for OpenMP's
+    default."""
     cdef int nd = cnp.PyArray_NDIM(x)
     if nd < 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_SIZE(x) == 0:
         return None

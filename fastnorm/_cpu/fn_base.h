@@ -69,6 +69,14 @@ FN_INLINE int fn_store_ahead(const void *x, const void *y)
 
 /* activations fused into the apply pass */
 enum { FN_ACT_NONE = 0, FN_ACT_RELU = 1, FN_ACT_LEAKY = 2, FN_ACT_SILU = 3 };
+/* The activations the vector apply loops run (the others take the
+ * activation switch's loops): none, relu and leaky relu, each exactly its
+ * scalar form (fn_kernels.c's fn_d_act; fn_simd.h's vd_relu, vd_leaky).
+ * Only they stream and interleave the next plane's statistics. */
+FN_INLINE int fn_act_in_vectors(int act)
+{
+    return act == FN_ACT_NONE || act == FN_ACT_RELU || act == FN_ACT_LEAKY;
+}
 /* storage codes, shared with fastnorm._validate: the floating ones (every
  * output type) first, then the integer inputs */
 enum {

@@ -197,9 +197,7 @@ static void cf_range(const fn_plan *pl, const char *x, char *y, fn_ssize p0, fn_
     const fn_ssize isz = pl->isz, osz = pl->osz;
     /* the next plane's statistics interleaved with this plane's apply: one
      * row per plane, an activation the vector loops run, normal stores */
-    const int interleave = Cg == 1 &&
-                           (pl->act == FN_ACT_NONE || pl->act == FN_ACT_RELU || pl->act == FN_ACT_LEAKY) &&
-                           !pl->stream;
+    const int interleave = Cg == 1 && fn_act_in_vectors(pl->act) && !pl->stream;
     fn_ssize p, k, s0, s1;
     fn_triple bt;
     if (p0 >= p1) return;

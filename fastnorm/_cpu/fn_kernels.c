@@ -133,13 +133,6 @@ FN_INLINE double fn_silu_libm(double v)
  * scalar in the float32 loops, and v * 0 + 0 would give NaN for -inf */
 static volatile double fn_relu_zero = 0.0;
 
-/* The activations the vector apply loops run (the others take the
- * activation switch's loops): none, relu and leaky relu, each exactly its
- * scalar form (fn_d_act; fn_simd.h's vd_relu, vd_leaky). */
-FN_INLINE int fn_act_in_vectors(int act)
-{
-    return act == FN_ACT_NONE || act == FN_ACT_RELU || act == FN_ACT_LEAKY;
-}
 /* The vector loops' code for act: leaky relu with 0 < slope <= 1 (every
  * usual slope) as FN_VACT_LEAKY_UNIT, vd_leaky_unit's two operations for
  * vd_leaky's three, the same values; a code only fn_vd_act reads. */
@@ -173,6 +166,14 @@ FN_INLINE double fn_d_act(double v, int act, double slope)
  * backward kernels' tiles hold five accumulators (sums) or four coefficients
  * (grad) per vector: half as many vectors. */
 #define FN_TILE_LANES (FN_TILE_V * FN_VL)
+/* Whether the channels-last tiles stream rows of W lanes into y (stream:
+ * apply_cl's bit 0): rows of whole vectors of at most 64 lanes into a
+ * 16-byte aligned output, where the target has stream stores. */
+FN_INLINE int fn_cl_tiles_stream(int stream, fn_ssize W, const void *y)
+{
+    return (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 &&
+           ((uintptr_t)y & 15) == 0;
+}
 #define FN_BTILE_V (FN_TILE_V / 2)
 #define FN_BTILE_LANES (FN_BTILE_V * FN_VL)
 

@@ -26,8 +26,8 @@ fn_tunables fn_tune = {
 
 int fn_stream_for(int odt, int act, fn_ssize out_bytes)
 {
-    return (act == FN_ACT_NONE || act == FN_ACT_RELU || act == FN_ACT_LEAKY) &&
-           (odt == FN_F32 || odt == FN_F64) && out_bytes > fn_tune.stream_above_bytes && fn_can_stream();
+    return fn_act_in_vectors(act) && (odt == FN_F32 || odt == FN_F64) &&
+           out_bytes > fn_tune.stream_above_bytes && fn_can_stream();
 }
 
 /* One thread per plane (instance) when that balances and a unit fits L2 with
