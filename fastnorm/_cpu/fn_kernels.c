@@ -166,14 +166,6 @@ FN_INLINE double fn_d_act(double v, int act, double slope)
  * backward kernels' tiles hold five accumulators (sums) or four coefficients
  * (grad) per vector: half as many vectors. */
 #define FN_TILE_LANES (FN_TILE_V * FN_VL)
-/* Whether the channels-last tiles stream rows of W lanes into y (stream:
- * apply_cl's bit 0): rows of whole vectors of at most 64 lanes into a
- * 16-byte aligned output, where the target has stream stores. */
-FN_INLINE int fn_cl_tiles_stream(int stream, fn_ssize W, const void *y)
-{
-    return (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 &&
-           ((uintptr_t)y & 15) == 0;
-}
 #define FN_BTILE_V (FN_TILE_V / 2)
 #define FN_BTILE_LANES (FN_BTILE_V * FN_VL)
 

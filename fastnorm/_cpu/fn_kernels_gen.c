@@ -3194,7 +3194,7 @@ FN_INLINE void cl_apply_tiles_f32(const float *x, float *y, fn_ssize nr, fn_ssiz
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = fn_cl_tiles_stream(stream, W, y);
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave, which
@@ -3226,8 +3226,11 @@ static void apply_cl_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        /* not where the tiles stream: their streamed rows already run row by row */
-        if ((stream & FN_CL_ROWS) && !fn_cl_tiles_stream(stream, W, y) && W > FN_TILE_LANES && W % FN_VL == 0) {
+        /* not where the tiles stream (their streamed rows of up to 64 lanes
+         * already run row by row): cl_apply_tiles' condition, which a shared
+         * helper compiled 1.1-1.2x slower at x86-64-v3 */
+        const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
+        if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
             cl_apply_by_rows_f32(x, y, vr, W, hi, sc, sf);
             cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
             return;
@@ -3909,7 +3912,7 @@ FN_INLINE void cl_apply_tiles_f64(const double *x, double *y, fn_ssize nr, fn_ss
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)8 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = fn_cl_tiles_stream(stream, W, y);
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave, which
@@ -3941,8 +3944,11 @@ static void apply_cl_f64(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        /* not where the tiles stream: their streamed rows already run row by row */
-        if ((stream & FN_CL_ROWS) && !fn_cl_tiles_stream(stream, W, y) && W > FN_TILE_LANES && W % FN_VL == 0) {
+        /* not where the tiles stream (their streamed rows of up to 64 lanes
+         * already run row by row): cl_apply_tiles' condition, which a shared
+         * helper compiled 1.1-1.2x slower at x86-64-v3 */
+        const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
+        if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
             cl_apply_by_rows_f64(x, y, vr, W, hi, sc, sf);
             cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
             return;
@@ -6285,7 +6291,7 @@ FN_INLINE void cl_apply_tiles_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = fn_cl_tiles_stream(stream, W, y);
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave, which
@@ -6544,7 +6550,7 @@ FN_INLINE void cl_apply_tiles_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = fn_cl_tiles_stream(stream, W, y);
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave, which
@@ -6803,7 +6809,7 @@ FN_INLINE void cl_apply_tiles_u16_f32(const uint16_t *x, float *y, fn_ssize nr, 
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = fn_cl_tiles_stream(stream, W, y);
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave, which
@@ -7062,7 +7068,7 @@ FN_INLINE void cl_apply_tiles_i16_f32(const int16_t *x, float *y, fn_ssize nr, f
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
-    stream = fn_cl_tiles_stream(stream, W, y);
+    stream = stream && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && W % FN_VL == 0 && ((uintptr_t)y & 15) == 0;
     if (stream && W > FN_TILE_LANES) {
         /* rows of several tiles: streamed row by row, front to back (tile by
          * tile, the stream stores of neighbouring lines interleave, which
