@@ -117,9 +117,11 @@ def test_channels_last_apply_bits_equal_channels_first(dtype, C):
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     mean, var = rng.standard_normal((2, C)) - 20, rng.uniform(1, 30, (2, C))
     for nt in (1, 2):
-        zf = fastnorm.normalize(x, mean, var, w, b, num_threads=nt)
-        zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, num_threads=nt)
-        np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1))
+        for act, slope in ACTS:
+            kw = dict(activation=act, negative_slope=slope, num_threads=nt)
+            zf = fastnorm.normalize(x, mean, var, w, b, **kw)
+            zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, **kw)
+            np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1), err_msg=f"{act} {slope} {nt}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -127,7 +129,8 @@ def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
     """Channels-last rows wider than a register tile at every level (C = 80,
     136: W > 64 lanes) are normalized row by row past cl_rows_above_bytes and
     tile by tile below it: the same bits, at 1-3 threads, fused and in
-    waves, with the float16 -> float32 pair too."""
+    waves, without and with relu and leaky relu (either slope code), with
+    the float16 -> float32 pair too."""
     from fastnorm._cpu import _engine as E
 
     rng = np.random.default_rng(12)
@@ -140,7 +143,11 @@ def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
         for x in cases:
             kw = {"dtype": np.float32} if x.dtype == np.float16 else {}
             for nt in (1, 2, 3):
-                out.append(fastnorm.instance_norm(x, channel_axis=-1, num_threads=nt, **kw).tobytes())
+                for act, slope in ACTS[:1] + ACTS[2:]:
+                    y = fastnorm.instance_norm(
+                        x, channel_axis=-1, num_threads=nt, activation=act, negative_slope=slope, **kw
+                    )
+                    out.append(y.tobytes())
         return out
 
     ref = run()

@@ -3111,10 +3111,11 @@ static void planes_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
 
 /* ---------------------------------------------- channels-last apply f32 */
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
- * rows; st: non-temporal stores. */
+ * rows; st: non-temporal stores; vact: fn_vd_act's code (a constant in each
+ * call, so the plain tile compiles as without it), sv its slope. */
 FN_INLINE void cl_apply_tile_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                    const double *hi, const double *sc, const double *sf, int pf, const int st,
-                                   const int K)
+                                   const int K, const int vact, fn_vd sv)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -3134,7 +3135,7 @@ FN_INLINE void cl_apply_tile_f32(const float *x, float *y, fn_ssize nr, fn_ssize
             if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(float), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd v = vd_fma(vd_sub(vd_load_f32(p + k * FN_VL), h[k]), s[k], f[k]);
+            fn_vd v = fn_vd_act(vd_fma(vd_sub(vd_load_f32(p + k * FN_VL), h[k]), s[k], f[k]), vact, sv);
             if (st) vd_stream16_f32(q + k * FN_VL, v);
             else vd_store_f32(q + k * FN_VL, v);
         }
@@ -3144,21 +3145,22 @@ FN_INLINE void cl_apply_tile_f32(const float *x, float *y, fn_ssize nr, fn_ssize
 /* nr rows of W: full tiles, one remainder tile of kk vectors (K a constant
  * in each call), the last lanes scalar */
 FN_INLINE void cl_apply_rows_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                   const double *sc, const double *sf, int pf, const int st)
+                                   const double *sc, const double *sf, int pf, const int st, const int vact,
+                                   fn_vd sv, double slope)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V);
+        cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V, vact, sv);
     kk = (W - j0) / FN_VL;
     switch (kk) {
-    case 1: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1); break;
-    case 2: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2); break;
-    case 3: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3); break;
+    case 1: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1, vact, sv); break;
+    case 2: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2, vact, sv); break;
+    case 3: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3, vact, sv); break;
 #if FN_TILE_V > 4
-    case 4: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4); break;
-    case 5: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5); break;
-    case 6: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6); break;
-    case 7: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7); break;
+    case 4: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4, vact, sv); break;
+    case 5: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5, vact, sv); break;
+    case 6: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6, vact, sv); break;
+    case 7: cl_apply_tile_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7, vact, sv); break;
 #endif
     default: break;
     }
@@ -3166,21 +3168,46 @@ FN_INLINE void cl_apply_rows_f32(const float *x, float *y, fn_ssize nr, fn_ssize
     if (j0 < W)
         for (r = 0; r < nr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (float)FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]);
+                y[r * W + j] = (float)fn_d_act(FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]),
+                                              vact == FN_VACT_LEAKY_UNIT ? FN_ACT_LEAKY : vact, slope);
 }
 
 /* Rows of several tiles past the caches (fn_plan.rows): row by row, front to
- * back, the coefficients read from L1 (W a multiple of FN_VL).  The float32
- * and float64 pairs only (the other pairs keep their tiles); out of line, so
- * the tiled loops compile as without it. */
-FN_NOINLINE static void cl_apply_by_rows_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                               const double *sc, const double *sf)
+ * back, the coefficients read from L1 (W a multiple of FN_VL), two vectors a
+ * step (float32 stores whole 64-byte lines, as the channels-first loops);
+ * vact a constant in each call. */
+FN_INLINE void cl_rows_loop_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                  const double *sc, const double *sf, const int vact, fn_vd sv)
 {
-    fn_ssize r, j;
-    for (r = 0; r < nr; r++)
-        for (j = 0; j < W; j += FN_VL)
-            vd_store_f32(y + r * W + j, vd_fma(vd_sub(vd_load_f32(x + r * W + j), vd_load(hi + j)), vd_load(sc + j),
-                                          vd_load(sf + j)));
+    fn_ssize r, j, w2 = W - W % (2 * FN_VL);
+    for (r = 0; r < nr; r++) {
+        const float *p = x + r * W;
+        float *q = y + r * W;
+        for (j = 0; j < w2; j += 2 * FN_VL)
+            vd2_store_f32(q + j,
+                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(p + j), vd_load(hi + j)), vd_load(sc + j), vd_load(sf + j)), vact,
+                              sv),
+                    fn_vd_act(vd_fma(vd_sub(vd_load_f32(p + j + FN_VL), vd_load(hi + j + FN_VL)), vd_load(sc + j + FN_VL),
+                                     vd_load(sf + j + FN_VL)),
+                              vact, sv));
+        if (j < W)
+            vd_store_f32(q + j, fn_vd_act(vd_fma(vd_sub(vd_load_f32(p + j), vd_load(hi + j)), vd_load(sc + j), vd_load(sf + j)),
+                                     vact, sv));
+    }
+}
+
+/* The float32 and float64 pairs only (the other pairs keep their tiles); out
+ * of line, so the tiled loops compile as without it; one loop per code. */
+FN_NOINLINE static void cl_apply_by_rows_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                               const double *sc, const double *sf, int vact, double slope)
+{
+    const fn_vd sv = vd_set1(slope);
+    switch (vact) {
+    case FN_ACT_RELU: cl_rows_loop_f32(x, y, nr, W, hi, sc, sf, FN_ACT_RELU, sv); break;
+    case FN_VACT_LEAKY_UNIT: cl_rows_loop_f32(x, y, nr, W, hi, sc, sf, FN_VACT_LEAKY_UNIT, sv); break;
+    case FN_ACT_LEAKY: cl_rows_loop_f32(x, y, nr, W, hi, sc, sf, FN_ACT_LEAKY, sv); break;
+    default: cl_rows_loop_f32(x, y, nr, W, hi, sc, sf, FN_ACT_NONE, sv); break;
+    }
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -3189,8 +3216,10 @@ FN_NOINLINE static void cl_apply_by_rows_f32(const float *x, float *y, fn_ssize 
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
 FN_INLINE void cl_apply_tiles_f32(const float *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                    const double *sc, const double *sf, int stream)
+                                    const double *sc, const double *sf, int stream, const int vact,
+                                    double slope)
 {
+    const fn_vd sv = vd_set1(slope);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
@@ -3202,17 +3231,38 @@ FN_INLINE void cl_apply_tiles_f32(const float *x, float *y, fn_ssize nr, fn_ssiz
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)
-                vd_stream16_f32(y + r * W + j, vd_fma(vd_sub(vd_load_f32(x + r * W + j), vd_load(hi + j)),
-                                               vd_load(sc + j), vd_load(sf + j)));
+                vd_stream16_f32(y + r * W + j, fn_vd_act(vd_fma(vd_sub(vd_load_f32(x + r * W + j), vd_load(hi + j)),
+                                                         vd_load(sc + j), vd_load(sf + j)),
+                                                  vact, sv));
         fn_sfence();
         return;
     }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
-        if (stream) cl_apply_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
-        else cl_apply_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0);
+        if (stream) cl_apply_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1, vact, sv, slope);
+        else cl_apply_rows_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0, vact, sv, slope);
     }
     if (stream) fn_sfence();
+}
+
+/* rows x C, none or a vector activation's code vact (a constant in each
+ * call): wide rows past the caches row by row (fn_plan.rows), else the
+ * tiles; the rows that do not fill a virtual row by the tiles of C lanes */
+FN_INLINE void cl_apply_vec_f32(const float *x, float *y, fn_ssize rows, fn_ssize C, fn_ssize m, const double *hi,
+                                  const double *sc, const double *sf, int stream, const int vact, double slope)
+{
+    fn_ssize W = C * m, vr = rows / m;
+    /* not where the tiles stream (their streamed rows of up to 64 lanes
+     * already run row by row): cl_apply_tiles' condition, which a shared
+     * helper compiled 1.1-1.2x slower at x86-64-v3 */
+    const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
+    if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
+        cl_apply_by_rows_f32(x, y, vr, W, hi, sc, sf, vact, slope);
+        cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
+        return;
+    }
+    cl_apply_tiles_f32(x, y, vr, W, hi, sc, sf, stream & 1, vact, slope);
+    cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
 }
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
@@ -3226,18 +3276,22 @@ static void apply_cl_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        /* not where the tiles stream (their streamed rows of up to 64 lanes
-         * already run row by row): cl_apply_tiles' condition, which a shared
-         * helper compiled 1.1-1.2x slower at x86-64-v3 */
-        const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
-        if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
-            cl_apply_by_rows_f32(x, y, vr, W, hi, sc, sf);
-            cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
-            return;
-        }
-        cl_apply_tiles_f32(x, y, vr, W, hi, sc, sf, stream & 1);
-        cl_apply_tiles_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+        cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
+    }
+    /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act):
+     * every float32 / float64 pair, and rows of one register tile of the
+     * others (their wider rows keep the loops below, which run the rows
+     * front to back) */
+    const int vec = 1;
+    if (fn_act_in_vectors(act) && vec) {
+        switch (fn_vector_act(act, slope)) {
+        case FN_ACT_RELU: cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_RELU, slope); return;
+        case FN_VACT_LEAKY_UNIT:
+            cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_VACT_LEAKY_UNIT, slope);
+            return;
+        default: cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_LEAKY, slope); return;
+        }
     }
     switch (act) {
     case FN_ACT_RELU: {
@@ -3829,10 +3883,11 @@ static void planes_f64(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
 
 /* ---------------------------------------------- channels-last apply f64 */
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
- * rows; st: non-temporal stores. */
+ * rows; st: non-temporal stores; vact: fn_vd_act's code (a constant in each
+ * call, so the plain tile compiles as without it), sv its slope. */
 FN_INLINE void cl_apply_tile_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                    const double *hi, const double *sc, const double *sf, int pf, const int st,
-                                   const int K)
+                                   const int K, const int vact, fn_vd sv)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -3852,7 +3907,7 @@ FN_INLINE void cl_apply_tile_f64(const double *x, double *y, fn_ssize nr, fn_ssi
             if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(double), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd v = vd_fma(vd_sub(vd_load(p + k * FN_VL), h[k]), s[k], f[k]);
+            fn_vd v = fn_vd_act(vd_fma(vd_sub(vd_load(p + k * FN_VL), h[k]), s[k], f[k]), vact, sv);
             if (st) vd_stream16(q + k * FN_VL, v);
             else vd_store(q + k * FN_VL, v);
         }
@@ -3862,21 +3917,22 @@ FN_INLINE void cl_apply_tile_f64(const double *x, double *y, fn_ssize nr, fn_ssi
 /* nr rows of W: full tiles, one remainder tile of kk vectors (K a constant
  * in each call), the last lanes scalar */
 FN_INLINE void cl_apply_rows_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                   const double *sc, const double *sf, int pf, const int st)
+                                   const double *sc, const double *sf, int pf, const int st, const int vact,
+                                   fn_vd sv, double slope)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V);
+        cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V, vact, sv);
     kk = (W - j0) / FN_VL;
     switch (kk) {
-    case 1: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 1); break;
-    case 2: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 2); break;
-    case 3: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 3); break;
+    case 1: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 1, vact, sv); break;
+    case 2: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 2, vact, sv); break;
+    case 3: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 3, vact, sv); break;
 #if FN_TILE_V > 4
-    case 4: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 4); break;
-    case 5: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 5); break;
-    case 6: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 6); break;
-    case 7: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 7); break;
+    case 4: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 4, vact, sv); break;
+    case 5: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 5, vact, sv); break;
+    case 6: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 6, vact, sv); break;
+    case 7: cl_apply_tile_f64(x, y, nr, W, j0, hi, sc, sf, pf, st, 7, vact, sv); break;
 #endif
     default: break;
     }
@@ -3884,21 +3940,46 @@ FN_INLINE void cl_apply_rows_f64(const double *x, double *y, fn_ssize nr, fn_ssi
     if (j0 < W)
         for (r = 0; r < nr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (double)FN_FMA((*(x + r * W + j)) - hi[j], sc[j], sf[j]);
+                y[r * W + j] = (double)fn_d_act(FN_FMA((*(x + r * W + j)) - hi[j], sc[j], sf[j]),
+                                              vact == FN_VACT_LEAKY_UNIT ? FN_ACT_LEAKY : vact, slope);
 }
 
 /* Rows of several tiles past the caches (fn_plan.rows): row by row, front to
- * back, the coefficients read from L1 (W a multiple of FN_VL).  The float32
- * and float64 pairs only (the other pairs keep their tiles); out of line, so
- * the tiled loops compile as without it. */
-FN_NOINLINE static void cl_apply_by_rows_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                               const double *sc, const double *sf)
+ * back, the coefficients read from L1 (W a multiple of FN_VL), two vectors a
+ * step (float32 stores whole 64-byte lines, as the channels-first loops);
+ * vact a constant in each call. */
+FN_INLINE void cl_rows_loop_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                  const double *sc, const double *sf, const int vact, fn_vd sv)
 {
-    fn_ssize r, j;
-    for (r = 0; r < nr; r++)
-        for (j = 0; j < W; j += FN_VL)
-            vd_store(y + r * W + j, vd_fma(vd_sub(vd_load(x + r * W + j), vd_load(hi + j)), vd_load(sc + j),
-                                          vd_load(sf + j)));
+    fn_ssize r, j, w2 = W - W % (2 * FN_VL);
+    for (r = 0; r < nr; r++) {
+        const double *p = x + r * W;
+        double *q = y + r * W;
+        for (j = 0; j < w2; j += 2 * FN_VL)
+            (vd_store(q + j,
+                    fn_vd_act(vd_fma(vd_sub(vd_load(p + j), vd_load(hi + j)), vd_load(sc + j), vd_load(sf + j)), vact,
+                              sv)), vd_store((q + j) + FN_VL,
+                    fn_vd_act(vd_fma(vd_sub(vd_load(p + j + FN_VL), vd_load(hi + j + FN_VL)), vd_load(sc + j + FN_VL),
+                                     vd_load(sf + j + FN_VL)),
+                              vact, sv)));
+        if (j < W)
+            vd_store(q + j, fn_vd_act(vd_fma(vd_sub(vd_load(p + j), vd_load(hi + j)), vd_load(sc + j), vd_load(sf + j)),
+                                     vact, sv));
+    }
+}
+
+/* The float32 and float64 pairs only (the other pairs keep their tiles); out
+ * of line, so the tiled loops compile as without it; one loop per code. */
+FN_NOINLINE static void cl_apply_by_rows_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, const double *hi,
+                                               const double *sc, const double *sf, int vact, double slope)
+{
+    const fn_vd sv = vd_set1(slope);
+    switch (vact) {
+    case FN_ACT_RELU: cl_rows_loop_f64(x, y, nr, W, hi, sc, sf, FN_ACT_RELU, sv); break;
+    case FN_VACT_LEAKY_UNIT: cl_rows_loop_f64(x, y, nr, W, hi, sc, sf, FN_VACT_LEAKY_UNIT, sv); break;
+    case FN_ACT_LEAKY: cl_rows_loop_f64(x, y, nr, W, hi, sc, sf, FN_ACT_LEAKY, sv); break;
+    default: cl_rows_loop_f64(x, y, nr, W, hi, sc, sf, FN_ACT_NONE, sv); break;
+    }
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -3907,8 +3988,10 @@ FN_NOINLINE static void cl_apply_by_rows_f64(const double *x, double *y, fn_ssiz
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
 FN_INLINE void cl_apply_tiles_f64(const double *x, double *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                    const double *sc, const double *sf, int stream)
+                                    const double *sc, const double *sf, int stream, const int vact,
+                                    double slope)
 {
+    const fn_vd sv = vd_set1(slope);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)8 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
@@ -3920,17 +4003,38 @@ FN_INLINE void cl_apply_tiles_f64(const double *x, double *y, fn_ssize nr, fn_ss
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)
-                vd_stream16(y + r * W + j, vd_fma(vd_sub(vd_load(x + r * W + j), vd_load(hi + j)),
-                                               vd_load(sc + j), vd_load(sf + j)));
+                vd_stream16(y + r * W + j, fn_vd_act(vd_fma(vd_sub(vd_load(x + r * W + j), vd_load(hi + j)),
+                                                         vd_load(sc + j), vd_load(sf + j)),
+                                                  vact, sv));
         fn_sfence();
         return;
     }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
-        if (stream) cl_apply_rows_f64(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
-        else cl_apply_rows_f64(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0);
+        if (stream) cl_apply_rows_f64(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1, vact, sv, slope);
+        else cl_apply_rows_f64(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0, vact, sv, slope);
     }
     if (stream) fn_sfence();
+}
+
+/* rows x C, none or a vector activation's code vact (a constant in each
+ * call): wide rows past the caches row by row (fn_plan.rows), else the
+ * tiles; the rows that do not fill a virtual row by the tiles of C lanes */
+FN_INLINE void cl_apply_vec_f64(const double *x, double *y, fn_ssize rows, fn_ssize C, fn_ssize m, const double *hi,
+                                  const double *sc, const double *sf, int stream, const int vact, double slope)
+{
+    fn_ssize W = C * m, vr = rows / m;
+    /* not where the tiles stream (their streamed rows of up to 64 lanes
+     * already run row by row): cl_apply_tiles' condition, which a shared
+     * helper compiled 1.1-1.2x slower at x86-64-v3 */
+    const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
+    if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
+        cl_apply_by_rows_f64(x, y, vr, W, hi, sc, sf, vact, slope);
+        cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
+        return;
+    }
+    cl_apply_tiles_f64(x, y, vr, W, hi, sc, sf, stream & 1, vact, slope);
+    cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
 }
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
@@ -3944,18 +4048,22 @@ static void apply_cl_f64(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        /* not where the tiles stream (their streamed rows of up to 64 lanes
-         * already run row by row): cl_apply_tiles' condition, which a shared
-         * helper compiled 1.1-1.2x slower at x86-64-v3 */
-        const int tiles_stream = (stream & 1) && FN_HAVE_STREAM && FN_VL >= 4 && W <= 64 && ((uintptr_t)y & 15) == 0;
-        if ((stream & FN_CL_ROWS) && !tiles_stream && W > FN_TILE_LANES && W % FN_VL == 0) {
-            cl_apply_by_rows_f64(x, y, vr, W, hi, sc, sf);
-            cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
-            return;
-        }
-        cl_apply_tiles_f64(x, y, vr, W, hi, sc, sf, stream & 1);
-        cl_apply_tiles_f64(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+        cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
+    }
+    /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act):
+     * every float32 / float64 pair, and rows of one register tile of the
+     * others (their wider rows keep the loops below, which run the rows
+     * front to back) */
+    const int vec = 1;
+    if (fn_act_in_vectors(act) && vec) {
+        switch (fn_vector_act(act, slope)) {
+        case FN_ACT_RELU: cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_RELU, slope); return;
+        case FN_VACT_LEAKY_UNIT:
+            cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_VACT_LEAKY_UNIT, slope);
+            return;
+        default: cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_LEAKY, slope); return;
+        }
     }
     switch (act) {
     case FN_ACT_RELU: {
@@ -6222,10 +6330,11 @@ static void planes_u8_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn
 
 /* ---------------------------------------------- channels-last apply u8_f32 */
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
- * rows; st: non-temporal stores. */
+ * rows; st: non-temporal stores; vact: fn_vd_act's code (a constant in each
+ * call, so the plain tile compiles as without it), sv its slope. */
 FN_INLINE void cl_apply_tile_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                    const double *hi, const double *sc, const double *sf, int pf, const int st,
-                                   const int K)
+                                   const int K, const int vact, fn_vd sv)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -6245,7 +6354,7 @@ FN_INLINE void cl_apply_tile_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_
             if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(float), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd v = vd_fma(vd_sub(vd_load_u8(p + k * FN_VL), h[k]), s[k], f[k]);
+            fn_vd v = fn_vd_act(vd_fma(vd_sub(vd_load_u8(p + k * FN_VL), h[k]), s[k], f[k]), vact, sv);
             if (st) vd_stream16_f32(q + k * FN_VL, v);
             else vd_store_f32(q + k * FN_VL, v);
         }
@@ -6255,21 +6364,22 @@ FN_INLINE void cl_apply_tile_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_
 /* nr rows of W: full tiles, one remainder tile of kk vectors (K a constant
  * in each call), the last lanes scalar */
 FN_INLINE void cl_apply_rows_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                   const double *sc, const double *sf, int pf, const int st)
+                                   const double *sc, const double *sf, int pf, const int st, const int vact,
+                                   fn_vd sv, double slope)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V);
+        cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V, vact, sv);
     kk = (W - j0) / FN_VL;
     switch (kk) {
-    case 1: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1); break;
-    case 2: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2); break;
-    case 3: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3); break;
+    case 1: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1, vact, sv); break;
+    case 2: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2, vact, sv); break;
+    case 3: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3, vact, sv); break;
 #if FN_TILE_V > 4
-    case 4: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4); break;
-    case 5: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5); break;
-    case 6: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6); break;
-    case 7: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7); break;
+    case 4: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4, vact, sv); break;
+    case 5: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5, vact, sv); break;
+    case 6: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6, vact, sv); break;
+    case 7: cl_apply_tile_u8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7, vact, sv); break;
 #endif
     default: break;
     }
@@ -6277,7 +6387,8 @@ FN_INLINE void cl_apply_rows_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_
     if (j0 < W)
         for (r = 0; r < nr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (float)FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]);
+                y[r * W + j] = (float)fn_d_act(FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]),
+                                              vact == FN_VACT_LEAKY_UNIT ? FN_ACT_LEAKY : vact, slope);
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -6286,8 +6397,10 @@ FN_INLINE void cl_apply_rows_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
 FN_INLINE void cl_apply_tiles_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                    const double *sc, const double *sf, int stream)
+                                    const double *sc, const double *sf, int stream, const int vact,
+                                    double slope)
 {
+    const fn_vd sv = vd_set1(slope);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
@@ -6299,17 +6412,29 @@ FN_INLINE void cl_apply_tiles_u8_f32(const uint8_t *x, float *y, fn_ssize nr, fn
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)
-                vd_stream16_f32(y + r * W + j, vd_fma(vd_sub(vd_load_u8(x + r * W + j), vd_load(hi + j)),
-                                               vd_load(sc + j), vd_load(sf + j)));
+                vd_stream16_f32(y + r * W + j, fn_vd_act(vd_fma(vd_sub(vd_load_u8(x + r * W + j), vd_load(hi + j)),
+                                                         vd_load(sc + j), vd_load(sf + j)),
+                                                  vact, sv));
         fn_sfence();
         return;
     }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
-        if (stream) cl_apply_rows_u8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
-        else cl_apply_rows_u8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0);
+        if (stream) cl_apply_rows_u8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1, vact, sv, slope);
+        else cl_apply_rows_u8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0, vact, sv, slope);
     }
     if (stream) fn_sfence();
+}
+
+/* rows x C, none or a vector activation's code vact (a constant in each
+ * call): wide rows past the caches row by row (fn_plan.rows), else the
+ * tiles; the rows that do not fill a virtual row by the tiles of C lanes */
+FN_INLINE void cl_apply_vec_u8_f32(const uint8_t *x, float *y, fn_ssize rows, fn_ssize C, fn_ssize m, const double *hi,
+                                  const double *sc, const double *sf, int stream, const int vact, double slope)
+{
+    fn_ssize W = C * m, vr = rows / m;
+    cl_apply_tiles_u8_f32(x, y, vr, W, hi, sc, sf, stream & 1, vact, slope);
+    cl_apply_tiles_u8_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
 }
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
@@ -6323,12 +6448,12 @@ static void apply_cl_u8_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C,
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_u8_f32(x, y, vr, W, hi, sc, sf, stream & 1);
-        cl_apply_tiles_u8_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+        cl_apply_vec_u8_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
     }
     (void)r;
     (void)j;
+    (void)vr;
     fn_buf_apply_cl(&bpa_u8, xv, yv, rows, C, m, coefv, act, slope, 0);
 }
 
@@ -6481,10 +6606,11 @@ static void planes_i8_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn
 
 /* ---------------------------------------------- channels-last apply i8_f32 */
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
- * rows; st: non-temporal stores. */
+ * rows; st: non-temporal stores; vact: fn_vd_act's code (a constant in each
+ * call, so the plain tile compiles as without it), sv its slope. */
 FN_INLINE void cl_apply_tile_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                    const double *hi, const double *sc, const double *sf, int pf, const int st,
-                                   const int K)
+                                   const int K, const int vact, fn_vd sv)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -6504,7 +6630,7 @@ FN_INLINE void cl_apply_tile_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_s
             if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(float), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd v = vd_fma(vd_sub(vd_load_i8(p + k * FN_VL), h[k]), s[k], f[k]);
+            fn_vd v = fn_vd_act(vd_fma(vd_sub(vd_load_i8(p + k * FN_VL), h[k]), s[k], f[k]), vact, sv);
             if (st) vd_stream16_f32(q + k * FN_VL, v);
             else vd_store_f32(q + k * FN_VL, v);
         }
@@ -6514,21 +6640,22 @@ FN_INLINE void cl_apply_tile_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_s
 /* nr rows of W: full tiles, one remainder tile of kk vectors (K a constant
  * in each call), the last lanes scalar */
 FN_INLINE void cl_apply_rows_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                   const double *sc, const double *sf, int pf, const int st)
+                                   const double *sc, const double *sf, int pf, const int st, const int vact,
+                                   fn_vd sv, double slope)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V);
+        cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V, vact, sv);
     kk = (W - j0) / FN_VL;
     switch (kk) {
-    case 1: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1); break;
-    case 2: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2); break;
-    case 3: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3); break;
+    case 1: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1, vact, sv); break;
+    case 2: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2, vact, sv); break;
+    case 3: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3, vact, sv); break;
 #if FN_TILE_V > 4
-    case 4: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4); break;
-    case 5: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5); break;
-    case 6: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6); break;
-    case 7: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7); break;
+    case 4: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4, vact, sv); break;
+    case 5: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5, vact, sv); break;
+    case 6: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6, vact, sv); break;
+    case 7: cl_apply_tile_i8_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7, vact, sv); break;
 #endif
     default: break;
     }
@@ -6536,7 +6663,8 @@ FN_INLINE void cl_apply_rows_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_s
     if (j0 < W)
         for (r = 0; r < nr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (float)FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]);
+                y[r * W + j] = (float)fn_d_act(FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]),
+                                              vact == FN_VACT_LEAKY_UNIT ? FN_ACT_LEAKY : vact, slope);
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -6545,8 +6673,10 @@ FN_INLINE void cl_apply_rows_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_s
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
 FN_INLINE void cl_apply_tiles_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                    const double *sc, const double *sf, int stream)
+                                    const double *sc, const double *sf, int stream, const int vact,
+                                    double slope)
 {
+    const fn_vd sv = vd_set1(slope);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
@@ -6558,17 +6688,29 @@ FN_INLINE void cl_apply_tiles_i8_f32(const int8_t *x, float *y, fn_ssize nr, fn_
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)
-                vd_stream16_f32(y + r * W + j, vd_fma(vd_sub(vd_load_i8(x + r * W + j), vd_load(hi + j)),
-                                               vd_load(sc + j), vd_load(sf + j)));
+                vd_stream16_f32(y + r * W + j, fn_vd_act(vd_fma(vd_sub(vd_load_i8(x + r * W + j), vd_load(hi + j)),
+                                                         vd_load(sc + j), vd_load(sf + j)),
+                                                  vact, sv));
         fn_sfence();
         return;
     }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
-        if (stream) cl_apply_rows_i8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
-        else cl_apply_rows_i8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0);
+        if (stream) cl_apply_rows_i8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1, vact, sv, slope);
+        else cl_apply_rows_i8_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0, vact, sv, slope);
     }
     if (stream) fn_sfence();
+}
+
+/* rows x C, none or a vector activation's code vact (a constant in each
+ * call): wide rows past the caches row by row (fn_plan.rows), else the
+ * tiles; the rows that do not fill a virtual row by the tiles of C lanes */
+FN_INLINE void cl_apply_vec_i8_f32(const int8_t *x, float *y, fn_ssize rows, fn_ssize C, fn_ssize m, const double *hi,
+                                  const double *sc, const double *sf, int stream, const int vact, double slope)
+{
+    fn_ssize W = C * m, vr = rows / m;
+    cl_apply_tiles_i8_f32(x, y, vr, W, hi, sc, sf, stream & 1, vact, slope);
+    cl_apply_tiles_i8_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
 }
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
@@ -6582,12 +6724,12 @@ static void apply_cl_i8_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C,
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_i8_f32(x, y, vr, W, hi, sc, sf, stream & 1);
-        cl_apply_tiles_i8_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+        cl_apply_vec_i8_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
     }
     (void)r;
     (void)j;
+    (void)vr;
     fn_buf_apply_cl(&bpa_i8, xv, yv, rows, C, m, coefv, act, slope, 0);
 }
 
@@ -6740,10 +6882,11 @@ static void planes_u16_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
 
 /* ---------------------------------------------- channels-last apply u16_f32 */
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
- * rows; st: non-temporal stores. */
+ * rows; st: non-temporal stores; vact: fn_vd_act's code (a constant in each
+ * call, so the plain tile compiles as without it), sv its slope. */
 FN_INLINE void cl_apply_tile_u16_f32(const uint16_t *x, float *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                    const double *hi, const double *sc, const double *sf, int pf, const int st,
-                                   const int K)
+                                   const int K, const int vact, fn_vd sv)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -6763,7 +6906,7 @@ FN_INLINE void cl_apply_tile_u16_f32(const uint16_t *x, float *y, fn_ssize nr, f
             if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(float), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd v = vd_fma(vd_sub(vd_load_u16(p + k * FN_VL), h[k]), s[k], f[k]);
+            fn_vd v = fn_vd_act(vd_fma(vd_sub(vd_load_u16(p + k * FN_VL), h[k]), s[k], f[k]), vact, sv);
             if (st) vd_stream16_f32(q + k * FN_VL, v);
             else vd_store_f32(q + k * FN_VL, v);
         }
@@ -6773,21 +6916,22 @@ FN_INLINE void cl_apply_tile_u16_f32(const uint16_t *x, float *y, fn_ssize nr, f
 /* nr rows of W: full tiles, one remainder tile of kk vectors (K a constant
  * in each call), the last lanes scalar */
 FN_INLINE void cl_apply_rows_u16_f32(const uint16_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                   const double *sc, const double *sf, int pf, const int st)
+                                   const double *sc, const double *sf, int pf, const int st, const int vact,
+                                   fn_vd sv, double slope)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V);
+        cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V, vact, sv);
     kk = (W - j0) / FN_VL;
     switch (kk) {
-    case 1: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1); break;
-    case 2: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2); break;
-    case 3: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3); break;
+    case 1: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1, vact, sv); break;
+    case 2: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2, vact, sv); break;
+    case 3: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3, vact, sv); break;
 #if FN_TILE_V > 4
-    case 4: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4); break;
-    case 5: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5); break;
-    case 6: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6); break;
-    case 7: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7); break;
+    case 4: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4, vact, sv); break;
+    case 5: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5, vact, sv); break;
+    case 6: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6, vact, sv); break;
+    case 7: cl_apply_tile_u16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7, vact, sv); break;
 #endif
     default: break;
     }
@@ -6795,7 +6939,8 @@ FN_INLINE void cl_apply_rows_u16_f32(const uint16_t *x, float *y, fn_ssize nr, f
     if (j0 < W)
         for (r = 0; r < nr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (float)FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]);
+                y[r * W + j] = (float)fn_d_act(FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]),
+                                              vact == FN_VACT_LEAKY_UNIT ? FN_ACT_LEAKY : vact, slope);
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -6804,8 +6949,10 @@ FN_INLINE void cl_apply_rows_u16_f32(const uint16_t *x, float *y, fn_ssize nr, f
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
 FN_INLINE void cl_apply_tiles_u16_f32(const uint16_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                    const double *sc, const double *sf, int stream)
+                                    const double *sc, const double *sf, int stream, const int vact,
+                                    double slope)
 {
+    const fn_vd sv = vd_set1(slope);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
@@ -6817,17 +6964,29 @@ FN_INLINE void cl_apply_tiles_u16_f32(const uint16_t *x, float *y, fn_ssize nr, 
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)
-                vd_stream16_f32(y + r * W + j, vd_fma(vd_sub(vd_load_u16(x + r * W + j), vd_load(hi + j)),
-                                               vd_load(sc + j), vd_load(sf + j)));
+                vd_stream16_f32(y + r * W + j, fn_vd_act(vd_fma(vd_sub(vd_load_u16(x + r * W + j), vd_load(hi + j)),
+                                                         vd_load(sc + j), vd_load(sf + j)),
+                                                  vact, sv));
         fn_sfence();
         return;
     }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
-        if (stream) cl_apply_rows_u16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
-        else cl_apply_rows_u16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0);
+        if (stream) cl_apply_rows_u16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1, vact, sv, slope);
+        else cl_apply_rows_u16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0, vact, sv, slope);
     }
     if (stream) fn_sfence();
+}
+
+/* rows x C, none or a vector activation's code vact (a constant in each
+ * call): wide rows past the caches row by row (fn_plan.rows), else the
+ * tiles; the rows that do not fill a virtual row by the tiles of C lanes */
+FN_INLINE void cl_apply_vec_u16_f32(const uint16_t *x, float *y, fn_ssize rows, fn_ssize C, fn_ssize m, const double *hi,
+                                  const double *sc, const double *sf, int stream, const int vact, double slope)
+{
+    fn_ssize W = C * m, vr = rows / m;
+    cl_apply_tiles_u16_f32(x, y, vr, W, hi, sc, sf, stream & 1, vact, slope);
+    cl_apply_tiles_u16_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
 }
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
@@ -6841,12 +7000,12 @@ static void apply_cl_u16_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_u16_f32(x, y, vr, W, hi, sc, sf, stream & 1);
-        cl_apply_tiles_u16_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+        cl_apply_vec_u16_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
     }
     (void)r;
     (void)j;
+    (void)vr;
     fn_buf_apply_cl(&bpa_u16, xv, yv, rows, C, m, coefv, act, slope, 0);
 }
 
@@ -6999,10 +7158,11 @@ static void planes_i16_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
 
 /* ---------------------------------------------- channels-last apply i16_f32 */
 /* K vectors of lanes of nr rows, the coefficients in registers for all the
- * rows; st: non-temporal stores. */
+ * rows; st: non-temporal stores; vact: fn_vd_act's code (a constant in each
+ * call, so the plain tile compiles as without it), sv its slope. */
 FN_INLINE void cl_apply_tile_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn_ssize W, fn_ssize j0,
                                    const double *hi, const double *sc, const double *sf, int pf, const int st,
-                                   const int K)
+                                   const int K, const int vact, fn_vd sv)
 {
     fn_vd h[FN_TILE_V], s[FN_TILE_V], f[FN_TILE_V];
     fn_ssize r;
@@ -7022,7 +7182,7 @@ FN_INLINE void cl_apply_tile_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn
             if (!st) fn_prefetch_lines(q + nr * W, K * FN_VL * (fn_ssize)sizeof(float), 1);
         }
         FN_UNROLL for (k = 0; k < K; k++) {
-            fn_vd v = vd_fma(vd_sub(vd_load_i16(p + k * FN_VL), h[k]), s[k], f[k]);
+            fn_vd v = fn_vd_act(vd_fma(vd_sub(vd_load_i16(p + k * FN_VL), h[k]), s[k], f[k]), vact, sv);
             if (st) vd_stream16_f32(q + k * FN_VL, v);
             else vd_store_f32(q + k * FN_VL, v);
         }
@@ -7032,21 +7192,22 @@ FN_INLINE void cl_apply_tile_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn
 /* nr rows of W: full tiles, one remainder tile of kk vectors (K a constant
  * in each call), the last lanes scalar */
 FN_INLINE void cl_apply_rows_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                   const double *sc, const double *sf, int pf, const int st)
+                                   const double *sc, const double *sf, int pf, const int st, const int vact,
+                                   fn_vd sv, double slope)
 {
     fn_ssize r, j, j0 = 0, kk;
     for (; j0 + FN_TILE_LANES <= W; j0 += FN_TILE_LANES)
-        cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V);
+        cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, FN_TILE_V, vact, sv);
     kk = (W - j0) / FN_VL;
     switch (kk) {
-    case 1: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1); break;
-    case 2: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2); break;
-    case 3: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3); break;
+    case 1: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 1, vact, sv); break;
+    case 2: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 2, vact, sv); break;
+    case 3: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 3, vact, sv); break;
 #if FN_TILE_V > 4
-    case 4: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4); break;
-    case 5: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5); break;
-    case 6: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6); break;
-    case 7: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7); break;
+    case 4: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 4, vact, sv); break;
+    case 5: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 5, vact, sv); break;
+    case 6: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 6, vact, sv); break;
+    case 7: cl_apply_tile_i16_f32(x, y, nr, W, j0, hi, sc, sf, pf, st, 7, vact, sv); break;
 #endif
     default: break;
     }
@@ -7054,7 +7215,8 @@ FN_INLINE void cl_apply_rows_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn
     if (j0 < W)
         for (r = 0; r < nr; r++)
             for (j = j0; j < W; j++)
-                y[r * W + j] = (float)FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]);
+                y[r * W + j] = (float)fn_d_act(FN_FMA(((double)*(x + r * W + j)) - hi[j], sc[j], sf[j]),
+                                              vact == FN_VACT_LEAKY_UNIT ? FN_ACT_LEAKY : vact, slope);
 }
 
 /* nr rows of W without activation, in groups of about FN_CL_APPLY_BYTES of
@@ -7063,8 +7225,10 @@ FN_INLINE void cl_apply_rows_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn
  * contiguous run written front to back, in 16-byte pieces) into a 16-byte
  * aligned output. */
 FN_INLINE void cl_apply_tiles_i16_f32(const int16_t *x, float *y, fn_ssize nr, fn_ssize W, const double *hi,
-                                    const double *sc, const double *sf, int stream)
+                                    const double *sc, const double *sf, int stream, const int vact,
+                                    double slope)
 {
+    const fn_vd sv = vd_set1(slope);
     fn_ssize g = W > 0 ? FN_CL_APPLY_BYTES / ((fn_ssize)4 * W) : nr, r0, cnt;
     const int pf = W > FN_TILE_LANES;
     if (g < 1) g = 1;
@@ -7076,17 +7240,29 @@ FN_INLINE void cl_apply_tiles_i16_f32(const int16_t *x, float *y, fn_ssize nr, f
         fn_ssize r, j;
         for (r = 0; r < nr; r++)
             for (j = 0; j < W; j += FN_VL)
-                vd_stream16_f32(y + r * W + j, vd_fma(vd_sub(vd_load_i16(x + r * W + j), vd_load(hi + j)),
-                                               vd_load(sc + j), vd_load(sf + j)));
+                vd_stream16_f32(y + r * W + j, fn_vd_act(vd_fma(vd_sub(vd_load_i16(x + r * W + j), vd_load(hi + j)),
+                                                         vd_load(sc + j), vd_load(sf + j)),
+                                                  vact, sv));
         fn_sfence();
         return;
     }
     for (r0 = 0; r0 < nr; r0 += cnt) {
         cnt = nr - r0 < g ? nr - r0 : g;
-        if (stream) cl_apply_rows_i16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1);
-        else cl_apply_rows_i16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0);
+        if (stream) cl_apply_rows_i16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 1, vact, sv, slope);
+        else cl_apply_rows_i16_f32(x + r0 * W, y + r0 * W, cnt, W, hi, sc, sf, pf, 0, vact, sv, slope);
     }
     if (stream) fn_sfence();
+}
+
+/* rows x C, none or a vector activation's code vact (a constant in each
+ * call): wide rows past the caches row by row (fn_plan.rows), else the
+ * tiles; the rows that do not fill a virtual row by the tiles of C lanes */
+FN_INLINE void cl_apply_vec_i16_f32(const int16_t *x, float *y, fn_ssize rows, fn_ssize C, fn_ssize m, const double *hi,
+                                  const double *sc, const double *sf, int stream, const int vact, double slope)
+{
+    fn_ssize W = C * m, vr = rows / m;
+    cl_apply_tiles_i16_f32(x, y, vr, W, hi, sc, sf, stream & 1, vact, slope);
+    cl_apply_tiles_i16_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0, vact, slope);
 }
 
 /* rows x C with per-lane coefficients (hi, lo, scale, shift: 4 arrays of
@@ -7100,12 +7276,12 @@ static void apply_cl_i16_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C
     fn_ssize W = C * m, vr = rows / m, r, j;
     const double *hi = coef, *sc = coef + 2 * W, *sf = coef + 3 * W;
     if (act == FN_ACT_NONE) {
-        cl_apply_tiles_i16_f32(x, y, vr, W, hi, sc, sf, stream & 1);
-        cl_apply_tiles_i16_f32(x + vr * W, y + vr * W, rows - vr * m, C, hi, sc, sf, 0);
+        cl_apply_vec_i16_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
     }
     (void)r;
     (void)j;
+    (void)vr;
     fn_buf_apply_cl(&bpa_i16, xv, yv, rows, C, m, coefv, act, slope, 0);
 }
 

@@ -121,7 +121,7 @@ fn_plan fn_plan_cl(int dt, int odt, fn_ssize N, fn_ssize S, fn_ssize C, fn_ssize
     pl.fused = fn_owns_units(N, pl.n_threads, S * C * eb);
     pl.small_planes = 0;
     pl.pipelined = 0;
-    pl.rows = act == FN_ACT_NONE && (odt == FN_F32 || odt == FN_F64) &&
+    pl.rows = fn_act_in_vectors(act) && (odt == FN_F32 || odt == FN_F64) &&
               N * S * C * osz > fn_tune.cl_rows_above_bytes;
     pl.wave = pl.fused ? 0 : fn_wave_units(pl.n_threads, S * C * eb, N);
     if (pl.fused) {

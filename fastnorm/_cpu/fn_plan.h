@@ -48,7 +48,7 @@ typedef struct {
      * non-temporal stores where the target has them: past the last-level
      * cache a normal store first reads the line it writes */
     fn_ssize stream_above_bytes;
-    /* channels-last float32/float64 outputs without activation larger than
+    /* channels-last float32/float64 outputs (none, relu, leaky relu) larger than
      * this, in rows wider than a register tile, are normalized row by row
      * (coefficients read from L1) instead of tile by tile: past the caches
      * whole rows stream better than the tiles' column strips (a line or two
