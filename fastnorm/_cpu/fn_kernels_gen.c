@@ -3279,12 +3279,14 @@ static void apply_cl_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
     }
-    /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act):
-     * every float32 / float64 pair, and rows of one register tile of the
-     * others (their wider rows keep the loops below, which run the rows
-     * front to back) */
+    /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act)
+     * where vectors hold 4 or more doubles: every float32 / float64 pair,
+     * and rows of one register tile of the others (their wider rows keep the
+     * loops below, which run the rows front to back).  With 2-double vectors
+     * (x86-64's SSE2) the loops below measured faster than the tiles with an
+     * activation (benchmarks/README.md, round 16). */
     const int vec = 1;
-    if (fn_act_in_vectors(act) && vec) {
+    if (FN_VL >= 4 && fn_act_in_vectors(act) && vec) {
         switch (fn_vector_act(act, slope)) {
         case FN_ACT_RELU: cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_RELU, slope); return;
         case FN_VACT_LEAKY_UNIT:
@@ -4051,12 +4053,14 @@ static void apply_cl_f64(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_NONE, 0.0);
         return;
     }
-    /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act):
-     * every float32 / float64 pair, and rows of one register tile of the
-     * others (their wider rows keep the loops below, which run the rows
-     * front to back) */
+    /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act)
+     * where vectors hold 4 or more doubles: every float32 / float64 pair,
+     * and rows of one register tile of the others (their wider rows keep the
+     * loops below, which run the rows front to back).  With 2-double vectors
+     * (x86-64's SSE2) the loops below measured faster than the tiles with an
+     * activation (benchmarks/README.md, round 16). */
     const int vec = 1;
-    if (fn_act_in_vectors(act) && vec) {
+    if (FN_VL >= 4 && fn_act_in_vectors(act) && vec) {
         switch (fn_vector_act(act, slope)) {
         case FN_ACT_RELU: cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_RELU, slope); return;
         case FN_VACT_LEAKY_UNIT:
