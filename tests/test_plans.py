@@ -44,8 +44,9 @@ def test_every_function_bit_identical_1_to_8_threads(shape, channel_axis):
 
 
 # every activation code of the vector loops: none, relu, leaky relu with a
-# slope in (0, 1] and outside it, and silu (the activation switch's loops)
-ACTS = ((None, 0.01), ("silu", 0.01), ("leaky_relu", 0.01), ("relu", 0.01), ("leaky_relu", -1.5))
+# slope in (0, 1] and outside it (-1.5; 2.0, where max(v * s, v), the (0, 1]
+# code's form, gives another value), and silu (the activation switch's loops)
+ACTS = ((None, 0.01), ("silu", 0.01), ("leaky_relu", 0.01), ("relu", 0.01), ("leaky_relu", -1.5), ("leaky_relu", 2.0))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
@@ -116,12 +117,20 @@ def test_channels_last_apply_bits_equal_channels_first(dtype, C):
     w, b = rng.standard_normal(C), rng.standard_normal(C)
     xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     mean, var = rng.standard_normal((2, C)) - 20, rng.uniform(1, 30, (2, C))
+    from fastnorm._cpu import _engine as E
+
     for nt in (1, 2):
         for act, slope in ACTS:
             kw = dict(activation=act, negative_slope=slope, num_threads=nt)
             zf = fastnorm.normalize(x, mean, var, w, b, **kw)
             zl = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, **kw)
             np.testing.assert_array_equal(zl, np.moveaxis(zf, 1, -1), err_msg=f"{act} {slope} {nt}")
+            old = E._tuning(stream_above_bytes=0)  # the streamed tiles and rows
+            try:
+                zs = fastnorm.normalize(xl, mean, var, w, b, channel_axis=-1, **kw)
+            finally:
+                E._tuning(*old)
+            np.testing.assert_array_equal(zs, zl, err_msg=f"streamed {act} {slope} {nt}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -134,8 +143,9 @@ def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
     from fastnorm._cpu import _engine as E
 
     rng = np.random.default_rng(12)
-    # C = 5: virtual rows of 16 rows (W = 80) and a tail of 15 rows (S = 63)
-    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (5, 80, 136)]
+    # C = 5: virtual rows of 16 rows (W = 80) and a tail of 15 rows (S = 63);
+    # C = 100 and 136: rows of an odd number of vectors at x86-64-v3 and v4
+    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (5, 80, 100, 136)]
     cases.append((rng.standard_normal((3, 33, 136)) * 3 + 4).astype(np.float16))
 
     def run():
