@@ -144,8 +144,10 @@ def test_wide_channels_last_rows_give_the_tiles_bits(dtype):
 
     rng = np.random.default_rng(12)
     # C = 5: virtual rows of 16 rows (W = 80) and a tail of 15 rows (S = 63);
-    # C = 100 and 136: rows of an odd number of vectors at x86-64-v3 and v4
-    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (5, 80, 100, 136)]
+    # C = 100 and 136: rows of an odd number of vectors at x86-64-v3 and v4;
+    # C = 3 (W = 48), 18, 20 and 64: below x86-64-v4 rows walked in groups of
+    # rows, 18 and 20 with a last single vector (x86-64, x86-64-v3)
+    cases = [(rng.standard_normal((2, 9, 7, C)) * 3 + 40).astype(dtype) for C in (3, 5, 18, 20, 64, 80, 100, 136)]
     cases.append((rng.standard_normal((3, 33, 136)) * 3 + 4).astype(np.float16))
 
     def run():

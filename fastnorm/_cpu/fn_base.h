@@ -51,6 +51,19 @@ typedef ptrdiff_t fn_ssize; /* Py_ssize_t without Python.h */
 #define FN_KEEP_MAX 1024       /* float32 planes up to this keep their widened doubles */
 #define FN_ALIAS_BYTES 1024    /* fn_store_ahead: store-to-load distances that stall */
 
+/* Channels-last rows wider than a tile whose groups of FN_CL_GROUP rows span
+ * at most FN_CL_GROUP_SPAN bytes of input are walked a group at a time over
+ * the whole width (the statistics of 4- and 8-byte inputs, the rows path):
+ * such a group is one stream for the prefetchers; rows 1 KiB or more apart
+ * interleaved so measured 1.2-1.5x slower than the tiles' strips
+ * (benchmarks/README.md, round 16). */
+#ifndef FN_CL_GROUP
+#define FN_CL_GROUP 4
+#endif
+#ifndef FN_CL_GROUP_SPAN
+#define FN_CL_GROUP_SPAN 1024
+#endif
+
 /* apply_cl's stream argument: bit 0 non-temporal stores, FN_CL_ROWS: rows
  * wider than a register tile normalized row by row (fn_plan.h, fn_plan.rows) */
 #define FN_CL_ROWS 2
