@@ -3964,13 +3964,11 @@ static void apply_cl_f32(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         return;
     }
     /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act)
-     * where vectors hold 4 or more doubles: every float32 / float64 pair,
-     * and rows of one register tile of the others (their wider rows keep the
-     * loops below, which run the rows front to back).  With 2-double vectors
-     * (x86-64's SSE2) the loops below measured faster than the tiles with an
-     * activation (benchmarks/README.md, round 16). */
-    const int vec = 1;
-    if (FN_VL >= 4 && fn_act_in_vectors(act) && vec) {
+     * where vectors hold 4 or more doubles (the pairs that get here are the
+     * float32 and float64 ones).  With 2-double vectors (x86-64's SSE2) the
+     * loops below measured faster than the tiles with an activation
+     * (benchmarks/README.md, round 16). */
+    if (FN_VL >= 4 && fn_act_in_vectors(act)) {
         switch (fn_vector_act(act, slope)) {
         case FN_ACT_RELU: cl_apply_vec_f32(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_RELU, slope); return;
         case FN_VACT_LEAKY_UNIT:
@@ -4759,13 +4757,11 @@ static void apply_cl_f64(const void *xv, void *yv, fn_ssize rows, fn_ssize C, fn
         return;
     }
     /* relu and leaky relu as the plain call (fn_vd_act is exactly fn_d_act)
-     * where vectors hold 4 or more doubles: every float32 / float64 pair,
-     * and rows of one register tile of the others (their wider rows keep the
-     * loops below, which run the rows front to back).  With 2-double vectors
-     * (x86-64's SSE2) the loops below measured faster than the tiles with an
-     * activation (benchmarks/README.md, round 16). */
-    const int vec = 1;
-    if (FN_VL >= 4 && fn_act_in_vectors(act) && vec) {
+     * where vectors hold 4 or more doubles (the pairs that get here are the
+     * float32 and float64 ones).  With 2-double vectors (x86-64's SSE2) the
+     * loops below measured faster than the tiles with an activation
+     * (benchmarks/README.md, round 16). */
+    if (FN_VL >= 4 && fn_act_in_vectors(act)) {
         switch (fn_vector_act(act, slope)) {
         case FN_ACT_RELU: cl_apply_vec_f64(x, y, rows, C, m, hi, sc, sf, stream, FN_ACT_RELU, slope); return;
         case FN_VACT_LEAKY_UNIT:
