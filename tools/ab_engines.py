@@ -1,6 +1,6 @@
 """A/B of two builds of the CPU engine in one process, call by call.
 
-    python tools/ab_engines.py OLD_ROOT NEW_ROOT SHAPES [--acts none,relu]
+    python tools/ab_engines.py OLD_ROOT NEW_ROOT SHAPES [--acts none,relu] [--op backward]
         [--threads 1,2] [--isa x86-64-v3] [--rounds 9] [--reps 15]
 
 OLD_ROOT and NEW_ROOT are checkouts whose engine was built in place
@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dtype", default="float32", choices=sorted(CODES), help="input and output dtype")
     ap.add_argument("--isa", default=None, help="SIMD level of both engines (default: the best here)")
+    ap.add_argument("--op", default="forward", choices=("forward", "backward"),
+                    help="the forward (norm_cf / norm_cl) or the backward (backward_cf / backward_cl, "
+                    "grad_out standard normal, no weight)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--reps", type=int, default=15)
     a = ap.parse_args()
@@ -78,13 +81,20 @@ def main() -> None:
         x = (1 + np.random.default_rng(0).standard_normal(shape)).astype(a.dtype)
         code = CODES[a.dtype]
         y = np.empty_like(x)
+        dy = np.random.default_rng(1).standard_normal(shape).astype(a.dtype)
         N, C = shape[0], shape[-1] if cl else shape[1]
         S = x.size // (N * C)
-        for act in a.acts.split(","):
+        gw, gb = np.empty(shape[-1] if cl else shape[1]), np.empty(shape[-1] if cl else shape[1])
+        for act in a.acts.split(",") if a.op == "forward" else ["none"]:
             for nt in (int(t) for t in a.threads.split(",")):
 
                 def run(e: Any) -> None:
-                    if cl:
+                    if a.op == "backward":
+                        if cl:
+                            e.backward_cl(x, dy, y, code, N, S, C, C, None, 1e-5, nt, gw, gb)
+                        else:
+                            e.backward_cf(x, dy, y, code, N, C, 1, S, None, 1e-5, nt, gw, gb)
+                    elif cl:
                         e.norm_cl(x, y, code, code, N, S, C, C, None, None, 1e-5, ACT[act], 0.01, nt, None)
                     else:
                         e.norm_cf(x, y, code, code, N, C, 1, S, None, None, 1e-5, ACT[act], 0.01, nt, None)
@@ -103,7 +113,7 @@ def main() -> None:
                     best[0].append(got[0])
                     best[1].append(got[1])
                 ratios = [n / o for o, n in zip(best[0], best[1])]
-                name = f"{dims} {'NHWC' if cl else 'NCHW'} {a.dtype}"
+                name = f"{dims} {'NHWC' if cl else 'NCHW'} {a.dtype}" + (" backward" if a.op == "backward" else "")
                 print(
                     f"| {name} | {act} | {nt} | {min(best[0]) * 1e3:.3f} | {min(best[1]) * 1e3:.3f} | "
                     f"{statistics.median(ratios):.3f} | {min(ratios):.2f}-{max(ratios):.2f} |",

@@ -739,7 +739,7 @@ typedef struct {
     double *psdyx; /* (N, C): sum(dy * (x - mean)) */
     double *pr;    /* (N, G): rstd */
     fn_bsum *rec;  /* a wave's block (chunk) records */
-    fn_bsum *st;   /* running sums: per thread Cg (cf), per wave instance C (cl) */
+    fn_bsum *st;   /* running sums: per thread Cg (cf, threads bwd_st_stride apart), per wave instance C (cl) */
     double *coef;  /* a wave's (mu, a1, a2, a0) per row (cf) or channel (cl) */
     const fn_cl_geom *q;
     char *scratch, *tiles;
@@ -748,6 +748,12 @@ typedef struct {
 } bwd_job;
 
 static void bwd_zero(fn_bsum *s, fn_ssize n) { memset(s, 0, (size_t)n * sizeof(fn_bsum)); }
+
+/* Channels first: the running sums of one thread's Cg channels, rounded up
+ * to whole multiples of 8 records (3 lines of 128 bytes), so that no two
+ * threads write one cache line: every unit rewrites them, and an instance
+ * norm's Cg = 1 put both threads' sums in one line. */
+static fn_ssize bwd_st_stride(fn_ssize Cg) { return (Cg + 7) / 8 * 8; }
 
 /* grad_weight and grad_bias: the per-(n, c) sums added over n in order. */
 static void bwd_affine(const bwd_job *j, fn_ssize N, double *gw, double *gb)
@@ -807,7 +813,7 @@ static void bwd_cf_unit(void *ctx, fn_ssize u, fn_ssize u0, int tid)
 {
     const bwd_job *j = (const bwd_job *)ctx;
     const fn_ssize Cg = j->Cg;
-    bwd_unit_from_records(j, u, j->rec + (u - u0) * Cg * bwd_nb(j), j->st + tid * Cg,
+    bwd_unit_from_records(j, u, j->rec + (u - u0) * Cg * bwd_nb(j), j->st + tid * bwd_st_stride(Cg),
                           j->coef + 4 * (u - u0) * Cg);
 }
 static void bwd_cf_apply(void *ctx, fn_ssize a, fn_ssize e, fn_ssize u0, int backward)
@@ -880,7 +886,7 @@ static int bwd_run(bwd_job *j, const fn_waves *wv, fn_ssize N, int nth, double *
 static void bwd_cf_owned(const bwd_job *j, fn_ssize u0, fn_ssize u1, int tid)
 {
     const fn_ssize Cg = j->Cg, S = j->S, nb = bwd_nb(j), rb = Cg * S * j->isz, B = j->batch;
-    fn_bsum *rec = j->rec + tid * B * Cg * nb, *st = j->st + tid * Cg;
+    fn_bsum *rec = j->rec + tid * B * Cg * nb, *st = j->st + tid * bwd_st_stride(Cg);
     double *coef = j->coef + tid * B * 4 * Cg;
     fn_ssize u, v, n;
     for (u = u0; u < u1; u += n) {
@@ -907,7 +913,7 @@ int fn_drive_backward_cf(const void *x, const void *dy, void *gx, int dt, fn_ssi
     j.batch = j.bp.fused ? j.bp.batch : 0;
     held = j.bp.fused ? nth * j.batch : j.bp.wave; /* units whose records and coefficients are held at once */
     j.rec = (fn_bsum *)fn_alloc(held * Cg * nb * (fn_ssize)sizeof(fn_bsum), "the block sums", err);
-    j.st = (fn_bsum *)fn_alloc(nth * Cg * (fn_ssize)sizeof(fn_bsum), "the channel sums", err);
+    j.st = (fn_bsum *)fn_alloc(nth * bwd_st_stride(Cg) * (fn_ssize)sizeof(fn_bsum), "the channel sums", err);
     j.coef = (double *)fn_alloc(4 * held * Cg * 8, "the coefficients", err);
     sums = bwd_sums(&j, N, sums_out, "the per-plane sums", err);
     if (j.bp.fused && err->what == NULL) { /* a team of two or more (fn_plan_bwd) */
