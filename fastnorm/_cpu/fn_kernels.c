@@ -173,6 +173,21 @@ FN_INLINE double fn_d_act(double v, int act, double slope)
  * (a: of d, b: of d * d); lane j of the block gets elements i % FN_LANES == j,
  * each added in order, whatever the vector width. */
 #define FN_NV (FN_LANES / FN_VL)
+/* fn_lanes_sum of the lanes in v[0..FN_NV), in registers: its tree is lane
+ * j += lane j + h for h = 8, 4, 2, 1 (lane j of vector k is k * FN_VL + j),
+ * so whole vectors add while h spans them (vector k += vector k + h / FN_VL)
+ * and vd_hsum finishes within the last: the same additions, in the same
+ * order, with the same first operands, as the stored lanes' scalar sum. */
+FN_INLINE double fn_vlanes_sum(const fn_vd *v)
+{
+    fn_vd w[FN_NV];
+    int k, h;
+    for (k = 0; k < FN_NV; k++) w[k] = v[k];
+    for (h = FN_NV / 2; h >= 1; h /= 2)
+        for (k = 0; k < h; k++) w[k] = vd_add(w[k], w[k + h]);
+    return vd_hsum(w[0]);
+}
+
 typedef struct { fn_vd a[FN_NV], b[FN_NV]; } fn_lanes;
 FN_INLINE void fn_lanes_zero(fn_lanes *l)
 {
@@ -191,13 +206,7 @@ FN_INLINE void fn_lanes_add(fn_lanes *l, int k, fn_vd d)
  * order (fn_lanes_sum), plus the scalar tail's sums t1, t2 */
 FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1, double t2, fn_triple *t)
 {
-    double s1[FN_LANES], s2[FN_LANES];
-    int k;
-    for (k = 0; k < FN_NV; k++) {
-        vd_store(s1 + k * FN_VL, l->a[k]);
-        vd_store(s2 + k * FN_VL, l->b[k]);
-    }
-    fn_finish(t, n, sh, fn_lanes_sum(s1) + t1, fn_lanes_sum(s2) + t2);
+    fn_finish(t, n, sh, fn_vlanes_sum(l->a) + t1, fn_vlanes_sum(l->b) + t2);
 }
 
 /* ---- apply through a buffer: the drivers of the buffered pairs ----------- */

@@ -4080,7 +4080,7 @@ FN_INLINE void bsum_block_f32(const float *x, const float *dy, fn_ssize n, fn_bs
     const double sh = n > 0 ? ((double)*(x)) : 0.0;
     const fn_vd shv = vd_set1(sh);
     fn_vd a[FN_NV], b[FN_NV], c[FN_NV], e[FN_NV];
-    double s[4][FN_LANES], t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
+    double t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
     fn_ssize i, nv = n - n % FN_LANES;
     int k;
     for (k = 0; k < FN_NV; k++) {
@@ -4106,16 +4106,10 @@ FN_INLINE void bsum_block_f32(const float *x, const float *dy, fn_ssize n, fn_bs
         t3 += g;
         t4 = FN_FMA(g, d, t4);
     }
-    for (k = 0; k < FN_NV; k++) {
-        vd_store(s[0] + k * FN_VL, a[k]);
-        vd_store(s[1] + k * FN_VL, b[k]);
-        vd_store(s[2] + k * FN_VL, c[k]);
-        vd_store(s[3] + k * FN_VL, e[k]);
-    }
-    fn_finish(&o->t, (double)n, sh, fn_lanes_sum(s[0]) + t1, fn_lanes_sum(s[1]) + t2);
+    fn_finish(&o->t, (double)n, sh, fn_vlanes_sum(a) + t1, fn_vlanes_sum(b) + t2);
     o->sh = sh;
-    o->sdy = fn_lanes_sum(s[2]) + t3;
-    o->sdyx = fn_lanes_sum(s[3]) + t4;
+    o->sdy = fn_vlanes_sum(c) + t3;
+    o->sdyx = fn_vlanes_sum(e) + t4;
 }
 
 /* channels first, rows of S elements, each cut into blocks of FN_BLOCK:
@@ -4873,7 +4867,7 @@ FN_INLINE void bsum_block_f64(const double *x, const double *dy, fn_ssize n, fn_
     const double sh = n > 0 ? (*(x)) : 0.0;
     const fn_vd shv = vd_set1(sh);
     fn_vd a[FN_NV], b[FN_NV], c[FN_NV], e[FN_NV];
-    double s[4][FN_LANES], t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
+    double t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
     fn_ssize i, nv = n - n % FN_LANES;
     int k;
     for (k = 0; k < FN_NV; k++) {
@@ -4899,16 +4893,10 @@ FN_INLINE void bsum_block_f64(const double *x, const double *dy, fn_ssize n, fn_
         t3 += g;
         t4 = FN_FMA(g, d, t4);
     }
-    for (k = 0; k < FN_NV; k++) {
-        vd_store(s[0] + k * FN_VL, a[k]);
-        vd_store(s[1] + k * FN_VL, b[k]);
-        vd_store(s[2] + k * FN_VL, c[k]);
-        vd_store(s[3] + k * FN_VL, e[k]);
-    }
-    fn_finish(&o->t, (double)n, sh, fn_lanes_sum(s[0]) + t1, fn_lanes_sum(s[1]) + t2);
+    fn_finish(&o->t, (double)n, sh, fn_vlanes_sum(a) + t1, fn_vlanes_sum(b) + t2);
     o->sh = sh;
-    o->sdy = fn_lanes_sum(s[2]) + t3;
-    o->sdyx = fn_lanes_sum(s[3]) + t4;
+    o->sdy = fn_vlanes_sum(c) + t3;
+    o->sdyx = fn_vlanes_sum(e) + t4;
 }
 
 /* channels first, rows of S elements, each cut into blocks of FN_BLOCK:
@@ -5419,7 +5407,7 @@ FN_INLINE void bsum_block_f16(const uint16_t *x, const uint16_t *dy, fn_ssize n,
     const double sh = n > 0 ? ((double)fn_h2f(*(x))) : 0.0;
     const fn_vd shv = vd_set1(sh);
     fn_vd a[FN_NV], b[FN_NV], c[FN_NV], e[FN_NV];
-    double s[4][FN_LANES], t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
+    double t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
     fn_ssize i, nv = n - n % FN_LANES;
     int k;
     for (k = 0; k < FN_NV; k++) {
@@ -5445,16 +5433,10 @@ FN_INLINE void bsum_block_f16(const uint16_t *x, const uint16_t *dy, fn_ssize n,
         t3 += g;
         t4 = FN_FMA(g, d, t4);
     }
-    for (k = 0; k < FN_NV; k++) {
-        vd_store(s[0] + k * FN_VL, a[k]);
-        vd_store(s[1] + k * FN_VL, b[k]);
-        vd_store(s[2] + k * FN_VL, c[k]);
-        vd_store(s[3] + k * FN_VL, e[k]);
-    }
-    fn_finish(&o->t, (double)n, sh, fn_lanes_sum(s[0]) + t1, fn_lanes_sum(s[1]) + t2);
+    fn_finish(&o->t, (double)n, sh, fn_vlanes_sum(a) + t1, fn_vlanes_sum(b) + t2);
     o->sh = sh;
-    o->sdy = fn_lanes_sum(s[2]) + t3;
-    o->sdyx = fn_lanes_sum(s[3]) + t4;
+    o->sdy = fn_vlanes_sum(c) + t3;
+    o->sdyx = fn_vlanes_sum(e) + t4;
 }
 
 /* channels first, rows of S elements, each cut into blocks of FN_BLOCK:
@@ -5935,7 +5917,7 @@ FN_INLINE void bsum_block_bf16(const uint16_t *x, const uint16_t *dy, fn_ssize n
     const double sh = n > 0 ? ((double)fn_b2f(*(x))) : 0.0;
     const fn_vd shv = vd_set1(sh);
     fn_vd a[FN_NV], b[FN_NV], c[FN_NV], e[FN_NV];
-    double s[4][FN_LANES], t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
+    double t1 = 0.0, t2 = 0.0, t3 = 0.0, t4 = 0.0;
     fn_ssize i, nv = n - n % FN_LANES;
     int k;
     for (k = 0; k < FN_NV; k++) {
@@ -5961,16 +5943,10 @@ FN_INLINE void bsum_block_bf16(const uint16_t *x, const uint16_t *dy, fn_ssize n
         t3 += g;
         t4 = FN_FMA(g, d, t4);
     }
-    for (k = 0; k < FN_NV; k++) {
-        vd_store(s[0] + k * FN_VL, a[k]);
-        vd_store(s[1] + k * FN_VL, b[k]);
-        vd_store(s[2] + k * FN_VL, c[k]);
-        vd_store(s[3] + k * FN_VL, e[k]);
-    }
-    fn_finish(&o->t, (double)n, sh, fn_lanes_sum(s[0]) + t1, fn_lanes_sum(s[1]) + t2);
+    fn_finish(&o->t, (double)n, sh, fn_vlanes_sum(a) + t1, fn_vlanes_sum(b) + t2);
     o->sh = sh;
-    o->sdy = fn_lanes_sum(s[2]) + t3;
-    o->sdyx = fn_lanes_sum(s[3]) + t4;
+    o->sdy = fn_vlanes_sum(c) + t3;
+    o->sdyx = fn_vlanes_sum(e) + t4;
 }
 
 /* channels first, rows of S elements, each cut into blocks of FN_BLOCK:

@@ -77,6 +77,14 @@ FN_INLINE fn_vd vd_load(const double *p) { return _mm512_loadu_pd(p); }
 FN_INLINE void vd_store(double *p, fn_vd v) { _mm512_storeu_pd(p, v); }
 FN_INLINE void vd_stream(double *p, fn_vd v) { _mm512_stream_pd(p, v); }
 FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return _mm512_add_pd(a, b); }
+/* lane j += lane j + h for h = 4, 2, 1 (the lower lane the first operand):
+ * fn_lanes_sum's tree within one vector */
+FN_INLINE double vd_hsum(fn_vd v)
+{
+    __m256d a = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+    __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
 FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return _mm512_sub_pd(a, b); }
 FN_INLINE fn_vd vd_relu(fn_vd v) { return _mm512_max_pd(_mm512_setzero_pd(), v); }
 FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
@@ -194,6 +202,12 @@ FN_INLINE fn_vd vd_load(const double *p) { return _mm256_loadu_pd(p); }
 FN_INLINE void vd_store(double *p, fn_vd v) { _mm256_storeu_pd(p, v); }
 FN_INLINE void vd_stream(double *p, fn_vd v) { _mm256_stream_pd(p, v); }
 FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return _mm256_add_pd(a, b); }
+/* lane j += lane j + h for h = 2, 1 (the lower lane the first operand) */
+FN_INLINE double vd_hsum(fn_vd v)
+{
+    __m128d b = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
 FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return _mm256_sub_pd(a, b); }
 FN_INLINE fn_vd vd_relu(fn_vd v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
 FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
@@ -295,6 +309,8 @@ FN_INLINE fn_vd vd_load(const double *p) { return _mm_loadu_pd(p); }
 FN_INLINE void vd_store(double *p, fn_vd v) { _mm_storeu_pd(p, v); }
 FN_INLINE void vd_stream(double *p, fn_vd v) { _mm_stream_pd(p, v); }
 FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return _mm_add_pd(a, b); }
+/* lane 0 + lane 1 */
+FN_INLINE double vd_hsum(fn_vd v) { return _mm_cvtsd_f64(_mm_add_sd(v, _mm_unpackhi_pd(v, v))); }
 FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return _mm_sub_pd(a, b); }
 FN_INLINE fn_vd vd_relu(fn_vd v) { return _mm_max_pd(_mm_setzero_pd(), v); }
 FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
@@ -381,6 +397,8 @@ FN_INLINE fn_vd vd_load(const double *p) { return vld1q_f64(p); }
 FN_INLINE void vd_store(double *p, fn_vd v) { vst1q_f64(p, v); }
 FN_INLINE void vd_stream(double *p, fn_vd v) { vst1q_f64(p, v); }
 FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return vaddq_f64(a, b); }
+/* lane 0 + lane 1 */
+FN_INLINE double vd_hsum(fn_vd v) { return vgetq_lane_f64(v, 0) + vgetq_lane_f64(v, 1); }
 FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return vsubq_f64(a, b); }
 FN_INLINE fn_vd vd_relu(fn_vd v) { return vbslq_f64(vcltq_f64(v, vdupq_n_f64(0.0)), vdupq_n_f64(0.0), v); }
 FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s)
@@ -471,6 +489,7 @@ FN_INLINE fn_vd vd_load(const double *p) { return *p; }
 FN_INLINE void vd_store(double *p, fn_vd v) { *p = v; }
 FN_INLINE void vd_stream(double *p, fn_vd v) { *p = v; }
 FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return a + b; }
+FN_INLINE double vd_hsum(fn_vd v) { return v; }
 FN_INLINE fn_vd vd_sub(fn_vd a, fn_vd b) { return a - b; }
 FN_INLINE fn_vd vd_relu(fn_vd v) { return v < 0.0 ? 0.0 : v; }
 FN_INLINE fn_vd vd_leaky(fn_vd v, fn_vd s) { return v >= 0.0 ? v : v * s; }
