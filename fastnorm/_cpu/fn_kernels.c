@@ -20,6 +20,15 @@
 #include "fn_simd.h"
 #include "fn_backward.h"
 
+/* The scalar layer (FN_VL == 1) compiled by GCC: no SLP vectorization.  GCC
+ * 12 at -O2 and -O3 vectorized its 16 scalar lanes in a way that changed the
+ * bits of the float64-to-float statistics (stats_f64f: every other build and
+ * -fno-tree-slp-vectorize agree), depending on the code around them.  Speed
+ * is no target of this layer; its bits are (tests/test_isa_builds.py). */
+#if FN_VL == 1 && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-slp-vectorize")
+#endif
+
 #ifndef FN_TARGET
 #define FN_TARGET generic
 #endif
