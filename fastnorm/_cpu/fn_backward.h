@@ -30,6 +30,9 @@
 
 #include "fn_base.h"
 
+/* bytes: the channels-first grad pass's write-prefetch distance (16 lines) */
+#define FN_BGRAD_AHEAD 1024
+
 /* One block's (or channel's) sums, and the running sums of a row or channel:
  * t the statistics of x, sh the shift (the first element; of a running sum:
  * the first block's shift, ref), sdy = sum(dy), sdyx = sum(dy * (x - sh)). */

@@ -4133,7 +4133,11 @@ FN_INLINE void bgrad_run_f32(const float *x, const float *dy, float *y, fn_ssize
     if (stream)
         for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
             y[i] = (float)FN_FMA(a1, ((double)*(dy + i)), FN_FMA(a2, ((double)*(x + i)) - mu, a0));
+    /* grad_x's lines prefetched for writing FN_BGRAD_AHEAD bytes ahead (not
+     * where stream stores write): this loop, unlike the forward's apply,
+     * waited on its stores' misses */
     for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
+        if (!stream) FN_PREFETCH(y + i + FN_BGRAD_AHEAD / (fn_ssize)sizeof(float), 1);
         fn_vd g0 = vd_fma(v1, vd_load_f32(dy + i), vd_fma(v2, vd_sub(vd_load_f32(x + i), mv), v0));
         fn_vd g1 = vd_fma(v1, vd_load_f32(dy + i + FN_VL), vd_fma(v2, vd_sub(vd_load_f32(x + i + FN_VL), mv), v0));
         if (stream) vd2_stream_f32(y + i, g0, g1);
@@ -4920,7 +4924,11 @@ FN_INLINE void bgrad_run_f64(const double *x, const double *dy, double *y, fn_ss
     if (stream)
         for (; i < n && ((uintptr_t)(y + i) & (FN_STREAM_ALIGN - 1)); i++)
             y[i] = (double)FN_FMA(a1, (*(dy + i)), FN_FMA(a2, (*(x + i)) - mu, a0));
+    /* grad_x's lines prefetched for writing FN_BGRAD_AHEAD bytes ahead (not
+     * where stream stores write): this loop, unlike the forward's apply,
+     * waited on its stores' misses */
     for (; i + 2 * FN_VL <= n; i += 2 * FN_VL) {
+        if (!stream) FN_PREFETCH(y + i + FN_BGRAD_AHEAD / (fn_ssize)sizeof(double), 1);
         fn_vd g0 = vd_fma(v1, vd_load(dy + i), vd_fma(v2, vd_sub(vd_load(x + i), mv), v0));
         fn_vd g1 = vd_fma(v1, vd_load(dy + i + FN_VL), vd_fma(v2, vd_sub(vd_load(x + i + FN_VL), mv), v0));
         if (stream) (vd_stream(y + i, g0), vd_stream((y + i) + FN_VL, g1));
