@@ -60,9 +60,13 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--dtype", default="float32", choices=sorted(CODES), help="input and output dtype")
     ap.add_argument("--isa", default=None, help="SIMD level of both engines (default: the best here)")
-    ap.add_argument("--op", default="forward", choices=("forward", "backward"),
-                    help="the forward (norm_cf / norm_cl) or the backward (backward_cf / backward_cl, "
-                    "grad_out standard normal, no weight)")
+    ap.add_argument(
+        "--op",
+        default="forward",
+        choices=("forward", "backward"),
+        help="the forward (norm_cf / norm_cl) or the backward (backward_cf / backward_cl, "
+        "grad_out standard normal, no weight)",
+    )
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--reps", type=int, default=15)
     a = ap.parse_args()
