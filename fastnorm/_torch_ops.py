@@ -119,8 +119,7 @@ def _refuse_integer(op: str, x: Tensor, name: str = "x") -> None:
 
 
 # ----------------------------------------------------------------- forward
-@torch.library.custom_op("fastnorm::group_norm", mutates_args=(), tags=_ANY_STRIDES)
-def group_norm(
+def group_norm_impl(
     x: Tensor,
     num_groups: int,
     weight: Tensor | None,
@@ -129,6 +128,8 @@ def group_norm(
     activation: str,
     negative_slope: float,
 ) -> Tensor:
+    """fastnorm::group_norm's result, also called directly by fastnorm.torch's
+    eager module calls that need no dispatch (fastnorm.torch._eager)."""
     h = _on_host(x, weight, bias)
     if h is not None:
         a, w, b, cl = h
@@ -153,6 +154,19 @@ def group_norm(
             activation=_act(activation),
             negative_slope=negative_slope,
         )
+
+
+@torch.library.custom_op("fastnorm::group_norm", mutates_args=(), tags=_ANY_STRIDES)
+def group_norm(
+    x: Tensor,
+    num_groups: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+) -> Tensor:
+    return group_norm_impl(x, num_groups, weight, bias, eps, activation, negative_slope)
 
 
 @group_norm.register_fake
@@ -377,10 +391,11 @@ normalize.register_autograd(_norm_backward, setup_context=_norm_setup)
 # ------------------------------------------------------------ instance norm
 # Its own operators (what an exporter maps to one InstanceNormalization node);
 # the kernels are group norm's with one group per channel.
-@torch.library.custom_op("fastnorm::instance_norm", mutates_args=(), tags=_ANY_STRIDES)
-def instance_norm(
+def instance_norm_impl(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
 ) -> Tensor:
+    """fastnorm::instance_norm's result, also called directly by fastnorm.torch's
+    eager module calls that need no dispatch (fastnorm.torch._eager)."""
     h = _on_host(x, weight, bias)
     if h is not None:
         a, w, b, cl = h
@@ -398,6 +413,13 @@ def instance_norm(
         return _api.instance_norm(
             x.detach(), _opt(weight), _opt(bias), eps=eps, activation=_act(activation), negative_slope=negative_slope
         )
+
+
+@torch.library.custom_op("fastnorm::instance_norm", mutates_args=(), tags=_ANY_STRIDES)
+def instance_norm(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
+) -> Tensor:
+    return instance_norm_impl(x, weight, bias, eps, activation, negative_slope)
 
 
 @instance_norm.register_fake

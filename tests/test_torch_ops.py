@@ -250,3 +250,95 @@ def test_networks_bench_rows_compare_outputs():
                 assert d < 1e-4, (net, d)
         text = networks.table(net, 32, 1, rows)
         assert "| train | NCHW |" in text and text.count(" | - |") == 2
+
+
+def _counting(monkeypatch):
+    """Counts the modules' direct calls of the operators' implementations
+    (fastnorm.torch's names for them; the operators call them by their own)."""
+    calls = []
+    for name in ("_instance_norm_impl", "_group_norm_impl"):
+        impl = getattr(fnt, name)
+
+        def counted(*a, _impl=impl, _name=name):
+            calls.append(_name.strip("_"))
+            return _impl(*a)
+
+        monkeypatch.setattr(fnt, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_modules_eager_calls_skip_the_operator_dispatch_and_give_its_bits(monkeypatch, cl, affine, torch_seed):
+    """Without autograd to record, an eager module call runs the operator's
+    implementation directly (torch.library's dispatch costs more than the
+    kernels of a small input): the operator's bits, x's memory format kept,
+    under no_grad, inference_mode and on inputs that need no grad."""
+    calls = _counting(monkeypatch)
+    x = torch.randn(2, 6, 5, 7)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    m = fnt.InstanceNorm2d(6, affine=affine)
+    g = fnt.GroupNorm(3, 6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            for p in (*m.parameters(), *g.parameters()):
+                p.normal_()
+    want_in = torch.ops.fastnorm.instance_norm(x, m.weight, m.bias, m.eps, "", 0.01).detach()
+    want_gn = torch.ops.fastnorm.group_norm(x, 3, g.weight, g.bias, g.eps, "", 0.01).detach()
+    assert calls == []
+    for ctx in (torch.no_grad, torch.inference_mode) + (() if affine else (torch.enable_grad,)):
+        calls.clear()
+        with ctx():
+            y, z = m(x), g(x)
+        assert calls == ["instance_norm_impl", "group_norm_impl"], ctx
+        assert torch.equal(y, want_in) and torch.equal(z, want_gn)
+        assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
+    """The operator runs (and is seen) where autograd records, under a dispatch
+    or torch function mode, under jit.trace and torch.compile, and for tensor
+    subclasses."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = _counting(monkeypatch)
+    m = fnt.InstanceNorm2d(4, affine=True)
+    x = torch.randn(1, 4, 6, 6)
+    y = m(x)  # the weight requires grad: autograd records the operator
+    assert calls == [] and y.grad_fn is not None
+    y.sum().backward()
+    assert m.weight.grad is not None
+    xg = torch.randn(1, 4, 6, 6, requires_grad=True)
+    with torch.no_grad():
+        fnt.InstanceNorm2d(4)(xg)  # no_grad: nothing to record
+    assert calls == ["instance_norm_impl"]
+    calls.clear()
+    assert fnt.InstanceNorm2d(4)(xg).grad_fn is not None and calls == []
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Record():
+        fnt.InstanceNorm2d(4)(x)
+    assert calls == [] and any("fastnorm.instance_norm" in s for s in seen), seen
+
+    with torch.no_grad():
+        traced = torch.jit.trace(fnt.InstanceNorm2d(4), x, check_trace=False)  # the check reruns it eagerly
+    assert "fastnorm::instance_norm" in str(traced.graph) and calls == []
+
+    class Sub(torch.Tensor):
+        pass
+
+    with torch.no_grad():
+        fnt.InstanceNorm2d(4)(x.as_subclass(Sub))
+    assert calls == []
+
+    with torch.no_grad():
+        c = torch.compile(fnt.InstanceNorm2d(4), fullgraph=True, backend="eager")
+        torch.testing.assert_close(c(x), fnt.InstanceNorm2d(4)(x), rtol=0, atol=0)
+    assert calls == ["instance_norm_impl"]  # the eager reference call only
