@@ -64,6 +64,8 @@ __all__ = [
 
 _TF_MODE = getattr(torch._C, "_is_torch_function_mode_enabled", None)
 _DISPATCH_DEPTH = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
+_PROFILING = getattr(torch.autograd, "_profiler_enabled", None)
 
 
 @torch.jit.unused
@@ -78,17 +80,24 @@ def _eager(
 ) -> Tensor | None:
     """forward's result from the operator's implementation itself, where
     nothing needs the operator: an eager call (no torch.compile or export, no
-    jit trace; jit.script never gets here) on a plain tensor, no autograd to
-    record, no torch function or dispatch mode active.  torch.library's
-    custom-operator dispatch costs about 15 us a call, more than the kernels
-    of a small input.  num_groups 0: instance norm.  None: call the operator."""
+    jit trace; jit.script never gets here) on a plain CPU or CUDA tensor, no
+    autograd to record, no torch function or dispatch mode, torch.func
+    transform (vmap: its tensors have no storage) or profiler active.
+    torch.library's custom-operator dispatch costs about 12 us a call, more
+    than the kernels of a small input.  num_groups 0: instance norm.  None:
+    call the operator."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or type(x) is not torch.Tensor:
+        return None
+    if not (x.is_cpu or x.is_cuda):  # meta tensors: the operator's fake gives the shape
         return None
     if torch.is_grad_enabled() and (
         x.requires_grad or (weight is not None and weight.requires_grad) or (bias is not None and bias.requires_grad)
     ):
         return None
-    if _TF_MODE is None or _DISPATCH_DEPTH is None or _TF_MODE() or _DISPATCH_DEPTH() > 0:
+    tf, dd, ft, pe = _TF_MODE, _DISPATCH_DEPTH, _FUNCTORCH, _PROFILING
+    if tf is None or dd is None or ft is None or pe is None:  # a torch without these: the operator
+        return None
+    if tf() or dd() > 0 or ft() or pe():
         return None
     if num_groups == 0:
         return _instance_norm_impl(x, weight, bias, eps, act, slope)

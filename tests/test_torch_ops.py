@@ -298,8 +298,8 @@ def test_modules_eager_calls_skip_the_operator_dispatch_and_give_its_bits(monkey
 
 def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
     """The operator runs (and is seen) where autograd records, under a dispatch
-    or torch function mode, under jit.trace and torch.compile, and for tensor
-    subclasses."""
+    or torch function mode, jit.trace, torch.func.vmap, the profiler and
+    torch.compile, and for tensor subclasses and meta tensors."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     calls = _counting(monkeypatch)
@@ -337,6 +337,25 @@ def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
     with torch.no_grad():
         fnt.InstanceNorm2d(4)(x.as_subclass(Sub))
     assert calls == []
+
+    xs = torch.randn(3, 1, 4, 5, 5)
+    with torch.no_grad():
+        ys = torch.func.vmap(fnt.InstanceNorm2d(4))(xs)  # batched tensors have no storage
+    assert calls == []
+    calls.clear()
+    for i in range(3):
+        with torch.no_grad():
+            assert torch.equal(ys[i], fnt.InstanceNorm2d(4)(xs[i]))
+    calls.clear()
+
+    with torch.no_grad():
+        assert fnt.InstanceNorm2d(4)(torch.empty(1, 4, 6, 6, device="meta")).device.type == "meta"
+        assert fnt.GroupNorm(2, 4)(torch.empty(1, 4, 6, 6, device="meta")).device.type == "meta"
+    assert calls == []
+
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        fnt.InstanceNorm2d(4)(x)
+    assert calls == [] and any(e.name == "fastnorm::instance_norm" for e in prof.events())
 
     with torch.no_grad():
         c = torch.compile(fnt.InstanceNorm2d(4), fullgraph=True, backend="eager")
