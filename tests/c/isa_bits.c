@@ -59,7 +59,8 @@ static float coeff[4 * 4 * 128];
 int main(void)
 {
     fn_triple t, tc[128], tri[64];
-    double mean[256], scale[256], shift[256], w[64], b[64];
+    /* w, b: the weights of up to 128 channels (37 planes of 3; C = 100) */
+    double mean[256], scale[256], shift[256], w[128], b[128];
     int i, act, k, st;
     const void *xs[FN_NCODES];
     void *ys[FN_NOUT];
@@ -96,7 +97,7 @@ int main(void)
     ys[FN_F64] = yd;
     ys[FN_F16] = yh;
     ys[FN_BF16] = yb;
-    for (i = 0; i < 64; i++) {
+    for (i = 0; i < 128; i++) {
         w[i] = 0.5 + 0.01 * i;
         b[i] = 0.1 * i - 2.0;
     }
