@@ -113,3 +113,26 @@ def test_aarch64_neon_gives_the_same_bits(tmp_path):
         assert neon == _isa_bits(tmp_path, "v3", ["-march=x86-64-v3"])
         assert neon_unfused == _isa_bits(tmp_path, "base", ["-march=x86-64", "-DFN_FUSED=0"])
     assert neon != neon_unfused
+
+
+def test_isa_bits_harness_is_clean_under_asan_ubsan(tmp_path):
+    """The harness itself, built at -O1 with AddressSanitizer and
+    UndefinedBehaviorSanitizer (it once read the weights past their end and
+    hashed stack garbage that every -O3 build happened to share): it runs
+    clean and hashes as the plain build of its target."""
+    import platform
+    import subprocess
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-64 builds")
+    san = ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    probe = subprocess.run(
+        ["gcc", "-fsanitize=address,undefined", "-x", "c", "-", "-o", str(tmp_path / "probe")],
+        input="int main(void) { return 0; }",
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("gcc without the sanitizer runtimes")
+    plain = _isa_bits(tmp_path, "base", ["-march=x86-64", "-DFN_FUSED=0"])
+    assert _isa_bits(tmp_path, "base_san", ["-march=x86-64", "-DFN_FUSED=0", *san]) == plain.replace("base", "base_san")
