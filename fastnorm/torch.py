@@ -44,9 +44,9 @@ except ModuleNotFoundError as e:
 from torch import Tensor, nn
 
 from . import _torch_ops  # noqa: F401  (registers the fastnorm:: operators)
+from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 from ._torch_ops import group_norm_impl as _group_norm_impl
 from ._torch_ops import instance_norm_impl as _instance_norm_impl
-from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 
 register_legacy_symbolics()
 install_export_hint()
