@@ -739,8 +739,8 @@ typedef struct {
     double *psdyx; /* (N, C): sum(dy * (x - mean)) */
     double *pr;    /* (N, G): rstd */
     fn_bsum *rec;  /* a wave's block (chunk) records */
-    fn_bsum *st; /* running sums: per thread Cg (cf, threads bwd_st_stride apart), per wave instance C (cl) */
-    double *coef; /* a wave's (mu, a1, a2, a0) per row (cf) or channel (cl) */
+    fn_bsum *st;   /* running sums: per thread Cg (cf; bwd_st_stride apart), per wave instance C (cl) */
+    double *coef;  /* a wave's (mu, a1, a2, a0) per row (cf) or channel (cl) */
     const fn_cl_geom *q;
     char *scratch, *tiles;
     fn_ssize stride, tsz;
