@@ -43,7 +43,7 @@ except ModuleNotFoundError as e:
     ) from None
 from torch import Tensor, nn
 
-from . import _torch_ops  # noqa: F401  (registers the fastnorm:: operators)
+from . import _torch_ops  # registers the fastnorm:: operators; _eager reads them
 from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 from ._torch_ops import group_norm_impl as _group_norm_impl
 from ._torch_ops import instance_norm_impl as _instance_norm_impl
@@ -66,11 +66,22 @@ _TF_MODE = getattr(torch._C, "_is_torch_function_mode_enabled", None)
 _DISPATCH_DEPTH = getattr(torch._C, "_len_torch_dispatch_stack", None)
 _FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
 _PROFILING = getattr(torch.autograd, "_profiler_enabled", None)
+_AUTOCAST = getattr(torch._C, "_is_any_autocast_enabled", None)
+
+
+def _own_kernel(op: Any) -> bool:
+    """Whether the custom operator runs only its own implementation: no
+    kernel registered for a device (register_kernel), none disabled (read
+    from torch's CustomOpDef; an unknown layout counts as overridden)."""
+    fns = getattr(op, "_backend_fns", None)
+    off = getattr(op, "_disabled_kernel", None)
+    return isinstance(fns, dict) and len(fns) == 1 and isinstance(off, set) and not off
 
 
 @torch.jit.unused
 def _eager(
     x: Tensor,
+    instance: bool,
     num_groups: int,
     weight: Tensor | None,
     bias: Tensor | None,
@@ -80,26 +91,41 @@ def _eager(
 ) -> Tensor | None:
     """forward's result from the operator's implementation itself, where
     nothing needs the operator: an eager call (no torch.compile or export, no
-    jit trace; jit.script never gets here) on a plain CPU or CUDA tensor, no
-    autograd to record, no torch function or dispatch mode, torch.func
-    transform (vmap: its tensors have no storage) or profiler active.
-    torch.library's custom-operator dispatch costs about 12 us a call, more
-    than the kernels of a small input.  num_groups 0: instance norm.  None:
-    call the operator."""
+    jit trace; jit.script never gets here) on a plain CPU or CUDA tensor (not
+    nested, no negative bit, not a ZeroTensor) with plain parameters, the
+    module's attributes of their plain types, no autograd to record, and no
+    torch function or dispatch mode, torch.func transform (vmap: its tensors
+    have no storage), profiler or autocast active.  torch.library's
+    custom-operator dispatch costs about 12 us a call, more than the kernels
+    of a small input.  The operator runs wherever a kernel was registered on
+    it for a device (a lower-level ``torch.library.Library`` override is not
+    seen here).  None: call the operator."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or type(x) is not torch.Tensor:
         return None
-    if not (x.is_cpu or x.is_cuda):  # meta tensors: the operator's fake gives the shape
+    # meta tensors: the operator's fake gives the shape; the rest: the dispatcher resolves them first
+    if not (x.is_cpu or x.is_cuda) or x.is_nested or x.is_neg() or x._is_zerotensor():
+        return None
+    for v in (weight, bias):
+        if v is not None and (
+            (type(v) is not torch.Tensor and type(v) is not nn.Parameter) or v.is_neg() or v._is_zerotensor()
+        ):
+            return None
+    if type(eps) is not float or type(slope) not in (float, int) or type(act) is not str:
+        return None  # the operator's schema coerces or refuses other types
+    if not instance and (type(num_groups) is not int or num_groups < 1):
         return None
     if torch.is_grad_enabled() and (
         x.requires_grad or (weight is not None and weight.requires_grad) or (bias is not None and bias.requires_grad)
     ):
         return None
-    tf, dd, ft, pe = _TF_MODE, _DISPATCH_DEPTH, _FUNCTORCH, _PROFILING
-    if tf is None or dd is None or ft is None or pe is None:  # a torch without these: the operator
+    tf, dd, ft, pe, ac = _TF_MODE, _DISPATCH_DEPTH, _FUNCTORCH, _PROFILING, _AUTOCAST
+    if tf is None or dd is None or ft is None or pe is None or ac is None:  # a torch without these: the operator
         return None
-    if tf() or dd() > 0 or ft() or pe():
+    if tf() or dd() > 0 or ft() or pe() or ac():
         return None
-    if num_groups == 0:
+    if not _own_kernel(_torch_ops.instance_norm if instance else _torch_ops.group_norm):
+        return None
+    if instance:
         return _instance_norm_impl(x, weight, bias, eps, act, slope)
     return _group_norm_impl(x, num_groups, weight, bias, eps, act, slope)
 
@@ -193,7 +219,7 @@ class _FastInstanceNorm:
             e = (
                 None
                 if torch.jit.is_scripting()
-                else _eager(x, 0, self.weight, self.bias, self.eps, act, self.negative_slope)
+                else _eager(x, True, 0, self.weight, self.bias, self.eps, act, self.negative_slope)
             )
             if e is not None:
                 y = e
@@ -411,7 +437,7 @@ class GroupNorm(nn.GroupNorm):
         e = (
             None
             if torch.jit.is_scripting()
-            else _eager(input, self.num_groups, self.weight, self.bias, self.eps, act, self.negative_slope)
+            else _eager(input, False, self.num_groups, self.weight, self.bias, self.eps, act, self.negative_slope)
         )
         if e is not None:
             return e

@@ -361,3 +361,33 @@ def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
         c = torch.compile(fnt.InstanceNorm2d(4), fullgraph=True, backend="eager")
         torch.testing.assert_close(c(x), fnt.InstanceNorm2d(4)(x), rtol=0, atol=0)
     assert calls == ["instance_norm_impl"]  # the eager reference call only
+
+
+def test_modules_keep_the_operator_for_what_its_dispatch_resolves(monkeypatch, torch_seed):
+    """The operator also runs for parameters that are tensor subclasses, a
+    negative-bit view, attributes of other types than the module's own
+    (the operator's schema coerces or refuses them), a GroupNorm whose
+    num_groups was set to 0 afterwards, and under autocast."""
+    calls = _counting(monkeypatch)
+    x = torch.randn(2, 4, 6, 6)
+
+    class Sub(torch.Tensor):
+        pass
+
+    with torch.no_grad():
+        m = fnt.InstanceNorm2d(4, affine=True)
+        del m.weight
+        m.weight = torch.ones(4).as_subclass(Sub)
+        m(x)
+        z = torch.complex(x, x.flip(0))
+        torch.testing.assert_close(fnt.InstanceNorm2d(4)(z.conj().imag), fnt.InstanceNorm2d(4)(-x.flip(0)))
+        m = fnt.InstanceNorm2d(4)
+        m.eps = torch.tensor(1e-3)
+        m(x)
+        g = fnt.GroupNorm(2, 4, affine=False)
+        g.num_groups = 0
+        with pytest.raises(ValueError, match="num_groups"):
+            g(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fnt.InstanceNorm2d(4)(x.bfloat16())
+    assert calls == ["instance_norm_impl"]  # the negative-bit case's reference call only
