@@ -7,7 +7,7 @@
  *   triple (count, mean, M2).  Inside a block the sums are shifted by the
  *   block's first element and accumulated in double over FN_LANES logical
  *   lanes (element i goes to lane i % FN_LANES, whatever the vector width),
- *   then reduced in one fixed order (fn_lanes_sum).  Because the shift is one
+ *   then reduced in one fixed order (fn_vlanes_sum).  Because the shift is one
  *   of the block's own values, |mean - shift|^2 <= count * var, so the shifted
  *   second moment never cancels more than log10(FN_BLOCK) ~ 4 of double's 16
  *   digits.  Blocks are merged with Chan's formula in an order that depends
@@ -140,17 +140,6 @@ static inline void fn_finish(fn_triple *t, double cnt, double shift, double s1, 
     double m2 = s2 - s1 * q;
     t->mean = shift + q;
     t->m2 = (m2 < 0.0) ? 0.0 : m2; /* NaN stays NaN */
-}
-
-/* The one reduction of the FN_LANES lane sums: (j, j + 8) pairs, then a
- * pairwise tree over the 8 results.  Every target stores its vector
- * accumulators to s[0..15] and calls this, so the width never shows. */
-static inline double fn_lanes_sum(const double *s)
-{
-    double t[8];
-    int j;
-    for (j = 0; j < 8; j++) t[j] = s[j] + s[j + 8];
-    return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
 }
 
 /* Per-channel coefficients of one (instance, group) from its triple.

@@ -182,11 +182,11 @@ FN_INLINE double fn_d_act(double v, int act, double slope)
  * (a: of d, b: of d * d); lane j of the block gets elements i % FN_LANES == j,
  * each added in order, whatever the vector width. */
 #define FN_NV (FN_LANES / FN_VL)
-/* fn_lanes_sum of the lanes in v[0..FN_NV), in registers: its tree is lane
- * j += lane j + h for h = 8, 4, 2, 1 (lane j of vector k is k * FN_VL + j),
- * so whole vectors add while h spans them (vector k += vector k + h / FN_VL)
- * and vd_hsum finishes within the last: the same additions, in the same
- * order, with the same first operands, as the stored lanes' scalar sum. */
+/* The one reduction of the FN_LANES lane sums in v[0..FN_NV): the tree lane
+ * j += lane j + h for h = 8, 4, 2, 1 (the lower lane the first operand;
+ * lane j of vector k is k * FN_VL + j), as whole-vector adds while h spans
+ * vectors (vector k += vector k + h / FN_VL) and vd_hsum within the last,
+ * so every width makes the same additions in the same order. */
 FN_INLINE double fn_vlanes_sum(const fn_vd *v)
 {
     fn_vd w[FN_NV];
@@ -212,7 +212,7 @@ FN_INLINE void fn_lanes_add(fn_lanes *l, int k, fn_vd d)
     l->b[k] = vd_fma(d, d, l->b[k]);
 }
 /* the triple of n elements shifted by sh: the lanes reduced in the one fixed
- * order (fn_lanes_sum), plus the scalar tail's sums t1, t2 */
+ * order (fn_vlanes_sum), plus the scalar tail's sums t1, t2 */
 FN_INLINE void fn_lanes_finish(const fn_lanes *l, double n, double sh, double t1, double t2, fn_triple *t)
 {
     fn_finish(t, n, sh, fn_vlanes_sum(l->a) + t1, fn_vlanes_sum(l->b) + t2);

@@ -78,7 +78,7 @@ FN_INLINE void vd_store(double *p, fn_vd v) { _mm512_storeu_pd(p, v); }
 FN_INLINE void vd_stream(double *p, fn_vd v) { _mm512_stream_pd(p, v); }
 FN_INLINE fn_vd vd_add(fn_vd a, fn_vd b) { return _mm512_add_pd(a, b); }
 /* lane j += lane j + h for h = 4, 2, 1 (the lower lane the first operand):
- * fn_lanes_sum's tree within one vector */
+ * fn_vlanes_sum's tree within one vector */
 FN_INLINE double vd_hsum(fn_vd v)
 {
     __m256d a = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
