@@ -17,11 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _fwad
 
 from . import _api
 from . import _threads as T
 from . import _validate as V
-from ._torch_arrays import from_array, from_host, host_layout, host_view, is_channels_last, numpy_dtype, to_array
+from ._torch_arrays import (
+    from_array,
+    from_host,
+    host_layout,
+    host_view,
+    is_channels_last,
+    numpy_dtype,
+    to_array,
+    transform_active,
+)
+
+_FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 ARRAY_TYPE = torch.Tensor  # other torch objects (Size, dtype, Module) are refused by _api
 
@@ -61,6 +73,27 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     return _op_call(name, kw)
 
 
+def _transform_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
+    """fn under a torch.func transform or on tensors with a forward-mode
+    tangent: the operators' autograd.Function forms (fastnorm._torch_func),
+    whose rules give tangents, batching and derivatives of derivatives;
+    functions without one raise."""
+    name = fn.__name__
+    if name not in _OPERATORS:
+        raise RuntimeError(
+            f"fastnorm.{name} cannot run under torch.func transforms (vmap, grad, jvp, ...) or on tensors "
+            f"with a forward-mode tangent: it has no rules for them. instance_norm, group_norm, normalize "
+            f"and adain have; otherwise call it outside the transform, or on detached tensors."
+        )
+    for arg in ("out", "dtype"):
+        if kw.get(arg) is not None:
+            raise RuntimeError(
+                f"{arg}= cannot be used under torch.func transforms or with forward-mode tangents "
+                f"(they do not follow writes into out or casts); call without {arg}="
+            )
+    return _op_call(name, kw, transform=True)
+
+
 def _traced_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     """fn under torch.jit.trace: the operator where there is one (the trace
     records it, and replays it on new inputs); otherwise None after a
@@ -80,11 +113,16 @@ def _traced_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     return None
 
 
-def _op_call(name: str, kw: dict[str, Any]) -> Any:
-    """The fastnorm:: operator of public function name.  The channel axis moves
+def _op_call(name: str, kw: dict[str, Any], transform: bool = False) -> Any:
+    """The fastnorm:: operator of public function name (transform: its
+    autograd.Function form, fastnorm._torch_func).  The channel axis moves
     to dim 1 as a view; weight, bias and statistics become tensors on x's
     device (tensors keep their autograd history)."""
     from . import _torch_ops  # noqa: F401  (registers the operators)
+
+    ops: Any = torch.ops.fastnorm
+    if transform:
+        from ._torch_func import FUNCTIONS as ops
 
     first = "content" if name == "adain" else "x"
     x = kw[first]
@@ -105,23 +143,21 @@ def _op_call(name: str, kw: dict[str, Any]) -> Any:
     xv = view(x, first)
     eps = V.check_eps(kw["eps"])
     if name == "adain":
-        y = torch.ops.fastnorm.adain(xv, view(kw["style"], "style"), eps, V.check_alpha(kw["alpha"]))
+        y = ops.adain(xv, view(kw["style"], "style"), eps, V.check_alpha(kw["alpha"]))
         return y.movedim(1, -1) if cl else y
     act = kw["activation"] or ""
     _, slope = V.check_activation(kw["activation"], kw["negative_slope"])
     if name == "normalize":
-        y = torch.ops.fastnorm.normalize(
-            xv, vec(kw["mean"]), vec(kw["var"]), vec(kw["weight"]), vec(kw["bias"]), eps, act, slope
-        )
+        y = ops.normalize(xv, vec(kw["mean"]), vec(kw["var"]), vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     elif name == "instance_norm":
-        y = torch.ops.fastnorm.instance_norm(xv, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
+        y = ops.instance_norm(xv, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     else:
         with warnings.catch_warnings():
             # under torch.jit.trace sizes are tensors: this value only validates
             # num_groups here (the operator checks it again on every input)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             G = V.check_num_groups(kw["num_groups"], int(xv.shape[1]))
-        y = torch.ops.fastnorm.group_norm(xv, G, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
+        y = ops.group_norm(xv, G, vec(kw["weight"]), vec(kw["bias"]), eps, act, slope)
     return y.movedim(1, -1) if cl else y
 
 
@@ -240,6 +276,8 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     kw = dict(args.arguments)
     first = next(iter(kw))
     x = kw[first]
+    if (_FUNCTORCH is not None and _FUNCTORCH()) or (_fwad._current_level >= 0 and transform_active(*kw.values())):
+        return _transform_call(fn, kw)
     r = _plain_call(fn, kw, first, x)
     if r is not None:
         return r

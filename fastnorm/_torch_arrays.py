@@ -11,9 +11,26 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _fwad
 
 from . import _validate as V
 from ._backends import library
+
+_FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def transform_active(*tensors: Any) -> bool:
+    """Whether a call must take the autograd.Function forms
+    (fastnorm._torch_func) instead of the custom operators and the NumPy
+    views: a torch.func transform is active (its tensors have no storage;
+    its levels need those forms' rules), or one of tensors carries a
+    forward-mode tangent (torch.autograd.forward_ad).  Cheap where neither:
+    one C call and one attribute read."""
+    if _FUNCTORCH is not None and _FUNCTORCH():
+        return True
+    if _fwad._current_level < 0:  # no dual level entered: no tensor has a tangent
+        return False
+    return any(isinstance(t, torch.Tensor) and _fwad.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def is_channels_last(t: Any, channel_axis: Any) -> bool:

@@ -21,11 +21,17 @@ tensors the CuPy kernels):
 
 Every floating tensor argument is differentiable (x, weight, bias, mean,
 var, content, style); an integer x (uint8 images) is refused when an input
-requires grad, as integer inputs have no gradient.  ``moments`` and the
-backward operators have no backward of their own: torch says so when one is
-asked for (a second derivative).  A fused relu keeps its output for the
-backward, as ``torch.relu`` keeps its result: changing that output in place
-before the backward is an error there too.
+requires grad, as integer inputs have no gradient.  The backward runs
+the backward operators, which have no derivative of their own; where the
+backward must be differentiable (a double backward, ``create_graph=True``;
+a forward-mode tangent) it runs as float64 torch operations instead
+(fastnorm._torch_func).  Forward-mode AD and torch.func transforms reach
+these operators' values through fastnorm._torch_func's autograd.Functions:
+an operator called directly has only torch.library's autograd (under
+``torch.func.jvp`` its tangent is zero, a torch limitation).  ``moments``
+has no derivative.  A fused relu keeps its output for the backward, as
+``torch.relu`` keeps its result: changing that output in place before the
+backward is an error there too.
 
 Channels-first tensors whose memory is channels-last (``channels_last``,
 or any rank permuted so) run natively; outputs keep the input's memory format.  Exporters: see
@@ -311,6 +317,15 @@ def _activation_grad(y_pre: Tensor, g: Tensor, activation: str, slope: float) ->
     return g
 
 
+def _composite(*tensors: Tensor | None) -> bool:
+    """Whether a backward must be differentiable itself: a double backward
+    (create_graph=True: grad mode is on while the backward runs), a
+    forward-mode tangent or a torch.func transform on its tensors.  The
+    backward operators are not (they have no derivative), so the backward
+    runs as float64 torch operations (fastnorm._torch_func) there."""
+    return torch.is_grad_enabled() or TA.transform_active(*tensors)
+
+
 def _gn_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, G, weight, bias, eps, activation, slope = inputs
     _refuse_integer("group_norm", x)
@@ -321,10 +336,21 @@ def _gn_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
 def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     x, weight, bias, *saved = ctx.saved_tensors
     G, eps, activation, slope, has_bias = ctx.args
-    grad = _activation_grad_from(
-        activation, slope, tuple(saved), grad, lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01)
-    )
-    gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
+    if _composite(grad, x, weight, bias):
+        from . import _torch_func
+
+        gx, gw, gb = _torch_func.gn_vjp(grad, x, G, weight, bias, eps, activation, slope)
+        wdt = weight.dtype if weight is not None else x.dtype
+        gw, gb = gw.to(wdt), gb.to(wdt)
+    else:
+        grad = _activation_grad_from(
+            activation,
+            slope,
+            tuple(saved),
+            grad,
+            lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01),
+        )
+        gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
     return (
         gx if ctx.needs_input_grad[0] else None,
         None,
@@ -359,20 +385,50 @@ def _to_stat(g: Tensor, t: Tensor) -> Tensor:
 
 
 def _norm_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
-    """y = (x - mean) * rstd * w + b with rstd = 1 / sqrt(var + eps), the
-    statistics inputs (running statistics, or learned ones): every input gets
-    its gradient, mean and var summed over the batch where they broadcast."""
     x, mean, var, weight, bias = ctx.saved_tensors
     eps, activation, slope = ctx.args
-    if activation:
-        y_pre = torch.ops.fastnorm.normalize(x, mean, var, weight, bias, eps, "", 0.01)
-        grad = _activation_grad(y_pre, grad, activation, slope)
-    C = x.shape[1]
-    need = ctx.needs_input_grad
+    composite = _composite(grad, x, mean, var, weight, bias)
+
+    def y_pre() -> Tensor:
+        return torch.ops.fastnorm.normalize(x, mean, var, weight, bias, eps, "", 0.01)
+
+    return normalize_vjp(
+        grad, x, mean, var, weight, bias, eps, activation, slope, ctx.needs_input_grad, None if composite else y_pre
+    )
+
+
+def normalize_vjp(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    slope: float,
+    need: Any,
+    y_pre: Any = None,
+) -> tuple[Any, ...]:
+    """y = (x - mean) * rstd * w + b with rstd = 1 / sqrt(var + eps), the
+    statistics inputs (running statistics, or learned ones): every input gets
+    its gradient, mean and var summed over the batch where they broadcast.
+    Torch operations in float64 throughout, so differentiable again; y_pre
+    gives the pre-activation output for a fused activation (None: computed
+    here in float64)."""
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
     rstd = torch.rsqrt(_nc(var, x) + eps)
     g64 = grad.double()
     xhat = (x.double() - _nc(mean, x)) * rstd
-    gy = g64 * weight.double().reshape((1, C) + (1,) * (x.dim() - 2)) if weight is not None else g64
+    wv = weight.double().reshape(shape) if weight is not None else None
+    if activation:
+        if y_pre is not None:
+            pre = y_pre()
+        else:
+            pre = xhat if wv is None else xhat * wv
+            pre = pre if bias is None else pre + bias.double().reshape(shape)
+        g64 = _activation_grad(pre, g64, activation, slope).double()
+    gy = g64 * wv if wv is not None else g64
     space = list(range(2, x.dim()))
     red = [0] + space
     gx = (gy * rstd).to(x.dtype) if need[0] else None
@@ -453,10 +509,21 @@ def _in_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
 def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     x, weight, bias, *saved = ctx.saved_tensors
     eps, activation, slope, has_bias = ctx.args
-    grad = _activation_grad_from(
-        activation, slope, tuple(saved), grad, lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01)
-    )
-    gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
+    if _composite(grad, x, weight, bias):
+        from . import _torch_func
+
+        gx, gw, gb = _torch_func.gn_vjp(grad, x, max(x.shape[1], 1), weight, bias, eps, activation, slope)
+        wdt = weight.dtype if weight is not None else x.dtype
+        gw, gb = gw.to(wdt), gb.to(wdt)
+    else:
+        grad = _activation_grad_from(
+            activation,
+            slope,
+            tuple(saved),
+            grad,
+            lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01),
+        )
+        gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
     return (
         gx if ctx.needs_input_grad[0] else None,
         gw if weight is not None and ctx.needs_input_grad[1] else None,
@@ -502,6 +569,11 @@ def _adain_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     content's plane (summed over the batch for a style batch of 1)."""
     x, s = ctx.saved_tensors
     eps, alpha = ctx.args
+    if _composite(grad, x, s):
+        from . import _torch_func
+
+        dc, ds = _torch_func.adain_vjp(grad, x, s, eps, alpha)
+        return dc if ctx.needs_input_grad[0] else None, ds if ctx.needs_input_grad[1] else None, None, None
     N, C = x.shape[0], x.shape[1]
     xs = (N, C) + (1,) * (x.dim() - 2)
     ms, vs = torch.ops.fastnorm.moments(s)

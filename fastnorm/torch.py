@@ -41,9 +41,11 @@ except ModuleNotFoundError as e:
         "(fastnorm's functions themselves run without it)",
         name="torch",
     ) from None
+import torch.autograd.forward_ad as _fwad
 from torch import Tensor, nn
 
 from . import _torch_ops  # registers the fastnorm:: operators; _eager reads them
+from ._torch_arrays import transform_active as _transform_active
 from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 from ._torch_ops import group_norm_impl as _group_norm_impl
 from ._torch_ops import instance_norm_impl as _instance_norm_impl
@@ -99,8 +101,21 @@ def _eager(
     custom-operator dispatch costs about 12 us a call, more than the kernels
     of a small input.  The operator runs wherever a kernel was registered on
     it for a device (a lower-level ``torch.library.Library`` override is not
-    seen here).  None: call the operator."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or type(x) is not torch.Tensor:
+    seen here).  Under a torch.func transform or with a forward-mode tangent
+    the operator's autograd.Function form runs (fastnorm._torch_func: the
+    operator has no rules for them).  None: call the operator."""
+    tf, dd, ft, pe, ac = _TF_MODE, _DISPATCH_DEPTH, _FUNCTORCH, _PROFILING, _AUTOCAST
+    if tf is None or dd is None or ft is None or pe is None or ac is None:  # a torch without these: the operator
+        return None
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return None
+    if ft() or (_fwad._current_level >= 0 and _transform_active(x, weight, bias)):
+        from ._torch_func import FUNCTIONS
+
+        if instance:
+            return FUNCTIONS.instance_norm(x, weight, bias, eps, act, slope)
+        return FUNCTIONS.group_norm(x, num_groups, weight, bias, eps, act, slope)
+    if type(x) is not torch.Tensor:
         return None
     # meta tensors: the operator's fake gives the shape; the rest: the dispatcher resolves them first
     if not (x.is_cpu or x.is_cuda) or x.is_nested or x.is_neg() or x._is_zerotensor():
@@ -118,16 +133,34 @@ def _eager(
         x.requires_grad or (weight is not None and weight.requires_grad) or (bias is not None and bias.requires_grad)
     ):
         return None
-    tf, dd, ft, pe, ac = _TF_MODE, _DISPATCH_DEPTH, _FUNCTORCH, _PROFILING, _AUTOCAST
-    if tf is None or dd is None or ft is None or pe is None or ac is None:  # a torch without these: the operator
-        return None
-    if tf() or dd() > 0 or ft() or pe() or ac():
+    if tf() or dd() > 0 or pe() or ac():
         return None
     if not _own_kernel(_torch_ops.instance_norm if instance else _torch_ops.group_norm):
         return None
     if instance:
         return _instance_norm_impl(x, weight, bias, eps, act, slope)
     return _group_norm_impl(x, num_groups, weight, bias, eps, act, slope)
+
+
+@torch.jit.unused
+def _transformed_normalize(
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    act: str,
+    slope: float,
+) -> Tensor | None:
+    """fastnorm::normalize's autograd.Function form under a torch.func
+    transform or with a forward-mode tangent (fastnorm._torch_func); None:
+    call the operator."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not _transform_active(x, mean, var, weight, bias):
+        return None
+    from ._torch_func import FUNCTIONS
+
+    return FUNCTIONS.normalize(x, mean, var, weight, bias, eps, act, slope)
 
 
 def _spatial(x: Tensor) -> int:
@@ -204,7 +237,15 @@ class _FastInstanceNorm:
         if not use_input_stats:
             rm, rv = self.running_mean, self.running_var
             assert rm is not None and rv is not None
-            y = torch.ops.fastnorm.normalize(x, rm, rv, self.weight, self.bias, self.eps, act, self.negative_slope)
+            t = (
+                None
+                if torch.jit.is_scripting()
+                else _transformed_normalize(x, rm, rv, self.weight, self.bias, self.eps, act, self.negative_slope)
+            )
+            if t is not None:
+                y = t
+            else:
+                y = torch.ops.fastnorm.normalize(x, rm, rv, self.weight, self.bias, self.eps, act, self.negative_slope)
         else:
             rm, rv = self.running_mean, self.running_var
             if self.track_running_stats and self.momentum is not None and rm is not None and rv is not None:

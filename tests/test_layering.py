@@ -19,7 +19,8 @@ LAYERS = [
     ("face", ["fastnorm", "fastnorm.__main__", "fastnorm._config", "fastnorm.bench", "fastnorm.bench.*"]),
     (
         "interop",
-        ["fastnorm.torch", "fastnorm._torch", "fastnorm._torch_ops", "fastnorm._torch_onnx", "fastnorm._dask"]
+        ["fastnorm.torch", "fastnorm._torch", "fastnorm._torch_ops", "fastnorm._torch_func", "fastnorm._torch_onnx"]
+        + ["fastnorm._dask"]
         + ["fastnorm._torch_arrays", "fastnorm._layers"],
     ),
     ("api", ["fastnorm._api", "fastnorm._backward"]),
