@@ -170,6 +170,87 @@ def _spatial(x: Tensor) -> int:
     return n
 
 
+def _instance_norm_forward(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_features: int,
+    affine: bool,
+    training: bool,
+    track_running_stats: bool,
+    momentum: float | None,
+    eps: float,
+    activation: str | None,
+    negative_slope: float,
+    no_batch_dim: int,
+) -> Tensor:
+    """The InstanceNorm{1,2,3}d classes' forward on the module's state
+    (torch's semantics and checks).  A module-level function, so that
+    torch.fx.symbolic_trace records it as one call (torch.fx.wrap below)
+    instead of tracing its shape checks; TorchScript compiles it with the
+    forward."""
+    if input.dim() != no_batch_dim and input.dim() != no_batch_dim + 1:
+        raise ValueError(
+            "expected "
+            + str(no_batch_dim)
+            + "D or "
+            + str(no_batch_dim + 1)
+            + "D input (got "
+            + str(input.dim())
+            + "D input)"
+        )
+    unbatched = input.dim() == no_batch_dim
+    x = input.unsqueeze(0) if unbatched else input
+    C = x.shape[1]
+    # the shape checks hold for the shapes a trace records, so a trace
+    # skips them (they would turn traced sizes into Python booleans)
+    tracing = torch.jit.is_tracing()
+    if not tracing and C != num_features and affine:
+        raise ValueError(
+            "expected input's size at dim=1 to match num_features (" + str(num_features) + "), but got: " + str(C) + "."
+        )
+    a = activation
+    act = a if a is not None else ""
+    use_input_stats = training or not track_running_stats
+    if not tracing and use_input_stats and _spatial(x) == 1:
+        # torch's check (the unbiased running_var would be 0 / 0)
+        raise ValueError("Expected more than 1 spatial element when training, got input size " + str(x.size()))
+    if not use_input_stats:
+        rm, rv = running_mean, running_var
+        assert rm is not None and rv is not None
+        t = (
+            None
+            if torch.jit.is_scripting()
+            else _transformed_normalize(x, rm, rv, weight, bias, eps, act, negative_slope)
+        )
+        if t is not None:
+            y = t
+        else:
+            y = torch.ops.fastnorm.normalize(x, rm, rv, weight, bias, eps, act, negative_slope)
+    else:
+        rm, rv = running_mean, running_var
+        if track_running_stats and momentum is not None and rm is not None and rv is not None:
+            with torch.no_grad():
+                # in float64 (the moments' dtype), rounded once into the buffers:
+                # in a float16 / bfloat16 buffer each step would round (and cancel)
+                mean, var = torch.ops.fastnorm.moments(x.detach())
+                n = _spatial(x)  # symbolic under torch.export, traced under jit.trace: float() would specialize it
+                mom = float(momentum)
+                rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
+                rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
+        e = None if torch.jit.is_scripting() else _eager(x, True, 0, weight, bias, eps, act, negative_slope)
+        if e is not None:
+            y = e
+        else:
+            y = torch.ops.fastnorm.instance_norm(x, weight, bias, eps, act, negative_slope)
+    return y.squeeze(0) if unbatched else y
+
+
+torch.fx.wrap("_instance_norm_forward")
+
+
 class _FastInstanceNorm:
     """forward() shared by the InstanceNorm{1,2,3}d classes (torch semantics),
     on the fastnorm custom operators (TorchScript-compatible code)."""
@@ -213,60 +294,22 @@ class _FastInstanceNorm:
         >>> torch.allclose(fnt.InstanceNorm2d(3)(x), torch.nn.InstanceNorm2d(3)(x), atol=1e-5)
         True
         """
-        self._check_input_dim(input)
-        unbatched = input.dim() == self._get_no_batch_dim()
-        x = input.unsqueeze(0) if unbatched else input
-        C = x.shape[1]
-        # the shape checks hold for the shapes a trace records, so a trace
-        # skips them (they would turn traced sizes into Python booleans)
-        tracing = torch.jit.is_tracing()
-        if not tracing and C != self.num_features and self.affine:
-            raise ValueError(
-                "expected input's size at dim=1 to match num_features ("
-                + str(self.num_features)
-                + "), but got: "
-                + str(C)
-                + "."
-            )
-        a = self.activation
-        act = a if a is not None else ""
-        use_input_stats = self.training or not self.track_running_stats
-        if not tracing and use_input_stats and _spatial(x) == 1:
-            # torch's check (the unbiased running_var would be 0 / 0)
-            raise ValueError("Expected more than 1 spatial element when training, got input size " + str(x.size()))
-        if not use_input_stats:
-            rm, rv = self.running_mean, self.running_var
-            assert rm is not None and rv is not None
-            t = (
-                None
-                if torch.jit.is_scripting()
-                else _transformed_normalize(x, rm, rv, self.weight, self.bias, self.eps, act, self.negative_slope)
-            )
-            if t is not None:
-                y = t
-            else:
-                y = torch.ops.fastnorm.normalize(x, rm, rv, self.weight, self.bias, self.eps, act, self.negative_slope)
-        else:
-            rm, rv = self.running_mean, self.running_var
-            if self.track_running_stats and self.momentum is not None and rm is not None and rv is not None:
-                with torch.no_grad():
-                    # in float64 (the moments' dtype), rounded once into the buffers:
-                    # in a float16 / bfloat16 buffer each step would round (and cancel)
-                    mean, var = torch.ops.fastnorm.moments(x.detach())
-                    n = _spatial(x)  # symbolic under torch.export, traced under jit.trace: float() would specialize it
-                    mom = float(self.momentum)
-                    rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
-                    rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
-            e = (
-                None
-                if torch.jit.is_scripting()
-                else _eager(x, True, 0, self.weight, self.bias, self.eps, act, self.negative_slope)
-            )
-            if e is not None:
-                y = e
-            else:
-                y = torch.ops.fastnorm.instance_norm(x, self.weight, self.bias, self.eps, act, self.negative_slope)
-        return y.squeeze(0) if unbatched else y
+        return _instance_norm_forward(
+            input,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self.num_features,
+            self.affine,
+            self.training,
+            self.track_running_stats,
+            self.momentum,
+            self.eps,
+            self.activation,
+            self.negative_slope,
+            self._get_no_batch_dim(),
+        )
 
     def extra_repr(self) -> str:
         """Describe the module for its repr: torch's settings and the fused activation.

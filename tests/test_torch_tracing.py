@@ -74,3 +74,35 @@ def test_trace_of_the_public_functions_follows_the_operators(torch_seed):
 def test_trace_of_a_call_without_operator_form_warns(call, torch_seed):
     with torch.no_grad(), pytest.warns(torch.jit.TracerWarning, match="recorded in the trace as constants"):
         torch.jit.trace(call, torch.randn(1, 4, 5, 5))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fx_symbolic_trace_of_converted_models(training, torch_seed):
+    """torch.fx.symbolic_trace records a converted instance norm as one call
+    (its shape checks ran into the proxies' control flow and raised
+    TraceError): the graph module gives the model's bits, keeps the running
+    statistics' updates, and still checks its inputs."""
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3),
+            torch.nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+            torch.nn.ReLU(),
+            torch.nn.GroupNorm(2, 4),
+        )
+
+    ours = fnt.convert(model(), fuse_activations=True).train(training)
+    twin = fnt.convert(model(), fuse_activations=True).train(training)
+    gm = torch.fx.symbolic_trace(twin)
+    assert "_instance_norm_forward" in gm.code and "fastnorm.group_norm" in gm.code
+    for shape in ((2, 3, 12, 12), (1, 3, 7, 9)):
+        x = torch.randn(shape)
+        assert torch.equal(gm(x), ours(x))
+    for name in ("1.running_mean", "1.running_var"):
+        assert torch.equal(dict(gm.named_buffers())[name], dict(ours.named_buffers())[name]), name
+    alone = torch.fx.symbolic_trace(fnt.InstanceNorm2d(4))
+    with pytest.raises(ValueError, match="expected 3D or 4D input"):
+        alone(torch.randn(2, 4, 5, 5, 5))
+    x = torch.randn(4, 5, 5)  # unbatched, as torch's module takes it
+    assert torch.equal(alone(x), fnt.InstanceNorm2d(4)(x))
