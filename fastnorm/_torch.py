@@ -30,7 +30,7 @@ from ._torch_arrays import (
     is_channels_last,
     numpy_dtype,
     to_array,
-    transform_active,
+    transform_route,
 )
 
 _FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
@@ -73,17 +73,18 @@ def _autograd_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
     return _op_call(name, kw)
 
 
-def _transform_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
+def _transform_call(fn: Callable[..., Any], kw: dict[str, Any], operator: bool = False) -> Any:
     """fn under a torch.func transform or on tensors with a forward-mode
     tangent: the operators' autograd.Function forms (fastnorm._torch_func),
-    whose rules give tangents, batching and derivatives of derivatives;
-    functions without one raise."""
+    whose rules give tangents, batching and derivatives of derivatives; the
+    operators themselves where operator (functionalize alone); functions
+    without one raise."""
     name = fn.__name__
     if name not in _OPERATORS:
         raise RuntimeError(
-            f"fastnorm.{name} cannot run under torch.func transforms (vmap, grad, jvp, ...) or on tensors "
-            f"with a forward-mode tangent: it has no rules for them. instance_norm, group_norm, normalize "
-            f"and adain have; otherwise call it outside the transform, or on detached tensors."
+            f"fastnorm.{name} cannot run under torch.func transforms (vmap, grad, jvp, functionalize, ...) "
+            f"or on tensors with a forward-mode tangent: it has no rules for them. instance_norm, group_norm, "
+            f"normalize and adain have; otherwise call it outside the transform, or on detached tensors."
         )
     for arg in ("out", "dtype"):
         if kw.get(arg) is not None:
@@ -91,7 +92,7 @@ def _transform_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
                 f"{arg}= cannot be used under torch.func transforms or with forward-mode tangents "
                 f"(they do not follow writes into out or casts); call without {arg}="
             )
-    return _op_call(name, kw, transform=True)
+    return _op_call(name, kw, transform=not operator)
 
 
 def _traced_call(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
@@ -276,8 +277,10 @@ def call(fn: Callable[..., Any], args: inspect.BoundArguments) -> Any:
     kw = dict(args.arguments)
     first = next(iter(kw))
     x = kw[first]
-    if (_FUNCTORCH is not None and _FUNCTORCH()) or (_fwad._current_level >= 0 and transform_active(*kw.values())):
-        return _transform_call(fn, kw)
+    if (_FUNCTORCH is not None and _FUNCTORCH()) or _fwad._current_level >= 0:
+        route = transform_route(*kw.values())
+        if route is not None:  # "operator": functionalize's tensors (no storage), which it functionalizes
+            return _transform_call(fn, kw, operator=route == "operator")
     r = _plain_call(fn, kw, first, x)
     if r is not None:
         return r

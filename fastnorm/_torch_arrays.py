@@ -17,20 +17,76 @@ from . import _validate as V
 from ._backends import library
 
 _FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
+_STACK = getattr(torch._C._functorch, "get_interpreter_stack", None)
+
+
+def transforms() -> list[str]:
+    """The active torch.func transforms, outermost first, by name ("Vmap",
+    "Grad", "Jvp", "Functionalize"); empty where none is active."""
+    if _FUNCTORCH is None or not _FUNCTORCH():
+        return []
+    stack = _STACK() if _STACK is not None else None
+    return [i.key().name for i in stack] if stack else ["unknown"]
+
+
+_LAYER = getattr(torch._C.DispatchKey, "FuncTorchDynamicLayerFrontMode", None)
+_INCLUDED = getattr(torch._C, "_dispatch_tls_is_dispatch_key_included", None)
+_EXCLUDED = getattr(torch._C, "_dispatch_tls_is_dispatch_key_excluded", None)
+
+
+def _functorch_live() -> bool:
+    """A torch.func transform processes the operations called here: one is
+    active, and its dispatch layer is neither off (torch._C._DisableFuncTorch)
+    nor below us (inside an operator's implementation)."""
+    if _FUNCTORCH is None or not _FUNCTORCH():
+        return False
+    if _LAYER is None or _INCLUDED is None or _EXCLUDED is None:
+        return True
+    return _INCLUDED(_LAYER) and not _EXCLUDED(_LAYER)
+
+
+def transform_route(*tensors: Any) -> str | None:
+    """How a call on tensors must run: "function" under a live torch.func
+    transform (vmap, grad, jvp: its tensors have no storage, even a
+    constant's detach() is lifted into one, and its levels need rules) or
+    where a tensor carries a forward-mode tangent
+    (torch.autograd.forward_ad): the autograd.Function forms
+    (fastnorm._torch_func); "operator" under functionalize alone (the custom
+    operators, which it functionalizes); None otherwise.  Cheap where
+    nothing is active: one C call and one attribute read."""
+    if _functorch_live():
+        return "operator" if all(k == "Functionalize" for k in transforms()) else "function"
+    if _fwad._current_level < 0:  # no dual level entered: no tensor has a tangent
+        return None
+    if any(isinstance(t, torch.Tensor) and _fwad.unpack_dual(t).tangent is not None for t in tensors):
+        return "function"
+    return None
 
 
 def transform_active(*tensors: Any) -> bool:
-    """Whether a call must take the autograd.Function forms
-    (fastnorm._torch_func) instead of the custom operators and the NumPy
-    views: a torch.func transform is active (its tensors have no storage;
-    its levels need those forms' rules), or one of tensors carries a
-    forward-mode tangent (torch.autograd.forward_ad).  Cheap where neither:
-    one C call and one attribute read."""
-    if _FUNCTORCH is not None and _FUNCTORCH():
-        return True
-    if _fwad._current_level < 0:  # no dual level entered: no tensor has a tangent
-        return False
-    return any(isinstance(t, torch.Tensor) and _fwad.unpack_dual(t).tangent is not None for t in tensors)
+    """Whether a call on tensors must take the autograd.Function forms
+    (transform_route's "function")."""
+    return transform_route(*tensors) == "function"
+
+
+def primal(t: torch.Tensor) -> torch.Tensor:
+    """t's values without any torch.func wrapper or tangent: what a module's
+    running statistics take under grad / jvp transforms (as torch's own
+    modules update them, from the primal values).  Under vmap a ValueError:
+    one buffer cannot take the mapped samples' statistics."""
+    if "Vmap" in transforms():
+        raise ValueError(
+            "a fastnorm.torch instance norm with track_running_stats=True in training mode cannot run "
+            "under torch.func.vmap: its running statistics would take every mapped sample's values. "
+            "Call it in eval() mode, with track_running_stats=False, or outside vmap."
+        )
+    t = t.detach()
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    unwrap = getattr(torch._C._functorch, "get_unwrapped", None)
+    if is_wrapped is not None and unwrap is not None and "Functionalize" not in transforms():
+        while is_wrapped(t):
+            t = unwrap(t)
+    return _fwad.unpack_dual(t).primal if _fwad._current_level >= 0 else t
 
 
 def is_channels_last(t: Any, channel_axis: Any) -> bool:

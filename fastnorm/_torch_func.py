@@ -6,14 +6,16 @@ torch's custom operators (fastnorm._torch_ops) have a backward only: under
 ``forward_ad`` they raise, ``torch.func.grad`` / ``vjp`` / ``jacrev`` refuse
 them (the autograd.Function torch.library generates has no setup_context),
 ``vmap`` runs them one sample at a time, and their backward has no backward
-of its own.  So while a transform is active or an input carries a tangent
-(fastnorm._torch_arrays.transform_active), the public torch functions and fastnorm.torch's modules
-call the :class:`torch.autograd.Function` forms below instead:
+of its own.  So while a transform is live or an input carries a tangent
+(fastnorm._torch_arrays.transform_route), the public torch functions and
+fastnorm.torch's modules call the :class:`torch.autograd.Function` forms
+below instead (functionalize alone keeps the operators, which it
+functionalizes):
 
 - the values are the kernels' (the operators run inside ``forward``), the
   same bits as outside a transform;
 - ``jvp`` (tangents) and ``backward`` (cotangents) are composed of torch
-  operations in float64 and rounded once to the input's dtype, so every
+  operations in float64 and rounded once to the output's dtype, so every
   transform composes with them: ``jacfwd(jacrev(f))``, ``hessian``,
   ``vmap(grad(f))`` (per-sample gradients), double backward;
 - ``vmap`` folds the mapped dimension into the batch (one kernel call) where
@@ -23,7 +25,7 @@ call the :class:`torch.autograd.Function` forms below instead:
 Outside transforms nothing here runs: the operators and their kernel
 backward keep their speed.  ``torch.compile`` keeps the operators too (it
 inlines an autograd.Function's forward and drops its jvp, a torch
-limitation).
+limitation).  Gradients of a channels-last input come back contiguous here.
 
 Imported by fastnorm._torch and fastnorm.torch when a transform is active.
 """
@@ -80,8 +82,13 @@ def _activation_tangent(y_pre: Tensor, t: Tensor, act: str, slope: float) -> Ten
     return _activation_grad(y_pre, t, act, slope) if act else t
 
 
+def _out_dtype(x: Tensor) -> torch.dtype:
+    """the forward's output dtype: x's, float32 for integer x (the kernels')."""
+    return x.dtype if x.is_floating_point() else torch.float32
+
+
 def _empty_like_tangent(x: Tensor) -> Tensor:
-    return torch.zeros_like(x)
+    return torch.zeros_like(x, dtype=_out_dtype(x))
 
 
 def _channel_sum(t: Tensor, C: int) -> Tensor:
@@ -107,7 +114,7 @@ def gn_jvp(
     if tb is not None:
         t = t + _per_channel(tb, G)
     t = _activation_tangent(_affine(xhat, wg, bg), t, act, slope)
-    return t.reshape(x.shape).to(x.dtype)
+    return t.reshape(x.shape).to(_out_dtype(x))
 
 
 def gn_vjp(
@@ -168,7 +175,7 @@ def norm_jvp(
         t = t + xhat * _vec(tw, x)
     if tb is not None:
         t = t + _vec(tb, x)
-    return _activation_tangent(_affine(xhat, wv, bv), t, act, slope).to(x.dtype)
+    return _activation_tangent(_affine(xhat, wv, bv), t, act, slope).to(_out_dtype(x))
 
 
 def adain_jvp(c: Tensor, s: Tensor, eps: float, alpha: float, tc: Any, ts: Any) -> Tensor:
@@ -188,7 +195,7 @@ def adain_jvp(c: Tensor, s: Tensor, eps: float, alpha: float, tc: Any, ts: Any) 
     if ts is not None:
         tsg = _grouped(ts, C)
         t = t + alpha * (xhat * (ds * tsg).mean(_RED, keepdim=True) / std_s + tsg.mean(_RED, keepdim=True))
-    return t.reshape(c.shape).to(c.dtype)
+    return t.reshape(c.shape).to(_out_dtype(c))
 
 
 def adain_vjp(g: Tensor, c: Tensor, s: Tensor, eps: float, alpha: float) -> tuple[Tensor, Tensor]:
@@ -237,8 +244,14 @@ def _fold(x: Tensor, d: int | None, B: int) -> Tensor:
     return xb.reshape((B * xb.shape[1],) + tuple(xb.shape[2:]))
 
 
-def _unfold(y: Tensor, B: int) -> tuple[Tensor, int]:
-    return y.reshape((B, y.shape[0] // B if B else 0) + tuple(y.shape[1:])), 0
+def _unfold(y: Tensor, B: int, N: int) -> tuple[Tensor, int]:
+    """one batch (B * N, ...) back as (B, N, ...), mapped along dim 0."""
+    return y.reshape((B, N) + tuple(y.shape[1:])), 0
+
+
+def _batch(x: Tensor, d: int | None) -> int:
+    """N of one sample of mapped x."""
+    return x.shape[1] if d is None else x.movedim(d, 0).shape[1]
 
 
 # --------------------------------------------------------------- functions
@@ -282,7 +295,7 @@ class GroupNorm(torch.autograd.Function):
     def vmap(info: Any, in_dims: tuple[Any, ...], x: Tensor, G: int, w: Any, b: Any, *rest: Any) -> tuple[Tensor, int]:
         B = info.batch_size
         if in_dims[2] is None and in_dims[3] is None:  # only x mapped: one call on (B * N, C, ...)
-            return _unfold(GroupNorm.apply(_fold(x, in_dims[0], B), G, w, b, *rest), B)
+            return _unfold(GroupNorm.apply(_fold(x, in_dims[0], B), G, w, b, *rest), B, _batch(x, in_dims[0]))
         return _per_sample(GroupNorm.apply, info, in_dims, (x, G, w, b, *rest))
 
 
@@ -325,7 +338,7 @@ class InstanceNorm(torch.autograd.Function):
     def vmap(info: Any, in_dims: tuple[Any, ...], x: Tensor, w: Any, b: Any, *rest: Any) -> tuple[Tensor, int]:
         B = info.batch_size
         if in_dims[1] is None and in_dims[2] is None:
-            return _unfold(InstanceNorm.apply(_fold(x, in_dims[0], B), w, b, *rest), B)
+            return _unfold(InstanceNorm.apply(_fold(x, in_dims[0], B), w, b, *rest), B, _batch(x, in_dims[0]))
         return _per_sample(InstanceNorm.apply, info, in_dims, (x, w, b, *rest))
 
 
@@ -358,6 +371,12 @@ class Normalize(torch.autograd.Function):
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Tensor, int]:
+        x, mean, var, w, b, *rest = args
+        if all(d is None for d in in_dims[1:]):  # only x mapped: one call, (N, C) statistics repeated
+            B, N = info.batch_size, _batch(x, in_dims[0])
+            if mean.dim() == 2:
+                mean, var = mean.repeat(B, 1), var.repeat(B, 1)
+            return _unfold(Normalize.apply(_fold(x, in_dims[0], B), mean, var, w, b, *rest), B, N)
         return _per_sample(Normalize.apply, info, in_dims, args)
 
 
@@ -393,7 +412,7 @@ class Adain(torch.autograd.Function):
     def vmap(info: Any, in_dims: tuple[Any, ...], c: Tensor, s: Tensor, eps: float, alpha: float) -> tuple[Tensor, int]:
         B = info.batch_size
         if in_dims[1] is None and s.shape[0] == 1:  # one style for every content: one call on (B * N, C, ...)
-            return _unfold(Adain.apply(_fold(c, in_dims[0], B), s, eps, alpha), B)
+            return _unfold(Adain.apply(_fold(c, in_dims[0], B), s, eps, alpha), B, _batch(c, in_dims[0]))
         return _per_sample(Adain.apply, info, in_dims, (c, s, eps, alpha))
 
 

@@ -418,16 +418,15 @@ def normalize_vjp(
     here in float64)."""
     shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
     rstd = torch.rsqrt(_nc(var, x) + eps)
-    g64 = grad.double()
     xhat = (x.double() - _nc(mean, x)) * rstd
     wv = weight.double().reshape(shape) if weight is not None else None
-    if activation:
-        if y_pre is not None:
-            pre = y_pre()
-        else:
-            pre = xhat if wv is None else xhat * wv
-            pre = pre if bias is None else pre + bias.double().reshape(shape)
-        g64 = _activation_grad(pre, g64, activation, slope).double()
+    if activation and y_pre is not None:  # the kernels' rounded output, grad in its own dtype
+        grad = _activation_grad(y_pre(), grad, activation, slope)
+    g64 = grad.double()
+    if activation and y_pre is None:  # differentiable again: all in float64
+        pre = xhat if wv is None else xhat * wv
+        pre = pre if bias is None else pre + bias.double().reshape(shape)
+        g64 = _activation_grad(pre, g64, activation, slope)
     gy = g64 * wv if wv is not None else g64
     space = list(range(2, x.dim()))
     red = [0] + space

@@ -45,7 +45,9 @@ import torch.autograd.forward_ad as _fwad
 from torch import Tensor, nn
 
 from . import _torch_ops  # registers the fastnorm:: operators; _eager reads them
+from ._torch_arrays import primal as _primal_values
 from ._torch_arrays import transform_active as _transform_active
+from ._torch_arrays import transform_route as _transform_route
 from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
 from ._torch_ops import group_norm_impl as _group_norm_impl
 from ._torch_ops import instance_norm_impl as _instance_norm_impl
@@ -109,12 +111,16 @@ def _eager(
         return None
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
-    if ft() or (_fwad._current_level >= 0 and _transform_active(x, weight, bias)):
+    functorch = ft()
+    route = _transform_route(x, weight, bias) if functorch or _fwad._current_level >= 0 else None
+    if route == "function":
         from ._torch_func import FUNCTIONS
 
         if instance:
             return FUNCTIONS.instance_norm(x, weight, bias, eps, act, slope)
         return FUNCTIONS.group_norm(x, num_groups, weight, bias, eps, act, slope)
+    if functorch:  # functionalize's tensors: the operator, which it functionalizes; constants inside a transform too
+        return None
     if type(x) is not torch.Tensor:
         return None
     # meta tensors: the operator's fake gives the shape; the rest: the dispatcher resolves them first
@@ -161,6 +167,32 @@ def _transformed_normalize(
     from ._torch_func import FUNCTIONS
 
     return FUNCTIONS.normalize(x, mean, var, weight, bias, eps, act, slope)
+
+
+def _update_running_stats(x: Tensor, rm: Tensor, rv: Tensor, mom: float) -> None:
+    """torch's running-statistics step from x's own statistics (the unbiased
+    variance), in float64 (the moments' dtype) and rounded once into the
+    buffers: in a float16 / bfloat16 buffer each step would round (and cancel)."""
+    with torch.no_grad():
+        mean, var = torch.ops.fastnorm.moments(x.detach())
+        n = _spatial(x)  # symbolic under torch.export, traced under jit.trace: float() would specialize it
+        rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
+        rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
+
+
+@torch.jit.unused
+def _update_running_stats_eager(x: Tensor, rm: Tensor, rv: Tensor, mom: float) -> None:
+    """_update_running_stats, also under torch.func's grad and jvp transforms
+    and forward-mode AD: from x's primal values with functorch's layers off,
+    as torch's own modules update their buffers below those layers (the
+    transforms refuse a Python in-place write into a captured buffer)."""
+    live = _FUNCTORCH is not None and _FUNCTORCH()
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not (live or _fwad._current_level >= 0):
+        _update_running_stats(x, rm, rv, mom)
+        return
+    xs = _primal_values(x)
+    with torch._C._DisableFuncTorch():
+        _update_running_stats(xs, rm, rv, mom)
 
 
 def _spatial(x: Tensor) -> int:
@@ -232,14 +264,10 @@ def _instance_norm_forward(
     else:
         rm, rv = running_mean, running_var
         if track_running_stats and momentum is not None and rm is not None and rv is not None:
-            with torch.no_grad():
-                # in float64 (the moments' dtype), rounded once into the buffers:
-                # in a float16 / bfloat16 buffer each step would round (and cancel)
-                mean, var = torch.ops.fastnorm.moments(x.detach())
-                n = _spatial(x)  # symbolic under torch.export, traced under jit.trace: float() would specialize it
-                mom = float(momentum)
-                rm.copy_((1 - mom) * rm.double() + mom * mean.mean(0).to(rm.device))
-                rv.copy_((1 - mom) * rv.double() + mom * (var * (n / (n - 1))).mean(0).to(rv.device))
+            if torch.jit.is_scripting():
+                _update_running_stats(x, rm, rv, float(momentum))
+            else:
+                _update_running_stats_eager(x, rm, rv, float(momentum))
         e = None if torch.jit.is_scripting() else _eager(x, True, 0, weight, bias, eps, act, negative_slope)
         if e is not None:
             y = e

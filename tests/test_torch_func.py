@@ -321,3 +321,68 @@ def test_plain_calls_do_not_take_the_function_forms(monkeypatch):
     xr = x.clone().requires_grad_()
     m(xr).sum().backward()
     fastnorm.group_norm(xr, 2).sum().backward()
+
+
+def test_integer_input_with_parameter_tangents():
+    """uint8 x with a tangent on weight / bias: the tangent takes the output's
+    dtype (float32, as the kernels write), never the input's integer dtype."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (2, 3, 4, 4), generator=g, dtype=torch.uint8)
+    w, tw = torch.rand(3, dtype=torch.float32) + 0.5, torch.randn(3, generator=g)
+    y, t = jvp(lambda w: fastnorm.instance_norm(x, w), (w,), (tw,))
+    assert y.dtype == t.dtype == torch.float32
+    _, tr = jvp(lambda w: _ref_gn(x.double(), 3, w, None), (w.double(),), (tw.double(),))
+    torch.testing.assert_close(t, tr.float(), rtol=1e-6, atol=1e-6)
+    s, ts = torch.rand(1, 3, 4, 4), torch.randn(1, 3, 4, 4, generator=g)
+    assert jvp(lambda s: fastnorm.adain(x, s), (s,), (ts,))[1].dtype == torch.float32
+
+
+def test_functionalize_runs_the_operators():
+    x, _, w, b, _, _ = _data()
+    m = fnt.GroupNorm(2, 4).double()
+    ev = fnt.InstanceNorm2d(4, track_running_stats=True).double().eval()
+    for f in (lambda v: fastnorm.group_norm(v, 2, w, b), lambda v: fastnorm.adain(v, v[:1] * 2 + 1), m, ev):
+        assert torch.equal(torch.func.functionalize(f)(x), f(x))
+
+
+def test_running_statistics_under_grad_and_jvp_and_refused_under_vmap():
+    """torch's own modules update their running statistics from the primal
+    values under grad and jvp; so do fastnorm's, and under vmap (where one
+    buffer would take every sample's statistics) they refuse clearly."""
+    x, t, _, _, _, _ = _data()
+    for transform in (
+        lambda m: jvp(m, (x,), (t,)),
+        lambda m: grad(lambda v: (m(v) ** 3).sum())(x),
+        lambda m: torch.func.vjp(m, x),
+    ):
+        ours = fnt.InstanceNorm2d(4, track_running_stats=True).double()
+        theirs = torch.nn.InstanceNorm2d(4, track_running_stats=True).double()
+        transform(ours)
+        transform(theirs)
+        torch.testing.assert_close(ours.running_mean, theirs.running_mean, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(ours.running_var, theirs.running_var, rtol=1e-12, atol=1e-15)
+    with fwAD.dual_level():
+        ours = fnt.InstanceNorm2d(4, track_running_stats=True).double()
+        ours(fwAD.make_dual(x, t))
+    plain = fnt.InstanceNorm2d(4, track_running_stats=True).double()
+    plain(x)
+    assert torch.equal(ours.running_mean, plain.running_mean) and torch.equal(ours.running_var, plain.running_var)
+    with pytest.raises(ValueError, match="cannot run under torch.func.vmap"):
+        vmap(fnt.InstanceNorm2d(4, track_running_stats=True).double())(torch.stack([x, x]))
+
+
+def test_vmap_over_an_empty_batch_keeps_the_sample_shape():
+    x = torch.zeros(0, 2, 4, 3, 3, dtype=torch.float64)
+    assert vmap(fastnorm.instance_norm)(x).shape == x.shape
+    assert vmap(lambda v: fastnorm.group_norm(v, 2))(x).shape == x.shape
+    mean, var = torch.zeros(2, 4, dtype=torch.float64), torch.ones(2, 4, dtype=torch.float64)
+    assert vmap(lambda v: fastnorm.normalize(v, mean, var))(x).shape == x.shape
+
+
+def test_plain_constants_inside_a_transform_take_the_plain_path():
+    """A tensor the transform does not map or track (a closure's constant)
+    is computed as outside it."""
+    x, _, w, _, _, _ = _data()
+    a = torch.tensor(2.0, dtype=torch.float64)
+    g = grad(lambda a: (fastnorm.instance_norm(x, w) * a).sum())(a)
+    assert torch.equal(g, fastnorm.instance_norm(x, w).sum())
