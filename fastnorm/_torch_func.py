@@ -72,7 +72,8 @@ def _affine(xhat: Tensor, wg: Tensor | None, bg: Tensor | None) -> Tensor:
 
 
 def _xhat_tangent(xhat: Tensor, r: Tensor, tg: Tensor) -> Tensor:
-    """d xhat for a tangent tg of grouped x: r (t - mean(t) - xhat mean(xhat t))."""
+    """d xhat for a tangent tg of grouped x: r (t - mean(t) - xhat mean(xhat t)).
+    The map is self-adjoint, so it also gives x's cotangent from xhat's."""
     return r * (tg - tg.mean(_RED, keepdim=True) - xhat * (xhat * tg).mean(_RED, keepdim=True))
 
 
@@ -130,15 +131,8 @@ def gn_vjp(
     xhat, r = _standardized(xg, eps)
     wg = _per_channel(w, G)
     gg = _activation_tangent(_affine(xhat, wg, _per_channel(b, G)), _grouped(g, G), act, slope)
-    gy = gg if wg is None else gg * wg
-    gx = r * (gy - gy.mean(_RED, keepdim=True) - xhat * (gy * xhat).mean(_RED, keepdim=True))
+    gx = _xhat_tangent(xhat, r, gg if wg is None else gg * wg)
     return gx.reshape(x.shape).to(x.dtype), _channel_sum(gg * xhat, C), _channel_sum(gg, C)
-
-
-def _stat(t: Tensor, x: Tensor) -> Tensor:
-    """a (N, C) or (C,) statistic as float64 broadcasting against x."""
-    shape = (t.shape[0] if t.dim() == 2 else 1, x.shape[1]) + (1,) * (x.dim() - 2)
-    return t.double().reshape(shape)
 
 
 def _vec(v: Any, x: Tensor) -> Any:
@@ -159,16 +153,16 @@ def norm_jvp(
 ) -> Tensor:
     """normalize's tangent: y = (x - mean) rstd w + b, rstd = 1 / sqrt(var + eps)."""
     tx, tm, tv, tw, tb = tangents
-    r = torch.rsqrt(_stat(var, x) + eps)
-    xhat = (x.double() - _stat(mean, x)) * r
+    r = torch.rsqrt(ops._nc(var, x) + eps)
+    xhat = (x.double() - ops._nc(mean, x)) * r
     wv, bv = _vec(w, x), _vec(b, x)
     t = torch.zeros_like(xhat)
     if tx is not None:
         t = t + tx.double() * r
     if tm is not None:
-        t = t - _stat(tm, x) * r
+        t = t - ops._nc(tm, x) * r
     if tv is not None:
-        t = t - 0.5 * xhat * r * r * _stat(tv, x)
+        t = t - 0.5 * xhat * r * r * ops._nc(tv, x)
     if wv is not None:
         t = t * wv
     if tw is not None:
@@ -209,8 +203,7 @@ def adain_vjp(g: Tensor, c: Tensor, s: Tensor, eps: float, alpha: float) -> tupl
     ds = sg - sg.mean(_RED, keepdim=True)
     std_s = torch.sqrt((ds * ds).mean(_RED, keepdim=True) + eps)
     gg = _grouped(g, C)
-    gin = r * (gg - gg.mean(_RED, keepdim=True) - xhat * (gg * xhat).mean(_RED, keepdim=True))
-    gc = alpha * std_s * gin + (1.0 - alpha) * gg
+    gc = alpha * std_s * _xhat_tangent(xhat, r, gg) + (1.0 - alpha) * gg
     g_mean = alpha * gg.sum(_RED, keepdim=True)
     g_std = alpha * (gg * xhat).sum(_RED, keepdim=True)
     if s.shape[0] != c.shape[0]:  # a style batch of 1, broadcast over the content's

@@ -326,6 +326,18 @@ def _composite(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() or TA.transform_active(*tensors)
 
 
+def _composite_vjp(
+    grad: Tensor, x: Tensor, G: int, weight: Tensor | None, bias: Tensor | None, eps: float, act: str, slope: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """group norm's backward as float64 torch operations (_composite's case),
+    grad_weight and grad_bias in the backward operators' dtype."""
+    from . import _torch_func
+
+    gx, gw, gb = _torch_func.gn_vjp(grad, x, G, weight, bias, eps, act, slope)
+    wdt = weight.dtype if weight is not None else x.dtype
+    return gx, gw.to(wdt), gb.to(wdt)
+
+
 def _gn_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, G, weight, bias, eps, activation, slope = inputs
     _refuse_integer("group_norm", x)
@@ -337,11 +349,7 @@ def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     x, weight, bias, *saved = ctx.saved_tensors
     G, eps, activation, slope, has_bias = ctx.args
     if _composite(grad, x, weight, bias):
-        from . import _torch_func
-
-        gx, gw, gb = _torch_func.gn_vjp(grad, x, G, weight, bias, eps, activation, slope)
-        wdt = weight.dtype if weight is not None else x.dtype
-        gw, gb = gw.to(wdt), gb.to(wdt)
+        gx, gw, gb = _composite_vjp(grad, x, G, weight, bias, eps, activation, slope)
     else:
         grad = _activation_grad_from(
             activation,
@@ -509,11 +517,7 @@ def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
     x, weight, bias, *saved = ctx.saved_tensors
     eps, activation, slope, has_bias = ctx.args
     if _composite(grad, x, weight, bias):
-        from . import _torch_func
-
-        gx, gw, gb = _torch_func.gn_vjp(grad, x, max(x.shape[1], 1), weight, bias, eps, activation, slope)
-        wdt = weight.dtype if weight is not None else x.dtype
-        gw, gb = gw.to(wdt), gb.to(wdt)
+        gx, gw, gb = _composite_vjp(grad, x, max(x.shape[1], 1), weight, bias, eps, activation, slope)
     else:
         grad = _activation_grad_from(
             activation,
