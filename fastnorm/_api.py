@@ -58,6 +58,31 @@ def _drop_fast_engine() -> None:
 T.at_fork_in_child(_drop_fast_engine)
 
 
+class _NoTensor:
+    """No value has this type: _TENSOR until the torch backend loads."""
+
+
+# instance_norm's and group_norm's short path for torch tensors: once
+# fastnorm._torch is imported (the first torch call) _TENSOR is torch.Tensor
+# and _torch_short its short call, which takes (fn, fn's locals()) and
+# returns the result, or None where the short path does not apply
+_TENSOR: type = _NoTensor
+_torch_short: Callable[[Callable[..., Any], dict[str, Any]], Any] = lambda fn, kw: None  # noqa: E731
+
+
+def set_tensor_short_path(tensor_type: type, short: Callable[[Callable[..., Any], dict[str, Any]], Any]) -> None:
+    """Called by fastnorm._torch when it loads: calls whose x is exactly of
+    tensor_type (and layout None) try short(fn, kw) first."""
+    global _TENSOR, _torch_short
+    _TENSOR, _torch_short = tensor_type, short
+
+
+def _short_or_dispatch(fn: Callable[..., Any], kw: dict[str, Any]) -> Any:
+    """The tensor short path's result, or _dispatch's where it does not apply."""
+    r = _torch_short(fn, kw)
+    return r if r is not None else _dispatch(fn, kw)
+
+
 #: the public functions' signatures, read once (inspect.signature costs microseconds a call)
 _SIGNATURES: dict[Callable[..., Any], inspect.Signature] = {}
 
@@ -298,6 +323,8 @@ def instance_norm(
     >>> fastnorm.instance_norm(photo, layout="HWC", dtype=np.float16).dtype
     dtype('float16')
     """
+    if type(x) is _TENSOR and layout is None:
+        return _short_or_dispatch(instance_norm, locals())
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(instance_norm, locals())
     # fast path: the common call on a plain ndarray, with or without out= and
@@ -424,6 +451,8 @@ def group_norm(
     >>> bool(np.allclose(g.mean(-1), 0, atol=1e-5) and np.allclose(g.std(-1), 1, atol=1e-3))
     True
     """
+    if type(x) is _TENSOR and layout is None:
+        return _short_or_dispatch(group_norm, locals())
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(group_norm, locals())
     return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)

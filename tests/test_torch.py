@@ -97,6 +97,40 @@ def test_plain_tensor_calls_take_the_short_path(monkeypatch, fname, kw, plain, f
     np.testing.assert_array_equal(got.contiguous().numpy(), want)
 
 
+def test_plain_tensor_calls_skip_the_dispatch(monkeypatch):
+    """instance_norm / group_norm of a plain tensor go from the public
+    function straight to fastnorm._torch.short_call, with no signature binding
+    or backend lookup (_api._dispatch) and the NumPy call's bits; every other
+    tensor call still goes through _dispatch."""
+    from fastnorm import _api
+
+    calls = []
+    real = _api._dispatch
+    monkeypatch.setattr(_api, "_dispatch", lambda fn, kw: calls.append(fn.__name__) or real(fn, kw))
+    x = torch.randn(2, 6, 5, 4) * 2 + 1
+    y = fastnorm.instance_norm(x)
+    g = fastnorm.group_norm(x, 3, activation="relu")
+    o = torch.empty_like(x)
+    assert fastnorm.instance_norm(x, out=o) is o
+    assert calls == []
+    np.testing.assert_array_equal(y.numpy(), fastnorm.instance_norm(x.numpy()))
+    np.testing.assert_array_equal(g.numpy(), fastnorm.group_norm(x.numpy(), 3, activation="relu"))
+    np.testing.assert_array_equal(o.numpy(), y.numpy())
+    general = [
+        lambda: fastnorm.instance_norm(x, layout="NCHW"),
+        lambda: fastnorm.instance_norm(x, weight=torch.ones(6)),  # a tensor argument
+        lambda: fastnorm.instance_norm(x.requires_grad_(True)),  # autograd
+        lambda: fastnorm.instance_norm(torch.nn.Parameter(x.detach())),  # a subclass
+        lambda: torch.func.vmap(fastnorm.instance_norm)(x.detach()[None]),  # a transform
+    ]
+    for k, f in enumerate(general):
+        calls.clear()
+        r = f()
+        assert calls and calls[0] == "instance_norm", k
+        np.testing.assert_array_equal(r.detach().reshape(x.shape).numpy(), y.numpy())
+    x.requires_grad_(False)
+
+
 @pytest.mark.parametrize("fname", ["instance_norm", "group_norm"])
 @pytest.mark.parametrize("x_cl,out_cl", [(True, False), (False, True)])
 def test_plain_path_leaves_mismatched_out_to_the_general_path(monkeypatch, fname, x_cl, out_cl):
