@@ -52,6 +52,42 @@ from . import _torch_arrays as TA
 
 _ACTS = ("", "relu", "leaky_relu", "silu")
 
+_TF_MODE = getattr(torch._C, "_is_torch_function_mode_enabled", None)
+_DISPATCH_DEPTH = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_PROFILING = getattr(torch.autograd, "_profiler_enabled", None)
+
+
+def own_kernel(op: Any) -> bool:
+    """Whether the custom operator runs only its own implementation: no
+    kernel registered for a device (register_kernel), none disabled (read
+    from torch's CustomOpDef; an unknown layout counts as overridden)."""
+    fns = getattr(op, "_backend_fns", None)
+    off = getattr(op, "_disabled_kernel", None)
+    return isinstance(fns, dict) and len(fns) == 1 and isinstance(off, set) and not off
+
+
+def _direct_backward(ctx: Any, op: Any, grad: Tensor) -> bool:
+    """Whether a backward may run the backward operator's implementation
+    itself: only the eager autograd.Functions' (EagerInstanceNorm,
+    EagerGroupNorm, whose forward skipped the dispatcher), on a plain
+    tensor, with no compile or trace, torch function or dispatch mode or
+    profiler active and no kernel registered on the operator; else the
+    operator, which those see."""
+    tf, dd, pe = _TF_MODE, _DISPATCH_DEPTH, _PROFILING
+    return (
+        getattr(ctx, "eager", False)
+        and tf is not None
+        and dd is not None
+        and pe is not None
+        and type(grad) is torch.Tensor
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not tf()
+        and dd() == 0
+        and not pe()
+        and own_kernel(op)
+    )
+
 
 def _act(activation: str) -> str | None:
     if activation not in _ACTS:
@@ -358,7 +394,10 @@ def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
             grad,
             lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01),
         )
-        gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
+        if _direct_backward(ctx, group_norm_backward, grad):
+            gx, gw, gb = _backward_impl(grad, x, G, weight, eps)
+        else:
+            gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
     return (
         gx if ctx.needs_input_grad[0] else None,
         None,
@@ -371,6 +410,34 @@ def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
 
 
 group_norm.register_autograd(_gn_backward, setup_context=_gn_setup)
+
+
+class EagerGroupNorm(torch.autograd.Function):
+    """fastnorm::group_norm with its registered autograd, for an eager
+    module call that records autograd (fastnorm.torch._eager): the operator's
+    own implementation, setup_context and backward, without torch.library's
+    dispatch, which costs more than the kernels of a small input.  forward
+    takes ctx (the form without setup_context binds the arguments' defaults
+    through inspect.signature, tens of microseconds a call); no torch.func
+    transform reaches it (_eager routes those to fastnorm._torch_func)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        num_groups: int,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        activation: str,
+        negative_slope: float,
+    ) -> Tensor:
+        y = group_norm_impl(x, num_groups, weight, bias, eps, activation, negative_slope)
+        _gn_setup(ctx, (x, num_groups, weight, bias, eps, activation, negative_slope), y)
+        ctx.eager = True
+        return y
+
+    backward = staticmethod(_gn_backward)
 
 
 def _norm_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -526,7 +593,10 @@ def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
             grad,
             lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01),
         )
-        gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
+        if _direct_backward(ctx, instance_norm_backward, grad):
+            gx, gw, gb = _backward_impl(grad, x, None, weight, eps)
+        else:
+            gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)
     return (
         gx if ctx.needs_input_grad[0] else None,
         gw if weight is not None and ctx.needs_input_grad[1] else None,
@@ -538,6 +608,28 @@ def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
 
 
 instance_norm.register_autograd(_in_backward, setup_context=_in_setup)
+
+
+class EagerInstanceNorm(torch.autograd.Function):
+    """fastnorm::instance_norm with its registered autograd, for an eager
+    module call that records autograd: as EagerGroupNorm."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        activation: str,
+        negative_slope: float,
+    ) -> Tensor:
+        y = instance_norm_impl(x, weight, bias, eps, activation, negative_slope)
+        _in_setup(ctx, (x, weight, bias, eps, activation, negative_slope), y)
+        ctx.eager = True
+        return y
+
+    backward = staticmethod(_in_backward)
 
 
 # -------------------------------------------------------------------- adain

@@ -49,8 +49,10 @@ from ._torch_arrays import primal as _primal_values
 from ._torch_arrays import transform_active as _transform_active
 from ._torch_arrays import transform_route as _transform_route
 from ._torch_onnx import install_export_hint, onnx_translation_table, register_legacy_symbolics
+from ._torch_ops import _DISPATCH_DEPTH, _PROFILING, _TF_MODE
 from ._torch_ops import group_norm_impl as _group_norm_impl
 from ._torch_ops import instance_norm_impl as _instance_norm_impl
+from ._torch_ops import own_kernel as _own_kernel
 
 register_legacy_symbolics()
 install_export_hint()
@@ -66,20 +68,8 @@ __all__ = [
 ]
 
 
-_TF_MODE = getattr(torch._C, "_is_torch_function_mode_enabled", None)
-_DISPATCH_DEPTH = getattr(torch._C, "_len_torch_dispatch_stack", None)
 _FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
-_PROFILING = getattr(torch.autograd, "_profiler_enabled", None)
 _AUTOCAST = getattr(torch._C, "_is_any_autocast_enabled", None)
-
-
-def _own_kernel(op: Any) -> bool:
-    """Whether the custom operator runs only its own implementation: no
-    kernel registered for a device (register_kernel), none disabled (read
-    from torch's CustomOpDef; an unknown layout counts as overridden)."""
-    fns = getattr(op, "_backend_fns", None)
-    off = getattr(op, "_disabled_kernel", None)
-    return isinstance(fns, dict) and len(fns) == 1 and isinstance(off, set) and not off
 
 
 @torch.jit.unused
@@ -135,14 +125,17 @@ def _eager(
         return None  # the operator's schema coerces or refuses other types
     if not instance and (type(num_groups) is not int or num_groups < 1):
         return None
-    if torch.is_grad_enabled() and (
+    record = torch.is_grad_enabled() and (
         x.requires_grad or (weight is not None and weight.requires_grad) or (bias is not None and bias.requires_grad)
-    ):
-        return None
+    )
     if tf() or dd() > 0 or pe() or ac():
         return None
     if not _own_kernel(_torch_ops.instance_norm if instance else _torch_ops.group_norm):
         return None
+    if record:  # the operator's implementation and registered autograd, as an autograd.Function
+        if instance:
+            return _torch_ops.EagerInstanceNorm.apply(x, weight, bias, eps, act, slope)
+        return _torch_ops.EagerGroupNorm.apply(x, num_groups, weight, bias, eps, act, slope)
     if instance:
         return _instance_norm_impl(x, weight, bias, eps, act, slope)
     return _group_norm_impl(x, num_groups, weight, bias, eps, act, slope)

@@ -296,17 +296,71 @@ def test_modules_eager_calls_skip_the_operator_dispatch_and_give_its_bits(monkey
         assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("act", ["", "relu", "silu"])
+def test_modules_eager_calls_that_record_autograd_give_the_operators_bits(monkeypatch, cl, act, torch_seed):
+    """Where autograd records, an eager module call runs the operator's
+    implementation and registered backward as an autograd.Function, without
+    torch.library's dispatch (which costs more than the kernels of a small
+    input), and its backward calls the backward operator's implementation
+    directly: the operator's bits forward and backward, for instance and
+    group norm, fused activations and both memory formats."""
+    from fastnorm import _torch_ops as TO
+
+    direct = []
+    real = TO._direct_backward
+    monkeypatch.setattr(TO, "_direct_backward", lambda *a: direct.append(real(*a)) or direct[-1])
+    x0 = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    if cl:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    for m in (fnt.InstanceNorm2d(6, affine=True), fnt.GroupNorm(3, 6)):
+        m.activation = act or None
+        with torch.no_grad():
+            m.double()
+            m.weight.normal_()
+            m.bias.normal_()
+        g = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+        outs = []
+        for eager in (True, False):
+            x = x0.clone().requires_grad_(True)
+            m.zero_grad()
+            direct.clear()
+            if eager:
+                y = m(x)
+            elif isinstance(m, fnt.GroupNorm):
+                y = torch.ops.fastnorm.group_norm(x, 3, m.weight, m.bias, m.eps, act, 0.01)
+            else:
+                y = torch.ops.fastnorm.instance_norm(x, m.weight, m.bias, m.eps, act, 0.01)
+            assert type(y.grad_fn).__name__.startswith("Eager") == eager
+            y.backward(g)
+            assert direct == ([True] if eager else [False])
+            outs.append((y.detach(), x.grad, m.weight.grad.clone(), m.bias.grad.clone()))
+            if cl:
+                assert y.is_contiguous(memory_format=torch.channels_last)
+        for a, b in zip(*outs):
+            assert torch.equal(a, b)
+    # a double backward takes the composite rules, differentiable
+    m = fnt.InstanceNorm2d(6, affine=True).double()
+    x = x0.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(m(x).square().sum(), x, create_graph=True)
+    assert gx.requires_grad
+    gx.sum().backward()
+    assert m.weight.grad is not None
+
+
 def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
-    """The operator runs (and is seen) where autograd records, under a dispatch
-    or torch function mode, jit.trace, torch.func.vmap, the profiler and
-    torch.compile, and for tensor subclasses and meta tensors."""
+    """The operator runs (and is seen) under a dispatch or torch function
+    mode, jit.trace, torch.func.vmap, the profiler and torch.compile, and for
+    tensor subclasses and meta tensors; where autograd records, an eager call
+    runs the operator's implementation and autograd as an autograd.Function
+    (test_modules_eager_calls_that_record_autograd_...)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     calls = _counting(monkeypatch)
     m = fnt.InstanceNorm2d(4, affine=True)
     x = torch.randn(1, 4, 6, 6)
-    y = m(x)  # the weight requires grad: autograd records the operator
-    assert calls == [] and y.grad_fn is not None
+    y = m(x)  # the weight requires grad: autograd records
+    assert calls == [] and type(y.grad_fn).__name__ == "EagerInstanceNormBackward"
     y.sum().backward()
     assert m.weight.grad is not None
     xg = torch.randn(1, 4, 6, 6, requires_grad=True)
@@ -315,6 +369,10 @@ def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
     assert calls == ["instance_norm_impl"]
     calls.clear()
     assert fnt.InstanceNorm2d(4)(xg).grad_fn is not None and calls == []
+    with torch.profiler.profile() as prof:  # the profiler sees the operator where autograd records too
+        y = m(x)
+    assert type(y.grad_fn).__name__ != "EagerInstanceNormBackward"
+    assert any(e.name == "fastnorm::instance_norm" for e in prof.events())
 
     seen = []
 
