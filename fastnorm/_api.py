@@ -31,6 +31,22 @@ _ndarray = np.ndarray
 # emptied for good where the thread policy turns the fast path off
 _INF = math.inf
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float16): V.F16}
+# the activations of the fast path, by name (fastnorm._validate.ACTIVATIONS)
+_FAST_ACTS = {a: V.ACTIVATIONS[a] for a in (None, "relu", "leaky_relu", "silu")}
+_FAST_VECTOR_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+def _fast_vector(a: Any, C: int) -> Any:
+    """The fast path's weight or bias: None, a contiguous float64 copy or
+    view of a 1-D float32 / float64 array of length C (check_vector's
+    result for such an array), or False (the general path checks it)."""
+    if a is None:
+        return None
+    if a.ndim != 1 or a.shape[0] != C or a.dtype not in _FAST_VECTOR_DTYPES:
+        return False
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
 # the fast path's engine, once the thread policy has allowed it (fastnorm._threads)
 _engine = None
 _modules = sys.modules
@@ -330,12 +346,13 @@ def instance_norm(
     # fast path: the common call on a plain ndarray, with or without out= and
     # num_threads= (same checks, cheaper form; the engine takes it only when x
     # is C-contiguous, at least 3-d and not empty and out is a plain fit, else
-    # it answers None)
+    # it answers None); float32 also with weight / bias (float32 or float64
+    # arrays of length C) and an activation
     if (
         type(x) is _ndarray
-        and weight is None
-        and bias is None
-        and activation is None
+        and (weight is None or type(weight) is _ndarray)
+        and (bias is None or type(bias) is _ndarray)
+        and (activation is None or (type(activation) is str and activation in _FAST_ACTS))
         and type(negative_slope) is float  # checked even when no activation reads it
         and -_INF < negative_slope < _INF
         and dtype is None
@@ -347,16 +364,34 @@ def instance_norm(
     ):
         code = _FAST_CODES.get(x.dtype)
         # out=: float32 only (its coefficients cannot leave range, so the
-        # engine cannot fail after it started writing out); an explicit
-        # num_threads holds inside a Dask task too (fastnorm._threads.team)
+        # engine cannot fail after it started writing out); so are weights
+        # and activations (float16 takes the general path's range check); an
+        # explicit num_threads holds inside a Dask task too
+        # (fastnorm._threads.team)
+        plain = weight is None and bias is None and activation is None
         if (
             code is not None
             and (out is None or code == V.F32)
+            and (plain or code == V.F32)
             and (num_threads is not None or "dask" not in _modules or not T.in_dask_task())
         ):
             E = _engine or _fast_engine()
             if E is not None:
-                y = E.fast_norm_cf(x, code, eps, out=out, nt=0 if num_threads is None else T.team(num_threads))
+                nt = 0 if num_threads is None else T.team(num_threads)
+                if plain:
+                    y = E.fast_norm_cf(x, code, eps, out=out, nt=nt)
+                elif x.ndim >= 3:
+                    C = x.shape[1]
+                    w = _fast_vector(weight, C)
+                    b = _fast_vector(bias, C)
+                    y = None
+                    if w is not False and b is not False:
+                        act = _FAST_ACTS[activation]
+                        y = E.fast_norm_cf(
+                            x, code, eps, out=out, nt=nt, weight=w, bias=b, act=act, slope=negative_slope
+                        )
+                else:
+                    y = None
                 if y is not None:
                     return y
     return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)

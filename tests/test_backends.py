@@ -107,7 +107,8 @@ def test_every_public_function_dispatches_interop_arrays_from_its_first_line():
     """Each public function hands a layout= call or a torch tensor / Dask
     array to _dispatch with locals() before anything else is bound (so every
     argument, and only the arguments, reach the layout mapping and the
-    interop backend)."""
+    interop backend); instance_norm and group_norm first offer a plain
+    tensor to the torch short path, with locals() too."""
     from fastnorm import _api
 
     for name in ("instance_norm", "group_norm", "instance_stats", "instance_moments", "normalize", "adain"):
@@ -115,6 +116,10 @@ def test_every_public_function_dispatches_interop_arrays_from_its_first_line():
         src = inspect.getsource(fn)
         body = src.split('"""', 2)[2].strip().splitlines()
         first = next(iter(inspect.signature(fn).parameters))
+        if name in ("instance_norm", "group_norm"):
+            assert body[0].strip() == f"if type({first}) is _TENSOR and layout is None:", name
+            assert body[1].strip() == f"return _short_or_dispatch({name}, locals())", name
+            body = body[2:]
         assert body[0].strip() == (
             f"if layout is not None or (type({first}) is not _ndarray and B.library({first}) in B.INTEROP):"
         ), name

@@ -333,3 +333,66 @@ def test_plain_call_checks_negative_slope(slope, exc):
     x = np.ones((1, 2, 4, 4), np.float32)
     with pytest.raises(exc, match="negative_slope"):
         fastnorm.instance_norm(x, negative_slope=slope)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 6, 5), (2, 16, 64, 40)])  # one thread; threads where allowed
+@pytest.mark.parametrize("act", [None, "relu", "leaky_relu", "silu"])
+@pytest.mark.parametrize("wdt", [None, np.float32, np.float64])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_fast_path_with_affine_and_activation_gives_the_general_paths_bits(monkeypatch, shape, act, wdt, with_out):
+    """float32 calls with weight / bias (float32 or float64 of length C) and
+    an activation take the fast path, with the general path's bits, into out=
+    too."""
+    from fastnorm import _api
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    C = shape[1]
+    w = None if wdt is None else rng.uniform(-2, 2, C).astype(wdt)
+    b = None if wdt is None else rng.normal(0, 1, C).astype(wdt)
+    kw = dict(activation=act, negative_slope=0.2)
+    out = np.full_like(x, np.nan) if with_out else None
+    got = fastnorm.instance_norm(x, w, b, out=out, **kw)
+    assert got is out or out is None
+    calls = []
+    real = _api._norm
+    monkeypatch.setattr(_api, "_norm", lambda *a: calls.append(1) or real(*a))
+    fast = fastnorm.instance_norm(x, w, b, **kw)
+    assert calls == []  # the fast path
+    monkeypatch.setattr(_api, "_FAST_CODES", {})  # the general path
+    want = fastnorm.instance_norm(x, w, b, **kw)
+    assert calls == [1]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(fast, want)
+
+
+def test_fast_path_leaves_other_affine_calls_to_the_general_path(monkeypatch):
+    """Weights of another length, rank or dtype, lists, float16 data with
+    weights, other activations: the general path's result or error."""
+    from fastnorm import _api
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    calls = []
+    real = _api._norm
+    monkeypatch.setattr(_api, "_norm", lambda *a: calls.append(1) or real(*a))
+    for bad, exc in [
+        (np.ones(4, np.float32), ValueError),
+        (np.ones((1, 3), np.float32), ValueError),
+        (np.ones(3, np.complex64), TypeError),
+    ]:
+        calls.clear()
+        with pytest.raises(exc, match="weight"):
+            fastnorm.instance_norm(x, bad)
+        assert calls == [1]
+    for w in ([1.0, 2.0, 3.0], np.arange(3), np.ones(3, np.float16)):
+        calls.clear()
+        np.testing.assert_array_equal(
+            fastnorm.instance_norm(x, w), fastnorm.instance_norm(x, np.asarray(w, np.float64))
+        )
+        assert calls == [1]
+    calls.clear()
+    fastnorm.instance_norm(x.astype(np.float16), np.ones(3), activation="relu")
+    assert calls == [1]
+    for act, exc in [("gelu", ValueError), (["relu"], TypeError), ("RELU", ValueError)]:
+        with pytest.raises(exc, match="activation"):
+            fastnorm.instance_norm(x, activation=act)
