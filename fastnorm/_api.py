@@ -215,6 +215,71 @@ def _unshared(a: Any, out: Any, xp: ModuleType = np) -> Any:
     return a.copy()
 
 
+def _fast_norm(
+    x: Any,
+    G: int,
+    weight: Any,
+    bias: Any,
+    eps: Any,
+    channel_axis: Any,
+    activation: Any,
+    negative_slope: Any,
+    dtype: Any,
+    out: Any,
+    num_threads: Any,
+) -> Any:
+    """The fast path of instance_norm (G = 0) and group_norm (G groups) on a
+    plain ndarray: the common calls with the general path's checks in a
+    cheaper form, or None (the general path then checks everything and
+    computes, or says why not).  The engine takes a call only when x is
+    C-contiguous, at least 3-d and not empty and out is a plain fit.  float16
+    and float32 data; out=, weight / bias (float32 or float64 arrays of
+    length C) and activations with float32 only (float32 coefficients cannot
+    leave range, so the engine cannot fail after it started writing out;
+    float16 takes the general path's range check).  An explicit num_threads
+    holds inside a Dask task too (fastnorm._threads.team); without one a
+    Dask task takes the general path (one thread)."""
+    if not (
+        (weight is None or type(weight) is _ndarray)
+        and (bias is None or type(bias) is _ndarray)
+        and (activation is None or (type(activation) is str and activation in _FAST_ACTS))
+        and type(negative_slope) is float  # checked even when no activation reads it
+        and -_INF < negative_slope < _INF
+        and dtype is None
+        and (channel_axis is None or (type(channel_axis) is int and channel_axis == 1))
+        and type(eps) is float
+        and 0.0 <= eps < _INF
+        and (num_threads is None or (type(num_threads) is int and num_threads > 0))
+        and (out is None or type(out) is _ndarray)
+    ):
+        return None
+    code = _FAST_CODES.get(x.dtype)
+    plain = weight is None and bias is None and activation is None and G == 0
+    if (
+        code is None
+        or (code != V.F32 and not (plain and out is None))
+        or (num_threads is None and "dask" in _modules and T.in_dask_task())
+    ):
+        return None
+    E = _engine or _fast_engine()
+    if E is None:
+        return None
+    nt = 0 if num_threads is None else T.team(num_threads)
+    if plain:
+        return E.fast_norm_cf(x, code, eps, out=out, nt=nt)
+    if x.ndim < 3:
+        return None
+    C = x.shape[1]
+    if G != 0 and (G > C or C % G != 0):
+        return None
+    w = _fast_vector(weight, C)
+    b = _fast_vector(bias, C)
+    if w is False or b is False:
+        return None
+    act = _FAST_ACTS[activation]
+    return E.fast_norm_cf(x, code, eps, out=out, nt=nt, weight=w, bias=b, act=act, slope=negative_slope, groups=G)
+
+
 def instance_norm(
     x: ArrayLike,
     weight: ArrayLike | None = None,
@@ -346,13 +411,12 @@ def instance_norm(
     # fast path: the common call on a plain ndarray, with or without out= and
     # num_threads= (same checks, cheaper form; the engine takes it only when x
     # is C-contiguous, at least 3-d and not empty and out is a plain fit, else
-    # it answers None); float32 also with weight / bias (float32 or float64
-    # arrays of length C) and an activation
+    # it answers None)
     if (
         type(x) is _ndarray
-        and (weight is None or type(weight) is _ndarray)
-        and (bias is None or type(bias) is _ndarray)
-        and (activation is None or (type(activation) is str and activation in _FAST_ACTS))
+        and weight is None
+        and bias is None
+        and activation is None
         and type(negative_slope) is float  # checked even when no activation reads it
         and -_INF < negative_slope < _INF
         and dtype is None
@@ -364,36 +428,23 @@ def instance_norm(
     ):
         code = _FAST_CODES.get(x.dtype)
         # out=: float32 only (its coefficients cannot leave range, so the
-        # engine cannot fail after it started writing out); so are weights
-        # and activations (float16 takes the general path's range check); an
-        # explicit num_threads holds inside a Dask task too
-        # (fastnorm._threads.team)
-        plain = weight is None and bias is None and activation is None
+        # engine cannot fail after it started writing out); an explicit
+        # num_threads holds inside a Dask task too (fastnorm._threads.team)
         if (
             code is not None
             and (out is None or code == V.F32)
-            and (plain or code == V.F32)
             and (num_threads is not None or "dask" not in _modules or not T.in_dask_task())
         ):
             E = _engine or _fast_engine()
             if E is not None:
-                nt = 0 if num_threads is None else T.team(num_threads)
-                if plain:
-                    y = E.fast_norm_cf(x, code, eps, out=out, nt=nt)
-                elif x.ndim >= 3:
-                    C = x.shape[1]
-                    w = _fast_vector(weight, C)
-                    b = _fast_vector(bias, C)
-                    y = None
-                    if w is not False and b is not False:
-                        act = _FAST_ACTS[activation]
-                        y = E.fast_norm_cf(
-                            x, code, eps, out=out, nt=nt, weight=w, bias=b, act=act, slope=negative_slope
-                        )
-                else:
-                    y = None
+                y = E.fast_norm_cf(x, code, eps, out=out, nt=0 if num_threads is None else T.team(num_threads))
                 if y is not None:
                     return y
+    if type(x) is _ndarray and not (weight is None and bias is None and activation is None):
+        # weight, bias, an activation: the fast path's general form
+        y = _fast_norm(x, 0, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
+        if y is not None:
+            return y
     return _norm(x, V.PER_CHANNEL, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
 
 
@@ -490,6 +541,12 @@ def group_norm(
         return _short_or_dispatch(group_norm, locals())
     if layout is not None or (type(x) is not _ndarray and B.library(x) in B.INTEROP):
         return _dispatch(group_norm, locals())
+    if type(x) is _ndarray and type(num_groups) is int and num_groups > 0:  # the fast path (_fast_norm), else None
+        y = _fast_norm(
+            x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads
+        )
+        if y is not None:
+            return y
     return _norm(x, num_groups, weight, bias, eps, channel_axis, activation, negative_slope, dtype, out, num_threads)
 
 

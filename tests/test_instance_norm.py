@@ -339,11 +339,18 @@ def test_plain_call_checks_negative_slope(slope, exc):
 @pytest.mark.parametrize("act", [None, "relu", "leaky_relu", "silu"])
 @pytest.mark.parametrize("wdt", [None, np.float32, np.float64])
 @pytest.mark.parametrize("with_out", [False, True])
-def test_fast_path_with_affine_and_activation_gives_the_general_paths_bits(monkeypatch, shape, act, wdt, with_out):
+@pytest.mark.parametrize("groups", [None, 1, 2, 4])
+def test_fast_path_with_affine_and_activation_gives_the_general_paths_bits(
+    monkeypatch, shape, act, wdt, with_out, groups
+):
     """float32 calls with weight / bias (float32 or float64 of length C) and
     an activation take the fast path, with the general path's bits, into out=
-    too."""
+    too; group_norm's as well."""
+    import functools
+
     from fastnorm import _api
+
+    fn = fastnorm.instance_norm if groups is None else functools.partial(fastnorm.group_norm, num_groups=groups)
 
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
@@ -352,15 +359,16 @@ def test_fast_path_with_affine_and_activation_gives_the_general_paths_bits(monke
     b = None if wdt is None else rng.normal(0, 1, C).astype(wdt)
     kw = dict(activation=act, negative_slope=0.2)
     out = np.full_like(x, np.nan) if with_out else None
-    got = fastnorm.instance_norm(x, w, b, out=out, **kw)
+    kw.update(weight=w, bias=b)
+    got = fn(x, out=out, **kw)
     assert got is out or out is None
     calls = []
     real = _api._norm
     monkeypatch.setattr(_api, "_norm", lambda *a: calls.append(1) or real(*a))
-    fast = fastnorm.instance_norm(x, w, b, **kw)
+    fast = fn(x, **kw)
     assert calls == []  # the fast path
     monkeypatch.setattr(_api, "_FAST_CODES", {})  # the general path
-    want = fastnorm.instance_norm(x, w, b, **kw)
+    want = fn(x, **kw)
     assert calls == [1]
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(fast, want)
@@ -396,3 +404,7 @@ def test_fast_path_leaves_other_affine_calls_to_the_general_path(monkeypatch):
     for act, exc in [("gelu", ValueError), (["relu"], TypeError), ("RELU", ValueError)]:
         with pytest.raises(exc, match="activation"):
             fastnorm.instance_norm(x, activation=act)
+    for G, exc in [(2, ValueError), (4, ValueError), (0, ValueError), (True, TypeError), (1.0, TypeError)]:
+        calls.clear()
+        with pytest.raises(exc, match="num_groups"):
+            fastnorm.group_norm(x, G)

@@ -548,11 +548,12 @@ _pool_from_env()
 
 # ------------------------------------------------------------- fast path
 def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=None, cnp.ndarray out=None,
-                 int nt=0, cnp.ndarray weight=None, cnp.ndarray bias=None, int act=0, double slope=0.0):
-    """instance_norm of a validated channels-first array: the per-call
-    overhead floor for small inputs.  weight, bias: None or contiguous
-    float64 of length C (the caller checked); act, slope: the activation's
-    code and slope.  None
+                 int nt=0, cnp.ndarray weight=None, cnp.ndarray bias=None, int act=0, double slope=0.0,
+                 Py_ssize_t groups=0):
+    """instance_norm (groups 0) or group_norm (groups G, a divisor of C) of
+    a validated channels-first array: the per-call overhead floor for small
+    inputs.  weight, bias: None or contiguous float64 of length C (the caller
+    checked); act, slope: the activation's code and slope.  None
     (nothing done) unless x is C-contiguous, at least 3-d and not empty.
     odt, odtype: the output code and dtype (default: x's, for a floating x).
     out: None, or an array the call writes (x's shape and dtype in native
@@ -589,6 +590,9 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     else:
         y = empty((<object>x).shape, odtype)
     cdef Py_ssize_t S = cnp.PyArray_SIZE(x) // (N * C)
+    cdef Py_ssize_t G = C, Cg = 1
+    if groups > 0:
+        G, Cg = groups, C // groups
     cdef fn_err err
     cdef int rc
     cdef void *xp = cnp.PyArray_DATA(x)
@@ -601,11 +605,11 @@ def fast_norm_cf(cnp.ndarray x, int dt, double eps, int odt=-1, object odtype=No
     if N * C * S < FN_SERIAL_BELOW_N:
         # one thread and well under a microsecond of work: releasing the GIL
         # would cost more than other threads could gain from it
-        rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, w, b, eps, act, slope, nt, NULL, &err)
+        rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, G, Cg, S, w, b, eps, act, slope, nt, NULL, &err)
     else:
         with nogil:
             fn_call_enter()
-            rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, C, 1, S, w, b, eps, act, slope, nt, NULL, &err)
+            rc = fn_drive_norm_cf(xp, yp, dt, odt, xs, ys, N, G, Cg, S, w, b, eps, act, slope, nt, NULL, &err)
             fn_call_leave()
     check(rc, &err)
     return y
