@@ -276,6 +276,10 @@ def _fast_norm(
     b = _fast_vector(bias, C)
     if w is False or b is False:
         return None
+    # a weight or bias in out's memory would be overwritten while the engine
+    # reads it: the general path reads copies (_unshared)
+    if out is not None and any(v is not None and np.may_share_memory(v, out) for v in (w, b)):
+        return None
     act = _FAST_ACTS[activation]
     return E.fast_norm_cf(x, code, eps, out=out, nt=nt, weight=w, bias=b, act=act, slope=negative_slope, groups=G)
 

@@ -66,20 +66,54 @@ def own_kernel(op: Any) -> bool:
     return isinstance(fns, dict) and len(fns) == 1 and isinstance(off, set) and not off
 
 
-def _direct_backward(ctx: Any, op: Any, grad: Tensor) -> bool:
+_DK = torch._C.DispatchKey
+_KEYS = getattr(torch._C, "_dispatch_keys", None)
+#: a dense CPU / CUDA tensor's backend keys, and the keys of what the kernels
+#: cannot view directly (the dispatcher resolves those first: a negative-bit
+#: or conjugate view, a ZeroTensor, a torch.func or legacy vmap batched
+#: tensor, which has no backend key, a Python or functional wrapper)
+_DENSE_KEYS = tuple(getattr(_DK, k) for k in ("CPU", "CUDA") if hasattr(_DK, k))
+_ODD_KEYS = tuple(
+    getattr(_DK, k)
+    for k in ("Negative", "Conjugate", "ZeroTensor", "Python", "FuncTorchBatched", "Functionalize")
+    if hasattr(_DK, k)
+)
+
+
+def _dense(t: Tensor | None) -> bool:
+    """None, or a plain strided CPU / CUDA tensor (or parameter) the kernels
+    view as it is."""
+    if t is None:
+        return True
+    if (
+        (type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter)
+        or t.layout != torch.strided
+        or _KEYS is None
+    ):
+        return False
+    ks = _KEYS(t)
+    return any(ks.has(k) for k in _DENSE_KEYS) and not any(ks.has(k) for k in _ODD_KEYS)
+
+
+def _direct_backward(ctx: Any, op: Any, grad: Tensor, x: Tensor, weight: Tensor | None) -> bool:
     """Whether a backward may run the backward operator's implementation
     itself: only the eager autograd.Functions' (EagerInstanceNorm,
-    EagerGroupNorm, whose forward skipped the dispatcher), on a plain
-    tensor, with no compile or trace, torch function or dispatch mode or
-    profiler active and no kernel registered on the operator; else the
-    operator, which those see."""
+    EagerGroupNorm, whose forward skipped the dispatcher), on plain dense
+    tensors (the incoming gradient may be a batched one, from
+    autograd.grad(is_grads_batched=True), a negative view or a ZeroTensor; a
+    saved-tensors hook may give x back as anything), with no compile or
+    trace, torch function or dispatch mode or profiler active and no kernel
+    registered on the operator; else the operator, whose dispatch resolves
+    them."""
     tf, dd, pe = _TF_MODE, _DISPATCH_DEPTH, _PROFILING
     return (
         getattr(ctx, "eager", False)
         and tf is not None
         and dd is not None
         and pe is not None
-        and type(grad) is torch.Tensor
+        and _dense(grad)
+        and _dense(x)
+        and _dense(weight)
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not tf()
@@ -394,7 +428,7 @@ def _gn_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
             grad,
             lambda: torch.ops.fastnorm.group_norm(x, G, weight, bias, eps, "", 0.01),
         )
-        if _direct_backward(ctx, group_norm_backward, grad):
+        if _direct_backward(ctx, group_norm_backward, grad, x, weight):
             gx, gw, gb = _backward_impl(grad, x, G, weight, eps)
         else:
             gx, gw, gb = torch.ops.fastnorm.group_norm_backward(grad, x, G, weight, eps)
@@ -593,7 +627,7 @@ def _in_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
             grad,
             lambda: torch.ops.fastnorm.instance_norm(x, weight, bias, eps, "", 0.01),
         )
-        if _direct_backward(ctx, instance_norm_backward, grad):
+        if _direct_backward(ctx, instance_norm_backward, grad, x, weight):
             gx, gw, gb = _backward_impl(grad, x, None, weight, eps)
         else:
             gx, gw, gb = torch.ops.fastnorm.instance_norm_backward(grad, x, weight, eps)

@@ -408,3 +408,26 @@ def test_fast_path_leaves_other_affine_calls_to_the_general_path(monkeypatch):
         calls.clear()
         with pytest.raises(exc, match="num_groups"):
             fastnorm.group_norm(x, G)
+
+
+@pytest.mark.parametrize("which", ["weight", "bias", "in_place"])
+def test_fast_path_reads_no_weight_that_out_overwrites(which):
+    """A float64 weight or bias viewing out's memory (or x's, written in
+    place) is read as it was before the call (the general path's copies)."""
+    rng = np.random.default_rng(1)
+    N, C, S = 1, 8192, 4  # more planes than one batch of coefficients
+    x = rng.standard_normal((N, C, S)).astype(np.float32)
+    v = rng.standard_normal(C)
+    for fn in (fastnorm.instance_norm, lambda a, *r, **k: fastnorm.group_norm(a, C // 2, *r, **k)):
+        buf = np.zeros(N * C * S, np.float32)
+        out = buf.reshape(N, C, S)
+        xx = x
+        if which == "in_place":
+            xx = out
+            out[...] = x
+        vv = buf[: 2 * C].view(np.float64)
+        vv[:] = v  # in place: x's first elements are now the weight's bytes
+        args = (vv, None) if which != "bias" else (None, vv)
+        want = fn(np.array(xx), *(None if a is None else v.copy() for a in args))
+        fn(xx, *args, out=out)
+        np.testing.assert_array_equal(out, want)

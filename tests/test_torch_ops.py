@@ -348,6 +348,37 @@ def test_modules_eager_calls_that_record_autograd_give_the_operators_bits(monkey
     assert m.weight.grad is not None
 
 
+@pytest.mark.parametrize("kind", ["batched", "negative", "zero", "hook"])
+def test_eager_backward_leaves_what_it_cannot_view_to_the_operator(kind, torch_seed):
+    """The eager Functions' backward runs the backward operator (whose
+    dispatch resolves them) for batched gradients
+    (autograd.grad(is_grads_batched=True)), a negative-bit view or a
+    ZeroTensor as the incoming gradient, and a saved x that a saved-tensors
+    hook gives back as a negative view: the same gradients as a plain one."""
+    for m in (fnt.InstanceNorm2d(6, affine=True), fnt.GroupNorm(3, 6)):
+        x = torch.randn(2, 6, 5, 4, requires_grad=True)
+        g = torch.randn(2, 6, 5, 4)
+        if kind == "batched":
+            y = m(x)
+            gs = torch.randn(3, 2, 6, 5, 4)
+            (got,) = torch.autograd.grad(y, [x], gs, is_grads_batched=True, retain_graph=True)
+            want = torch.stack([torch.autograd.grad(y, x, gi, retain_graph=True)[0] for gi in gs])
+        elif kind == "negative":
+            y = m(x)
+            (got,) = torch.autograd.grad(y, x, (-g)._neg_view(), retain_graph=True)
+            (want,) = torch.autograd.grad(y, x, g.clone())
+        elif kind == "zero":
+            y = m(x)
+            (got,) = torch.autograd.grad(y, x, torch._efficientzerotensor(y.shape), retain_graph=True)
+            (want,) = torch.autograd.grad(y, x, torch.zeros(y.shape))
+        else:  # every saved tensor unpacked as a negative view of its negation: the same values
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: (-t)._neg_view()):
+                y = m(x)
+            (got,) = torch.autograd.grad(y, x, g)
+            (want,) = torch.autograd.grad(m(x), x, g)
+        assert torch.equal(got, want), kind
+
+
 def test_modules_keep_the_operator_where_it_is_needed(monkeypatch, torch_seed):
     """The operator runs (and is seen) under a dispatch or torch function
     mode, jit.trace, torch.func.vmap, the profiler and torch.compile, and for
