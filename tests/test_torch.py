@@ -102,6 +102,8 @@ def test_plain_tensor_calls_skip_the_dispatch(monkeypatch):
     function straight to fastnorm._torch.short_call, with no signature binding
     or backend lookup (_api._dispatch) and the NumPy call's bits; every other
     tensor call still goes through _dispatch."""
+    # the first tensor call imports fastnorm._torch, which registers the
+    # short path: imported here, so that this test passes alone too
     import fastnorm._torch
     from fastnorm import _api
 
