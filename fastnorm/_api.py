@@ -228,17 +228,17 @@ def _fast_norm(
     out: Any,
     num_threads: Any,
 ) -> Any:
-    """The fast path of instance_norm (G = 0) and group_norm (G groups) on a
-    plain ndarray: the common calls with the general path's checks in a
-    cheaper form, or None (the general path then checks everything and
-    computes, or says why not).  The engine takes a call only when x is
-    C-contiguous, at least 3-d and not empty and out is a plain fit.  float16
-    and float32 data; out=, weight / bias (float32 or float64 arrays of
-    length C) and activations with float32 only (float32 coefficients cannot
-    leave range, so the engine cannot fail after it started writing out;
-    float16 takes the general path's range check).  An explicit num_threads
-    holds inside a Dask task too (fastnorm._threads.team); without one a
-    Dask task takes the general path (one thread)."""
+    """The fast path of instance_norm with weight / bias or an activation
+    (G = 0; the bare call has its own inline check) and of group_norm (G
+    groups) on a plain ndarray: the general path's checks in a cheaper form,
+    or None (the general path then checks everything and computes, or says
+    why not).  The engine takes a call only when x is C-contiguous, at least
+    3-d and not empty and out is a plain fit.  float32 data only (float32
+    coefficients cannot leave range, so the engine cannot fail after it
+    started writing out; float16 takes the general path's range check);
+    weight / bias float32 or float64 arrays of length C.  An explicit
+    num_threads holds inside a Dask task too (fastnorm._threads.team);
+    without one a Dask task takes the general path (one thread)."""
     if not (
         (weight is None or type(weight) is _ndarray)
         and (bias is None or type(bias) is _ndarray)
@@ -254,19 +254,12 @@ def _fast_norm(
     ):
         return None
     code = _FAST_CODES.get(x.dtype)
-    plain = weight is None and bias is None and activation is None and G == 0
-    if (
-        code is None
-        or (code != V.F32 and not (plain and out is None))
-        or (num_threads is None and "dask" in _modules and T.in_dask_task())
-    ):
+    if code != V.F32 or (num_threads is None and "dask" in _modules and T.in_dask_task()):
         return None
     E = _engine or _fast_engine()
     if E is None:
         return None
     nt = 0 if num_threads is None else T.team(num_threads)
-    if plain:
-        return E.fast_norm_cf(x, code, eps, out=out, nt=nt)
     if x.ndim < 3:
         return None
     C = x.shape[1]
