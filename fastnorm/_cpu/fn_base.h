@@ -49,6 +49,7 @@ typedef ptrdiff_t fn_ssize; /* Py_ssize_t without Python.h */
 #define FN_CL_WALK 16384       /* bytes: channels-last statistics block for rows wider than a tile */
 #define FN_CL_APPLY_BYTES 8192 /* bytes of input per group of channels-last apply rows */
 #define FN_KEEP_MAX 1024       /* float32 planes up to this keep their widened doubles */
+#define FN_KEEP_BATCH 8        /* kept planes whose coefficients are computed together */
 #define FN_ALIAS_BYTES 1024    /* fn_store_ahead: store-to-load distances that stall */
 
 /* Channels-last rows wider than a tile whose groups of FN_CL_GROUP rows span
@@ -151,11 +152,10 @@ static inline void fn_finish(fn_triple *t, double cnt, double shift, double s1, 
  * FN_NAN, scale 1 and shift 0: x - mean is x's own NaN (quieted) where x is
  * NaN, else FN_NAN, and it is the multiply-add's only NaN operand. */
 #define FN_NAN ((double)NAN) /* the quiet NaN with sign and payload 0 */
-static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn_ssize Cg, fn_ssize row0,
-                                  const double *w, const double *b, double *mean, double *scale,
-                                  double *shift)
+static inline void fn_group_coefs_rs(const fn_triple *t, double rs, fn_ssize g, fn_ssize Cg, fn_ssize row0,
+                                     const double *w, const double *b, double *mean, double *scale,
+                                     double *shift)
 {
-    const double rs = 1.0 / sqrt(t->m2 / t->n + eps);
     const int nan = t->mean != t->mean || t->m2 != t->m2;
     fn_ssize k, c;
     for (k = 0; k < Cg; k++) {
@@ -164,6 +164,13 @@ static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn
         scale[row0 + k] = nan ? 1.0 : (w != NULL ? rs * w[c] : rs);
         shift[row0 + k] = nan ? 0.0 : (b != NULL ? b[c] : 0.0);
     }
+}
+/* rs = 1 / sqrt(var + eps), var = M2 / count: the one formula */
+static inline void fn_group_coefs(const fn_triple *t, double eps, fn_ssize g, fn_ssize Cg, fn_ssize row0,
+                                  const double *w, const double *b, double *mean, double *scale,
+                                  double *shift)
+{
+    fn_group_coefs_rs(t, 1.0 / sqrt(t->m2 / t->n + eps), g, Cg, row0, w, b, mean, scale, shift);
 }
 
 /* ---- one target's kernels: the dispatch table ------------------------- */

@@ -3686,12 +3686,16 @@ static void stats_apply_f32(const void *xsv, fn_ssize ns, fn_triple *t, const vo
 /* Small float32 planes (FN_KEEP_MAX elements): the statistics keep the
  * widened doubles in an L1 buffer and the apply reads them back, so each
  * element is converted once instead of twice; the same values feed the same
- * operations in the same order, so the same bits. */
-FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, fn_triple *t)
+ * operations in the same order, so the same bits.  fn_stats_keep_f32 gives
+ * the block's shifted sums *s1, *s2 (lanes_done's: the lanes reduced in the
+ * one fixed order plus the scalar tail) and its shift *sh, n > 0, which
+ * fn_finish's operations make its triple. */
+FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, double *s1, double *s2, double *sh)
 {
-    const double sh = n > 0 ? (double)x[0] : 0.0;
-    const fn_vd shv = vd_set1(sh);
+    const double sft = (double)x[0];
+    const fn_vd shv = vd_set1(sft);
     fn_ssize i, nv = n - n % FN_LANES;
+    double t1 = 0.0, t2 = 0.0;
     fn_lanes l;
     int k;
     fn_lanes_zero(&l);
@@ -3702,8 +3706,51 @@ FN_INLINE void fn_stats_keep_f32(const float *x, fn_ssize n, double *buf, fn_tri
             fn_lanes_add(&l, k, vd_sub(v, shv));
         }
     }
-    for (i = nv; i < n; i++) buf[i] = (double)x[i];
-    lanes_done_f32(&l, x, nv, n, sh, t);
+    for (i = nv; i < n; i++) {
+        double d = (buf[i] = (double)x[i]) - sft;
+        t1 += d;
+        t2 = FN_FMA(d, d, t2);
+    }
+    *s1 = fn_vlanes_sum(l.a) + t1;
+    *s2 = fn_vlanes_sum(l.b) + t2;
+    *sh = sft;
+}
+
+/* Planes kept a batch at a time (FN_KEEP_BATCH planes of at most
+ * FN_KEEP_MAX elements in all): each plane's sums as fn_stats_keep_f32 gives
+ * them (fn_keep_sums_f32), then the batch's triples and 1 / sqrt(var + eps)
+ * together, as independent lanes (fn_keep_coefs_f32: fn_finish's and
+ * fn_group_coefs' operations on the same values, so the same bits): each
+ * plane ends in a serial chain of three divisions and a square root, and a
+ * batch runs its planes' chains side by side. */
+typedef struct { double s1[FN_KEEP_BATCH], s2[FN_KEEP_BATCH], sh[FN_KEEP_BATCH]; } fn_keep_sums;
+FN_INLINE void fn_keep_sums_f32(const float *x, fn_ssize q0, fn_ssize q1, fn_ssize L, double *kb,
+                                fn_keep_sums *u)
+{
+    fn_ssize p;
+    for (p = q0; p < q1; p++)
+        fn_stats_keep_f32(x + p * L, L, kb + (p - q0) * L, &u->s1[p - q0], &u->s2[p - q0], &u->sh[p - q0]);
+}
+FN_INLINE void fn_keep_coefs_f32(const fn_keep_sums *u, fn_ssize q0, fn_ssize q1, fn_ssize L, fn_ssize G,
+                                 fn_ssize goff, fn_ssize Cg, double eps, const double *w, const double *b,
+                                 fn_triple *tri, double *mean, double *scale, double *shift)
+{
+    double q[FN_KEEP_BATCH], m2[FN_KEEP_BATCH], rs[FN_KEEP_BATCH];
+    const double cnt = (double)L;
+    fn_ssize p, g = (goff + q0) % G, i;
+    for (i = 0; i < q1 - q0; i++) { /* fn_finish (cnt > 0), then fn_group_coefs' rs */
+        q[i] = u->s1[i] / cnt;
+        m2[i] = u->s2[i] - u->s1[i] * q[i];
+        m2[i] = (m2[i] < 0.0) ? 0.0 : m2[i]; /* NaN stays NaN */
+        rs[i] = 1.0 / sqrt(m2[i] / cnt + eps);
+    }
+    for (p = q0; p < q1; p++) {
+        tri[p].n = cnt;
+        tri[p].mean = u->sh[p - q0] + q[p - q0];
+        tri[p].m2 = m2[p - q0];
+        fn_group_coefs_rs(&tri[p], rs[p - q0], g, Cg, p * Cg, w, b, mean, scale, shift);
+        g = g + 1 == G ? 0 : g + 1;
+    }
 }
 /* act, vact: constants at every call (fn_apply_keep_f32's switch), so each
  * activation gets its own loop */
@@ -3742,31 +3789,41 @@ static void planes_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
     const float *x = (const float *)xv;
     float *y = (float *)yv;
     fn_ssize p, r;
-    const int keep = L <= FN_KEEP_MAX && fn_act_in_vectors(act);
-    double kb[2][FN_KEEP_MAX];
     if (p0 >= p1) return;
-    (keep ? fn_stats_keep_f32(x + (p0) * L, L, kb[(p0) & 1], &tri[p0])
-          : stats_in_f32(x + (p0) * L, L, &tri[p0]));
+    if (L > 0 && L <= FN_KEEP_MAX && fn_act_in_vectors(act)) {
+        /* batches of nb planes: the next batch's statistics, this batch
+         * applied from the doubles kept in kb[cur], the next batch's
+         * coefficients (the plane-by-plane order below, a batch a step) */
+        const fn_ssize nb = FN_KEEP_MAX / L < FN_KEEP_BATCH ? FN_KEEP_MAX / L : FN_KEEP_BATCH;
+        double kb[2][FN_KEEP_MAX];
+        fn_keep_sums u;
+        fn_ssize q = p0, q1 = p0 + nb < p1 ? p0 + nb : p1, n1;
+        int cur = 0;
+        fn_keep_sums_f32(x, q, q1, L, kb[0], &u);
+        fn_keep_coefs_f32(&u, q, q1, L, G, goff, Cg, eps, w, b, tri, mean, scale, shift);
+        for (; q < p1; q = q1, q1 = n1, cur ^= 1) {
+            n1 = q1 + nb < p1 ? q1 + nb : p1;
+            if (q1 < n1) fn_keep_sums_f32(x, q1, n1, L, kb[cur ^ 1], &u);
+            for (r = q * Cg; r < q1 * Cg; r++)
+                fn_apply_keep_f32(kb[cur] + (r - q * Cg) * S, y + r * S, S, mean[r], scale[r], shift[r], act,
+                                  slope);
+            if (q1 < n1) fn_keep_coefs_f32(&u, q1, n1, L, G, goff, Cg, eps, w, b, tri, mean, scale, shift);
+        }
+        return;
+    }
+    stats_in_f32(x + (p0) * L, L, &tri[p0]);
     fn_group_coefs(&tri[p0], eps, (goff + p0) % G, Cg, p0 * Cg, w, b, mean, scale, shift);
     for (p = p0; p < p1; p++) {
-        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act) && !keep) {
+        if (p + 1 < p1 && Cg == 1 && fn_act_in_vectors(act)) {
             /* the next plane's statistics interleaved with this plane's apply */
             stats_apply_f32(x + (p + 1) * L, L, &tri[p + 1], x + p * L, y + p * L, L, mean[p], scale[p],
                               shift[p], act, slope);
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
             continue;
         }
-        if (p + 1 < p1)
-            (keep ? fn_stats_keep_f32(x + (p + 1) * L, L, kb[(p + 1) & 1], &tri[p + 1])
-                  : stats_in_f32(x + (p + 1) * L, L, &tri[p + 1]));
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
-            if (keep) {
-                fn_apply_keep_f32(kb[p & 1] + (r - p * Cg) * S, y + r * S, S, mean[r], scale[r], shift[r], act,
-                                  slope);
-                continue;
-            }
+        if (p + 1 < p1) stats_in_f32(x + (p + 1) * L, L, &tri[p + 1]);
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_f32(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -4555,9 +4612,8 @@ static void planes_f64(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
             continue;
         }
         if (p + 1 < p1) stats_in_f64(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_f64(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -5270,9 +5326,8 @@ static void planes_f16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_ss
             continue;
         }
         if (p + 1 < p1) stats_in_f16(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_f16(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -5780,9 +5835,8 @@ static void planes_bf16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn_s
             continue;
         }
         if (p + 1 < p1) stats_in_bf16(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_bf16(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -6290,9 +6344,8 @@ static void planes_f32_f16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
             continue;
         }
         if (p + 1 < p1) stats_in_f32(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_f32_f16(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -6527,9 +6580,8 @@ static void planes_f32_bf16(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, 
             continue;
         }
         if (p + 1 < p1) stats_in_f32(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_f32_bf16(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -7009,9 +7061,8 @@ static void planes_u8_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn
             continue;
         }
         if (p + 1 < p1) stats_in_u8(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_u8_f32(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -7285,9 +7336,8 @@ static void planes_i8_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, fn
             continue;
         }
         if (p + 1 < p1) stats_in_i8(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_i8_f32(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -7561,9 +7611,8 @@ static void planes_u16_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
             continue;
         }
         if (p + 1 < p1) stats_in_u16(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_u16_f32(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
@@ -7837,9 +7886,8 @@ static void planes_i16_f32(const void *xv, void *yv, fn_ssize p0, fn_ssize p1, f
             continue;
         }
         if (p + 1 < p1) stats_in_i16(x + (p + 1) * L, L, &tri[p + 1]);
-        for (r = p * Cg; r < (p + 1) * Cg; r++) {
+        for (r = p * Cg; r < (p + 1) * Cg; r++)
             apply_i16_f32(x + r * S, y + r * S, S, mean[r], scale[r], shift[r], act, slope, 0);
-        }
         if (p + 1 < p1)
             fn_group_coefs(&tri[p + 1], eps, (goff + p + 1) % G, Cg, (p + 1) * Cg, w, b, mean, scale, shift);
     }
