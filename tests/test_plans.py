@@ -191,3 +191,34 @@ def test_plan_rows_is_for_wide_channels_last_outputs_past_the_threshold():
         assert not E.plan_for((1, 256, 128, 128), np.float32)["rows"]  # channels first
     finally:
         E._tuning(*old)
+
+
+@pytest.mark.parametrize(
+    "shape, groups",
+    [((3, 7, 8, 8), None), ((2, 13, 16, 16), None), ((1, 9, 5, 7), None), ((2, 12, 4, 4), 4), ((1, 6, 16, 16), 3)],
+)
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
+def test_small_planes_in_batches_give_each_planes_own_bits(shape, groups, activation):
+    # Small float32 planes are finished a batch at a time (up to 8 planes of
+    # 1024 elements in all); one instance of one channel (or group) alone is
+    # a batch of one.  Plane counts that leave a partial last batch, scalar
+    # tails (5 x 7) and groups of several channels, with weight and bias.
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 30 + 1000).astype(np.float32)
+    C = shape[1]
+    w = rng.uniform(0.5, 2.0, C).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32)
+    if groups is None:
+        whole = fastnorm.instance_norm(x, w, b, activation=activation, num_threads=1)
+        for n in range(shape[0]):
+            for c in range(C):
+                one = fastnorm.instance_norm(x[n : n + 1, c : c + 1], w[c : c + 1], b[c : c + 1], activation=activation)
+                assert np.array_equal(one[0, 0], whole[n, c]), (n, c)
+    else:
+        whole = fastnorm.group_norm(x, groups, w, b, activation=activation, num_threads=1)
+        k = C // groups
+        for n in range(shape[0]):
+            for g in range(groups):
+                s = slice(g * k, (g + 1) * k)
+                one = fastnorm.group_norm(x[n : n + 1, s], 1, w[s], b[s], activation=activation)
+                assert np.array_equal(one[0], whole[n, s]), (n, g)
