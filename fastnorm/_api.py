@@ -50,6 +50,7 @@ def _fast_vector(a: Any, C: int) -> Any:
 # the fast path's engine, once the thread policy has allowed it (fastnorm._threads)
 _engine = None
 _modules = sys.modules
+_MAX_THREADS = T.MAX_THREADS
 
 
 def _fast_engine() -> Any:
@@ -259,7 +260,7 @@ def _fast_norm(
     E = _engine or _fast_engine()
     if E is None:
         return None
-    nt = 0 if num_threads is None else T.team(num_threads)
+    nt = 0 if num_threads is None else min(num_threads, _MAX_THREADS)  # as in instance_norm's fast path
     if x.ndim < 3:
         return None
     C = x.shape[1]
@@ -434,7 +435,10 @@ def instance_norm(
         ):
             E = _engine or _fast_engine()
             if E is not None:
-                y = E.fast_norm_cf(x, code, eps, out=out, nt=0 if num_threads is None else T.team(num_threads))
+                # an engine here means no serial build and no forked child:
+                # team(num_threads) is then num_threads capped at MAX_THREADS
+                nt = 0 if num_threads is None else min(num_threads, _MAX_THREADS)
+                y = E.fast_norm_cf(x, code, eps, out=out, nt=nt)
                 if y is not None:
                     return y
     if type(x) is _ndarray and not (weight is None and bias is None and activation is None):
