@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -49,9 +50,22 @@ def compile_report(tmp_path, arch):
     return r.returncode, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_kernels_compile_without_spills(tmp_path, arch):
-    rc, out = compile_report(tmp_path, arch)
+ARCHS = ["sm_80", "sm_90"]
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """Both architectures' nvcc reports, compiled side by side (each nvcc is
+    one busy core for over a minute; one after the other doubled the wait)."""
+    dirs = {a: tmp_path_factory.mktemp(a) for a in ARCHS}
+    with ThreadPoolExecutor(max_workers=min(len(ARCHS), os.cpu_count() or 1)) as ex:
+        futures = {a: ex.submit(compile_report, dirs[a], a) for a in ARCHS}
+        return {a: f.result() for a, f in futures.items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernels_compile_without_spills(reports, arch):
+    rc, out = reports[arch]
     assert rc == 0, out[-4000:]
     assert "error" not in out.lower(), out[-4000:]
     funcs = re.findall(r"Compiling entry function '(\w+)'", out)

@@ -26,19 +26,42 @@ def _kernel_dir():
     return None
 
 
+#: each build's line, by (name, flags, compiler, runner): the tests share builds
+#: (v3 and base hash in more than one), each a compile of every kernel at -O3
+_BUILT: dict = {}
+
+
 def _isa_bits(tmp_path, name, flags, cc=None, runner=()):
     """Build tests/c/isa_bits.c against fastnorm/_cpu/fn_kernels.c compiled with
     these flags and return the line it prints (None if this CPU cannot run it)."""
-    import os
+    return _isa_bits_many(tmp_path, [(name, flags)], cc=cc, runner=runner)[0]
+
+
+def _isa_bits_many(tmp_path, builds, cc=None, runner=()):
+    """_isa_bits of each (name, flags) in builds, in order: the builds not
+    made before run side by side, one per core (each is one compiler
+    process; the results are the same in any order)."""
     import shutil
-    import signal
-    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
 
     inc = _kernel_dir()
-    src = os.path.join(os.path.dirname(__file__), "c", "isa_bits.c")
     cc = cc or shutil.which("gcc") or shutil.which("cc")
     if cc is None or inc is None:
         pytest.skip("needs a C compiler and the kernel sources")
+    keys = [(name, tuple(flags), cc, tuple(runner)) for name, flags in builds]
+    todo = list(dict.fromkeys(k for k in keys if k not in _BUILT))
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as ex:
+            for k, line in zip(todo, ex.map(lambda k: _build_and_run(tmp_path, inc, *k), todo)):
+                _BUILT[k] = line
+    return [_BUILT[k] for k in keys]
+
+
+def _build_and_run(tmp_path, inc, name, flags, cc, runner):
+    import signal
+    import subprocess
+
+    src = os.path.join(os.path.dirname(__file__), "c", "isa_bits.c")
     exe = str(tmp_path / f"isa_{name}")
     # the build's flags (setup.py) and one target's
     base = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-w", f"-DFN_TARGET={name}"]
@@ -80,13 +103,14 @@ def test_every_isa_level_gives_the_same_bits(tmp_path):
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("x86-64 builds")
-    got = {}
-    for name, flags, fused in X86_BUILDS:
-        got[name, fused] = _isa_bits(tmp_path, name, flags)
+    builds = [(name, flags) for name, flags, _ in X86_BUILDS]
+    builds.append(("contract", ["-march=x86-64-v3", "-DFN_FUSED=0", "-ffp-contract=fast"]))
+    lines = _isa_bits_many(tmp_path, builds)
+    got = {(name, fused): h for (name, _, fused), h in zip(X86_BUILDS, lines)}
     for fused in (True, False):
         ran = {n: h for (n, f), h in got.items() if f == fused and h is not None}
         assert len(set(ran.values())) == 1, ran
-    contracted = _isa_bits(tmp_path, "contract", ["-march=x86-64-v3", "-DFN_FUSED=0", "-ffp-contract=fast"])
+    contracted = lines[-1]
     if contracted is not None:
         assert contracted != got["base", False], "the hash does not see contraction"
 
@@ -105,9 +129,9 @@ def test_aarch64_neon_gives_the_same_bits(tmp_path):
         pytest.skip("needs gcc-aarch64-linux-gnu and qemu-user")
     else:
         runner = (qemu, "-L", "/usr/aarch64-linux-gnu")
-    neon = _isa_bits(tmp_path, "neon", ["-static"] if runner else [], cc=cc, runner=runner)
-    neon_unfused = _isa_bits(
-        tmp_path, "neon_unfused", ["-DFN_FUSED=0"] + (["-static"] if runner else []), cc=cc, runner=runner
+    static = ["-static"] if runner else []
+    neon, neon_unfused = _isa_bits_many(
+        tmp_path, [("neon", static), ("neon_unfused", ["-DFN_FUSED=0", *static])], cc=cc, runner=runner
     )
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert neon == _isa_bits(tmp_path, "v3", ["-march=x86-64-v3"])
@@ -134,5 +158,7 @@ def test_isa_bits_harness_is_clean_under_asan_ubsan(tmp_path):
     )
     if probe.returncode != 0:
         pytest.skip("gcc without the sanitizer runtimes")
-    plain = _isa_bits(tmp_path, "base", ["-march=x86-64", "-DFN_FUSED=0"])
-    assert _isa_bits(tmp_path, "base_san", ["-march=x86-64", "-DFN_FUSED=0", *san]) == plain.replace("base", "base_san")
+    plain, sanitized = _isa_bits_many(
+        tmp_path, [("base", ["-march=x86-64", "-DFN_FUSED=0"]), ("base_san", ["-march=x86-64", "-DFN_FUSED=0", *san])]
+    )
+    assert sanitized == plain.replace("base", "base_san")
