@@ -176,6 +176,13 @@ def _out_array(out: Any, x: Any, cl: bool) -> Any:
         )
     if out.device != x.device:
         raise ValueError(f"out must be on x's device {x.device}, got {out.device}")
+    if out.is_neg() or out.is_conj():
+        # a lazily negated (or conjugated) view: its memory holds -y, and a
+        # materialized copy would take the write instead of out
+        raise ValueError(
+            "out is a tensor with its negative (or conjugate) bit set (a view from torch.neg / "
+            ".conj().imag): it cannot be written in place; pass a plain tensor (torch.empty_like(out))"
+        )
     ot = out.movedim(1, -1) if cl else out
     if not ot.is_contiguous():
         fmt = "channels_last like x" if cl else "contiguous"
@@ -234,10 +241,15 @@ def _plain_call(fn: Callable[..., Any], kw: dict[str, Any], first: str, x: Any) 
         or kw["channel_axis"] is not None
         or kw["dtype"] is not None
         or (x.requires_grad and torch.is_grad_enabled())
+        or x.is_neg()
     ):
         return None
     if out is not None and (
-        type(out) is not torch.Tensor or out.dtype not in _PLAIN_DTYPES or not out.is_cpu or out.requires_grad
+        type(out) is not torch.Tensor
+        or out.dtype not in _PLAIN_DTYPES
+        or not out.is_cpu
+        or out.requires_grad
+        or out.is_neg()
     ):
         return None
     for name, v in kw.items():

@@ -141,8 +141,12 @@ def numpy_dtype(d: Any) -> Any:
 
 def to_array(t: Any, name: str = "x") -> Any:
     """Zero-copy NumPy (CPU) or CuPy (CUDA) view of a tensor; bfloat16 goes
-    over as its 16-bit pattern viewed as ml_dtypes.bfloat16."""
+    over as its 16-bit pattern viewed as ml_dtypes.bfloat16.  A lazily
+    negated view (torch.neg's negative bit: its memory holds -t) goes over
+    as a copy of its values."""
     t = t.detach()
+    if t.is_neg():
+        t = t.resolve_neg()
     if t.device.type not in ("cpu", "cuda"):
         raise TypeError(f"{name} must be a CPU or CUDA tensor, got device {t.device}")
     if t.dtype not in _DTYPES:

@@ -29,6 +29,7 @@ Examples
 (1, 8, 14, 14)
 """
 
+from collections import Counter
 from typing import Any
 
 try:
@@ -236,6 +237,15 @@ def _instance_norm_forward(
         raise ValueError(
             "expected input's size at dim=1 to match num_features (" + str(num_features) + "), but got: " + str(C) + "."
         )
+    if not tracing and C != num_features and track_running_stats and running_mean is not None:
+        # torch refuses it too (its running statistics hold num_features values)
+        raise ValueError(
+            "expected input's size at dim=1 to match num_features ("
+            + str(num_features)
+            + ") with track_running_stats=True, but got: "
+            + str(C)
+            + "."
+        )
     a = activation
     act = a if a is not None else ""
     use_input_stats = training or not track_running_stats
@@ -305,8 +315,9 @@ class _FastInstanceNorm:
         ------
         ValueError
             ``input`` has the wrong number of dimensions, does not have
-            ``num_features`` channels (with ``affine``), or has one spatial
-            element where its own statistics are used (torch's checks).
+            ``num_features`` channels (with ``affine`` or running
+            statistics), or has one spatial element where its own
+            statistics are used (torch's checks).
 
         Examples
         --------
@@ -466,6 +477,26 @@ class InstanceNorm3d(_FastInstanceNorm, nn.InstanceNorm3d):
     """
 
 
+def _verify_group_values(x: Tensor, num_groups: int) -> None:
+    """torch.nn.functional.group_norm's check, with its message: refused
+    where N * C / num_groups * spatial is 1 (a single value to normalize).
+    Wrapped for torch.fx (one call in the graph, not control flow on its
+    proxies); skipped under jit.trace, as the other shape checks."""
+    if x.dim() < 2 or num_groups < 1 or torch.jit.is_tracing():
+        return
+    n = x.size(0) * x.size(1) // num_groups
+    for s in x.shape[2:]:
+        n *= s
+    if n == 1:
+        raise ValueError(
+            "Expected more than 1 value per channel when training, got input size "
+            + str([x.size(0) * x.size(1) // num_groups, num_groups] + list(x.shape[2:]))
+        )
+
+
+torch.fx.wrap("_verify_group_values")
+
+
 class GroupNorm(nn.GroupNorm):
     """``torch.nn.GroupNorm`` on fastnorm's kernels.
 
@@ -528,7 +559,8 @@ class GroupNorm(nn.GroupNorm):
         ------
         ValueError
             ``input``'s channel count is not ``num_channels`` or not divisible
-            by ``num_groups``.
+            by ``num_groups``, or there is one value to normalize
+            (N * C / num_groups * spatial is 1: torch's check).
 
         Examples
         --------
@@ -537,6 +569,7 @@ class GroupNorm(nn.GroupNorm):
         >>> torch.allclose(fnt.GroupNorm(2, 4)(x), torch.nn.GroupNorm(2, 4)(x), atol=1e-5)
         True
         """
+        _verify_group_values(input, self.num_groups)
         a = self.activation
         act = a if a is not None else ""
         e = (
@@ -621,31 +654,32 @@ _SWAP = {
 _ACTS = {nn.ReLU: ("relu", None), nn.LeakyReLU: ("leaky_relu", "negative_slope"), nn.SiLU: ("silu", None)}
 
 
-def _replacement(mod: Any) -> Any:
+def _swap_class(mod: Any) -> bool:
+    """mod made fastnorm's module of its class, in place: the object itself
+    (its class swapped: every fastnorm module subclasses torch's, and adds
+    only the fused activation's two attributes), so every reference to it,
+    its Parameter and buffer objects (an optimizer built before convert()
+    keeps training them), requires_grad, hooks, device, dtype and training
+    mode stay as they were.  False for a module that is not exactly one of
+    torch's instance or group norms."""
     new_cls = _SWAP.get(type(mod))
     if new_cls is None:
-        return None
-    # bias=False (torch >= 2.1) is passed only when used, so older torch works too
-    kw = {"bias": False} if mod.affine and getattr(mod, "bias", None) is None else {}
-    if new_cls is GroupNorm:
-        new: Any = GroupNorm(mod.num_groups, mod.num_channels, eps=mod.eps, affine=mod.affine, **kw)
-    else:
-        new = new_cls(
-            mod.num_features,
-            eps=mod.eps,
-            momentum=mod.momentum,
-            affine=mod.affine,
-            track_running_stats=mod.track_running_stats,
-            **kw,
-        )
-    p = next(iter(mod.parameters()), None)
-    if p is None:
-        p = next((b for b in mod.buffers() if b.is_floating_point()), None)
-    if p is not None:
-        new = new.to(device=p.device, dtype=p.dtype)
-    new.load_state_dict(mod.state_dict())
-    new.train(mod.training)
-    return new
+        return False
+    mod.__class__ = new_cls
+    mod.activation = None
+    mod.negative_slope = 0.01
+    return True
+
+
+def _hooked(mod: Any, *, output_only: bool) -> bool:
+    """mod has hooks that fusing an activation would change: forward and
+    backward hooks (they see the output and its gradient), and with
+    output_only False its forward pre-hooks too (an activation's hooks see
+    or replace its input)."""
+    names = ["_forward_hooks", "_backward_hooks", "_backward_pre_hooks"]
+    if not output_only:
+        names.append("_forward_pre_hooks")
+    return any(getattr(mod, n, None) for n in names)
 
 
 def convert(model: Any, *, fuse_activations: bool = False) -> Any:
@@ -653,8 +687,11 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
 
     Every ``nn.InstanceNorm{1,2,3}d`` and ``nn.GroupNorm`` (exactly those
     classes, not subclasses) becomes the fastnorm module of the same class
-    name, with the same settings, parameters, buffers, device, dtype and
-    training mode.
+    name: the module object itself, its class swapped, so a module used in
+    several places stays one module, and its settings, Parameter and buffer
+    objects (an optimizer built before keeps training them),
+    ``requires_grad``, hooks, device, dtype and training mode stay as they
+    were.
 
     Parameters
     ----------
@@ -664,13 +701,16 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
         Fold a ReLU / LeakyReLU / SiLU that directly follows a swapped
         module inside an ``nn.Sequential`` into it (one pass over memory);
         its place holds a :class:`FusedActivation`, and the norm's repr
-        names the activation.
+        names the activation.  Only where that gives the same model: the
+        container runs ``nn.Sequential``'s own forward, the norm is used in
+        no other place, and neither module has hooks that would see the
+        change (the norm's forward and backward hooks, any of the
+        activation's).
 
     Returns
     -------
     torch.nn.Module
-        ``model`` itself, changed in place (or the new module when ``model``
-        is one norm).
+        ``model`` itself, changed in place (also when ``model`` is one norm).
 
     Examples
     --------
@@ -680,24 +720,36 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
     >>> isinstance(model[1], fnt.InstanceNorm2d), model[1].activation
     (True, 'relu')
     """
-    if isinstance(model, nn.Module) and type(model) in _SWAP:
-        return _replacement(model)
+    if isinstance(model, nn.Module) and _swap_class(model):
+        return model
+    for mod in model.modules():
+        _swap_class(mod)
+    if not fuse_activations:
+        return model
     ours = tuple(_SWAP.values())
+    # a norm used in more than one place keeps its output: fusing would
+    # change the other uses too
+    uses = Counter(id(m) for parent in model.modules() for m in parent._modules.values() if m is not None)
     for parent in list(model.modules()):
+        # only nn.Sequential's own forward runs the children one after the
+        # other (a subclass may route them otherwise)
+        if not isinstance(parent, nn.Sequential) or type(parent).forward is not nn.Sequential.forward:
+            continue
         names = list(parent._modules.keys())
-        for i, name in enumerate(names):
-            child = parent._modules[name]
-            new = _replacement(child) if child is not None else None
-            if new is not None:
-                parent._modules[name] = child = new
-            if not (fuse_activations and isinstance(child, ours) and child.activation is None):
+        for i, name in enumerate(names[:-1]):
+            child, nxt = parent._modules[name], parent._modules[names[i + 1]]
+            spec = _ACTS.get(type(nxt))
+            if (
+                spec is None
+                or not isinstance(child, ours)
+                or child.activation is not None
+                or uses[id(child)] != 1
+                or _hooked(child, output_only=True)
+                or _hooked(nxt, output_only=False)
+            ):
                 continue
-            if isinstance(parent, nn.Sequential) and i + 1 < len(names):
-                nxt = parent._modules[names[i + 1]]
-                spec = _ACTS.get(type(nxt))
-                if spec is not None:
-                    child.activation = spec[0]
-                    if spec[1]:
-                        child.negative_slope = float(getattr(nxt, spec[1]))
-                    parent._modules[names[i + 1]] = FusedActivation(spec[0])
+            child.activation = spec[0]
+            if spec[1]:
+                child.negative_slope = float(getattr(nxt, spec[1]))
+            parent._modules[names[i + 1]] = FusedActivation(spec[0])
     return model

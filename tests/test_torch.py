@@ -301,6 +301,112 @@ def test_convert_in_place():
         torch.testing.assert_close(model(x), ref, atol=1e-4, rtol=1e-4)
 
 
+def test_convert_keeps_the_module_objects():
+    """convert() swaps each norm's class in place: a norm used twice stays one
+    module, its Parameter objects (and an optimizer built on them before),
+    requires_grad and hooks are kept."""
+    shared = torch.nn.GroupNorm(2, 4)
+    frozen = torch.nn.InstanceNorm2d(4, affine=True)
+    frozen.requires_grad_(False)
+    model = torch.nn.Sequential(shared, torch.nn.Conv2d(4, 4, 1), shared, frozen)
+    params = [id(p) for p in model.parameters()]
+    seen = []
+    frozen.register_forward_hook(lambda mod, inp, out: seen.append(out.shape) or out * 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.randn(2, 4, 6, 6)
+    ref = model(x)
+    assert fnt.convert(model) is model
+    assert isinstance(model[0], fnt.GroupNorm) and model[0] is model[2] and isinstance(model[3], fnt.InstanceNorm2d)
+    assert [id(p) for p in model.parameters()] == params
+    assert not model[3].weight.requires_grad and not model[3].bias.requires_grad
+    got = model(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert len(seen) == 2  # the hook ran in both calls
+    before = model[0].weight.detach().clone()
+    got.pow(2).sum().backward()
+    opt.step()
+    assert not torch.equal(model[0].weight.detach(), before)  # the optimizer trains the converted module
+    one = torch.nn.InstanceNorm2d(3)
+    assert fnt.convert(one) is one and isinstance(one, fnt.InstanceNorm2d) and one.activation is None
+
+
+def test_convert_fuses_only_where_the_model_stays_the_same():
+    """An activation is fused only after a norm used once, in a container that
+    runs nn.Sequential's own forward, with no hook that would see the change."""
+
+    class Residual(torch.nn.Sequential):  # a subclass with its own routing
+        def forward(self, x):
+            y = self[0](x)
+            return self[1](y) + y
+
+    hooked_relu = torch.nn.ReLU()
+    hooked_relu.register_forward_hook(lambda mod, inp, out: out + 1)
+    hooked_norm = torch.nn.InstanceNorm2d(4)
+    hooked_norm.register_forward_hook(lambda mod, inp, out: out * 3)
+    shared = torch.nn.InstanceNorm2d(4)
+    model = torch.nn.ModuleDict(
+        {
+            "residual": Residual(torch.nn.InstanceNorm2d(4), torch.nn.ReLU()),
+            "hooked_relu": torch.nn.Sequential(torch.nn.InstanceNorm2d(4), hooked_relu),
+            "hooked_norm": torch.nn.Sequential(hooked_norm, torch.nn.LeakyReLU(0.2)),
+            "shared_seq": torch.nn.Sequential(shared, torch.nn.SiLU()),
+            "shared_plain": shared,
+            "plain": torch.nn.Sequential(torch.nn.GroupNorm(2, 4), torch.nn.LeakyReLU(0.3)),
+        }
+    )
+    x = torch.randn(2, 4, 5, 7)
+    with torch.no_grad():
+        ref = {k: m(x) for k, m in model.items()}
+        fnt.convert(model, fuse_activations=True)
+        for k, m in model.items():
+            torch.testing.assert_close(m(x), ref[k], atol=1e-5, rtol=1e-5, msg=k)
+    for k in ("residual", "hooked_relu", "hooked_norm", "shared_seq"):
+        assert model[k][0].activation is None and not isinstance(model[k][1], fnt.FusedActivation), k
+    assert model["plain"][0].activation == "leaky_relu" and model["plain"][0].negative_slope == 0.3
+    assert isinstance(model["plain"][1], fnt.FusedActivation)
+
+
+def test_running_statistics_of_another_channel_count_are_refused():
+    m = fnt.convert(torch.nn.InstanceNorm2d(4, track_running_stats=True))
+    before = m.running_mean.clone()
+    with pytest.raises(ValueError, match=r"num_features \(4\) with track_running_stats=True, but got: 1"):
+        m(torch.randn(2, 1, 5, 5))
+    assert torch.equal(m.running_mean, before)
+    m.eval()
+    with pytest.raises(ValueError, match="num_features"):
+        m(torch.randn(2, 2, 5, 5))
+
+
+def test_group_norm_with_one_value_is_refused_as_torch_does():
+    for shape, refused in (((1, 4, 1, 1), True), ((2, 4, 1, 1), False), ((1, 4), True), ((1, 8, 1), False)):
+        ref, ours = torch.nn.GroupNorm(4, shape[1]), fnt.GroupNorm(4, shape[1])
+        x = torch.randn(*shape)
+        if refused:
+            for m in (ref, ours):
+                with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+                    m(x)
+        else:
+            torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_negative_bit_tensors(x):
+    """A lazily negated view (its memory holds -x) is read by value; an out=
+    of that kind cannot take the write and is refused."""
+
+    def neg_view(t):  # conj().imag: the memory of -t, negative bit set: the values of t
+        return torch.complex(torch.zeros_like(t), -t).conj().imag
+
+    neg = neg_view(x)
+    assert neg.is_neg()
+    w = torch.linspace(0.5, 2, 6)
+    wneg = neg_view(w)
+    torch.testing.assert_close(fastnorm.instance_norm(neg, wneg), fastnorm.instance_norm(x, w), atol=0, rtol=0)
+    torch.testing.assert_close(fastnorm.group_norm(neg, 3, wneg), fastnorm.group_norm(x, 3, w), atol=0, rtol=0)
+    out = neg_view(torch.empty_like(x))
+    with pytest.raises(ValueError, match="negative"):
+        fastnorm.instance_norm(x, out=out)
+
+
 def test_style_transfer_network_matches():
     from benchmarks.style_transfer import style_network
 
