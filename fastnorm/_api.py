@@ -31,6 +31,9 @@ _ndarray = np.ndarray
 # emptied for good where the thread policy turns the fast path off
 _INF = math.inf
 _FAST_CODES = {np.dtype(np.float32): V.F32, np.dtype(np.float16): V.F16}
+#: the least eps whose 1 / sqrt(eps) is at most float's largest value: the
+#: float16 fast path's bound (the 16-bit kernels apply in float)
+_F16_MIN_EPS = 1.0 / float(np.finfo(np.float32).max) ** 2
 # the activations of the fast path, by name (fastnorm._validate.ACTIVATIONS)
 _FAST_ACTS = {a: V.ACTIVATIONS[a] for a in (None, "relu", "leaky_relu", "silu")}
 _FAST_VECTOR_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
@@ -134,6 +137,15 @@ def _dispatch(fn: Callable[..., Any], args: dict[str, Any]) -> Any:
     return be.call(fn, inspect.BoundArguments(sig, dict(args)))
 
 
+def _reshaped(a: Any, shape: tuple[int, ...]) -> Any:
+    """a.reshape(shape); an ndarray subclass that keeps its own rank
+    (np.matrix stays 2-d) goes over as the ndarray of its memory."""
+    r = a.reshape(shape)
+    if isinstance(a, np.ndarray) and type(a) is not np.ndarray and r.shape != tuple(shape):
+        r = np.asarray(a).reshape(shape)
+    return r
+
+
 def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> Any:
     x = args[first]
     layout = args["layout"]
@@ -145,13 +157,13 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
         x = V.as_numpy(x, first)
     L = V.check_layout(layout, tuple(x.shape), first)
     new = dict(args, layout=None, channel_axis=-1 if L.cl else 1)
-    new[first] = x.reshape(L.canonical(x.shape))
+    new[first] = _reshaped(x, L.canonical(x.shape))
     for name in ("style", "x"):  # arrays in the same layout (adain's style, the backward's x)
         a = args.get(name) if name != first else None
         if a is not None:
             if not hasattr(a, "shape"):
                 a = V.as_numpy(a, name)
-            new[name] = a.reshape(V.check_layout(layout, tuple(a.shape), name).canonical(a.shape))
+            new[name] = _reshaped(a, V.check_layout(layout, tuple(a.shape), name).canonical(a.shape))
     out = args.get("out")
     if out is not None and hasattr(out, "shape"):
         if tuple(out.shape) != tuple(x.shape):
@@ -159,7 +171,7 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
                 f"out must have shape {V._shape_str(x.shape)} (the shape of {first}), "
                 f"got shape {V._shape_str(out.shape)}"
             )
-        new["out"] = out.reshape(L.canonical(out.shape))
+        new["out"] = _reshaped(out, L.canonical(out.shape))
     for name in ("mean", "var"):
         if name in args:
             new[name] = L.stats_in(args[name])
@@ -335,6 +347,11 @@ def instance_norm(
         The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``
         (a torch dtype for tensors).  None: x's dtype for floating inputs,
         float32 for integer inputs.
+        x is read as that type's kernels load it: for float32 and 16-bit outputs
+        as ``x.astype(float32)`` (so float64 data into float32 are the call on
+        their float32 copy: a spread below float32's resolution normalizes to
+        0), for float64 outputs exactly.  For float64 statistics of float64
+        data, normalize in float64 and convert the result.
     out : ndarray, optional
         Where to write the result: x's shape, the output dtype, C-contiguous and
         writeable; may be ``x`` itself (in place).  Returned.
@@ -426,11 +443,13 @@ def instance_norm(
     ):
         code = _FAST_CODES.get(x.dtype)
         # out=: float32 only (its coefficients cannot leave range, so the
-        # engine cannot fail after it started writing out); an explicit
-        # num_threads holds inside a Dask task too (fastnorm._threads.team)
+        # engine cannot fail after it started writing out); float16 only
+        # where 1 / sqrt(eps), the largest scale, is a float (the general
+        # path's range check, _norm_checked); an explicit num_threads holds
+        # inside a Dask task too (fastnorm._threads.team)
         if (
             code is not None
-            and (out is None or code == V.F32)
+            and (code == V.F32 or (out is None and eps >= _F16_MIN_EPS))
             and (num_threads is not None or "dask" not in _modules or not T.in_dask_task())
         ):
             E = _engine or _fast_engine()
@@ -498,6 +517,8 @@ def group_norm(
     dtype : dtype, optional
         The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``.
         None: x's dtype for floating inputs, float32 for integer inputs.
+        x is read as that type's kernels load it, as in :func:`instance_norm`
+        (``x.astype(float32)`` for float32 and 16-bit outputs).
     out : ndarray, optional
         Where to write the result: x's shape, the output dtype, C-contiguous and
         writeable; may be ``x`` itself.  Returned.
@@ -916,6 +937,8 @@ def normalize(
     dtype : dtype, optional
         The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``.
         None: x's dtype for floating inputs, float32 for integer inputs.
+        x is read as that type's kernels load it, as in :func:`instance_norm`
+        (``x.astype(float32)`` for float32 and 16-bit outputs).
     out : ndarray, optional
         Where to write the result: x's shape, the output dtype, C-contiguous and
         writeable; may be ``x`` itself.  Returned.
@@ -1009,6 +1032,8 @@ def adain(
     dtype : dtype, optional
         The output dtype: float16, float32, float64 or ``ml_dtypes.bfloat16``.
         None: content's dtype for floating inputs, float32 for integer inputs.
+        content and style are read as that type's kernels load them (see
+        :func:`instance_norm`'s ``dtype``).
     num_threads : int, optional
         OpenMP threads, as in :func:`instance_norm`.
 
@@ -1075,8 +1100,9 @@ def adain(
     odtype, ocode = V.out_dtype(dtype, x.dtype, code)
     nt = V.check_threads(num_threads)
     xp = be.xp
-    # an integer input's statistics are those of the values the output type's
-    # kernels load: the call equals the one on x.astype(float32) bit for bit
+    # an integer or float64 input's statistics are those of the values the
+    # output type's kernels load: into float32 or a 16-bit type the call
+    # equals the one on x.astype(float32) bit for bit
     tc = be.triples(x, code, cl, nt, ocode)
     ts = be.triples(s, scode, scl, nt, ocode)
     mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))

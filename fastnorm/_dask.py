@@ -123,6 +123,16 @@ def triples(x: Any, cl: bool) -> Any:
     return da.reduction(t, _chunk, _agg, combine=_chunk, axis=sp, keepdims=False, dtype=np.float64, concatenate=True)
 
 
+def _loaded(x: Any, odtype: Any) -> Any:
+    """x as the kernels of the output dtype load it (fastnorm/_cpu/fn_base.h):
+    a float64 or a 32/64-bit integer x normalized into float32 or a 16-bit
+    type is read as x.astype(float32), so the statistics of planes split
+    over blocks are those the eager call takes of a whole plane (narrower
+    inputs convert exactly)."""
+    inexact = x.dtype == np.float64 or (x.dtype.kind in "iu" and x.dtype.itemsize >= 4)
+    return x.astype(np.float32) if inexact and np.dtype(odtype) != np.float64 else x
+
+
 def _group_expand(t: Any, Cg: int) -> Any:
     """Merge the channel triples of each group (whole groups per block) and give
     every channel its group's triple."""
@@ -257,7 +267,7 @@ def instance_norm(kw: dict[str, Any]) -> Any:
     x, a = _norm_args(kw["x"], kw)
     if _whole_planes(x, a.cl):
         return _map_planes(x, a, _api.instance_norm, kw)
-    return _split_norm(x, a, triples(x, a.cl), kw)
+    return _split_norm(x, a, triples(_loaded(x, a.odtype), a.cl), kw)
 
 
 def group_norm(kw: dict[str, Any]) -> Any:
@@ -268,7 +278,7 @@ def group_norm(kw: dict[str, Any]) -> Any:
         x = x.rechunk({cax: max(Cg, (max(x.chunks[cax]) // Cg) * Cg)})
     if _whole_planes(x, a.cl):
         return _map_planes(x, a, _api.group_norm, kw, Cg)
-    t = triples(x, a.cl).map_blocks(_group_expand, Cg, dtype=np.float64)
+    t = triples(_loaded(x, a.odtype), a.cl).map_blocks(_group_expand, Cg, dtype=np.float64)
     return _split_norm(x, a, t, kw)
 
 
@@ -339,7 +349,9 @@ def adain(kw: dict[str, Any]) -> Any:
         raise ValueError(f"style must have C={C} channels like content, got {Cs}")
     if Ns not in (1, N):
         raise ValueError(f"style must have a batch of {N} or 1, got {Ns}")
-    mean, scale, shift = F.adain_coefs(da, triples(content, cl), triples(style, scl), eps, alpha, (N, C))
+    odtype, _ = V.out_dtype(kw["dtype"], content.dtype, V.dtype_code(content.dtype, "content"))
+    tc, ts = triples(_loaded(content, odtype), cl), triples(_loaded(style, odtype), scl)
+    mean, scale, shift = F.adain_coefs(da, tc, ts, eps, alpha, (N, C))
     return _apply(content, cl, mean, scale, shift, _rest(kw, *_NOT_APPLY))
 
 

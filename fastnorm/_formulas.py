@@ -27,7 +27,7 @@ def chan_merge(
     elementwise; an empty side leaves the other unchanged (fn_merge in C)."""
     n = na + nb
     d = mb - ma
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # inf as the C merge gives it
         fb = nb / (n + (n == 0))
         mean = xp.where(na == 0, mb, xp.where(nb == 0, ma, ma + d * fb))
         m2 = xp.where(na == 0, qb, xp.where(nb == 0, qa, qa + qb + d * d * (na * fb)))

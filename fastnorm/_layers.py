@@ -118,9 +118,9 @@ class InstanceNorm:
         if momentum is not None:
             if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
                 raise TypeError(f"momentum must be a real number or None, got {momentum!r}")
-            if not 0.0 <= float(momentum) <= 1.0:  # NaN fails too
+            momentum = V.to_float(momentum, "momentum", "None or a number in [0, 1]")
+            if not 0.0 <= momentum <= 1.0:  # NaN fails too
                 raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
-            momentum = float(momentum)
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)

@@ -107,7 +107,8 @@ def norm_coefs(ts: Any, k: Any, eps: Any, w: Any, b: Any, G: int, C: int) -> tup
     mean = np.repeat(ms, Cg, axis=1)
     scale = np.repeat(rs, Cg, axis=1)
     if w is not None:
-        scale = scale * np.asarray(w, dtype=np.float64)[None, :]
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0: NaN, as the engine's product
+            scale = scale * np.asarray(w, dtype=np.float64)[None, :]
     shift = np.broadcast_to(np.asarray(b, dtype=np.float64) if b is not None else 0.0, (N, C))
     # NaN statistics: the engine's rule (fn_group_coefs), so NaN outputs keep
     # the same bits whether or not another unit of the call was rescaled

@@ -202,12 +202,30 @@ def channels_last(channel_axis: Any, ndim: int) -> bool:
     )
 
 
+def _big_repr(v: Any) -> str:
+    """repr(v), shortened for an int too long to print whole."""
+    try:
+        r = repr(v)
+    except ValueError:  # beyond Python's int-to-str digit limit
+        return f"an int of {v.bit_length()} bits"
+    return r if len(r) <= 40 else f"{r[:20]}...{r[-8:]} ({len(r)} characters)"
+
+
+def to_float(v: Any, name: str, rule: str) -> float:
+    """float(v) of a real number v; an int beyond float's range is a
+    ValueError naming the argument (float() says OverflowError)."""
+    try:
+        return float(v)
+    except OverflowError:
+        raise ValueError(f"{name} must be {rule}, got {_big_repr(v)}") from None
+
+
 def check_eps(eps: Any, name: str = "eps") -> float:
     if type(eps) is float and 0.0 <= eps < math.inf:
         return eps
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {eps!r}")
-    e = float(eps)
+    e = to_float(eps, name, "finite and >= 0")
     if not math.isfinite(e) or e < 0.0:
         raise ValueError(f"{name} must be finite and >= 0, got {eps!r}")
     return e
@@ -320,7 +338,7 @@ def check_activation(activation: Any, negative_slope: Any) -> tuple[int, float]:
         raise ValueError(f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, got {activation!r}")
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
         raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    s = float(negative_slope)
+    s = to_float(negative_slope, "negative_slope", "finite")
     if not math.isfinite(s):
         raise ValueError(f"negative_slope must be finite, got {negative_slope!r}")
     return code or 0, s
@@ -340,7 +358,7 @@ def check_num_groups(num_groups: Any, C: int) -> int:
 def check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a real number in [0, 1], got {alpha!r}")
-    a = float(alpha)
+    a = to_float(alpha, "alpha", "in [0, 1]")
     if not (0.0 <= a <= 1.0):
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return a

@@ -119,6 +119,28 @@ def test_dask_errors():
         fastnorm.group_norm(dx, 4)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_split_planes_read_x_as_the_output_type_loads(rng, dtype):
+    """Planes split over blocks: the statistics are of the values the output
+    type's kernels load, as the eager call's (int64 and float64 data into
+    float32 read as x.astype(float32)); they were of the exact values, 0.4
+    apart from the eager call on int64 data near 2**30."""
+    if dtype == np.int64:
+        x = (2**30 + rng.integers(0, 256, (2, 3, 50, 2))).astype(np.int64)
+    else:
+        x = 1000.0 + 1e-3 * rng.standard_normal((2, 3, 50, 2))
+    s = rng.standard_normal((2, 3, 50, 2))
+    dx, ds = da.from_array(x, chunks=(1, 3, 25, 2)), da.from_array(s, chunks=(1, 3, 25, 2))
+    for lazy, eager in (
+        (fastnorm.instance_norm(dx, dtype=np.float32), fastnorm.instance_norm(x, dtype=np.float32)),
+        (fastnorm.group_norm(dx, 3, dtype=np.float32), fastnorm.group_norm(x, 3, dtype=np.float32)),
+        (fastnorm.adain(dx, ds, dtype=np.float32), fastnorm.adain(x, s, dtype=np.float32)),
+    ):
+        # the split planes merge their blocks in another order: equal up to
+        # the rounding of the merged statistics
+        np.testing.assert_allclose(lazy.compute(scheduler="synchronous"), eager, rtol=0, atol=1e-6)
+
+
 def test_cupy_chunks_use_gpu(client):
     cp = require("cupy", reason="CuPy is not installed")
     try:

@@ -158,14 +158,11 @@ def _norm_checked(
             big = bmax > _FLT_MAX or float(np.nanmax(rs, initial=0.0)) * wmax > _FLT_MAX
         if not big:
             return _norm(x, code, cl, G, w, b, eps, act, slope, out, nt, ocode=ocode)
-        # in float64 (the engine reads x itself, exact values), rounded once
-        # to the 16-bit type
-        y64 = _norm(x, code, cl, G, w, b, eps, act, slope, None, nt, ocode=K.F64)
-        odtype = _out_dtype(x, code, ocode)
-        y = out if out is not None else np.empty(x.shape, odtype)
-        with np.errstate(over="ignore"):
-            y[...] = y64.astype(odtype)
-        return y
+        # in float64, rounded once to the 16-bit type: of the values the
+        # 16-bit kernels load (_float_loads), with float64's range rescue
+        xf, cf = _float_loads(x, code)
+        y64 = _norm_checked(xf, cf, cl, G, w, b, eps, act, slope, None, nt, K.F64)
+        return _round_into(y64, out, _out_dtype(x, code, ocode))
     if out is not None and np.may_share_memory(out, x):
         tg = _range.group_triples(triples(x, code, cl, nt), G)
         bad = _range.out_of_range(tg, eps)
@@ -188,11 +185,30 @@ def _norm_checked(
     return apply(xs, code, cl, mean, scale, shift, act, slope, y if y is not None else out, nt, ocode)
 
 
+def _float_loads(x: np.ndarray, code: int) -> tuple[np.ndarray, int]:
+    """x as the kernels of float32 and 16-bit outputs load it (float:
+    x.astype(float32), exact for float32 and 16-bit data), and its code: the
+    input of a float64 computation that stands in for a 16-bit output's
+    kernels, so that it computes their function."""
+    if code in (K.F32, K.F16, K.BF16):
+        return x, code
+    return np.ascontiguousarray(x, dtype=np.float32), K.F32
+
+
+def _round_into(y64: np.ndarray, out: np.ndarray | None, odtype: Any) -> np.ndarray:
+    """y64 rounded once into out (or a new array of odtype)."""
+    y = out if out is not None else np.empty(y64.shape, odtype)
+    with np.errstate(over="ignore"):
+        y[...] = y64.astype(odtype)
+    return y
+
+
 def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | None = None) -> np.ndarray:
     """(N, C, 3) float64 triples of the exact values (any storage code);
-    count 0 rows for empty planes.  ocode, for an integer x: of the values the
-    kernels of that output code load instead (x.astype(float32) for float32
-    and 16-bit outputs), the statistics of the call on the converted copy."""
+    count 0 rows for empty planes.  ocode, for an integer or float64 x: of
+    the values the kernels of that output code load instead (x.astype(float32)
+    for float32 and 16-bit outputs), the statistics of the call on the
+    converted copy."""
     if not x.flags.c_contiguous:
         x = np.ascontiguousarray(x)
     shape = x.shape
@@ -202,7 +218,7 @@ def triples(x: np.ndarray, code: int, cl: bool, nt: int | None, ocode: int | Non
     if N * C == 0:
         return out
     S = x.size // (N * C)
-    odt = ocode if ocode is not None and K.is_integer(code) else -1
+    odt = ocode if ocode is not None and (K.is_integer(code) or (code == K.F64 and ocode != K.F64)) else -1
     if cl:
         E.stats_cl(x, code, N, S, C, T.team(nt), out, odt)
     else:
@@ -235,6 +251,13 @@ def apply(
     """mean, scale, shift: float64 C-contiguous (N, C); the output of code
     ocode (None: x's for a floating x, float32 for an integer one)."""
     ocode = _out_code(code, ocode)
+    if ocode in (K.F16, K.BF16) and x.size and _float_overflow(mean, scale, shift):
+        # the 16-bit kernels apply in float, where these coefficients are
+        # infinite (x == mean gave 0 * inf = NaN): in float64 instead, of the
+        # values those kernels load, rounded once
+        xf, cf = _float_loads(x, code)
+        y64 = apply(xf, cf, cl, mean, scale, shift, act, slope, None, nt, K.F64)
+        return _round_into(y64, out, _out_dtype(x, code, ocode))
     x, y = _prepare(x, out, _out_dtype(x, code, ocode))
     shape = x.shape
     N = shape[0]
@@ -247,6 +270,13 @@ def apply(
     else:
         E.apply_cf(x, y, code, ocode, N * C, S, mean, scale, shift, act, slope, T.team(nt))
     return y
+
+
+def _float_overflow(*coefs: np.ndarray) -> bool:
+    """Some finite coefficient is beyond float's range (infinite once rounded
+    to float; NaN and infinite ones stay what they are in float)."""
+    with np.errstate(invalid="ignore"):
+        return any(bool((np.isfinite(c) & (np.abs(c) > _FLT_MAX)).any()) for c in coefs)
 
 
 def _backward_run(
