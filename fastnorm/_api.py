@@ -155,6 +155,10 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
         )
     if not hasattr(x, "shape"):
         x = V.as_numpy(x, first)
+    if any(s != s for s in x.shape):  # a Dask array after boolean indexing
+        raise ValueError(
+            f"{first} has unknown chunk sizes (shape {tuple(x.shape)}); call {first}.compute_chunk_sizes() first"
+        )
     L = V.check_layout(layout, tuple(x.shape), first)
     new = dict(args, layout=None, channel_axis=-1 if L.cl else 1)
     new[first] = _reshaped(x, L.canonical(x.shape))

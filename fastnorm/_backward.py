@@ -91,7 +91,9 @@ def instance_norm_backward(
         The forward's weight (any real dtype, cast once to float64); None means
         ones.  The forward's bias does not enter the gradients.
     eps : float, default 1e-5
-        The forward's eps; finite and >= 0.
+        The forward's eps; finite and >= 0.  With eps = 0 a constant plane
+        (group) has no gradient: its grad_x is NaN or +-inf (the forward's
+        output there is NaN).
     channel_axis : {1, -1}, default None (1)
         1 for channels first, -1 (or ``x.ndim - 1``) for channels last,
         computed natively without a transpose.
@@ -186,7 +188,9 @@ def group_norm_backward(
     weight : array_like of shape (C,), optional
         The forward's weight (any real dtype); None means ones.
     eps : float, default 1e-5
-        The forward's eps; finite and >= 0.
+        The forward's eps; finite and >= 0.  With eps = 0 a constant plane
+        (group) has no gradient: its grad_x is NaN or +-inf (the forward's
+        output there is NaN).
     channel_axis : {1, -1}, optional
         1 (the default, None) for channels first, -1 (or ``x.ndim - 1``) for
         channels last.

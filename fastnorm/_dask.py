@@ -115,6 +115,9 @@ def _agg(t: Any, axis: Any = None, keepdims: bool = False, **kw: dict[str, Any])
 def triples(x: Any, cl: bool) -> Any:
     """Lazy (N, C, 3) float64 triples of a dask array."""
     ndim = x.ndim
+    N, C = x.shape[0], x.shape[_caxis(ndim, cl)]
+    if N == 0 or C == 0:  # no planes: no blocks to reduce
+        return da.zeros((N, C, 3), dtype=np.float64)
     sp = _spatial_axes(ndim, cl)
     chunks = tuple((1,) * len(x.chunks[a]) if a in sp else x.chunks[a] for a in range(ndim)) + ((3,),)
     xp_meta = B.array_module(x._meta).empty((0,) * (ndim + 1), np.float64)
@@ -299,6 +302,9 @@ def instance_moments(kw: dict[str, Any]) -> Any:
 def _as_nc(a: Any, name: str, N: int, C: int) -> Any:
     if isinstance(a, da.Array):
         V.refuse_mask(a._meta, name, "is a Dask array of numpy.ma.MaskedArray chunks")
+        if a.dtype.kind not in "fiu" and a.dtype.name != "bfloat16":  # as V.per_channel's arrays
+            raise TypeError(f"{name} must have a real dtype, got dtype {a.dtype}")
+        _known(a, name)
         if a.shape == (C,):
             a = da.broadcast_to(a, (N, C))
         elif a.shape != (N, C):
@@ -363,7 +369,14 @@ def _backward(kw: dict[str, Any], num_groups: Any) -> tuple[Any, Any, Any]:
     import dask
 
     per_channel = num_groups is V.PER_CHANNEL
+    if not isinstance(kw["x"], da.Array):
+        raise TypeError(f"x must be the same kind of array as grad_out (a Dask array), got {type(kw['x']).__name__}")
     x, cl = _check(kw["x"], kw["channel_axis"], min_ndim=3 if per_channel else 2)
+    if V.is_integer(V.dtype_code(x.dtype)):
+        raise TypeError(
+            f"x must have a floating dtype ({V.FLOAT_NAMES}) for the backward: integer inputs "
+            f"have no gradient, got dtype {x.dtype}"
+        )
     dy = kw["grad_out"]
     if not isinstance(dy, da.Array):
         dy = da.from_array(V.as_numpy(dy, "grad_out"), chunks=-1)
@@ -381,6 +394,9 @@ def _backward(kw: dict[str, Any], num_groups: Any) -> tuple[Any, Any, Any]:
     eps = V.check_eps(kw["eps"])
     w = V.check_vector(kw["weight"], "weight", C)
     V.check_threads(kw["num_threads"])
+    adt = np.float64 if x.dtype == np.float64 else np.float32
+    if x.size == 0:  # no units: the eager call's empty grad_x and zero sums
+        return x.astype(x.dtype, copy=True), da.zeros((C,), dtype=adt), da.zeros((C,), dtype=adt)
     Cg = C // G
     cchunk = max(Cg, (max(x.chunks[cax]) // Cg) * Cg)
     x = x.rechunk({**dict.fromkeys(_spatial_axes(x.ndim, cl), -1), cax: cchunk})
@@ -404,7 +420,6 @@ def _backward(kw: dict[str, Any], num_groups: Any) -> tuple[Any, Any, Any]:
         gws.append((ci, r[1]))
         gbs.append((ci, r[2]))
     gx = da.block(gx_blocks.tolist())
-    adt = np.float64 if x.dtype == np.float64 else np.float32
 
     def total(parts: list[tuple[int, Any]]) -> Any:
         per_c = []

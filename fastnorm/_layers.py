@@ -369,10 +369,17 @@ class InstanceNorm:
         if val.dtype.kind not in "biuf" and val.dtype.name != "bfloat16":
             raise TypeError(f"{where} must hold real numbers, got dtype {val.dtype}")
         if name == "num_batches_tracked":
-            v = float(val.reshape(-1)[0]) if val.size == 1 else None
-            if val.ndim > 1 or v is None or not (math.isfinite(v) and v >= 0 and v == int(v)):
-                raise ValueError(f"{where} must be one integer >= 0, got {value!r}")
-            return np.array(int(v), np.int64)
+            n = None
+            if val.size == 1 and val.ndim <= 1:
+                item = val.reshape(-1)[0]
+                if val.dtype.kind in "biu":
+                    n = int(item)  # exact, also past 2**53
+                else:
+                    f = float(item)
+                    n = int(f) if math.isfinite(f) and f == int(f) else None
+            if n is None or not 0 <= n < 2**63:  # an int64 count, as torch's buffer
+                raise ValueError(f"{where} must be one integer >= 0 (an int64), got {value!r}")
+            return np.array(n, np.int64)
         C = self.num_features
         if val.shape != (C,):
             raise ValueError(f"{where} must have shape ({C},), got shape {V._shape_str(val.shape)}")

@@ -107,6 +107,44 @@ def test_larger_than_worker_memory(client, tmp_path):
     np.testing.assert_allclose(stats[1], 1, atol=1e-4)
 
 
+def test_dask_refusals_as_eager():
+    """The Dask layer refuses what the eager calls refuse, when the graph is
+    built: a backward with x of another kind or of an integer dtype,
+    statistics of a non-real dtype (a complex mean lost its imaginary part),
+    layout= on unknown chunk sizes."""
+    x = np.ones((2, 3, 4), np.float32)
+    with pytest.raises(TypeError, match=r"x must be the same kind of array as grad_out"):
+        fastnorm.instance_norm_backward(da.ones((2, 3, 4), dtype=np.float32), x)
+    xi = da.from_array(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    with pytest.raises(TypeError, match=r"integer inputs have no gradient"):
+        fastnorm.instance_norm_backward(xi, xi, channel_axis=1)
+    for bad in (np.full(3, 1 + 5j), np.full(3, True), np.array(["a", "b", "c"])):
+        with pytest.raises(TypeError, match=r"mean must have a real dtype"):
+            fastnorm.normalize(da.ones((2, 3, 4)), da.from_array(bad), np.ones(3))
+        with pytest.raises(TypeError, match=r"var must have a real dtype"):
+            fastnorm.normalize(da.ones((2, 3, 4)), np.zeros(3), da.from_array(bad))
+    xu = da.from_array(np.ones((4, 3, 5, 5), np.float32))[da.from_array(np.array([1, 0, 1, 1], bool))]
+    with pytest.raises(ValueError, match=r"x has unknown chunk sizes"):
+        fastnorm.instance_norm(xu, layout="NCHW")
+    with pytest.raises(ValueError, match=r"style has unknown chunk sizes"):
+        fastnorm.adain(da.ones((2, 3, 4, 4)), xu)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (2, 0, 4)])
+def test_dask_empty_batch_or_channels(shape):
+    """No planes: the eager calls' empty results (the reductions had no
+    blocks to merge, the backward divided by a group of 0 channels)."""
+    e, de = np.zeros(shape), da.zeros(shape)
+    for lazy, eager in zip(fastnorm.instance_stats(de), fastnorm.instance_stats(e)):
+        assert lazy.compute().shape == eager.shape
+    assert fastnorm.instance_moments(de).count.compute().shape == fastnorm.instance_moments(e).count.shape
+    for lazy, eager in zip(fastnorm.instance_norm_backward(de, de), fastnorm.instance_norm_backward(e, e)):
+        got = lazy.compute()
+        assert got.shape == eager.shape and got.dtype == eager.dtype
+        np.testing.assert_array_equal(got, eager)
+    assert fastnorm.adain(de, de).compute().shape == shape
+
+
 def test_dask_errors():
     dx = da.from_array(X, chunks=(2, 3, 36, 40))
     with pytest.raises(TypeError, match="out"):

@@ -45,8 +45,25 @@ _BAD_VALUES = {
     "bias": [np.ones((1, 3)), None, "abc"],
     "running_mean": [np.zeros(2), np.array([object(), 1, 2], dtype=object)],
     "running_var": [np.ones(5), np.array([1.0, -1.0, 1.0])],
-    "num_batches_tracked": [np.array([1, 2]), np.array(1.5), np.array(-1), "seven", np.array(np.nan), np.array(np.inf)],
+    "num_batches_tracked": [
+        np.array([1, 2]),
+        np.array(1.5),
+        np.array(-1),
+        "seven",
+        np.array(np.nan),
+        np.array(np.inf),
+        np.array(1e300),  # an int beyond int64 (OverflowError once)
+        np.array(2**63, np.uint64),
+    ],
 }
+
+
+def test_num_batches_tracked_loads_exactly():
+    layer = fastnorm.InstanceNorm(3, track_running_stats=True)
+    layer.load_state_dict({"num_batches_tracked": np.array(2**62 + 1, np.uint64)}, strict=False)
+    assert int(layer.num_batches_tracked) == 2**62 + 1  # not through float
+    layer.load_state_dict({"num_batches_tracked": np.array(7.0)}, strict=False)
+    assert int(layer.num_batches_tracked) == 7
 
 
 @pytest.mark.parametrize("bad_key", sorted(_BAD_VALUES))
