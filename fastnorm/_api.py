@@ -155,7 +155,7 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
         )
     if not hasattr(x, "shape"):
         x = V.as_numpy(x, first)
-    if any(s != s for s in x.shape):  # a Dask array after boolean indexing
+    if any(isinstance(s, float) and s != s for s in x.shape):  # a Dask array after boolean indexing
         raise ValueError(
             f"{first} has unknown chunk sizes (shape {tuple(x.shape)}); call {first}.compute_chunk_sizes() first"
         )
