@@ -100,7 +100,8 @@ def test_larger_than_worker_memory(client, tmp_path):
         mm[:, :, i : i + 2048] = rng.standard_normal((1, 3, 2048, shape[3]), dtype=np.float32) + 7
     mm.flush()
     del mm
-    src = npy_chunks(str(path), chunks=(1, 3, 1024, 10240))
+    # chunks of 60 MiB: a worker holds a few blocks and their outputs at once
+    src = npy_chunks(str(path), chunks=(1, 3, 512, 10240))
     y = fastnorm.instance_norm(src)
     stats = da.stack([y.mean(axis=(0, 2, 3)), y.std(axis=(0, 2, 3))]).compute()
     np.testing.assert_allclose(stats[0], 0, atol=1e-4)
