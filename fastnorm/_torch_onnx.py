@@ -105,6 +105,7 @@ def onnx_translation_table() -> dict[Any, Any]:
         activation: str = "",
         negative_slope: float = 0.01,
     ) -> Any:
+        _per_channel_stats(_rank(mean), _rank(var))
         one, zero = ones_like_dim(x, x, 1.0), ones_like_dim(x, x, 0.0)
         w = op.CastLike(weight, x) if weight is not None else one
         b = op.CastLike(bias, x) if bias is not None else zero
@@ -151,6 +152,26 @@ def _legacy_fill(g: Any, x: Any, dim_of: Any, value: float) -> Any:
     return g.op("CastLike", g.op("Expand", g.op("Constant", value_t=torch.tensor(value)), c), x)
 
 
+def _rank(v: Any) -> int | None:
+    """The rank of a traced value where the exporter knows it."""
+    try:
+        return len(v.shape)
+    except (AttributeError, TypeError):
+        return None
+
+
+def _per_channel_stats(*ranks: int | None) -> None:
+    """fastnorm::normalize exports as BatchNormalization, whose statistics are
+    (C,): per-sample (N, C) ones would write a model ONNX Runtime refuses to
+    load, so the export stops here instead."""
+    if any(r is not None and r != 1 for r in ranks):
+        raise ValueError(
+            "fastnorm::normalize exports to ONNX as BatchNormalization, which takes per-channel (C,) "
+            f"mean and var; got statistics of rank {max(r for r in ranks if r is not None)} (per-sample "
+            "(N, C) statistics have no ONNX translation)"
+        )
+
+
 def register_legacy_symbolics(opset: int = OPSET) -> None:
     from torch.onnx import symbolic_helper as sh
 
@@ -174,6 +195,7 @@ def register_legacy_symbolics(opset: int = OPSET) -> None:
     def normalize(
         g: Any, x: Any, mean: Any, var: Any, weight: Any, bias: Any, eps: float, activation: str, slope: float
     ) -> Any:
+        _per_channel_stats(sh._get_tensor_rank(mean), sh._get_tensor_rank(var))
         w = g.op("CastLike", weight, x) if not sh._is_none(weight) else _legacy_fill(g, x, x, 1.0)
         b = g.op("CastLike", bias, x) if not sh._is_none(bias) else _legacy_fill(g, x, x, 0.0)
         y = g.op("BatchNormalization", x, w, b, g.op("CastLike", mean, x), g.op("CastLike", var, x), epsilon_f=eps)
@@ -197,6 +219,24 @@ EXPORT_HINT = (
     "custom_translation_table=fastnorm.torch.onnx_translation_table()) (needs onnxscript), "
     "or use the TorchScript exporter, torch.onnx.export(..., dynamo=False)."
 )
+
+
+#: operators neither exporter translates
+UNTRANSLATED = ("adain", "moments")
+
+
+def _untranslated(e: BaseException | None) -> list[str]:
+    """The fastnorm operators without a translation that e (or an exception
+    it was raised from) names."""
+    found: list[str] = []
+    seen = 0
+    while e is not None and seen < 16:
+        for name in UNTRANSLATED:
+            if (f"fastnorm::{name}" in str(e) or f"fastnorm.{name}" in str(e)) and name not in found:
+                found.append(name)
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return found
 
 
 def _mentions_fastnorm(e: BaseException | None) -> bool:
@@ -228,11 +268,22 @@ def install_export_hint() -> None:
         try:
             return export(*args, **kwargs)
         except Exception as e:
-            if _mentions_fastnorm(e) and not _given_table(kwargs):
+            missing = _untranslated(e)
+            hint = None
+            if missing:
+                ops = " and ".join(f"fastnorm::{n}" for n in missing)
+                hint = (
+                    f"{ops} has no ONNX translation in either exporter: export the model in eval mode "
+                    "(an InstanceNorm that tracks running statistics updates them through fastnorm::moments "
+                    "in training mode), and without AdaIN calls (fastnorm::adain)."
+                )
+            elif _mentions_fastnorm(e) and not _given_table(kwargs):
+                hint = EXPORT_HINT
+            if hint is not None:
                 if hasattr(e, "add_note"):
-                    e.add_note(EXPORT_HINT)
+                    e.add_note(hint)
                 elif e.args and isinstance(e.args[0], str):
-                    e.args = (e.args[0] + "\n\n" + EXPORT_HINT,) + e.args[1:]
+                    e.args = (e.args[0] + "\n\n" + hint,) + e.args[1:]
             raise
 
     functools.update_wrapper(hinted_export, export)

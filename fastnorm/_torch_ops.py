@@ -160,12 +160,36 @@ def _on_host(x: Tensor, *vecs: Tensor | None) -> tuple[Any, ...] | None:
 _from_host = TA.from_host
 
 
+def _axis(x: Tensor) -> int | None:
+    """channel_axis for the public functions: the operators' x is (N, C,
+    *spatial), which the functions assume for floating x but refuse to guess
+    for a 3-d integer one (an image's HWC?); None keeps floating calls on
+    the functions' short path."""
+    return None if x.is_floating_point() else 1
+
+
 def _like_memory(x: Tensor, dtype: torch.dtype) -> Tensor:
     """An empty tensor of x's shape in the memory the kernels write for x:
     channels-last where x's memory is (TA.is_channels_last), else contiguous."""
     if TA.is_channels_last(x, 1):
         return x.new_empty(x.movedim(1, -1).shape, dtype=dtype).movedim(-1, 1)
     return x.new_empty(x.shape, dtype=dtype)
+
+
+def _one_device(op: str, x: Tensor, **others: Tensor | None) -> None:
+    """RuntimeError where a tensor argument is on another device than x: the
+    fakes run for real on a mix with meta tensors (a module built on the meta
+    device, partly loaded), where the output they give is uninitialized
+    memory on x's device.  A meta x is shape inference, which takes any
+    arguments (the modules' parameters stay where they are)."""
+    if x.device.type == "meta":
+        return
+    for name, t in others.items():
+        if t is not None and t.device != x.device:
+            raise RuntimeError(
+                f"{op}: {name} is on device {t.device}, but the input is on {x.device}: "
+                f"every tensor argument must be on the input's device"
+            )
 
 
 def _out_like(x: Tensor) -> Tensor:
@@ -215,7 +239,7 @@ def group_norm_impl(
             w,
             b,
             eps=eps,
-            channel_axis=-1 if cl else None,
+            channel_axis=-1 if cl else 1,
             activation=_act(activation),
             negative_slope=negative_slope,
         )
@@ -227,6 +251,7 @@ def group_norm_impl(
             _opt(weight),
             _opt(bias),
             eps=eps,
+            channel_axis=_axis(x),
             activation=_act(activation),
             negative_slope=negative_slope,
         )
@@ -255,6 +280,7 @@ def _(
     activation: str,
     negative_slope: float,
 ) -> Tensor:
+    _one_device("fastnorm::group_norm", x, weight=weight, bias=bias)
     return _out_like(x)
 
 
@@ -277,6 +303,7 @@ def normalize(
             _opt(weight),
             _opt(bias),
             eps=eps,
+            channel_axis=_axis(x),
             activation=_act(activation),
             negative_slope=negative_slope,
         )
@@ -293,13 +320,14 @@ def _(
     activation: str,
     negative_slope: float,
 ) -> Tensor:
+    _one_device("fastnorm::normalize", x, mean=mean, var=var, weight=weight, bias=bias)
     return _out_like(x)
 
 
 @torch.library.custom_op("fastnorm::moments", mutates_args=(), tags=_ANY_STRIDES)
 def moments(x: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
-        m = _api.instance_moments(x.detach())
+        m = _api.instance_moments(x.detach(), channel_axis=_axis(x))
         return m.mean.clone(), (m.m2 / m.count).clone()
 
 
@@ -351,6 +379,7 @@ def _backward_impl(
 def _(grad_out: Tensor, x: Tensor, num_groups: int, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     wdt = weight.dtype if weight is not None else x.dtype
     C = x.shape[1]
+    _one_device("fastnorm::group_norm_backward", x, grad_out=grad_out, weight=weight)
     return _like_memory(x, x.dtype), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
 
 
@@ -568,14 +597,20 @@ def instance_norm_impl(
             w,
             b,
             eps=eps,
-            channel_axis=-1 if cl else None,
+            channel_axis=-1 if cl else 1,
             activation=_act(activation),
             negative_slope=negative_slope,
         )
         return _from_host(r, cl)
     with torch.no_grad():
         return _api.instance_norm(
-            x.detach(), _opt(weight), _opt(bias), eps=eps, activation=_act(activation), negative_slope=negative_slope
+            x.detach(),
+            _opt(weight),
+            _opt(bias),
+            eps=eps,
+            channel_axis=_axis(x),
+            activation=_act(activation),
+            negative_slope=negative_slope,
         )
 
 
@@ -590,6 +625,7 @@ def instance_norm(
 def _(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, activation: str, negative_slope: float
 ) -> Tensor:
+    _one_device("fastnorm::instance_norm", x, weight=weight, bias=bias)
     return _out_like(x)
 
 
@@ -604,6 +640,7 @@ def instance_norm_backward(
 def _(grad_out: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     wdt = weight.dtype if weight is not None else x.dtype
     C = x.shape[1]
+    _one_device("fastnorm::instance_norm_backward", x, grad_out=grad_out, weight=weight)
     return _like_memory(x, x.dtype), x.new_empty((C,), dtype=wdt), x.new_empty((C,), dtype=wdt)
 
 
@@ -670,11 +707,12 @@ class EagerInstanceNorm(torch.autograd.Function):
 @torch.library.custom_op("fastnorm::adain", mutates_args=(), tags=_ANY_STRIDES)
 def adain(content: Tensor, style: Tensor, eps: float, alpha: float) -> Tensor:
     with torch.no_grad():
-        return _api.adain(content.detach(), style.detach(), eps=eps, alpha=alpha)
+        return _api.adain(content.detach(), style.detach(), eps=eps, alpha=alpha, channel_axis=_axis(content))
 
 
 @adain.register_fake
 def _(content: Tensor, style: Tensor, eps: float, alpha: float) -> Tensor:
+    _one_device("fastnorm::adain", content, style=style)
     return _out_like(content)
 
 

@@ -480,3 +480,88 @@ def test_modules_keep_the_operator_for_what_its_dispatch_resolves(monkeypatch, t
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fnt.InstanceNorm2d(4)(x.bfloat16())
     assert calls == ["instance_norm_impl"]  # the negative-bit case's reference call only
+
+
+def test_meta_arguments_beside_a_real_input_are_refused():
+    """A weight, statistic or style on the meta device (a model built there,
+    partly loaded) beside a CPU input: the dispatcher runs the fake, which
+    gave uninitialized memory; now a RuntimeError naming the argument."""
+    x = torch.randn(2, 4, 5, 5)
+    meta4 = torch.ones(4, device="meta")
+    ops = torch.ops.fastnorm
+    cases = [
+        ("weight", lambda: ops.group_norm(x, 2, meta4, None, 1e-5, "", 0.01)),
+        ("bias", lambda: ops.instance_norm(x, None, meta4, 1e-5, "relu", 0.01)),
+        ("mean", lambda: ops.normalize(x, meta4, torch.ones(4), None, None, 1e-5, "", 0.01)),
+        ("style", lambda: ops.adain(x, torch.randn(2, 4, 5, 5, device="meta"), 1e-5, 1.0)),
+        ("grad_out", lambda: ops.instance_norm_backward(torch.ones_like(x, device="meta"), x, None, 1e-5)),
+        ("weight", lambda: ops.group_norm_backward(torch.ones_like(x), x, 2, meta4, 1e-5)),
+        ("running_mean|mean", lambda: fnt.InstanceNorm2d(4, track_running_stats=True, device="meta").eval()(x)),
+    ]
+    for name, call in cases:
+        with pytest.raises(RuntimeError, match=rf"({name}) is on device meta, but the input is on cpu"):
+            call()
+    # all on meta: the fakes give shapes, as before
+    assert ops.instance_norm(x.to("meta"), meta4, meta4, 1e-5, "", 0.01).shape == x.shape
+
+
+def test_operators_take_3d_integer_inputs_as_n_c_l():
+    """The operators' x is (N, C, *spatial): a 3-d integer tensor is one,
+    not an image whose layout must be named (the public functions' check)."""
+    xi = torch.randint(0, 255, (2, 4, 7), dtype=torch.uint8)
+    xf = xi.float()
+    ops = torch.ops.fastnorm
+    pairs = [
+        (ops.instance_norm(xi, None, None, 1e-5, "", 0.01), ops.instance_norm(xf, None, None, 1e-5, "", 0.01)),
+        (ops.group_norm(xi, 2, None, None, 1e-5, "", 0.01), ops.group_norm(xf, 2, None, None, 1e-5, "", 0.01)),
+        (ops.adain(xi, xf, 1e-5, 1.0), ops.adain(xf, xf, 1e-5, 1.0)),
+        (fnt.InstanceNorm1d(4)(xi), fnt.InstanceNorm1d(4)(xf)),
+    ]
+    m, v = torch.rand(4), torch.rand(4) + 0.5
+    pairs.append(
+        (ops.normalize(xi, m, v, None, None, 1e-5, "", 0.01), ops.normalize(xf, m, v, None, None, 1e-5, "", 0.01))
+    )
+    for got, ref in pairs:
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref, atol=0, rtol=0)
+    for got, ref in zip(ops.moments(xi), ops.moments(xf)):
+        torch.testing.assert_close(got, ref, atol=0, rtol=0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed")
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_export_stops_where_no_translation_is_right(tmp_path, dynamo):
+    """Per-sample (N, C) statistics of normalize: the export stops (it wrote a
+    BatchNormalization that ONNX Runtime refuses to load); adain: the
+    failure's note says no exporter translates it (it suggested the table or
+    dynamo=False, neither of which helps)."""
+    if dynamo and importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("the dynamo exporter needs onnxscript")
+    kw = {"custom_translation_table": fnt.onnx_translation_table()} if dynamo else {}
+
+    class Normalize(torch.nn.Module):
+        def forward(self, x, m, v):
+            return torch.ops.fastnorm.normalize(x, m, v, None, None, 1e-5, "", 0.01)
+
+    class Adain(torch.nn.Module):
+        def forward(self, x, s):
+            return torch.ops.fastnorm.adain(x, s, 1e-5, 1.0)
+
+    x = torch.randn(2, 4, 5, 5)
+    with pytest.raises(Exception) as info:
+        torch.onnx.export(
+            Normalize(), (x, torch.randn(2, 4), torch.rand(2, 4) + 0.5), str(tmp_path / "n.onnx"), dynamo=dynamo, **kw
+        )
+    chain, e = [], info.value
+    while e is not None and len(chain) < 16:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("per-channel (C,)" in m for m in chain), chain
+    # (C,) statistics still export
+    torch.onnx.export(
+        Normalize(), (x, torch.randn(4), torch.rand(4) + 0.5), str(tmp_path / "c.onnx"), dynamo=dynamo, **kw
+    )
+    with pytest.raises(Exception) as info:
+        torch.onnx.export(Adain(), (x, torch.randn(2, 4, 5, 5)), str(tmp_path / "a.onnx"), dynamo=dynamo, **kw)
+    notes = getattr(info.value, "__notes__", None) or [str(info.value)]
+    assert any("fastnorm::adain has no ONNX translation in either exporter" in n for n in notes), notes
