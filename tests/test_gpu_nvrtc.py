@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -23,19 +24,41 @@ pytestmark = pytest.mark.slow
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_emu", "nvrtc_compile.py")
 
 
-def nvrtc(arch, which, *extra):
+def nvrtc_report(arch, which, *extra):
+    """The helper's answer (a dict), or its failure as {"error": stderr}."""
     r = subprocess.run([sys.executable, HELPER, arch, which, *extra], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-4000:]
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+    if r.returncode != 0:
+        return {"error": r.stderr[-4000:]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def checked(d):
+    """d, or the test skipped (no NVRTC here) or failed (the compile's error)."""
     if "skip" in d:
         pytest.skip(f"CuPy's NVRTC path is not available (pip install cupy-cuda13x nvidia-cuda-nvrtc): {d['skip']}")
     assert "error" not in d, d["error"]
     return d
 
 
-@pytest.mark.parametrize("arch", ["80", "90"])
-def test_every_kernel_compiles_without_spills(arch):
-    d = nvrtc(arch, "all", "-Xptxas=-v")
+def nvrtc(arch, which, *extra):
+    return checked(nvrtc_report(arch, which, *extra))
+
+
+ARCHS = ["80", "90"]
+
+
+@pytest.fixture(scope="module")
+def every_kernel():
+    """Both architectures' compiles of every instantiation, side by side (each
+    is one busy core for over a minute)."""
+    with ThreadPoolExecutor(max_workers=min(len(ARCHS), os.cpu_count() or 1)) as ex:
+        futures = {a: ex.submit(nvrtc_report, a, "all", "-Xptxas=-v") for a in ARCHS}
+        return {a: f.result() for a, f in futures.items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_kernel_compiles_without_spills(every_kernel, arch):
+    d = checked(every_kernel[arch])
     opts = d["options"]
     # the options CuPy adds to ours
     assert {"-ftz=true", "--device-as-default-execution-space", f"-arch=sm_{arch}"} <= set(opts), opts

@@ -30,6 +30,9 @@ def main():
     except Exception as e:  # no cupy, or no libnvrtc
         print(json.dumps({"skip": f"{type(e).__name__}: {e}"[:300]}))
         return
+    if which == "probe":  # only whether CuPy's NVRTC path loads
+        print(json.dumps({"nvrtc": list(version)}))
+        return
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(here, "..", ".."))
     from fastnorm._gpu import _names
