@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -91,8 +92,25 @@ def _shapes(spec):
                 raise SystemExit(f"--shapes: cannot read {tok!r} (use S1..S6 or NxCxHxW)") from None
             if len(dims) < 3:
                 raise SystemExit(f"--shapes: {tok!r} needs at least 3 dimensions")
+            if min(dims) < 1:
+                raise SystemExit(f"--shapes: {tok!r} has a dimension below 1")
+            if math.prod(dims) > 2**40:
+                raise SystemExit(f"--shapes: {tok!r} has {math.prod(dims)} elements, more than a bench can hold")
             out[tok] = dims
+    if not out:
+        raise SystemExit(f"--shapes: no shape in {spec!r}")
     return out
+
+
+def _writable(opt, path):
+    """Fail before the run, not after it, where an output file cannot be written."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"{opt}: the folder {folder!r} does not exist; nothing was run")
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f"{opt}: the folder {folder!r} is not writable; nothing was run")
 
 
 def _need_matplotlib():
@@ -219,6 +237,7 @@ def _bench_per_isa(args, levels):
 
 
 def bench(args):
+    from . import _threads as T
     from ._cpu import _engine as E
     from .bench import harness as B
     from .bench import peers as P
@@ -240,8 +259,18 @@ def bench(args):
     for lay in layouts:
         if lay not in ("cf", "cl"):
             raise SystemExit(f"--layout: {lay!r} is not cf or cl")
+    if not dtypes:
+        raise SystemExit(f"--dtype: no dtype in {args.dtype!r}")
+    if not layouts:
+        raise SystemExit(f"--layout: no layout in {args.layout!r}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
+    if args.threads is not None and args.threads > T.MAX_THREADS:
+        raise SystemExit(f"--threads: fastnorm uses at most {T.MAX_THREADS} threads here, got {args.threads}")
+    if args.op in ("group_norm", "group_norm_backward") and args.groups < 1:
+        raise SystemExit(f"--groups: must be >= 1, got {args.groups}")
+    _writable("--json", args.json)
+    _writable("--plot", args.plot)
     if args.repeat < 1:
         raise SystemExit(f"--repeat: must be >= 1, got {args.repeat}")
     if args.activation and args.op.endswith("_backward"):
@@ -252,6 +281,10 @@ def bench(args):
         _need_matplotlib()
     peers, peer_notes = _peers(args.peers)
     shapes = _shapes(args.shapes)
+    if args.op in ("group_norm", "group_norm_backward"):
+        for name, dims in shapes.items():
+            if dims[1] % args.groups:
+                raise SystemExit(f"--groups: {args.groups} does not divide the {dims[1]} channels of {name}")
     if args.isa is not None:
         return _bench_per_isa(args, _isa_levels(args.isa))
     nt = args.threads or E.default_threads()

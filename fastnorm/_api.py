@@ -825,8 +825,10 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
         raise TypeError(f"merge_moments takes two Moments, got {type(a).__name__} and {type(b).__name__}")
     if tuple(a.mean.shape) != tuple(b.mean.shape):
         raise ValueError(f"cannot merge Moments of shapes {tuple(a.mean.shape)} and {tuple(b.mean.shape)}")
-    n, mean, m2 = F.chan_merge(a.count, a.mean, a.m2, b.count, b.mean, b.m2, B.array_module(a.mean))
-    return Moments(n + 0 * mean, mean, m2)
+    xp = B.array_module(a.mean)
+    n, mean, m2 = F.chan_merge(a.count, a.mean, a.m2, b.count, b.mean, b.m2, xp)
+    # the count broadcast to the mean's shape (0 * mean would be NaN where a mean is inf or NaN)
+    return Moments(n + xp.zeros_like(mean), mean, m2)
 
 
 def instance_moments(
@@ -1107,6 +1109,9 @@ def adain(
     # an integer or float64 input's statistics are those of the values the
     # output type's kernels load: into float32 or a 16-bit type the call
     # equals the one on x.astype(float32) bit for bit
+    if alpha == 0.0:  # the content itself in the output dtype, as its kernels load it (float32 first for 16 bits)
+        c = x.astype(xp.float32) if np.dtype(odtype).itemsize == 2 else x
+        return xp.ascontiguousarray(c.astype(odtype))
     tc = be.triples(x, code, cl, nt, ocode)
     ts = be.triples(s, scode, scl, nt, ocode)
     mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))

@@ -244,7 +244,9 @@ class InstanceNorm:
                 channel_axis=ax,
                 num_threads=num_threads,
             )
-        if not (training and self.track_running_stats):
+        if not (training and self.track_running_stats) or 0 in tuple(shape):
+            # an empty batch leaves the running buffers as they are (torch's
+            # rule for empty planes; for N = 0 torch writes NaN into them)
             return _api.instance_norm(x, self.weight, self.bias, eps=self.eps, channel_axis=ax, num_threads=num_threads)
         m = _api.instance_moments(x, channel_axis=ax, num_threads=num_threads)
         mean = _host(m.mean)

@@ -553,3 +553,51 @@ def test_bench_backward_runs(op):
 def test_bench_backward_refuses_activation(capsys):
     with pytest.raises(SystemExit, match="activation"):
         main(["bench", "--op", "instance_norm_backward", "--activation", "relu", "--quiet"])
+
+
+# ------------------------------------------------- arguments refused up front
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threads", "100000"], "--threads: fastnorm uses at most"),
+        (["--op", "group_norm", "--groups", "0"], "--groups: must be >= 1, got 0"),
+        (["--op", "group_norm", "--groups", "-1"], "--groups: must be >= 1, got -1"),
+        (["--op", "group_norm", "--groups", "3"], "--groups: 3 does not divide the 8 channels of 2x8x32x32"),
+        (["--json", "/nonexistent-fastnorm/x.json"], "--json: the folder '/nonexistent-fastnorm' does not exist"),
+        (["--plot", "/nonexistent-fastnorm/x.png"], "--plot: the folder '/nonexistent-fastnorm' does not exist"),
+        (["--shapes=-2x8x4x4"], "--shapes: '-2x8x4x4' has a dimension below 1"),
+        (["--shapes", "1x2x99999999999999999999x4"], "more than a bench can hold"),
+        (["--shapes", ","], "--shapes: no shape in ','"),
+        (["--dtype", ","], "--dtype: no dtype in ','"),
+        (["--layout", ","], "--layout: no layout in ','"),
+    ],
+)
+def test_bad_arguments_stop_before_the_run(extra, message, capsys):
+    # later options win: each case overrides TINY_RUN's own --shapes
+    with pytest.raises(SystemExit) as e:
+        main(TINY_RUN + extra)
+    assert message in str(e.value)
+    assert capsys.readouterr().out == ""  # nothing ran
+
+
+def test_images_suite_checks_its_json_path_first(capsys):
+    with pytest.raises(SystemExit, match="--json: the folder"):
+        main(["bench", "--suite", "images", "--json", "/nonexistent-fastnorm/y.json", "--quiet"])
+    assert capsys.readouterr().out == ""
+
+
+def test_parallel_copy_refuses_what_would_crash():
+    import numpy as np
+
+    from fastnorm._cpu import _engine as E
+
+    a = np.arange(16, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"n_threads must be in \[1, 1024\], got 100000"):
+        E.parallel_copy(a, np.empty_like(a), 100000, 0)
+    with pytest.raises(ValueError, match="n_threads"):
+        E.parallel_copy(a, np.empty_like(a), 0, 0)
+    with pytest.raises(ValueError, match="dst holds 16 bytes, fewer than src's 64"):
+        E.parallel_copy(a, np.empty(4, np.float32), 2, 0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        E.parallel_copy(a, np.empty(32, np.float32)[::2], 2, 0)
+    assert np.array_equal(E.parallel_copy(a, np.empty_like(a), 2), a)

@@ -114,3 +114,22 @@ def test_layer_torch_and_dask_take_integers(rng):
         m, v = fastnorm.instance_stats(da.from_array(img, chunks=chunks), layout="CHW")
         assert m.dtype == np.float64
         np.testing.assert_allclose(m.compute(), img.reshape(3, -1).mean(1), rtol=1e-12)
+
+
+def test_adain_alpha_0_is_the_content_whatever_the_style():
+    rng = np.random.default_rng(3)
+    content = rng.standard_normal((2, 3, 5, 7)) * 100 + 7
+    style = rng.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    bad_style = style.copy()
+    bad_style[0, 1, 0, 0] = np.nan
+    for s in (style, bad_style, np.zeros((1, 3, 0, 4), np.float32)):
+        assert np.array_equal(fastnorm.adain(content, s, alpha=0.0), content)
+        assert np.array_equal(
+            fastnorm.adain(content, s, alpha=0.0, dtype=np.float16), content.astype(np.float32).astype(np.float16)
+        )
+    # a constant content plane with eps=0 (its rstd is inf): still the content
+    flat = np.ones((1, 1, 4, 4), np.float32)
+    assert np.array_equal(fastnorm.adain(flat, style[:, :1], eps=0.0, alpha=0.0), flat)
+    u8 = rng.integers(0, 256, (1, 5, 6, 3), dtype=np.uint8)
+    y = fastnorm.adain(u8, u8, alpha=0.0, channel_axis=-1)
+    assert y.dtype == np.float32 and np.array_equal(y, u8.astype(np.float32))

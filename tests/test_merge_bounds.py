@@ -46,3 +46,11 @@ def test_merge_within_the_documented_bound(rng, dtype, mu):
         assert (np.abs(m.mean - w.mean) <= 2e-15 * (np.abs(w.mean) + std)).all()
         assert (np.abs(m.m2 - w.m2) <= (1e-13 + 3e-16 * np.abs(w.mean) / std) * w.m2).all()
         np.testing.assert_array_equal(m.count, w.count)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_merged_count_stays_exact_beside_a_non_finite_mean(bad):
+    x = np.array([[[1.0, 2.0, bad, 4.0], [5.0, 6.0, 7.0, 8.0]]])
+    m = fastnorm.merge_moments(fastnorm.instance_moments(x[..., :2]), fastnorm.instance_moments(x[..., 2:]))
+    assert np.array_equal(m.count, [[4.0, 4.0]]) and m.count.dtype == np.float64
+    assert not np.isfinite(m.mean[0, 0]) and m.mean[0, 1] == 6.5

@@ -132,3 +132,18 @@ def test_instancenorm_momentum_and_channel_axis():
     )
     with pytest.raises(ValueError, match="channel_axis"):
         fastnorm.InstanceNorm(3, channel_axis=2)(x[:, :, None, :])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 4), (0, 3, 4, 4)])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_an_empty_batch_leaves_the_running_buffers(shape, momentum):
+    # torch leaves them for empty planes (and writes NaN for N = 0)
+    layer = fastnorm.InstanceNorm(3, track_running_stats=True, momentum=momentum)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    layer(x, training=True)
+    rm, rv, nb = layer.running_mean.copy(), layer.running_var.copy(), int(layer.num_batches_tracked)
+    with np.errstate(all="raise"):
+        y = layer(np.zeros(shape, np.float32), training=True)
+    assert y.shape == shape and y.dtype == np.float32
+    assert np.array_equal(layer.running_mean, rm) and np.array_equal(layer.running_var, rv)
+    assert int(layer.num_batches_tracked) == nb

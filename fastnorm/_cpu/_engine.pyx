@@ -473,6 +473,12 @@ def parallel_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads, int stream=-1
     cdef Py_ssize_t nbytes = src.nbytes
     if stream not in (-1, 0, 1):
         raise ValueError(f"stream must be -1, 0 or 1, got {stream!r}")
+    if not 1 <= n_threads <= 1024:  # an OpenMP team of 100000 threads crashes libgomp
+        raise ValueError(f"n_threads must be in [1, 1024], got {n_threads}")
+    if not (src.flags.c_contiguous and dst.flags.c_contiguous and dst.flags.writeable):
+        raise ValueError("src and dst must be C-contiguous and dst writeable")
+    if dst.nbytes < nbytes:
+        raise ValueError(f"dst holds {dst.nbytes} bytes, fewer than src's {nbytes}")
     if stream < 0:
         stream = nbytes > fn_tune.stream_above_bytes
     with nogil:
