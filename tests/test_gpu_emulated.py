@@ -469,3 +469,60 @@ def test_one_module_per_dtype_compiled_lazily(be):
         assert len(new) == 1 and set(new[0][1]) == set(_names.names("__half")), new
         assert len({o for o, _ in cp.RawModule.compiled}) == 1
         assert fresh is not be
+
+
+# ------------------------------------------- range and precision against the CPU engine
+def _host(a):
+    return np.asarray(a.get() if hasattr(a, "get") else a)
+
+
+@pytest.mark.parametrize(
+    "x, dtype",
+    [
+        # squares above float's range: 16-bit outputs accumulate in double too
+        (np.array([1e20, -2e20, 3e20, 0.5e20], np.float32).reshape(1, 1, 4), np.float16),
+        (np.array([9 * 10**18, -(9 * 10**18), 4 * 10**18, 0], np.int64).reshape(1, 1, 1, 4), BF16),
+        (np.array([1e38, -1e38, 1e38, -1e38], np.float32).astype(BF16).reshape(1, 1, 4) if BF16 else None, None),
+    ],
+    ids=["f32-to-f16", "i64-to-bf16", "bf16-1e38"],
+)
+def test_16_bit_outputs_of_huge_values_equal_the_cpu(be, x, dtype):
+    if x is None or (dtype is None and BF16 is None) or (dtype is BF16 and BF16 is None):
+        pytest.skip("ml_dtypes is not installed")
+    cpu = fastnorm.instance_norm(x, dtype=dtype)
+    gpu = _host(fastnorm.instance_norm(cp.asarray(x), dtype=dtype))
+    assert np.isfinite(cpu.astype(np.float64)).all()
+    assert np.array_equal(gpu.astype(np.float64), cpu.astype(np.float64))
+
+
+def test_16_bit_statistics_are_computed_in_double(be):
+    x = np.random.default_rng(0).standard_normal((1, 1, 97, 101)).astype(np.float16)
+    exact = x.astype(np.float64).ravel()
+    m = fastnorm.instance_moments(cp.asarray(x))
+    assert abs(_host(m.mean).ravel()[0] - exact.mean()) <= 1e-15
+    m2 = ((exact - exact.mean()) ** 2).sum()
+    assert abs(_host(m.m2).ravel()[0] - m2) <= 1e-12 * m2
+
+
+def test_adain_of_float64_into_float32_reads_the_float32_copy(be):
+    rng = np.random.default_rng(1)
+    content = 1e6 + 1e-2 * rng.standard_normal((1, 2, 4, 4))
+    style = 3 * rng.standard_normal((1, 2, 4, 4))
+    cpu = fastnorm.adain(content, style, dtype=np.float32)
+    assert np.array_equal(cpu, fastnorm.adain(content.astype(np.float32), style.astype(np.float32)))
+    gpu = _host(fastnorm.adain(cp.asarray(content), cp.asarray(style), dtype=np.float32))
+    R.assert_close(gpu, cpu, np.float32)
+
+
+def test_float32_backward_is_computed_in_double(be):
+    rng = np.random.default_rng(2)
+    # 1-element planes: exactly 0
+    x = rng.standard_normal((2, 3, 1, 1)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    assert not _host(fastnorm.instance_norm_backward(cp.asarray(dy), cp.asarray(x))[0]).any()
+    # near-cancelling planes: within a few float32 ulps of the float64 result
+    x = (1e-3 * rng.standard_normal((1, 2, 5, 7))).astype(np.float32)
+    dy = (0.7 + 1e-3 * rng.standard_normal(x.shape)).astype(np.float32)
+    r64 = fastnorm.instance_norm_backward(dy.astype(np.float64), x.astype(np.float64))[0]
+    gx = _host(fastnorm.instance_norm_backward(cp.asarray(dy), cp.asarray(x))[0])
+    assert np.abs(gx - r64).max() <= 1e-6 * np.abs(r64).max()

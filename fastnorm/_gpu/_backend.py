@@ -87,9 +87,11 @@ def _pair(code: int, ocode: Any) -> tuple[str, str]:
 
 def _stats_pair(code: int, ocode: int | None = None) -> tuple[str, str]:
     """The module whose statistics kernels serve triples / moments: x's own
-    (for integer x: float64, exact values, sums in double; or the output
-    code ocode's, its loads, where given)."""
-    if K.is_integer(code):
+    (for integer x: float64, exact values, sums in double); for an integer x,
+    or a float64 x into another output type, the output code ocode's (its
+    loads: x.astype(float32) for float32 and 16-bit outputs, the CPU's rule)
+    where given."""
+    if K.is_integer(code) or (code == K.F64 and ocode is not None and ocode != K.F64):
         return TNAME[code], TNAME[K.F64 if ocode is None else ocode]
     return TNAME[code], TNAME[code]
 

@@ -10,8 +10,9 @@
 // templated on one floating type T.
 // Statistics: shifted sums per chunk (shift = the chunk's first element, so
 // |mean - shift|^2 <= count * var and the shifted second moment cannot cancel
-// badly), accumulated in double for float/double and in float for the half
-// types, turned into Welford triples (count, mean, M2) and merged with Chan's
+// badly), accumulated in double for every output type (in float, the
+// squares of a float32, integer or bfloat16 input above 1.8e19 would overflow
+// a 16-bit output's statistics to inf), turned into Welford triples (count, mean, M2) and merged with Chan's
 // formula in double, in chunk order (deterministic).
 // Apply: y = act(((x - hi) - lo) * scale + shift) with the mean split into a
 // high part and a low correction in the working precision.
@@ -43,13 +44,13 @@ struct Tr<double> {
 };
 template <>
 struct Tr<__half> {
-    typedef float Acc;
+    typedef double Acc;
     typedef float W;
     static __device__ __forceinline__ __half store(W v) { return __float2half_rn(v); }
 };
 template <>
 struct Tr<__nv_bfloat16> {
-    typedef float Acc;
+    typedef double Acc;
     typedef float W;
     static __device__ __forceinline__ __nv_bfloat16 store(W v) { return __float2bfloat16_rn(v); }
 };
@@ -591,8 +592,8 @@ cl_apply_tile(const I *__restrict__ x, O *__restrict__ y, long long S, long long
 // sums[2 * (n * C + c) + {0, 1}] = sum(dy), sum(dy * (x - mu)) of channel c,
 // in double, in a fixed order (block trees, chunks merged in order); then
 // per (n, c) coefficients (bw_coefs), the affine gradients (bw_affine) and
-// grad_x = cdy * dy - cx * (x - mu) - c0 in the working type (float for
-// float and the 16-bit types, double for double).
+// grad_x = cdy * dy - cx * (x - mu) - c0 in Bw's working type (double for
+// float and double, float for the 16-bit types), rounded once.
 
 // rows of S elements (channels first; row = n * C + c): grid (chunks, rows)
 // offset by (k0, r0); mean per row.  part[2 * (row * nchunks + k) + {0, 1}].
@@ -732,12 +733,26 @@ __global__ void bw_affine(const double *__restrict__ sums, const double *__restr
     }
 }
 
+// grad_x's working type: double for float (computed in double and rounded
+// once, as the CPU engine does: a 1-element plane gives exactly 0), the
+// forward's working type otherwise.
 template <typename T>
-__device__ __forceinline__ T dx1(T v, T g, typename Tr<T>::W hi, typename Tr<T>::W lo, typename Tr<T>::W a,
-                                 typename Tr<T>::W b, typename Tr<T>::W c)
+struct Bw {
+    typedef typename Tr<T>::W W;
+    static __device__ __forceinline__ T store(W v) { return Tr<T>::store(v); }
+};
+template <>
+struct Bw<float> {
+    typedef double W;
+    static __device__ __forceinline__ float store(double v) { return (float)v; }
+};
+
+template <typename T>
+__device__ __forceinline__ T dx1(T v, T g, typename Bw<T>::W hi, typename Bw<T>::W lo, typename Bw<T>::W a,
+                                 typename Bw<T>::W b, typename Bw<T>::W c)
 {
-    typedef Ld<typename Tr<T>::W, T> LD;
-    return Tr<T>::store(a * LD::load(g) - b * ((LD::load(v) - hi) - lo) - c);
+    typedef Ld<typename Bw<T>::W, T> LD;
+    return Bw<T>::store(a * LD::load(g) - b * ((LD::load(v) - hi) - lo) - c);
 }
 
 // grad_x, channels first: rows of S elements with per-row coefficients, as
@@ -749,7 +764,7 @@ bw_cf_dx(const T *__restrict__ x, const T *__restrict__ dy, T *__restrict__ gx, 
          long long r0, const double *__restrict__ mean, const double *__restrict__ cdy,
          const double *__restrict__ cx, const double *__restrict__ c0)
 {
-    typedef typename Tr<T>::W Wt;
+    typedef typename Bw<T>::W Wt;
     const int VEC = 16 / sizeof(T);
     long long rl = blockIdx.x / segs, sg = blockIdx.x - rl * segs, r = r0 + rl;
     long long seg = (S + segs - 1) / segs;
@@ -794,7 +809,7 @@ bw_cl_dx(const T *__restrict__ x, const T *__restrict__ dy, T *__restrict__ gx, 
          long long rows_per_block, long long r0, long long c0, long long n0, const double *__restrict__ mean,
          const double *__restrict__ cdy, const double *__restrict__ cx, const double *__restrict__ c0s)
 {
-    typedef typename Tr<T>::W Wt;
+    typedef typename Bw<T>::W Wt;
     __shared__ Wt chi[FN_CL_CT], clo[FN_CL_CT], ca[FN_CL_CT], cb2[FN_CL_CT], cc[FN_CL_CT];
     long long n = n0 + blockIdx.z, cb = c0 + (long long)blockIdx.y * FN_CL_CT;
     int cw = C - cb < FN_CL_CT ? (int)(C - cb) : FN_CL_CT;
