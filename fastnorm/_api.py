@@ -825,6 +825,9 @@ def merge_moments(a: Moments, b: Moments) -> Moments:
         raise TypeError(f"merge_moments takes two Moments, got {type(a).__name__} and {type(b).__name__}")
     if tuple(a.mean.shape) != tuple(b.mean.shape):
         raise ValueError(f"cannot merge Moments of shapes {tuple(a.mean.shape)} and {tuple(b.mean.shape)}")
+    la, lb = B.library(a.mean), B.library(b.mean)
+    if la != lb and {la, lb} != {"numpy", "dask"}:  # Dask takes NumPy operands, nothing else mixes
+        raise TypeError(f"merge_moments takes Moments of one array type, got {la} (a) and {lb} (b)")
     xp = B.array_module(a.mean)
     n, mean, m2 = F.chan_merge(a.count, a.mean, a.m2, b.count, b.mean, b.m2, xp)
     # the count broadcast to the mean's shape (0 * mean would be NaN where a mean is inf or NaN)
@@ -1100,7 +1103,8 @@ def adain(
     if Cs != C:
         raise ValueError(f"style must have C={C} channels like content, got {Cs} (shape {V._shape_str(s.shape)})")
     if Ns not in (1, N):
-        raise ValueError(f"style must have a batch of {N} or 1, got {Ns} (shape {V._shape_str(s.shape)})")
+        batch = f"{N} or 1" if N != 1 else "1, like content"
+        raise ValueError(f"style must have a batch of {batch}, got {Ns} (shape {V._shape_str(s.shape)})")
     eps = V.check_eps(eps)
     alpha = V.check_alpha(alpha)
     odtype, ocode = V.out_dtype(dtype, x.dtype, code)

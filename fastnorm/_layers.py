@@ -139,6 +139,10 @@ class InstanceNorm:
                     f"pass layout or channel_axis, not both: got layout={layout!r} and channel_axis={channel_axis!r}"
                 )
             V.check_layout(layout, (1,) * len(layout) if isinstance(layout, str) else (), "x")
+            if "C" not in layout.upper() and self.num_features != 1:
+                raise ValueError(
+                    f"layout {layout!r} has no C axis (one channel): num_features must be 1, got {self.num_features}"
+                )
         self.layout = layout
         # neither given: an integer image of 2 or 3 dimensions is ambiguous, as
         # in the functions (checked per call, where x's dtype is known)
@@ -387,4 +391,11 @@ class InstanceNorm:
             raise ValueError(f"{where} must have shape ({C},), got shape {V._shape_str(val.shape)}")
         if name == "running_var" and bool((val < 0).any()):
             raise ValueError(f"{where} must be >= 0 everywhere, got a negative variance")
-        return np.array(val, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            out = np.array(val, dtype=np.float32)
+        if name in ("running_mean", "running_var") and bool(np.isinf(out).any()):
+            # normalize() refuses an infinite variance: refused here, where the key is known
+            raise ValueError(
+                f"{where} must be finite in float32 (the buffers' type), got {float(val[np.isinf(out)][0])!r}"
+            )
+        return out

@@ -54,3 +54,10 @@ def test_merged_count_stays_exact_beside_a_non_finite_mean(bad):
     m = fastnorm.merge_moments(fastnorm.instance_moments(x[..., :2]), fastnorm.instance_moments(x[..., 2:]))
     assert np.array_equal(m.count, [[4.0, 4.0]]) and m.count.dtype == np.float64
     assert not np.isfinite(m.mean[0, 0]) and m.mean[0, 1] == 6.5
+
+
+def test_moments_of_two_array_types_are_refused_by_name():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    x = np.random.default_rng(0).random((1, 2, 3, 4))
+    with pytest.raises(TypeError, match=r"one array type, got numpy \(a\) and torch \(b\)"):
+        fastnorm.merge_moments(fastnorm.instance_moments(x), fastnorm.instance_moments(torch.from_numpy(x)))

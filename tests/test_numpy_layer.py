@@ -147,3 +147,21 @@ def test_an_empty_batch_leaves_the_running_buffers(shape, momentum):
     assert y.shape == shape and y.dtype == np.float32
     assert np.array_equal(layer.running_mean, rm) and np.array_equal(layer.running_var, rv)
     assert int(layer.num_batches_tracked) == nb
+
+
+def test_a_layout_without_c_needs_one_feature():
+    with pytest.raises(ValueError, match=r"layout 'NHW' has no C axis \(one channel\): num_features must be 1, got 3"):
+        fastnorm.InstanceNorm(3, layout="NHW")
+    y = fastnorm.InstanceNorm(1, layout="NHW")(np.random.default_rng(0).random((2, 4, 5), np.float32))
+    assert y.shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize("value", [np.inf, 1e300, -np.inf])
+@pytest.mark.parametrize("key", ["running_mean", "running_var"])
+def test_load_state_dict_refuses_buffers_infinite_in_float32(key, value):
+    layer = fastnorm.InstanceNorm(3, track_running_stats=True)
+    state = {"running_mean": np.zeros(3), "running_var": np.ones(3), "num_batches_tracked": 0}
+    state[key] = np.array([1.0, abs(value) if key == "running_var" else value, 1.0])
+    with pytest.raises(ValueError, match=rf"state_dict\['{key}'\] must be finite in float32"):
+        layer.load_state_dict(state)
+    assert np.array_equal(layer.running_var, np.ones(3, np.float32))  # unchanged
