@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _backends as B
+from . import _codes as K
 from . import _formulas as F
 from . import _threads as T
 from . import _validate as V
@@ -1118,7 +1119,15 @@ def adain(
         return xp.ascontiguousarray(c.astype(odtype))
     tc = be.triples(x, code, cl, nt, ocode)
     ts = be.triples(s, scode, scl, nt, ocode)
-    mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))
+    rescued = None
+    if code == ocode == K.F64 and hasattr(be, "adain_range"):
+        # float64 beyond double's safe range for squares: from copies scaled by
+        # powers of two (fastnorm._range; the CPU engine's, as for instance_norm)
+        rescued = be.adain_range(x, cl, s, scode, scl, tc, ts, eps, alpha, nt)
+    if rescued is not None:
+        x, mean_c, scale, shift = rescued
+    else:
+        mean_c, scale, shift = F.adain_coefs(xp, tc, ts, eps, alpha, (N, C))
     return be.apply(
         x,
         code,

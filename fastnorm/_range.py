@@ -190,3 +190,32 @@ def unit_broadcast(a: Any, cl: bool) -> Any:
     """(N, G) per-unit values shaped to broadcast against _unit_view's
     (N, G, L) or (N, rows, G, Cg)."""
     return a[:, None, :, None] if cl else a[:, :, None]
+
+
+# ------------------------------------------------------------------- adain
+def _scaled_rstd(vs: Any, k: Any, eps: float) -> Any:
+    """1 / sqrt(var + eps) of the scaled data (variance vs = var * 2**-2k)."""
+    eps_s = np.ldexp(float(eps), -2 * k)
+    # eps scaled past 2**600 dominates: the unscaled form is safe (norm_coefs)
+    return np.where(eps_s <= 2.0**600, 1.0 / np.sqrt(vs + eps_s), np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + eps), k))
+
+
+def adain_coefs(
+    tc: Any, k: Any, ts: Any, ks: Any, eps: float, alpha: float, shape: tuple[int, int]
+) -> tuple[Any, Any, Any]:
+    """adain's (mean, scale, shift) (N, C) for the content scaled by 2**-k per
+    plane, from its scaled triples tc and the style's scaled triples ts
+    (exponents ks): (xs - ms) * scale + shift equals
+    alpha * ((x - mc) / std_c * std_s + ms_style) + (1 - alpha) * x."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        rs = _scaled_rstd(tc[..., 2] / tc[..., 0], k, eps)
+        # the style's sqrt(var + eps), from its scaled variance
+        vss = ts[..., 2] / ts[..., 0]
+        eps_ss = np.ldexp(float(eps), -2 * ks)
+        std_s = np.where(eps_ss <= 2.0**600, np.ldexp(np.sqrt(vss + eps_ss), ks), np.sqrt(np.ldexp(vss, 2 * ks) + eps))
+        std_s = np.broadcast_to(std_s, shape)
+        mean_s = np.broadcast_to(np.ldexp(ts[..., 1], ks), shape)
+        ms = tc[..., 1]
+        scale = alpha * (std_s * rs) + (1.0 - alpha) * np.ldexp(1.0, k)
+        shift = alpha * mean_s + (1.0 - alpha) * np.ldexp(ms, k)
+    return np.ascontiguousarray(ms), np.ascontiguousarray(scale), np.ascontiguousarray(shift)

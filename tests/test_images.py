@@ -133,3 +133,22 @@ def test_adain_alpha_0_is_the_content_whatever_the_style():
     u8 = rng.integers(0, 256, (1, 5, 6, 3), dtype=np.uint8)
     y = fastnorm.adain(u8, u8, alpha=0.0, channel_axis=-1)
     assert y.dtype == np.float32 and np.array_equal(y, u8.astype(np.float32))
+
+
+@pytest.mark.parametrize("p", [600, -600])
+def test_adain_of_float64_beyond_doubles_safe_range_is_scale_invariant(p):
+    # squares of 2**600 or 2**-600 leave double's range: the planes are
+    # redone from copies scaled by powers of two, as instance_norm does
+    rng = np.random.default_rng(4)
+    content = rng.standard_normal((2, 3, 5, 7))
+    style = rng.standard_normal((1, 3, 4, 4)) * 3 + 1
+    ref = fastnorm.adain(content, style, eps=0.0)
+    y = fastnorm.adain(np.ldexp(content, p), style, eps=0.0)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-13)
+    y = fastnorm.adain(content, np.ldexp(style, p), eps=0.0)
+    np.testing.assert_allclose(y, np.ldexp(ref, p), rtol=1e-13, atol=np.ldexp(1e-13, p))
+    # channels last
+    cl = (0, 2, 3, 1)
+    y = fastnorm.adain(np.ldexp(content, p).transpose(cl), style.transpose(cl), channel_axis=-1, eps=0.0)
+    np.testing.assert_allclose(y, ref.transpose(cl), rtol=1e-13, atol=1e-13)

@@ -454,3 +454,32 @@ if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
     from . import _backend as _self
 
     _conforms: ComputeBackend = _self
+
+
+def adain_range(
+    x: np.ndarray,
+    cl: bool,
+    s: np.ndarray,
+    scode: int,
+    scl: bool,
+    tc: np.ndarray,
+    ts: np.ndarray,
+    eps: float,
+    alpha: float,
+    nt: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """adain of float64 data whose statistics (tc content, ts style triples)
+    left double's safe range (fastnorm._range): (xs, mean, scale, shift) for
+    apply() on the content scaled per plane, or None where none did."""
+    badc, bads = _range.out_of_range(tc, eps), _range.out_of_range(ts, eps)
+    if not (badc.any() or bads.any()):
+        return None
+    C = tc.shape[1]
+    k = _range.unit_exponents(x, cl, C, badc)
+    ks = _range.unit_exponents(s, scl, C, bads)
+    xs = _range.scaled(x, cl, C, k) if k.any() else x
+    ss = _range.scaled(s, scl, C, ks) if ks.any() else s
+    tcs = triples(xs, K.F64, cl, nt) if k.any() else tc
+    tss = triples(ss, scode, scl, nt, K.F64) if ks.any() else ts
+    mean, scale, shift = _range.adain_coefs(tcs, k, tss, ks, eps, alpha, (tc.shape[0], C))
+    return xs, mean, scale, shift
