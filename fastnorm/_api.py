@@ -179,7 +179,7 @@ def _with_layout(fn: Callable[..., Any], first: str, args: dict[str, Any]) -> An
         new["out"] = _reshaped(out, L.canonical(out.shape))
     for name in ("mean", "var"):
         if name in args:
-            new[name] = L.stats_in(args[name])
+            new[name] = L.stats_in(args[name], name, int(x.shape[0]) if L.has_n else None)
     r = fn(**new)
     if out is not None:
         return out

@@ -442,15 +442,24 @@ class Layout(NamedTuple):
             shape = shape[:1] + (1,) + shape[1:]
         return shape
 
-    def stats_in(self, a: Any) -> Any:
+    def stats_in(self, a: Any, name: str = "mean", n: int | None = None) -> Any:
         """Statistics given in the layout's shape ((N, C), (C,), (N,) or ())
-        as the (N, C) or (C,) arrays the functions take."""
+        as the (N, C) or (C,) arrays the functions take; a ValueError naming
+        the argument where a layout without C gets another shape (n: x's batch)."""
         if self.has_c or a is None:
             return a
         if not hasattr(a, "reshape"):
             a = np.asarray(a)
-        # (N,) -> (N, 1); () -> (1,): one channel
-        return a.reshape((-1, 1)) if self.has_n else a.reshape((1,))
+        shape = tuple(getattr(a, "shape", ()))
+        # (N,) -> (N, 1); () or (1,) -> (1,): one channel
+        fits = shape in ((), (1,)) or (self.has_n and len(shape) == 1 and (n is None or shape[0] == n))
+        if not fits:
+            want = f"({n},) or ()" if self.has_n and n is not None else "(N,) or ()" if self.has_n else "()"
+            raise ValueError(
+                f"{name} must have shape {want} for layout={self.layout!r} (no C axis: one channel), "
+                f"got shape {_shape_str(shape)}"
+            )
+        return a.reshape((-1, 1)) if self.has_n and shape not in ((), (1,)) else a.reshape((1,))
 
     def stats_out(self, a: Any, shape: tuple[int, ...]) -> Any:
         """(N, C) statistics in the layout's shape: (N, C), (C,), (N,) or ()."""

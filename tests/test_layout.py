@@ -178,3 +178,15 @@ def test_layout_through_torch_and_dask(rng):
         m, v = fastnorm.instance_stats(d, layout="CHW")
         assert m.shape == (3,)
         np.testing.assert_allclose(m.compute(), x.reshape(3, -1).mean(1), rtol=1e-5)
+
+
+def test_statistics_for_a_layout_without_c_are_checked_in_the_callers_shape():
+    x = np.random.default_rng(0).random((2, 4, 5)).astype(np.float32)
+    for bad in (np.zeros((2, 3)), np.zeros(3)):
+        with pytest.raises(ValueError, match=r"mean must have shape \(2,\) or \(\) for layout='NHW'.*got shape"):
+            fastnorm.normalize(x, bad, np.ones(2), layout="NHW")
+    with pytest.raises(ValueError, match=r"var must have shape \(\) for layout='HW'.*got shape \(2,\)"):
+        fastnorm.normalize(x[0], 0.0, [1.0, 1.0], layout="HW")
+    ref = fastnorm.normalize(x, np.zeros(2), np.ones(2), layout="NHW")
+    for shared in (0.0, np.zeros(1)):  # one value for every instance
+        np.testing.assert_array_equal(fastnorm.normalize(x, shared, np.ones_like(shared), layout="NHW"), ref)
