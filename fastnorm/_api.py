@@ -1120,10 +1120,10 @@ def adain(
     tc = be.triples(x, code, cl, nt, ocode)
     ts = be.triples(s, scode, scl, nt, ocode)
     rescued = None
-    if code == ocode == K.F64 and hasattr(be, "adain_range"):
+    if ocode == K.F64 and K.F64 in (code, scode) and hasattr(be, "adain_range"):
         # float64 beyond double's safe range for squares: from copies scaled by
         # powers of two (fastnorm._range; the CPU engine's, as for instance_norm)
-        rescued = be.adain_range(x, cl, s, scode, scl, tc, ts, eps, alpha, nt)
+        rescued = be.adain_range(x, code, cl, s, scode, scl, tc, ts, eps, alpha, nt)
     if rescued is not None:
         x, mean_c, scale, shift = rescued
     else:

@@ -451,8 +451,10 @@ class Layout(NamedTuple):
         if not hasattr(a, "reshape"):
             a = np.asarray(a)
         shape = tuple(getattr(a, "shape", ()))
-        # (N,) -> (N, 1); () or (1,) -> (1,): one channel
-        fits = shape in ((), (1,)) or (self.has_n and len(shape) == 1 and (n is None or shape[0] == n))
+        # (N,) or (N, 1) -> (N, 1); () or (1,) -> (1,): one channel
+        fits = shape in ((), (1,)) or (
+            self.has_n and (len(shape) == 1 or shape[1:] == (1,)) and (n is None or shape[0] == n)
+        )
         if not fits:
             want = f"({n},) or ()" if self.has_n and n is not None else "(N,) or ()" if self.has_n else "()"
             raise ValueError(

@@ -152,3 +152,23 @@ def test_adain_of_float64_beyond_doubles_safe_range_is_scale_invariant(p):
     cl = (0, 2, 3, 1)
     y = fastnorm.adain(np.ldexp(content, p).transpose(cl), style.transpose(cl), channel_axis=-1, eps=0.0)
     np.testing.assert_allclose(y, ref.transpose(cl), rtol=1e-13, atol=1e-13)
+
+
+def test_dask_adain_alpha_0_is_the_content_as_numpys():
+    da = require("dask.array", reason="dask is not installed")
+    x = np.array([[[1e-8, 1.0, 3.0, 1e8]]], np.float32)
+    xi = np.array([[[1.0, np.inf, 2.0]]])
+    s = np.random.default_rng(5).standard_normal((1, 1, 5))
+    for c, dt in ((x, None), (xi, None), (x, np.float16)):
+        ref = fastnorm.adain(c, s.astype(c.dtype), alpha=0.0, dtype=dt)
+        y = fastnorm.adain(da.from_array(c), s.astype(c.dtype), alpha=0.0, dtype=dt).compute()
+        assert y.dtype == ref.dtype and np.array_equal(y, ref)
+
+
+def test_adain_rescues_a_float64_style_beside_another_content_type():
+    rng = np.random.default_rng(6)
+    c32 = rng.standard_normal((1, 2, 4, 5)).astype(np.float32)
+    style = rng.standard_normal((1, 2, 3, 3))
+    y = fastnorm.adain(c32, np.ldexp(style, 700), alpha=0.7, dtype=np.float64, eps=0.0)
+    ref = fastnorm.adain(c32.astype(np.float64), np.ldexp(style, 700), alpha=0.7, eps=0.0)
+    assert np.isfinite(y).all() and np.array_equal(y, ref)

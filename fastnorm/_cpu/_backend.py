@@ -458,6 +458,7 @@ if TYPE_CHECKING:  # mypy checks this module against the protocol it serves
 
 def adain_range(
     x: np.ndarray,
+    code: int,
     cl: bool,
     s: np.ndarray,
     scode: int,
@@ -471,7 +472,9 @@ def adain_range(
     """adain of float64 data whose statistics (tc content, ts style triples)
     left double's safe range (fastnorm._range): (xs, mean, scale, shift) for
     apply() on the content scaled per plane, or None where none did."""
-    badc, bads = _range.out_of_range(tc, eps), _range.out_of_range(ts, eps)
+    # only float64 data can leave the range (the squares of other types fit a double)
+    badc = _range.out_of_range(tc, eps) & (code == K.F64)
+    bads = _range.out_of_range(ts, eps) & (scode == K.F64)
     if not (badc.any() or bads.any()):
         return None
     C = tc.shape[1]
@@ -480,6 +483,6 @@ def adain_range(
     xs = _range.scaled(x, cl, C, k) if k.any() else x
     ss = _range.scaled(s, scl, C, ks) if ks.any() else s
     tcs = triples(xs, K.F64, cl, nt) if k.any() else tc
-    tss = triples(ss, scode, scl, nt, K.F64) if ks.any() else ts
+    tss = triples(ss, K.F64, scl, nt) if ks.any() else ts
     mean, scale, shift = _range.adain_coefs(tcs, k, tss, ks, eps, alpha, (tc.shape[0], C))
     return xs, mean, scale, shift
