@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from _optional import require
 
 import fastnorm
 
@@ -57,7 +58,7 @@ def test_merged_count_stays_exact_beside_a_non_finite_mean(bad):
 
 
 def test_moments_of_two_array_types_are_refused_by_name():
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+    torch = require("torch")
     x = np.random.default_rng(0).random((1, 2, 3, 4))
     with pytest.raises(TypeError, match=r"one array type, got numpy \(a\) and torch \(b\)"):
         fastnorm.merge_moments(fastnorm.instance_moments(x), fastnorm.instance_moments(torch.from_numpy(x)))
