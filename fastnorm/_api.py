@@ -1115,8 +1115,7 @@ def adain(
     # output type's kernels load: into float32 or a 16-bit type the call
     # equals the one on x.astype(float32) bit for bit
     if alpha == 0.0:  # the content itself in the output dtype, as its kernels load it (float32 first for 16 bits)
-        c = x.astype(xp.float32) if np.dtype(odtype).itemsize == 2 else x
-        return xp.ascontiguousarray(c.astype(odtype))
+        return xp.ascontiguousarray(F.as_output(x, odtype))
     tc = be.triples(x, code, cl, nt, ocode)
     ts = be.triples(s, scode, scl, nt, ocode)
     rescued = None

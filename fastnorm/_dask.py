@@ -358,8 +358,7 @@ def adain(kw: dict[str, Any]) -> Any:
         raise ValueError(f"style must have a batch of {batch}, got {Ns}")
     odtype, _ = V.out_dtype(kw["dtype"], content.dtype, V.dtype_code(content.dtype, "content"))
     if alpha == 0.0:  # the content itself, as the NumPy function returns it (float32 first for 16 bits)
-        c = content.astype(np.float32) if np.dtype(odtype).itemsize == 2 else content
-        return c.astype(odtype)
+        return F.as_output(content, odtype)
     tc, ts = triples(_loaded(content, odtype), cl), triples(_loaded(style, odtype), scl)
     mean, scale, shift = F.adain_coefs(da, tc, ts, eps, alpha, (N, C))
     return _apply(content, cl, mean, scale, shift, _rest(kw, *_NOT_APPLY))

@@ -79,8 +79,12 @@ def adain_coefs(
         std_s = xp.sqrt(ts[..., 2] / ts[..., 0] + eps)
         mean_c = tc[..., 1]
         mean_s = xp.broadcast_to(ts[..., 1], shape)
-        if alpha == 0.0:  # the content itself: no 0 * inf or 0 * NaN from a style or a constant plane
-            return mean_c, xp.ones_like(mean_c), mean_c
         scale = xp.broadcast_to(alpha * (std_s * rstd_c) + (1.0 - alpha), shape)
         shift = alpha * mean_s + (1.0 - alpha) * mean_c
     return mean_c, scale, shift
+
+
+def as_output(x: Array, odtype: Any) -> Array:
+    """x in the output dtype as the kernels load it (float32 first for 16-bit
+    outputs): what adain(alpha=0) returns."""
+    return (x.astype(np.float32) if np.dtype(odtype).itemsize == 2 else x).astype(odtype)

@@ -90,6 +90,14 @@ def group_triples(t: Any, G: int) -> Any:
     return out
 
 
+def _scaled_rstd(vs: Any, k: Any, eps: float) -> Any:
+    """1 / sqrt(var + eps) of the scaled data (variance vs = var * 2**-2k)."""
+    eps_s = np.ldexp(float(eps), -2 * k)
+    # eps scaled past 2**600 dominates the variance: then 1 / sqrt(var + eps)
+    # is safe unscaled (var underflowed to about 0 beside it), times 2**k
+    return np.where(eps_s <= 2.0**600, 1.0 / np.sqrt(vs + eps_s), np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + eps), k))
+
+
 def norm_coefs(ts: Any, k: Any, eps: Any, w: Any, b: Any, G: int, C: int) -> tuple[Any, Any, Any]:
     """Per-channel (mean, scale, shift) (N, C) for the scaled data from the
     scaled group triples ts (N, G, 3) and exponents k (N, G)."""
@@ -97,13 +105,7 @@ def norm_coefs(ts: Any, k: Any, eps: Any, w: Any, b: Any, G: int, C: int) -> tup
     Cg = C // G
     n, ms, m2s = ts[..., 0], ts[..., 1], ts[..., 2]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
-        vs = m2s / n
-        eps_s = np.ldexp(float(eps), -2 * k)
-        # eps scaled past 2**600 dominates the variance: then 1 / sqrt(var + eps)
-        # is safe unscaled (var underflowed to about 0 beside it), times 2**k
-        rs = np.where(
-            eps_s <= 2.0**600, 1.0 / np.sqrt(vs + eps_s), np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + float(eps)), k)
-        )
+        rs = _scaled_rstd(m2s / n, k, float(eps))
     mean = np.repeat(ms, Cg, axis=1)
     scale = np.repeat(rs, Cg, axis=1)
     if w is not None:
@@ -193,11 +195,6 @@ def unit_broadcast(a: Any, cl: bool) -> Any:
 
 
 # ------------------------------------------------------------------- adain
-def _scaled_rstd(vs: Any, k: Any, eps: float) -> Any:
-    """1 / sqrt(var + eps) of the scaled data (variance vs = var * 2**-2k)."""
-    eps_s = np.ldexp(float(eps), -2 * k)
-    # eps scaled past 2**600 dominates: the unscaled form is safe (norm_coefs)
-    return np.where(eps_s <= 2.0**600, 1.0 / np.sqrt(vs + eps_s), np.ldexp(1.0 / np.sqrt(np.ldexp(vs, 2 * k) + eps), k))
 
 
 def adain_coefs(
