@@ -9,7 +9,8 @@ both memory formats, on the two networks instance norm is used in most:
     python benchmarks/networks.py --net cyclegan --size 256 --batch 1 [--modes eager,train,compiled]
 
 Each row times torch's configuration and convert()'s (with its activations
-fused, the way a deployer would use it) in alternating order, median of
+and reflection pads fused, the way a deployer would use it; --no-fuse-padding:
+activations only) in alternating order, median of
 --repeat, in one process; the last lines compare the best configuration of
 each side (any mode of the row's kind, either format).
 """
@@ -115,7 +116,7 @@ def _compiled(net, x):
 MODES = {"eager": _eager, "train": _train, "compiled": _compiled}
 
 
-def run(net_name, size, batch, modes, repeat, threads=None):
+def run(net_name, size, batch, modes, repeat, threads=None, fuse_padding=True):
     """Rows (mode, format, torch s, convert() s, max abs diff of the two sides'
     outputs in that mode; NaN for a training step)."""
     if threads:
@@ -128,7 +129,8 @@ def run(net_name, size, batch, modes, repeat, threads=None):
         for fmt_name, fmt in FORMATS:
             xin = x.to(memory_format=fmt)
             ref = copy.deepcopy(base).to(memory_format=fmt)
-            fast = fnt.convert(copy.deepcopy(base), fuse_activations=True).to(memory_format=fmt)
+            fast = fnt.convert(copy.deepcopy(base), fuse_activations=True, fuse_padding=fuse_padding)
+            fast = fast.to(memory_format=fmt)
             f_ref = MODES[mode](ref, xin)
             f_fast = MODES[mode](fast, xin)
             diff = float("nan")  # a training step returns no output
@@ -171,12 +173,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--modes", default="eager,train,compiled", help="comma list of eager, train, compiled")
+    p.add_argument("--no-fuse-padding", action="store_true", help="convert() without fuse_padding (activations only)")
     a = p.parse_args(argv)
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if bad:
         p.error(f"--modes: unknown {bad}; choose from {sorted(MODES)}")
-    print(table(a.net, a.size, a.batch, run(a.net, a.size, a.batch, modes, a.repeat, a.threads)))
+    print(table(a.net, a.size, a.batch, run(a.net, a.size, a.batch, modes, a.repeat, a.threads, not a.no_fuse_padding)))
 
 
 if __name__ == "__main__":

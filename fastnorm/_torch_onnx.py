@@ -222,7 +222,7 @@ EXPORT_HINT = (
 
 
 #: operators neither exporter translates
-UNTRANSLATED = ("adain", "moments")
+UNTRANSLATED = ("adain", "moments", "instance_norm_pad")
 
 
 def _untranslated(e: BaseException | None) -> list[str]:
@@ -275,7 +275,8 @@ def install_export_hint() -> None:
                 hint = (
                     f"{ops} has no ONNX translation in either exporter: export the model in eval mode "
                     "(an InstanceNorm that tracks running statistics updates them through fastnorm::moments "
-                    "in training mode), and without AdaIN calls (fastnorm::adain)."
+                    "in training mode), without AdaIN calls (fastnorm::adain), and converted without "
+                    "fuse_padding (fastnorm::instance_norm_pad)."
                 )
             elif _mentions_fastnorm(e) and not _given_table(kwargs):
                 hint = EXPORT_HINT

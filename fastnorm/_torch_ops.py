@@ -44,11 +44,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from . import _api
 from . import _torch_arrays as TA
+from . import _validate as V
 
 _ACTS = ("", "relu", "leaky_relu", "silu")
 
@@ -701,6 +703,162 @@ class EagerInstanceNorm(torch.autograd.Function):
         return y
 
     backward = staticmethod(_in_backward)
+
+
+# ------------------------------------- instance norm into a reflection-padded output
+# What convert(fuse_padding=True) runs where an instance norm (and its fused
+# activation) feeds an nn.ReflectionPad{1,2,3}d: the padded output written in
+# the norm's own pass (float32 channels-first 4-d inputs on the CPU: the
+# engine's padded driver), else the norm followed by torch's reflection pad.
+# The padding is torch.nn.functional.pad's: (left, right, top, bottom, ...)
+# pairs from the last axis, each smaller than its axis (reflection).
+
+
+def _pad_check(x: Tensor, padding: list[int]) -> None:
+    k = len(padding) // 2
+    if len(padding) % 2 or not 1 <= k <= x.dim() - 2:
+        raise ValueError(
+            f"fastnorm::instance_norm_pad: padding must hold (before, after) pairs for 1 to {x.dim() - 2} "
+            f"spatial axes, got {list(padding)}"
+        )
+    for i in range(k):
+        n = x.shape[x.dim() - 1 - i]
+        for p in padding[2 * i : 2 * i + 2]:
+            if not 0 <= p < n:
+                raise ValueError(
+                    f"fastnorm::instance_norm_pad: padding {list(padding)}: each pad must be >= 0 and smaller "
+                    f"than its axis (reflection), got {p} for an axis of {n}"
+                )
+
+
+def _padded_shape(x: Tensor, padding: list[int]) -> list[int]:
+    shape = list(x.shape)
+    for i in range(len(padding) // 2):
+        shape[len(shape) - 1 - i] += padding[2 * i] + padding[2 * i + 1]
+    return shape
+
+
+def instance_norm_pad_impl(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+    padding: list[int],
+) -> Tensor:
+    """fastnorm::instance_norm_pad's result: instance_norm's, reflection-padded."""
+    _pad_check(x, padding)
+    act = _act(activation)
+    if (
+        x.dim() == 4
+        and len(padding) == 4
+        and padding[0] == padding[1]
+        and padding[2] == padding[3]
+        and x.dtype == torch.float32
+        and x.is_cpu
+        and x.numel() > 0
+    ):
+        h = _on_host(x, weight, bias)
+        if h is not None:
+            a, w, b, cl = h
+            C = a.shape[-1] if cl else a.shape[1]
+            vec = [None if v is None else np.ascontiguousarray(v, dtype=np.float64) for v in (w, b)]
+            if all(v is None or v.shape == (C,) for v in vec):
+                from ._cpu import _backend as cpu
+
+                r = cpu.norm_pad(
+                    a,
+                    cl,
+                    vec[0],
+                    vec[1],
+                    V.check_eps(eps),
+                    V.ACTIVATIONS[act],
+                    float(negative_slope),
+                    padding[2],
+                    padding[0],
+                    None,
+                )
+                return _from_host(r, cl)
+    y = instance_norm_impl(x, weight, bias, eps, activation, negative_slope)
+    cl = TA.is_channels_last(x, 1)
+    y = torch.nn.functional.pad(y, list(padding), mode="reflect")
+    return y.contiguous(memory_format=torch.channels_last) if cl and y.dim() == 4 else y.contiguous()
+
+
+@torch.library.custom_op("fastnorm::instance_norm_pad", mutates_args=(), tags=_ANY_STRIDES)
+def instance_norm_pad(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+    padding: list[int],
+) -> Tensor:
+    return instance_norm_pad_impl(x, weight, bias, eps, activation, negative_slope, padding)
+
+
+@instance_norm_pad.register_fake
+def _(
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    activation: str,
+    negative_slope: float,
+    padding: list[int],
+) -> Tensor:
+    _one_device("fastnorm::instance_norm_pad", x, weight=weight, bias=bias)
+    _pad_check(x, padding)
+    dt = x.dtype if x.is_floating_point() else torch.float32
+    shape = _padded_shape(x, padding)
+    if TA.is_channels_last(x, 1) and x.dim() == 4:
+        return x.new_empty(shape, dtype=dt).contiguous(memory_format=torch.channels_last)
+    return x.new_empty(shape, dtype=dt)
+
+
+def _unpad(t: Tensor, padding: list[int]) -> Tensor:
+    """The interior of a padded tensor (a view)."""
+    for i in range(len(padding) // 2):
+        d = t.dim() - 1 - i
+        t = t.narrow(d, padding[2 * i], t.shape[d] - padding[2 * i] - padding[2 * i + 1])
+    return t
+
+
+def _fold_reflection(grad: Tensor, x: Tensor, padding: list[int]) -> Tensor:
+    """The gradient of the unpadded output from the padded one's: each border
+    element's gradient added to the interior element it mirrors (torch's
+    reflection-pad backward)."""
+    k = len(padding) // 2
+    back = (
+        torch.ops.aten.reflection_pad1d_backward,
+        torch.ops.aten.reflection_pad2d_backward,
+        torch.ops.aten.reflection_pad3d_backward,
+    )[k - 1]
+    if x.dim() != k + 2:  # the pad backward ops want exactly k spatial axes: fold the others into the batch
+        lead = list(grad.shape[: x.dim() - k])
+        g = grad.reshape([-1, 1] + list(grad.shape[x.dim() - k :]))
+        xs = _unpad(grad, padding).reshape([-1, 1] + list(x.shape[x.dim() - k :]))
+        return back(g, xs, list(padding)).reshape(lead + list(x.shape[x.dim() - k :]))
+    return back(grad, _unpad(grad, padding), list(padding))
+
+
+def _inp_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    x, weight, bias, eps, activation, slope, padding = inputs
+    _refuse_integer("instance_norm_pad", x)
+    ctx.save_for_backward(x, weight, bias, *_saved_output(activation, _unpad(output, list(padding))))
+    ctx.args = (eps, activation, slope, bias is not None)
+    ctx.padding = list(padding)
+
+
+def _inp_backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
+    x = ctx.saved_tensors[0]
+    g = _fold_reflection(grad, x, ctx.padding)
+    return (*_in_backward(ctx, g), None)
+
+
+instance_norm_pad.register_autograd(_inp_backward, setup_context=_inp_setup)
 
 
 # -------------------------------------------------------------------- adain

@@ -64,6 +64,7 @@ __all__ = [
     "InstanceNorm3d",
     "GroupNorm",
     "FusedActivation",
+    "FusedPad",
     "convert",
     "onnx_translation_table",
 ]
@@ -211,9 +212,11 @@ def _instance_norm_forward(
     activation: str | None,
     negative_slope: float,
     no_batch_dim: int,
+    padding: list[int],
 ) -> Tensor:
     """The InstanceNorm{1,2,3}d classes' forward on the module's state
-    (torch's semantics and checks).  A module-level function, so that
+    (torch's semantics and checks), its output reflection-padded by padding
+    (torch.nn.functional.pad's pairs; empty: none).  A module-level function, so that
     torch.fx.symbolic_trace records it as one call (torch.fx.wrap below)
     instead of tracing its shape checks; TorchScript compiles it with the
     forward."""
@@ -271,12 +274,27 @@ def _instance_norm_forward(
                 _update_running_stats(x, rm, rv, float(momentum))
             else:
                 _update_running_stats_eager(x, rm, rv, float(momentum))
+        if len(padding) > 0 and not (True if torch.jit.is_scripting() else _pad_composed(x, weight, bias)):
+            # the padded output in the norm's own pass
+            y = torch.ops.fastnorm.instance_norm_pad(x, weight, bias, eps, act, negative_slope, padding)
+            return y.squeeze(0) if unbatched else y
         e = None if torch.jit.is_scripting() else _eager(x, True, 0, weight, bias, eps, act, negative_slope)
         if e is not None:
             y = e
         else:
             y = torch.ops.fastnorm.instance_norm(x, weight, bias, eps, act, negative_slope)
+    if len(padding) > 0:
+        y = torch.nn.functional.pad(y, padding, mode="reflect")
     return y.squeeze(0) if unbatched else y
+
+
+@torch.jit.unused
+def _pad_composed(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> bool:
+    """Whether a fused pad runs as the norm and then torch's pad: under a
+    torch.func transform or with a forward-mode tangent (the padded operator
+    has no rules for them; the norm's own route handles them)."""
+    live = _FUNCTORCH is not None and _FUNCTORCH()
+    return bool(live or _fwad._current_level >= 0)
 
 
 torch.fx.wrap("_instance_norm_forward")
@@ -288,11 +306,13 @@ class _FastInstanceNorm:
 
     activation: str | None
     negative_slope: float
+    padding: list[int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.activation = None  # set by convert(fuse_activations=True)
         self.negative_slope = 0.01
+        self.padding = []  # set by convert(fuse_padding=True)
 
     def forward(self, input: Tensor) -> Tensor:
         """Normalize ``input`` as torch's module would.
@@ -341,6 +361,7 @@ class _FastInstanceNorm:
             self.activation,
             self.negative_slope,
             self._get_no_batch_dim(),
+            self.padding,
         )
 
     def extra_repr(self) -> str:
@@ -358,7 +379,8 @@ class _FastInstanceNorm:
         >>> fnt.InstanceNorm2d(4).extra_repr()
         '4, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=False'
         """
-        return super().extra_repr() + _act_repr(self)  # type: ignore[misc]  # torch's class, after this mixin
+        pad = f", padding={self.padding}" if self.padding else ""
+        return super().extra_repr() + _act_repr(self) + pad  # type: ignore[misc]  # torch's class, after this mixin
 
 
 def _act_repr(mod: Any) -> str:
@@ -645,6 +667,50 @@ class FusedActivation(nn.Identity):
         return f"{self.activation!r}, applied by the norm before it"
 
 
+class FusedPad(nn.Identity):
+    """Stands where ``convert(fuse_padding=True)`` removed a reflection pad.
+
+    It returns its input unchanged (an ``nn.Identity``): the instance norm
+    before it writes its output already reflection-padded, in its own pass.
+    It says which padding when the model is printed.
+
+    Parameters
+    ----------
+    padding : list of int
+        The pad's ``padding`` (torch.nn.functional.pad's pairs, last axis
+        first) that the preceding norm applies.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> model = torch.nn.Sequential(torch.nn.InstanceNorm2d(4), torch.nn.ReflectionPad2d(1))
+    >>> fnt.convert(model, fuse_padding=True)[1]
+    FusedPad([1, 1, 1, 1], applied by the norm before it)
+    """
+
+    padding: list[int]
+
+    def __init__(self, padding: list[int]) -> None:
+        super().__init__()
+        self.padding = list(padding)
+
+    def extra_repr(self) -> str:
+        """Name the padding and where it went, for the printed model.
+
+        Returns
+        -------
+        str
+            The padding and "applied by the norm before it".
+
+        Examples
+        --------
+        >>> import fastnorm.torch as fnt
+        >>> fnt.FusedPad([1, 1, 1, 1]).extra_repr()
+        '[1, 1, 1, 1], applied by the norm before it'
+        """
+        return f"{self.padding}, applied by the norm before it"
+
+
 _SWAP = {
     nn.InstanceNorm1d: InstanceNorm1d,
     nn.InstanceNorm2d: InstanceNorm2d,
@@ -668,6 +734,8 @@ def _swap_class(mod: Any) -> bool:
     mod.__class__ = new_cls
     mod.activation = None
     mod.negative_slope = 0.01
+    if isinstance(mod, _FastInstanceNorm):
+        mod.padding = []
     return True
 
 
@@ -682,7 +750,7 @@ def _hooked(mod: Any, *, output_only: bool) -> bool:
     return any(getattr(mod, n, None) for n in names)
 
 
-def convert(model: Any, *, fuse_activations: bool = False) -> Any:
+def convert(model: Any, *, fuse_activations: bool = False, fuse_padding: bool = False) -> Any:
     """Swap torch's instance and group norms in ``model`` for fastnorm's, in place.
 
     Every ``nn.InstanceNorm{1,2,3}d`` and ``nn.GroupNorm`` (exactly those
@@ -706,6 +774,19 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
         no other place, and neither module has hooks that would see the
         change (the norm's forward and backward hooks, any of the
         activation's).
+    fuse_padding : bool, default False
+        Fold an ``nn.ReflectionPad2d`` that follows a swapped
+        ``InstanceNorm2d`` inside an ``nn.Sequential`` (directly, after a fused
+        activation's placeholder, or as the first module of the next
+        ``nn.Sequential``, as in ``Sequential(ReflectionPad2d, Conv2d)``)
+        into the norm: it writes its output already padded, in the same
+        pass, where a float32 channels-first batch on the CPU gets the
+        engine's padded kernel (other inputs: the norm, then torch's pad);
+        its place holds a :class:`FusedPad`.  Under the same conditions as
+        the activations (plain ``nn.Sequential`` forwards, each module used
+        once, no hooks on either module).  The padded operator
+        (``fastnorm::instance_norm_pad``) has no ONNX translation: convert
+        without this option a model meant for export.
 
     Returns
     -------
@@ -724,8 +805,15 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
         return model
     for mod in model.modules():
         _swap_class(mod)
-    if not fuse_activations:
-        return model
+    if fuse_activations:
+        _fuse_activations(model)
+    if fuse_padding:
+        _fuse_pads(model)
+    return model
+
+
+def _fuse_activations(model: Any) -> None:
+    """convert(fuse_activations=True)'s step (see convert)."""
     ours = tuple(_SWAP.values())
     # a norm used in more than one place keeps its output: fusing would
     # change the other uses too
@@ -752,4 +840,46 @@ def convert(model: Any, *, fuse_activations: bool = False) -> Any:
             if spec[1]:
                 child.negative_slope = float(getattr(nxt, spec[1]))
             parent._modules[names[i + 1]] = FusedActivation(spec[0])
-    return model
+
+
+#: the pads convert(fuse_padding=True) folds, by norm class: the engine writes
+#: padded 2-d planes (both memory formats); elsewhere a fused pad would only
+#: move torch's pad into the operator
+_PADS = {InstanceNorm2d: nn.ReflectionPad2d}
+
+
+def _plain_sequential(m: Any) -> bool:
+    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+
+
+def _fuse_pads(model: Any) -> None:
+    """convert(fuse_padding=True)'s step: each fastnorm instance norm whose
+    output (through fused activations' placeholders) goes straight into a
+    reflection pad of its kind takes that pad over (see convert)."""
+    if not isinstance(model, nn.Module):
+        return
+    uses = Counter(id(m) for parent in model.modules() for m in parent._modules.values() if m is not None)
+    for parent in list(model.modules()):
+        if not _plain_sequential(parent):
+            continue
+        names = list(parent._modules.keys())
+        for i, name in enumerate(names):
+            norm: Any = parent._modules[name]
+            pad_kind = _PADS.get(type(norm))
+            if pad_kind is None or norm.padding or uses[id(norm)] != 1 or _hooked(norm, output_only=True):
+                continue
+            j = i + 1
+            while j < len(names) and type(parent._modules[names[j]]) is FusedActivation:
+                j += 1
+            if j >= len(names):
+                continue
+            holder, key = parent, names[j]
+            nxt: Any = parent._modules[key]
+            if _plain_sequential(nxt) and uses[id(nxt)] == 1 and not _hooked(nxt, output_only=False) and len(nxt):
+                holder, key = nxt, next(iter(nxt._modules))
+                nxt = nxt._modules[key]
+            if type(nxt) is not pad_kind or uses[id(nxt)] != 1 or _hooked(nxt, output_only=False):
+                continue
+            padding = [int(p) for p in nxt.padding]
+            norm.padding = padding
+            holder._modules[key] = FusedPad(padding)

@@ -119,6 +119,37 @@ def _norm(
     return (y, tri) if stats else y
 
 
+def norm_pad(
+    x: np.ndarray,
+    cl: bool,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float,
+    act: int,
+    slope: float,
+    ph: int,
+    pw: int,
+    nt: int | None,
+) -> np.ndarray:
+    """Instance norm of a C-contiguous float32 (N, C, H, W) x (cl: (N, H, W,
+    C)) into a new float32 array of (H + 2 ph, W + 2 pw) planes whose border
+    is the reflection of their interior (numpy.pad's 'reflect'), the interior
+    the bits norm() gives: one pass over memory instead of a norm and then a
+    pad.  Float32 data and coefficients need no range rescue.  The caller
+    checks 0 <= ph < H, 0 <= pw < W, weight / bias (C,) float64 or None."""
+    if cl:
+        N, H, W, C = x.shape
+        y = E.empty((N, H + 2 * ph, W + 2 * pw, C), np.float32)
+        if y.size:
+            E.norm_pad_cl(x, y, K.F32, K.F32, N, H, W, C, ph, pw, weight, bias, eps, act, slope, T.team(nt))
+        return y
+    N, C, H, W = x.shape
+    y = E.empty((N, C, H + 2 * ph, W + 2 * pw), np.float32)
+    if y.size:
+        E.norm_pad_cf(x, y, K.F32, K.F32, N, C, H, W, ph, pw, weight, bias, eps, act, slope, T.team(nt))
+    return y
+
+
 _FLT_MAX = float(np.finfo(np.float32).max)
 
 

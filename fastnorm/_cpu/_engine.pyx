@@ -73,6 +73,14 @@ cdef extern from "fn_drive.h" nogil:
                          fn_triple *stats_out, fn_err *err)
     int fn_drive_stats_cf(const void *x, int dt, int odt, Py_ssize_t isz, Py_ssize_t P, Py_ssize_t L,
                           int n_threads, fn_triple *out, fn_err *err)
+    int fn_drive_norm_pad_cf(const void *x, void *y, int dt, int odt, Py_ssize_t isz, Py_ssize_t osz,
+                             Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
+                             Py_ssize_t pw, const double *w, const double *b, double eps, int act,
+                             double slope, int n_threads)
+    int fn_drive_norm_pad_cl(const void *x, void *y, int dt, int odt, Py_ssize_t isz, Py_ssize_t osz,
+                             Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t ph,
+                             Py_ssize_t pw, const double *w, const double *b, double eps, int act,
+                             double slope, int n_threads, fn_err *err)
     void fn_drive_apply_cf(const void *x, void *y, int dt, int odt, Py_ssize_t isz, Py_ssize_t osz,
                            Py_ssize_t R, Py_ssize_t S, const double *mean, const double *scale,
                            const double *shift, int act, double slope, int n_threads)
@@ -332,6 +340,47 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssiz
         rc = fn_drive_norm_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
                               cnp.PyArray_ITEMSIZE(y), N, G, Cg, S, w, b, eps, act, slope, n_threads, so,
                               &err)
+        fn_call_leave()
+    check(rc, &err)
+    return y
+
+
+def norm_pad_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+                Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, object weight, object bias, double eps, int act,
+                double slope, int n_threads):
+    """Instance norm of x viewed as (N, C, H, W) into y viewed as (N, C, H + 2 ph,
+    W + 2 pw): the interior as norm_cf writes it, the border its reflection.
+    The caller guarantees 0 <= ph < H, 0 <= pw < W and y's size."""
+    cdef const double *w = dptr(weight)
+    cdef const double *b = dptr(bias)
+    if not (0 <= ph < H and 0 <= pw < W) or y.size != N * C * (H + 2 * ph) * (W + 2 * pw) \
+            or x.size != N * C * H * W:
+        raise ValueError("norm_pad_cf: inconsistent sizes")
+    with nogil:
+        fn_call_enter()
+        fn_drive_norm_pad_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                             cnp.PyArray_ITEMSIZE(y), N, C, H, W, ph, pw, w, b, eps, act, slope, n_threads)
+        fn_call_leave()
+    return y
+
+
+def norm_pad_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W,
+                Py_ssize_t C, Py_ssize_t ph, Py_ssize_t pw, object weight, object bias, double eps, int act,
+                double slope, int n_threads):
+    """Instance norm of x viewed as (N, H, W, C) into y viewed as (N, H + 2 ph,
+    W + 2 pw, C): the interior as norm_cl writes it, the border its reflection."""
+    cdef fn_err err
+    cdef int rc
+    cdef const double *w = dptr(weight)
+    cdef const double *b = dptr(bias)
+    if not (0 <= ph < H and 0 <= pw < W) or y.size != N * C * (H + 2 * ph) * (W + 2 * pw) \
+            or x.size != N * C * H * W:
+        raise ValueError("norm_pad_cl: inconsistent sizes")
+    with nogil:
+        fn_call_enter()
+        rc = fn_drive_norm_pad_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                                  cnp.PyArray_ITEMSIZE(y), N, H, W, C, ph, pw, w, b, eps, act, slope,
+                                  n_threads, &err)
         fn_call_leave()
     check(rc, &err)
     return y

@@ -407,6 +407,63 @@ void fn_drive_apply_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, 
     }
 }
 
+/* ---- channels first, into a reflection-padded output ----------------------------- */
+/* Plane p of x (H rows of W) normalized into the interior of plane p of y
+ * (H + 2 ph rows of W + 2 pw), rows from the last to the first (the end of a
+ * plane is what its statistics read last, so still cached); each row's pw
+ * border elements on either side, then the ph border rows above and below,
+ * copied from their mirror images in the interior (numpy.pad's 'reflect',
+ * torch's ReflectionPad2d: the edge is not repeated, so ph < H, pw < W).
+ * The interior gets the bits fn_drive_norm_cf writes: the same block
+ * statistics merged in the same order, the same coefficients, the same
+ * elementwise apply. */
+static void pad_plane(int dt, int odt, const char *xp, char *yp, fn_ssize isz, fn_ssize osz, fn_ssize H,
+                      fn_ssize W, fn_ssize ph, fn_ssize pw, double eps, fn_ssize c, const double *w,
+                      const double *b, int act, double slope)
+{
+    const fn_ssize Wp = W + 2 * pw, row = Wp * osz;
+    fn_triple t;
+    double mean, scale, shift;
+    fn_ssize h, k;
+    plane_stats(dt, odt, xp, H * W, isz, &t);
+    fn_group_coefs(&t, eps, c, 1, 0, w, b, &mean, &scale, &shift);
+    for (h = H - 1; h >= 0; h--) {
+        char *yr = yp + (ph + h) * row + pw * osz;
+        fn_apply(dt, odt, xp + h * W * isz, yr, W, mean, scale, shift, act, slope, 0);
+        for (k = 1; k <= pw; k++) {
+            memcpy(yr - k * osz, yr + k * osz, (size_t)osz);
+            memcpy(yr + (W - 1 + k) * osz, yr + (W - 1 - k) * osz, (size_t)osz);
+        }
+    }
+    for (k = 1; k <= ph; k++) {
+        memcpy(yp + (ph - k) * row, yp + (ph + k) * row, (size_t)row);
+        memcpy(yp + (ph + H - 1 + k) * row, yp + (ph + H - 1 - k) * row, (size_t)row);
+    }
+}
+
+int fn_drive_norm_pad_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                         fn_ssize C, fn_ssize H, fn_ssize W, fn_ssize ph, fn_ssize pw, const double *w,
+                         const double *b, double eps, int act, double slope, int n_threads)
+{
+    const char *x = (const char *)xv;
+    char *y = (char *)yv;
+    const fn_ssize P = N * C, L = H * W, Lp = (H + 2 * ph) * (W + 2 * pw);
+    const int nth = fn_team_for(n_threads < P ? n_threads : (int)(P > 0 ? P : 1), P * L);
+    fn_ssize p;
+    if (nth > 1) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (p = 0; p < P; p++)
+            pad_plane(dt, odt, x + p * L * isz, y + p * Lp * osz, isz, osz, H, W, ph, pw, eps, p % C, w, b,
+                      act, slope);
+        fn_team_finished(nth);
+    } else {
+        for (p = 0; p < P; p++)
+            pad_plane(dt, odt, x + p * L * isz, y + p * Lp * osz, isz, osz, H, W, ph, pw, eps, p % C, w, b,
+                      act, slope);
+    }
+    return 0;
+}
+
 /* ---- channels last -------------------------------------------------------------- */
 typedef struct {
     const fn_plan *pl;
@@ -707,6 +764,90 @@ int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_
     }
     free(j.tiles);
     return 0;
+}
+
+/* ---- channels last, into a reflection-padded output ----------------------------- */
+/* x viewed as (N, H, W, C), y as (N, H + 2 ph, W + 2 pw, C): the statistics
+ * as fn_drive_stats_cl reads them (the chunks norm_cl merges, in order), the
+ * coefficients as norm_cl's (cl_instance_coefs), each interior row of W
+ * pixels applied by the channels-last kernel into its place, its pw border
+ * pixels on either side copied from their mirror images; then the border
+ * rows copied from theirs.  The interior gets the bits fn_drive_norm_cl
+ * writes (G = C). */
+typedef struct {
+    const char *x;
+    char *y;
+    int dt, odt, act;
+    fn_ssize isz, osz, H, W, C, ph, pw, m, tsz;
+    double slope;
+    const char *tiles;
+} pad_cl_job;
+
+static void pad_cl_row(const pad_cl_job *j, fn_ssize it)
+{
+    const fn_ssize n = it / j->H, h = it - n * j->H, Wp = j->W + 2 * j->pw, px = j->C * j->osz;
+    char *yr = j->y + ((n * (j->H + 2 * j->ph) + j->ph + h) * Wp + j->pw) * px;
+    fn_ssize k;
+    fn_apply_cl(j->dt, j->odt, j->x + (n * j->H + h) * j->W * j->C * j->isz, yr, j->W, j->C, j->m,
+                j->tiles + n * j->tsz, j->act, j->slope, 0);
+    for (k = 1; k <= j->pw; k++) {
+        memcpy(yr - k * px, yr + k * px, (size_t)px);
+        memcpy(yr + (j->W - 1 + k) * px, yr + (j->W - 1 - k) * px, (size_t)px);
+    }
+}
+/* border row k (0 <= k < 2 ph) of instance n: the ph above, then the ph below */
+static void pad_cl_border(const pad_cl_job *j, fn_ssize it)
+{
+    const fn_ssize n = it / (2 * j->ph), k = it - n * 2 * j->ph, Hp = j->H + 2 * j->ph;
+    const fn_ssize row = (j->W + 2 * j->pw) * j->C * j->osz;
+    char *yn = j->y + n * Hp * row;
+    const fn_ssize dst = k < j->ph ? k : j->ph + j->H + (k - j->ph);
+    const fn_ssize src = k < j->ph ? 2 * j->ph - k : 2 * (j->ph + j->H - 1) - dst;
+    memcpy(yn + dst * row, yn + src * row, (size_t)row);
+}
+
+int fn_drive_norm_pad_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                         fn_ssize H, fn_ssize W, fn_ssize C, fn_ssize ph, fn_ssize pw, const double *w,
+                         const double *b, double eps, int act, double slope, int n_threads, fn_err *err)
+{
+    const fn_cl_geom q = fn_cl_geometry(W, C);
+    const fn_ssize tsz = cl_tile_bytes(odt, &q, 4), rows = N * H, brows = N * 2 * ph;
+    const int nth = fn_team_for(n_threads, N * H * W * C);
+    fn_triple *tri;
+    double *coef = NULL;
+    char *tiles = NULL;
+    pad_cl_job j;
+    fn_ssize n, it;
+    err->what = NULL;
+    tri = (fn_triple *)fn_alloc(N * C * (fn_ssize)sizeof(fn_triple), "the channel statistics", err);
+    if (tri != NULL) coef = (double *)fn_alloc(3 * C * 8, "the coefficients", err);
+    if (coef != NULL) tiles = (char *)fn_alloc(N * tsz, "the coefficient tiles", err);
+    if (tiles != NULL && fn_drive_stats_cl(x, dt, odt, isz, N, H * W, C, n_threads, tri, err) == 0) {
+        for (n = 0; n < N; n++) {
+            cl_instance_coefs(tri + n * C, C, C, eps, w, b, coef, coef + C, coef + 2 * C);
+            cl_tile_coefs(odt, C, q.m, coef, coef + C, coef + 2 * C, tiles + n * tsz);
+        }
+        j.x = (const char *)x, j.y = (char *)y, j.dt = dt, j.odt = odt, j.act = act, j.isz = isz, j.osz = osz;
+        j.H = H, j.W = W, j.C = C, j.ph = ph, j.pw = pw, j.m = q.m, j.tsz = tsz, j.slope = slope,
+        j.tiles = tiles;
+        if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+            {
+#pragma omp for schedule(static)
+                for (it = 0; it < rows; it++) pad_cl_row(&j, it);
+#pragma omp for schedule(static)
+                for (it = 0; it < brows; it++) pad_cl_border(&j, it);
+            }
+            fn_team_finished(nth);
+        } else {
+            for (it = 0; it < rows; it++) pad_cl_row(&j, it);
+            for (it = 0; it < brows; it++) pad_cl_border(&j, it);
+        }
+    }
+    free(tri);
+    free(coef);
+    free(tiles);
+    return err->what == NULL ? 0 : -1;
 }
 
 /* ---- backward ------------------------------------------------------------------- */

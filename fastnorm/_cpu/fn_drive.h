@@ -38,6 +38,14 @@ void fn_drive_apply_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn
                        fn_ssize S, const double *mean, const double *scale, const double *shift, int act,
                        double slope, int n_threads);
 
+/* Instance norm, channels first, x viewed as (N * C, H, W), into y viewed as
+ * (N * C, H + 2 ph, W + 2 pw): the interior what fn_drive_norm_cf writes
+ * (G = C), the border its reflection (0 <= ph < H, 0 <= pw < W, H, W >= 1).
+ * w, b: NULL or C doubles. */
+int fn_drive_norm_pad_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                         fn_ssize C, fn_ssize H, fn_ssize W, fn_ssize ph, fn_ssize pw, const double *w,
+                         const double *b, double eps, int act, double slope, int n_threads);
+
 /* Instance / group norm, channels last: x viewed as (N, S, C), G groups of
  * C / G channels; stats_out: NULL or N * C per-channel triples written. */
 int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
@@ -50,6 +58,13 @@ int fn_drive_stats_cl(const void *x, int dt, int odt, fn_ssize isz, fn_ssize N, 
 int fn_drive_apply_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
                       fn_ssize S, fn_ssize C, const double *mean, const double *scale, const double *shift,
                       int act, double slope, int n_threads, fn_err *err);
+
+/* Instance norm, channels last, x viewed as (N, H, W, C), into y viewed as
+ * (N, H + 2 ph, W + 2 pw, C): the interior what fn_drive_norm_cl writes
+ * (G = C), the border its reflection (0 <= ph < H, 0 <= pw < W). */
+int fn_drive_norm_pad_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
+                         fn_ssize H, fn_ssize W, fn_ssize C, fn_ssize ph, fn_ssize pw, const double *w,
+                         const double *b, double eps, int act, double slope, int n_threads, fn_err *err);
 
 /* Backward, channels first (x, dy, gx viewed as (N, G, Cg * S), S > 0,
  * N * G * Cg > 0) and channels last ((N, S, C), G groups): gx written, and
