@@ -715,11 +715,11 @@ class EagerInstanceNorm(torch.autograd.Function):
 
 
 def _pad_check(x: Tensor, padding: list[int]) -> None:
-    k = len(padding) // 2
-    if len(padding) % 2 or not 1 <= k <= x.dim() - 2:
+    k = x.dim() - 2
+    if len(padding) != 2 * k or k < 1:
         raise ValueError(
-            f"fastnorm::instance_norm_pad: padding must hold (before, after) pairs for 1 to {x.dim() - 2} "
-            f"spatial axes, got {list(padding)}"
+            f"fastnorm::instance_norm_pad: padding must hold one (before, after) pair per spatial axis, "
+            f"{2 * k} values for a {x.dim()}-d input, got {list(padding)}"
         )
     for i in range(k):
         n = x.shape[x.dim() - 1 - i]
@@ -750,6 +750,7 @@ def instance_norm_pad_impl(
     """fastnorm::instance_norm_pad's result: instance_norm's, reflection-padded."""
     _pad_check(x, padding)
     act = _act(activation)
+    V.check_activation(act, negative_slope)  # a finite real slope, as instance_norm asks
     if (
         x.dim() == 4
         and len(padding) == 4
@@ -830,24 +831,21 @@ def _fold_reflection(grad: Tensor, x: Tensor, padding: list[int]) -> Tensor:
     """The gradient of the unpadded output from the padded one's: each border
     element's gradient added to the interior element it mirrors (torch's
     reflection-pad backward)."""
-    k = len(padding) // 2
     back = (
         torch.ops.aten.reflection_pad1d_backward,
         torch.ops.aten.reflection_pad2d_backward,
         torch.ops.aten.reflection_pad3d_backward,
-    )[k - 1]
-    if x.dim() != k + 2:  # the pad backward ops want exactly k spatial axes: fold the others into the batch
-        lead = list(grad.shape[: x.dim() - k])
-        g = grad.reshape([-1, 1] + list(grad.shape[x.dim() - k :]))
-        xs = _unpad(grad, padding).reshape([-1, 1] + list(x.shape[x.dim() - k :]))
-        return back(g, xs, list(padding)).reshape(lead + list(x.shape[x.dim() - k :]))
+    )[len(padding) // 2 - 1]  # one pair per spatial axis (_pad_check)
     return back(grad, _unpad(grad, padding), list(padding))
 
 
 def _inp_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     x, weight, bias, eps, activation, slope, padding = inputs
     _refuse_integer("instance_norm_pad", x)
-    ctx.save_for_backward(x, weight, bias, *_saved_output(activation, _unpad(output, list(padding))))
+    # relu's mask from a copy of the interior: the padded output is the
+    # caller's to change in place (torch's pad returns a tensor of its own)
+    saved = tuple(t.clone() for t in _saved_output(activation, _unpad(output, list(padding))))
+    ctx.save_for_backward(x, weight, bias, *saved)
     ctx.args = (eps, activation, slope, bias is not None)
     ctx.padding = list(padding)
 

@@ -314,6 +314,10 @@ class _FastInstanceNorm:
         self.negative_slope = 0.01
         self.padding = []  # set by convert(fuse_padding=True)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]  # torch's Module, after this mixin
+        self.__dict__.setdefault("padding", [])  # a module pickled before fuse_padding existed
+
     def forward(self, input: Tensor) -> Tensor:
         """Normalize ``input`` as torch's module would.
 
@@ -879,6 +883,8 @@ def _fuse_pads(model: Any) -> None:
                 holder, key = nxt, next(iter(nxt._modules))
                 nxt = nxt._modules[key]
             if type(nxt) is not pad_kind or uses[id(nxt)] != 1 or _hooked(nxt, output_only=False):
+                continue
+            if any(int(p) < 0 for p in nxt.padding):  # a cropping pad: not an output the norm writes
                 continue
             padding = [int(p) for p in nxt.padding]
             norm.padding = padding

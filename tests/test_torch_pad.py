@@ -89,16 +89,31 @@ def test_other_dtypes_and_strides_take_the_norm_then_torch_pad(dtype, torch_seed
 @pytest.mark.parametrize(
     "pad,match",
     [
-        ([1, 1, 1], "pairs"),
-        ([], "pairs"),
-        ([1, 1, 1, 1, 1, 1], "pairs"),
+        ([1, 1, 1], "per spatial axis"),
+        ([], "per spatial axis"),
+        ([1, 1], "per spatial axis"),  # torch's reflect pad of a 4-d input takes two pairs
+        ([1, 1, 1, 1, 1, 1], "per spatial axis"),
         ([4, 4, 0, 0], "smaller"),
         ([-1, 0, 0, 0], ">= 0"),
     ],
 )
 def test_bad_padding_is_a_value_error_naming_it(pad, match):
+    x = torch.randn(1, 2, 4, 4)
     with pytest.raises(ValueError, match=match):
-        torch.ops.fastnorm.instance_norm_pad(torch.randn(1, 2, 4, 4), None, None, 1e-5, "", 0.01, pad)
+        torch.ops.fastnorm.instance_norm_pad(x, None, None, 1e-5, "", 0.01, pad)
+    # the fake refuses it too: compile and export see the same error
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode, pytest.raises(ValueError, match=match):
+        torch.ops.fastnorm.instance_norm_pad(mode.from_tensor(x), None, None, 1e-5, "", 0.01, pad)
+
+
+@pytest.mark.parametrize("slope", [float("nan"), float("inf")])
+def test_a_slope_that_is_not_finite_is_refused_as_by_instance_norm(slope):
+    x = torch.randn(1, 2, 5, 5)
+    for act in ("leaky_relu", ""):
+        with pytest.raises(ValueError, match="negative_slope must be finite"):
+            torch.ops.fastnorm.instance_norm_pad(x, None, None, 1e-5, act, slope, [1, 1, 1, 1])
 
 
 @pytest.mark.parametrize("act", ACTS)
@@ -192,6 +207,39 @@ def test_convert_leaves_pads_it_may_not_fold(torch_seed):
     fnt.convert(model, fuse_padding=True)
     assert [i for i, m in enumerate(model) if isinstance(m, fnt.FusedPad)] == [len(model) - 1]
     assert [m.padding for m in model.modules() if isinstance(m, fnt.InstanceNorm2d)] == [[]] * 5 + [[1, 1, 1, 1]]
+
+
+def test_a_cropping_pad_is_not_folded(torch_seed):
+    # torch's reflection pad takes negative pads (a crop); the norm writes no such output
+    base = nn.Sequential(nn.InstanceNorm2d(2), nn.ReflectionPad2d((-1, -1, 1, 1)))
+    m = fnt.convert(copy.deepcopy(base), fuse_padding=True)
+    assert isinstance(m[1], nn.ReflectionPad2d) and m[0].padding == []
+    x = torch.randn(1, 2, 6, 6)
+    assert torch.equal(m(x), fnt.convert(copy.deepcopy(base))(x))
+
+
+def test_the_padded_output_may_be_changed_in_place_before_backward(torch_seed):
+    # the fused relu keeps its mask in a tensor of its own, as torch's pad
+    # leaves relu's output untouched by what follows
+    base = nn.Sequential(nn.InstanceNorm2d(2), nn.ReLU(), nn.ReflectionPad2d(1), nn.Hardtanh(inplace=True))
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    grads = []
+    for fuse in (False, True):
+        m = fnt.convert(copy.deepcopy(base), fuse_activations=True, fuse_padding=fuse)
+        (g,) = torch.autograd.grad(m(x).square().sum(), x)
+        grads.append(g)
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_a_module_pickled_before_padding_existed_still_runs(torch_seed):
+    import pickle
+
+    m = fnt.convert(nn.Sequential(nn.InstanceNorm2d(2)))
+    del m[0].__dict__["padding"]  # what an older fastnorm pickled
+    old = pickle.loads(pickle.dumps(m))
+    x = torch.randn(1, 2, 4, 4)
+    assert old[0].padding == [] and torch.equal(old(x), m[0].__class__(2)(x))
+    assert "padding" not in repr(old)
 
 
 def test_torch_compile_and_script_of_a_converted_model(torch_seed):

@@ -345,6 +345,16 @@ def norm_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssiz
     return y
 
 
+cdef _pad_arrays(str name, cnp.ndarray x, cnp.ndarray y, object weight, object bias, Py_ssize_t C):
+    """The padded drivers' arrays as they read and write them."""
+    if not (x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
+        raise ValueError(f"{name}: x and y must be C-contiguous, y writeable")
+    for v in (weight, bias):
+        if v is not None and not (isinstance(v, np.ndarray) and v.dtype == np.float64 and v.size == C
+                                  and v.flags.c_contiguous):
+            raise ValueError(f"{name}: weight and bias must be None or C-contiguous float64 arrays of C values")
+
+
 def norm_pad_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                 Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, object weight, object bias, double eps, int act,
                 double slope, int n_threads):
@@ -356,6 +366,7 @@ def norm_pad_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_
     if not (0 <= ph < H and 0 <= pw < W) or y.size != N * C * (H + 2 * ph) * (W + 2 * pw) \
             or x.size != N * C * H * W:
         raise ValueError("norm_pad_cf: inconsistent sizes")
+    _pad_arrays("norm_pad_cf", x, y, weight, bias, C)
     with nogil:
         fn_call_enter()
         fn_drive_norm_pad_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
@@ -376,6 +387,7 @@ def norm_pad_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_
     if not (0 <= ph < H and 0 <= pw < W) or y.size != N * C * (H + 2 * ph) * (W + 2 * pw) \
             or x.size != N * C * H * W:
         raise ValueError("norm_pad_cl: inconsistent sizes")
+    _pad_arrays("norm_pad_cl", x, y, weight, bias, C)
     with nogil:
         fn_call_enter()
         rc = fn_drive_norm_pad_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),

@@ -778,21 +778,38 @@ typedef struct {
     const char *x;
     char *y;
     int dt, odt, act;
-    fn_ssize isz, osz, H, W, C, ph, pw, m, tsz;
-    double slope;
-    const char *tiles;
+    fn_ssize isz, osz, H, W, C, ph, pw, m;
+    double slope, eps;
+    const double *w, *b;
+    const fn_triple *tri;
 } pad_cl_job;
 
-static void pad_cl_row(const pad_cl_job *j, fn_ssize it)
+static void pad_cl_row(const pad_cl_job *j, fn_ssize it, const char *tile)
 {
     const fn_ssize n = it / j->H, h = it - n * j->H, Wp = j->W + 2 * j->pw, px = j->C * j->osz;
     char *yr = j->y + ((n * (j->H + 2 * j->ph) + j->ph + h) * Wp + j->pw) * px;
     fn_ssize k;
-    fn_apply_cl(j->dt, j->odt, j->x + (n * j->H + h) * j->W * j->C * j->isz, yr, j->W, j->C, j->m,
-                j->tiles + n * j->tsz, j->act, j->slope, 0);
+    fn_apply_cl(j->dt, j->odt, j->x + (n * j->H + h) * j->W * j->C * j->isz, yr, j->W, j->C, j->m, tile,
+                j->act, j->slope, 0);
     for (k = 1; k <= j->pw; k++) {
         memcpy(yr - k * px, yr + k * px, (size_t)px);
         memcpy(yr + (j->W - 1 + k) * px, yr + (j->W - 1 - k) * px, (size_t)px);
+    }
+}
+/* Interior rows [r0, r1) on one thread, through its own coefficients (3 * C
+ * doubles) and tile: an instance's built when its first row comes, so the
+ * working memory is per thread, not per instance. */
+static void pad_cl_rows(const pad_cl_job *j, fn_ssize r0, fn_ssize r1, double *coef, char *tile)
+{
+    const fn_ssize C = j->C;
+    fn_ssize it, n = -1;
+    for (it = r0; it < r1; it++) {
+        if (it / j->H != n) {
+            n = it / j->H;
+            cl_instance_coefs(j->tri + n * C, C, C, j->eps, j->w, j->b, coef, coef + C, coef + 2 * C);
+            cl_tile_coefs(j->odt, C, j->m, coef, coef + C, coef + 2 * C, tile);
+        }
+        pad_cl_row(j, it, tile);
     }
 }
 /* border row k (0 <= k < 2 ph) of instance n: the ph above, then the ph below */
@@ -817,30 +834,30 @@ int fn_drive_norm_pad_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, 
     double *coef = NULL;
     char *tiles = NULL;
     pad_cl_job j;
-    fn_ssize n, it;
+    fn_ssize it;
+    int wk;
     err->what = NULL;
     tri = (fn_triple *)fn_alloc(N * C * (fn_ssize)sizeof(fn_triple), "the channel statistics", err);
-    if (tri != NULL) coef = (double *)fn_alloc(3 * C * 8, "the coefficients", err);
-    if (coef != NULL) tiles = (char *)fn_alloc(N * tsz, "the coefficient tiles", err);
+    if (tri != NULL) coef = (double *)fn_alloc(nth * 3 * C * 8, "the coefficients", err);
+    if (coef != NULL) tiles = (char *)fn_alloc(nth * tsz, "the coefficient tiles", err);
     if (tiles != NULL && fn_drive_stats_cl(x, dt, odt, isz, N, H * W, C, n_threads, tri, err) == 0) {
-        for (n = 0; n < N; n++) {
-            cl_instance_coefs(tri + n * C, C, C, eps, w, b, coef, coef + C, coef + 2 * C);
-            cl_tile_coefs(odt, C, q.m, coef, coef + C, coef + 2 * C, tiles + n * tsz);
-        }
         j.x = (const char *)x, j.y = (char *)y, j.dt = dt, j.odt = odt, j.act = act, j.isz = isz, j.osz = osz;
-        j.H = H, j.W = W, j.C = C, j.ph = ph, j.pw = pw, j.m = q.m, j.tsz = tsz, j.slope = slope,
-        j.tiles = tiles;
+        j.H = H, j.W = W, j.C = C, j.ph = ph, j.pw = pw, j.m = q.m, j.slope = slope, j.eps = eps;
+        j.w = w, j.b = b, j.tri = tri;
         if (nth > 1) {
 #pragma omp parallel num_threads(nth)
             {
-#pragma omp for schedule(static)
-                for (it = 0; it < rows; it++) pad_cl_row(&j, it);
+#pragma omp for schedule(static, 1)
+                for (wk = 0; wk < nth; wk++)
+                    pad_cl_rows(&j, (rows * wk) / nth, (rows * (wk + 1)) / nth, coef + wk * 3 * C,
+                                tiles + wk * tsz);
+                /* the implied barrier: every interior row is written before a border row copies one */
 #pragma omp for schedule(static)
                 for (it = 0; it < brows; it++) pad_cl_border(&j, it);
             }
             fn_team_finished(nth);
         } else {
-            for (it = 0; it < rows; it++) pad_cl_row(&j, it);
+            pad_cl_rows(&j, 0, rows, coef, tiles);
             for (it = 0; it < brows; it++) pad_cl_border(&j, it);
         }
     }
