@@ -352,7 +352,7 @@ cdef _pad_arrays(str name, cnp.ndarray x, cnp.ndarray y, object weight, object b
     for v in (weight, bias):
         if v is not None and not (isinstance(v, np.ndarray) and v.dtype == np.float64 and v.size == C
                                   and v.flags.c_contiguous):
-            raise ValueError(f"{name}: weight and bias must be None or C-contiguous float64 arrays of C values")
+            raise ValueError(f"{name}: weight and bias must be None or contiguous float64 arrays of C values")
 
 
 def norm_pad_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
