@@ -182,6 +182,9 @@ FN_INLINE double fn_d_act(double v, int act, double slope)
  * (a: of d, b: of d * d); lane j of the block gets elements i % FN_LANES == j,
  * each added in order, whatever the vector width. */
 #define FN_NV (FN_LANES / FN_VL)
+#if FN_NV % 2 != 0
+#error "the backward sums sweep two vectors of the lanes at a time (bsum_sweep): FN_NV must be even"
+#endif
 /* The one reduction of the FN_LANES lane sums in v[0..FN_NV): the tree lane
  * j += lane j + h for h = 8, 4, 2, 1 (the lower lane the first operand;
  * lane j of vector k is k * FN_VL + j), as whole-vector adds while h spans
