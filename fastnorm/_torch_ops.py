@@ -94,7 +94,20 @@ def _dense(t: Tensor | None) -> bool:
     ):
         return False
     ks = _KEYS(t)
-    return any(ks.has(k) for k in _DENSE_KEYS) and not any(ks.has(k) for k in _ODD_KEYS)
+    raw = ks.raw_repr() if _RAW else None
+    v = _DENSE_SETS.get(raw) if raw is not None else None
+    if v is None:
+        v = any(ks.has(k) for k in _DENSE_KEYS) and not any(ks.has(k) for k in _ODD_KEYS)
+        if raw is not None and len(_DENSE_SETS) < 256:
+            _DENSE_SETS[raw] = v
+    return v
+
+
+#: _dense's answer per key set (its raw bits), read once: the eleven key
+#: lookups cost about 3 us a tensor, three tensors a backward; a process sees
+#: a handful of key sets
+_DENSE_SETS: dict[int, bool] = {}
+_RAW = _KEYS is not None and hasattr(torch._C.DispatchKeySet, "raw_repr")
 
 
 def _direct_backward(ctx: Any, op: Any, grad: Tensor, x: Tensor, weight: Tensor | None) -> bool:
@@ -354,6 +367,20 @@ def _backward_impl(
     rank); num_groups None is instance norm (one group per channel, C = 0 too)."""
     from . import _backward
 
+    h = _backward_host(grad_out, x, weight)
+    if h is not None:  # the common case on the fewest torch calls (a few us, not tens)
+        ga, a, w, cl = h
+        ax = -1 if cl else 1
+        if num_groups is None:
+            gx, gw, gb = _backward.instance_norm_backward(ga, a, w, eps=eps, channel_axis=ax)
+        else:
+            gx, gw, gb = _backward.group_norm_backward(ga, a, num_groups, w, eps=eps, channel_axis=ax)
+        ndt = _NP_DTYPES[weight.dtype if weight is not None else x.dtype]
+        return (
+            TA.from_host(gx, cl),
+            torch.from_numpy(gw.astype(ndt, copy=False)),
+            torch.from_numpy(gb.astype(ndt, copy=False)),
+        )
     with torch.no_grad():
         cl = TA.is_channels_last(x, 1)
         g, xx = grad_out.detach(), x.detach()
@@ -375,6 +402,36 @@ def _backward_impl(
             gx = gx.movedim(-1, 1)
         wdt = weight.dtype if weight is not None else x.dtype
         return gx, TA.from_array(gw, x).to(wdt), TA.from_array(gb, x).to(wdt)
+
+
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _backward_host(grad_out: Tensor, x: Tensor, weight: Tensor | None) -> tuple[Any, ...] | None:
+    """_backward_impl's arrays where the kernels can view the tensors as they
+    are: CPU float32 / float64 x and grad_out of x's dtype in one memory
+    format (contiguous, or channels-last as (N, *spatial, C)), no negative
+    bit, weight None or a CPU float32 / float64 vector; (grad_out, x, weight,
+    channels_last).  None: the general path, which copies what it must.
+    Each torch call of that path (detach, contiguous, double, to) costs
+    microseconds, and on a small layer they were most of the backward."""
+    if (
+        not (x.is_cpu and grad_out.is_cpu)
+        or x.dtype not in _HOST_VEC
+        or grad_out.dtype != x.dtype
+        or x.is_neg()
+        or grad_out.is_neg()
+    ):
+        return None
+    if weight is not None and (
+        not weight.is_cpu or weight.dtype not in _HOST_VEC or weight.dim() != 1 or weight.is_neg()
+    ):
+        return None
+    hx = TA.host_layout(TA.host_view(x))
+    hg = TA.host_layout(TA.host_view(grad_out))
+    if hx is None or hg is None or hx[1] != hg[1]:
+        return None
+    return hg[0], hx[0], None if weight is None else TA.host_view(weight), hx[1]
 
 
 @group_norm_backward.register_fake

@@ -418,3 +418,53 @@ def test_unfused_kernels(rng, cl):
         assert _bits(_call(dy, x, 3, w, cl, num_threads=3)) == _bits(got)
     for a, b in zip(got, ref_backward(dy, x, 3, w, cl=cl)):
         _close(a, b, 1e-12)
+
+
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("groups", [None, 2])
+def test_fast_path_same_bits_as_general(rng, cl, groups):
+    """float32 C-contiguous ndarrays take a short path (no backend lookups,
+    the checks in a cheaper form): its results are the general path's bits.
+    An np.float64 eps (not exactly a float) forces the general path."""
+    x = (rng.standard_normal((3, 4, 9, 7)) * 3 + 2).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    if cl:
+        x, dy = (np.ascontiguousarray(np.moveaxis(a, 1, -1)) for a in (x, dy))
+    ax = -1 if cl else 1
+    for w in (None, rng.standard_normal(4), rng.standard_normal(4).astype(np.float32)):
+        for nt in (None, 1, 2):
+            for eps in (1e-5, 0.0):
+
+                def run(e, w=w, nt=nt):
+                    if groups is None:
+                        return fastnorm.instance_norm_backward(dy, x, w, eps=e, channel_axis=ax, num_threads=nt)
+                    return fastnorm.group_norm_backward(dy, x, groups, w, eps=e, channel_axis=ax, num_threads=nt)
+
+                fast, general = run(eps), run(np.float64(eps))
+                pc = groups is None
+                G = fastnorm._backward.V.PER_CHANNEL if pc else groups
+                args = (dy, x, G, pc, w, eps, ax, nt)
+                assert fastnorm._backward._fast_backward(*args) is not None  # the short path took it
+                assert fastnorm._backward._fast_backward(*args[:5], np.float64(eps), ax, nt) is None
+                for f, g in zip(fast, general):
+                    assert f.dtype == g.dtype == np.float32 and f.shape == g.shape
+                    assert f.tobytes() == g.tobytes()
+
+
+def test_fast_path_still_refuses(rng):
+    """Values the short path does not take fall to the general path, which
+    names them: the refusals are the same."""
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    with pytest.raises(ValueError, match="grad_out must have the shape"):
+        fastnorm.instance_norm_backward(dy[:1], x)
+    with pytest.raises(ValueError, match="eps"):
+        fastnorm.instance_norm_backward(dy, x, eps=-1.0)
+    with pytest.raises(ValueError, match="weight must have length C=4"):
+        fastnorm.instance_norm_backward(dy, x, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="num_groups"):
+        fastnorm.group_norm_backward(dy, x, 3)
+    with pytest.raises(ValueError, match="num_threads"):
+        fastnorm.instance_norm_backward(dy, x, num_threads=0)
+    with pytest.raises(TypeError, match="grad_out must have the dtype"):
+        fastnorm.instance_norm_backward(dy.astype(np.float64), x)
