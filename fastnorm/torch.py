@@ -288,13 +288,20 @@ def _instance_norm_forward(
     return y.squeeze(0) if unbatched else y
 
 
+_EXPORTING = getattr(torch.compiler, "is_exporting", None)
+
+
 @torch.jit.unused
 def _pad_composed(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> bool:
     """Whether a fused pad runs as the norm and then torch's pad: under a
     torch.func transform or with a forward-mode tangent (the padded operator
-    has no rules for them; the norm's own route handles them)."""
+    has no rules for them; the norm's own route handles them), and while a
+    model is exported (torch.export, both ONNX exporters): the exported graph
+    holds the norm operator, which both ONNX exporters translate, and a
+    standard reflection pad, so it runs without fastnorm's padded operator."""
     live = _FUNCTORCH is not None and _FUNCTORCH()
-    return bool(live or _fwad._current_level >= 0)
+    exporting = torch.onnx.is_in_onnx_export() or (_EXPORTING is not None and _EXPORTING())
+    return bool(live or _fwad._current_level >= 0 or exporting)
 
 
 torch.fx.wrap("_instance_norm_forward")
@@ -788,9 +795,10 @@ def convert(model: Any, *, fuse_activations: bool = False, fuse_padding: bool = 
         engine's padded kernel (other inputs: the norm, then torch's pad);
         its place holds a :class:`FusedPad`.  Under the same conditions as
         the activations (plain ``nn.Sequential`` forwards, each module used
-        once, no hooks on either module).  The padded operator
-        (``fastnorm::instance_norm_pad``) has no ONNX translation: convert
-        without this option a model meant for export.
+        once, no hooks on either module).  While the model is exported
+        (``torch.export``, ``torch.onnx.export`` with either exporter) the
+        norm and a standard reflection pad are recorded instead of the
+        padded operator, so the exported model needs no translation of it.
 
     Returns
     -------

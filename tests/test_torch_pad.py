@@ -253,3 +253,42 @@ def test_torch_compile_and_script_of_a_converted_model(torch_seed):
             m = copy.deepcopy(fused).to(memory_format=fmt)
             got = torch.compile(m, fullgraph=True, backend="aot_eager")(x.to(memory_format=fmt))
             assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_export_records_the_norm_and_a_standard_pad(dynamo, tmp_path, torch_seed):
+    """While a model converted with fuse_padding is exported, the norm and a
+    standard reflection pad are recorded (the padded operator has no ONNX
+    translation): torch.export's graph has no instance_norm_pad, and both
+    ONNX exporters write a model ONNX Runtime runs without fastnorm."""
+    import importlib.util
+
+    fused = fnt.convert(_net(), fuse_activations=True, fuse_padding=True).eval()
+    assert any(m.padding for m in fused.modules() if isinstance(m, fnt.InstanceNorm2d))
+    x = torch.randn(1, 3, 20, 18)
+    if not dynamo:
+        graph = torch.export.export(fused, (x,)).graph
+        targets = {str(n.target) for n in graph.nodes if n.op == "call_function"}
+        assert "fastnorm.instance_norm.default" in targets
+        assert not any("instance_norm_pad" in t for t in targets)
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        pytest.skip("onnx and onnxruntime are not installed")
+    if dynamo and importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("the dynamo exporter needs onnxscript")
+    import onnx
+    import onnxruntime as ort
+
+    path = str(tmp_path / "m.onnx")
+    kw = {"custom_translation_table": fnt.onnx_translation_table()} if dynamo else {}
+    torch.onnx.export(fused, (x,), path, dynamo=dynamo, **kw)
+    model = onnx.load(path)
+    assert not any(n.domain.startswith("fastnorm") for n in model.graph.node)
+    assert {"InstanceNormalization", "Pad"} <= {n.op_type for n in model.graph.node}
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x2 = torch.randn(1, 3, 20, 18) * 2 + 1
+    with torch.no_grad():
+        want = fused(x2).numpy()
+    got = s.run(None, {s.get_inputs()[0].name: x2.numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+    # after the export the model runs its padded operator again
+    assert not fnt._pad_composed(x2, None, None)
