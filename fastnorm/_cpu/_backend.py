@@ -140,13 +140,11 @@ def norm_pad(
     if cl:
         N, H, W, C = x.shape
         y = E.empty((N, H + 2 * ph, W + 2 * pw, C), np.float32)
-        if y.size:
-            E.norm_pad_cl(x, y, K.F32, K.F32, N, H, W, C, ph, pw, weight, bias, eps, act, slope, T.team(nt))
-        return y
-    N, C, H, W = x.shape
-    y = E.empty((N, C, H + 2 * ph, W + 2 * pw), np.float32)
+    else:
+        N, C, H, W = x.shape
+        y = E.empty((N, C, H + 2 * ph, W + 2 * pw), np.float32)
     if y.size:
-        E.norm_pad_cf(x, y, K.F32, K.F32, N, C, H, W, ph, pw, weight, bias, eps, act, slope, T.team(nt))
+        E.norm_pad(x, y, K.F32, K.F32, cl, N, C, H, W, ph, pw, weight, bias, eps, act, slope, T.team(nt))
     return y
 
 

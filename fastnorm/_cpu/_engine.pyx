@@ -355,44 +355,30 @@ cdef _pad_arrays(str name, cnp.ndarray x, cnp.ndarray y, object weight, object b
             raise ValueError(f"{name}: weight and bias must be None or contiguous float64 arrays of C values")
 
 
-def norm_pad_cf(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
-                Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, object weight, object bias, double eps, int act,
-                double slope, int n_threads):
-    """Instance norm of x viewed as (N, C, H, W) into y viewed as (N, C, H + 2 ph,
-    W + 2 pw): the interior as norm_cf writes it, the border its reflection.
-    The caller guarantees 0 <= ph < H, 0 <= pw < W and y's size."""
-    cdef const double *w = dptr(weight)
-    cdef const double *b = dptr(bias)
-    if not (0 <= ph < H and 0 <= pw < W) or y.size != N * C * (H + 2 * ph) * (W + 2 * pw) \
-            or x.size != N * C * H * W:
-        raise ValueError("norm_pad_cf: inconsistent sizes")
-    _pad_arrays("norm_pad_cf", x, y, weight, bias, C)
-    with nogil:
-        fn_call_enter()
-        fn_drive_norm_pad_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
-                             cnp.PyArray_ITEMSIZE(y), N, C, H, W, ph, pw, w, b, eps, act, slope, n_threads)
-        fn_call_leave()
-    return y
-
-
-def norm_pad_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W,
-                Py_ssize_t C, Py_ssize_t ph, Py_ssize_t pw, object weight, object bias, double eps, int act,
-                double slope, int n_threads):
-    """Instance norm of x viewed as (N, H, W, C) into y viewed as (N, H + 2 ph,
-    W + 2 pw, C): the interior as norm_cl writes it, the border its reflection."""
+def norm_pad(cnp.ndarray x, cnp.ndarray y, int dt, int odt, bint cl, Py_ssize_t N, Py_ssize_t C,
+             Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, object weight, object bias, double eps,
+             int act, double slope, int n_threads):
+    """Instance norm of x viewed as (N, C, H, W) (cl: (N, H, W, C)) into y
+    viewed as (N, C, H + 2 ph, W + 2 pw) (cl: (N, H + 2 ph, W + 2 pw, C)): the
+    interior as norm_cf (norm_cl) writes it, the border its reflection."""
     cdef fn_err err
-    cdef int rc
+    cdef int rc = 0
     cdef const double *w = dptr(weight)
     cdef const double *b = dptr(bias)
     if not (0 <= ph < H and 0 <= pw < W) or y.size != N * C * (H + 2 * ph) * (W + 2 * pw) \
             or x.size != N * C * H * W:
-        raise ValueError("norm_pad_cl: inconsistent sizes")
-    _pad_arrays("norm_pad_cl", x, y, weight, bias, C)
+        raise ValueError("norm_pad: inconsistent sizes")
+    _pad_arrays("norm_pad", x, y, weight, bias, C)
     with nogil:
         fn_call_enter()
-        rc = fn_drive_norm_pad_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
-                                  cnp.PyArray_ITEMSIZE(y), N, H, W, C, ph, pw, w, b, eps, act, slope,
-                                  n_threads, &err)
+        if cl:
+            rc = fn_drive_norm_pad_cl(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt,
+                                      cnp.PyArray_ITEMSIZE(x), cnp.PyArray_ITEMSIZE(y), N, H, W, C, ph, pw,
+                                      w, b, eps, act, slope, n_threads, &err)
+        else:
+            fn_drive_norm_pad_cf(cnp.PyArray_DATA(x), cnp.PyArray_DATA(y), dt, odt, cnp.PyArray_ITEMSIZE(x),
+                                 cnp.PyArray_ITEMSIZE(y), N, C, H, W, ph, pw, w, b, eps, act, slope,
+                                 n_threads)
         fn_call_leave()
     check(rc, &err)
     return y
