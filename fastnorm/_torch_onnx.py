@@ -275,8 +275,9 @@ def install_export_hint() -> None:
                 hint = (
                     f"{ops} has no ONNX translation in either exporter: export the model in eval mode "
                     "(an InstanceNorm that tracks running statistics updates them through fastnorm::moments "
-                    "in training mode), without AdaIN calls (fastnorm::adain), and converted without "
-                    "fuse_padding (fastnorm::instance_norm_pad)."
+                    "in training mode), without AdaIN calls (fastnorm::adain), and as the nn.Module itself, not a "
+                    "torch.jit.trace of it (a module converted with fuse_padding records fastnorm::instance_norm_pad "
+                    "in a trace; an export records the norm and a standard pad)."
                 )
             elif _mentions_fastnorm(e) and not _given_table(kwargs):
                 hint = EXPORT_HINT

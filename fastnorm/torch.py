@@ -288,7 +288,16 @@ def _instance_norm_forward(
     return y.squeeze(0) if unbatched else y
 
 
-_EXPORTING = getattr(torch.compiler, "is_exporting", None)
+def _exporting() -> bool:
+    """Whether torch.export (or the dynamo ONNX exporter, which runs it) is
+    tracing: read from torch.compiler's flag itself where it exists, because
+    Dynamo took torch.compiler.is_exporting() for a constant True in every
+    trace, torch.compile's too, until PyTorch 2.11; else is_exporting()."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    if flag is not None:
+        return bool(flag)
+    f = getattr(torch.compiler, "is_exporting", None)
+    return f is not None and bool(f())
 
 
 @torch.jit.unused
@@ -297,11 +306,10 @@ def _pad_composed(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> bool
     torch.func transform or with a forward-mode tangent (the padded operator
     has no rules for them; the norm's own route handles them), and while a
     model is exported (torch.export, both ONNX exporters): the exported graph
-    holds the norm operator, which both ONNX exporters translate, and a
-    standard reflection pad, so it runs without fastnorm's padded operator."""
+    holds the norm operator, which both ONNX exporters translate, and aten's
+    reflection pad, so an ONNX export runs without fastnorm."""
     live = _FUNCTORCH is not None and _FUNCTORCH()
-    exporting = torch.onnx.is_in_onnx_export() or (_EXPORTING is not None and _EXPORTING())
-    return bool(live or _fwad._current_level >= 0 or exporting)
+    return bool(live or _fwad._current_level >= 0 or torch.onnx.is_in_onnx_export() or _exporting())
 
 
 torch.fx.wrap("_instance_norm_forward")
@@ -797,8 +805,10 @@ def convert(model: Any, *, fuse_activations: bool = False, fuse_padding: bool = 
         the activations (plain ``nn.Sequential`` forwards, each module used
         once, no hooks on either module).  While the model is exported
         (``torch.export``, ``torch.onnx.export`` with either exporter) the
-        norm and a standard reflection pad are recorded instead of the
-        padded operator, so the exported model needs no translation of it.
+        norm and aten's reflection pad are recorded instead of the padded
+        operator (which has no ONNX translation), so an ONNX export runs
+        without fastnorm; a ``torch.export`` program loses the fusion.
+        (TorchScript always runs the norm and then the pad.)
 
     Returns
     -------

@@ -267,10 +267,11 @@ def test_export_records_the_norm_and_a_standard_pad(dynamo, tmp_path, torch_seed
     assert any(m.padding for m in fused.modules() if isinstance(m, fnt.InstanceNorm2d))
     x = torch.randn(1, 3, 20, 18)
     if not dynamo:
-        graph = torch.export.export(fused, (x,)).graph
-        targets = {str(n.target) for n in graph.nodes if n.op == "call_function"}
-        assert "fastnorm.instance_norm.default" in targets
-        assert not any("instance_norm_pad" in t for t in targets)
+        for strict in (False, True):
+            graph = torch.export.export(fused, (x,), strict=strict).graph
+            targets = {str(n.target) for n in graph.nodes if n.op == "call_function"}
+            assert "fastnorm.instance_norm.default" in targets
+            assert not any("instance_norm_pad" in t for t in targets)
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
         pytest.skip("onnx and onnxruntime are not installed")
     if dynamo and importlib.util.find_spec("onnxscript") is None:
@@ -292,3 +293,20 @@ def test_export_records_the_norm_and_a_standard_pad(dynamo, tmp_path, torch_seed
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
     # after the export the model runs its padded operator again
     assert not fnt._pad_composed(x2, None, None)
+
+
+def test_torch_compile_keeps_the_padded_operator(torch_seed):
+    """torch.compile is no export: its graph holds the padded operator (the
+    export check must not read as true while Dynamo traces)."""
+    fused = fnt.convert(_net(), fuse_activations=True, fuse_padding=True).eval()
+    seen = []
+
+    def capture(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    x = torch.randn(1, 3, 20, 18)
+    with torch.no_grad():
+        y = torch.compile(fused, backend=capture, fullgraph=True)(x)
+        assert torch.equal(y, fused(x))
+    assert any("instance_norm_pad" in t for t in seen), seen
