@@ -291,8 +291,9 @@ def _instance_norm_forward(
 def _exporting() -> bool:
     """Whether torch.export (or the dynamo ONNX exporter, which runs it) is
     tracing: read from torch.compiler's flag itself where it exists, because
-    Dynamo took torch.compiler.is_exporting() for a constant True in every
-    trace, torch.compile's too, until PyTorch 2.11; else is_exporting()."""
+    Dynamo has taken torch.compiler.is_exporting() for a constant True in
+    every trace, torch.compile's too (fixed in PyTorch in 2026); else
+    is_exporting()."""
     flag = getattr(torch.compiler, "_is_exporting_flag", None)
     if flag is not None:
         return bool(flag)
