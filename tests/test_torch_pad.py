@@ -310,3 +310,51 @@ def test_torch_compile_keeps_the_padded_operator(torch_seed):
         y = torch.compile(fused, backend=capture, fullgraph=True)(x)
         assert torch.equal(y, fused(x))
     assert any("instance_norm_pad" in t for t in seen), seen
+
+
+@pytest.mark.parametrize(
+    "shape,pad",
+    [
+        ((1, 8, 18, 18), [1, 1, 1, 1]),
+        ((2, 3, 9, 7), [2, 1, 0, 3]),
+        ((1, 2, 7, 12), [0, 0, 2, 2]),
+        ((3, 5, 9, 8), [3, 0, 0, 4]),
+    ],
+)
+def test_the_reflection_fold_is_torchs_bit_for_bit(shape, pad, torch_seed):
+    """The engine's fold of a padded gradient adds what torch's
+    reflection_pad2d_backward adds in the same order: the same bits, on
+    values spread over 2^58 (an order of additions that differed would
+    show); a differentiable backward (create_graph) takes torch's."""
+    from fastnorm import _torch_ops as O
+
+    g = torch.randn(*shape) * torch.exp(torch.empty(*shape).uniform_(-20, 20))
+    N, C, Hp, Wp = shape
+    x = torch.zeros(N, C, Hp - pad[2] - pad[3], Wp - pad[0] - pad[1])
+    want = torch.ops.aten.reflection_pad2d_backward(g, x, pad)
+    got = torch.from_numpy(cpu.fold_reflect(g.numpy(), pad[2], pad[3], pad[0], pad[1], None))
+    assert got.numpy().tobytes() == want.numpy().tobytes()
+    with torch.no_grad():
+        assert O._fold_reflection(g, x, pad).numpy().tobytes() == want.numpy().tobytes()
+    for nt in (1, 2):
+        assert cpu.fold_reflect(g.numpy(), pad[2], pad[3], pad[0], pad[1], nt).tobytes() == want.numpy().tobytes()
+    # a grad that needs a graph: torch's op, differentiable
+    gg = g.clone().requires_grad_(True)
+    with torch.enable_grad():
+        r = O._fold_reflection(gg, x, pad)
+    assert r.requires_grad and torch.equal(r.detach(), want)
+
+
+def test_double_backward_through_a_fused_pad(torch_seed):
+    """create_graph=True through the padded operator: the first gradient is
+    the one without a graph, and it can be differentiated again."""
+    m = fnt.convert(_net(), fuse_activations=True, fuse_padding=True)
+    x = torch.rand(1, 3, 20, 18, requires_grad=True)
+    y = m(x)
+    g = torch.randn_like(y)
+    (plain,) = torch.autograd.grad(y, x, g, retain_graph=True)
+    (first,) = torch.autograd.grad(y, x, g, create_graph=True)
+    assert first.requires_grad
+    torch.testing.assert_close(first, plain, rtol=1e-4, atol=1e-5)
+    (second,) = torch.autograd.grad(first.square().sum(), x)
+    assert torch.isfinite(second).all()

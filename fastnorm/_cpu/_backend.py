@@ -301,6 +301,19 @@ def apply(
     return y
 
 
+def fold_reflect(g: np.ndarray, pt: int, pb: int, pl: int, pr: int, nt: int | None) -> np.ndarray:
+    """torch's reflection_pad2d_backward of a C-contiguous float32 (N, C, Hp,
+    Wp) g with pads (pt, pb) on H and (pl, pr) on W, bit for bit: a new
+    float32 (N, C, Hp - pt - pb, Wp - pl - pr).  The caller checks the pads
+    (each smaller than its axis)."""
+    N, C, Hp, Wp = g.shape
+    H, W = Hp - pt - pb, Wp - pl - pr
+    o = E.empty((N, C, H, W), np.float32)
+    if o.size:
+        E.fold_reflect(g, o, N * C, H, W, pt, pb, pl, pr, T.team(nt))
+    return o
+
+
 def _float_overflow(*coefs: np.ndarray) -> bool:
     """Some finite coefficient is beyond float's range (infinite once rounded
     to float; NaN and infinite ones stay what they are in float)."""

@@ -81,6 +81,9 @@ cdef extern from "fn_drive.h" nogil:
                              Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t ph,
                              Py_ssize_t pw, const double *w, const double *b, double eps, int act,
                              double slope, int n_threads, fn_err *err)
+    void fn_drive_fold_reflect_f32(const float *g, float *o, Py_ssize_t P, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr,
+                                   int n_threads)
     void fn_drive_apply_cf(const void *x, void *y, int dt, int odt, Py_ssize_t isz, Py_ssize_t osz,
                            Py_ssize_t R, Py_ssize_t S, const double *mean, const double *scale,
                            const double *shift, int act, double slope, int n_threads)
@@ -382,6 +385,24 @@ def norm_pad(cnp.ndarray x, cnp.ndarray y, int dt, int odt, bint cl, Py_ssize_t 
         fn_call_leave()
     check(rc, &err)
     return y
+
+
+def fold_reflect(cnp.ndarray g, cnp.ndarray o, Py_ssize_t P, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pt,
+                 Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr, int n_threads):
+    """torch's reflection_pad2d_backward of float32 g viewed as (P, H + pt +
+    pb, W + pl + pr) into o viewed as (P, H, W), bit for bit."""
+    if not (0 <= pt < H and 0 <= pb < H and 0 <= pl < W and 0 <= pr < W) \
+            or g.size != P * (H + pt + pb) * (W + pl + pr) or o.size != P * H * W:
+        raise ValueError("fold_reflect: inconsistent sizes")
+    if not (g.dtype == np.float32 and o.dtype == np.float32 and g.flags.c_contiguous
+            and o.flags.c_contiguous and o.flags.writeable):
+        raise ValueError("fold_reflect: g and o must be C-contiguous float32, o writeable")
+    with nogil:
+        fn_call_enter()
+        fn_drive_fold_reflect_f32(<const float *>cnp.PyArray_DATA(g), <float *>cnp.PyArray_DATA(o), P, H, W,
+                                  pt, pb, pl, pr, n_threads)
+        fn_call_leave()
+    return o
 
 
 def norm_cl(cnp.ndarray x, cnp.ndarray y, int dt, int odt, Py_ssize_t N, Py_ssize_t S, Py_ssize_t C,

@@ -464,6 +464,45 @@ int fn_drive_norm_pad_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz
     return 0;
 }
 
+/* ---- the reflection pad's gradient, channels first -------------------------------- */
+/* Plane p of g (H + pt + pb rows of W + pl + pr floats) folded into plane p
+ * of o (H rows of W): each element of o the sum of the elements of g that
+ * mirror it, added from zero in g's row-major order, the order in which
+ * torch's reflection_pad2d_backward adds them, so the bits are torch's.
+ * Each row of g adds its left border, then its interior (one addition per
+ * element of o's row: vectorized without changing any sum), then its
+ * right border. */
+static void fold_plane(const float *restrict g, float *restrict o, fn_ssize H, fn_ssize W, fn_ssize pt,
+                       fn_ssize pb, fn_ssize pl, fn_ssize pr)
+{
+    const fn_ssize Wp = W + pl + pr, Hp = H + pt + pb;
+    fn_ssize oh, k;
+    memset(o, 0, (size_t)(H * W) * sizeof(float));
+    for (oh = 0; oh < Hp; oh++) {
+        const fn_ssize ih = oh < pt ? pt - oh : oh < pt + H ? oh - pt : 2 * (H - 1) - (oh - pt);
+        const float *gr = g + oh * Wp;
+        float *orow = o + ih * W;
+        for (k = 0; k < pl; k++) orow[pl - k] += gr[k];
+        for (k = 0; k < W; k++) orow[k] += gr[pl + k];
+        for (k = 0; k < pr; k++) orow[W - 2 - k] += gr[pl + W + k];
+    }
+}
+
+void fn_drive_fold_reflect_f32(const float *g, float *o, fn_ssize P, fn_ssize H, fn_ssize W, fn_ssize pt,
+                               fn_ssize pb, fn_ssize pl, fn_ssize pr, int n_threads)
+{
+    const fn_ssize L = H * W, Lp = (H + pt + pb) * (W + pl + pr);
+    const int nth = fn_team_for(n_threads < P ? n_threads : (int)(P > 0 ? P : 1), P * Lp);
+    fn_ssize p;
+    if (nth > 1) {
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (p = 0; p < P; p++) fold_plane(g + p * Lp, o + p * L, H, W, pt, pb, pl, pr);
+        fn_team_finished(nth);
+    } else {
+        for (p = 0; p < P; p++) fold_plane(g + p * Lp, o + p * L, H, W, pt, pb, pl, pr);
+    }
+}
+
 /* ---- channels last -------------------------------------------------------------- */
 typedef struct {
     const fn_plan *pl;

@@ -46,6 +46,12 @@ int fn_drive_norm_pad_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, 
                          fn_ssize C, fn_ssize H, fn_ssize W, fn_ssize ph, fn_ssize pw, const double *w,
                          const double *b, double eps, int act, double slope, int n_threads);
 
+/* torch's reflection_pad2d_backward of float32 channels first: g viewed as
+ * (P, H + pt + pb, W + pl + pr) folded into o viewed as (P, H, W), the same
+ * additions in the same order (pt, pb < H; pl, pr < W). */
+void fn_drive_fold_reflect_f32(const float *g, float *o, fn_ssize P, fn_ssize H, fn_ssize W, fn_ssize pt,
+                               fn_ssize pb, fn_ssize pl, fn_ssize pr, int n_threads);
+
 /* Instance / group norm, channels last: x viewed as (N, S, C), G groups of
  * C / G channels; stats_out: NULL or N * C per-channel triples written. */
 int fn_drive_norm_cl(const void *x, void *y, int dt, int odt, fn_ssize isz, fn_ssize osz, fn_ssize N,
