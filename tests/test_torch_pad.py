@@ -358,3 +358,33 @@ def test_double_backward_through_a_fused_pad(torch_seed):
     torch.testing.assert_close(first, plain, rtol=1e-4, atol=1e-5)
     (second,) = torch.autograd.grad(first.square().sum(), x)
     assert torch.isfinite(second).all()
+
+
+def test_the_fold_under_a_real_make_fx_trace_is_an_operator(torch_seed):
+    """make_fx traces with real tensors and grad mode off: the backward must
+    record an operator for the fold, not the engine's result as a constant
+    (replaying the graph with another gradient must give its gradient)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def step(x, g):
+        y = torch.ops.fastnorm.instance_norm_pad(x, None, None, 1e-5, "", 0.01, [1, 1, 1, 1])
+        return torch.autograd.grad(y, x, g)[0]
+
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    gm = make_fx(step)(x, torch.randn(1, 2, 7, 7))
+    g2 = torch.randn(1, 2, 7, 7)
+    assert torch.equal(gm(x, g2), step(x, g2))
+
+
+def test_the_fold_refuses_what_does_not_fit():
+    g = np.zeros((1, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu.fold_reflect(g, 2, 1, 0, 0, None)
+    from fastnorm._cpu import _engine as E
+
+    with pytest.raises(ValueError, match="inconsistent sizes"):
+        E.fold_reflect(np.zeros(0, np.float32), np.zeros(0, np.float32), 2**62, 2, 2, 0, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match="separate memory"):
+        E.fold_reflect(g.reshape(-1), g.reshape(-1), 1, 3, 3, 0, 0, 0, 0, 1)
+    with pytest.raises(TypeError):
+        E.fold_reflect(None, g, 1, 3, 3, 0, 0, 0, 0, 1)

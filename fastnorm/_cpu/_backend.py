@@ -304,10 +304,12 @@ def apply(
 def fold_reflect(g: np.ndarray, pt: int, pb: int, pl: int, pr: int, nt: int | None) -> np.ndarray:
     """torch's reflection_pad2d_backward of a C-contiguous float32 (N, C, Hp,
     Wp) g with pads (pt, pb) on H and (pl, pr) on W, bit for bit: a new
-    float32 (N, C, Hp - pt - pb, Wp - pl - pr).  The caller checks the pads
-    (each smaller than its axis)."""
+    float32 (N, C, Hp - pt - pb, Wp - pl - pr); each pad smaller than its
+    unpadded axis (else ValueError)."""
     N, C, Hp, Wp = g.shape
     H, W = Hp - pt - pb, Wp - pl - pr
+    if not (0 <= pt < H and 0 <= pb < H and 0 <= pl < W and 0 <= pr < W):
+        raise ValueError(f"fold_reflect: pads ({pt}, {pb}, {pl}, {pr}) do not fit a padded plane of {Hp}x{Wp}")
     o = E.empty((N, C, H, W), np.float32)
     if o.size:
         E.fold_reflect(g, o, N * C, H, W, pt, pb, pl, pr, T.team(nt))

@@ -387,16 +387,18 @@ def norm_pad(cnp.ndarray x, cnp.ndarray y, int dt, int odt, bint cl, Py_ssize_t 
     return y
 
 
-def fold_reflect(cnp.ndarray g, cnp.ndarray o, Py_ssize_t P, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pt,
-                 Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr, int n_threads):
+def fold_reflect(cnp.ndarray g not None, cnp.ndarray o not None, Py_ssize_t P, Py_ssize_t H, Py_ssize_t W,
+                 Py_ssize_t pt, Py_ssize_t pb, Py_ssize_t pl, Py_ssize_t pr, int n_threads):
     """torch's reflection_pad2d_backward of float32 g viewed as (P, H + pt +
-    pb, W + pl + pr) into o viewed as (P, H, W), bit for bit."""
-    if not (0 <= pt < H and 0 <= pb < H and 0 <= pl < W and 0 <= pr < W) \
-            or g.size != P * (H + pt + pb) * (W + pl + pr) or o.size != P * H * W:
+    pb, W + pl + pr) into o viewed as (P, H, W), bit for bit (but for NaNs'
+    signs and payloads)."""
+    # the sizes as Python integers: a product of Py_ssize_t could wrap
+    if not (0 <= pt < H and 0 <= pb < H and 0 <= pl < W and 0 <= pr < W and P >= 0) \
+            or g.size != int(P) * int(H + pt + pb) * int(W + pl + pr) or o.size != int(P) * int(H) * int(W):
         raise ValueError("fold_reflect: inconsistent sizes")
     if not (g.dtype == np.float32 and o.dtype == np.float32 and g.flags.c_contiguous
-            and o.flags.c_contiguous and o.flags.writeable):
-        raise ValueError("fold_reflect: g and o must be C-contiguous float32, o writeable")
+            and o.flags.c_contiguous and o.flags.writeable) or np.may_share_memory(g, o):
+        raise ValueError("fold_reflect: g and o must be C-contiguous float32 in separate memory, o writeable")
     with nogil:
         fn_call_enter()
         fn_drive_fold_reflect_f32(<const float *>cnp.PyArray_DATA(g), <float *>cnp.PyArray_DATA(o), P, H, W,

@@ -468,7 +468,9 @@ int fn_drive_norm_pad_cf(const void *xv, void *yv, int dt, int odt, fn_ssize isz
 /* Plane p of g (H + pt + pb rows of W + pl + pr floats) folded into plane p
  * of o (H rows of W): each element of o the sum of the elements of g that
  * mirror it, added from zero in g's row-major order, the order in which
- * torch's reflection_pad2d_backward adds them, so the bits are torch's.
+ * torch's reflection_pad2d_backward adds them, so the bits are torch's (a sum
+ * of two NaNs may keep the other one's sign and payload: the compiler may
+ * swap a commutative addition's operands).
  * Each row of g adds its left border, then its interior (one addition per
  * element of o's row: vectorized without changing any sum), then its
  * right border. */

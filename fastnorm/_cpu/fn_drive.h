@@ -48,7 +48,7 @@ int fn_drive_norm_pad_cf(const void *x, void *y, int dt, int odt, fn_ssize isz, 
 
 /* torch's reflection_pad2d_backward of float32 channels first: g viewed as
  * (P, H + pt + pb, W + pl + pr) folded into o viewed as (P, H, W), the same
- * additions in the same order (pt, pb < H; pl, pr < W). */
+ * additions in the same order (pt, pb < H; pl, pr < W); o and g apart. */
 void fn_drive_fold_reflect_f32(const float *g, float *o, fn_ssize P, fn_ssize H, fn_ssize W, fn_ssize pt,
                                fn_ssize pb, fn_ssize pl, fn_ssize pr, int n_threads);
 
