@@ -185,6 +185,10 @@ FN_INLINE double fn_d_act(double v, int act, double slope)
 #if FN_NV % 2 != 0
 #error "the backward sums sweep two vectors of the lanes at a time (bsum_sweep): FN_NV must be even"
 #endif
+/* elements per run of the backward sums' sweeps (fn_backward.c.src): each
+ * run's x and dy (4 KiB of float32) stay in L1 from the first sweep to the
+ * last */
+#define FN_BSUM_RUN (32 * FN_LANES)
 /* The one reduction of the FN_LANES lane sums in v[0..FN_NV): the tree lane
  * j += lane j + h for h = 8, 4, 2, 1 (the lower lane the first operand;
  * lane j of vector k is k * FN_VL + j), as whole-vector adds while h spans

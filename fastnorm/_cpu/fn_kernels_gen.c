@@ -4160,10 +4160,6 @@ FN_INLINE void bsum_sweep_f32(const float *x, const float *dy, fn_ssize i0, fn_s
     c[k0] = c0, c[k0 + 1] = c1, e[k0] = e0, e[k0 + 1] = e1;
 }
 
-/* elements per run of sweeps: each run's x and dy (4 KiB of float32) stay
- * in L1 from the first sweep to the last */
-#define FN_BSUM_RUN (32 * FN_LANES)
-
 /* One block of n <= FN_BLOCK elements: x's triple exactly as stats_in_f32,
  * and the dy sums in the same lanes. */
 FN_INLINE void bsum_block_f32(const float *x, const float *dy, fn_ssize n, fn_bsum *o)
@@ -4182,7 +4178,7 @@ FN_INLINE void bsum_block_f32(const float *x, const float *dy, fn_ssize n, fn_bs
     }
     if (sizeof(float) < 8) {
         /* each group of FN_LANES elements within one cache line: every
-         * sweep reads consecutive lines */
+         * sweep reads consecutive lines (runs of FN_BSUM_RUN, fn_kernels.c) */
         for (s = 0; s < nv; s += FN_BSUM_RUN) {
             const fn_ssize se = nv - s < FN_BSUM_RUN ? nv : s + FN_BSUM_RUN;
             FN_UNROLL for (k = 0; k < FN_NV; k += 2) bsum_sweep_f32(x, dy, s, se, shv, a, b, c, e, k);
@@ -4995,10 +4991,6 @@ FN_INLINE void bsum_sweep_f64(const double *x, const double *dy, fn_ssize i0, fn
     c[k0] = c0, c[k0 + 1] = c1, e[k0] = e0, e[k0 + 1] = e1;
 }
 
-/* elements per run of sweeps: each run's x and dy (4 KiB of float32) stay
- * in L1 from the first sweep to the last */
-#define FN_BSUM_RUN (32 * FN_LANES)
-
 /* One block of n <= FN_BLOCK elements: x's triple exactly as stats_in_f64,
  * and the dy sums in the same lanes. */
 FN_INLINE void bsum_block_f64(const double *x, const double *dy, fn_ssize n, fn_bsum *o)
@@ -5017,7 +5009,7 @@ FN_INLINE void bsum_block_f64(const double *x, const double *dy, fn_ssize n, fn_
     }
     if (sizeof(double) < 8) {
         /* each group of FN_LANES elements within one cache line: every
-         * sweep reads consecutive lines */
+         * sweep reads consecutive lines (runs of FN_BSUM_RUN, fn_kernels.c) */
         for (s = 0; s < nv; s += FN_BSUM_RUN) {
             const fn_ssize se = nv - s < FN_BSUM_RUN ? nv : s + FN_BSUM_RUN;
             FN_UNROLL for (k = 0; k < FN_NV; k += 2) bsum_sweep_f64(x, dy, s, se, shv, a, b, c, e, k);
@@ -5583,10 +5575,6 @@ FN_INLINE void bsum_sweep_f16(const uint16_t *x, const uint16_t *dy, fn_ssize i0
     c[k0] = c0, c[k0 + 1] = c1, e[k0] = e0, e[k0 + 1] = e1;
 }
 
-/* elements per run of sweeps: each run's x and dy (4 KiB of float32) stay
- * in L1 from the first sweep to the last */
-#define FN_BSUM_RUN (32 * FN_LANES)
-
 /* One block of n <= FN_BLOCK elements: x's triple exactly as stats_in_f16,
  * and the dy sums in the same lanes. */
 FN_INLINE void bsum_block_f16(const uint16_t *x, const uint16_t *dy, fn_ssize n, fn_bsum *o)
@@ -5605,7 +5593,7 @@ FN_INLINE void bsum_block_f16(const uint16_t *x, const uint16_t *dy, fn_ssize n,
     }
     if (sizeof(uint16_t) < 8) {
         /* each group of FN_LANES elements within one cache line: every
-         * sweep reads consecutive lines */
+         * sweep reads consecutive lines (runs of FN_BSUM_RUN, fn_kernels.c) */
         for (s = 0; s < nv; s += FN_BSUM_RUN) {
             const fn_ssize se = nv - s < FN_BSUM_RUN ? nv : s + FN_BSUM_RUN;
             FN_UNROLL for (k = 0; k < FN_NV; k += 2) bsum_sweep_f16(x, dy, s, se, shv, a, b, c, e, k);
@@ -6137,10 +6125,6 @@ FN_INLINE void bsum_sweep_bf16(const uint16_t *x, const uint16_t *dy, fn_ssize i
     c[k0] = c0, c[k0 + 1] = c1, e[k0] = e0, e[k0 + 1] = e1;
 }
 
-/* elements per run of sweeps: each run's x and dy (4 KiB of float32) stay
- * in L1 from the first sweep to the last */
-#define FN_BSUM_RUN (32 * FN_LANES)
-
 /* One block of n <= FN_BLOCK elements: x's triple exactly as stats_in_bf16,
  * and the dy sums in the same lanes. */
 FN_INLINE void bsum_block_bf16(const uint16_t *x, const uint16_t *dy, fn_ssize n, fn_bsum *o)
@@ -6159,7 +6143,7 @@ FN_INLINE void bsum_block_bf16(const uint16_t *x, const uint16_t *dy, fn_ssize n
     }
     if (sizeof(uint16_t) < 8) {
         /* each group of FN_LANES elements within one cache line: every
-         * sweep reads consecutive lines */
+         * sweep reads consecutive lines (runs of FN_BSUM_RUN, fn_kernels.c) */
         for (s = 0; s < nv; s += FN_BSUM_RUN) {
             const fn_ssize se = nv - s < FN_BSUM_RUN ? nv : s + FN_BSUM_RUN;
             FN_UNROLL for (k = 0; k < FN_NV; k += 2) bsum_sweep_bf16(x, dy, s, se, shv, a, b, c, e, k);
